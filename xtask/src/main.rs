@@ -1,0 +1,264 @@
+//! `cargo xtask`: the m2w command line. One subcommand per phase plus set-up, tests and
+//! benchmarks; the work itself lives in the phase crates.
+//!
+//! Exit codes: 0 success; 1 a check failed (e.g. `extract --verify` found a difference);
+//! 2 bad input or a set-up step that cannot be done (one clear line on stderr).
+
+mod bench;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "m2w: port ML models to standalone WebGPU", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Phase 1: report ops, weights, quantization, components, I/O of a model file or folder.
+    Inspect {
+        /// A model file (.onnx, .gguf, .safetensors) or a folder of them.
+        model: PathBuf,
+        /// Print the stable JSON schema (m2w.inspect/1) instead of the table.
+        #[arg(long, conflicts_with = "markdown")]
+        json: bool,
+        /// Print a Markdown architecture section.
+        #[arg(long)]
+        markdown: bool,
+        /// Also write the output to this file (atomically).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Phase 2: weights to a GPU-ready blob (or shards) plus manifest.json.
+    Extract {
+        model: PathBuf,
+        /// Output folder (created); holds manifest.json and weights*.bin.
+        #[arg(long)]
+        out: PathBuf,
+        /// Split the blob into shards of at most this many bytes (at tensor boundaries).
+        #[arg(long)]
+        shard_bytes: Option<u64>,
+        /// f32 (default) or f16 for float weights.
+        #[arg(long, default_value = "f32")]
+        precision: String,
+        /// Re-read what was written and compare every tensor with the source.
+        #[arg(long)]
+        verify: bool,
+    },
+    /// Fetch (or check) the fixture models of fixtures/fixtures.json into the cache.
+    Fixtures {
+        /// Only these fixtures (default: all).
+        names: Vec<String>,
+        /// Print the cached path of each fixture.
+        #[arg(long)]
+        list: bool,
+    },
+    /// Get the ONNX Runtime library and check for a WebGPU adapter.
+    Setup,
+    /// The main job: run every phase built so far on the bundled default model.
+    Demo,
+    /// The test suite: fixtures + set-up, then `cargo test --workspace`.
+    Test {
+        /// Extra arguments for cargo test (after --).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Benchmarks (not tests): extract throughput against `cp`; writes bench/RESULTS.md rows.
+    Bench {
+        #[arg(default_value = "extract")]
+        what: String,
+        /// Runs per measurement (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
+}
+
+/// An error that maps to exit code 2 (bad input / cannot be done).
+#[derive(Debug)]
+struct Usage(String);
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for Usage {}
+
+/// An error that maps to exit code 1 (a check failed).
+#[derive(Debug)]
+struct CheckFailed(String);
+impl std::fmt::Display for CheckFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for CheckFailed {}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let code = if e.downcast_ref::<CheckFailed>().is_some() { 1 } else { 2 };
+            eprintln!("error: {e:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn input_err(e: m2w_model::InputError) -> anyhow::Error {
+    anyhow::Error::new(Usage(e.to_string()))
+}
+
+fn setup_err(e: m2w_setup::SetupError) -> anyhow::Error {
+    anyhow::Error::new(Usage(e.to_string()))
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Inspect { model, json, markdown, out } => {
+            let report = m2w_inspect::inspect_path(&model).map_err(input_err)?;
+            let text = if json {
+                serde_json::to_string_pretty(&report)? + "\n"
+            } else if markdown {
+                m2w_inspect::markdown(&report)
+            } else {
+                m2w_inspect::table(&report)
+            };
+            if let Some(out) = out {
+                m2w_model::io::write_atomic(&out, text.as_bytes())
+                    .with_context(|| format!("writing {}", out.display()))
+                    .map_err(|e| Usage(format!("{e:#}")))?;
+            }
+            print!("{text}");
+            Ok(())
+        }
+        Command::Extract { model, out, shard_bytes, precision, verify } => {
+            let precision = match precision.as_str() {
+                "f32" => m2w_extract::Precision::F32,
+                "f16" => m2w_extract::Precision::F16,
+                other => return Err(Usage(format!("--precision must be f32 or f16, not {other:?}")).into()),
+            };
+            let opts = m2w_extract::Options { shard_bytes, precision };
+            let manifest = m2w_extract::extract(&model, &out, &opts).map_err(|e| match e {
+                m2w_extract::ExtractError::Input(e) => input_err(e),
+                other => anyhow::Error::new(Usage(other.to_string())),
+            })?;
+            println!(
+                "extracted {} tensors ({} aliases) into {} file(s), {} bytes -> {}",
+                manifest.tensors.len(),
+                manifest.tensors.iter().filter(|t| t.alias_of.is_some()).count(),
+                manifest.files.len(),
+                manifest.files.iter().map(|f| f.bytes).sum::<u64>(),
+                out.join("manifest.json").display()
+            );
+            if verify {
+                let r = m2w_extract::verify(&model, &out).map_err(|e| match e {
+                    m2w_extract::ExtractError::Input(e) => input_err(e),
+                    other => anyhow::Error::new(Usage(other.to_string())),
+                })?;
+                println!("verify: {} tensors checked, worst abs error {:.3e} ({})", r.checked, r.worst_abs, r.worst_tensor);
+                if !r.failures.is_empty() {
+                    for f in &r.failures {
+                        eprintln!("  MISMATCH {f}");
+                    }
+                    return Err(CheckFailed(format!("verify failed for {} tensor(s)", r.failures.len())).into());
+                }
+            }
+            Ok(())
+        }
+        Command::Fixtures { names, list } => {
+            let all = m2w_setup::fixture_list();
+            let names: Vec<String> = if names.is_empty() { all.fixtures.iter().map(|f| f.name.clone()).collect() } else { names };
+            for n in names {
+                let p = m2w_setup::fixture(&n).map_err(setup_err)?;
+                if list {
+                    println!("{n}\t{}", p.display());
+                } else {
+                    println!("ok {n}");
+                }
+            }
+            Ok(())
+        }
+        Command::Setup => setup(),
+        Command::Demo => demo(),
+        Command::Test { args } => test(&args),
+        Command::Bench { what, runs } => bench::run(&what, runs),
+    }
+}
+
+fn setup() -> anyhow::Result<()> {
+    let lib = m2w_setup::onnxruntime_library().map_err(setup_err)?;
+    println!("ONNX Runtime library: {}  (export ORT_DYLIB_PATH={})", lib.display(), lib.display());
+    match m2w_setup::adapter::ensure() {
+        Ok(a) => println!(
+            "WebGPU adapter: {} ({}, {}{}), max storage binding {} MiB",
+            a.name,
+            a.backend,
+            a.device_type,
+            if a.is_cpu { "; CPU: for correctness, never for speed" } else { "" },
+            a.max_storage_buffer_binding_size >> 20
+        ),
+        Err(msg) => return Err(Usage(msg).into()),
+    }
+    Ok(())
+}
+
+fn demo() -> anyhow::Result<()> {
+    let model = m2w_setup::bundled_model();
+    let out = std::env::temp_dir().join(format!("m2w-demo-{}", std::process::id()));
+    println!("m2w demo: bundled default model {}\n", model.display());
+    println!("-- phase 1: inspect --");
+    let report = m2w_inspect::inspect_path(&model).map_err(input_err)?;
+    print!("{}", m2w_inspect::table(&report));
+    println!("-- phase 2: extract (with --verify) --");
+    let manifest = m2w_extract::extract(&model, &out, &m2w_extract::Options::default()).map_err(|e| Usage(e.to_string()))?;
+    let verify = m2w_extract::verify(&model, &out).map_err(|e| Usage(e.to_string()))?;
+    println!(
+        "{} tensors -> {} ({} bytes); verify: {} checked, {} mismatches",
+        manifest.tensors.len(),
+        out.display(),
+        manifest.files.iter().map(|f| f.bytes).sum::<u64>(),
+        verify.checked,
+        verify.failures.len()
+    );
+    println!(
+        "\nNot built yet (later phases): reference activations through ONNX Runtime, the WGSL engine,\n\
+         the per-layer validation report, and the TypeScript package. This demo will then print the\n\
+         layer report of the ported engine."
+    );
+    if !verify.failures.is_empty() {
+        return Err(CheckFailed("extract verify failed".into()).into());
+    }
+    Ok(())
+}
+
+fn test(extra: &[String]) -> anyhow::Result<()> {
+    println!("m2w test: fetching fixtures (cached after the first run)");
+    run(Cli { command: Command::Fixtures { names: vec![], list: false } })?;
+    println!("m2w test: set-up (ONNX Runtime library, WebGPU adapter)");
+    if let Err(e) = setup() {
+        // No adapter is not fatal for phases that do not use the GPU yet; say so loudly.
+        eprintln!("warning: {e:#}");
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args(["test", "--workspace"])
+        .args(extra)
+        .current_dir(workspace_root())
+        .status()
+        .context("running cargo test")?;
+    if !status.success() {
+        return Err(CheckFailed("cargo test failed".into()).into());
+    }
+    Ok(())
+}
+
+pub(crate) fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits in the workspace").to_path_buf()
+}
