@@ -54,15 +54,15 @@ pub fn flag_for(domain: &str, op: &str) -> Option<OpFlag> {
     let (kind, reason) = match op {
         "LSTM" | "GRU" | "RNN" => (
             "recurrent",
-            "recurrent: sequential over time steps; needs a dedicated kernel (one workgroup per direction)",
+            "sequential over time steps; needs a dedicated kernel (one workgroup per direction)",
         ),
         "If" | "Loop" | "Scan" => (
             "control-flow",
-            "control flow with subgraphs: the engine must pick a branch ahead of time or run subgraphs",
+            "subgraphs: the engine must pick a branch ahead of time or run subgraphs",
         ),
         "DynamicQuantizeLinear" | "MatMulInteger" | "ConvInteger" | "QLinearMatMul" | "QLinearConv" => (
             "quantized",
-            "integer arithmetic with run-time quantization: dequantize weights at load and run f32 kernels",
+            "integer arithmetic with run-time quantization; dequantize weights at load and run f32 kernels",
         ),
         "NonMaxSuppression" | "RoiAlign" | "Unique" | "StringNormalizer" | "TfIdfVectorizer" | "RandomNormal"
         | "RandomUniform" | "RandomNormalLike" | "RandomUniformLike" | "Multinomial" | "Bernoulli" => (

@@ -1,0 +1,121 @@
+//! inspect on real models, checked against what the `onnx` / `safetensors` Python packages
+//! report for the same files (tests/expected/*.json, made by scripts/expect_inventory.py)
+//! and against the GGUF facts published with the SmolLM2 fixture.
+
+use std::collections::BTreeMap;
+
+use m2w_inspect::inspect_path;
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    m2w_setup::fixture(name).unwrap_or_else(|e| panic!("fixture {name}: {e} (run `cargo xtask fixtures`)"))
+}
+
+#[derive(serde::Deserialize)]
+struct Expected {
+    ops: BTreeMap<String, usize>,
+    weights: Vec<(String, Vec<u64>, String)>,
+}
+
+fn check_against_python(fixture_name: &str) {
+    let path = fixture(fixture_name);
+    let text = std::fs::read_to_string(format!("{}/tests/expected/{fixture_name}.json", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let expected: Expected = serde_json::from_str(&text).unwrap();
+    let report = inspect_path(&path).unwrap();
+    let m = &report.models[0];
+
+    let ops: BTreeMap<String, usize> = m.ops.iter().map(|o| (format!("{}:{}", o.domain, o.op_type), o.count)).collect();
+    assert_eq!(ops, expected.ops, "{fixture_name}: op inventory differs from the onnx package's");
+
+    let mut ours: Vec<(String, Vec<u64>, String)> = m.weights.iter().map(|w| (w.name.clone(), w.shape.clone(), w.dtype.to_string())).collect();
+    let mut theirs = expected.weights.clone();
+    ours.sort();
+    theirs.sort();
+    assert_eq!(ours.len(), theirs.len(), "{fixture_name}: weight count");
+    for (a, b) in ours.iter().zip(&theirs) {
+        assert_eq!(a, b, "{fixture_name}: weight differs");
+    }
+    let bytes: u64 = m.weights.iter().map(|w| w.bytes).sum();
+    assert_eq!(m.totals.bytes, bytes);
+}
+
+#[test]
+fn minilm_int8_matches_the_onnx_package() {
+    check_against_python("minilm-int8");
+}
+
+#[test]
+fn silero_vad_v6_matches_the_onnx_package() {
+    check_against_python("silero-vad-v6");
+}
+
+#[test]
+fn silero_vad_with_if_subgraphs_matches_the_onnx_package() {
+    check_against_python("silero-vad-if");
+}
+
+#[test]
+fn ppocr_det_constant_node_weights_match_the_onnx_package() {
+    check_against_python("ppocr-det");
+}
+
+#[test]
+fn minilm_safetensors_matches_the_safetensors_package() {
+    check_against_python("minilm-safetensors");
+    let report = inspect_path(&fixture("minilm-safetensors")).unwrap();
+    let config = report.models[0].config.as_ref().expect("config.json beside the file is read");
+    assert_eq!(config["hidden_size"], 384);
+    assert_eq!(config["num_hidden_layers"], 6);
+}
+
+#[test]
+fn minilm_int8_weights_are_recognised_as_in_graph_int8() {
+    let report = inspect_path(&fixture("minilm-int8")).unwrap();
+    let m = &report.models[0];
+    assert_eq!(m.quantization.len(), 38, "every int8 initializer feeds a Cast->Mul dequantization");
+    let emb = m.weights.iter().find(|w| w.name == "inner.embeddings.word_embeddings.weight_q").unwrap();
+    assert!(emb.quantization.contains("Cast->Mul") && emb.quantization.contains("per-axis [0]"), "{}", emb.quantization);
+    let scale = m.weights.iter().find(|w| w.name == "inner.embeddings.word_embeddings.weight_scale").unwrap();
+    assert_eq!(scale.quantization, "scale of inner.embeddings.word_embeddings.weight_q");
+    assert_eq!(m.totals.tensors_by_dtype["i8"], 38);
+}
+
+#[test]
+fn smollm2_gguf_reports_the_published_architecture() {
+    let report = inspect_path(&fixture("smollm2-q4_1")).unwrap();
+    let m = &report.models[0];
+    let g = m.gguf.as_ref().unwrap();
+    assert_eq!(g.architecture, "llama");
+    assert_eq!(g.layers, Some(30));
+    assert_eq!(g.width, Some(576));
+    assert_eq!((g.heads, g.kv_heads), (Some(9), Some(3)));
+    assert_eq!(g.tokenizer.model.as_deref(), Some("gpt2"));
+    assert_eq!(g.tokenizer.vocab_size, Some(49152));
+    assert!(g.chat_template);
+    assert!(g.tied_embedding_head);
+    assert_eq!(m.weights.len(), 272);
+    assert_eq!(m.totals.tensors_by_dtype["q4_1"], 210);
+    assert_eq!(m.totals.tensors_by_dtype["q8_0"], 1);
+    assert_eq!(m.totals.tensors_by_dtype["f32"], 61);
+    let emb = m.weights.iter().find(|w| w.name == "token_embd.weight").unwrap();
+    assert_eq!(emb.shape, vec![49152, 576], "row-major: vocab rows of width 576");
+}
+
+#[test]
+fn a_folder_is_inspected_model_by_model() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(fixture("silero-vad-v6"), dir.path().join("a.onnx")).unwrap();
+    std::fs::copy(fixture("ppocr-det"), dir.path().join("b.onnx")).unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "not a model").unwrap();
+    let report = inspect_path(dir.path()).unwrap();
+    let files: Vec<&str> = report.models.iter().map(|m| m.file.as_str()).collect();
+    assert_eq!(files, ["a.onnx", "b.onnx"]);
+}
+
+#[test]
+fn markdown_and_table_name_every_flagged_op() {
+    let report = inspect_path(&fixture("silero-vad-v6")).unwrap();
+    let md = m2w_inspect::markdown(&report);
+    assert!(md.contains("| LSTM | ai.onnx | 1 | sequential over time steps"), "{md}");
+    let table = m2w_inspect::table(&report);
+    assert!(table.contains("! recurrent"), "{table}");
+}
