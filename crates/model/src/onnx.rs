@@ -44,6 +44,12 @@ pub fn decode(path: &Path) -> Result<ModelProto, InputError> {
             "not a valid ONNX model: it has no graph",
         ));
     }
+    if model.opset_import.is_empty() {
+        return Err(InputError::new(
+            path,
+            "not a valid ONNX model: it has no opset_import (truncated?)",
+        ));
+    }
     if model.ir_version.unwrap_or(0) <= 0 {
         return Err(InputError::new(
             path,
