@@ -13,7 +13,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "m2w: port ML models to standalone WebGPU", version)]
+#[command(
+    name = "cargo xtask",
+    about = "m2w: port ML models to standalone WebGPU",
+    version
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -50,6 +54,9 @@ enum Command {
         /// Re-read what was written and compare every tensor with the source.
         #[arg(long)]
         verify: bool,
+        /// Write nothing; only verify an existing output folder against the model.
+        #[arg(long, conflicts_with_all = ["shard_bytes", "verify"])]
+        verify_only: bool,
     },
     /// Fetch (or check) the fixture models of fixtures/fixtures.json into the cache.
     Fixtures {
@@ -100,13 +107,35 @@ impl std::fmt::Display for CheckFailed {
 impl std::error::Error for CheckFailed {}
 
 fn main() -> ExitCode {
+    quiet_mesa_runtime_dir();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let code = if e.downcast_ref::<CheckFailed>().is_some() { 1 } else { 2 };
+            let code = if e.downcast_ref::<CheckFailed>().is_some() {
+                1
+            } else {
+                2
+            };
             eprintln!("error: {e:#}");
             ExitCode::from(code)
+        }
+    }
+}
+
+/// Mesa's Vulkan drivers complain on stderr when XDG_RUNTIME_DIR is unset (headless CI);
+/// point it at a private temp folder before any thread exists.
+fn quiet_mesa_runtime_dir() {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        let dir = std::env::temp_dir().join("m2w-xdg-runtime");
+        if std::fs::create_dir_all(&dir).is_ok() {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+            }
+            // SAFETY: called first thing in main, before any other thread is started.
+            unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
         }
     }
 }
@@ -121,7 +150,12 @@ fn setup_err(e: m2w_setup::SetupError) -> anyhow::Error {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Inspect { model, json, markdown, out } => {
+        Command::Inspect {
+            model,
+            json,
+            markdown,
+            out,
+        } => {
             let report = m2w_inspect::inspect_path(&model).map_err(input_err)?;
             let text = if json {
                 serde_json::to_string_pretty(&report)? + "\n"
@@ -138,13 +172,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{text}");
             Ok(())
         }
-        Command::Extract { model, out, shard_bytes, precision, verify } => {
+        Command::Extract {
+            model,
+            out,
+            shard_bytes,
+            precision,
+            verify,
+            verify_only,
+        } => {
             let precision = match precision.as_str() {
                 "f32" => m2w_extract::Precision::F32,
                 "f16" => m2w_extract::Precision::F16,
-                other => return Err(Usage(format!("--precision must be f32 or f16, not {other:?}")).into()),
+                other => {
+                    return Err(
+                        Usage(format!("--precision must be f32 or f16, not {other:?}")).into(),
+                    );
+                }
             };
-            let opts = m2w_extract::Options { shard_bytes, precision };
+            let opts = m2w_extract::Options {
+                shard_bytes,
+                precision,
+            };
+            if verify_only {
+                return verify_weights(&model, &out);
+            }
             let manifest = m2w_extract::extract(&model, &out, &opts).map_err(|e| match e {
                 m2w_extract::ExtractError::Input(e) => input_err(e),
                 other => anyhow::Error::new(Usage(other.to_string())),
@@ -152,29 +203,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!(
                 "extracted {} tensors ({} aliases) into {} file(s), {} bytes -> {}",
                 manifest.tensors.len(),
-                manifest.tensors.iter().filter(|t| t.alias_of.is_some()).count(),
+                manifest
+                    .tensors
+                    .iter()
+                    .filter(|t| t.alias_of.is_some())
+                    .count(),
                 manifest.files.len(),
                 manifest.files.iter().map(|f| f.bytes).sum::<u64>(),
                 out.join("manifest.json").display()
             );
             if verify {
-                let r = m2w_extract::verify(&model, &out).map_err(|e| match e {
-                    m2w_extract::ExtractError::Input(e) => input_err(e),
-                    other => anyhow::Error::new(Usage(other.to_string())),
-                })?;
-                println!("verify: {} tensors checked, worst abs error {:.3e} ({})", r.checked, r.worst_abs, r.worst_tensor);
-                if !r.failures.is_empty() {
-                    for f in &r.failures {
-                        eprintln!("  MISMATCH {f}");
-                    }
-                    return Err(CheckFailed(format!("verify failed for {} tensor(s)", r.failures.len())).into());
-                }
+                return verify_weights(&model, &out);
             }
             Ok(())
         }
         Command::Fixtures { names, list } => {
             let all = m2w_setup::fixture_list();
-            let names: Vec<String> = if names.is_empty() { all.fixtures.iter().map(|f| f.name.clone()).collect() } else { names };
+            let names: Vec<String> = if names.is_empty() {
+                all.fixtures.iter().map(|f| f.name.clone()).collect()
+            } else {
+                names
+            };
             for n in names {
                 let p = m2w_setup::fixture(&n).map_err(setup_err)?;
                 if list {
@@ -192,16 +241,50 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+fn verify_weights(model: &Path, out: &Path) -> anyhow::Result<()> {
+    let r = m2w_extract::verify(model, out).map_err(|e| match e {
+        m2w_extract::ExtractError::Input(e) => input_err(e),
+        other => anyhow::Error::new(Usage(other.to_string())),
+    })?;
+    println!(
+        "verify: {} tensors checked, worst abs error {:.3e} ({})",
+        r.checked,
+        r.worst_abs,
+        if r.worst_tensor.is_empty() {
+            "all exact"
+        } else {
+            &r.worst_tensor
+        }
+    );
+    if !r.failures.is_empty() {
+        for f in &r.failures {
+            eprintln!("  MISMATCH {f}");
+        }
+        return Err(
+            CheckFailed(format!("verify failed: {} difference(s)", r.failures.len())).into(),
+        );
+    }
+    Ok(())
+}
+
 fn setup() -> anyhow::Result<()> {
     let lib = m2w_setup::onnxruntime_library().map_err(setup_err)?;
-    println!("ONNX Runtime library: {}  (export ORT_DYLIB_PATH={})", lib.display(), lib.display());
+    println!(
+        "ONNX Runtime library: {}  (export ORT_DYLIB_PATH={})",
+        lib.display(),
+        lib.display()
+    );
     match m2w_setup::adapter::ensure() {
         Ok(a) => println!(
             "WebGPU adapter: {} ({}, {}{}), max storage binding {} MiB",
             a.name,
             a.backend,
             a.device_type,
-            if a.is_cpu { "; CPU: for correctness, never for speed" } else { "" },
+            if a.is_cpu {
+                "; CPU: for correctness, never for speed"
+            } else {
+                ""
+            },
             a.max_storage_buffer_binding_size >> 20
         ),
         Err(msg) => return Err(Usage(msg).into()),
@@ -211,13 +294,14 @@ fn setup() -> anyhow::Result<()> {
 
 fn demo() -> anyhow::Result<()> {
     let model = m2w_setup::bundled_model();
-    let out = std::env::temp_dir().join(format!("m2w-demo-{}", std::process::id()));
+    let out = workspace_root().join("target/demo/silero_vad_v6/weights");
     println!("m2w demo: bundled default model {}\n", model.display());
     println!("-- phase 1: inspect --");
     let report = m2w_inspect::inspect_path(&model).map_err(input_err)?;
     print!("{}", m2w_inspect::table(&report));
     println!("-- phase 2: extract (with --verify) --");
-    let manifest = m2w_extract::extract(&model, &out, &m2w_extract::Options::default()).map_err(|e| Usage(e.to_string()))?;
+    let manifest = m2w_extract::extract(&model, &out, &m2w_extract::Options::default())
+        .map_err(|e| Usage(e.to_string()))?;
     let verify = m2w_extract::verify(&model, &out).map_err(|e| Usage(e.to_string()))?;
     println!(
         "{} tensors -> {} ({} bytes); verify: {} checked, {} mismatches",
@@ -240,7 +324,12 @@ fn demo() -> anyhow::Result<()> {
 
 fn test(extra: &[String]) -> anyhow::Result<()> {
     println!("m2w test: fetching fixtures (cached after the first run)");
-    run(Cli { command: Command::Fixtures { names: vec![], list: false } })?;
+    run(Cli {
+        command: Command::Fixtures {
+            names: vec![],
+            list: false,
+        },
+    })?;
     println!("m2w test: set-up (ONNX Runtime library, WebGPU adapter)");
     if let Err(e) = setup() {
         // No adapter is not fatal for phases that do not use the GPU yet; say so loudly.
@@ -260,5 +349,8 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
 }
 
 pub(crate) fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask sits in the workspace")
+        .to_path_buf()
 }

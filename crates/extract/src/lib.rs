@@ -63,13 +63,19 @@ pub enum ExtractError {
     #[error("{path}: cannot extract {} tensor(s):\n{}", items.len(), items.join("\n"))]
     Unsupported { path: PathBuf, items: Vec<String> },
     #[error("writing {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {what}")]
     BadOutput { path: PathBuf, what: String },
 }
 
 fn werr(path: &Path) -> impl FnOnce(std::io::Error) -> ExtractError + '_ {
-    move |source| ExtractError::Write { path: path.to_path_buf(), source }
+    move |source| ExtractError::Write {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -139,8 +145,14 @@ impl Item<'_> {
 }
 
 pub(crate) fn plan(model: &Model) -> Vec<Item<'_>> {
-    let folds: Vec<QuantizedWeight> = quant::find(model).into_iter().filter(|q| q.foldable()).collect();
-    let folded_nodes: HashSet<&str> = folds.iter().flat_map(|q| q.folded_nodes.iter().map(String::as_str)).collect();
+    let folds: Vec<QuantizedWeight> = quant::find(model)
+        .into_iter()
+        .filter(|q| q.foldable())
+        .collect();
+    let folded_nodes: HashSet<&str> = folds
+        .iter()
+        .flat_map(|q| q.folded_nodes.iter().map(String::as_str))
+        .collect();
     let mut fold_inputs: HashSet<&str> = HashSet::new();
     for q in &folds {
         fold_inputs.insert(&q.quantized);
@@ -150,7 +162,11 @@ pub(crate) fn plan(model: &Model) -> Vec<Item<'_>> {
     // Inputs of a fold that some other node reads too must still be written.
     let mut needed_elsewhere: HashSet<String> = HashSet::new();
     if let Some(g) = &model.graph {
-        for n in g.nodes.iter().filter(|n| !folded_nodes.contains(n.label().as_str())) {
+        for n in g
+            .nodes
+            .iter()
+            .filter(|n| !folded_nodes.contains(n.label().as_str()))
+        {
             for i in &n.inputs {
                 if let Some(t) = quant::resolve(model, &n.scope, i) {
                     needed_elsewhere.insert(t.name.clone());
@@ -161,7 +177,10 @@ pub(crate) fn plan(model: &Model) -> Vec<Item<'_>> {
             needed_elsewhere.insert(o.name.clone());
         }
     }
-    let mut by_q: HashMap<String, QuantizedWeight> = folds.iter().map(|q| (q.quantized.clone(), q.clone())).collect();
+    let mut by_q: HashMap<String, QuantizedWeight> = folds
+        .iter()
+        .map(|q| (q.quantized.clone(), q.clone()))
+        .collect();
     let mut items = Vec::new();
     for t in &model.tensors {
         if let Some(q) = by_q.remove(&t.name) {
@@ -187,7 +206,10 @@ fn float_out(values: &[f32], precision: Precision, what: &str) -> Converted {
         if fits {
             return Converted {
                 gpu_dtype: "f16".into(),
-                bytes: values.iter().flat_map(|v| f16::from_f32(*v).to_le_bytes()).collect(),
+                bytes: values
+                    .iter()
+                    .flat_map(|v| f16::from_f32(*v).to_le_bytes())
+                    .collect(),
                 transform: format!("{what} -> f16"),
             };
         }
@@ -197,14 +219,30 @@ fn float_out(values: &[f32], precision: Precision, what: &str) -> Converted {
             transform: format!("{what} -> f32 (kept f32: values exceed the f16 range)"),
         };
     }
-    Converted { gpu_dtype: "f32".into(), bytes: f32_bytes(values), transform: if what == "f32" { "none".into() } else { format!("{what} -> f32") } }
+    Converted {
+        gpu_dtype: "f32".into(),
+        bytes: f32_bytes(values),
+        transform: if what == "f32" {
+            "none".into()
+        } else {
+            format!("{what} -> f32")
+        },
+    }
 }
 
-pub(crate) fn convert(model: &Model, item: &Item, precision: Precision) -> Result<Converted, ExtractError> {
+pub(crate) fn convert(
+    model: &Model,
+    item: &Item,
+    precision: Precision,
+) -> Result<Converted, ExtractError> {
     let t = match item {
         Item::Folded(q) => {
             let values = quant::dequantize(model, q)?;
-            return Ok(float_out(&values, precision, &format!("dequantize ({})", q.describe())));
+            return Ok(float_out(
+                &values,
+                precision,
+                &format!("dequantize ({})", q.describe()),
+            ));
         }
         Item::Plain(t) => *t,
     };
@@ -212,48 +250,111 @@ pub(crate) fn convert(model: &Model, item: &Item, precision: Precision) -> Resul
     Ok(match t.dtype {
         DType::F32 => {
             if precision == Precision::F32 {
-                Converted { gpu_dtype: "f32".into(), bytes: raw()?, transform: "none".into() }
+                Converted {
+                    gpu_dtype: "f32".into(),
+                    bytes: raw()?,
+                    transform: "none".into(),
+                }
             } else {
                 float_out(&model.read_f32(t)?, precision, "f32")
             }
         }
-        DType::F16 if precision == Precision::F16 => Converted { gpu_dtype: "f16".into(), bytes: raw()?, transform: "none".into() },
-        DType::F16 | DType::BF16 | DType::F64 => float_out(&model.read_f32(t)?, precision, &t.dtype.name()),
-        DType::I32 | DType::U32 => Converted { gpu_dtype: t.dtype.name(), bytes: raw()?, transform: "none".into() },
+        DType::F16 if precision == Precision::F16 => Converted {
+            gpu_dtype: "f16".into(),
+            bytes: raw()?,
+            transform: "none".into(),
+        },
+        DType::F16 | DType::BF16 | DType::F64 => {
+            float_out(&model.read_f32(t)?, precision, &t.dtype.name())
+        }
+        DType::I32 | DType::U32 => Converted {
+            gpu_dtype: t.dtype.name(),
+            bytes: raw()?,
+            transform: "none".into(),
+        },
         DType::I64 => {
             let b = raw()?;
-            let v: Vec<i64> = b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
+            let v: Vec<i64> = b
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                .collect();
             if v.iter().all(|&x| i32::try_from(x).is_ok()) {
-                Converted { gpu_dtype: "i32".into(), bytes: v.iter().flat_map(|&x| (x as i32).to_le_bytes()).collect(), transform: "i64 -> i32 (every value fits)".into() }
+                Converted {
+                    gpu_dtype: "i32".into(),
+                    bytes: v.iter().flat_map(|&x| (x as i32).to_le_bytes()).collect(),
+                    transform: "i64 -> i32 (every value fits)".into(),
+                }
             } else {
                 // Values such as INT64_MAX (Slice "to the end") do not fit: clamp is the
                 // engine's business, so the exact words are kept.
-                Converted { gpu_dtype: "i64".into(), bytes: b, transform: "none (i64 as pairs of u32 words; values exceed i32)".into() }
+                Converted {
+                    gpu_dtype: "i64".into(),
+                    bytes: b,
+                    transform: "none (i64 as pairs of u32 words; values exceed i32)".into(),
+                }
             }
         }
         DType::U64 => {
             let b = raw()?;
-            let v: Vec<u64> = b.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
+            let v: Vec<u64> = b
+                .chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+                .collect();
             if v.iter().all(|&x| u32::try_from(x).is_ok()) {
-                Converted { gpu_dtype: "u32".into(), bytes: v.iter().flat_map(|&x| (x as u32).to_le_bytes()).collect(), transform: "u64 -> u32 (every value fits)".into() }
+                Converted {
+                    gpu_dtype: "u32".into(),
+                    bytes: v.iter().flat_map(|&x| (x as u32).to_le_bytes()).collect(),
+                    transform: "u64 -> u32 (every value fits)".into(),
+                }
             } else {
-                Converted { gpu_dtype: "u64".into(), bytes: b, transform: "none (u64 as pairs of u32 words)".into() }
+                Converted {
+                    gpu_dtype: "u64".into(),
+                    bytes: b,
+                    transform: "none (u64 as pairs of u32 words)".into(),
+                }
             }
         }
         DType::I8 | DType::I16 => {
             let v = model.read_f32(t)?;
-            Converted { gpu_dtype: "i32".into(), bytes: v.iter().flat_map(|&x| (x as i32).to_le_bytes()).collect(), transform: format!("{} -> i32 (widened)", t.dtype) }
+            Converted {
+                gpu_dtype: "i32".into(),
+                bytes: v.iter().flat_map(|&x| (x as i32).to_le_bytes()).collect(),
+                transform: format!("{} -> i32 (widened)", t.dtype),
+            }
         }
         DType::U8 | DType::U16 | DType::Bool => {
             let v = model.read_f32(t)?;
-            Converted { gpu_dtype: "u32".into(), bytes: v.iter().flat_map(|&x| (x as u32).to_le_bytes()).collect(), transform: format!("{} -> u32 (widened)", t.dtype) }
+            Converted {
+                gpu_dtype: "u32".into(),
+                bytes: v.iter().flat_map(|&x| (x as u32).to_le_bytes()).collect(),
+                transform: format!("{} -> u32 (widened)", t.dtype),
+            }
         }
-        DType::Q8_0 => Converted { gpu_dtype: "q8_0".into(), bytes: pack::pack_q8_0(&raw()?), transform: "q8_0 repacked: 9 u32 words a block (f32 scale, 32 x i8)".into() },
-        DType::Q4_0 => Converted { gpu_dtype: "q4_0".into(), bytes: pack::pack_q4_0(&raw()?), transform: "q4_0 repacked: 5 u32 words a block (f32 scale, 32 x u4)".into() },
-        DType::Q4_1 => Converted { gpu_dtype: "q4_1".into(), bytes: pack::pack_q4_1(&raw()?), transform: "q4_1 repacked: 6 u32 words a block (f32 scale, f32 min, 32 x u4)".into() },
-        d if d.is_gguf_block() => float_out(&model.read_f32(t)?, precision, &format!("{d} dequantized by candle")),
+        DType::Q8_0 => Converted {
+            gpu_dtype: "q8_0".into(),
+            bytes: pack::pack_q8_0(&raw()?),
+            transform: "q8_0 repacked: 9 u32 words a block (f32 scale, 32 x i8)".into(),
+        },
+        DType::Q4_0 => Converted {
+            gpu_dtype: "q4_0".into(),
+            bytes: pack::pack_q4_0(&raw()?),
+            transform: "q4_0 repacked: 5 u32 words a block (f32 scale, 32 x u4)".into(),
+        },
+        DType::Q4_1 => Converted {
+            gpu_dtype: "q4_1".into(),
+            bytes: pack::pack_q4_1(&raw()?),
+            transform: "q4_1 repacked: 6 u32 words a block (f32 scale, f32 min, 32 x u4)".into(),
+        },
+        d if d.is_gguf_block() => float_out(
+            &model.read_f32(t)?,
+            precision,
+            &format!("{d} dequantized by candle"),
+        ),
         other => {
-            return Err(ExtractError::Unsupported { path: model.path.clone(), items: vec![format!("  {}: dtype {other} has no GPU form", t.name)] });
+            return Err(ExtractError::Unsupported {
+                path: model.path.clone(),
+                items: vec![format!("  {}: dtype {other} has no GPU form", t.name)],
+            });
         }
     })
 }
@@ -264,7 +365,10 @@ fn unsupported(items: &[Item]) -> Vec<String> {
         .iter()
         .filter_map(|i| match i {
             Item::Plain(t) if matches!(t.dtype, DType::String | DType::OtherOnnx(_)) => {
-                Some(format!("  {} ({:?}): dtype {} has no GPU form", t.name, t.shape, t.dtype))
+                Some(format!(
+                    "  {} ({:?}): dtype {} has no GPU form",
+                    t.name, t.shape, t.dtype
+                ))
             }
             _ => None,
         })
@@ -281,14 +385,22 @@ struct ShardWriter {
 
 impl ShardWriter {
     fn file_name(&self) -> String {
-        if self.sharded { format!("weights-{:05}.bin", self.files.len()) } else { "weights.bin".into() }
+        if self.sharded {
+            format!("weights-{:05}.bin", self.files.len())
+        } else {
+            "weights.bin".into()
+        }
     }
 
     fn finish_current(&mut self) -> Result<(), ExtractError> {
         if let Some((f, h, len, name)) = self.current.take() {
             let path = self.dir.join(&name);
             f.commit().map_err(werr(&path))?;
-            self.files.push(FileInfo { name, bytes: len, sha256: m2w_model::io::hex(&h.finalize()) });
+            self.files.push(FileInfo {
+                name,
+                bytes: len,
+                sha256: m2w_model::io::hex(&h.finalize()),
+            });
         }
         Ok(())
     }
@@ -332,16 +444,32 @@ pub fn extract(model_path: &Path, out: &Path, opts: &Options) -> Result<Manifest
     let items = plan(&model);
     let bad = unsupported(&items);
     if !bad.is_empty() {
-        return Err(ExtractError::Unsupported { path: model.path.clone(), items: bad });
+        return Err(ExtractError::Unsupported {
+            path: model.path.clone(),
+            items: bad,
+        });
     }
     if opts.shard_bytes == Some(0) {
-        return Err(ExtractError::BadOutput { path: out.to_path_buf(), what: "--shard-bytes must be positive".into() });
+        return Err(ExtractError::BadOutput {
+            path: out.to_path_buf(),
+            what: "--shard-bytes must be positive".into(),
+        });
     }
 
-    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(werr(parent))?;
-    let leaf = out.file_name().ok_or_else(|| ExtractError::BadOutput { path: out.to_path_buf(), what: "output must name a folder".into() })?;
-    let staging = parent.join(format!(".{}.partial-{}", leaf.to_string_lossy(), std::process::id()));
+    let leaf = out.file_name().ok_or_else(|| ExtractError::BadOutput {
+        path: out.to_path_buf(),
+        what: "output must name a folder".into(),
+    })?;
+    let staging = parent.join(format!(
+        ".{}.partial-{}",
+        leaf.to_string_lossy(),
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(&staging).map_err(werr(&staging))?;
     let result = write_all(&model, &items, &staging, opts);
@@ -354,7 +482,11 @@ pub fn extract(model_path: &Path, out: &Path, opts: &Options) -> Result<Manifest
     };
     // Swap the finished folder into place.
     if out.exists() {
-        let old = parent.join(format!(".{}.old-{}", leaf.to_string_lossy(), std::process::id()));
+        let old = parent.join(format!(
+            ".{}.old-{}",
+            leaf.to_string_lossy(),
+            std::process::id()
+        ));
         std::fs::rename(out, &old).map_err(werr(out))?;
         std::fs::rename(&staging, out).map_err(werr(out))?;
         let _ = std::fs::remove_dir_all(&old);
@@ -364,8 +496,19 @@ pub fn extract(model_path: &Path, out: &Path, opts: &Options) -> Result<Manifest
     Ok(manifest)
 }
 
-fn write_all(model: &Model, items: &[Item], dir: &Path, opts: &Options) -> Result<Manifest, ExtractError> {
-    let mut w = ShardWriter { dir: dir.to_path_buf(), sharded: opts.shard_bytes.is_some(), limit: opts.shard_bytes.unwrap_or(u64::MAX), files: Vec::new(), current: None };
+fn write_all(
+    model: &Model,
+    items: &[Item],
+    dir: &Path,
+    opts: &Options,
+) -> Result<Manifest, ExtractError> {
+    let mut w = ShardWriter {
+        dir: dir.to_path_buf(),
+        sharded: opts.shard_bytes.is_some(),
+        limit: opts.shard_bytes.unwrap_or(u64::MAX),
+        files: Vec::new(),
+        current: None,
+    };
     let mut seen: HashMap<(String, String), usize> = HashMap::new();
     let mut tensors: Vec<TensorInfo> = Vec::with_capacity(items.len());
     for item in items {
@@ -384,12 +527,34 @@ fn write_all(model: &Model, items: &[Item], dir: &Path, opts: &Options) -> Resul
         let key = item.key();
         if let Some(&first) = seen.get(&(c.gpu_dtype.clone(), digest.clone())) {
             let canon = tensors[first].clone();
-            tensors.push(TensorInfo { key, source, shape, gpu_dtype: c.gpu_dtype, file: canon.file, offset: canon.offset, length: canon.length, source_dtype, transform: c.transform, alias_of: Some(canon.key) });
+            tensors.push(TensorInfo {
+                key,
+                source,
+                shape,
+                gpu_dtype: c.gpu_dtype,
+                file: canon.file,
+                offset: canon.offset,
+                length: canon.length,
+                source_dtype,
+                transform: c.transform,
+                alias_of: Some(canon.key),
+            });
             continue;
         }
         let (file, offset) = w.append(&c.bytes)?;
         seen.insert((c.gpu_dtype.clone(), digest), tensors.len());
-        tensors.push(TensorInfo { key, source, shape, gpu_dtype: c.gpu_dtype, file, offset, length: c.bytes.len() as u64, source_dtype, transform: c.transform, alias_of: None });
+        tensors.push(TensorInfo {
+            key,
+            source,
+            shape,
+            gpu_dtype: c.gpu_dtype,
+            file,
+            offset,
+            length: c.bytes.len() as u64,
+            source_dtype,
+            transform: c.transform,
+            alias_of: None,
+        });
     }
     if w.current.is_none() && w.files.is_empty() {
         // A model without weights still gets its (empty) blob, so loaders need no special case.
@@ -399,7 +564,11 @@ fn write_all(model: &Model, items: &[Item], dir: &Path, opts: &Options) -> Resul
     let manifest = Manifest {
         schema: SCHEMA.into(),
         source: SourceInfo {
-            file: model.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            file: model
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             format: format!("{:?}", model.format).to_lowercase(),
             sha256: model.file_sha256()?,
         },
@@ -416,10 +585,19 @@ fn write_all(model: &Model, items: &[Item], dir: &Path, opts: &Options) -> Resul
 
 pub fn read_manifest(dir: &Path) -> Result<Manifest, ExtractError> {
     let p = dir.join("manifest.json");
-    let text = std::fs::read_to_string(&p).map_err(|e| ExtractError::BadOutput { path: p.clone(), what: format!("cannot read: {e}") })?;
-    let m: Manifest = serde_json::from_str(&text).map_err(|e| ExtractError::BadOutput { path: p.clone(), what: format!("not a weights manifest: {e}") })?;
+    let text = std::fs::read_to_string(&p).map_err(|e| ExtractError::BadOutput {
+        path: p.clone(),
+        what: format!("cannot read: {e}"),
+    })?;
+    let m: Manifest = serde_json::from_str(&text).map_err(|e| ExtractError::BadOutput {
+        path: p.clone(),
+        what: format!("not a weights manifest: {e}"),
+    })?;
     if m.schema != SCHEMA {
-        return Err(ExtractError::BadOutput { path: p, what: format!("schema {:?}, expected {SCHEMA:?}", m.schema) });
+        return Err(ExtractError::BadOutput {
+            path: p,
+            what: format!("schema {:?}, expected {SCHEMA:?}", m.schema),
+        });
     }
     Ok(m)
 }

@@ -168,10 +168,14 @@ pub fn inspect_model(model: &Model) -> Result<ModelReport, InputError> {
     for q in &quantized {
         roles.insert(q.quantized.as_str(), format!("quantized: {}", q.describe()));
         if let Some(s) = &q.scale {
-            roles.entry(s.as_str()).or_insert_with(|| format!("scale of {}", q.quantized));
+            roles
+                .entry(s.as_str())
+                .or_insert_with(|| format!("scale of {}", q.quantized));
         }
         if let Some(z) = &q.zero_point {
-            roles.entry(z.as_str()).or_insert_with(|| format!("zero point of {}", q.quantized));
+            roles
+                .entry(z.as_str())
+                .or_insert_with(|| format!("zero point of {}", q.quantized));
         }
     }
 
@@ -194,13 +198,15 @@ pub fn inspect_model(model: &Model) -> Result<ModelReport, InputError> {
         *totals.bytes_by_dtype.entry(t.dtype.name()).or_default() += t.bytes;
         *totals.tensors_by_dtype.entry(t.dtype.name()).or_default() += 1;
         let cname = m2w_model::names::component_of(&t.name);
-        let c = components.entry(cname.clone()).or_insert_with(|| Component {
-            name: cname,
-            weights: 0,
-            parameters: 0,
-            bytes: 0,
-            nodes: 0,
-        });
+        let c = components
+            .entry(cname.clone())
+            .or_insert_with(|| Component {
+                name: cname,
+                weights: 0,
+                parameters: 0,
+                bytes: 0,
+                nodes: 0,
+            });
         c.weights += 1;
         c.bytes += t.bytes;
         if param {
@@ -227,27 +233,50 @@ pub fn inspect_model(model: &Model) -> Result<ModelReport, InputError> {
     let mut notes = Vec::new();
     let (mut inputs, mut outputs) = (Vec::new(), Vec::new());
     if let Some(g) = &model.graph {
-        let default_opset = g.opsets.iter().find(|(d, _)| d.is_empty() || d == "ai.onnx").map(|(_, v)| *v);
+        let default_opset = g
+            .opsets
+            .iter()
+            .find(|(d, _)| d.is_empty() || d == "ai.onnx")
+            .map(|(_, v)| *v);
         for n in &g.nodes {
-            let e = ops.entry((n.domain.clone(), n.op_type.clone())).or_default();
+            let e = ops
+                .entry((n.domain.clone(), n.op_type.clone()))
+                .or_default();
             e.0 += 1;
             if !n.scope.is_empty() {
                 e.1 += 1;
             }
             // Constant nodes are weights; other nodes count towards their component.
             if n.op_type != "Constant" {
-                let key = if n.name.is_empty() { n.outputs.first().cloned().unwrap_or_default() } else { n.name.clone() };
+                let key = if n.name.is_empty() {
+                    n.outputs.first().cloned().unwrap_or_default()
+                } else {
+                    n.name.clone()
+                };
                 let cname = m2w_model::names::component_of(&key);
                 components
                     .entry(cname.clone())
-                    .or_insert_with(|| Component { name: cname, weights: 0, parameters: 0, bytes: 0, nodes: 0 })
+                    .or_insert_with(|| Component {
+                        name: cname,
+                        weights: 0,
+                        parameters: 0,
+                        bytes: 0,
+                        nodes: 0,
+                    })
                     .nodes += 1;
             }
         }
         onnx = Some(OnnxSummary {
             ir_version: g.ir_version,
             producer: g.producer.clone(),
-            opsets: g.opsets.iter().map(|(d, v)| Opset { domain: d.clone(), version: *v }).collect(),
+            opsets: g
+                .opsets
+                .iter()
+                .map(|(d, v)| Opset {
+                    domain: d.clone(),
+                    version: *v,
+                })
+                .collect(),
             nodes: g.nodes.len(),
             nodes_in_subgraphs: g.nodes.iter().filter(|n| !n.scope.is_empty()).count(),
         });
@@ -265,7 +294,10 @@ pub fn inspect_model(model: &Model) -> Result<ModelReport, InputError> {
             .into_iter()
             .collect();
         if !symbolic.is_empty() {
-            notes.push(format!("symbolic dims (bind with --dim name=value in later phases): {}", symbolic.join(", ")));
+            notes.push(format!(
+                "symbolic dims (bind with --dim name=value in later phases): {}",
+                symbolic.join(", ")
+            ));
         }
         if let Some(v) = default_opset {
             notes.push(format!("default-domain opset {v}"));
@@ -290,7 +322,10 @@ pub fn inspect_model(model: &Model) -> Result<ModelReport, InputError> {
         }
         let raw = model.read_raw(t)?;
         let h = m2w_model::io::sha256_bytes(&raw.bytes);
-        by_content.entry((t.dtype.name(), t.shape.clone(), h)).or_default().push(t.name.clone());
+        by_content
+            .entry((t.dtype.name(), t.shape.clone(), h))
+            .or_default()
+            .push(t.name.clone());
     }
     let mut tied: Vec<Vec<String>> = by_content.into_values().filter(|v| v.len() > 1).collect();
     tied.sort();
@@ -299,7 +334,9 @@ pub fn inspect_model(model: &Model) -> Result<ModelReport, InputError> {
     if let Some(g) = &gguf
         && g.tied_embedding_head
     {
-        notes.push("no output.weight: the LM head reuses token_embd.weight (keep one GPU buffer)".into());
+        notes.push(
+            "no output.weight: the LM head reuses token_embd.weight (keep one GPU buffer)".into(),
+        );
     }
     for q in &quantized {
         if !q.foldable() {
@@ -333,7 +370,11 @@ pub fn inspect_model(model: &Model) -> Result<ModelReport, InputError> {
         notes,
         gguf,
         config: model.config.clone(),
-        metadata: if model.format == Format::Gguf { BTreeMap::new() } else { model.metadata.clone() },
+        metadata: if model.format == Format::Gguf {
+            BTreeMap::new()
+        } else {
+            model.metadata.clone()
+        },
     })
 }
 
@@ -345,14 +386,21 @@ fn gguf_summary(model: &Model) -> GgufSummary {
     let prefix = format!("{arch}.");
     let hyperparameters: BTreeMap<String, serde_json::Value> = md
         .iter()
-        .filter_map(|(k, v)| k.strip_prefix(&prefix).map(|rest| (rest.to_string(), v.clone())))
+        .filter_map(|(k, v)| {
+            k.strip_prefix(&prefix)
+                .map(|rest| (rest.to_string(), v.clone()))
+        })
         .collect();
     let hp = |k: &str| hyperparameters.get(k).and_then(|v| v.as_u64());
     let vocab = model
         .array_lengths
         .get("tokenizer.ggml.tokens")
         .copied()
-        .or_else(|| md.get("tokenizer.ggml.tokens").and_then(|v| v.as_array()).map(|a| a.len() as u64));
+        .or_else(|| {
+            md.get("tokenizer.ggml.tokens")
+                .and_then(|v| v.as_array())
+                .map(|a| a.len() as u64)
+        });
     GgufSummary {
         name: s("general.name"),
         layers: hp("block_count"),
@@ -369,7 +417,8 @@ fn gguf_summary(model: &Model) -> GgufSummary {
             eos_token_id: u("tokenizer.ggml.eos_token_id"),
         },
         chat_template: md.contains_key("tokenizer.chat_template"),
-        tied_embedding_head: model.tensor("token_embd.weight").is_some() && model.tensor("output.weight").is_none(),
+        tied_embedding_head: model.tensor("token_embd.weight").is_some()
+            && model.tensor("output.weight").is_none(),
         architecture: arch,
     }
 }

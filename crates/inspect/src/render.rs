@@ -17,7 +17,11 @@ pub fn human_bytes(b: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{b} B") } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 pub fn human_count(n: u64) -> String {
@@ -41,18 +45,43 @@ fn shape_str(v: &ValueInfo) -> String {
 }
 
 fn dims(shape: &[u64]) -> String {
-    format!("[{}]", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "))
+    format!(
+        "[{}]",
+        shape
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 fn header(m: &ModelReport) -> String {
-    let mut h = format!("{} ({:?}, {})", m.file, m.format, human_bytes(m.bytes)).replace("(Onnx", "(ONNX").replace("(Gguf", "(GGUF").replace("(Safetensors", "(safetensors");
+    let mut h = format!("{} ({:?}, {})", m.file, m.format, human_bytes(m.bytes))
+        .replace("(Onnx", "(ONNX")
+        .replace("(Gguf", "(GGUF")
+        .replace("(Safetensors", "(safetensors");
     if let Some(o) = &m.onnx {
         let opsets: Vec<String> = o
             .opsets
             .iter()
-            .map(|s| format!("{}{}", if s.domain.is_empty() { "ai.onnx".into() } else { s.domain.clone() }, format_args!(" v{}", s.version)))
+            .map(|s| {
+                format!(
+                    "{}{}",
+                    if s.domain.is_empty() {
+                        "ai.onnx".into()
+                    } else {
+                        s.domain.clone()
+                    },
+                    format_args!(" v{}", s.version)
+                )
+            })
             .collect();
-        h.push_str(&format!(", IR {}, opsets {}, producer {:?}", o.ir_version, opsets.join(" + "), o.producer));
+        h.push_str(&format!(
+            ", IR {}, opsets {}, producer {:?}",
+            o.ir_version,
+            opsets.join(" + "),
+            o.producer
+        ));
     }
     h
 }
@@ -103,24 +132,86 @@ pub fn table(report: &Report) -> String {
             let mut ops: Vec<_> = m.ops.iter().collect();
             ops.sort_by(|a, b| b.count.cmp(&a.count).then(a.op_type.cmp(&b.op_type)));
             for o in ops {
-                let sub = if o.in_subgraphs > 0 { format!(" ({} in subgraphs)", o.in_subgraphs) } else { String::new() };
-                let flag = o.flag.as_ref().map(|f| format!("! {}: {}", f.kind, f.reason)).unwrap_or_default();
-                let _ = writeln!(s, "  {:>6}  {:<28} {:<14} {}{}", o.count, o.op_type, if o.domain.is_empty() { "ai.onnx" } else { &o.domain }, flag, sub);
+                let sub = if o.in_subgraphs > 0 {
+                    format!(" ({} in subgraphs)", o.in_subgraphs)
+                } else {
+                    String::new()
+                };
+                let flag = o
+                    .flag
+                    .as_ref()
+                    .map(|f| format!("! {}: {}", f.kind, f.reason))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    s,
+                    "  {:>6}  {:<28} {:<14} {}{}",
+                    o.count,
+                    o.op_type,
+                    if o.domain.is_empty() {
+                        "ai.onnx"
+                    } else {
+                        &o.domain
+                    },
+                    flag,
+                    sub
+                );
             }
         }
         let t = &m.totals;
-        let by: Vec<String> = t.bytes_by_dtype.iter().map(|(d, b)| format!("{d} {} ({} tensors)", human_bytes(*b), t.tensors_by_dtype[d])).collect();
-        let _ = writeln!(s, "\nweights: {} tensors, {} parameters, {}; {}", t.weights, human_count(t.parameters), human_bytes(t.bytes), by.join(", "));
-        let _ = writeln!(s, "  {:<52} {:<18} {:<6} {:>10}  {:<14} quantization", "name", "shape", "dtype", "bytes", "storage");
+        let by: Vec<String> = t
+            .bytes_by_dtype
+            .iter()
+            .map(|(d, b)| {
+                format!(
+                    "{d} {} ({} tensors)",
+                    human_bytes(*b),
+                    t.tensors_by_dtype[d]
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "\nweights: {} tensors, {} parameters, {}; {}",
+            t.weights,
+            human_count(t.parameters),
+            human_bytes(t.bytes),
+            by.join(", ")
+        );
+        let _ = writeln!(
+            s,
+            "  {:<52} {:<18} {:<6} {:>10}  {:<14} quantization",
+            "name", "shape", "dtype", "bytes", "storage"
+        );
         for w in m.weights.iter().take(TABLE_WEIGHT_ROWS) {
-            let _ = writeln!(s, "  {:<52} {:<18} {:<6} {:>10}  {:<14} {}", w.name, dims(&w.shape), w.dtype.to_string(), w.bytes, w.storage, w.quantization);
+            let _ = writeln!(
+                s,
+                "  {:<52} {:<18} {:<6} {:>10}  {:<14} {}",
+                w.name,
+                dims(&w.shape),
+                w.dtype.to_string(),
+                w.bytes,
+                w.storage,
+                w.quantization
+            );
         }
         if m.weights.len() > TABLE_WEIGHT_ROWS {
-            let _ = writeln!(s, "  ... {} more (--json or --markdown lists all)", m.weights.len() - TABLE_WEIGHT_ROWS);
+            let _ = writeln!(
+                s,
+                "  ... {} more (--json or --markdown lists all)",
+                m.weights.len() - TABLE_WEIGHT_ROWS
+            );
         }
         let _ = writeln!(s, "\ncomponents: {}", m.components.len());
         for c in m.components.iter().take(TABLE_WEIGHT_ROWS) {
-            let _ = writeln!(s, "  {:<40} {:>4} weights {:>10} params {:>10}  {:>4} nodes", c.name, c.weights, human_count(c.parameters), human_bytes(c.bytes), c.nodes);
+            let _ = writeln!(
+                s,
+                "  {:<40} {:>4} weights {:>10} params {:>10}  {:>4} nodes",
+                c.name,
+                c.weights,
+                human_count(c.parameters),
+                human_bytes(c.bytes),
+                c.nodes
+            );
         }
         if m.components.len() > TABLE_WEIGHT_ROWS {
             let _ = writeln!(s, "  ... {} more", m.components.len() - TABLE_WEIGHT_ROWS);
@@ -138,7 +229,11 @@ pub fn table(report: &Report) -> String {
             }
         }
         if let Some(c) = &m.config {
-            let _ = writeln!(s, "\nconfig.json: {}", serde_json::to_string(c).unwrap_or_default());
+            let _ = writeln!(
+                s,
+                "\nconfig.json: {}",
+                serde_json::to_string(c).unwrap_or_default()
+            );
         }
         s.push('\n');
     }
@@ -149,15 +244,47 @@ pub fn table(report: &Report) -> String {
 pub fn markdown(report: &Report) -> String {
     let mut s = String::from("## Model architecture\n\n");
     for m in &report.models {
-        let _ = writeln!(s, "### {}\n\n{}  \nsha256 `{}`\n", m.file, header(m), m.sha256);
+        let _ = writeln!(
+            s,
+            "### {}\n\n{}  \nsha256 `{}`\n",
+            m.file,
+            header(m),
+            m.sha256
+        );
         let t = &m.totals;
-        let _ = writeln!(s, "- Weights: {} tensors, {} parameters, {}", t.weights, human_count(t.parameters), human_bytes(t.bytes));
+        let _ = writeln!(
+            s,
+            "- Weights: {} tensors, {} parameters, {}",
+            t.weights,
+            human_count(t.parameters),
+            human_bytes(t.bytes)
+        );
         for (d, b) in &t.bytes_by_dtype {
-            let _ = writeln!(s, "  - {d}: {} in {} tensors", human_bytes(*b), t.tensors_by_dtype[d]);
+            let _ = writeln!(
+                s,
+                "  - {d}: {} in {} tensors",
+                human_bytes(*b),
+                t.tensors_by_dtype[d]
+            );
         }
         if let Some(g) = &m.gguf {
-            let _ = writeln!(s, "- Architecture: {}, {} layers, width {}, {} heads / {} KV heads", g.architecture, g.layers.unwrap_or(0), g.width.unwrap_or(0), g.heads.unwrap_or(0), g.kv_heads.unwrap_or(0));
-            let _ = writeln!(s, "- Tokenizer: {} (pre {}), vocab {}; chat template: {}", g.tokenizer.model.clone().unwrap_or_default(), g.tokenizer.pre.clone().unwrap_or_default(), g.tokenizer.vocab_size.unwrap_or(0), if g.chat_template { "yes" } else { "no" });
+            let _ = writeln!(
+                s,
+                "- Architecture: {}, {} layers, width {}, {} heads / {} KV heads",
+                g.architecture,
+                g.layers.unwrap_or(0),
+                g.width.unwrap_or(0),
+                g.heads.unwrap_or(0),
+                g.kv_heads.unwrap_or(0)
+            );
+            let _ = writeln!(
+                s,
+                "- Tokenizer: {} (pre {}), vocab {}; chat template: {}",
+                g.tokenizer.model.clone().unwrap_or_default(),
+                g.tokenizer.pre.clone().unwrap_or_default(),
+                g.tokenizer.vocab_size.unwrap_or(0),
+                if g.chat_template { "yes" } else { "no" }
+            );
         }
         if !m.inputs.is_empty() || !m.outputs.is_empty() {
             s.push_str("\n| I/O | tensor |\n|---|---|\n");
@@ -171,21 +298,60 @@ pub fn markdown(report: &Report) -> String {
         if !m.ops.is_empty() {
             s.push_str("\n| op | domain | count | needs attention |\n|---|---|---:|---|\n");
             for o in &m.ops {
-                let _ = writeln!(s, "| {} | {} | {} | {} |", o.op_type, if o.domain.is_empty() { "ai.onnx" } else { &o.domain }, o.count, o.flag.as_ref().map(|f| f.reason.clone()).unwrap_or_default());
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} |",
+                    o.op_type,
+                    if o.domain.is_empty() {
+                        "ai.onnx"
+                    } else {
+                        &o.domain
+                    },
+                    o.count,
+                    o.flag
+                        .as_ref()
+                        .map(|f| f.reason.clone())
+                        .unwrap_or_default()
+                );
             }
         }
-        s.push_str("\n| component | weights | parameters | bytes | nodes |\n|---|---:|---:|---:|---:|\n");
+        s.push_str(
+            "\n| component | weights | parameters | bytes | nodes |\n|---|---:|---:|---:|---:|\n",
+        );
         for c in &m.components {
-            let _ = writeln!(s, "| `{}` | {} | {} | {} | {} |", c.name, c.weights, human_count(c.parameters), human_bytes(c.bytes), c.nodes);
+            let _ = writeln!(
+                s,
+                "| `{}` | {} | {} | {} | {} |",
+                c.name,
+                c.weights,
+                human_count(c.parameters),
+                human_bytes(c.bytes),
+                c.nodes
+            );
         }
         s.push_str("\n| weight | shape | dtype | bytes | quantization |\n|---|---|---|---:|---|\n");
         for w in &m.weights {
-            let _ = writeln!(s, "| `{}` | {} | {} | {} | {} |", w.name, dims(&w.shape), w.dtype, w.bytes, w.quantization);
+            let _ = writeln!(
+                s,
+                "| `{}` | {} | {} | {} | {} |",
+                w.name,
+                dims(&w.shape),
+                w.dtype,
+                w.bytes,
+                w.quantization
+            );
         }
         if !m.tied.is_empty() {
             s.push_str("\nTied weights (identical tensors, keep one GPU buffer):\n\n");
             for g in &m.tied {
-                let _ = writeln!(s, "- {}", g.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(" = "));
+                let _ = writeln!(
+                    s,
+                    "- {}",
+                    g.iter()
+                        .map(|n| format!("`{n}`"))
+                        .collect::<Vec<_>>()
+                        .join(" = ")
+                );
             }
         }
         if !m.notes.is_empty() {

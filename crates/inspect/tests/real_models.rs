@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use m2w_inspect::inspect_path;
 
 fn fixture(name: &str) -> std::path::PathBuf {
-    m2w_setup::fixture(name).unwrap_or_else(|e| panic!("fixture {name}: {e} (run `cargo xtask fixtures`)"))
+    m2w_setup::fixture(name)
+        .unwrap_or_else(|e| panic!("fixture {name}: {e} (run `cargo xtask fixtures`)"))
 }
 
 #[derive(serde::Deserialize)]
@@ -18,15 +19,30 @@ struct Expected {
 
 fn check_against_python(fixture_name: &str) {
     let path = fixture(fixture_name);
-    let text = std::fs::read_to_string(format!("{}/tests/expected/{fixture_name}.json", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let text = std::fs::read_to_string(format!(
+        "{}/tests/expected/{fixture_name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
     let expected: Expected = serde_json::from_str(&text).unwrap();
     let report = inspect_path(&path).unwrap();
     let m = &report.models[0];
 
-    let ops: BTreeMap<String, usize> = m.ops.iter().map(|o| (format!("{}:{}", o.domain, o.op_type), o.count)).collect();
-    assert_eq!(ops, expected.ops, "{fixture_name}: op inventory differs from the onnx package's");
+    let ops: BTreeMap<String, usize> = m
+        .ops
+        .iter()
+        .map(|o| (format!("{}:{}", o.domain, o.op_type), o.count))
+        .collect();
+    assert_eq!(
+        ops, expected.ops,
+        "{fixture_name}: op inventory differs from the onnx package's"
+    );
 
-    let mut ours: Vec<(String, Vec<u64>, String)> = m.weights.iter().map(|w| (w.name.clone(), w.shape.clone(), w.dtype.to_string())).collect();
+    let mut ours: Vec<(String, Vec<u64>, String)> = m
+        .weights
+        .iter()
+        .map(|w| (w.name.clone(), w.shape.clone(), w.dtype.to_string()))
+        .collect();
     let mut theirs = expected.weights.clone();
     ours.sort();
     theirs.sort();
@@ -62,7 +78,10 @@ fn ppocr_det_constant_node_weights_match_the_onnx_package() {
 fn minilm_safetensors_matches_the_safetensors_package() {
     check_against_python("minilm-safetensors");
     let report = inspect_path(&fixture("minilm-safetensors")).unwrap();
-    let config = report.models[0].config.as_ref().expect("config.json beside the file is read");
+    let config = report.models[0]
+        .config
+        .as_ref()
+        .expect("config.json beside the file is read");
     assert_eq!(config["hidden_size"], 384);
     assert_eq!(config["num_hidden_layers"], 6);
 }
@@ -71,11 +90,30 @@ fn minilm_safetensors_matches_the_safetensors_package() {
 fn minilm_int8_weights_are_recognised_as_in_graph_int8() {
     let report = inspect_path(&fixture("minilm-int8")).unwrap();
     let m = &report.models[0];
-    assert_eq!(m.quantization.len(), 38, "every int8 initializer feeds a Cast->Mul dequantization");
-    let emb = m.weights.iter().find(|w| w.name == "inner.embeddings.word_embeddings.weight_q").unwrap();
-    assert!(emb.quantization.contains("Cast->Mul") && emb.quantization.contains("per-axis [0]"), "{}", emb.quantization);
-    let scale = m.weights.iter().find(|w| w.name == "inner.embeddings.word_embeddings.weight_scale").unwrap();
-    assert_eq!(scale.quantization, "scale of inner.embeddings.word_embeddings.weight_q");
+    assert_eq!(
+        m.quantization.len(),
+        38,
+        "every int8 initializer feeds a Cast->Mul dequantization"
+    );
+    let emb = m
+        .weights
+        .iter()
+        .find(|w| w.name == "inner.embeddings.word_embeddings.weight_q")
+        .unwrap();
+    assert!(
+        emb.quantization.contains("Cast->Mul") && emb.quantization.contains("per-axis [0]"),
+        "{}",
+        emb.quantization
+    );
+    let scale = m
+        .weights
+        .iter()
+        .find(|w| w.name == "inner.embeddings.word_embeddings.weight_scale")
+        .unwrap();
+    assert_eq!(
+        scale.quantization,
+        "scale of inner.embeddings.word_embeddings.weight_q"
+    );
     assert_eq!(m.totals.tensors_by_dtype["i8"], 38);
 }
 
@@ -96,8 +134,16 @@ fn smollm2_gguf_reports_the_published_architecture() {
     assert_eq!(m.totals.tensors_by_dtype["q4_1"], 210);
     assert_eq!(m.totals.tensors_by_dtype["q8_0"], 1);
     assert_eq!(m.totals.tensors_by_dtype["f32"], 61);
-    let emb = m.weights.iter().find(|w| w.name == "token_embd.weight").unwrap();
-    assert_eq!(emb.shape, vec![49152, 576], "row-major: vocab rows of width 576");
+    let emb = m
+        .weights
+        .iter()
+        .find(|w| w.name == "token_embd.weight")
+        .unwrap();
+    assert_eq!(
+        emb.shape,
+        vec![49152, 576],
+        "row-major: vocab rows of width 576"
+    );
 }
 
 #[test]
@@ -115,7 +161,10 @@ fn a_folder_is_inspected_model_by_model() {
 fn markdown_and_table_name_every_flagged_op() {
     let report = inspect_path(&fixture("silero-vad-v6")).unwrap();
     let md = m2w_inspect::markdown(&report);
-    assert!(md.contains("| LSTM | ai.onnx | 1 | sequential over time steps"), "{md}");
+    assert!(
+        md.contains("| LSTM | ai.onnx | 1 | sequential over time steps"),
+        "{md}"
+    );
     let table = m2w_inspect::table(&report);
     assert!(table.contains("! recurrent"), "{table}");
 }

@@ -12,5 +12,8 @@ fn gguf_summary_json() {
     let path = m2w_setup::fixture("smollm2-q4_1").unwrap();
     let report = m2w_inspect::inspect_path(&path).unwrap();
     let m = &report.models[0];
-    insta::assert_json_snapshot!("smollm2_gguf_summary", (&m.gguf, &m.totals, &m.notes, m.components.len()));
+    insta::assert_json_snapshot!(
+        "smollm2_gguf_summary",
+        (&m.gguf, &m.totals, &m.notes, m.components.len())
+    );
 }

@@ -41,11 +41,18 @@ fn dtype_of(t: GgmlDType) -> DType {
 }
 
 /// Runs candle code, turning both its errors and any panic into an InputError.
-fn guarded<T>(path: &Path, what: &str, f: impl FnOnce() -> candle_core::Result<T>) -> Result<T, InputError> {
+fn guarded<T>(
+    path: &Path,
+    what: &str,
+    f: impl FnOnce() -> candle_core::Result<T>,
+) -> Result<T, InputError> {
     match std::panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(InputError::new(path, format!("{what}: {e}"))),
-        Err(_) => Err(InputError::new(path, format!("{what}: the GGUF reader failed on corrupt data"))),
+        Err(_) => Err(InputError::new(
+            path,
+            format!("{what}: the GGUF reader failed on corrupt data"),
+        )),
     }
 }
 
@@ -60,7 +67,9 @@ fn to_json(v: &gguf_file::Value) -> serde_json::Value {
         V::I32(x) => (*x).into(),
         V::U64(x) => (*x).into(),
         V::I64(x) => (*x).into(),
-        V::F32(x) => serde_json::Number::from_f64(*x as f64).map_or(serde_json::Value::Null, Into::into),
+        V::F32(x) => {
+            serde_json::Number::from_f64(*x as f64).map_or(serde_json::Value::Null, Into::into)
+        }
         V::F64(x) => serde_json::Number::from_f64(*x).map_or(serde_json::Value::Null, Into::into),
         V::Bool(x) => (*x).into(),
         V::String(s) => s.clone().into(),
@@ -69,13 +78,16 @@ fn to_json(v: &gguf_file::Value) -> serde_json::Value {
 }
 
 pub fn open(path: &Path) -> Result<Model, InputError> {
-    let mut f = std::fs::File::open(path).map_err(|e| InputError::new(path, format!("cannot open: {e}")))?;
+    let mut f = std::fs::File::open(path)
+        .map_err(|e| InputError::new(path, format!("cannot open: {e}")))?;
     let file_bytes = f
         .metadata()
         .map_err(|e| InputError::new(path, format!("cannot stat: {e}")))?
         .len();
     let mut reader = std::io::BufReader::new(&mut f);
-    let content = guarded(path, "not a valid GGUF file", || gguf_file::Content::read(&mut reader))?;
+    let content = guarded(path, "not a valid GGUF file", || {
+        gguf_file::Content::read(&mut reader)
+    })?;
 
     let mut metadata = BTreeMap::new();
     let mut array_lengths = BTreeMap::new();
@@ -118,7 +130,9 @@ pub fn open(path: &Path) -> Result<Model, InputError> {
             name: name.clone(),
             shape,
             dtype,
-            storage: Storage::Gguf { offset: info.offset },
+            storage: Storage::Gguf {
+                offset: info.offset,
+            },
             bytes,
             scope: String::new(),
         });
@@ -152,9 +166,13 @@ impl GgufSource {
     pub(crate) fn read(&self, path: &Path, entry: &TensorEntry) -> Result<Vec<u8>, InputError> {
         use std::io::{Read, Seek, SeekFrom};
         let Storage::Gguf { offset } = entry.storage else {
-            return Err(InputError::new(path, format!("'{}' is not a GGUF tensor", entry.name)));
+            return Err(InputError::new(
+                path,
+                format!("'{}' is not a GGUF tensor", entry.name),
+            ));
         };
-        let mut f = std::fs::File::open(path).map_err(|e| InputError::new(path, format!("cannot open: {e}")))?;
+        let mut f = std::fs::File::open(path)
+            .map_err(|e| InputError::new(path, format!("cannot open: {e}")))?;
         f.seek(SeekFrom::Start(self.data_offset + offset))
             .map_err(|e| InputError::new(path, format!("cannot seek: {e}")))?;
         let mut buf = vec![0u8; entry.bytes as usize];
@@ -164,16 +182,23 @@ impl GgufSource {
     }
 
     /// Dequantizes with candle (our independent reference for every block layout).
-    pub(crate) fn dequantize(&self, path: &Path, entry: &TensorEntry) -> Result<Vec<f32>, InputError> {
+    pub(crate) fn dequantize(
+        &self,
+        path: &Path,
+        entry: &TensorEntry,
+    ) -> Result<Vec<f32>, InputError> {
         let info = self
             .infos
             .get(&entry.name)
             .ok_or_else(|| InputError::new(path, format!("no tensor '{}'", entry.name)))?;
-        let mut f = std::fs::File::open(path).map_err(|e| InputError::new(path, format!("cannot open: {e}")))?;
+        let mut f = std::fs::File::open(path)
+            .map_err(|e| InputError::new(path, format!("cannot open: {e}")))?;
         let what = format!("cannot dequantize tensor '{}'", entry.name);
         guarded(path, &what, || {
             let q = info.read(&mut f, self.data_offset, &candle_core::Device::Cpu)?;
-            q.dequantize(&candle_core::Device::Cpu)?.flatten_all()?.to_vec1::<f32>()
+            q.dequantize(&candle_core::Device::Cpu)?
+                .flatten_all()?
+                .to_vec1::<f32>()
         })
     }
 }

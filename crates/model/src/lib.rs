@@ -147,7 +147,11 @@ impl NodeInfo {
         if !self.name.is_empty() {
             self.name.clone()
         } else {
-            format!("{} -> {}", self.op_type, self.outputs.first().map(String::as_str).unwrap_or("?"))
+            format!(
+                "{} -> {}",
+                self.op_type,
+                self.outputs.first().map(String::as_str).unwrap_or("?")
+            )
         }
     }
 }
@@ -292,8 +296,15 @@ impl Model {
             return s.dequantize(&self.path, entry);
         }
         let raw = self.read_raw(entry)?;
-        dtype::to_f32(&raw.bytes, raw.dtype)
-            .ok_or_else(|| InputError::new(&self.path, format!("tensor '{}': dtype {} has no f32 view", entry.name, entry.dtype)))
+        dtype::to_f32(&raw.bytes, raw.dtype).ok_or_else(|| {
+            InputError::new(
+                &self.path,
+                format!(
+                    "tensor '{}': dtype {} has no f32 view",
+                    entry.name, entry.dtype
+                ),
+            )
+        })
     }
 
     /// sha256 of the whole source file, hex.

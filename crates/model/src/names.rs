@@ -30,8 +30,14 @@ mod tests {
     #[test]
     fn components_cut_at_the_first_layer_index() {
         assert_eq!(component_of("blk.12.attn_q.weight"), "blk.12");
-        assert_eq!(component_of("encoder.layer.3.attention.self.query.weight"), "encoder.layer.3");
-        assert_eq!(component_of("/encoder/conv_layers.0/Conv"), "encoder.conv_layers.0");
+        assert_eq!(
+            component_of("encoder.layer.3.attention.self.query.weight"),
+            "encoder.layer.3"
+        );
+        assert_eq!(
+            component_of("/encoder/conv_layers.0/Conv"),
+            "encoder.conv_layers.0"
+        );
         assert_eq!(component_of("token_embd.weight"), "token_embd");
         assert_eq!(component_of("val_49_q"), "(ungrouped)");
         assert_eq!(component_of("onnx::LSTM_209"), "onnx");

@@ -123,8 +123,8 @@ pub fn open(path: &Path) -> Result<Model, InputError> {
 }
 
 fn value_info(v: &proto::ValueInfoProto) -> ValueInfo {
-    use proto::type_proto::Value;
     use proto::tensor_shape_proto::dimension::Value as DimValue;
+    use proto::type_proto::Value;
     let (dtype, shape) = match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
         Some(Value::TensorType(t)) => (
             DType::from_onnx(t.elem_type()).name(),
@@ -244,7 +244,10 @@ impl Walker<'_> {
             if d < 0 {
                 return Err(InputError::new(
                     self.path,
-                    format!("tensor '{key}' has a negative dimension {d} in {:?}", t.dims),
+                    format!(
+                        "tensor '{key}' has a negative dimension {d} in {:?}",
+                        t.dims
+                    ),
                 ));
             }
             shape.push(d as u64);
@@ -255,7 +258,10 @@ impl Walker<'_> {
             .ok_or_else(|| {
                 InputError::new(
                     self.path,
-                    format!("tensor '{key}' has absurd dims {:?} (element count overflows)", t.dims),
+                    format!(
+                        "tensor '{key}' has absurd dims {:?} (element count overflows)",
+                        t.dims
+                    ),
                 )
             })?;
         let storage;
@@ -278,7 +284,10 @@ impl Walker<'_> {
             bytes = length;
         } else {
             bytes = stored_bytes(&t, dtype, elements).map_err(|what| {
-                InputError::new(self.path, format!("tensor '{key}' (dims {:?}, {dtype}): {what}", t.dims))
+                InputError::new(
+                    self.path,
+                    format!("tensor '{key}' (dims {:?}, {dtype}): {what}", t.dims),
+                )
             })?;
             storage = match constant_node {
                 Some(node) => Storage::ConstantNode { node },
@@ -304,14 +313,24 @@ impl Walker<'_> {
     }
 
     /// (relative file, offset, length) of an external tensor, with the file checked.
-    fn external_location(&self, key: &str, t: &TensorProto) -> Result<(String, u64, u64), InputError> {
+    fn external_location(
+        &self,
+        key: &str,
+        t: &TensorProto,
+    ) -> Result<(String, u64, u64), InputError> {
         let mut location = None;
         let mut offset = 0u64;
         let mut length = None;
         for kv in &t.external_data {
             let parse = |v: &str| {
                 v.parse::<u64>().map_err(|_| {
-                    InputError::new(self.path, format!("tensor '{key}': external_data {}={v:?} is not a number", kv.key()))
+                    InputError::new(
+                        self.path,
+                        format!(
+                            "tensor '{key}': external_data {}={v:?} is not a number",
+                            kv.key()
+                        ),
+                    )
                 })
             };
             match kv.key() {
@@ -322,7 +341,10 @@ impl Walker<'_> {
             }
         }
         let location = location.ok_or_else(|| {
-            InputError::new(self.path, format!("tensor '{key}': external data without a location"))
+            InputError::new(
+                self.path,
+                format!("tensor '{key}': external data without a location"),
+            )
         })?;
         let rel = Path::new(&location);
         if rel.is_absolute()
@@ -332,7 +354,9 @@ impl Walker<'_> {
         {
             return Err(InputError::new(
                 self.path,
-                format!("tensor '{key}': external data location {location:?} must be a relative path inside the model's folder"),
+                format!(
+                    "tensor '{key}': external data location {location:?} must be a relative path inside the model's folder"
+                ),
             ));
         }
         let file = self.dir.join(rel);
@@ -340,7 +364,10 @@ impl Walker<'_> {
             .map_err(|e| {
                 InputError::new(
                     self.path,
-                    format!("tensor '{key}': external data file {} is missing or unreadable ({e})", file.display()),
+                    format!(
+                        "tensor '{key}': external data file {} is missing or unreadable ({e})",
+                        file.display()
+                    ),
                 )
             })?
             .len();
@@ -371,16 +398,25 @@ fn attr_value(a: &AttributeProto, scope: &str, node_label: &str) -> crate::AttrV
         proto::attribute_proto::AttributeType::String => A::String(text(a.s())),
         proto::attribute_proto::AttributeType::Floats => A::Floats(a.floats.clone()),
         proto::attribute_proto::AttributeType::Ints => A::Ints(a.ints.clone()),
-        proto::attribute_proto::AttributeType::Strings => A::Strings(a.strings.iter().map(|s| text(s)).collect()),
+        proto::attribute_proto::AttributeType::Strings => {
+            A::Strings(a.strings.iter().map(|s| text(s)).collect())
+        }
         proto::attribute_proto::AttributeType::Tensor => {
             let t = a.t.clone().unwrap_or_default();
-            A::Tensor { dtype: DType::from_onnx(t.data_type()).name(), dims: t.dims }
+            A::Tensor {
+                dtype: DType::from_onnx(t.data_type()).name(),
+                dims: t.dims,
+            }
         }
         proto::attribute_proto::AttributeType::Graph => A::Graph {
             scope: format!("{}{}.{}", scope_prefix(scope), node_label, a.name()),
         },
-        proto::attribute_proto::AttributeType::Graphs => A::Graphs { count: a.graphs.len() },
-        other => A::Other { attribute_type: other as i32 },
+        proto::attribute_proto::AttributeType::Graphs => A::Graphs {
+            count: a.graphs.len(),
+        },
+        other => A::Other {
+            attribute_type: other as i32,
+        },
     }
 }
 
@@ -435,7 +471,8 @@ fn stored_bytes(t: &TensorProto, dtype: DType, elements: u64) -> Result<u64, Str
         }
         return Ok(expected);
     }
-    let n = typed_len(t, dtype).ok_or_else(|| format!("dtype {dtype} has no typed data field"))? as u64;
+    let n =
+        typed_len(t, dtype).ok_or_else(|| format!("dtype {dtype} has no typed data field"))? as u64;
     if n != elements {
         return Err(format!(
             "holds {n} values, dims need {elements} (truncated or corrupt)"
@@ -445,13 +482,20 @@ fn stored_bytes(t: &TensorProto, dtype: DType, elements: u64) -> Result<u64, Str
 }
 
 /// The tensor a Constant node produces, from whichever value attribute it has.
-fn constant_value(path: &Path, node: &str, attrs: &[AttributeProto]) -> Result<TensorProto, InputError> {
+fn constant_value(
+    path: &Path,
+    node: &str,
+    attrs: &[AttributeProto],
+) -> Result<TensorProto, InputError> {
     for a in attrs {
         let mut t = TensorProto::default();
         match a.name() {
             "value" => {
                 return a.t.clone().ok_or_else(|| {
-                    InputError::new(path, format!("Constant node '{node}': value attribute has no tensor"))
+                    InputError::new(
+                        path,
+                        format!("Constant node '{node}': value attribute has no tensor"),
+                    )
                 });
             }
             "value_float" => {
@@ -491,11 +535,18 @@ fn constant_value(path: &Path, node: &str, attrs: &[AttributeProto]) -> Result<T
         }
         return Ok(t);
     }
-    Err(InputError::new(path, format!("Constant node '{node}' has no value attribute")))
+    Err(InputError::new(
+        path,
+        format!("Constant node '{node}' has no value attribute"),
+    ))
 }
 
 impl OnnxSource {
-    pub(crate) fn read(&self, model_path: &Path, entry: &TensorEntry) -> Result<Vec<u8>, InputError> {
+    pub(crate) fn read(
+        &self,
+        model_path: &Path,
+        entry: &TensorEntry,
+    ) -> Result<Vec<u8>, InputError> {
         let t = self
             .tensors
             .get(&entry.name)
@@ -508,8 +559,12 @@ impl OnnxSource {
             f.seek(SeekFrom::Start(*offset))
                 .map_err(|e| InputError::new(&p, format!("cannot seek: {e}")))?;
             let mut buf = vec![0u8; entry.bytes as usize];
-            f.read_exact(&mut buf)
-                .map_err(|e| InputError::new(&p, format!("external data for '{}' is short: {e}", entry.name)))?;
+            f.read_exact(&mut buf).map_err(|e| {
+                InputError::new(
+                    &p,
+                    format!("external data for '{}' is short: {e}", entry.name),
+                )
+            })?;
             return Ok(buf);
         }
         if let Some(raw) = &t.raw_data {
@@ -521,10 +576,18 @@ impl OnnxSource {
             F64 => t.double_data.iter().flat_map(|v| v.to_le_bytes()).collect(),
             I64 => t.int64_data.iter().flat_map(|v| v.to_le_bytes()).collect(),
             U64 => t.uint64_data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            U32 => t.uint64_data.iter().flat_map(|&v| (v as u32).to_le_bytes()).collect(),
+            U32 => t
+                .uint64_data
+                .iter()
+                .flat_map(|&v| (v as u32).to_le_bytes())
+                .collect(),
             I32 => t.int32_data.iter().flat_map(|v| v.to_le_bytes()).collect(),
             // Narrow types are widened to int32 in the typed field; F16/BF16 keep bits.
-            I16 | U16 | F16 | BF16 => t.int32_data.iter().flat_map(|&v| (v as u16).to_le_bytes()).collect(),
+            I16 | U16 | F16 | BF16 => t
+                .int32_data
+                .iter()
+                .flat_map(|&v| (v as u16).to_le_bytes())
+                .collect(),
             I8 | U8 | Bool => t.int32_data.iter().map(|&v| v as u8).collect(),
             other => {
                 return Err(InputError::new(

@@ -31,8 +31,13 @@ pub enum Scheme {
 pub enum Granularity {
     PerTensor,
     /// Axes (of the quantized tensor) along which the scale varies.
-    PerAxis { axes: Vec<usize> },
-    Blocked { axis: usize, block_size: u64 },
+    PerAxis {
+        axes: Vec<usize>,
+    },
+    Blocked {
+        axis: usize,
+        block_size: u64,
+    },
 }
 
 /// One recognised quantized weight.
@@ -62,10 +67,21 @@ impl QuantizedWeight {
         let g = match &self.granularity {
             Some(Granularity::PerTensor) => " per-tensor".to_string(),
             Some(Granularity::PerAxis { axes }) => format!(" per-axis {axes:?}"),
-            Some(Granularity::Blocked { axis, block_size }) => format!(" blocked axis {axis} size {block_size}"),
+            Some(Granularity::Blocked { axis, block_size }) => {
+                format!(" blocked axis {axis} size {block_size}")
+            }
             None => String::new(),
         };
-        format!("{}{}{}", self.detail, g, if self.zero_point.is_some() { " with zero point" } else { "" })
+        format!(
+            "{}{}{}",
+            self.detail,
+            g,
+            if self.zero_point.is_some() {
+                " with zero point"
+            } else {
+                ""
+            }
+        )
     }
 }
 
@@ -77,7 +93,11 @@ pub fn resolve<'m>(model: &'m Model, scope: &str, name: &str) -> Option<&'m Tens
     }
     let mut s = scope.to_string();
     loop {
-        let key = if s.is_empty() { name.to_string() } else { format!("{s}::{name}") };
+        let key = if s.is_empty() {
+            name.to_string()
+        } else {
+            format!("{s}::{name}")
+        };
         if let Some(t) = model.tensor(&key) {
             return Some(t);
         }
@@ -92,16 +112,25 @@ pub fn resolve<'m>(model: &'m Model, scope: &str, name: &str) -> Option<&'m Tens
 }
 
 fn key_in_scope(scope: &str, name: &str) -> String {
-    if scope.is_empty() { name.to_string() } else { format!("{scope}::{name}") }
+    if scope.is_empty() {
+        name.to_string()
+    } else {
+        format!("{scope}::{name}")
+    }
 }
 
 fn is_int_weight(t: &TensorEntry) -> bool {
-    matches!(t.dtype, DType::I8 | DType::U8 | DType::I16 | DType::U16 | DType::I32)
+    matches!(
+        t.dtype,
+        DType::I8 | DType::U8 | DType::I16 | DType::U16 | DType::I32
+    )
 }
 
 /// Finds every quantized weight in an ONNX model's graph (empty for other formats).
 pub fn find(model: &Model) -> Vec<QuantizedWeight> {
-    let Some(graph) = &model.graph else { return Vec::new() };
+    let Some(graph) = &model.graph else {
+        return Vec::new();
+    };
     // How often each name is read anywhere; a folded intermediate must have one reader
     // and must not be a graph output.
     let mut readers: HashMap<&str, usize> = HashMap::new();
@@ -116,14 +145,19 @@ pub fn find(model: &Model) -> Vec<QuantizedWeight> {
     let mut by_input: HashMap<(&str, &str), Vec<&NodeInfo>> = HashMap::new();
     for n in &graph.nodes {
         for i in &n.inputs {
-            by_input.entry((n.scope.as_str(), i.as_str())).or_default().push(n);
+            by_input
+                .entry((n.scope.as_str(), i.as_str()))
+                .or_default()
+                .push(n);
         }
     }
     let single_reader = |scope: &str, name: &str| -> Option<&NodeInfo> {
         if readers.get(name).copied() != Some(1) {
             return None;
         }
-        by_input.get(&(scope, name)).and_then(|v| (v.len() == 1).then(|| v[0]))
+        by_input
+            .get(&(scope, name))
+            .and_then(|v| (v.len() == 1).then(|| v[0]))
     };
     let weight = |n: &NodeInfo, i: usize| n.inputs.get(i).and_then(|x| resolve(model, &n.scope, x));
 
@@ -132,7 +166,9 @@ pub fn find(model: &Model) -> Vec<QuantizedWeight> {
         let standard = n.domain.is_empty() || n.domain == "ai.onnx";
         match (n.op_type.as_str(), standard) {
             ("DequantizeLinear", _) => {
-                let (Some(q), Some(scale)) = (weight(n, 0), weight(n, 1)) else { continue };
+                let (Some(q), Some(scale)) = (weight(n, 0), weight(n, 1)) else {
+                    continue;
+                };
                 if !is_int_weight(q) {
                     continue;
                 }
@@ -146,9 +182,14 @@ pub fn find(model: &Model) -> Vec<QuantizedWeight> {
                 let granularity = if scale.elements() == 1 {
                     Granularity::PerTensor
                 } else if block > 0 {
-                    Granularity::Blocked { axis: axis.max(0) as usize, block_size: block as u64 }
+                    Granularity::Blocked {
+                        axis: axis.max(0) as usize,
+                        block_size: block as u64,
+                    }
                 } else {
-                    Granularity::PerAxis { axes: vec![axis.max(0) as usize] }
+                    Granularity::PerAxis {
+                        axes: vec![axis.max(0) as usize],
+                    }
                 };
                 out.push(QuantizedWeight {
                     scheme: Scheme::DequantizeLinear,
@@ -167,8 +208,12 @@ pub fn find(model: &Model) -> Vec<QuantizedWeight> {
                 if !matches!(q.dtype, DType::I8 | DType::U8) || !matches!(to, 1 | 10 | 16) {
                     continue;
                 }
-                let Some(cast_out) = n.outputs.first() else { continue };
-                let Some(mut next) = single_reader(&n.scope, cast_out) else { continue };
+                let Some(cast_out) = n.outputs.first() else {
+                    continue;
+                };
+                let Some(mut next) = single_reader(&n.scope, cast_out) else {
+                    continue;
+                };
                 let mut folded = vec![n.label()];
                 let mut zero_point = None;
                 let mut prev_out = cast_out.clone();
@@ -176,7 +221,9 @@ pub fn find(model: &Model) -> Vec<QuantizedWeight> {
                     let Some(zp) = weight(next, 1) else { continue };
                     zero_point = Some(zp.name.clone());
                     folded.push(next.label());
-                    let Some(sub_out) = next.outputs.first() else { continue };
+                    let Some(sub_out) = next.outputs.first() else {
+                        continue;
+                    };
                     prev_out = sub_out.clone();
                     match single_reader(&next.scope, sub_out) {
                         Some(m) => next = m,
@@ -186,8 +233,14 @@ pub fn find(model: &Model) -> Vec<QuantizedWeight> {
                 if next.op_type != "Mul" {
                     continue;
                 }
-                let other = if next.inputs.first() == Some(&prev_out) { 1 } else { 0 };
-                let Some(scale) = weight(next, other) else { continue };
+                let other = if next.inputs.first() == Some(&prev_out) {
+                    1
+                } else {
+                    0
+                };
+                let Some(scale) = weight(next, other) else {
+                    continue;
+                };
                 if !scale.dtype.is_float() || scale.shape.len() > q.shape.len() {
                     continue;
                 }
@@ -214,12 +267,19 @@ pub fn find(model: &Model) -> Vec<QuantizedWeight> {
                         granularity: None,
                         output: None,
                         folded_nodes: vec![],
-                        detail: format!("{} {} (activations quantized at run time)", q.dtype, n.op_type),
+                        detail: format!(
+                            "{} {} (activations quantized at run time)",
+                            q.dtype, n.op_type
+                        ),
                     });
                 }
             }
             ("QLinearMatMul", true) | ("QLinearConv", true) => {
-                let (wi, si, zi) = if n.op_type == "QLinearMatMul" { (3, 4, 5) } else { (3, 4, 5) };
+                let (wi, si, zi) = if n.op_type == "QLinearMatMul" {
+                    (3, 4, 5)
+                } else {
+                    (3, 4, 5)
+                };
                 if let Some(q) = weight(n, wi).filter(|q| is_int_weight(q)) {
                     out.push(QuantizedWeight {
                         scheme: Scheme::QLinear,
@@ -246,7 +306,11 @@ pub fn find(model: &Model) -> Vec<QuantizedWeight> {
                         }),
                         output: None,
                         folded_nodes: vec![],
-                        detail: format!("{}-bit MatMulNBits ({})", n.attr_int("bits").unwrap_or(4), n.domain),
+                        detail: format!(
+                            "{}-bit MatMulNBits ({})",
+                            n.attr_int("bits").unwrap_or(4),
+                            n.domain
+                        ),
                     });
                 }
             }
@@ -268,7 +332,11 @@ fn broadcast_granularity(shape: &[u64], scale: &[u64]) -> Option<Granularity> {
             return None;
         }
     }
-    Some(if axes.is_empty() { Granularity::PerTensor } else { Granularity::PerAxis { axes } })
+    Some(if axes.is_empty() {
+        Granularity::PerTensor
+    } else {
+        Granularity::PerAxis { axes }
+    })
 }
 
 /// Maps each flat index of `shape` to the flat index of a tensor of shape `small`
@@ -300,8 +368,15 @@ fn gather_index(flat: u64, shape: &[u64], strides: &[u64]) -> usize {
 /// Dequantizes a foldable weight exactly as ONNX defines it, in f32:
 /// `(q - zero_point) * scale`, the subtraction done in f32 like the graph's Sub would.
 pub fn dequantize(model: &Model, w: &QuantizedWeight) -> Result<Vec<f32>, InputError> {
-    let err = |what: String| InputError::new(&model.path, format!("quantized weight '{}': {what}", w.quantized));
-    let q_entry = model.tensor(&w.quantized).ok_or_else(|| err("missing".into()))?;
+    let err = |what: String| {
+        InputError::new(
+            &model.path,
+            format!("quantized weight '{}': {what}", w.quantized),
+        )
+    };
+    let q_entry = model
+        .tensor(&w.quantized)
+        .ok_or_else(|| err("missing".into()))?;
     let q = model.read_f32(q_entry)?;
     let s_entry = w
         .scale
@@ -311,7 +386,9 @@ pub fn dequantize(model: &Model, w: &QuantizedWeight) -> Result<Vec<f32>, InputE
     let scale = model.read_f32(s_entry)?;
     let zp = match &w.zero_point {
         Some(z) => {
-            let e = model.tensor(z).ok_or_else(|| err("zero point missing".into()))?;
+            let e = model
+                .tensor(z)
+                .ok_or_else(|| err("zero point missing".into()))?;
             Some((model.read_f32(e)?, e.shape.clone()))
         }
         None => None,
@@ -325,7 +402,10 @@ pub fn dequantize(model: &Model, w: &QuantizedWeight) -> Result<Vec<f32>, InputE
                 let mut s = vec![1; shape.len()];
                 s[axes[0]] = small.iter().product();
                 if s[axes[0]] != shape[axes[0]] {
-                    return Err(err(format!("scale has {} values for axis of {}", s[axes[0]], shape[axes[0]])));
+                    return Err(err(format!(
+                        "scale has {} values for axis of {}",
+                        s[axes[0]], shape[axes[0]]
+                    )));
                 }
                 Ok(s)
             }
@@ -374,10 +454,14 @@ pub fn dequantize(model: &Model, w: &QuantizedWeight) -> Result<Vec<f32>, InputE
     for i in 0..n {
         let si = scale_index(i);
         let zpv = match &zp {
-            Some((z, _)) => *z.get(si).ok_or_else(|| err("zero point shape does not match scale".into()))?,
+            Some((z, _)) => *z
+                .get(si)
+                .ok_or_else(|| err("zero point shape does not match scale".into()))?,
             None => 0.0,
         };
-        let s = *scale.get(si).ok_or_else(|| err("scale shape does not broadcast".into()))?;
+        let s = *scale
+            .get(si)
+            .ok_or_else(|| err("scale shape does not broadcast".into()))?;
         out.push((q[i as usize] - zpv) * s);
     }
     Ok(out)

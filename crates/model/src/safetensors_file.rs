@@ -32,7 +32,8 @@ fn dtype_of(d: Dtype) -> Option<DType> {
 }
 
 pub fn open(path: &Path) -> Result<Model, InputError> {
-    let file = std::fs::File::open(path).map_err(|e| InputError::new(path, format!("cannot open: {e}")))?;
+    let file = std::fs::File::open(path)
+        .map_err(|e| InputError::new(path, format!("cannot open: {e}")))?;
     let file_bytes = file
         .metadata()
         .map_err(|e| InputError::new(path, format!("cannot stat: {e}")))?
@@ -53,7 +54,10 @@ pub fn open(path: &Path) -> Result<Model, InputError> {
             .tensor(&name)
             .map_err(|e| InputError::new(path, format!("tensor '{name}': {e}")))?;
         let dtype = dtype_of(view.dtype()).ok_or_else(|| {
-            InputError::new(path, format!("tensor '{name}': dtype {:?} is not supported", view.dtype()))
+            InputError::new(
+                path,
+                format!("tensor '{name}': dtype {:?} is not supported", view.dtype()),
+            )
         })?;
         let info = meta.info(&name).expect("name from the same header");
         tensors.push(TensorEntry {
@@ -106,9 +110,13 @@ impl SafetensorsSource {
     pub(crate) fn read(&self, path: &Path, entry: &TensorEntry) -> Result<Vec<u8>, InputError> {
         use std::io::{Read, Seek, SeekFrom};
         let Storage::Safetensors { offset } = entry.storage else {
-            return Err(InputError::new(path, format!("'{}' is not a safetensors tensor", entry.name)));
+            return Err(InputError::new(
+                path,
+                format!("'{}' is not a safetensors tensor", entry.name),
+            ));
         };
-        let mut f = std::fs::File::open(path).map_err(|e| InputError::new(path, format!("cannot open: {e}")))?;
+        let mut f = std::fs::File::open(path)
+            .map_err(|e| InputError::new(path, format!("cannot open: {e}")))?;
         f.seek(SeekFrom::Start(self.data_start + offset))
             .map_err(|e| InputError::new(path, format!("cannot seek: {e}")))?;
         let mut buf = vec![0u8; entry.bytes as usize];

@@ -7,18 +7,25 @@ use m2w_model::Model;
 use m2w_model::onnx::{decode, encode, proto};
 
 fn fixture(name: &str) -> PathBuf {
-    m2w_setup::fixture(name).unwrap_or_else(|e| panic!("fixture {name}: {e} (run `cargo xtask fixtures`)"))
+    m2w_setup::fixture(name)
+        .unwrap_or_else(|e| panic!("fixture {name}: {e} (run `cargo xtask fixtures`)"))
 }
 
 /// Opens `path`, expecting an error that names the file and contains `needle`.
 fn expect_error(path: &Path, needle: &str) -> String {
     let result = std::panic::catch_unwind(|| Model::open(path).map(|_| ()));
     let err = match result {
-        Ok(Ok(())) => panic!("{} opened, expected an error containing {needle:?}", path.display()),
+        Ok(Ok(())) => panic!(
+            "{} opened, expected an error containing {needle:?}",
+            path.display()
+        ),
         Ok(Err(e)) => e.to_string(),
         Err(_) => panic!("{} made the reader panic", path.display()),
     };
-    assert!(err.contains(&path.display().to_string()), "error does not name the file: {err}");
+    assert!(
+        err.contains(&path.display().to_string()),
+        "error does not name the file: {err}"
+    );
     assert!(err.contains(needle), "expected {needle:?} in: {err}");
     err
 }
@@ -65,18 +72,36 @@ fn wrong_magic_and_random_bytes_are_rejected() {
     let dir = tempfile::tempdir().unwrap();
     for seed in 1..4 {
         let bytes = noise(64 * 1024, seed);
-        expect_error(&write(dir.path(), &format!("r{seed}.onnx"), &bytes), "not a valid ONNX model");
-        expect_error(&write(dir.path(), &format!("r{seed}.safetensors"), &bytes), "not a valid safetensors file");
+        expect_error(
+            &write(dir.path(), &format!("r{seed}.onnx"), &bytes),
+            "not a valid ONNX model",
+        );
+        expect_error(
+            &write(dir.path(), &format!("r{seed}.safetensors"), &bytes),
+            "not a valid safetensors file",
+        );
         let mut g = b"GGUF".to_vec();
         g.extend_from_slice(&bytes);
-        expect_error(&write(dir.path(), &format!("r{seed}.gguf"), &g), "not a valid GGUF file");
+        expect_error(
+            &write(dir.path(), &format!("r{seed}.gguf"), &g),
+            "not a valid GGUF file",
+        );
     }
     let mut gguf = std::fs::read(fixture("smollm2-q4_1")).unwrap()[..1 << 20].to_vec();
     gguf[..4].copy_from_slice(b"GGUX");
-    expect_error(&write(dir.path(), "magic.gguf", &gguf), "not a valid GGUF file");
+    expect_error(
+        &write(dir.path(), "magic.gguf", &gguf),
+        "not a valid GGUF file",
+    );
     expect_error(&write(dir.path(), "empty.onnx", b""), "file is empty");
-    expect_error(&write(dir.path(), "model.bin", b"xxxx"), "unknown model format");
-    expect_error(&write(dir.path(), "m.tflite", b"xxxxTFL3"), "TFLite models are not supported yet");
+    expect_error(
+        &write(dir.path(), "model.bin", b"xxxx"),
+        "unknown model format",
+    );
+    expect_error(
+        &write(dir.path(), "m.tflite", b"xxxxTFL3"),
+        "TFLite models are not supported yet",
+    );
 }
 
 fn silero_proto() -> proto::ModelProto {
@@ -93,18 +118,27 @@ fn absurd_dims_are_rejected() {
 
     let mut m = silero_proto();
     m.graph.as_mut().unwrap().initializer[1].dims = vec![128, 129, 4];
-    expect_error(&write(dir.path(), "mismatch.onnx", &encode(&m)), "raw_data holds 198144 bytes, dims need 264192");
+    expect_error(
+        &write(dir.path(), "mismatch.onnx", &encode(&m)),
+        "raw_data holds 198144 bytes, dims need 264192",
+    );
 
     let mut m = silero_proto();
     m.graph.as_mut().unwrap().initializer[1].dims = vec![-1, 3];
-    expect_error(&write(dir.path(), "negative.onnx", &encode(&m)), "negative dimension");
+    expect_error(
+        &write(dir.path(), "negative.onnx", &encode(&m)),
+        "negative dimension",
+    );
 
     // safetensors: a header whose offsets run past the data.
     let header = br#"{"w":{"dtype":"F32","shape":[1000000],"data_offsets":[0,4000000]}}"#;
     let mut st = (header.len() as u64).to_le_bytes().to_vec();
     st.extend_from_slice(header);
     st.extend_from_slice(&[0u8; 64]);
-    expect_error(&write(dir.path(), "offsets.safetensors", &st), "not a valid safetensors file");
+    expect_error(
+        &write(dir.path(), "offsets.safetensors", &st),
+        "not a valid safetensors file",
+    );
 }
 
 /// Moves every raw initializer of the silero model into `weights.data` beside it.
@@ -116,8 +150,15 @@ fn to_external(dir: &Path, location: &str) -> (PathBuf, PathBuf) {
         while data.len() % 64 != 0 {
             data.push(0);
         }
-        let kv = |k: &str, v: String| proto::StringStringEntryProto { key: Some(k.into()), value: Some(v) };
-        t.external_data = vec![kv("location", location.into()), kv("offset", data.len().to_string()), kv("length", raw.len().to_string())];
+        let kv = |k: &str, v: String| proto::StringStringEntryProto {
+            key: Some(k.into()),
+            value: Some(v),
+        };
+        t.external_data = vec![
+            kv("location", location.into()),
+            kv("offset", data.len().to_string()),
+            kv("length", raw.len().to_string()),
+        ];
         t.data_location = Some(proto::tensor_proto::DataLocation::External as i32);
         data.extend_from_slice(&raw);
     }
@@ -136,7 +177,12 @@ fn external_data_is_read_like_embedded_data() {
     for (a, b) in ext.tensors.iter().zip(&emb.tensors) {
         assert_eq!((&a.name, &a.shape, a.dtype), (&b.name, &b.shape, b.dtype));
         assert!(matches!(a.storage, m2w_model::Storage::ExternalData { .. }));
-        assert_eq!(ext.read_raw(a).unwrap().bytes, emb.read_raw(b).unwrap().bytes, "{}", a.name);
+        assert_eq!(
+            ext.read_raw(a).unwrap().bytes,
+            emb.read_raw(b).unwrap().bytes,
+            "{}",
+            a.name
+        );
     }
 }
 
@@ -153,5 +199,8 @@ fn missing_short_or_escaping_external_data_is_rejected() {
 
     let dir = tempfile::tempdir().unwrap();
     let (model_path, _) = to_external(dir.path(), "../../etc/passwd");
-    expect_error(&model_path, "must be a relative path inside the model's folder");
+    expect_error(
+        &model_path,
+        "must be a relative path inside the model's folder",
+    );
 }

