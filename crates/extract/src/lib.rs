@@ -405,6 +405,23 @@ impl ShardWriter {
         Ok(())
     }
 
+    /// Bytes already written (to a finished shard or the one being written).
+    fn read_back(&mut self, file: &str, offset: u64, length: u64) -> Result<Vec<u8>, ExtractError> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut path = self.dir.join(file);
+        if let Some((f, _, _, name)) = self.current.as_mut()
+            && name == file
+        {
+            f.flush().map_err(werr(&path))?;
+            path = f.temp_path().to_path_buf();
+        }
+        let mut r = std::fs::File::open(&path).map_err(werr(&path))?;
+        r.seek(SeekFrom::Start(offset)).map_err(werr(&path))?;
+        let mut buf = vec![0u8; length as usize];
+        r.read_exact(&mut buf).map_err(werr(&path))?;
+        Ok(buf)
+    }
+
     /// Appends one tensor (aligned); returns (file, offset).
     fn append(&mut self, bytes: &[u8]) -> Result<(String, u64), ExtractError> {
         let padded = |len: u64| len.div_ceil(ALIGN) * ALIGN;
@@ -472,7 +489,29 @@ pub fn extract(model_path: &Path, out: &Path, opts: &Options) -> Result<Manifest
     ));
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(&staging).map_err(werr(&staging))?;
-    let result = write_all(&model, &items, &staging, opts);
+    // The source's sha256 (a full read of the file) overlaps with the conversion.
+    let result = std::thread::scope(|scope| {
+        let sha = scope.spawn(|| model.file_sha256());
+        let written = write_all(&model, &items, &staging, opts);
+        let sha = sha.join().unwrap_or_else(|_| Err(InputError::new(&model.path, "hashing failed")));
+        let (files, tensors) = written?;
+        let manifest = Manifest {
+            schema: SCHEMA.into(),
+            source: SourceInfo {
+                file: model.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+                format: format!("{:?}", model.format).to_lowercase(),
+                sha256: sha?,
+            },
+            precision: opts.precision,
+            alignment: ALIGN,
+            files,
+            tensors,
+        };
+        let text = serde_json::to_string_pretty(&manifest).expect("manifest serialises") + "\n";
+        let mpath = staging.join("manifest.json");
+        m2w_model::io::write_atomic(&mpath, text.as_bytes()).map_err(werr(&mpath))?;
+        Ok(manifest)
+    });
     let manifest = match result {
         Ok(m) => m,
         Err(e) => {
@@ -496,22 +535,25 @@ pub fn extract(model_path: &Path, out: &Path, opts: &Options) -> Result<Manifest
     Ok(manifest)
 }
 
-fn write_all(
-    model: &Model,
-    items: &[Item],
-    dir: &Path,
-    opts: &Options,
-) -> Result<Manifest, ExtractError> {
-    let mut w = ShardWriter {
-        dir: dir.to_path_buf(),
-        sharded: opts.shard_bytes.is_some(),
-        limit: opts.shard_bytes.unwrap_or(u64::MAX),
-        files: Vec::new(),
-        current: None,
-    };
-    let mut seen: HashMap<(String, String), usize> = HashMap::new();
+/// A fast 64-bit fingerprint used only to find dedup candidates; equal fingerprints are
+/// confirmed by comparing the bytes.
+fn fingerprint(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0x9e37_79b9_7f4a_7c15 ^ bytes.len() as u64;
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        h = (h ^ u64::from_le_bytes(c.try_into().unwrap())).wrapping_mul(0x0100_0000_01b3).rotate_left(29);
+    }
+    for &b in chunks.remainder() {
+        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+fn write_all(model: &Model, items: &[Item], dir: &Path, opts: &Options) -> Result<(Vec<FileInfo>, Vec<TensorInfo>), ExtractError> {
+    let mut w = ShardWriter { dir: dir.to_path_buf(), sharded: opts.shard_bytes.is_some(), limit: opts.shard_bytes.unwrap_or(u64::MAX), files: Vec::new(), current: None };
+    let mut seen: HashMap<(String, usize, u64), Vec<usize>> = HashMap::new();
     let mut tensors: Vec<TensorInfo> = Vec::with_capacity(items.len());
-    for item in items {
+    'items: for item in items {
         let c = convert(model, item, opts.precision)?;
         let (source, shape, source_dtype) = match item {
             Item::Plain(t) => (vec![t.name.clone()], t.shape.clone(), t.dtype.name()),
@@ -523,64 +565,25 @@ fn write_all(
                 (s, qt.shape.clone(), qt.dtype.name())
             }
         };
-        let digest = m2w_model::io::sha256_bytes(&c.bytes);
         let key = item.key();
-        if let Some(&first) = seen.get(&(c.gpu_dtype.clone(), digest.clone())) {
-            let canon = tensors[first].clone();
-            tensors.push(TensorInfo {
-                key,
-                source,
-                shape,
-                gpu_dtype: c.gpu_dtype,
-                file: canon.file,
-                offset: canon.offset,
-                length: canon.length,
-                source_dtype,
-                transform: c.transform,
-                alias_of: Some(canon.key),
-            });
-            continue;
+        let dedup_key = (c.gpu_dtype.clone(), c.bytes.len(), fingerprint(&c.bytes));
+        for &earlier in seen.get(&dedup_key).map(Vec::as_slice).unwrap_or(&[]) {
+            let canon = tensors[earlier].clone();
+            if w.read_back(&canon.file, canon.offset, canon.length)? == c.bytes {
+                tensors.push(TensorInfo { key, source, shape, gpu_dtype: c.gpu_dtype, file: canon.file, offset: canon.offset, length: canon.length, source_dtype, transform: c.transform, alias_of: Some(canon.key) });
+                continue 'items;
+            }
         }
         let (file, offset) = w.append(&c.bytes)?;
-        seen.insert((c.gpu_dtype.clone(), digest), tensors.len());
-        tensors.push(TensorInfo {
-            key,
-            source,
-            shape,
-            gpu_dtype: c.gpu_dtype,
-            file,
-            offset,
-            length: c.bytes.len() as u64,
-            source_dtype,
-            transform: c.transform,
-            alias_of: None,
-        });
+        seen.entry(dedup_key).or_default().push(tensors.len());
+        tensors.push(TensorInfo { key, source, shape, gpu_dtype: c.gpu_dtype, file, offset, length: c.bytes.len() as u64, source_dtype, transform: c.transform, alias_of: None });
     }
     if w.current.is_none() && w.files.is_empty() {
         // A model without weights still gets its (empty) blob, so loaders need no special case.
         w.append(&[])?;
     }
     w.finish_current()?;
-    let manifest = Manifest {
-        schema: SCHEMA.into(),
-        source: SourceInfo {
-            file: model
-                .path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            format: format!("{:?}", model.format).to_lowercase(),
-            sha256: model.file_sha256()?,
-        },
-        precision: opts.precision,
-        alignment: ALIGN,
-        files: w.files,
-        tensors,
-    };
-    let text = serde_json::to_string_pretty(&manifest).expect("manifest serialises") + "\n";
-    let mpath = dir.join("manifest.json");
-    m2w_model::io::write_atomic(&mpath, text.as_bytes()).map_err(werr(&mpath))?;
-    Ok(manifest)
+    Ok((w.files, tensors))
 }
 
 pub fn read_manifest(dir: &Path) -> Result<Manifest, ExtractError> {

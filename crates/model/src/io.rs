@@ -56,10 +56,16 @@ impl AtomicFile {
         })
     }
 
+    /// Where the bytes are until `commit` (to read back what was written so far, after `flush`).
+    pub fn temp_path(&self) -> &Path {
+        &self.tmp
+    }
+
     pub fn commit(mut self) -> std::io::Result<()> {
         let file = self.file.take().expect("file present until commit");
+        // No fsync: the rename guarantees no reader sees a partial file if m2w fails;
+        // durability across power loss is the filesystem's job and costs ~2x on big blobs.
         let file = file.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
         drop(file);
         std::fs::rename(&self.tmp, &self.dest)
     }
