@@ -58,6 +58,34 @@ enum Command {
         #[arg(long, conflicts_with_all = ["shard_bytes", "verify"])]
         verify_only: bool,
     },
+    /// Phase 3: reference activations (.npy oracles + index.json) through ONNX Runtime
+    /// (ONNX) or the candle llama (GGUF).
+    Reference {
+        model: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Symbolic dim values (`sequence=16`) or one input axis (`x.2=640`); repeatable.
+        #[arg(long = "dim", value_parser = parse_kv::<u64>)]
+        dims: Vec<(String, u64)>,
+        /// An input from a .npy file (`input_ids=ids.npy`); repeatable.
+        #[arg(long = "input", value_parser = parse_kv::<PathBuf>)]
+        inputs: Vec<(String, PathBuf)>,
+        /// Fill an input with one value (`sr=16000`); repeatable.
+        #[arg(long = "value", value_parser = parse_kv::<f64>)]
+        values: Vec<(String, f64)>,
+        /// Seed of the generated inputs.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Run twice; fail (exit 1) unless every checkpoint is bit-identical.
+        #[arg(long)]
+        check_determinism: bool,
+        /// GGUF: the prompt for prefill and greedy decoding.
+        #[arg(long, default_value = "The capital of France is")]
+        prompt: String,
+        /// GGUF: tokens to generate greedily.
+        #[arg(long, default_value_t = 8)]
+        max_new: usize,
+    },
     /// Fetch (or check) the fixture models of fixtures/fixtures.json into the cache.
     Fixtures {
         /// Only these fixtures (default: all).
@@ -234,11 +262,121 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Reference {
+            model,
+            out,
+            dims,
+            inputs,
+            values,
+            seed,
+            check_determinism,
+            prompt,
+            max_new,
+        } => reference(
+            &model,
+            &out,
+            dims,
+            inputs,
+            values,
+            seed,
+            check_determinism,
+            &prompt,
+            max_new,
+        ),
         Command::Setup => setup(),
         Command::Demo => demo(),
         Command::Test { args } => test(&args),
         Command::Bench { what, runs } => bench::run(&what, runs),
     }
+}
+
+fn parse_kv<T: std::str::FromStr>(s: &str) -> Result<(String, T), String>
+where
+    T::Err: std::fmt::Display,
+{
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=VALUE, got {s:?}"))?;
+    let v = v.parse::<T>().map_err(|e| format!("{s:?}: {e}"))?;
+    Ok((k.to_string(), v))
+}
+
+fn ref_err(e: m2w_reference::RefError) -> anyhow::Error {
+    match e {
+        m2w_reference::RefError::NotDeterministic(_) => {
+            anyhow::Error::new(CheckFailed(e.to_string()))
+        }
+        other => anyhow::Error::new(Usage(other.to_string())),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn reference(
+    model: &Path,
+    out: &Path,
+    dims: Vec<(String, u64)>,
+    inputs: Vec<(String, PathBuf)>,
+    values: Vec<(String, f64)>,
+    seed: u64,
+    check_determinism: bool,
+    prompt: &str,
+    max_new: usize,
+) -> anyhow::Result<()> {
+    let is_gguf =
+        m2w_model::Model::open(model).map_err(input_err)?.format == m2w_model::Format::Gguf;
+    if is_gguf {
+        let run = m2w_reference::llama::reference(model, out, prompt, max_new).map_err(ref_err)?;
+        println!(
+            "candle llama reference: prompt {:?} = {:?}; {} prefill + {} decode checkpoints (each pass run twice, bit-identical)",
+            run.prompt, run.prompt_ids, run.prefill_checkpoints, run.decode_checkpoints
+        );
+        println!(
+            "greedy continuation ({} tokens): {:?} = {:?}",
+            run.generated_ids.len(),
+            run.generated_text,
+            run.generated_ids
+        );
+        println!(
+            "-> {}/{{prefill,decode}}/index.json, {}/generation.json",
+            out.display(),
+            out.display()
+        );
+        return Ok(());
+    }
+    let lib = m2w_setup::onnxruntime_library().map_err(setup_err)?;
+    let opts = m2w_reference::onnx_ref::OnnxOptions {
+        dims: dims.into_iter().collect(),
+        input_files: inputs.into_iter().collect(),
+        fill: values.into_iter().collect(),
+        seed,
+        check_determinism,
+    };
+    let index = m2w_reference::onnx_ref::reference(&lib, model, out, &opts).map_err(ref_err)?;
+    for i in &index.inputs {
+        println!("input {} {} {:?}: {}", i.name, i.dtype, i.shape, i.how);
+    }
+    println!(
+        "dims: {}",
+        index
+            .dims
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "{} checkpoints ({} graph outputs), {} values inside subgraphs not captured{} -> {}",
+        index.checkpoints.len(),
+        index.checkpoints.iter().filter(|c| c.graph_output).count(),
+        index.not_captured.len(),
+        if check_determinism {
+            "; determinism check passed (two runs bit-identical)"
+        } else {
+            ""
+        },
+        out.join("index.json").display()
+    );
+    Ok(())
 }
 
 fn verify_weights(model: &Path, out: &Path) -> anyhow::Result<()> {

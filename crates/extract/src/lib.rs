@@ -473,66 +473,51 @@ pub fn extract(model_path: &Path, out: &Path, opts: &Options) -> Result<Manifest
         });
     }
 
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(werr(parent))?;
-    let leaf = out.file_name().ok_or_else(|| ExtractError::BadOutput {
-        path: out.to_path_buf(),
-        what: "output must name a folder".into(),
-    })?;
-    let staging = parent.join(format!(
-        ".{}.partial-{}",
-        leaf.to_string_lossy(),
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir_all(&staging).map_err(werr(&staging))?;
-    // The source's sha256 (a full read of the file) overlaps with the conversion.
-    let result = std::thread::scope(|scope| {
-        let sha = scope.spawn(|| model.file_sha256());
-        let written = write_all(&model, &items, &staging, opts);
-        let sha = sha.join().unwrap_or_else(|_| Err(InputError::new(&model.path, "hashing failed")));
-        let (files, tensors) = written?;
-        let manifest = Manifest {
-            schema: SCHEMA.into(),
-            source: SourceInfo {
-                file: model.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-                format: format!("{:?}", model.format).to_lowercase(),
-                sha256: sha?,
-            },
-            precision: opts.precision,
-            alignment: ALIGN,
-            files,
-            tensors,
-        };
-        let text = serde_json::to_string_pretty(&manifest).expect("manifest serialises") + "\n";
-        let mpath = staging.join("manifest.json");
-        m2w_model::io::write_atomic(&mpath, text.as_bytes()).map_err(werr(&mpath))?;
-        Ok(manifest)
-    });
-    let manifest = match result {
-        Ok(m) => m,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&staging);
-            return Err(e);
-        }
-    };
-    // Swap the finished folder into place.
-    if out.exists() {
-        let old = parent.join(format!(
-            ".{}.old-{}",
-            leaf.to_string_lossy(),
-            std::process::id()
-        ));
-        std::fs::rename(out, &old).map_err(werr(out))?;
-        std::fs::rename(&staging, out).map_err(werr(out))?;
-        let _ = std::fs::remove_dir_all(&old);
-    } else {
-        std::fs::rename(&staging, out).map_err(werr(out))?;
+    if out.file_name().is_none() {
+        return Err(ExtractError::BadOutput {
+            path: out.to_path_buf(),
+            what: "output must name a folder".into(),
+        });
     }
-    Ok(manifest)
+    m2w_model::io::replace_dir(
+        out,
+        |p, source| ExtractError::Write {
+            path: p.to_path_buf(),
+            source,
+        },
+        |staging| {
+            // The source's sha256 (a full read of the file) overlaps with the conversion.
+            std::thread::scope(|scope| {
+                let sha = scope.spawn(|| model.file_sha256());
+                let written = write_all(&model, &items, staging, opts);
+                let sha = sha
+                    .join()
+                    .unwrap_or_else(|_| Err(InputError::new(&model.path, "hashing failed")));
+                let (files, tensors) = written?;
+                let manifest = Manifest {
+                    schema: SCHEMA.into(),
+                    source: SourceInfo {
+                        file: model
+                            .path
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_default(),
+                        format: format!("{:?}", model.format).to_lowercase(),
+                        sha256: sha?,
+                    },
+                    precision: opts.precision,
+                    alignment: ALIGN,
+                    files,
+                    tensors,
+                };
+                let text =
+                    serde_json::to_string_pretty(&manifest).expect("manifest serialises") + "\n";
+                let mpath = staging.join("manifest.json");
+                m2w_model::io::write_atomic(&mpath, text.as_bytes()).map_err(werr(&mpath))?;
+                Ok(manifest)
+            })
+        },
+    )
 }
 
 /// A fast 64-bit fingerprint used only to find dedup candidates; equal fingerprints are
@@ -541,7 +526,9 @@ fn fingerprint(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0x9e37_79b9_7f4a_7c15 ^ bytes.len() as u64;
     let mut chunks = bytes.chunks_exact(8);
     for c in &mut chunks {
-        h = (h ^ u64::from_le_bytes(c.try_into().unwrap())).wrapping_mul(0x0100_0000_01b3).rotate_left(29);
+        h = (h ^ u64::from_le_bytes(c.try_into().unwrap()))
+            .wrapping_mul(0x0100_0000_01b3)
+            .rotate_left(29);
     }
     for &b in chunks.remainder() {
         h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
@@ -549,8 +536,19 @@ fn fingerprint(bytes: &[u8]) -> u64 {
     h
 }
 
-fn write_all(model: &Model, items: &[Item], dir: &Path, opts: &Options) -> Result<(Vec<FileInfo>, Vec<TensorInfo>), ExtractError> {
-    let mut w = ShardWriter { dir: dir.to_path_buf(), sharded: opts.shard_bytes.is_some(), limit: opts.shard_bytes.unwrap_or(u64::MAX), files: Vec::new(), current: None };
+fn write_all(
+    model: &Model,
+    items: &[Item],
+    dir: &Path,
+    opts: &Options,
+) -> Result<(Vec<FileInfo>, Vec<TensorInfo>), ExtractError> {
+    let mut w = ShardWriter {
+        dir: dir.to_path_buf(),
+        sharded: opts.shard_bytes.is_some(),
+        limit: opts.shard_bytes.unwrap_or(u64::MAX),
+        files: Vec::new(),
+        current: None,
+    };
     let mut seen: HashMap<(String, usize, u64), Vec<usize>> = HashMap::new();
     let mut tensors: Vec<TensorInfo> = Vec::with_capacity(items.len());
     'items: for item in items {
@@ -570,13 +568,35 @@ fn write_all(model: &Model, items: &[Item], dir: &Path, opts: &Options) -> Resul
         for &earlier in seen.get(&dedup_key).map(Vec::as_slice).unwrap_or(&[]) {
             let canon = tensors[earlier].clone();
             if w.read_back(&canon.file, canon.offset, canon.length)? == c.bytes {
-                tensors.push(TensorInfo { key, source, shape, gpu_dtype: c.gpu_dtype, file: canon.file, offset: canon.offset, length: canon.length, source_dtype, transform: c.transform, alias_of: Some(canon.key) });
+                tensors.push(TensorInfo {
+                    key,
+                    source,
+                    shape,
+                    gpu_dtype: c.gpu_dtype,
+                    file: canon.file,
+                    offset: canon.offset,
+                    length: canon.length,
+                    source_dtype,
+                    transform: c.transform,
+                    alias_of: Some(canon.key),
+                });
                 continue 'items;
             }
         }
         let (file, offset) = w.append(&c.bytes)?;
         seen.entry(dedup_key).or_default().push(tensors.len());
-        tensors.push(TensorInfo { key, source, shape, gpu_dtype: c.gpu_dtype, file, offset, length: c.bytes.len() as u64, source_dtype, transform: c.transform, alias_of: None });
+        tensors.push(TensorInfo {
+            key,
+            source,
+            shape,
+            gpu_dtype: c.gpu_dtype,
+            file,
+            offset,
+            length: c.bytes.len() as u64,
+            source_dtype,
+            transform: c.transform,
+            alias_of: None,
+        });
     }
     if w.current.is_none() && w.files.is_empty() {
         // A model without weights still gets its (empty) blob, so loaders need no special case.

@@ -95,3 +95,41 @@ pub fn write_atomic(dest: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.write_all(bytes)?;
     f.commit()
 }
+
+/// Builds a whole output folder under a temporary name beside `out` and swaps it into
+/// place only when `fill` succeeds; on failure nothing is left behind and any previous
+/// `out` is untouched.
+pub fn replace_dir<T, E>(
+    out: &Path,
+    io_error: impl Fn(&Path, std::io::Error) -> E,
+    fill: impl FnOnce(&Path) -> Result<T, E>,
+) -> Result<T, E> {
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| io_error(parent, e))?;
+    let leaf = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
+    let staging = parent.join(format!(".{leaf}.partial-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging).map_err(|e| io_error(&staging, e))?;
+    let value = match fill(&staging) {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+    };
+    if out.exists() {
+        let old = parent.join(format!(".{leaf}.old-{}", std::process::id()));
+        std::fs::rename(out, &old).map_err(|e| io_error(out, e))?;
+        std::fs::rename(&staging, out).map_err(|e| io_error(out, e))?;
+        let _ = std::fs::remove_dir_all(&old);
+    } else {
+        std::fs::rename(&staging, out).map_err(|e| io_error(out, e))?;
+    }
+    Ok(value)
+}

@@ -1,0 +1,74 @@
+//! Phase 3, reference: the oracle every later phase is judged against.
+//!
+//! - ONNX models run through ONNX Runtime with every node output captured
+//!   ([`onnx_ref::reference`]);
+//! - GGUF llama-family models run through a llama forward pass written on candle-core
+//!   ([`llama`]), dumping every stage of every layer.
+//!
+//! Both write the same folder layout: `inputs/*.npy`, `NNN_<name>.npy` in pipeline order
+//! and `index.json` ([`index::Index`]). The folder is built under a temporary name and
+//! renamed, so a failed run leaves nothing half-written.
+
+pub mod index;
+pub mod llama;
+pub mod npy;
+pub mod onnx_ref;
+pub mod tokenizer;
+
+use std::path::{Path, PathBuf};
+
+pub use index::{Index, read_index};
+pub use npy::HostTensor;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RefError {
+    #[error(transparent)]
+    Input(#[from] m2w_model::InputError),
+    /// Bad arguments: unknown input, dim that does not fit, unreadable input file.
+    #[error("{0}")]
+    Usage(String),
+    /// The runtime could not load the model.
+    #[error("{0}")]
+    Load(String),
+    /// The runtime failed (library missing, run failed).
+    #[error("{0}")]
+    Runtime(String),
+    #[error("not deterministic: {} checkpoint(s) differ between two runs: {}", .0.len(), .0.join(", "))]
+    NotDeterministic(Vec<String>),
+    #[error("{}: {}", .0.display(), .1)]
+    Io(PathBuf, std::io::Error),
+}
+
+/// A file-name-safe form of a tensor name (kept readable; uniqueness comes from the index
+/// prefix).
+pub fn sanitize(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let s = s.trim_matches('_');
+    let s = if s.is_empty() { "unnamed" } else { s };
+    s.chars().take(100).collect()
+}
+
+/// Writes one `.npy`; returns its sha256.
+pub(crate) fn write_npy(path: &Path, t: &HostTensor) -> Result<String, RefError> {
+    let bytes = t
+        .to_npy()
+        .map_err(|e| RefError::Io(path.to_path_buf(), e))?;
+    std::fs::write(path, &bytes).map_err(|e| RefError::Io(path.to_path_buf(), e))?;
+    Ok(m2w_model::io::sha256_bytes(&bytes))
+}
+
+pub(crate) fn write_dir<T>(
+    out: &Path,
+    fill: impl FnOnce(&Path) -> Result<T, RefError>,
+) -> Result<T, RefError> {
+    m2w_model::io::replace_dir(out, |p, e| RefError::Io(p.to_path_buf(), e), fill)
+}

@@ -1,0 +1,558 @@
+//! GGUF llama-family reference on candle-core: a plain f32 forward pass over weights
+//! dequantized by candle, dumping every stage of every layer.
+//!
+//! Why f32 over dequantized weights (and not candle's quantized matmul, which quantizes
+//! activations to Q8 like llama.cpp does): the WebGPU kernels dequantize weights in
+//! registers and accumulate in f32, so this is the computation they must match.
+//!
+//! The architecture is read from the GGUF metadata (`<arch>.block_count`, head counts,
+//! RoPE base and dimension, RMS epsilon); "llama" and variants that differ only by these
+//! hyper-parameters are accepted. RoPE is ggml's "normal" mode (adjacent pairs), which is
+//! what the GGUF converter permutes Q/K weights for. The LM head is `output.weight`, or the
+//! token embedding when the file has none (tied).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use candle_core::quantized::gguf_file;
+use candle_core::{D, DType, Device, Tensor};
+
+use crate::RefError;
+use crate::index::{Checkpoint, Index, InputRecord, write_index};
+use crate::npy::HostTensor;
+
+fn cerr(e: candle_core::Error) -> RefError {
+    RefError::Runtime(format!("candle: {e}"))
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LlamaConfig {
+    pub architecture: String,
+    pub layers: usize,
+    pub dim: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub ffn: usize,
+    pub rope_base: f32,
+    pub rope_dim: usize,
+    pub rms_eps: f64,
+    pub vocab: usize,
+    pub bos: Option<u32>,
+    pub eos: Option<u32>,
+    pub add_bos: bool,
+}
+
+struct Layer {
+    attn_norm: Tensor,
+    wq: Tensor,
+    wk: Tensor,
+    wv: Tensor,
+    wo: Tensor,
+    ffn_norm: Tensor,
+    w_gate: Tensor,
+    w_up: Tensor,
+    w_down: Tensor,
+}
+
+/// The model with f32 weights, ready to run.
+pub struct Llama {
+    pub config: LlamaConfig,
+    embedding: Tensor,
+    layers: Vec<Layer>,
+    output_norm: Tensor,
+    /// [vocab, dim]; the embedding itself when tied.
+    lm_head: Tensor,
+    pub tied_head: bool,
+    pub tokens: Vec<String>,
+    pub merges: Vec<String>,
+    pub token_types: Vec<i32>,
+}
+
+/// K/V of every layer for the positions seen so far: [kv_heads, T, head_dim].
+pub struct KvCache {
+    k: Vec<Option<Tensor>>,
+    v: Vec<Option<Tensor>>,
+    pub len: usize,
+}
+
+/// Every stage's value, in pipeline order.
+pub type Stages = Vec<(String, Tensor)>;
+
+fn md_u64(c: &gguf_file::Content, key: &str) -> Option<u64> {
+    c.metadata.get(key).and_then(|v| {
+        v.to_u64()
+            .ok()
+            .or_else(|| v.to_u32().ok().map(u64::from))
+            .or_else(|| v.to_i32().ok().map(|x| x as u64))
+    })
+}
+
+fn md_f64(c: &gguf_file::Content, key: &str) -> Option<f64> {
+    c.metadata
+        .get(key)
+        .and_then(|v| v.to_f32().ok().map(f64::from).or_else(|| v.to_f64().ok()))
+}
+
+fn md_strings(c: &gguf_file::Content, key: &str) -> Vec<String> {
+    c.metadata
+        .get(key)
+        .and_then(|v| v.to_vec().ok())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.to_string().ok().cloned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl Llama {
+    pub fn load(path: &Path) -> Result<Llama, RefError> {
+        // Opening through m2w-model first gives the same checks and errors as inspect.
+        m2w_model::Model::open(path)?;
+        let mut f = std::fs::File::open(path).map_err(|e| RefError::Io(path.to_path_buf(), e))?;
+        let content = gguf_file::Content::read(&mut f)
+            .map_err(|e| RefError::Usage(format!("{}: {e}", path.display())))?;
+        let arch = content
+            .metadata
+            .get("general.architecture")
+            .and_then(|v| v.to_string().ok().cloned())
+            .unwrap_or_default();
+        if !matches!(arch.as_str(), "llama" | "mistral" | "granite" | "smollm") {
+            return Err(RefError::Usage(format!(
+                "{}: architecture {arch:?} is not in the llama family",
+                path.display()
+            )));
+        }
+        let need = |k: &str| {
+            md_u64(&content, &format!("{arch}.{k}")).ok_or_else(|| {
+                RefError::Usage(format!(
+                    "{}: GGUF metadata lacks {arch}.{k}",
+                    path.display()
+                ))
+            })
+        };
+        let layers = need("block_count")? as usize;
+        let dim = need("embedding_length")? as usize;
+        let heads = need("attention.head_count")? as usize;
+        let kv_heads = md_u64(&content, &format!("{arch}.attention.head_count_kv"))
+            .unwrap_or(heads as u64) as usize;
+        let ffn = need("feed_forward_length")? as usize;
+        if heads == 0 || kv_heads == 0 || dim % heads != 0 || heads % kv_heads != 0 {
+            return Err(RefError::Usage(format!(
+                "{}: inconsistent heads ({heads}/{kv_heads}) for width {dim}",
+                path.display()
+            )));
+        }
+        let head_dim = dim / heads;
+        let tokens = md_strings(&content, "tokenizer.ggml.tokens");
+        let config = LlamaConfig {
+            architecture: arch.clone(),
+            layers,
+            dim,
+            heads,
+            kv_heads,
+            head_dim,
+            ffn,
+            rope_base: md_f64(&content, &format!("{arch}.rope.freq_base")).unwrap_or(10000.0)
+                as f32,
+            rope_dim: md_u64(&content, &format!("{arch}.rope.dimension_count"))
+                .map(|v| v as usize)
+                .unwrap_or(head_dim),
+            rms_eps: md_f64(
+                &content,
+                &format!("{arch}.attention.layer_norm_rms_epsilon"),
+            )
+            .unwrap_or(1e-5),
+            vocab: tokens.len(),
+            bos: md_u64(&content, "tokenizer.ggml.bos_token_id").map(|v| v as u32),
+            eos: md_u64(&content, "tokenizer.ggml.eos_token_id").map(|v| v as u32),
+            add_bos: content
+                .metadata
+                .get("tokenizer.ggml.add_bos_token")
+                .and_then(|v| v.to_bool().ok())
+                .unwrap_or(false),
+        };
+        let dev = Device::Cpu;
+        let mut get = |name: &str| -> Result<Tensor, RefError> {
+            let q = content
+                .tensor(&mut f, name, &dev)
+                .map_err(|e| RefError::Usage(format!("{}: tensor {name}: {e}", path.display())))?;
+            q.dequantize(&dev).map_err(cerr)
+        };
+        let embedding = get("token_embd.weight")?;
+        let mut ls = Vec::with_capacity(layers);
+        for l in 0..layers {
+            let p = format!("blk.{l}");
+            ls.push(Layer {
+                attn_norm: get(&format!("{p}.attn_norm.weight"))?,
+                wq: get(&format!("{p}.attn_q.weight"))?,
+                wk: get(&format!("{p}.attn_k.weight"))?,
+                wv: get(&format!("{p}.attn_v.weight"))?,
+                wo: get(&format!("{p}.attn_output.weight"))?,
+                ffn_norm: get(&format!("{p}.ffn_norm.weight"))?,
+                w_gate: get(&format!("{p}.ffn_gate.weight"))?,
+                w_up: get(&format!("{p}.ffn_up.weight"))?,
+                w_down: get(&format!("{p}.ffn_down.weight"))?,
+            });
+        }
+        let output_norm = get("output_norm.weight")?;
+        let (lm_head, tied_head) = if content.tensor_infos.contains_key("output.weight") {
+            (get("output.weight")?, false)
+        } else {
+            (embedding.clone(), true)
+        };
+        let merges = md_strings(&content, "tokenizer.ggml.merges");
+        let token_types = content
+            .metadata
+            .get("tokenizer.ggml.token_type")
+            .and_then(|v| v.to_vec().ok())
+            .map(|a| a.iter().filter_map(|x| x.to_i32().ok()).collect())
+            .unwrap_or_default();
+        Ok(Llama {
+            config,
+            embedding,
+            layers: ls,
+            output_norm,
+            lm_head,
+            tied_head,
+            tokens,
+            merges,
+            token_types,
+        })
+    }
+
+    pub fn new_cache(&self) -> KvCache {
+        KvCache {
+            k: vec![None; self.config.layers],
+            v: vec![None; self.config.layers],
+            len: 0,
+        }
+    }
+
+    fn rms_norm(&self, x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+        let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+        let inv = (ms + self.config.rms_eps)?.sqrt()?.recip()?;
+        x.broadcast_mul(&inv)?.broadcast_mul(w)
+    }
+
+    /// ggml "normal" RoPE: pairs (2i, 2i+1) of the first `rope_dim` dims of each head are
+    /// rotated by pos * base^(-2i/rope_dim). `x`: [T, heads * head_dim].
+    fn rope(&self, x: &Tensor, heads: usize, start: usize) -> candle_core::Result<Tensor> {
+        let c = &self.config;
+        let t = x.dim(0)?;
+        let mut v = x.to_vec2::<f32>()?;
+        for (p, row) in v.iter_mut().enumerate() {
+            let pos = (start + p) as f32;
+            for h in 0..heads {
+                let base = h * c.head_dim;
+                for i in 0..c.rope_dim / 2 {
+                    let theta = pos * c.rope_base.powf(-2.0 * i as f32 / c.rope_dim as f32);
+                    let (s, co) = theta.sin_cos();
+                    let (a, b) = (row[base + 2 * i], row[base + 2 * i + 1]);
+                    row[base + 2 * i] = a * co - b * s;
+                    row[base + 2 * i + 1] = a * s + b * co;
+                }
+            }
+        }
+        Tensor::from_vec(v.concat(), (t, heads * c.head_dim), &Device::Cpu)
+    }
+
+    /// One forward pass over `ids` at positions cache.len.., appending to the cache.
+    /// Returns the stages (names without a pass prefix) and the logits [T, vocab].
+    pub fn forward(&self, ids: &[u32], cache: &mut KvCache) -> Result<(Stages, Tensor), RefError> {
+        self.forward_inner(ids, cache).map_err(cerr)
+    }
+
+    fn forward_inner(
+        &self,
+        ids: &[u32],
+        cache: &mut KvCache,
+    ) -> candle_core::Result<(Stages, Tensor)> {
+        let c = &self.config;
+        let dev = Device::Cpu;
+        let t = ids.len();
+        let start = cache.len;
+        let mut stages: Stages = Vec::new();
+        let idx = Tensor::from_vec(ids.to_vec(), t, &dev)?;
+        let mut x = self.embedding.index_select(&idx, 0)?;
+        stages.push(("token_embd".into(), x.clone()));
+        let group = c.heads / c.kv_heads;
+        let scale = 1.0 / (c.head_dim as f64).sqrt();
+        for (l, w) in self.layers.iter().enumerate() {
+            let p = format!("blk.{l}");
+            let h = self.rms_norm(&x, &w.attn_norm)?;
+            stages.push((format!("{p}.attn_norm"), h.clone()));
+            let q = h.matmul(&w.wq.t()?)?;
+            let k = h.matmul(&w.wk.t()?)?;
+            let v = h.matmul(&w.wv.t()?)?;
+            stages.push((format!("{p}.q"), q.clone()));
+            stages.push((format!("{p}.k"), k.clone()));
+            stages.push((format!("{p}.v"), v.clone()));
+            let q = self.rope(&q, c.heads, start)?;
+            let k = self.rope(&k, c.kv_heads, start)?;
+            stages.push((format!("{p}.q_rope"), q.clone()));
+            stages.push((format!("{p}.k_rope"), k.clone()));
+            // [heads, T, head_dim]
+            let q = q
+                .reshape((t, c.heads, c.head_dim))?
+                .transpose(0, 1)?
+                .contiguous()?;
+            let k_new = k
+                .reshape((t, c.kv_heads, c.head_dim))?
+                .transpose(0, 1)?
+                .contiguous()?;
+            let v_new = v
+                .reshape((t, c.kv_heads, c.head_dim))?
+                .transpose(0, 1)?
+                .contiguous()?;
+            let k_all = match &cache.k[l] {
+                Some(prev) => Tensor::cat(&[prev, &k_new], 1)?,
+                None => k_new,
+            };
+            let v_all = match &cache.v[l] {
+                Some(prev) => Tensor::cat(&[prev, &v_new], 1)?,
+                None => v_new,
+            };
+            cache.k[l] = Some(k_all.clone());
+            cache.v[l] = Some(v_all.clone());
+            let total = start + t;
+            // Grouped-query attention: query head h reads kv head h / group.
+            let mut heads_out = Vec::with_capacity(c.heads);
+            let mask: Vec<f32> = (0..t)
+                .flat_map(|i| {
+                    (0..total).map(move |j| {
+                        if j > start + i {
+                            f32::NEG_INFINITY
+                        } else {
+                            0.0
+                        }
+                    })
+                })
+                .collect();
+            let mask = Tensor::from_vec(mask, (t, total), &dev)?;
+            for hh in 0..c.heads {
+                let kv = hh / group;
+                let qh = q.narrow(0, hh, 1)?.squeeze(0)?;
+                let kh = k_all.narrow(0, kv, 1)?.squeeze(0)?;
+                let vh = v_all.narrow(0, kv, 1)?.squeeze(0)?;
+                let scores = (qh.matmul(&kh.t()?)? * scale)?.broadcast_add(&mask)?;
+                let max = scores.max_keepdim(D::Minus1)?;
+                let e = scores.broadcast_sub(&max)?.exp()?;
+                let probs = e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?;
+                heads_out.push(probs.matmul(&vh)?);
+            }
+            let attn = Tensor::cat(&heads_out, 1)?; // [T, heads * head_dim]
+            stages.push((format!("{p}.attn_out"), attn.clone()));
+            let proj = attn.matmul(&w.wo.t()?)?;
+            stages.push((format!("{p}.attn_proj"), proj.clone()));
+            x = (x + proj)?;
+            stages.push((format!("{p}.attn_residual"), x.clone()));
+            let h = self.rms_norm(&x, &w.ffn_norm)?;
+            stages.push((format!("{p}.ffn_norm"), h.clone()));
+            let gate = h.matmul(&w.w_gate.t()?)?;
+            let up = h.matmul(&w.w_up.t()?)?;
+            stages.push((format!("{p}.gate"), gate.clone()));
+            stages.push((format!("{p}.up"), up.clone()));
+            let act = (gate.silu()? * up)?;
+            stages.push((format!("{p}.ffn_act"), act.clone()));
+            let down = act.matmul(&w.w_down.t()?)?;
+            stages.push((format!("{p}.down"), down.clone()));
+            x = (x + down)?;
+            stages.push((format!("{p}.ffn_residual"), x.clone()));
+        }
+        cache.len += t;
+        let h = self.rms_norm(&x, &self.output_norm)?;
+        stages.push(("output_norm".into(), h.clone()));
+        let logits = h.matmul(&self.lm_head.t()?)?;
+        stages.push(("logits".into(), logits.clone()));
+        Ok((stages, logits))
+    }
+
+    /// Index of the largest logit of the last position (first one on ties).
+    pub fn argmax_last(logits: &Tensor) -> Result<u32, RefError> {
+        let t = logits.dim(0).map_err(cerr)?;
+        let row = logits
+            .narrow(0, t - 1, 1)
+            .and_then(|r| r.flatten_all())
+            .and_then(|r| r.to_vec1::<f32>())
+            .map_err(cerr)?;
+        let mut best = 0;
+        for (i, &v) in row.iter().enumerate() {
+            if v > row[best] {
+                best = i;
+            }
+        }
+        Ok(best as u32)
+    }
+
+    /// Greedy decoding: prefill the prompt, then one token at a time with the cache.
+    pub fn greedy(&self, prompt: &[u32], max_new: usize) -> Result<Vec<u32>, RefError> {
+        let mut cache = self.new_cache();
+        let (_, logits) = self.forward(prompt, &mut cache)?;
+        let mut next = Self::argmax_last(&logits)?;
+        let mut out = vec![next];
+        while out.len() < max_new && Some(next) != self.config.eos {
+            let (_, logits) = self.forward(&[next], &mut cache)?;
+            next = Self::argmax_last(&logits)?;
+            out.push(next);
+        }
+        Ok(out)
+    }
+}
+
+fn stage_tensor(t: &Tensor) -> Result<HostTensor, RefError> {
+    let shape: Vec<u64> = t.dims().iter().map(|&d| d as u64).collect();
+    let v = t
+        .to_dtype(DType::F32)
+        .and_then(|t| t.flatten_all())
+        .and_then(|t| t.to_vec1::<f32>())
+        .map_err(cerr)?;
+    Ok(HostTensor::F32(shape, v))
+}
+
+/// Writes one pass's stages as a reference folder.
+fn write_pass(
+    dir: &Path,
+    model: &m2w_model::Model,
+    ids: &[u32],
+    start: usize,
+    stages: &Stages,
+    notes: BTreeMap<String, serde_json::Value>,
+) -> Result<Index, RefError> {
+    let mut index = Index::new(
+        model,
+        "candle-core 0.11 llama forward (f32 over dequantized weights)",
+        0,
+    );
+    index.notes = notes;
+    index.notes.insert(
+        "positions".into(),
+        serde_json::json!([start, start + ids.len()]),
+    );
+    std::fs::create_dir_all(dir.join("inputs")).map_err(|e| RefError::Io(dir.join("inputs"), e))?;
+    let ids_t = HostTensor::I64(
+        vec![ids.len() as u64],
+        ids.iter().map(|&i| i as i64).collect(),
+    );
+    let sha = crate::write_npy(&dir.join("inputs/token_ids.npy"), &ids_t)?;
+    index.inputs.push(InputRecord {
+        name: "token_ids".into(),
+        shape: vec![ids.len() as u64],
+        dtype: "i64".into(),
+        file: "inputs/token_ids.npy".into(),
+        sha256: sha,
+        how: "tokenized prompt (prefill) or the greedy token (decode)".into(),
+    });
+    let width = stages.len().to_string().len().max(3);
+    for (i, (name, t)) in stages.iter().enumerate() {
+        let host = stage_tensor(t)?;
+        let file = format!("{:0width$}_{}.npy", i, crate::sanitize(name));
+        let sha = crate::write_npy(&dir.join(&file), &host)?;
+        let op = name.rsplit('.').next().unwrap_or(name).to_string();
+        index.checkpoints.push(Checkpoint {
+            index: i,
+            node: name.clone(),
+            op_type: op,
+            output: name.clone(),
+            shape: host.shape().to_vec(),
+            dtype: "f32".into(),
+            file,
+            sha256: sha,
+            graph_output: name == "logits",
+        });
+    }
+    index.determinism_checked = true;
+    write_index(dir, &index)?;
+    Ok(index)
+}
+
+/// Result of the GGUF reference run.
+#[derive(Debug, serde::Serialize)]
+pub struct LlamaRun {
+    pub prompt: String,
+    pub prompt_ids: Vec<u32>,
+    pub generated_ids: Vec<u32>,
+    pub generated_text: String,
+    pub prefill_checkpoints: usize,
+    pub decode_checkpoints: usize,
+}
+
+/// Prefill + one decode step dumped under `out/prefill` and `out/decode`, plus a greedy
+/// continuation of `max_new` tokens in `out/generation.json`. Each pass runs twice and must
+/// give bit-identical stages.
+pub fn reference(
+    model_path: &Path,
+    out: &Path,
+    prompt: &str,
+    max_new: usize,
+) -> Result<LlamaRun, RefError> {
+    let llama = Llama::load(model_path)?;
+    let tok = crate::tokenizer::GgufTokenizer::from_llama(&llama)?;
+    let mut prompt_ids = Vec::new();
+    if llama.config.add_bos
+        && let Some(b) = llama.config.bos
+    {
+        prompt_ids.push(b);
+    }
+    prompt_ids.extend(tok.encode(prompt)?);
+    let model = m2w_model::Model::open(model_path)?;
+
+    let run_passes = || -> Result<(Stages, Stages, u32), RefError> {
+        let mut cache = llama.new_cache();
+        let (pre, logits) = llama.forward(&prompt_ids, &mut cache)?;
+        let next = Llama::argmax_last(&logits)?;
+        let (dec, _) = llama.forward(&[next], &mut cache)?;
+        Ok((pre, dec, next))
+    };
+    let (pre, dec, next) = run_passes()?;
+    let (pre2, dec2, _) = run_passes()?;
+    for (a, b) in pre
+        .iter()
+        .chain(dec.iter())
+        .zip(pre2.iter().chain(dec2.iter()))
+    {
+        if stage_tensor(&a.1)? != stage_tensor(&b.1)? {
+            return Err(RefError::NotDeterministic(vec![a.0.clone()]));
+        }
+    }
+    let generated_ids = llama.greedy(&prompt_ids, max_new)?;
+    let generated_text = tok.decode(&generated_ids)?;
+    let run = LlamaRun {
+        prompt: prompt.into(),
+        prompt_ids: prompt_ids.clone(),
+        generated_ids: generated_ids.clone(),
+        generated_text,
+        prefill_checkpoints: pre.len(),
+        decode_checkpoints: dec.len(),
+    };
+    crate::write_dir(out, |dir| {
+        let mut notes = BTreeMap::new();
+        notes.insert("prompt".into(), serde_json::json!(prompt));
+        notes.insert(
+            "config".into(),
+            serde_json::to_value(&llama.config).unwrap_or_default(),
+        );
+        write_pass(
+            &dir.join("prefill"),
+            &model,
+            &prompt_ids,
+            0,
+            &pre,
+            notes.clone(),
+        )?;
+        write_pass(
+            &dir.join("decode"),
+            &model,
+            &[next],
+            prompt_ids.len(),
+            &dec,
+            notes,
+        )?;
+        let p = dir.join("generation.json");
+        let text = serde_json::to_string_pretty(&run).expect("serialises") + "\n";
+        std::fs::write(&p, text).map_err(|e| RefError::Io(p, e))?;
+        Ok(())
+    })?;
+    Ok(run)
+}
