@@ -449,10 +449,36 @@ fn demo() -> anyhow::Result<()> {
         verify.checked,
         verify.failures.len()
     );
+    println!("\n-- phase 3: reference (ONNX Runtime, every node output, determinism checked) --");
+    let lib = m2w_setup::onnxruntime_library().map_err(setup_err)?;
+    let ref_dir = workspace_root().join("target/demo/silero_vad_v6/reference");
+    let opts = m2w_reference::onnx_ref::OnnxOptions {
+        check_determinism: true,
+        ..Default::default()
+    };
+    let index =
+        m2w_reference::onnx_ref::reference(&lib, &model, &ref_dir, &opts).map_err(ref_err)?;
     println!(
-        "\nNot built yet (later phases): reference activations through ONNX Runtime, the WGSL engine,\n\
-         the per-layer validation report, and the TypeScript package. This demo will then print the\n\
-         layer report of the ported engine."
+        "  {:>3}  {:<12} {:<50} {:<16}",
+        "#", "op", "checkpoint", "shape"
+    );
+    for c in &index.checkpoints {
+        println!(
+            "  {:>3}  {:<12} {:<50} {:<16}",
+            c.index,
+            c.op_type,
+            c.output,
+            format!("{:?}", c.shape)
+        );
+    }
+    println!(
+        "  {} checkpoints -> {}",
+        index.checkpoints.len(),
+        ref_dir.display()
+    );
+    println!(
+        "\nNot built yet (later phases): the WGSL engine, the per-layer validation report against these\n\
+         oracles, and the TypeScript package. This demo will then print the layer report of the ported engine."
     );
     if !verify.failures.is_empty() {
         return Err(CheckFailed("extract verify failed".into()).into());
@@ -474,12 +500,36 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         eprintln!("warning: {e:#}");
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = std::process::Command::new(cargo)
-        .args(["test", "--workspace"])
+    // Doc tests are skipped (there are none), so the last line is a real total.
+    let mut child = std::process::Command::new(cargo)
+        .args(["test", "--workspace", "--lib", "--bins", "--tests"])
         .args(extra)
         .current_dir(workspace_root())
-        .status()
+        .stdout(std::process::Stdio::piped())
+        .spawn()
         .context("running cargo test")?;
+    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    let stdout = child.stdout.take().expect("piped");
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let count = |word: &str| {
+                rest.split(';')
+                    .find_map(|p| {
+                        p.trim()
+                            .strip_suffix(word)
+                            .and_then(|n| n.trim().rsplit(' ').next()?.parse::<u64>().ok())
+                    })
+                    .unwrap_or(0)
+            };
+            passed += count("passed");
+            failed += count("failed");
+            ignored += count("ignored");
+        }
+    }
+    let status = child.wait()?;
+    println!("\nm2w tests: {passed} passed, {failed} failed, {ignored} skipped");
     if !status.success() {
         return Err(CheckFailed("cargo test failed".into()).into());
     }

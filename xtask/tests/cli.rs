@@ -96,3 +96,34 @@ fn extract_verify_succeeds_and_a_corrupted_output_fails_with_1() {
         "{stderr}"
     );
 }
+
+#[test]
+fn reference_with_an_unknown_input_exits_2_and_a_good_run_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = xtask()
+        .arg("reference")
+        .arg(bundled())
+        .arg("--out")
+        .arg(dir.path().join("r"))
+        .args(["--value", "nope=1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("the model has no input 'nope'"), "{stderr}");
+    let out = xtask()
+        .arg("reference")
+        .arg(bundled())
+        .arg("--out")
+        .arg(dir.path().join("r"))
+        .arg("--check-determinism")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("27 checkpoints (3 graph outputs)"));
+}
