@@ -86,6 +86,21 @@ enum Command {
         #[arg(long, default_value_t = 8)]
         max_new: usize,
     },
+    /// Phase 4-5 check: ONNX's backend node tests through the plan and wgpu; writes
+    /// docs/OP_SUPPORT.md and fails (exit 1) when the pass count drops below the floor.
+    Conformance {
+        /// Only cases whose folder name contains this.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Print every case's outcome.
+        #[arg(long)]
+        verbose: bool,
+    },
+    /// Write every WGSL kernel variant as a named .wgsl file into DIR.
+    Kernels {
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Fetch (or check) the fixture models of fixtures/fixtures.json into the cache.
     Fixtures {
         /// Only these fixtures (default: all).
@@ -283,6 +298,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             &prompt,
             max_new,
         ),
+        Command::Conformance { filter, verbose } => conformance(filter.as_deref(), verbose),
+        Command::Kernels { out } => {
+            let n = m2w_kernels::write_all(&out)
+                .map_err(|e| Usage(format!("{}: {e}", out.display())))?;
+            println!("{n} kernels -> {}", out.display());
+            Ok(())
+        }
         Command::Setup => setup(),
         Command::Demo => demo(),
         Command::Test { args } => test(&args),
@@ -376,6 +398,52 @@ fn reference(
         },
         out.join("index.json").display()
     );
+    Ok(())
+}
+
+fn conformance(filter: Option<&str>, verbose: bool) -> anyhow::Result<()> {
+    use m2w_engine::conformance::{Outcome, op_support_markdown, run_all};
+    let root = m2w_setup::fixture("onnx-node-tests").map_err(setup_err)?;
+    let gpu = m2w_engine::gpu::Gpu::new().map_err(Usage)?;
+    let adapter = format!("{} ({:?})", gpu.info.name, gpu.info.backend);
+    let t = std::time::Instant::now();
+    let results = run_all(&gpu, &root, filter);
+    let pass = results
+        .iter()
+        .filter(|r| r.outcome == Outcome::Pass)
+        .count();
+    let fail = results
+        .iter()
+        .filter(|r| matches!(r.outcome, Outcome::Fail(_)))
+        .count();
+    let unsup = results.len() - pass - fail;
+    if verbose {
+        for r in &results {
+            println!("{:<60} {:?}", r.case, r.outcome);
+        }
+    }
+    println!(
+        "conformance on {adapter}: {pass} passed, {fail} failed, {unsup} unsupported of {} cases ({:.0} s)",
+        results.len(),
+        t.elapsed().as_secs_f64()
+    );
+    if filter.is_none() {
+        let md = op_support_markdown(&results, &adapter);
+        let p = workspace_root().join("docs/OP_SUPPORT.md");
+        m2w_model::io::write_atomic(&p, md.as_bytes())?;
+        println!("-> {}", p.display());
+        let floor: usize =
+            std::fs::read_to_string(workspace_root().join("docs/conformance-floor.txt"))
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0);
+        if pass < floor {
+            return Err(CheckFailed(format!(
+                "{pass} passes is below the floor of {floor} (docs/conformance-floor.txt)"
+            ))
+            .into());
+        }
+    }
     Ok(())
 }
 

@@ -128,10 +128,23 @@ pub enum AttrValue {
     Ints(Vec<i64>),
     Floats(Vec<f32>),
     Strings(Vec<String>),
-    Tensor { dtype: String, dims: Vec<i64> },
-    Graph { scope: String },
-    Graphs { count: usize },
-    Other { attribute_type: i32 },
+    /// A tensor attribute: its dtype, dims, and the values of small tensors (at most 16
+    /// elements, as f64) so that plan-time folding can use them.
+    Tensor {
+        dtype: String,
+        dims: Vec<i64>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        values: Vec<f64>,
+    },
+    Graph {
+        scope: String,
+    },
+    Graphs {
+        count: usize,
+    },
+    Other {
+        attribute_type: i32,
+    },
 }
 
 impl NodeInfo {

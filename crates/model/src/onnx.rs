@@ -403,9 +403,17 @@ fn attr_value(a: &AttributeProto, scope: &str, node_label: &str) -> crate::AttrV
         }
         proto::attribute_proto::AttributeType::Tensor => {
             let t = a.t.clone().unwrap_or_default();
+            let dtype = DType::from_onnx(t.data_type());
+            let elements: i64 = t.dims.iter().product();
+            let values = if (0..=16).contains(&elements) {
+                small_values(&t, dtype).unwrap_or_default()
+            } else {
+                Vec::new()
+            };
             A::Tensor {
-                dtype: DType::from_onnx(t.data_type()).name(),
+                dtype: dtype.name(),
                 dims: t.dims,
+                values,
             }
         }
         proto::attribute_proto::AttributeType::Graph => A::Graph {
@@ -418,6 +426,34 @@ fn attr_value(a: &AttributeProto, scope: &str, node_label: &str) -> crate::AttrV
             attribute_type: other as i32,
         },
     }
+}
+
+/// Values of a small tensor attribute as f64 (raw_data or typed fields).
+fn small_values(t: &TensorProto, dtype: DType) -> Option<Vec<f64>> {
+    if let Some(raw) = &t.raw_data {
+        if dtype == DType::I64 {
+            return Some(
+                raw.chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
+                    .collect(),
+            );
+        }
+        return crate::dtype::to_f32(raw, dtype).map(|v| v.into_iter().map(f64::from).collect());
+    }
+    Some(match dtype {
+        DType::F32 => t.float_data.iter().map(|&v| v as f64).collect(),
+        DType::F64 => t.double_data.clone(),
+        DType::I64 => t.int64_data.iter().map(|&v| v as f64).collect(),
+        DType::F16 => t
+            .int32_data
+            .iter()
+            .map(|&v| half::f16::from_bits(v as u16).to_f64())
+            .collect(),
+        DType::I32 | DType::I16 | DType::I8 | DType::U8 | DType::U16 | DType::Bool => {
+            t.int32_data.iter().map(|&v| v as f64).collect()
+        }
+        _ => return None,
+    })
 }
 
 fn scope_label(scope: &str) -> String {

@@ -1,0 +1,345 @@
+//! ONNX's own backend node tests (from the onnx==1.22.0 wheel) run through
+//! IR -> plan -> wgpu and compared with their expected outputs, with the tolerances ONNX's
+//! runner uses (rtol 1e-3, atol 1e-7). Each case ends as pass, fail (wrong answer or a
+//! run-time error) or unsupported (rejected before any GPU work).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use prost::Message;
+
+use crate::gpu::{Gpu, Runner};
+use crate::lower::onnx_dt;
+use crate::tensor::{DT, Data, HostTensor};
+use crate::{CompileError, compile_specialized};
+
+pub const RTOL: f64 = 1e-3;
+pub const ATOL: f64 = 1e-7;
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(tag = "status", content = "detail", rename_all = "snake_case")]
+pub enum Outcome {
+    Pass,
+    Fail(String),
+    Unsupported(String),
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct CaseResult {
+    pub case: String,
+    /// The op the case tests (its single node, or the op its name starts with).
+    pub op: String,
+    pub outcome: Outcome,
+}
+
+/// A TensorProto file of a test data set as a host tensor.
+pub fn read_pb(path: &Path) -> Result<HostTensor, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let t = m2w_model::onnx::proto::TensorProto::decode(bytes.as_slice())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let shape: Vec<usize> = t.dims.iter().map(|&d| d.max(0) as usize).collect();
+    let dt = onnx_dt(t.data_type())?;
+    let code = t.data_type();
+    let raw = t.raw_data.clone().unwrap_or_default();
+    let has_raw = t.raw_data.is_some();
+    Ok(match dt {
+        DT::F32 => HostTensor::f32(
+            shape,
+            if has_raw {
+                raw.chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                    .collect()
+            } else {
+                t.float_data.clone()
+            },
+        ),
+        DT::Bool => HostTensor::bool(
+            shape,
+            if has_raw {
+                raw.iter().map(|&b| b != 0).collect()
+            } else {
+                t.int32_data.iter().map(|&v| v != 0).collect()
+            },
+        ),
+        DT::I32 => {
+            let dtype = m2w_model::DType::from_onnx(code);
+            let v: Vec<i64> = if has_raw {
+                match dtype {
+                    m2w_model::DType::I64 => raw
+                        .chunks_exact(8)
+                        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                        .collect(),
+                    m2w_model::DType::U64 => raw
+                        .chunks_exact(8)
+                        .map(|c| u64::from_le_bytes(c.try_into().unwrap()) as i64)
+                        .collect(),
+                    other => m2w_model::dtype::to_f32(&raw, other)
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|&x| x as i64)
+                        .collect(),
+                }
+            } else if !t.int64_data.is_empty() {
+                t.int64_data.clone()
+            } else if !t.uint64_data.is_empty() {
+                t.uint64_data.iter().map(|&v| v as i64).collect()
+            } else {
+                t.int32_data.iter().map(|&v| v as i64).collect()
+            };
+            if v.iter()
+                .any(|&x| x < i32::MIN as i64 || x > i32::MAX as i64)
+            {
+                return Err("integer values outside i32 (the GPU stores 32-bit integers)".into());
+            }
+            HostTensor::i64(shape, v)
+        }
+    })
+}
+
+fn compare(got: &HostTensor, want: &HostTensor) -> Result<(), String> {
+    if got.shape != want.shape {
+        return Err(format!("shape {:?}, expected {:?}", got.shape, want.shape));
+    }
+    match (&got.data, &want.data) {
+        (Data::F32(a), Data::F32(b)) => {
+            for (i, (&x, &y)) in a.iter().zip(b).enumerate() {
+                let (x, y) = (x as f64, y as f64);
+                let ok =
+                    (x.is_nan() && y.is_nan()) || x == y || (x - y).abs() <= ATOL + RTOL * y.abs();
+                if !ok {
+                    return Err(format!("element {i}: {x} vs expected {y}"));
+                }
+            }
+            Ok(())
+        }
+        (Data::I64(a), Data::I64(b)) => a
+            .iter()
+            .zip(b)
+            .position(|(x, y)| x != y)
+            .map_or(Ok(()), |i| {
+                Err(format!("element {i}: {} vs expected {}", a[i], b[i]))
+            }),
+        (Data::Bool(a), Data::Bool(b)) => a
+            .iter()
+            .zip(b)
+            .position(|(x, y)| x != y)
+            .map_or(Ok(()), |i| {
+                Err(format!("element {i}: {} vs expected {}", a[i], b[i]))
+            }),
+        _ => Err(format!("dtype {:?}, expected {:?}", got.dt(), want.dt())),
+    }
+}
+
+fn snake(op: &str) -> String {
+    let mut s = String::new();
+    for (i, c) in op.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            let prev_lower = i > 0
+                && op
+                    .chars()
+                    .nth(i - 1)
+                    .is_some_and(|p| p.is_ascii_lowercase() || p.is_ascii_digit());
+            if prev_lower {
+                s.push('_');
+            }
+            s.push(c.to_ascii_lowercase());
+        } else {
+            s.push(c);
+        }
+    }
+    s
+}
+
+fn case_op(name: &str, model: Option<&m2w_model::Model>) -> String {
+    let Some(g) = model.and_then(|m| m.graph.as_ref()) else {
+        return "(unreadable)".into();
+    };
+    let main: Vec<&m2w_model::NodeInfo> = g.nodes.iter().filter(|n| n.scope.is_empty()).collect();
+    if main.len() == 1 {
+        return main[0].op_type.clone();
+    }
+    let rest = name.trim_start_matches("test_");
+    let mut best: Option<String> = None;
+    for n in &g.nodes {
+        let s = snake(&n.op_type);
+        if rest.starts_with(&s) && best.as_ref().is_none_or(|b| snake(b).len() < s.len()) {
+            best = Some(n.op_type.clone());
+        }
+    }
+    best.unwrap_or_else(|| "(multi-op)".into())
+}
+
+/// Runs one node-test folder.
+pub fn run_case(gpu: &Gpu, dir: &Path) -> CaseResult {
+    let case = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let model = m2w_model::Model::open(&dir.join("model.onnx")).ok();
+    let op = case_op(&case, model.as_ref());
+    let outcome = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run_inner(gpu, dir, model.as_ref())
+    })) {
+        Ok(o) => o,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Outcome::Fail(format!("panicked: {}", msg.lines().next().unwrap_or("")))
+        }
+    };
+    CaseResult { case, op, outcome }
+}
+
+fn run_inner(gpu: &Gpu, dir: &Path, model: Option<&m2w_model::Model>) -> Outcome {
+    let Some(model) = model else {
+        return Outcome::Unsupported("the model cannot be read".into());
+    };
+    let graph = model.graph.as_ref().expect("ONNX");
+    let data = dir.join("test_data_set_0");
+    let mut inputs = HashMap::new();
+    let mut shapes = BTreeMap::new();
+    for (k, i) in graph.inputs.iter().enumerate() {
+        if matches!(
+            i.dtype.as_str(),
+            "sequence" | "optional" | "map" | "sparse_tensor"
+        ) {
+            return Outcome::Unsupported(format!(
+                "input '{}' is a {}, only tensors are supported",
+                i.name, i.dtype
+            ));
+        }
+        match read_pb(&data.join(format!("input_{k}.pb"))) {
+            Ok(t) => {
+                shapes.insert(i.name.clone(), (t.shape.clone(), t.dt()));
+                inputs.insert(i.name.clone(), t);
+            }
+            Err(e) => return Outcome::Unsupported(format!("input '{}': {e}", i.name)),
+        }
+    }
+    let mut expected = Vec::new();
+    for (k, o) in graph.outputs.iter().enumerate() {
+        match read_pb(&data.join(format!("output_{k}.pb"))) {
+            Ok(t) => expected.push((o.name.clone(), t)),
+            Err(e) => return Outcome::Unsupported(format!("output '{}': {e}", o.name)),
+        }
+    }
+    // Small integer inputs often decide shapes (axes, shape targets, split sizes): the
+    // plan is specialised on their values, as an application binding them would do.
+    // Only inputs read at such slots are fixed, so everything else still runs on the GPU.
+    let shape_deciding: std::collections::HashSet<&str> = graph
+        .nodes
+        .iter()
+        .flat_map(|n| {
+            crate::lower::shape_inputs(&n.op_type)
+                .iter()
+                .filter_map(|&k| n.inputs.get(k).map(String::as_str))
+        })
+        .collect();
+    let fixed: BTreeMap<String, HostTensor> = inputs
+        .iter()
+        .filter(|(k, t)| {
+            shape_deciding.contains(k.as_str())
+                && t.dt() != DT::Bool
+                && t.shape.len() <= 1
+                && t.len() <= 16
+        })
+        .map(|(k, t)| (k.clone(), t.clone()))
+        .collect();
+    for k in fixed.keys() {
+        inputs.remove(k);
+        shapes.remove(k);
+    }
+    let plan = match compile_specialized(model, &shapes, &fixed) {
+        Ok(p) => p,
+        Err(CompileError::Unsupported(v)) => {
+            return Outcome::Unsupported(
+                v.iter()
+                    .map(|u| format!("{} ({}): {}", u.op_type, u.node, u.reason))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            );
+        }
+        Err(CompileError::Invalid(e)) => return Outcome::Unsupported(e),
+    };
+    let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let runner = Runner::new(gpu, plan);
+    let outputs: Vec<String> = expected.iter().map(|(n, _)| n.clone()).collect();
+    let result = runner.and_then(|r| r.run(&inputs, &outputs));
+    if let Some(e) = pollster::block_on(scope.pop()) {
+        return Outcome::Fail(format!(
+            "WebGPU validation error: {}",
+            e.to_string().lines().next().unwrap_or("")
+        ));
+    }
+    let got = match result {
+        Ok(g) => g,
+        Err(e) => return Outcome::Fail(e),
+    };
+    for (name, want) in &expected {
+        let Some(g) = got.get(name) else {
+            return Outcome::Fail(format!("output {name} missing"));
+        };
+        if let Err(e) = compare(g, want) {
+            return Outcome::Fail(format!("output {name}: {e}"));
+        }
+    }
+    Outcome::Pass
+}
+
+/// Every case folder under `root` (sorted), run on one device.
+pub fn run_all(gpu: &Gpu, root: &Path, filter: Option<&str>) -> Vec<CaseResult> {
+    let mut dirs: Vec<_> = std::fs::read_dir(root)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.join("model.onnx").is_file())
+                .collect()
+        })
+        .unwrap_or_default();
+    dirs.sort();
+    dirs.into_iter()
+        .filter(|d| filter.is_none_or(|f| d.to_string_lossy().contains(f)))
+        .map(|d| run_case(gpu, &d))
+        .collect()
+}
+
+/// `docs/OP_SUPPORT.md`: per op, cases passed / failed / unsupported, and a total.
+pub fn op_support_markdown(results: &[CaseResult], adapter: &str) -> String {
+    let mut per: BTreeMap<&str, (usize, usize, usize)> = BTreeMap::new();
+    for r in results {
+        let e = per.entry(r.op.as_str()).or_default();
+        match r.outcome {
+            Outcome::Pass => e.0 += 1,
+            Outcome::Fail(_) => e.1 += 1,
+            Outcome::Unsupported(_) => e.2 += 1,
+        }
+    }
+    let (p, f, u) = per
+        .values()
+        .fold((0, 0, 0), |a, v| (a.0 + v.0, a.1 + v.1, a.2 + v.2));
+    let mut s = String::from("# ONNX op support (generated)\n\n");
+    s.push_str(
+        "Generated by `cargo xtask conformance` from ONNX's backend node tests (onnx==1.22.0),\n",
+    );
+    s.push_str(&format!(
+        "run through m2w's plan and wgpu on {adapter}; tolerances rtol {RTOL}, atol {ATOL}.\n\n"
+    ));
+    s.push_str(&format!(
+        "**Total: {p} passed, {f} failed, {u} unsupported, of {} cases.**\n\n",
+        results.len()
+    ));
+    s.push_str("| op | passed | failed | unsupported |\n|---|---:|---:|---:|\n");
+    for (op, (a, b, c)) in &per {
+        s.push_str(&format!("| {op} | {a} | {b} | {c} |\n"));
+    }
+    s.push_str("\n## Failures (wrong answers and run-time errors)\n\n");
+    for r in results {
+        if let Outcome::Fail(e) = &r.outcome {
+            s.push_str(&format!("- `{}`: {}\n", r.case, e.replace('|', "/")));
+        }
+    }
+    s
+}

@@ -1,0 +1,325 @@
+//! The native runner: executes a [`Plan`] through wgpu (lavapipe on CPU in CI, Vulkan on
+//! the GPU machine). Pipelines, buffers, uniforms and bind groups are all created when the
+//! runner is built; a forward pass only writes inputs, records dispatches and reads back.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::plan::{Binding, Plan};
+use crate::tensor::{HostTensor, numel};
+
+/// Dispatches recorded per command encoder before it is submitted.
+const FLUSH_EVERY: usize = 256;
+
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pipelines: Mutex<HashMap<String, wgpu::ComputePipeline>>,
+}
+
+impl Gpu {
+    /// The best adapter wgpu finds (WGPU_BACKEND / WGPU_ADAPTER_NAME are honoured), with the
+    /// adapter's own limits.
+    pub fn new() -> Result<Gpu, String> {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        if std::env::var_os("WGPU_BACKEND").is_none() {
+            desc.backends = wgpu::Backends::PRIMARY;
+        }
+        let instance = wgpu::Instance::new(desc);
+        let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+            power_preference: wgpu::PowerPreference::HighPerformance,
+            ..Default::default()
+        }))
+        .map_err(|e| format!("no WebGPU adapter ({e}); run `cargo xtask setup`"))?;
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("m2w"),
+            required_limits: limits.clone(),
+            ..Default::default()
+        }))
+        .map_err(|e| format!("cannot open the WebGPU device: {e}"))?;
+        Ok(Gpu {
+            device,
+            queue,
+            info: adapter.get_info(),
+            limits,
+            pipelines: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn pipeline(&self, kernel: &str) -> Result<wgpu::ComputePipeline, String> {
+        let mut cache = self.pipelines.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = cache.get(kernel) {
+            return Ok(p.clone());
+        }
+        let src = m2w_kernels::source(kernel).ok_or_else(|| format!("unknown kernel {kernel}"))?;
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(kernel),
+                source: wgpu::ShaderSource::Wgsl(src.into()),
+            });
+        let p = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(kernel),
+                layout: None,
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+        cache.insert(kernel.to_string(), p.clone());
+        Ok(p)
+    }
+}
+
+struct Step {
+    pipeline: wgpu::ComputePipeline,
+    bind_group: wgpu::BindGroup,
+    workgroups: [u32; 3],
+}
+
+/// A plan made ready to run on one device.
+pub struct Runner<'g> {
+    gpu: &'g Gpu,
+    pub plan: Plan,
+    buffers: HashMap<String, wgpu::Buffer>,
+    steps: Vec<Step>,
+}
+
+fn words_of(bytes: &[u8]) -> Vec<u32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+impl<'g> Runner<'g> {
+    pub fn new(gpu: &'g Gpu, plan: Plan) -> Result<Runner<'g>, String> {
+        let dev = &gpu.device;
+        let max_binding = gpu.limits.max_storage_buffer_binding_size as u64;
+        let mut buffers = HashMap::new();
+        let usage = wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_SRC
+            | wgpu::BufferUsages::COPY_DST;
+        for (name, t) in &plan.tensors {
+            if t.base != *name {
+                continue;
+            }
+            let bytes = (numel(&t.shape) as u64 * 4).max(4);
+            if bytes > max_binding {
+                return Err(format!(
+                    "tensor '{name}' needs {bytes} bytes; this device binds at most {max_binding} (max_storage_buffer_binding_size)"
+                ));
+            }
+            let buf = dev.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(name),
+                size: bytes,
+                usage,
+                mapped_at_creation: false,
+            });
+            if let Some(c) = plan.constants.get(name) {
+                let words = c.to_words();
+                if !words.is_empty() {
+                    gpu.queue.write_buffer(
+                        &buf,
+                        0,
+                        &words
+                            .iter()
+                            .flat_map(|w| w.to_le_bytes())
+                            .collect::<Vec<u8>>(),
+                    );
+                }
+            }
+            buffers.insert(name.clone(), buf);
+        }
+        let dummy = dev.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("dummy"),
+            size: 16,
+            usage,
+            mapped_at_creation: false,
+        });
+        let mut steps = Vec::with_capacity(plan.dispatches.len());
+        for d in &plan.dispatches {
+            let pipeline = gpu.pipeline(&d.kernel)?;
+            let uniform = dev.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("params"),
+                size: (d.params.len() * 4).max(16) as u64,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            gpu.queue.write_buffer(
+                &uniform,
+                0,
+                &d.params
+                    .iter()
+                    .flat_map(|w| w.to_le_bytes())
+                    .collect::<Vec<u8>>(),
+            );
+            let mut scratch = Vec::new();
+            for b in &d.bindings {
+                if let Binding::Scratch(words) = b {
+                    scratch.push(dev.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some("scratch"),
+                        size: (*words as u64 * 4).max(4),
+                        usage,
+                        mapped_at_creation: false,
+                    }));
+                }
+            }
+            let mut entries = Vec::new();
+            let mut si = 0;
+            for (i, b) in d.bindings.iter().enumerate() {
+                let buf = match b {
+                    Binding::Tensor(t) => buffers
+                        .get(plan.base_of(t))
+                        .ok_or_else(|| format!("dispatch {} binds unknown tensor {t}", d.kernel))?,
+                    Binding::Dummy => &dummy,
+                    Binding::Scratch(_) => {
+                        si += 1;
+                        &scratch[si - 1]
+                    }
+                };
+                entries.push(wgpu::BindGroupEntry {
+                    binding: i as u32,
+                    resource: buf.as_entire_binding(),
+                });
+            }
+            entries.push(wgpu::BindGroupEntry {
+                binding: d.bindings.len() as u32,
+                resource: uniform.as_entire_binding(),
+            });
+            let bind_group = dev.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(&d.node),
+                layout: &pipeline.get_bind_group_layout(0),
+                entries: &entries,
+            });
+            steps.push(Step {
+                pipeline,
+                bind_group,
+                workgroups: d.workgroups,
+            });
+        }
+        Ok(Runner {
+            gpu,
+            plan,
+            buffers,
+            steps,
+        })
+    }
+
+    /// One forward pass: writes the inputs, runs every dispatch, reads back `read`.
+    pub fn run(
+        &self,
+        inputs: &HashMap<String, HostTensor>,
+        read: &[String],
+    ) -> Result<HashMap<String, HostTensor>, String> {
+        for name in &self.plan.inputs {
+            let t = inputs
+                .get(name)
+                .ok_or_else(|| format!("input '{name}' not given"))?;
+            let want = &self.plan.tensors[name].shape;
+            if &t.shape != want {
+                return Err(format!(
+                    "input '{name}' has shape {:?}, the plan was built for {want:?}",
+                    t.shape
+                ));
+            }
+            let words = t.to_words();
+            if !words.is_empty() {
+                self.gpu.queue.write_buffer(
+                    &self.buffers[name],
+                    0,
+                    &words
+                        .iter()
+                        .flat_map(|w| w.to_le_bytes())
+                        .collect::<Vec<u8>>(),
+                );
+            }
+        }
+        let dev = &self.gpu.device;
+        for chunk in self.steps.chunks(FLUSH_EVERY) {
+            let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("forward"),
+            });
+            {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("forward"),
+                    timestamp_writes: None,
+                });
+                for s in chunk {
+                    pass.set_pipeline(&s.pipeline);
+                    pass.set_bind_group(0, &s.bind_group, &[]);
+                    pass.dispatch_workgroups(s.workgroups[0], s.workgroups[1], s.workgroups[2]);
+                }
+            }
+            self.gpu.queue.submit([enc.finish()]);
+        }
+        self.read(read)
+    }
+
+    /// Reads tensors back (debug capture of any checkpoint, or the outputs).
+    pub fn read(&self, names: &[String]) -> Result<HashMap<String, HostTensor>, String> {
+        let dev = &self.gpu.device;
+        let mut out = HashMap::new();
+        let mut pending = Vec::new();
+        let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("readback"),
+        });
+        for name in names {
+            if let Some(c) = self.plan.constants.get(self.plan.base_of(name)) {
+                out.insert(
+                    name.clone(),
+                    c.reshaped(self.plan.tensors[name].shape.clone()),
+                );
+                continue;
+            }
+            let desc = self
+                .plan
+                .tensors
+                .get(name)
+                .ok_or_else(|| format!("no tensor '{name}' in the plan"))?;
+            let n = numel(&desc.shape);
+            if n == 0 {
+                out.insert(
+                    name.clone(),
+                    HostTensor::from_words(desc.dt, desc.shape.clone(), &[]),
+                );
+                continue;
+            }
+            let src = &self.buffers[self.plan.base_of(name)];
+            let staging = dev.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("staging"),
+                size: n as u64 * 4,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            enc.copy_buffer_to_buffer(src, 0, &staging, 0, n as u64 * 4);
+            pending.push((name.clone(), desc.clone(), staging));
+        }
+        self.gpu.queue.submit([enc.finish()]);
+        for (_, _, staging) in &pending {
+            staging.slice(..).map_async(wgpu::MapMode::Read, |_| {});
+        }
+        dev.poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| format!("device poll failed: {e}"))?;
+        for (name, desc, staging) in pending {
+            let words = {
+                let view = staging
+                    .slice(..)
+                    .get_mapped_range()
+                    .map_err(|e| format!("cannot map the read-back buffer: {e:?}"))?;
+                words_of(&view)
+            };
+            staging.unmap();
+            out.insert(
+                name,
+                HostTensor::from_words(desc.dt, desc.shape.clone(), &words),
+            );
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,202 @@
+//! Phases 4-5, engine: an ONNX graph compiled into a static plan of WGSL dispatches
+//! ([`plan::Plan`]) and run natively through wgpu ([`gpu::Runner`]).
+//!
+//! Dims are bound before compiling, so every shape is known: shape subgraphs fold on the
+//! host, view ops (Reshape, Squeeze, Unsqueeze, Flatten, Identity, Dropout) become aliases
+//! of their input's buffer, and every other node becomes dispatches whose uniforms are
+//! computed here. Unsupported ops, attributes or dtypes reject the whole model at once,
+//! before any GPU work, with every offending node listed.
+
+pub mod conformance;
+pub mod gpu;
+pub mod host;
+pub mod lower;
+pub mod plan;
+pub mod tensor;
+
+use std::collections::{BTreeMap, HashSet};
+
+use m2w_model::{DType, Model};
+
+pub use lower::Unsupported;
+pub use plan::Plan;
+pub use tensor::{DT, Data, HostTensor};
+
+#[derive(Debug)]
+pub enum CompileError {
+    /// Nodes that cannot run, all of them.
+    Unsupported(Vec<Unsupported>),
+    /// The model itself is not usable (no graph, unreadable weights, wrong input shapes).
+    Invalid(String),
+}
+
+impl std::fmt::Display for CompileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CompileError::Unsupported(v) => {
+                write!(f, "{} node(s) cannot run on WebGPU:", v.len())?;
+                for u in v {
+                    write!(f, "\n  {u}")?;
+                }
+                Ok(())
+            }
+            CompileError::Invalid(s) => f.write_str(s),
+        }
+    }
+}
+
+/// A weight as a host constant.
+pub fn weight_tensor(
+    model: &Model,
+    t: &m2w_model::TensorEntry,
+) -> Result<Option<HostTensor>, String> {
+    let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
+    let raw = || {
+        model
+            .read_raw(t)
+            .map(|r| r.bytes)
+            .map_err(|e| e.to_string())
+    };
+    Ok(Some(match t.dtype {
+        DType::F32 | DType::F16 | DType::BF16 | DType::F64 => {
+            HostTensor::f32(shape, model.read_f32(t).map_err(|e| e.to_string())?)
+        }
+        DType::I64 => HostTensor::i64(
+            shape,
+            raw()?
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+        ),
+        DType::Bool => HostTensor::bool(shape, raw()?.iter().map(|&b| b != 0).collect()),
+        DType::I32 | DType::I16 | DType::I8 | DType::U8 | DType::U16 | DType::U32 => {
+            HostTensor::i64(
+                shape,
+                model
+                    .read_f32(t)
+                    .map_err(|e| e.to_string())?
+                    .iter()
+                    .map(|&v| v as i64)
+                    .collect(),
+            )
+        }
+        _ => return Ok(None),
+    }))
+}
+
+/// Compiles the main graph for inputs of the given shapes and dtypes.
+pub fn compile(
+    model: &Model,
+    inputs: &BTreeMap<String, (Vec<usize>, DT)>,
+) -> Result<Plan, CompileError> {
+    compile_specialized(model, inputs, &BTreeMap::new())
+}
+
+/// Like [`compile`], with some inputs' values fixed at plan time (small integer inputs that
+/// decide shapes: axes, a reshape target, split sizes). The plan is valid only for those
+/// values; they are recorded as constants and the runner does not take them as inputs.
+pub fn compile_specialized(
+    model: &Model,
+    inputs: &BTreeMap<String, (Vec<usize>, DT)>,
+    fixed: &BTreeMap<String, HostTensor>,
+) -> Result<Plan, CompileError> {
+    let graph = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| CompileError::Invalid("not an ONNX model".into()))?;
+    let opset = graph
+        .opsets
+        .iter()
+        .find(|(d, _)| d.is_empty() || d == "ai.onnx")
+        .map(|(_, v)| *v)
+        .unwrap_or(1);
+    let mut ctx = lower::Ctx::new(opset);
+    let mut unsupported = Vec::new();
+    let mut poisoned: HashSet<String> = HashSet::new();
+    for t in model.tensors.iter().filter(|t| t.scope.is_empty()) {
+        match weight_tensor(model, t) {
+            Ok(Some(h)) => ctx.add_const(&t.name, h),
+            Ok(None) => {
+                poisoned.insert(t.name.clone());
+            }
+            Err(e) => return Err(CompileError::Invalid(e)),
+        }
+    }
+    for i in &graph.inputs {
+        if let Some(v) = fixed.get(&i.name) {
+            ctx.add_const(&i.name, v.clone());
+            continue;
+        }
+        let (shape, dt) = inputs.get(&i.name).cloned().ok_or_else(|| {
+            CompileError::Invalid(format!("no shape given for input '{}'", i.name))
+        })?;
+        // A declared rank of 0 may also mean "no shape information": only a non-scalar
+        // declaration is checked.
+        if !i.shape.is_empty() && shape.len() != i.shape.len() {
+            return Err(CompileError::Invalid(format!(
+                "input '{}' has rank {}, the model declares {}",
+                i.name,
+                shape.len(),
+                i.shape.len()
+            )));
+        }
+        ctx.add_input(&i.name, shape, dt);
+    }
+    for n in graph.nodes.iter().filter(|n| n.scope.is_empty()) {
+        if n.op_type == "Constant" && n.domain.is_empty() {
+            continue;
+        }
+        if n.inputs.iter().any(|i| poisoned.contains(i)) {
+            // Shapes are unknown past a rejected node; ops m2w has no kernel for at all are
+            // still reported, so one error lists everything missing.
+            if !lower::is_known_op(&n.op_type) || !(n.domain.is_empty() || n.domain == "ai.onnx") {
+                unsupported.push(Unsupported {
+                    node: n.label(),
+                    op_type: n.op_type.clone(),
+                    reason: "op not supported yet".into(),
+                });
+            }
+            poisoned.extend(n.outputs.iter().cloned());
+            continue;
+        }
+        let r = if matches!(n.op_type.as_str(), "If" | "Loop" | "Scan") {
+            Err("control flow (subgraphs) is not supported yet".to_string())
+        } else if host::shape_only(&n.op_type)
+            && n.inputs
+                .first()
+                .is_some_and(|i| ctx.plan.tensors.contains_key(i))
+        {
+            // Shape and Size read only the (static) shape.
+            let shape = ctx.plan.tensors[&n.inputs[0]].shape.clone();
+            let stand_in = HostTensor::i64(shape, Vec::new());
+            host::eval(n, &[Some(stand_in)], opset).map(|outs| {
+                for (o, t) in n.outputs.iter().zip(outs) {
+                    ctx.add_const(o, t);
+                }
+            })
+        } else {
+            ctx.lower_node(n)
+        };
+        if let Err(reason) = r {
+            unsupported.push(Unsupported {
+                node: n.label(),
+                op_type: n.op_type.clone(),
+                reason,
+            });
+            poisoned.extend(n.outputs.iter().cloned());
+        }
+    }
+    if !unsupported.is_empty() {
+        return Err(CompileError::Unsupported(unsupported));
+    }
+    for o in &graph.outputs {
+        if !ctx.plan.tensors.contains_key(&o.name) {
+            return Err(CompileError::Invalid(format!(
+                "output '{}' is not produced",
+                o.name
+            )));
+        }
+        ctx.plan.outputs.push(o.name.clone());
+    }
+    Ok(ctx.plan)
+}
