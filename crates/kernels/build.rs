@@ -246,6 +246,45 @@ fn main() {
     variants.push(v("copy_strided", "copy_strided", &[]));
     variants.push(v("fill", "fill", &[]));
     variants.push(v("gather", "gather", &[]));
+    variants.push(v("gather_nd", "gather_nd", &[]));
+    variants.push(v("conv_transpose2d", "conv_transpose2d_f32_direct", &[]));
+    variants.push(v("lstm", "lstm_f32", &[]));
+    variants.push(v(
+        "resize",
+        "resize_nearest_f32",
+        &[
+            ("NAME", "resize_nearest_f32"),
+            (
+                "BODY",
+                "out[i] = at(base, nearest(cy, params.h), nearest(cx, params.w));",
+            ),
+        ],
+    ));
+    variants.push(v(
+        "resize",
+        "resize_linear_f32",
+        &[
+            ("NAME", "resize_linear_f32"),
+            (
+                "BODY",
+                "let y = clamp(cy, 0.0, f32(params.h - 1u));\n    let xx = clamp(cx, 0.0, f32(params.w - 1u));\n    let y0 = u32(floor(y));\n    let x0 = u32(floor(xx));\n    let y1 = min(y0 + 1u, params.h - 1u);\n    let x1 = min(x0 + 1u, params.w - 1u);\n    let fy = y - f32(y0);\n    let fx = xx - f32(x0);\n    let top = at(base, y0, x0) * (1.0 - fx) + at(base, y0, x1) * fx;\n    let bottom = at(base, y1, x0) * (1.0 - fx) + at(base, y1, x1) * fx;\n    out[i] = top * (1.0 - fy) + bottom * fy;",
+            ),
+        ],
+    ));
+    for (mode, map) in [
+        (
+            "reflect",
+            "if (len == 1) { return 0; }\n    let period = 2 * (len - 1);\n    var m = c % period;\n    if (m < 0) { m = m + period; }\n    return select(m, period - m, m >= len);",
+        ),
+        ("edge", "return clamp(c, 0, len - 1);"),
+        (
+            "wrap",
+            "var m = c % len;\n    if (m < 0) { m = m + len; }\n    return m;",
+        ),
+    ] {
+        let name = format!("pad_{mode}");
+        variants.push(v("pad", name.clone(), &[("NAME", &name), ("MAP", map)]));
+    }
     variants.push(v("matmul", "matmul_f32_tiled", &[]));
     variants.push(v("conv2d", "conv2d_f32_direct", &[]));
     variants.push(v("layernorm", "layernorm_f32", &[("NAME", "layernorm_f32"), ("MEAN", "for (var j = 0u; j < params.len; j = j + 1u) { mean = mean + x[base + j]; }\n    mean = mean / n;")]));

@@ -856,7 +856,7 @@ impl Ctx {
                 let s = self.shape(ins[0])?;
                 let dt = self.dt(ins[0])?;
                 let mode = attr_s(n, "mode", "constant");
-                if mode != "constant" {
+                if !matches!(mode.as_str(), "constant" | "reflect" | "edge" | "wrap") {
                     return Err(format!("Pad mode '{mode}' is not supported"));
                 }
                 let pads = if self.opset < 11 {
@@ -889,6 +889,33 @@ impl Ctx {
                     .map(|d| (s[d] as i64 + before[d] + after[d]).max(0) as usize)
                     .collect();
                 self.new_tensor(out, oshape.clone(), dt)?;
+                if mode != "constant" {
+                    if s.contains(&0) {
+                        return Err(format!("Pad mode '{mode}' of an empty input"));
+                    }
+                    let total = numel(&oshape);
+                    let dims = |v: &[usize]| v.iter().map(|&d| d as i64).collect::<Vec<_>>();
+                    let p = P::default()
+                        .u(total)
+                        .u(s.len())
+                        .u(0)
+                        .u(0)
+                        .arr(&dims(&oshape))
+                        .arr(&dims(&s))
+                        .arr(&before)
+                        .arr(&contiguous_strides(&s))
+                        .done();
+                    if total > 0 {
+                        self.dispatch(
+                            n,
+                            format!("pad_{mode}"),
+                            vec![self.bind(ins[0]), self.bind(out)],
+                            p,
+                            groups_1d(total, 256),
+                        );
+                    }
+                    return Ok(());
+                }
                 let bits = match dt {
                     DT::F32 => (value.as_f64()[0] as f32).to_bits(),
                     DT::I32 => value.as_i64()[0] as i32 as u32,
@@ -1021,6 +1048,187 @@ impl Ctx {
                 }
                 Ok(())
             }
+            "GatherND" => {
+                let s = self.shape(ins[0])?;
+                let is = self.shape(ins[1])?;
+                if self.dt(ins[1])? != DT::I32 || is.is_empty() {
+                    return Err("indices must be integers of rank >= 1".into());
+                }
+                let b = attr_i(n, "batch_dims", 0) as usize;
+                let k = *is.last().unwrap();
+                if b + k > s.len() || k > MAX_RANK {
+                    return Err("indices reach past the data rank".into());
+                }
+                let mut oshape = is[..is.len() - 1].to_vec();
+                oshape.extend(&s[b + k..]);
+                self.new_tensor(out, oshape.clone(), self.dt(ins[0])?)?;
+                let cs = contiguous_strides(&s);
+                let rows = numel(&is[..is.len() - 1]);
+                let rows_per_batch = numel(&is[b..is.len() - 1]).max(1);
+                let total = numel(&oshape);
+                let dims: Vec<i64> = s[b..b + k].iter().map(|&d| d as i64).collect();
+                let p = P::default()
+                    .u(total)
+                    .u(k)
+                    .u(numel(&s[b + k..]))
+                    .u(rows_per_batch)
+                    .u(numel(&s[b..]))
+                    .u(0)
+                    .u(0)
+                    .u(0)
+                    .arr(&dims)
+                    .arr(&cs[b..b + k])
+                    .done();
+                let _ = rows;
+                if total > 0 {
+                    self.dispatch(
+                        n,
+                        "gather_nd".into(),
+                        vec![self.bind(ins[0]), self.bind(ins[1]), self.bind(out)],
+                        p,
+                        groups_1d(total, 256),
+                    );
+                }
+                Ok(())
+            }
+            "Resize" | "Upsample" => {
+                let s = self.shape(ins[0])?;
+                if self.dt(ins[0])? != DT::F32 || s.len() < 2 {
+                    return Err("only f32 of rank >= 2".into());
+                }
+                let mode = attr_s(n, "mode", "nearest");
+                if !matches!(mode.as_str(), "nearest" | "linear") {
+                    return Err(format!(
+                        "mode '{mode}' is not supported (nearest, linear are)"
+                    ));
+                }
+                if attr_i(n, "antialias", 0) != 0
+                    || attr_ints(n, "axes").is_some()
+                    || attr_s(n, "keep_aspect_ratio_policy", "stretch") != "stretch"
+                {
+                    return Err(
+                        "antialias, axes and keep_aspect_ratio_policy are not supported".into(),
+                    );
+                }
+                let coord = attr_s(
+                    n,
+                    "coordinate_transformation_mode",
+                    if op == "Upsample" || self.opset < 11 {
+                        "asymmetric"
+                    } else {
+                        "half_pixel"
+                    },
+                );
+                let coord_mode = match coord.as_str() {
+                    "half_pixel" => 0,
+                    "asymmetric" => 1,
+                    "align_corners" => 2,
+                    "pytorch_half_pixel" => 3,
+                    "half_pixel_symmetric" => 4,
+                    other => {
+                        return Err(format!(
+                            "coordinate_transformation_mode '{other}' is not supported"
+                        ));
+                    }
+                };
+                let nearest_mode = match attr_s(
+                    n,
+                    "nearest_mode",
+                    if self.opset < 11 {
+                        "floor"
+                    } else {
+                        "round_prefer_floor"
+                    },
+                )
+                .as_str()
+                {
+                    "round_prefer_floor" => 0,
+                    "round_prefer_ceil" => 1,
+                    "floor" => 2,
+                    _ => 3,
+                };
+                let rank = s.len();
+                let (scales, sizes): (Option<Vec<f32>>, Option<Vec<i64>>) =
+                    if op == "Upsample" || self.opset < 10 {
+                        (
+                            attr_ints(n, "scales")
+                                .map(|v| v.iter().map(|&x| x as f32).collect())
+                                .or_else(|| match n.attributes.get("scales") {
+                                    Some(AttrValue::Floats(f)) => Some(f.clone()),
+                                    _ => None,
+                                })
+                                .or(self
+                                    .konst(ins.get(1).copied().unwrap_or(""))
+                                    .map(|t| t.as_f64().iter().map(|&v| v as f32).collect())),
+                            None,
+                        )
+                    } else {
+                        let (si, zi) = if self.opset < 11 { (1, 99) } else { (2, 3) };
+                        let sc = ins
+                            .get(si)
+                            .filter(|x| !x.is_empty())
+                            .map(|x| self.konst(x).ok_or("scales must be a constant"))
+                            .transpose()?
+                            .map(|t| t.as_f64().iter().map(|&v| v as f32).collect::<Vec<f32>>())
+                            .filter(|v| !v.is_empty());
+                        let sz = ins
+                            .get(zi)
+                            .filter(|x| !x.is_empty())
+                            .map(|x| self.konst(x).ok_or("sizes must be a constant"))
+                            .transpose()?
+                            .map(|t| t.as_i64())
+                            .filter(|v| !v.is_empty());
+                        (sc, sz)
+                    };
+                let (oshape, scale): (Vec<usize>, Vec<f32>) = match (sizes, scales) {
+                    (Some(z), _) if z.len() == rank => (
+                        z.iter().map(|&v| v as usize).collect(),
+                        z.iter()
+                            .zip(&s)
+                            .map(|(&o, &i)| o as f32 / i as f32)
+                            .collect(),
+                    ),
+                    (_, Some(sc)) if sc.len() == rank => (
+                        s.iter()
+                            .zip(&sc)
+                            .map(|(&i, &f)| (i as f32 * f).floor() as usize)
+                            .collect(),
+                        sc,
+                    ),
+                    _ => return Err("needs scales or sizes for every dim".into()),
+                };
+                if oshape[..rank - 2] != s[..rank - 2] {
+                    return Err("only the last two dims may be resized".into());
+                }
+                self.new_tensor(out, oshape.clone(), DT::F32)?;
+                let total = numel(&oshape);
+                let p = P::default()
+                    .u(total)
+                    .u(s[rank - 2])
+                    .u(s[rank - 1])
+                    .u(oshape[rank - 2])
+                    .u(oshape[rank - 1])
+                    .u(coord_mode)
+                    .u(nearest_mode)
+                    .u(0)
+                    .f(scale[rank - 2])
+                    .f(scale[rank - 1])
+                    .f(0.0)
+                    .f(0.0)
+                    .done();
+                if total > 0 {
+                    self.dispatch(
+                        n,
+                        format!("resize_{mode}_f32"),
+                        vec![self.bind(ins[0]), self.bind(out)],
+                        p,
+                        groups_1d(total, 256),
+                    );
+                }
+                Ok(())
+            }
+            "ConvTranspose" => self.conv_transpose(n, &ins, out),
+            "LSTM" => self.lstm(n, &ins),
             "MatMul" => self.matmul(n, ins[0], ins[1], out, false, false),
             "Gemm" => {
                 let ta = attr_i(n, "transA", 0) != 0;
@@ -1607,6 +1815,193 @@ impl Ctx {
                 p,
                 groups_1d(total, 256),
             );
+        }
+        Ok(())
+    }
+
+    fn conv_transpose(&mut self, n: &NodeInfo, ins: &[&str], out: &str) -> R<()> {
+        let s = self.shape(ins[0])?;
+        let ws = self.shape(ins[1])?;
+        if self.dt(ins[0])? != DT::F32 || !(s.len() == 3 || s.len() == 4) {
+            return Err("only f32 1-D and 2-D".into());
+        }
+        let sp = s.len() - 2;
+        let group = attr_i(n, "group", 1) as usize;
+        let m = ws[1] * group;
+        let kernel: Vec<usize> = attr_ints(n, "kernel_shape")
+            .map(|k| k.iter().map(|&v| v as usize).collect())
+            .unwrap_or_else(|| ws[2..].to_vec());
+        let strides: Vec<usize> = attr_ints(n, "strides")
+            .unwrap_or(vec![1; sp])
+            .iter()
+            .map(|&v| v as usize)
+            .collect();
+        let dil: Vec<usize> = attr_ints(n, "dilations")
+            .unwrap_or(vec![1; sp])
+            .iter()
+            .map(|&v| v as usize)
+            .collect();
+        let out_pad: Vec<usize> = attr_ints(n, "output_padding")
+            .unwrap_or(vec![0; sp])
+            .iter()
+            .map(|&v| v as usize)
+            .collect();
+        let mut pads: Vec<usize> = attr_ints(n, "pads")
+            .unwrap_or(vec![0; 2 * sp])
+            .iter()
+            .map(|&v| v as usize)
+            .collect();
+        let auto = attr_s(n, "auto_pad", "NOTSET");
+        let mut osp = vec![0usize; sp];
+        for d in 0..sp {
+            let full = (s[2 + d] - 1) * strides[d] + (kernel[d] - 1) * dil[d] + 1 + out_pad[d];
+            if let Some(os) = attr_ints(n, "output_shape") {
+                let target = os[os.len() - sp + d] as usize;
+                let total = full.saturating_sub(target);
+                let (lo, hi) = if auto == "SAME_UPPER" {
+                    (total / 2, total - total / 2)
+                } else {
+                    (total - total / 2, total / 2)
+                };
+                pads[d] = lo;
+                pads[d + sp] = hi;
+                osp[d] = target;
+            } else if auto == "SAME_UPPER" || auto == "SAME_LOWER" {
+                let target = s[2 + d] * strides[d];
+                let total = full.saturating_sub(target);
+                let (lo, hi) = if auto == "SAME_UPPER" {
+                    (total / 2, total - total / 2)
+                } else {
+                    (total - total / 2, total / 2)
+                };
+                pads[d] = lo;
+                pads[d + sp] = hi;
+                osp[d] = target;
+            } else {
+                osp[d] = full
+                    .checked_sub(pads[d] + pads[d + sp])
+                    .ok_or("pads larger than the output")?;
+            }
+        }
+        let mut oshape = vec![s[0], m];
+        oshape.extend(&osp);
+        self.new_tensor(out, oshape.clone(), DT::F32)?;
+        let (h, w, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow) = if sp == 1 {
+            (
+                1, s[2], 1, kernel[0], 1, strides[0], 1, dil[0], 0, pads[0], 1, osp[0],
+            )
+        } else {
+            (
+                s[2], s[3], kernel[0], kernel[1], strides[0], strides[1], dil[0], dil[1], pads[0],
+                pads[1], osp[0], osp[1],
+            )
+        };
+        let total = numel(&oshape);
+        let has_bias = ins.get(2).is_some_and(|b| !b.is_empty());
+        let p = P::default()
+            .u(s[0])
+            .u(s[1])
+            .u(h)
+            .u(w)
+            .u(m)
+            .u(oh)
+            .u(ow)
+            .u(group)
+            .u(kh)
+            .u(kw)
+            .u(sh)
+            .u(sw)
+            .u(dh)
+            .u(dw)
+            .u(ph)
+            .u(pw)
+            .u(has_bias as usize)
+            .u(total)
+            .done();
+        let bias = if has_bias {
+            self.bind(ins[2])
+        } else {
+            Binding::Dummy
+        };
+        if total > 0 {
+            self.dispatch(
+                n,
+                "conv_transpose2d_f32_direct".into(),
+                vec![self.bind(ins[0]), self.bind(ins[1]), bias, self.bind(out)],
+                p,
+                groups_1d(total, 256),
+            );
+        }
+        Ok(())
+    }
+
+    fn lstm(&mut self, n: &NodeInfo, ins: &[&str]) -> R<()> {
+        let xs = self.shape(ins[0])?;
+        let ws = self.shape(ins[1])?;
+        if attr_i(n, "layout", 0) != 0
+            || n.attributes.contains_key("clip")
+            || n.attributes.contains_key("activations")
+            || attr_i(n, "input_forget", 0) != 0
+        {
+            return Err(
+                "layout 1, clip, custom activations and input_forget are not supported".into(),
+            );
+        }
+        if ins.get(4).is_some_and(|s| !s.is_empty()) || ins.get(7).is_some_and(|s| !s.is_empty()) {
+            return Err("sequence_lens and peepholes are not supported".into());
+        }
+        let dirs = ws[0];
+        let hidden = attr_i(n, "hidden_size", (ws[1] / 4) as i64) as usize;
+        if hidden > 256 || xs.len() != 3 {
+            return Err(format!(
+                "hidden size {hidden} over 256 or input not [T, B, I]"
+            ));
+        }
+        let (t, b, i) = (xs[0], xs[1], xs[2]);
+        let reverse = attr_s(n, "direction", "forward") == "reverse";
+        let opt = |k: usize| ins.get(k).filter(|s| !s.is_empty()).copied();
+        let name = |k: usize, tag: &str| {
+            n.outputs
+                .get(k)
+                .filter(|s| !s.is_empty())
+                .cloned()
+                .unwrap_or_else(|| format!("{}::{tag}", n.label()))
+        };
+        let y = name(0, "y");
+        self.new_tensor(&y, vec![t, dirs, b, hidden], DT::F32)?;
+        let state = format!("{}::state", n.label());
+        self.new_tensor(&state, vec![2, dirs, b, hidden], DT::F32)?;
+        let bind_opt = |ctx: &Ctx, k: usize| opt(k).map(|s| ctx.bind(s)).unwrap_or(Binding::Dummy);
+        let p = P::default()
+            .u(t)
+            .u(b)
+            .u(i)
+            .u(hidden)
+            .u(dirs)
+            .u(opt(3).is_some() as usize)
+            .u(opt(5).is_some() as usize)
+            .u(opt(6).is_some() as usize)
+            .u(reverse as usize)
+            .done();
+        let bindings = vec![
+            self.bind(ins[0]),
+            self.bind(ins[1]),
+            self.bind(ins[2]),
+            bind_opt(self, 3),
+            bind_opt(self, 5),
+            bind_opt(self, 6),
+            self.bind(&y),
+            self.bind(&state),
+        ];
+        self.dispatch(n, "lstm_f32".into(), bindings, p, [(dirs * b) as u32, 1, 1]);
+        for (k, tag) in [(1usize, "h"), (2, "c")] {
+            if let Some(o) = n.outputs.get(k).filter(|s| !s.is_empty()) {
+                let o = o.clone();
+                self.new_tensor(&o, vec![dirs, b, hidden], DT::F32)?;
+                let len = dirs * b * hidden;
+                let _ = tag;
+                self.copy(n, &state, &o, &[len], ((k - 1) * len) as i64, &[1], 0, &[1])?;
+            }
         }
         Ok(())
     }

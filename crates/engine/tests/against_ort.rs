@@ -1,0 +1,164 @@
+//! Real models run on wgpu (lavapipe in CI) and compared with ONNX Runtime: the reference
+//! phase dumps every node output through ORT, the engine runs the same inputs, and every
+//! checkpoint the plan has is read back and compared.
+//!
+//! Tolerance: |engine - ort| <= 1e-4 + 1e-3 * |ort| element-wise (f32; both sides accumulate
+//! in f32 but in different orders, and erf/exp/tanh are approximated differently). For the
+//! 60-conv PP-OCR detector, differences accumulated over many layers reach single elements
+//! close to zero, so there the relative part is taken against the checkpoint's largest
+//! magnitude (`Scale::Tensor`); per-layer comparison with ORT's own inputs (validate phase)
+//! will judge each conv alone.
+
+use std::collections::{BTreeMap, HashMap};
+
+use m2w_engine::gpu::{Gpu, Runner};
+use m2w_engine::{DT, Data, HostTensor, compile};
+use m2w_reference::onnx_ref::{OnnxOptions, reference};
+
+const ATOL: f64 = 1e-4;
+const RTOL: f64 = 1e-3;
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    m2w_setup::fixture(name)
+        .unwrap_or_else(|e| panic!("fixture {name}: {e} (run `cargo xtask fixtures`)"))
+}
+
+fn to_engine(t: &m2w_reference::HostTensor) -> HostTensor {
+    let shape: Vec<usize> = t.shape().iter().map(|&d| d as usize).collect();
+    match t {
+        m2w_reference::HostTensor::F32(_, v) => HostTensor::f32(shape, v.clone()),
+        m2w_reference::HostTensor::I64(_, v) => HostTensor::i64(shape, v.clone()),
+        m2w_reference::HostTensor::Bool(_, v) => HostTensor::bool(shape, v.clone()),
+        other => HostTensor::f32(shape, other.to_f64().iter().map(|&x| x as f32).collect()),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Scale {
+    Element,
+    Tensor,
+}
+
+/// Runs `name` through ORT and the engine; returns (checkpoints compared, worst error, failures).
+fn compare(name: &str, opts: OnnxOptions, scale: Scale) -> (usize, f64, Vec<String>) {
+    let model_path = fixture(name);
+    let dir = tempfile::tempdir().unwrap();
+    let lib = m2w_setup::onnxruntime_library().unwrap();
+    let index = reference(&lib, &model_path, dir.path(), &opts).unwrap();
+    let mut inputs = HashMap::new();
+    let mut shapes = BTreeMap::new();
+    for i in &index.inputs {
+        let t = to_engine(&m2w_reference::HostTensor::read_npy(&dir.path().join(&i.file)).unwrap());
+        shapes.insert(i.name.clone(), (t.shape.clone(), t.dt()));
+        inputs.insert(i.name.clone(), t);
+    }
+    let model = m2w_model::Model::open(&model_path).unwrap();
+    let plan = compile(&model, &shapes).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let gpu = Gpu::new().unwrap();
+    let wanted: Vec<String> = index
+        .checkpoints
+        .iter()
+        .map(|c| c.output.clone())
+        .filter(|o| plan.tensors.contains_key(o))
+        .collect();
+    let runner = Runner::new(&gpu, plan).unwrap();
+    let got = runner.run(&inputs, &wanted).unwrap();
+    let mut worst = 0f64;
+    let mut failures = Vec::new();
+    let mut compared = 0;
+    for c in &index.checkpoints {
+        let Some(g) = got.get(&c.output) else {
+            continue;
+        };
+        compared += 1;
+        let want =
+            to_engine(&m2w_reference::HostTensor::read_npy(&dir.path().join(&c.file)).unwrap());
+        if g.shape != want.shape {
+            failures.push(format!(
+                "{}: shape {:?} vs {:?}",
+                c.output, g.shape, want.shape
+            ));
+            continue;
+        }
+        match (&g.data, &want.data) {
+            (Data::F32(a), Data::F32(b)) => {
+                let max_mag = b.iter().fold(0f64, |m, &y| m.max((y as f64).abs()));
+                for (k, (&x, &y)) in a.iter().zip(b).enumerate() {
+                    let err = (x as f64 - y as f64).abs();
+                    worst = worst.max(err);
+                    let reference = if scale == Scale::Tensor {
+                        max_mag
+                    } else {
+                        (y as f64).abs()
+                    };
+                    if !(err <= ATOL + RTOL * reference) {
+                        failures.push(format!(
+                            "{} ({}): element {k}: {x} vs ORT {y}",
+                            c.output, c.op_type
+                        ));
+                        break;
+                    }
+                }
+            }
+            _ => {
+                if g.as_i64() != want.as_i64() {
+                    failures.push(format!(
+                        "{} ({}): integer values differ",
+                        c.output, c.op_type
+                    ));
+                }
+            }
+        }
+    }
+    let outputs_checked = index
+        .checkpoints
+        .iter()
+        .filter(|c| c.graph_output)
+        .all(|c| got.contains_key(&c.output));
+    assert!(outputs_checked, "{name}: a graph output was not read back");
+    let _ = DT::F32;
+    (compared, worst, failures)
+}
+
+#[test]
+fn minilm_int8_matches_onnx_runtime_at_every_checkpoint() {
+    let opts = OnnxOptions {
+        dims: BTreeMap::from([("sequence".to_string(), 16)]),
+        ..Default::default()
+    };
+    let (n, worst, failures) = compare("minilm-int8", opts, Scale::Element);
+    assert!(
+        failures.is_empty(),
+        "{} of {n} checkpoints differ: {:#?}",
+        failures.len(),
+        &failures[..failures.len().min(10)]
+    );
+    assert!(n > 100, "{n} checkpoints compared");
+    println!("minilm-int8: {n} checkpoints within tolerance, worst abs error {worst:.2e}");
+}
+
+#[test]
+fn ppocr_det_matches_onnx_runtime_at_every_checkpoint() {
+    let (n, worst, failures) = compare("ppocr-det", OnnxOptions::default(), Scale::Tensor);
+    assert!(
+        failures.is_empty(),
+        "{} of {n} checkpoints differ: {:#?}",
+        failures.len(),
+        &failures[..failures.len().min(10)]
+    );
+    assert!(n > 100, "{n} checkpoints compared");
+    println!("ppocr-det: {n} checkpoints within tolerance, worst abs error {worst:.2e}");
+}
+
+#[test]
+fn silero_vad_v6_matches_onnx_runtime_at_every_checkpoint() {
+    let (n, worst, failures) = compare("silero-vad-v6", OnnxOptions::default(), Scale::Element);
+    assert!(
+        failures.is_empty(),
+        "{} of {n} checkpoints differ: {:#?}",
+        failures.len(),
+        &failures[..failures.len().min(10)]
+    );
+    assert!(n >= 20, "{n} checkpoints compared");
+    println!("silero-vad-v6: {n} checkpoints within tolerance, worst abs error {worst:.2e}");
+}
