@@ -86,6 +86,19 @@ enum Command {
         #[arg(long, default_value_t = 8)]
         max_new: usize,
     },
+    /// Phases 4-5: compile an ONNX model to a plan (plan.json + shaders/*.wgsl) for the input
+    /// shapes of a reference folder, run it on wgpu and compare every checkpoint.
+    Engine {
+        model: PathBuf,
+        /// A reference folder (cargo xtask reference): its inputs fix the shapes.
+        #[arg(long)]
+        reference: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Give every tensor its own buffer (no lifetime-based reuse).
+        #[arg(long)]
+        no_reuse: bool,
+    },
     /// Phase 4-5 check: ONNX's backend node tests through the plan and wgpu; writes
     /// docs/OP_SUPPORT.md and fails (exit 1) when the pass count drops below the floor.
     Conformance {
@@ -298,6 +311,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             &prompt,
             max_new,
         ),
+        Command::Engine {
+            model,
+            reference,
+            out,
+            no_reuse,
+        } => engine(&model, &reference, &out, !no_reuse).map(|_| ()),
         Command::Conformance { filter, verbose } => conformance(filter.as_deref(), verbose),
         Command::Kernels { out } => {
             let n = m2w_kernels::write_all(&out)
@@ -399,6 +418,136 @@ fn reference(
         out.join("index.json").display()
     );
     Ok(())
+}
+
+/// Element-wise tolerance of the layer report: |a - b| <= ATOL + RTOL * |b| (f32).
+const LAYER_ATOL: f64 = 1e-4;
+const LAYER_RTOL: f64 = 1e-3;
+
+fn to_engine(t: &m2w_reference::HostTensor) -> m2w_engine::HostTensor {
+    let shape: Vec<usize> = t.shape().iter().map(|&d| d as usize).collect();
+    match t {
+        m2w_reference::HostTensor::F32(_, v) => m2w_engine::HostTensor::f32(shape, v.clone()),
+        m2w_reference::HostTensor::I64(_, v) => m2w_engine::HostTensor::i64(shape, v.clone()),
+        m2w_reference::HostTensor::Bool(_, v) => m2w_engine::HostTensor::bool(shape, v.clone()),
+        other => {
+            m2w_engine::HostTensor::f32(shape, other.to_f64().iter().map(|&x| x as f32).collect())
+        }
+    }
+}
+
+/// Compiles, writes plan.json + shaders, runs on wgpu with the reference inputs and prints
+/// one line per checkpoint. Returns the number of checkpoints out of tolerance.
+fn engine(model_path: &Path, reference: &Path, out: &Path, reuse: bool) -> anyhow::Result<usize> {
+    let index = m2w_reference::read_index(reference).map_err(|e| Usage(e.to_string()))?;
+    let model = m2w_model::Model::open(model_path).map_err(input_err)?;
+    let mut inputs = std::collections::HashMap::new();
+    let mut shapes = std::collections::BTreeMap::new();
+    for i in &index.inputs {
+        let t = m2w_reference::HostTensor::read_npy(&reference.join(&i.file))
+            .map_err(|e| Usage(format!("{}: {e}", i.file)))?;
+        let t = to_engine(&t);
+        shapes.insert(i.name.clone(), (t.shape.clone(), t.dt()));
+        inputs.insert(i.name.clone(), t);
+    }
+    let mut plan = m2w_engine::compile(&model, &shapes)
+        .map_err(|e| Usage(format!("{}: {e}", model_path.display())))?;
+    // Debug capture reads every checkpoint, so the report run keeps every buffer.
+    let mut report_plan = plan.clone();
+    report_plan.assign_buffers(false);
+    plan.assign_buffers(reuse);
+    let mut kernels: Vec<&str> = plan.dispatches.iter().map(|d| d.kernel.as_str()).collect();
+    kernels.sort();
+    kernels.dedup();
+    m2w_model::io::replace_dir(
+        out,
+        |p, e| anyhow::anyhow!("{}: {e}", p.display()),
+        |dir| {
+            std::fs::create_dir_all(dir.join("shaders"))?;
+            for k in &kernels {
+                std::fs::write(
+                    dir.join("shaders").join(format!("{k}.wgsl")),
+                    m2w_kernels::source(k).unwrap_or_default(),
+                )?;
+            }
+            std::fs::write(
+                dir.join("plan.json"),
+                serde_json::to_string_pretty(&plan)? + "\n",
+            )?;
+            Ok(())
+        },
+    )?;
+    println!(
+        "plan: {} dispatches, {} kernels, {} buffers ({} bytes{}) -> {}",
+        plan.dispatches.len(),
+        kernels.len(),
+        plan.buffers.len(),
+        plan.buffer_bytes(),
+        if reuse {
+            ", intermediates reused over lifetimes"
+        } else {
+            ""
+        },
+        out.display()
+    );
+    let gpu = m2w_engine::gpu::Gpu::new().map_err(Usage)?;
+    let wanted: Vec<String> = index
+        .checkpoints
+        .iter()
+        .map(|c| c.output.clone())
+        .filter(|o| report_plan.tensors.contains_key(o))
+        .collect();
+    let runner = m2w_engine::gpu::Runner::new(&gpu, report_plan).map_err(Usage)?;
+    let got = runner
+        .run(&inputs, &wanted)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    println!(
+        "ran on {} ({:?}); tolerance |a-b| <= {LAYER_ATOL:e} + {LAYER_RTOL:e}*|ref|",
+        gpu.info.name, gpu.info.backend
+    );
+    println!(
+        "  {:>3}  {:<18} {:<48} {:>11}  status",
+        "#", "op", "checkpoint", "max |err|"
+    );
+    let mut bad = 0;
+    for c in &index.checkpoints {
+        let Some(g) = got.get(&c.output) else {
+            continue;
+        };
+        let want = to_engine(
+            &m2w_reference::HostTensor::read_npy(&reference.join(&c.file))
+                .map_err(|e| Usage(format!("{}: {e}", c.file)))?,
+        );
+        let (a, b) = (g.as_f64(), want.as_f64());
+        let mut worst = 0f64;
+        let mut ok = g.shape == want.shape;
+        for (x, y) in a.iter().zip(&b) {
+            let e = (x - y).abs();
+            if !(e <= LAYER_ATOL + LAYER_RTOL * y.abs()) && !(x.is_nan() && y.is_nan()) {
+                ok = false;
+            }
+            if e > worst {
+                worst = e;
+            }
+        }
+        if !ok {
+            bad += 1;
+        }
+        println!(
+            "  {:>3}  {:<18} {:<48} {:>11.3e}  {}",
+            c.index,
+            c.op_type,
+            c.output,
+            worst,
+            if ok { "ok" } else { "MISMATCH" }
+        );
+    }
+    println!(
+        "{} checkpoints compared, {} out of tolerance",
+        wanted.len(),
+        bad
+    );
+    Ok(bad)
 }
 
 fn conformance(filter: Option<&str>, verbose: bool) -> anyhow::Result<()> {
@@ -545,9 +694,20 @@ fn demo() -> anyhow::Result<()> {
         ref_dir.display()
     );
     println!(
-        "\nNot built yet (later phases): the WGSL engine, the per-layer validation report against these\n\
-         oracles, and the TypeScript package. This demo will then print the layer report of the ported engine."
+        "\n-- phases 4-5: engine (plan + WGSL kernels on wgpu), every checkpoint against the reference --"
     );
+    let bad = engine(
+        &model,
+        &ref_dir,
+        &workspace_root().join("target/demo/silero_vad_v6/engine"),
+        true,
+    )?;
+    println!(
+        "\nNot built yet (later phases): the validate report (JSON/JUnit/HTML, per-layer mode) and the\nTypeScript package."
+    );
+    if bad > 0 {
+        return Err(CheckFailed(format!("{bad} checkpoint(s) out of tolerance")).into());
+    }
     if !verify.failures.is_empty() {
         return Err(CheckFailed("extract verify failed".into()).into());
     }

@@ -245,6 +245,7 @@ impl Ctx {
         Ctx {
             plan: Plan {
                 tensors: BTreeMap::new(),
+                buffers: vec![],
                 constants: BTreeMap::new(),
                 inputs: vec![],
                 outputs: vec![],

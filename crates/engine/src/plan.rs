@@ -43,9 +43,20 @@ pub struct Dispatch {
     pub workgroups: [u32; 3],
 }
 
+/// A GPU buffer of the plan. Intermediate tensors whose lifetimes do not overlap share one.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct BufferSlot {
+    pub bytes: u64,
+    /// Base tensors stored in it, in order of first use.
+    pub tensors: Vec<String>,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Plan {
     pub tensors: BTreeMap<String, TensorDesc>,
+    /// Set by [`Plan::assign_buffers`]; empty means one buffer per base tensor.
+    #[serde(default)]
+    pub buffers: Vec<BufferSlot>,
     /// Constants uploaded once (folded values and weights), by tensor name.
     #[serde(skip)]
     pub constants: BTreeMap<String, HostTensor>,
@@ -55,6 +66,90 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Plans GPU memory over tensor lifetimes: inputs, outputs and constants keep buffers of
+    /// their own; every other base tensor lives from the dispatch that first touches it to
+    /// the last one that reads it (views count for their base), and takes the smallest free
+    /// buffer that fits (best fit), else a new one. A dispatch's outputs never share a
+    /// buffer with its inputs: buffers are released only after the dispatch is placed.
+    /// With `reuse` false every tensor keeps its own buffer (debug capture of any checkpoint).
+    pub fn assign_buffers(&mut self, reuse: bool) {
+        use std::collections::HashMap;
+        let fixed: std::collections::HashSet<String> = self
+            .inputs
+            .iter()
+            .chain(self.outputs.iter())
+            .map(|t| self.base_of(t).to_string())
+            .chain(self.constants.keys().cloned())
+            .collect();
+        let mut first: HashMap<String, usize> = HashMap::new();
+        let mut last: HashMap<String, usize> = HashMap::new();
+        for (i, d) in self.dispatches.iter().enumerate() {
+            for b in &d.bindings {
+                if let Binding::Tensor(t) = b {
+                    let base = self.base_of(t).to_string();
+                    first.entry(base.clone()).or_insert(i);
+                    last.insert(base, i);
+                }
+            }
+        }
+        let mut slots: Vec<BufferSlot> = Vec::new();
+        let bytes_of =
+            |p: &Plan, t: &str| (p.tensors[t].shape.iter().product::<usize>() as u64 * 4).max(4);
+        // Fixed tensors first, one slot each.
+        let mut order: Vec<&String> = self
+            .tensors
+            .iter()
+            .filter(|(k, v)| &v.base == *k)
+            .map(|(k, _)| k)
+            .collect();
+        order.sort_by_key(|t| (first.get(*t).copied().unwrap_or(usize::MAX), (*t).clone()));
+        let mut free: Vec<usize> = Vec::new();
+        let mut releases: HashMap<usize, Vec<usize>> = HashMap::new();
+        let mut current = 0usize;
+        for t in order {
+            let bytes = bytes_of(self, t);
+            let start = first.get(t).copied().unwrap_or(usize::MAX);
+            if !reuse || fixed.contains(t) || start == usize::MAX {
+                slots.push(BufferSlot {
+                    bytes,
+                    tensors: vec![t.clone()],
+                });
+                continue;
+            }
+            // Release everything whose last use is before this tensor's first use.
+            while current < start {
+                if let Some(r) = releases.remove(&current) {
+                    free.extend(r);
+                }
+                current += 1;
+            }
+            let pick = free
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| slots[**s].bytes >= bytes)
+                .min_by_key(|(_, s)| slots[**s].bytes)
+                .map(|(k, _)| k);
+            let slot = match pick {
+                Some(k) => free.swap_remove(k),
+                None => {
+                    slots.push(BufferSlot {
+                        bytes,
+                        tensors: vec![],
+                    });
+                    slots.len() - 1
+                }
+            };
+            slots[slot].tensors.push(t.clone());
+            releases.entry(last[t]).or_default().push(slot);
+        }
+        self.buffers = slots;
+    }
+
+    /// Total bytes of all buffers (after `assign_buffers`).
+    pub fn buffer_bytes(&self) -> u64 {
+        self.buffers.iter().map(|b| b.bytes).sum()
+    }
+
     pub fn base_of<'a>(&'a self, name: &'a str) -> &'a str {
         self.tensors
             .get(name)

@@ -162,3 +162,56 @@ fn silero_vad_v6_matches_onnx_runtime_at_every_checkpoint() {
     assert!(n >= 20, "{n} checkpoints compared");
     println!("silero-vad-v6: {n} checkpoints within tolerance, worst abs error {worst:.2e}");
 }
+
+#[test]
+fn buffer_reuse_saves_memory_and_changes_no_output_bit() {
+    let model_path = fixture("minilm-int8");
+    let model = m2w_model::Model::open(&model_path).unwrap();
+    let shapes = BTreeMap::from([
+        ("input_ids".to_string(), (vec![1, 16], DT::I32)),
+        ("attention_mask".to_string(), (vec![1, 16], DT::I32)),
+        ("token_type_ids".to_string(), (vec![1, 16], DT::I32)),
+    ]);
+    let inputs: HashMap<String, HostTensor> = HashMap::from([
+        (
+            "input_ids".to_string(),
+            HostTensor::i64(vec![1, 16], (0..16).map(|i| 1000 + 37 * i).collect()),
+        ),
+        (
+            "attention_mask".to_string(),
+            HostTensor::i64(vec![1, 16], vec![1; 16]),
+        ),
+        (
+            "token_type_ids".to_string(),
+            HostTensor::i64(vec![1, 16], vec![0; 16]),
+        ),
+    ]);
+    let gpu = Gpu::new().unwrap();
+    let mut results = Vec::new();
+    let mut bytes = Vec::new();
+    for reuse in [false, true] {
+        let mut plan = compile(&model, &shapes).unwrap();
+        plan.assign_buffers(reuse);
+        bytes.push(
+            plan.buffers
+                .iter()
+                .filter(|b| b.tensors.iter().all(|t| !plan.constants.contains_key(t)))
+                .map(|b| b.bytes)
+                .sum::<u64>(),
+        );
+        let outputs = plan.outputs.clone();
+        let runner = Runner::new(&gpu, plan).unwrap();
+        results.push(runner.run(&inputs, &outputs).unwrap());
+    }
+    assert_eq!(results[0], results[1], "reuse changed an output");
+    assert!(
+        bytes[1] * 2 < bytes[0],
+        "activation memory {} -> {} bytes",
+        bytes[0],
+        bytes[1]
+    );
+    println!(
+        "minilm activation buffers: {} -> {} bytes with reuse",
+        bytes[0], bytes[1]
+    );
+}
