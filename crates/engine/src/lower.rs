@@ -2190,6 +2190,11 @@ pub fn is_known_op(op: &str) -> bool {
         "Constant",
         "ConstantOfShape",
         "Range",
+        "GatherND",
+        "Resize",
+        "Upsample",
+        "ConvTranspose",
+        "LSTM",
     ];
     KNOWN.contains(&op)
 }

@@ -21,25 +21,82 @@ fn probe(name: &str, inputs: &[(&str, Vec<usize>, DT)]) -> Result<m2w_engine::Pl
 }
 
 #[test]
+fn every_real_fixture_compiles() {
+    for (name, inputs) in [
+        (
+            "minilm-int8",
+            vec![
+                ("input_ids", vec![1, 16], DT::I32),
+                ("attention_mask", vec![1, 16], DT::I32),
+                ("token_type_ids", vec![1, 16], DT::I32),
+            ],
+        ),
+        ("ppocr-det", vec![("x", vec![1, 3, 64, 64], DT::F32)]),
+        (
+            "silero-vad-v6",
+            vec![
+                ("input", vec![4, 576], DT::F32),
+                ("h", vec![1, 1, 128], DT::F32),
+                ("c", vec![1, 1, 128], DT::F32),
+            ],
+        ),
+    ] {
+        let plan = probe(name, &inputs).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(!plan.dispatches.is_empty());
+    }
+}
+
+#[test]
 fn unsupported_nodes_are_all_listed_in_one_error() {
-    let r = probe(
-        "silero-vad-v6",
-        &[
-            ("input", vec![4, 576], DT::F32),
-            ("h", vec![1, 1, 128], DT::F32),
-            ("c", vec![1, 1, 128], DT::F32),
-        ],
-    );
-    let Err(CompileError::Unsupported(list)) = r else {
-        panic!("silero v6 should be rejected (LSTM)")
+    // The real silero graph with three nodes made unsupported in three different ways.
+    let path = fixture("silero-vad-v6");
+    let mut proto = m2w_model::onnx::decode(&path).unwrap();
+    let g = proto.graph.as_mut().unwrap();
+    let pad = g.node.iter_mut().find(|n| n.op_type() == "Pad").unwrap();
+    for a in &mut pad.attribute {
+        if a.name() == "mode" {
+            a.s = Some(b"mirror".to_vec());
+        }
+    }
+    g.node
+        .iter_mut()
+        .find(|n| n.name() == "/encoder/relu_1/Relu")
+        .unwrap()
+        .op_type = Some("NoSuchOp".into());
+    let sig = g
+        .node
+        .iter_mut()
+        .find(|n| n.op_type() == "Sigmoid")
+        .unwrap();
+    sig.domain = Some("com.microsoft".into());
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.onnx");
+    std::fs::write(&bad, m2w_model::onnx::encode(&proto)).unwrap();
+    let model = m2w_model::Model::open(&bad).unwrap();
+    let shapes: BTreeMap<String, (Vec<usize>, DT)> = [
+        ("input", vec![4, 576]),
+        ("h", vec![1, 1, 128]),
+        ("c", vec![1, 1, 128]),
+    ]
+    .into_iter()
+    .map(|(n, s)| (n.to_string(), (s, DT::F32)))
+    .collect();
+    let Err(CompileError::Unsupported(list)) = compile(&model, &shapes) else {
+        panic!("expected a rejection")
     };
+    let ops: Vec<&str> = list.iter().map(|u| u.op_type.as_str()).collect();
+    assert_eq!(ops, ["Pad", "NoSuchOp", "Sigmoid"], "{list:#?}");
+    assert!(list[0].reason.contains("mirror"), "{}", list[0].reason);
     assert!(
-        list.iter()
-            .any(|u| u.op_type == "LSTM" && u.node == "/decoder/rnn/LSTM"),
-        "{list:?}"
+        list[2].reason.contains("com.microsoft") || list[2].reason.contains("not supported"),
+        "{}",
+        list[2].reason
     );
     let text = CompileError::Unsupported(list).to_string();
-    assert!(text.contains("/decoder/rnn/LSTM (LSTM)"), "{text}");
+    assert!(
+        text.starts_with("3 node(s) cannot run on WebGPU:"),
+        "{text}"
+    );
 }
 
 #[test]
