@@ -99,6 +99,55 @@ enum Command {
         #[arg(long)]
         no_reuse: bool,
     },
+    /// Phase 6: every checkpoint of the engine against the reference. Exit 0 all pass,
+    /// 1 any mismatch, 2 bad input.
+    Validate {
+        /// An engine folder (cargo xtask engine); its engine.json names the model.
+        #[arg(long, required_unless_present = "model")]
+        engine: Option<PathBuf>,
+        /// The model file (instead of --engine).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long)]
+        reference: PathBuf,
+        /// Feed every node the oracle values of its inputs (as Polygraphy does).
+        #[arg(long)]
+        per_layer: bool,
+        /// f32 absolute tolerance (default 1e-4).
+        #[arg(long)]
+        atol: Option<f64>,
+        /// f32 relative tolerance (default 1e-3).
+        #[arg(long)]
+        rtol: Option<f64>,
+        /// Per-checkpoint tolerance: PATTERN=ATOL,RTOL (glob on the name); repeatable.
+        #[arg(long = "tol")]
+        tol: Vec<String>,
+        /// Print the JSON report (schema m2w.validate/1) instead of the table.
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        junit: Option<PathBuf>,
+        #[arg(long)]
+        html: Option<PathBuf>,
+    },
+    /// All phases: inspect -> extract -> reference -> engine -> validate, one folder each;
+    /// phases whose inputs did not change are skipped.
+    Port {
+        model: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Symbolic dim values for the reference inputs (`sequence=16`); repeatable.
+        #[arg(long = "dim", value_parser = parse_kv::<u64>)]
+        dims: Vec<(String, u64)>,
+        /// Fill an input with one value (`sr=16000`); repeatable.
+        #[arg(long = "value", value_parser = parse_kv::<f64>)]
+        values: Vec<(String, f64)>,
+        #[arg(long)]
+        per_layer: bool,
+        /// Per-checkpoint tolerance: PATTERN=ATOL,RTOL (glob on the name); repeatable.
+        #[arg(long = "tol")]
+        tol: Vec<String>,
+    },
     /// Phase 4-5 check: ONNX's backend node tests through the plan and wgpu; writes
     /// docs/OP_SUPPORT.md and fails (exit 1) when the pass count drops below the floor.
     Conformance {
@@ -317,6 +366,48 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             out,
             no_reuse,
         } => engine(&model, &reference, &out, !no_reuse).map(|_| ()),
+        Command::Validate {
+            engine,
+            model,
+            reference,
+            per_layer,
+            atol,
+            rtol,
+            tol,
+            json,
+            junit,
+            html,
+        } => {
+            let model = match (model, engine) {
+                (Some(m), _) => m,
+                (None, Some(e)) => engine_model(&e)?,
+                (None, None) => return Err(Usage("give --engine or --model".into()).into()),
+            };
+            let opts = validate_options(per_layer, atol, rtol, &tol)?;
+            let report = run_validate(&model, &reference, &opts)?;
+            write_reports(&report, json, junit.as_deref(), html.as_deref())?;
+            if report.failed > 0 {
+                let first = report
+                    .first_failure
+                    .as_ref()
+                    .map(|f| f.name.as_str())
+                    .unwrap_or("?");
+                return Err(CheckFailed(format!(
+                    "{} checkpoint(s) out of tolerance; first: {first}",
+                    report.failed
+                ))
+                .into());
+            }
+            Ok(())
+        }
+        Command::Port {
+            model,
+            out,
+            dims,
+            values,
+            per_layer,
+            tol,
+        } => port(&model, &out, dims, values, per_layer, &tol),
         Command::Conformance { filter, verbose } => conformance(filter.as_deref(), verbose),
         Command::Kernels { out } => {
             let n = m2w_kernels::write_all(&out)
@@ -459,24 +550,7 @@ fn engine(model_path: &Path, reference: &Path, out: &Path, reuse: bool) -> anyho
     let mut kernels: Vec<&str> = plan.dispatches.iter().map(|d| d.kernel.as_str()).collect();
     kernels.sort();
     kernels.dedup();
-    m2w_model::io::replace_dir(
-        out,
-        |p, e| anyhow::anyhow!("{}: {e}", p.display()),
-        |dir| {
-            std::fs::create_dir_all(dir.join("shaders"))?;
-            for k in &kernels {
-                std::fs::write(
-                    dir.join("shaders").join(format!("{k}.wgsl")),
-                    m2w_kernels::source(k).unwrap_or_default(),
-                )?;
-            }
-            std::fs::write(
-                dir.join("plan.json"),
-                serde_json::to_string_pretty(&plan)? + "\n",
-            )?;
-            Ok(())
-        },
-    )?;
+    write_engine_dir(out, &plan, model_path)?;
     println!(
         "plan: {} dispatches, {} kernels, {} buffers ({} bytes{}) -> {}",
         plan.dispatches.len(),
@@ -548,6 +622,301 @@ fn engine(model_path: &Path, reference: &Path, out: &Path, reuse: bool) -> anyho
         bad
     );
     Ok(bad)
+}
+
+fn engine_model(engine_dir: &Path) -> anyhow::Result<PathBuf> {
+    let p = engine_dir.join("engine.json");
+    let text = std::fs::read_to_string(&p).map_err(|e| Usage(format!("{}: {e}", p.display())))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Usage(format!("{}: {e}", p.display())))?;
+    Ok(PathBuf::from(v["model"].as_str().ok_or_else(|| {
+        Usage(format!("{}: no model", p.display()))
+    })?))
+}
+
+fn validate_options(
+    per_layer: bool,
+    atol: Option<f64>,
+    rtol: Option<f64>,
+    tol: &[String],
+) -> anyhow::Result<m2w_validate::Options> {
+    let d = m2w_validate::F32_DEFAULT;
+    let mut opts = m2w_validate::Options {
+        f32: Some(m2w_validate::Tolerance {
+            atol: atol.unwrap_or(d.atol),
+            rtol: rtol.unwrap_or(d.rtol),
+        }),
+        overrides: vec![],
+        per_layer,
+    };
+    for t in tol {
+        let parsed = t.split_once('=').and_then(|(p, v)| {
+            let (a, r) = v.split_once(',')?;
+            Some((
+                p.to_string(),
+                m2w_validate::Tolerance {
+                    atol: a.parse().ok()?,
+                    rtol: r.parse().ok()?,
+                },
+            ))
+        });
+        opts.overrides
+            .push(parsed.ok_or_else(|| Usage(format!("--tol {t:?}: expected PATTERN=ATOL,RTOL")))?);
+    }
+    Ok(opts)
+}
+
+fn run_validate(
+    model_path: &Path,
+    reference: &Path,
+    opts: &m2w_validate::Options,
+) -> anyhow::Result<m2w_validate::Report> {
+    let model = m2w_model::Model::open(model_path).map_err(input_err)?;
+    let (plan, inputs) =
+        m2w_validate::compile_for(&model, reference).map_err(|e| Usage(e.to_string()))?;
+    let gpu = m2w_engine::gpu::Gpu::new().map_err(Usage)?;
+    m2w_validate::validate(&gpu, &model, plan, &inputs, reference, opts)
+        .map_err(|e| Usage(e.to_string()).into())
+}
+
+fn write_reports(
+    report: &m2w_validate::Report,
+    json: bool,
+    junit: Option<&Path>,
+    html: Option<&Path>,
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        print!("{}", m2w_validate::render::table(report));
+    }
+    if let Some(p) = junit {
+        m2w_model::io::write_atomic(p, m2w_validate::render::junit(report).as_bytes())
+            .map_err(|e| Usage(format!("{}: {e}", p.display())))?;
+    }
+    if let Some(p) = html {
+        m2w_model::io::write_atomic(p, m2w_validate::render::html(report).as_bytes())
+            .map_err(|e| Usage(format!("{}: {e}", p.display())))?;
+    }
+    Ok(())
+}
+
+/// sha256 over the model file and the options that shape a phase's output.
+fn stamp(model_sha: &str, extra: &str) -> String {
+    m2w_model::io::sha256_bytes(
+        format!("{model_sha}\n{extra}\nm2w {}", env!("CARGO_PKG_VERSION")).as_bytes(),
+    )
+}
+
+fn fresh(dir: &Path, stamp: &str) -> bool {
+    std::fs::read_to_string(dir.join(".m2w-stamp"))
+        .map(|s| s.trim() == stamp)
+        .unwrap_or(false)
+}
+
+fn mark(dir: &Path, stamp: &str) -> anyhow::Result<()> {
+    std::fs::write(dir.join(".m2w-stamp"), format!("{stamp}\n"))?;
+    Ok(())
+}
+
+fn port(
+    model_path: &Path,
+    out: &Path,
+    dims: Vec<(String, u64)>,
+    values: Vec<(String, f64)>,
+    per_layer: bool,
+    tol: &[String],
+) -> anyhow::Result<()> {
+    let t0 = std::time::Instant::now();
+    let model = m2w_model::Model::open(model_path).map_err(input_err)?;
+    let sha = model.file_sha256().map_err(input_err)?;
+    std::fs::create_dir_all(out).map_err(|e| Usage(format!("{}: {e}", out.display())))?;
+    let step = |k: usize, name: &str, skipped: bool, what: String| {
+        println!(
+            "[{k}/5] {name:<9} {}{what}",
+            if skipped { "unchanged, skipped: " } else { "" }
+        )
+    };
+
+    let dir = out.join("inspect");
+    let st = stamp(&sha, "inspect");
+    if fresh(&dir, &st) {
+        step(1, "inspect", true, dir.display().to_string());
+    } else {
+        let report = m2w_inspect::inspect_path(model_path).map_err(input_err)?;
+        m2w_model::io::replace_dir(
+            &dir,
+            |p, e| anyhow::anyhow!("{}: {e}", p.display()),
+            |d| {
+                std::fs::write(
+                    d.join("inspect.json"),
+                    serde_json::to_string_pretty(&report)? + "\n",
+                )?;
+                std::fs::write(d.join("inspect.md"), m2w_inspect::markdown(&report))?;
+                mark(d, &st)
+            },
+        )?;
+        let m = &report.models[0];
+        step(
+            1,
+            "inspect",
+            false,
+            format!(
+                "{} ops, {} weights, {} parameters",
+                m.ops.iter().map(|o| o.count).sum::<usize>(),
+                m.weights.len(),
+                m.totals.parameters
+            ),
+        );
+    }
+
+    let dir = out.join("weights");
+    let st = stamp(&sha, "extract f32");
+    if fresh(&dir, &st) {
+        step(2, "extract", true, dir.display().to_string());
+    } else {
+        let manifest = m2w_extract::extract(model_path, &dir, &m2w_extract::Options::default())
+            .map_err(|e| Usage(e.to_string()))?;
+        let v = m2w_extract::verify(model_path, &dir).map_err(|e| Usage(e.to_string()))?;
+        if !v.failures.is_empty() {
+            return Err(CheckFailed(format!("extract verify: {:?}", v.failures)).into());
+        }
+        mark(&dir, &st)?;
+        step(
+            2,
+            "extract",
+            false,
+            format!(
+                "{} tensors, {} bytes, verified",
+                manifest.tensors.len(),
+                manifest.files.iter().map(|f| f.bytes).sum::<u64>()
+            ),
+        );
+    }
+
+    let dir = out.join("reference");
+    let st = stamp(&sha, &format!("reference {dims:?} {values:?} seed 0"));
+    if fresh(&dir, &st) {
+        step(3, "reference", true, dir.display().to_string());
+    } else {
+        let lib = m2w_setup::onnxruntime_library().map_err(setup_err)?;
+        let opts = m2w_reference::onnx_ref::OnnxOptions {
+            dims: dims.into_iter().collect(),
+            fill: values.into_iter().collect(),
+            check_determinism: true,
+            ..Default::default()
+        };
+        let index =
+            m2w_reference::onnx_ref::reference(&lib, model_path, &dir, &opts).map_err(ref_err)?;
+        mark(&dir, &st)?;
+        step(
+            3,
+            "reference",
+            false,
+            format!(
+                "{} checkpoints through ONNX Runtime, deterministic",
+                index.checkpoints.len()
+            ),
+        );
+    }
+
+    let dir = out.join("engine");
+    let st = stamp(
+        &sha,
+        &format!(
+            "engine {}",
+            std::fs::read_to_string(out.join("reference/.m2w-stamp")).unwrap_or_default()
+        ),
+    );
+    if fresh(&dir, &st) {
+        step(4, "engine", true, dir.display().to_string());
+    } else {
+        let (mut plan, _) = m2w_validate::compile_for(&model, &out.join("reference"))
+            .map_err(|e| Usage(e.to_string()))?;
+        plan.assign_buffers(true);
+        write_engine_dir(&dir, &plan, model_path)?;
+        mark(&dir, &st)?;
+        step(
+            4,
+            "engine",
+            false,
+            format!(
+                "{} dispatches, {} buffers, {} bytes",
+                plan.dispatches.len(),
+                plan.buffers.len(),
+                plan.buffer_bytes()
+            ),
+        );
+    }
+
+    let dir = out.join("validate");
+    std::fs::create_dir_all(&dir)?;
+    let opts = validate_options(per_layer, None, None, tol)?;
+    let report = run_validate(model_path, &out.join("reference"), &opts)?;
+    m2w_model::io::write_atomic(
+        &dir.join("report.json"),
+        (serde_json::to_string_pretty(&report)? + "\n").as_bytes(),
+    )?;
+    m2w_model::io::write_atomic(
+        &dir.join("junit.xml"),
+        m2w_validate::render::junit(&report).as_bytes(),
+    )?;
+    m2w_model::io::write_atomic(
+        &dir.join("report.html"),
+        m2w_validate::render::html(&report).as_bytes(),
+    )?;
+    step(
+        5,
+        "validate",
+        false,
+        format!(
+            "{} passed, {} failed, {} not compared ({})",
+            report.passed, report.failed, report.not_compared, report.mode
+        ),
+    );
+    print!("\n{}", m2w_validate::render::table(&report));
+    println!(
+        "port finished in {:.1} s -> {}",
+        t0.elapsed().as_secs_f64(),
+        out.display()
+    );
+    if report.failed > 0 {
+        return Err(
+            CheckFailed(format!("{} checkpoint(s) out of tolerance", report.failed)).into(),
+        );
+    }
+    Ok(())
+}
+
+fn write_engine_dir(dir: &Path, plan: &m2w_engine::Plan, model_path: &Path) -> anyhow::Result<()> {
+    let mut kernels: Vec<&str> = plan.dispatches.iter().map(|d| d.kernel.as_str()).collect();
+    kernels.sort();
+    kernels.dedup();
+    let model_abs = std::fs::canonicalize(model_path).unwrap_or(model_path.to_path_buf());
+    m2w_model::io::replace_dir(
+        dir,
+        |p, e| anyhow::anyhow!("{}: {e}", p.display()),
+        |d| {
+            std::fs::create_dir_all(d.join("shaders"))?;
+            for k in &kernels {
+                std::fs::write(
+                    d.join("shaders").join(format!("{k}.wgsl")),
+                    m2w_kernels::source(k).unwrap_or_default(),
+                )?;
+            }
+            std::fs::write(
+                d.join("plan.json"),
+                serde_json::to_string_pretty(plan)? + "\n",
+            )?;
+            std::fs::write(
+                d.join("engine.json"),
+                serde_json::to_string_pretty(
+                    &serde_json::json!({"model": model_abs, "kernels": kernels}),
+                )? + "\n",
+            )?;
+            Ok(())
+        },
+    )
 }
 
 fn conformance(filter: Option<&str>, verbose: bool) -> anyhow::Result<()> {
@@ -649,68 +1018,17 @@ fn setup() -> anyhow::Result<()> {
 
 fn demo() -> anyhow::Result<()> {
     let model = m2w_setup::bundled_model();
-    let out = workspace_root().join("target/demo/silero_vad_v6/weights");
-    println!("m2w demo: bundled default model {}\n", model.display());
-    println!("-- phase 1: inspect --");
-    let report = m2w_inspect::inspect_path(&model).map_err(input_err)?;
-    print!("{}", m2w_inspect::table(&report));
-    println!("-- phase 2: extract (with --verify) --");
-    let manifest = m2w_extract::extract(&model, &out, &m2w_extract::Options::default())
-        .map_err(|e| Usage(e.to_string()))?;
-    let verify = m2w_extract::verify(&model, &out).map_err(|e| Usage(e.to_string()))?;
     println!(
-        "{} tensors -> {} ({} bytes); verify: {} checked, {} mismatches",
-        manifest.tensors.len(),
-        out.display(),
-        manifest.files.iter().map(|f| f.bytes).sum::<u64>(),
-        verify.checked,
-        verify.failures.len()
+        "m2w demo: port the bundled default model {}\n",
+        model.display()
     );
-    println!("\n-- phase 3: reference (ONNX Runtime, every node output, determinism checked) --");
-    let lib = m2w_setup::onnxruntime_library().map_err(setup_err)?;
-    let ref_dir = workspace_root().join("target/demo/silero_vad_v6/reference");
-    let opts = m2w_reference::onnx_ref::OnnxOptions {
-        check_determinism: true,
-        ..Default::default()
-    };
-    let index =
-        m2w_reference::onnx_ref::reference(&lib, &model, &ref_dir, &opts).map_err(ref_err)?;
+    let out = workspace_root().join("target/demo/silero_vad_v6");
+    port(&model, &out, vec![], vec![], false, &[])?;
     println!(
-        "  {:>3}  {:<12} {:<50} {:<16}",
-        "#", "op", "checkpoint", "shape"
+        "\nOutputs: inspect/ weights/ reference/ engine/ validate/{{report.json,junit.xml,report.html}} under {}",
+        out.display()
     );
-    for c in &index.checkpoints {
-        println!(
-            "  {:>3}  {:<12} {:<50} {:<16}",
-            c.index,
-            c.op_type,
-            c.output,
-            format!("{:?}", c.shape)
-        );
-    }
-    println!(
-        "  {} checkpoints -> {}",
-        index.checkpoints.len(),
-        ref_dir.display()
-    );
-    println!(
-        "\n-- phases 4-5: engine (plan + WGSL kernels on wgpu), every checkpoint against the reference --"
-    );
-    let bad = engine(
-        &model,
-        &ref_dir,
-        &workspace_root().join("target/demo/silero_vad_v6/engine"),
-        true,
-    )?;
-    println!(
-        "\nNot built yet (later phases): the validate report (JSON/JUnit/HTML, per-layer mode) and the\nTypeScript package."
-    );
-    if bad > 0 {
-        return Err(CheckFailed(format!("{bad} checkpoint(s) out of tolerance")).into());
-    }
-    if !verify.failures.is_empty() {
-        return Err(CheckFailed("extract verify failed".into()).into());
-    }
+    println!("Not built yet (later phases): the TypeScript package and its browser proof.");
     Ok(())
 }
 

@@ -127,3 +127,83 @@ fn reference_with_an_unknown_input_exits_2_and_a_good_run_exits_0() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("27 checkpoints (3 graph outputs)"));
 }
+
+#[test]
+fn validate_exits_0_on_a_good_port_1_on_a_corrupted_oracle_and_2_on_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = xtask()
+        .arg("port")
+        .arg(bundled())
+        .arg("--out")
+        .arg(dir.path().join("p"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("[5/5] validate  27 passed, 0 failed"),
+        "{stdout}"
+    );
+    for f in [
+        "validate/report.json",
+        "validate/junit.xml",
+        "validate/report.html",
+        "engine/plan.json",
+        "weights/manifest.json",
+        "reference/index.json",
+        "inspect/inspect.json",
+    ] {
+        assert!(dir.path().join("p").join(f).is_file(), "{f}");
+    }
+    // A second run skips the phases whose inputs did not change.
+    let again = xtask()
+        .arg("port")
+        .arg(bundled())
+        .arg("--out")
+        .arg(dir.path().join("p"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&again.stdout).contains("[3/5] reference unchanged, skipped"));
+
+    let index = m2w_reference::read_index(&dir.path().join("p/reference")).unwrap();
+    let victim = &index.checkpoints[10];
+    let path = dir.path().join("p/reference").join(&victim.file);
+    let mut t = m2w_reference::HostTensor::read_npy(&path).unwrap();
+    if let m2w_reference::HostTensor::F32(_, v) = &mut t {
+        v[0] -= 3.0;
+    }
+    std::fs::write(&path, t.to_npy().unwrap()).unwrap();
+    let out = xtask()
+        .args(["validate", "--engine"])
+        .arg(dir.path().join("p/engine"))
+        .arg("--reference")
+        .arg(dir.path().join("p/reference"))
+        .arg("--junit")
+        .arg(dir.path().join("j.xml"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "FIRST FAILING CHECKPOINT: #{} {}",
+            victim.index, victim.output
+        )),
+        "{stdout}"
+    );
+    assert!(dir.path().join("j.xml").is_file());
+
+    let out = xtask()
+        .args(["validate", "--model"])
+        .arg(bundled())
+        .arg("--reference")
+        .arg(dir.path().join("missing"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

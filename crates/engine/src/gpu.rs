@@ -211,6 +211,57 @@ impl<'g> Runner<'g> {
         })
     }
 
+    /// Writes a tensor's buffer (per-layer validation feeds oracle values this way). Views
+    /// write their base buffer, which has the same element order.
+    pub fn write(&self, name: &str, t: &HostTensor) -> Result<(), String> {
+        let desc = self
+            .plan
+            .tensors
+            .get(name)
+            .ok_or_else(|| format!("no tensor '{name}' in the plan"))?;
+        if numel(&desc.shape) != t.len() {
+            return Err(format!(
+                "'{name}' has {} elements, the value {}",
+                numel(&desc.shape),
+                t.len()
+            ));
+        }
+        let words = t.to_words();
+        if !words.is_empty() {
+            self.gpu.queue.write_buffer(
+                &self.buffers[self.plan.base_of(name)],
+                0,
+                &words
+                    .iter()
+                    .flat_map(|w| w.to_le_bytes())
+                    .collect::<Vec<u8>>(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Runs dispatches `range` only (one node's, for per-layer validation).
+    pub fn run_dispatches(&self, range: std::ops::Range<usize>) {
+        let mut enc = self
+            .gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("partial"),
+            });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("partial"),
+                timestamp_writes: None,
+            });
+            for s in &self.steps[range] {
+                pass.set_pipeline(&s.pipeline);
+                pass.set_bind_group(0, &s.bind_group, &[]);
+                pass.dispatch_workgroups(s.workgroups[0], s.workgroups[1], s.workgroups[2]);
+            }
+        }
+        self.gpu.queue.submit([enc.finish()]);
+    }
+
     /// One forward pass: writes the inputs, runs every dispatch, reads back `read`.
     pub fn run(
         &self,

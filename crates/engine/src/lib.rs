@@ -198,5 +198,30 @@ pub fn compile_specialized(
         }
         ctx.plan.outputs.push(o.name.clone());
     }
+    // Constants no dispatch reads (weights folded into other constants, host-only shape
+    // values) are not uploaded.
+    let plan = &mut ctx.plan;
+    let mut used: HashSet<String> = plan
+        .outputs
+        .iter()
+        .map(|o| plan.base_of(o).to_string())
+        .collect();
+    for d in &plan.dispatches {
+        for b in &d.bindings {
+            if let plan::Binding::Tensor(t) = b {
+                used.insert(plan.base_of(t).to_string());
+            }
+        }
+    }
+    let unused: Vec<String> = plan
+        .constants
+        .keys()
+        .filter(|k| !used.contains(*k))
+        .cloned()
+        .collect();
+    for k in unused {
+        plan.constants.remove(&k);
+        plan.tensors.retain(|_, t| t.base != k);
+    }
     Ok(ctx.plan)
 }

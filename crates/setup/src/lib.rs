@@ -314,7 +314,9 @@ pub fn onnxruntime_library() -> Result<PathBuf, SetupError> {
 
 /// The repository's bundled default model (no download).
 pub fn bundled_model() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/silero_vad_v6/silero_vad_v6.onnx")
+    let p =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/silero_vad_v6/silero_vad_v6.onnx");
+    std::fs::canonicalize(&p).unwrap_or(p)
 }
 
 #[cfg(test)]

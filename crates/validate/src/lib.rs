@@ -1,0 +1,504 @@
+//! Phase 6, validate: every checkpoint of the WebGPU engine against the reference oracles,
+//! in pipeline order, as a CI gate.
+//!
+//! - end to end: the engine runs on the reference inputs and every checkpoint it has is
+//!   read back (debug capture) and compared;
+//! - `--per-layer`: each node is fed the oracle values of its inputs (as Polygraphy does),
+//!   so one bad kernel cannot hide behind upstream error.
+//!
+//! A checkpoint passes when |a - b| <= atol + rtol * |b| element-wise (defaults per dtype,
+//! overridable per run and per checkpoint-name pattern). The first failing checkpoint is
+//! named with its inputs' status, values side by side and a diagnosis hint.
+
+pub mod render;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use m2w_engine::gpu::{Gpu, Runner};
+use m2w_engine::{HostTensor, Plan};
+use serde::Serialize;
+
+pub const SCHEMA: &str = "m2w.validate/1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ValidateError {
+    /// Bad input: missing files, shapes that do not match, an unsupported model (exit 2).
+    #[error("{0}")]
+    Input(String),
+}
+
+fn bad(e: impl std::fmt::Display) -> ValidateError {
+    ValidateError::Input(e.to_string())
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Tolerance {
+    pub atol: f64,
+    pub rtol: f64,
+}
+
+/// Defaults: f32 atol 1e-4 / rtol 1e-3 (both sides accumulate in f32, in different orders);
+/// integers and booleans exact.
+pub const F32_DEFAULT: Tolerance = Tolerance {
+    atol: 1e-4,
+    rtol: 1e-3,
+};
+pub const EXACT: Tolerance = Tolerance {
+    atol: 0.0,
+    rtol: 0.0,
+};
+
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    pub f32: Option<Tolerance>,
+    /// (glob pattern on the checkpoint name, tolerance); the first match wins.
+    pub overrides: Vec<(String, Tolerance)>,
+    pub per_layer: bool,
+}
+
+impl Options {
+    fn tolerance(&self, name: &str, dtype: &str) -> Tolerance {
+        for (p, t) in &self.overrides {
+            if glob(p, name) {
+                return *t;
+            }
+        }
+        if dtype == "f32" || dtype == "f16" || dtype == "f64" {
+            self.f32.unwrap_or(F32_DEFAULT)
+        } else {
+            EXACT
+        }
+    }
+}
+
+/// `*` matches any run of characters, `?` one character.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            pi += 1;
+            mark = ti;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CheckpointReport {
+    pub index: usize,
+    pub name: String,
+    pub op_type: String,
+    pub shape: Vec<u64>,
+    pub dtype: String,
+    /// false when the engine has no such tensor (folded on the host, or inside a fused op).
+    pub compared: bool,
+    pub max_abs: f64,
+    pub mean_abs: f64,
+    pub max_rel: f64,
+    pub worst_index: usize,
+    pub nan_inf_engine: usize,
+    pub nan_inf_reference: usize,
+    pub tolerance: Tolerance,
+    pub pass: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct FirstFailure {
+    pub name: String,
+    pub index: usize,
+    /// Each input of the failing node and whether it matched its oracle.
+    pub inputs: Vec<(String, String)>,
+    /// (element index, engine, reference) for the first values.
+    pub first_values: Vec<(usize, f64, f64)>,
+    pub hint: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub schema: &'static str,
+    pub model: String,
+    pub reference_runtime: String,
+    pub mode: &'static str,
+    pub adapter: String,
+    pub checkpoints: Vec<CheckpointReport>,
+    pub passed: usize,
+    pub failed: usize,
+    pub not_compared: usize,
+    pub first_failure: Option<FirstFailure>,
+}
+
+impl Report {
+    pub fn exit_code(&self) -> i32 {
+        if self.failed > 0 { 1 } else { 0 }
+    }
+}
+
+/// Statistics of engine values `a` against reference `b`.
+pub fn compare(a: &[f64], b: &[f64], tol: Tolerance) -> (f64, f64, f64, usize, usize, usize, bool) {
+    let (mut max_abs, mut sum, mut max_rel, mut worst, mut nan_a, mut nan_b) =
+        (0f64, 0f64, 0f64, 0usize, 0usize, 0usize);
+    let mut pass = a.len() == b.len();
+    for (i, (&x, &y)) in a.iter().zip(b).enumerate() {
+        if !x.is_finite() {
+            nan_a += 1;
+        }
+        if !y.is_finite() {
+            nan_b += 1;
+        }
+        let same = x == y || (x.is_nan() && y.is_nan());
+        let err = if same { 0.0 } else { (x - y).abs() };
+        let err = if err.is_nan() { f64::INFINITY } else { err };
+        sum += err;
+        if err > max_abs || (i == 0 && err > 0.0) {
+            max_abs = err;
+            worst = i;
+        }
+        if y != 0.0 {
+            max_rel = max_rel.max(err / y.abs());
+        }
+        if err > tol.atol + tol.rtol * y.abs() {
+            pass = false;
+        }
+    }
+    (
+        max_abs,
+        if a.is_empty() {
+            0.0
+        } else {
+            sum / a.len() as f64
+        },
+        max_rel,
+        worst,
+        nan_a,
+        nan_b,
+        pass,
+    )
+}
+
+/// A hint from the shape of the error (the porting method's error-magnitude guide).
+pub fn diagnose(a: &[f64], b: &[f64], inputs_ok: bool) -> String {
+    if !inputs_ok {
+        return "an input of this node already differs: the bug is upstream; fix the first failing input first".into();
+    }
+    if a.iter().any(|v| !v.is_finite()) && b.iter().all(|v| v.is_finite()) {
+        return "NaN/Inf only on the engine side: an unclamped exp/tanh, a division by zero or an uninitialised buffer".into();
+    }
+    let ratios: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .filter(|(_, y)| y.abs() > 1e-6)
+        .map(|(x, y)| x / y)
+        .collect();
+    if ratios.len() > 4 {
+        let mean = ratios.iter().sum::<f64>() / ratios.len() as f64;
+        let spread = ratios.iter().map(|r| (r - mean).abs()).fold(0f64, f64::max);
+        if spread < 1e-2 * mean.abs().max(1e-6) && (mean - 1.0).abs() > 1e-2 {
+            let named = [
+                (2.0, "2"),
+                (0.5, "1/2"),
+                (8.0, "sqrt(64)"),
+                (0.125, "1/sqrt(64)"),
+                (std::f64::consts::SQRT_2, "sqrt(2)"),
+            ]
+            .iter()
+            .find(|(v, _)| (mean - v).abs() < 1e-2 * v)
+            .map(|(_, n)| format!(" (~{n})"))
+            .unwrap_or_default();
+            return format!(
+                "engine = {mean:.4} x reference everywhere{named}: a missing or extra scale (1/sqrt(d), 2, a norm constant)"
+            );
+        }
+        if mean.abs() > 100.0 || (mean != 0.0 && mean.abs() < 0.01) {
+            return format!(
+                "off by a factor ~{mean:.3e}: wrong or undequantized weights, or the wrong weight tensor"
+            );
+        }
+    }
+    let tol = |x: f64, y: f64| (x - y).abs() <= 1e-4 + 1e-3 * y.abs();
+    let failing = a.iter().zip(b).filter(|(x, y)| !tol(**x, **y)).count();
+    let scale = b.iter().fold(0f64, |m, y| m.max(y.abs()));
+    let max_err = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f64, f64::max);
+    if failing * 100 < a.len().max(1) && max_err < 1e-5 * scale {
+        return format!(
+            "{failing} isolated element(s) near zero in a tensor of scale {scale:.3e} (max error {max_err:.1e} = {:.1e} of the scale): f32 summation-order noise where large terms cancel; judge this checkpoint with an absolute tolerance (--tol NAME={:.0e},1e-3)",
+            max_err / scale,
+            (max_err * 2.0).max(1e-4)
+        );
+    }
+    let good_prefix = a.iter().zip(b).take_while(|(x, y)| tol(**x, **y)).count();
+    let rest_failing = a
+        .iter()
+        .zip(b)
+        .skip(good_prefix)
+        .filter(|(x, y)| !tol(**x, **y))
+        .count();
+    if good_prefix > 0
+        && good_prefix >= a.len() / 16
+        && good_prefix < a.len()
+        && rest_failing * 2 > a.len() - good_prefix
+    {
+        return format!(
+            "the first {good_prefix} elements are right, then wrong: a stride, offset or buffer-size bug"
+        );
+    }
+    let mean_abs_ref = b.iter().map(|v| v.abs()).sum::<f64>() / b.len().max(1) as f64;
+    let mean_err = a.iter().zip(b).map(|(x, y)| (x - y).abs()).sum::<f64>() / a.len().max(1) as f64;
+    if mean_err > 0.5 * mean_abs_ref {
+        return "errors as large as the values themselves: a wrong or uninitialised buffer, or the wrong bind group".into();
+    }
+    "a small systematic difference: a wrong activation or approximation, padding, or an off-by-one in indexing".into()
+}
+
+fn to_engine(t: &m2w_reference::HostTensor) -> HostTensor {
+    let shape: Vec<usize> = t.shape().iter().map(|&d| d as usize).collect();
+    match t {
+        m2w_reference::HostTensor::F32(_, v) => HostTensor::f32(shape, v.clone()),
+        m2w_reference::HostTensor::I64(_, v) => HostTensor::i64(shape, v.clone()),
+        m2w_reference::HostTensor::Bool(_, v) => HostTensor::bool(shape, v.clone()),
+        other => HostTensor::f32(shape, other.to_f64().iter().map(|&x| x as f32).collect()),
+    }
+}
+
+/// Compiles `model` for the reference's inputs (the plan to validate).
+pub fn compile_for(
+    model: &m2w_model::Model,
+    reference: &Path,
+) -> Result<(Plan, HashMap<String, HostTensor>), ValidateError> {
+    let index = m2w_reference::read_index(reference).map_err(bad)?;
+    let mut inputs = HashMap::new();
+    let mut shapes = BTreeMap::new();
+    for i in &index.inputs {
+        let t = to_engine(
+            &m2w_reference::HostTensor::read_npy(&reference.join(&i.file))
+                .map_err(|e| bad(format!("{}: {e}", reference.join(&i.file).display())))?,
+        );
+        shapes.insert(i.name.clone(), (t.shape.clone(), t.dt()));
+        inputs.insert(i.name.clone(), t);
+    }
+    let plan = m2w_engine::compile(model, &shapes)
+        .map_err(|e| bad(format!("{}: {e}", model.path.display())))?;
+    Ok((plan, inputs))
+}
+
+/// Validates `plan` (compiled from `model`) against the reference folder.
+pub fn validate(
+    gpu: &Gpu,
+    model: &m2w_model::Model,
+    mut plan: Plan,
+    inputs: &HashMap<String, HostTensor>,
+    reference: &Path,
+    opts: &Options,
+) -> Result<Report, ValidateError> {
+    let index = m2w_reference::read_index(reference).map_err(bad)?;
+    let graph = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| bad("not an ONNX model"))?;
+    if index.model.sha256 != model.file_sha256().map_err(bad)? {
+        return Err(bad(format!(
+            "{}: the reference was made from a different model file ({})",
+            reference.display(),
+            index.model.file
+        )));
+    }
+    let oracle = |file: &str| -> Result<HostTensor, ValidateError> {
+        let p = reference.join(file);
+        Ok(to_engine(
+            &m2w_reference::HostTensor::read_npy(&p)
+                .map_err(|e| bad(format!("{}: {e}", p.display())))?,
+        ))
+    };
+    // Debug capture reads every checkpoint: no buffer sharing.
+    plan.assign_buffers(false);
+    let runner = Runner::new(gpu, plan).map_err(bad)?;
+    let wanted: Vec<String> = index
+        .checkpoints
+        .iter()
+        .map(|c| c.output.clone())
+        .filter(|o| runner.plan.tensors.contains_key(o) && !runner.plan.constants.contains_key(o))
+        .collect();
+    let mut got: HashMap<String, HostTensor> = HashMap::new();
+    if opts.per_layer {
+        // Write every graph input, then for each node: its inputs from the oracle, run its
+        // dispatches, read its outputs.
+        for (k, v) in inputs {
+            runner.write(k, v).map_err(bad)?;
+        }
+        let by_output: HashMap<&str, &m2w_reference::index::Checkpoint> = index
+            .checkpoints
+            .iter()
+            .map(|c| (c.output.as_str(), c))
+            .collect();
+        let dispatches = &runner.plan.dispatches;
+        let mut start = 0;
+        while start < dispatches.len() {
+            let node = dispatches[start].node.clone();
+            let mut end = start;
+            while end < dispatches.len() && dispatches[end].node == node {
+                end += 1;
+            }
+            if let Some(n) = graph
+                .nodes
+                .iter()
+                .find(|n| n.scope.is_empty() && n.label() == node)
+            {
+                for i in &n.inputs {
+                    if let Some(c) = by_output.get(i.as_str())
+                        && runner.plan.tensors.contains_key(i)
+                        && !runner.plan.constants.contains_key(runner.plan.base_of(i))
+                    {
+                        runner.write(i, &oracle(&c.file)?).map_err(bad)?;
+                    }
+                }
+                runner.run_dispatches(start..end);
+                let outs: Vec<String> = n
+                    .outputs
+                    .iter()
+                    .filter(|o| wanted.contains(o))
+                    .cloned()
+                    .collect();
+                got.extend(runner.read(&outs).map_err(bad)?);
+            } else {
+                runner.run_dispatches(start..end);
+            }
+            start = end;
+        }
+        // Views of outputs (Reshape etc.) have no dispatch of their own: read them at the end.
+        let rest: Vec<String> = wanted
+            .iter()
+            .filter(|w| !got.contains_key(*w))
+            .cloned()
+            .collect();
+        got.extend(runner.read(&rest).map_err(bad)?);
+    } else {
+        got = runner.run(inputs, &wanted).map_err(bad)?;
+    }
+
+    let mut reports = Vec::new();
+    let mut values: HashMap<String, (Vec<f64>, Vec<f64>)> = HashMap::new();
+    for c in &index.checkpoints {
+        let tol = opts.tolerance(&c.output, &c.dtype);
+        let mut r = CheckpointReport {
+            index: c.index,
+            name: c.output.clone(),
+            op_type: c.op_type.clone(),
+            shape: c.shape.clone(),
+            dtype: c.dtype.clone(),
+            compared: false,
+            max_abs: 0.0,
+            mean_abs: 0.0,
+            max_rel: 0.0,
+            worst_index: 0,
+            nan_inf_engine: 0,
+            nan_inf_reference: 0,
+            tolerance: tol,
+            pass: true,
+            problem: None,
+        };
+        if let Some(g) = got.get(&c.output) {
+            let want = oracle(&c.file)?;
+            r.compared = true;
+            if g.shape != want.shape {
+                return Err(bad(format!(
+                    "checkpoint {}: the engine's shape {:?} differs from the oracle's {:?}",
+                    c.output, g.shape, want.shape
+                )));
+            }
+            let (a, b) = (g.as_f64(), want.as_f64());
+            let (max_abs, mean_abs, max_rel, worst, na, nb, pass) = compare(&a, &b, tol);
+            (
+                r.max_abs,
+                r.mean_abs,
+                r.max_rel,
+                r.worst_index,
+                r.nan_inf_engine,
+                r.nan_inf_reference,
+                r.pass,
+            ) = (max_abs, mean_abs, max_rel, worst, na, nb, pass);
+            values.insert(c.output.clone(), (a, b));
+        }
+        reports.push(r);
+    }
+    let first_failure = reports.iter().find(|r| r.compared && !r.pass).map(|r| {
+        let node = graph
+            .nodes
+            .iter()
+            .find(|n| n.scope.is_empty() && n.outputs.contains(&r.name));
+        let inputs_status: Vec<(String, String)> = node
+            .map(|n| {
+                n.inputs
+                    .iter()
+                    .filter(|i| !i.is_empty())
+                    .map(|i| {
+                        let status = match reports.iter().find(|x| &x.name == i) {
+                            Some(x) if x.compared && x.pass => "matches its oracle".to_string(),
+                            Some(x) if x.compared => format!("DIFFERS (max abs {:.3e})", x.max_abs),
+                            Some(_) => "no engine value (folded or fused)".into(),
+                            None if graph.inputs.iter().any(|g| &g.name == i) => {
+                                "graph input (given)".into()
+                            }
+                            None => "weight or constant".into(),
+                        };
+                        (i.clone(), status)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let inputs_ok =
+            opts.per_layer || inputs_status.iter().all(|(_, s)| !s.starts_with("DIFFERS"));
+        let (a, b) = &values[&r.name];
+        FirstFailure {
+            name: r.name.clone(),
+            index: r.index,
+            inputs: inputs_status,
+            first_values: a
+                .iter()
+                .zip(b)
+                .take(8)
+                .enumerate()
+                .map(|(i, (x, y))| (i, *x, *y))
+                .collect(),
+            hint: diagnose(a, b, inputs_ok),
+        }
+    });
+    let passed = reports.iter().filter(|r| r.compared && r.pass).count();
+    let failed = reports.iter().filter(|r| r.compared && !r.pass).count();
+    let not_compared = reports.iter().filter(|r| !r.compared).count();
+    Ok(Report {
+        schema: SCHEMA,
+        model: index.model.file.clone(),
+        reference_runtime: index.runtime.clone(),
+        mode: if opts.per_layer {
+            "per-layer"
+        } else {
+            "end-to-end"
+        },
+        adapter: format!("{} ({:?})", gpu.info.name, gpu.info.backend),
+        checkpoints: reports,
+        passed,
+        failed,
+        not_compared,
+        first_failure,
+    })
+}

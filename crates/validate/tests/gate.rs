@@ -1,0 +1,235 @@
+//! validate as a CI gate: planted faults are caught and named first, reports have stable
+//! JSON (snapshot), JUnit that parses, and an HTML page that headless Chromium renders with
+//! the error plot.
+
+use std::path::{Path, PathBuf};
+
+use m2w_engine::gpu::Gpu;
+use m2w_validate::{Options, Report, compile_for, render, validate};
+
+fn bundled() -> PathBuf {
+    m2w_setup::bundled_model()
+}
+
+/// A reference folder for the bundled model (ORT, seed 0).
+fn reference(dir: &Path) -> PathBuf {
+    let out = dir.join("reference");
+    let lib = m2w_setup::onnxruntime_library().unwrap();
+    m2w_reference::onnx_ref::reference(&lib, &bundled(), &out, &Default::default()).unwrap();
+    out
+}
+
+fn run(reference: &Path, opts: &Options, plant: impl FnOnce(&mut m2w_engine::Plan)) -> Report {
+    let model = m2w_model::Model::open(&bundled()).unwrap();
+    let (mut plan, inputs) = compile_for(&model, reference).unwrap();
+    plant(&mut plan);
+    let gpu = Gpu::new().unwrap();
+    validate(&gpu, &model, plan, &inputs, reference, opts).unwrap()
+}
+
+#[test]
+fn a_clean_port_passes_every_checkpoint_in_both_modes() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = reference(dir.path());
+    for per_layer in [false, true] {
+        let report = run(
+            &r,
+            &Options {
+                per_layer,
+                ..Default::default()
+            },
+            |_| {},
+        );
+        assert_eq!(
+            (report.passed, report.failed),
+            (27, 0),
+            "per_layer {per_layer}"
+        );
+        assert_eq!(report.exit_code(), 0);
+    }
+}
+
+#[test]
+fn a_corrupted_oracle_file_is_the_first_and_only_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = reference(dir.path());
+    let index = m2w_reference::read_index(&r).unwrap();
+    let victim = index
+        .checkpoints
+        .iter()
+        .find(|c| c.op_type == "Relu")
+        .unwrap()
+        .clone();
+    let path = r.join(&victim.file);
+    let mut t = m2w_reference::HostTensor::read_npy(&path).unwrap();
+    if let m2w_reference::HostTensor::F32(_, v) = &mut t {
+        v[5] += 1.0;
+    }
+    std::fs::write(&path, t.to_npy().unwrap()).unwrap();
+    let report = run(&r, &Options::default(), |_| {});
+    assert_eq!(report.failed, 1, "{}", render::table(&report));
+    assert_eq!(report.exit_code(), 1);
+    let first = report.first_failure.as_ref().unwrap();
+    assert_eq!(first.name, victim.output);
+    assert!(
+        first.inputs.iter().all(|(_, s)| !s.starts_with("DIFFERS")),
+        "{:?}",
+        first.inputs
+    );
+}
+
+#[test]
+fn a_kernel_with_a_wrong_constant_is_named_first_in_both_modes() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = reference(dir.path());
+    // The Sigmoid dispatch gets the hard-sigmoid kernel (0.2 x + 0.5): wrong everywhere
+    // but near 0, exactly the kind of constant a port gets wrong.
+    let plant = |plan: &mut m2w_engine::Plan| {
+        let d = plan
+            .dispatches
+            .iter_mut()
+            .find(|d| d.kernel == "ew_sigmoid_f32")
+            .expect("silero has a Sigmoid");
+        d.kernel = "ew_hard_sigmoid_f32".into();
+        d.params[2] = 0.2f32.to_bits();
+        d.params[3] = 0.5f32.to_bits();
+    };
+    for per_layer in [false, true] {
+        let report = run(
+            &r,
+            &Options {
+                per_layer,
+                ..Default::default()
+            },
+            plant,
+        );
+        let first = report.first_failure.as_ref().expect("the fault is caught");
+        assert_eq!(
+            first.name, "/decoder/sigmoid/Sigmoid_output_0",
+            "per_layer {per_layer}"
+        );
+        assert_eq!(report.exit_code(), 1);
+        let failing: Vec<&str> = report
+            .checkpoints
+            .iter()
+            .filter(|c| c.compared && !c.pass)
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(
+            failing,
+            ["/decoder/sigmoid/Sigmoid_output_0", "speech_probs"],
+            "only the sigmoid and its reshape"
+        );
+    }
+}
+
+#[test]
+fn json_report_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = reference(dir.path());
+    let report = run(&r, &Options::default(), |_| {});
+    // Error magnitudes depend on the adapter's arithmetic: the snapshot fixes the schema and
+    // the pass/fail structure, the numbers are redacted.
+    insta::assert_json_snapshot!("silero_vad_v6_validate", report, {
+        ".adapter" => "[adapter]",
+        ".checkpoints[].max_abs" => "[f64]",
+        ".checkpoints[].mean_abs" => "[f64]",
+        ".checkpoints[].max_rel" => "[f64]",
+        ".checkpoints[].worst_index" => "[index]",
+    });
+}
+
+#[test]
+fn junit_parses_as_junit_xml() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = reference(dir.path());
+    let report = run(&r, &Options::default(), |plan| {
+        plan.dispatches
+            .iter_mut()
+            .find(|d| d.kernel == "ew_sigmoid_f32")
+            .unwrap()
+            .kernel = "ew_copy_f32".into();
+    });
+    let xml = render::junit(&report);
+    let doc = roxmltree::Document::parse(&xml).expect("well-formed XML");
+    let root = doc.root_element();
+    assert_eq!(root.tag_name().name(), "testsuites");
+    let suite = root
+        .children()
+        .find(|n| n.has_tag_name("testsuite"))
+        .unwrap();
+    let cases: Vec<_> = suite
+        .children()
+        .filter(|n| n.has_tag_name("testcase"))
+        .collect();
+    assert_eq!(cases.len(), 27);
+    let failures = cases
+        .iter()
+        .filter(|c| c.children().any(|n| n.has_tag_name("failure")))
+        .count();
+    assert_eq!(failures.to_string(), suite.attribute("failures").unwrap());
+    assert_eq!(failures, report.failed);
+    assert!(failures > 0);
+}
+
+#[test]
+fn html_report_renders_in_headless_chromium_with_the_plot() {
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("Debian chromium (apt-get install chromium; .ci/run installs it)");
+    let dir = tempfile::tempdir().unwrap();
+    let r = reference(dir.path());
+    let report = run(&r, &Options::default(), |_| {});
+    let page = dir.path().join("report.html");
+    std::fs::write(&page, render::html(&report)).unwrap();
+    let profile = dir.path().join("profile");
+    let shot = dir.path().join("shot.png");
+    let flags = [
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-quic",
+    ];
+    let dom = std::process::Command::new(chromium)
+        .args(flags)
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("--dump-dom")
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert!(
+        dom.contains("id=\"error-plot\""),
+        "no plot in the rendered DOM"
+    );
+    assert_eq!(
+        dom.matches("<circle").count(),
+        27,
+        "one point per compared checkpoint"
+    );
+    assert!(dom.contains("27 passed, 0 failed"));
+    let status = std::process::Command::new(chromium)
+        .args(flags)
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg("--window-size=1000,800")
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let png = std::fs::read(&shot).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "screenshot of {} bytes",
+        png.len()
+    );
+}
