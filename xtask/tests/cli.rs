@@ -207,3 +207,49 @@ fn validate_exits_0_on_a_good_port_1_on_a_corrupted_oracle_and_2_on_bad_input() 
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn port_of_minilm_and_ppocr_passes_at_the_stated_tolerances() {
+    let dir = tempfile::tempdir().unwrap();
+    let minilm = m2w_setup::fixture("minilm-int8").unwrap();
+    let out = xtask()
+        .arg("port")
+        .arg(&minilm)
+        .arg("--out")
+        .arg(dir.path().join("minilm"))
+        .args(["--dim", "sequence=16"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(" 0 failed"));
+    // PP-OCR: four checkpoints where large terms cancel get an absolute tolerance (README).
+    let ppocr = m2w_setup::fixture("ppocr-det").unwrap();
+    let tols = [
+        "conv2d_494.tmp_0=1e-3,1e-3",
+        "p2o.Add.277=2e-3,1e-3",
+        "p2o.Concat.1=2e-3,1e-3",
+        "conv2d_497.tmp_0=2e-2,1e-3",
+    ];
+    let mut cmd = xtask();
+    cmd.arg("port")
+        .arg(&ppocr)
+        .arg("--out")
+        .arg(dir.path().join("ppocr"));
+    for t in tols {
+        cmd.args(["--tol", t]);
+    }
+    let out = cmd.output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
