@@ -515,18 +515,6 @@ fn reference(
 const LAYER_ATOL: f64 = 1e-4;
 const LAYER_RTOL: f64 = 1e-3;
 
-fn to_engine(t: &m2w_reference::HostTensor) -> m2w_engine::HostTensor {
-    let shape: Vec<usize> = t.shape().iter().map(|&d| d as usize).collect();
-    match t {
-        m2w_reference::HostTensor::F32(_, v) => m2w_engine::HostTensor::f32(shape, v.clone()),
-        m2w_reference::HostTensor::I64(_, v) => m2w_engine::HostTensor::i64(shape, v.clone()),
-        m2w_reference::HostTensor::Bool(_, v) => m2w_engine::HostTensor::bool(shape, v.clone()),
-        other => {
-            m2w_engine::HostTensor::f32(shape, other.to_f64().iter().map(|&x| x as f32).collect())
-        }
-    }
-}
-
 /// Compiles, writes plan.json + shaders, runs on wgpu with the reference inputs and prints
 /// one line per checkpoint. Returns the number of checkpoints out of tolerance.
 fn engine(model_path: &Path, reference: &Path, out: &Path, reuse: bool) -> anyhow::Result<usize> {
@@ -537,7 +525,7 @@ fn engine(model_path: &Path, reference: &Path, out: &Path, reuse: bool) -> anyho
     for i in &index.inputs {
         let t = m2w_reference::HostTensor::read_npy(&reference.join(&i.file))
             .map_err(|e| Usage(format!("{}: {e}", i.file)))?;
-        let t = to_engine(&t);
+        let t = m2w_validate::to_engine(&t);
         shapes.insert(i.name.clone(), (t.shape.clone(), t.dt()));
         inputs.insert(i.name.clone(), t);
     }
@@ -588,7 +576,7 @@ fn engine(model_path: &Path, reference: &Path, out: &Path, reuse: bool) -> anyho
         let Some(g) = got.get(&c.output) else {
             continue;
         };
-        let want = to_engine(
+        let want = m2w_validate::to_engine(
             &m2w_reference::HostTensor::read_npy(&reference.join(&c.file))
                 .map_err(|e| Usage(format!("{}: {e}", c.file)))?,
         );

@@ -1760,7 +1760,6 @@ impl Ctx {
             .map(|k| k.iter().map(|&v| v as usize).collect())
             .unwrap_or_else(|| ws[2..].to_vec());
         let (strides, dil, pads, osp, _) = self.window(n, &s, &kernel, false)?;
-        let sp = s.len() - 2;
         let m = ws[0];
         if s[1] != ws[1] * group || m % group != 0 {
             return Err(format!(
@@ -1768,8 +1767,43 @@ impl Ctx {
                 s[1]
             ));
         }
+        self.conv_dispatch(
+            n,
+            "conv2d_f32_direct",
+            ins,
+            out,
+            &s,
+            m,
+            group,
+            &kernel,
+            &strides,
+            &dil,
+            &pads,
+            &osp,
+        )
+    }
+
+    /// The dispatch shared by Conv and ConvTranspose: an [N, M, OH, OW] output of a 1-D or
+    /// 2-D window over [N, C, H, W] (1-D runs with H = 1).
+    #[allow(clippy::too_many_arguments)]
+    fn conv_dispatch(
+        &mut self,
+        n: &NodeInfo,
+        kernel_name: &str,
+        ins: &[&str],
+        out: &str,
+        s: &[usize],
+        m: usize,
+        group: usize,
+        kernel: &[usize],
+        strides: &[usize],
+        dil: &[usize],
+        pads: &[usize],
+        osp: &[usize],
+    ) -> R<()> {
+        let sp = s.len() - 2;
         let mut oshape = vec![s[0], m];
-        oshape.extend(&osp);
+        oshape.extend(osp);
         self.new_tensor(out, oshape.clone(), DT::F32)?;
         let (h, w, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow) = if sp == 1 {
             (
@@ -1811,7 +1845,7 @@ impl Ctx {
         if total > 0 {
             self.dispatch(
                 n,
-                "conv2d_f32_direct".into(),
+                kernel_name.into(),
                 vec![self.bind(ins[0]), self.bind(ins[1]), bias, self.bind(out)],
                 p,
                 groups_1d(total, 256),
@@ -1884,56 +1918,20 @@ impl Ctx {
                     .ok_or("pads larger than the output")?;
             }
         }
-        let mut oshape = vec![s[0], m];
-        oshape.extend(&osp);
-        self.new_tensor(out, oshape.clone(), DT::F32)?;
-        let (h, w, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow) = if sp == 1 {
-            (
-                1, s[2], 1, kernel[0], 1, strides[0], 1, dil[0], 0, pads[0], 1, osp[0],
-            )
-        } else {
-            (
-                s[2], s[3], kernel[0], kernel[1], strides[0], strides[1], dil[0], dil[1], pads[0],
-                pads[1], osp[0], osp[1],
-            )
-        };
-        let total = numel(&oshape);
-        let has_bias = ins.get(2).is_some_and(|b| !b.is_empty());
-        let p = P::default()
-            .u(s[0])
-            .u(s[1])
-            .u(h)
-            .u(w)
-            .u(m)
-            .u(oh)
-            .u(ow)
-            .u(group)
-            .u(kh)
-            .u(kw)
-            .u(sh)
-            .u(sw)
-            .u(dh)
-            .u(dw)
-            .u(ph)
-            .u(pw)
-            .u(has_bias as usize)
-            .u(total)
-            .done();
-        let bias = if has_bias {
-            self.bind(ins[2])
-        } else {
-            Binding::Dummy
-        };
-        if total > 0 {
-            self.dispatch(
-                n,
-                "conv_transpose2d_f32_direct".into(),
-                vec![self.bind(ins[0]), self.bind(ins[1]), bias, self.bind(out)],
-                p,
-                groups_1d(total, 256),
-            );
-        }
-        Ok(())
+        self.conv_dispatch(
+            n,
+            "conv_transpose2d_f32_direct",
+            ins,
+            out,
+            &s,
+            m,
+            group,
+            &kernel,
+            &strides,
+            &dil,
+            &pads,
+            &osp,
+        )
     }
 
     fn lstm(&mut self, n: &NodeInfo, ins: &[&str]) -> R<()> {

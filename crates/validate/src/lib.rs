@@ -270,7 +270,8 @@ pub fn diagnose(a: &[f64], b: &[f64], inputs_ok: bool) -> String {
     "a small systematic difference: a wrong activation or approximation, padding, or an off-by-one in indexing".into()
 }
 
-fn to_engine(t: &m2w_reference::HostTensor) -> HostTensor {
+/// An oracle value (npy) as an engine host tensor.
+pub fn to_engine(t: &m2w_reference::HostTensor) -> HostTensor {
     let shape: Vec<usize> = t.shape().iter().map(|&d| d as usize).collect();
     match t {
         m2w_reference::HostTensor::F32(_, v) => HostTensor::f32(shape, v.clone()),
