@@ -286,6 +286,7 @@ fn main() {
         variants.push(v("pad", name.clone(), &[("NAME", &name), ("MAP", map)]));
     }
     variants.push(v("matmul", "matmul_f32_tiled", &[]));
+    variants.push(v("matmul_f32_rb", "matmul_f32_rb", &[]));
     variants.push(v("conv2d", "conv2d_f32_direct", &[]));
     variants.push(v("layernorm", "layernorm_f32", &[("NAME", "layernorm_f32"), ("MEAN", "for (var j = 0u; j < params.len; j = j + 1u) { mean = mean + x[base + j]; }\n    mean = mean / n;")]));
     variants.push(v(
