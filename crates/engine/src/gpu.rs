@@ -136,6 +136,16 @@ impl<'g> Runner<'g> {
             }
             buffers.insert(name.clone(), buf);
         }
+        // Kernels that need more workgroup memory than WebGPU's default limit.
+        for d in &plan.dispatches {
+            if d.kernel == "matmul_f32_rb" && gpu.limits.max_compute_workgroup_storage_size < 24576
+            {
+                return Err(format!(
+                    "this device offers {} bytes of workgroup memory; matmul_f32_rb needs 24576",
+                    gpu.limits.max_compute_workgroup_storage_size
+                ));
+            }
+        }
         let dummy = dev.create_buffer(&wgpu::BufferDescriptor {
             label: Some("dummy"),
             size: 16,

@@ -1504,6 +1504,29 @@ impl Ctx {
         }
         let ba = &a2[..a2.len() - 2];
         let bb = &b2[..b2.len() - 2];
+        // Plain products (B a 2-D matrix, no transposes) run as one big [batch*M, K] x [K, N]
+        // product on the register-blocked kernel (82% of cuBLAS SGEMM on the H100,
+        // bench/RESULTS.md); the rest use the general tiled kernel.
+        if !ta && !tb && sb.len() == 2 && m * ka * nn >= 1 << 15 {
+            let rows = numel(ba) * m;
+            let mut oshape = ba.to_vec();
+            if sa.len() > 1 {
+                oshape.push(m);
+            }
+            oshape.push(nn);
+            self.new_tensor(out, oshape, DT::F32)?;
+            let p = P::default().u(rows).u(nn).u(ka).u(0).done();
+            if rows * nn > 0 {
+                self.dispatch(
+                    n,
+                    "matmul_f32_rb".into(),
+                    vec![self.bind(a), self.bind(b), self.bind(out)],
+                    p,
+                    [nn.div_ceil(256) as u32, rows.div_ceil(128) as u32, 1],
+                );
+            }
+            return Ok(());
+        }
         let batch = broadcast(&[ba, bb])?;
         if batch.len() > 4 {
             return Err("more than 4 batch dims".into());

@@ -170,6 +170,32 @@ fn matmul_with_odd_sizes_and_broadcast_batch() {
 }
 
 #[test]
+fn matmul_on_the_register_blocked_kernel_with_ragged_tiles() {
+    // A batch of activations times a 2-D weight runs as one [batch*M, K] x [K, N] product on
+    // matmul_f32_rb; 74 x 300 straddles its 128 x 256 tiles, K = 61 its 16-deep slices.
+    let (m, k, n) = (37, 61, 300);
+    let mut r = Rng(7);
+    let a = r.vec(2 * m * k);
+    let b = r.vec(k * n);
+    let y = run_node(
+        "MatMul",
+        vec![
+            ("a", HostTensor::f32(vec![2, m, k], a.clone())),
+            ("b", HostTensor::f32(vec![k, n], b.clone())),
+        ],
+        vec![],
+        17,
+    );
+    let mut want = vec![0f32; 2 * m * n];
+    for row in 0..2 * m {
+        for c in 0..n {
+            want[row * n + c] = (0..k).map(|q| a[row * k + q] * b[q * n + c]).sum();
+        }
+    }
+    assert_close(&y, &[2, m, n], &want, 1e-4);
+}
+
+#[test]
 fn grouped_strided_dilated_padded_conv() {
     let (nb, c, h, w, mo, g, kh, kw) = (2, 6, 11, 9, 4, 2, 3, 2);
     let (sh, sw, dh, dw, ph, pw) = (2, 1, 2, 1, 1, 2);
