@@ -148,6 +148,32 @@ enum Command {
         #[arg(long = "tol")]
         tol: Vec<String>,
     },
+    /// Phase 9: generate the npm package from a port folder's engine.
+    Package {
+        /// A port folder (cargo xtask port): its engine/ is packaged.
+        #[arg(long)]
+        port: PathBuf,
+        /// npm package name.
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Browser proof: build the package with npm and run tests/activation-match.spec.ts in
+    /// headless Chromium (WebGPU) against the port's reference.
+    PackageTest {
+        #[arg(long)]
+        package: PathBuf,
+        /// The reference folder (PORT/reference).
+        #[arg(long)]
+        reference: PathBuf,
+        /// Save a screenshot of the demo page here.
+        #[arg(long)]
+        screenshot: Option<PathBuf>,
+        /// Per-checkpoint tolerance NAME=ATOL,RTOL; repeatable.
+        #[arg(long = "tol")]
+        tol: Vec<String>,
+    },
     /// Phase 4-5 check: ONNX's backend node tests through the plan and wgpu; writes
     /// docs/OP_SUPPORT.md and fails (exit 1) when the pass count drops below the floor.
     Conformance {
@@ -408,6 +434,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             per_layer,
             tol,
         } => port(&model, &out, dims, values, per_layer, &tol),
+        Command::Package { port, name, out } => {
+            let s = m2w_package::generate(&port.join("engine"), &name, &out)
+                .map_err(|e| Usage(e.to_string()))?;
+            println!(
+                "package {name}: {} dispatches, {} kernels ({} bytes of WGSL), {} bytes of weights, {} files -> {}",
+                s.dispatches,
+                s.kernels,
+                s.shader_bytes,
+                s.weight_bytes,
+                s.files.len(),
+                out.display()
+            );
+            Ok(())
+        }
+        Command::PackageTest {
+            package,
+            reference,
+            screenshot,
+            tol,
+        } => package_test(&package, &reference, screenshot.as_deref(), &tol),
         Command::Conformance { filter, verbose } => conformance(filter.as_deref(), verbose),
         Command::Kernels { out } => {
             let n = m2w_kernels::write_all(&out)
@@ -896,6 +942,13 @@ fn write_engine_dir(dir: &Path, plan: &m2w_engine::Plan, model_path: &Path) -> a
                 d.join("plan.json"),
                 serde_json::to_string_pretty(plan)? + "\n",
             )?;
+            // The plan's constants (weights after folding, small shape values), for packages.
+            let (blob, index) = m2w_engine::constants_blob(plan);
+            std::fs::write(d.join("constants.bin"), blob)?;
+            std::fs::write(
+                d.join("constants.json"),
+                serde_json::to_string_pretty(&index)? + "\n",
+            )?;
             std::fs::write(
                 d.join("engine.json"),
                 serde_json::to_string_pretty(
@@ -905,6 +958,76 @@ fn write_engine_dir(dir: &Path, plan: &m2w_engine::Plan, model_path: &Path) -> a
             Ok(())
         },
     )
+}
+
+fn npm(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let status = std::process::Command::new("npm")
+        .args(args)
+        .current_dir(dir)
+        .status()
+        .map_err(|e| {
+            Usage(format!(
+                "cannot run npm ({e}); install Node.js 20+ with npm"
+            ))
+        })?;
+    if !status.success() {
+        return Err(CheckFailed(format!(
+            "npm {} failed in {}",
+            args.join(" "),
+            dir.display()
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+fn package_test(
+    package: &Path,
+    reference: &Path,
+    screenshot: Option<&Path>,
+    tol: &[String],
+) -> anyhow::Result<()> {
+    if !Path::new("/usr/bin/chromium").exists() && std::env::var_os("CHROMIUM").is_none() {
+        return Err(Usage(
+            "no /usr/bin/chromium: apt-get install -y chromium (or set CHROMIUM)".into(),
+        )
+        .into());
+    }
+    let mut tolerances = serde_json::Map::new();
+    for (pattern, t) in validate_options(false, None, None, tol)?.overrides {
+        tolerances.insert(pattern, serde_json::json!([t.atol, t.rtol]));
+    }
+    if !package.join("node_modules/typescript").is_dir()
+        || !package.join("node_modules/playwright-core").is_dir()
+    {
+        npm(
+            package,
+            &["install", "--no-audit", "--no-fund", "--loglevel=error"],
+        )?;
+    }
+    npm(package, &["run", "--silent", "build"])?;
+    npm(package, &["run", "--silent", "build:tests"])?;
+    let mut cmd = std::process::Command::new("node");
+    cmd.arg("build-tests/activation-match.spec.js")
+        .arg(std::fs::canonicalize(package)?)
+        .arg(
+            std::fs::canonicalize(reference)
+                .map_err(|e| Usage(format!("{}: {e}", reference.display())))?,
+        );
+    if let Some(s) = screenshot {
+        cmd.arg(s);
+    }
+    let status = cmd
+        .current_dir(package)
+        .env(
+            "M2W_TOLERANCES",
+            serde_json::Value::Object(tolerances).to_string(),
+        )
+        .status()?;
+    if !status.success() {
+        return Err(CheckFailed("the browser test failed".into()).into());
+    }
+    Ok(())
 }
 
 fn conformance(filter: Option<&str>, verbose: bool) -> anyhow::Result<()> {

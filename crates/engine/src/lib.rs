@@ -225,3 +225,35 @@ pub fn compile_specialized(
     }
     Ok(ctx.plan)
 }
+
+/// One constant in `constants.bin`.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct ConstantEntry {
+    pub name: String,
+    pub dt: DT,
+    pub shape: Vec<usize>,
+    /// Byte offset in the blob (4-byte words, 256-byte aligned).
+    pub offset: usize,
+    pub bytes: usize,
+}
+
+/// The plan's constants as GPU words in one blob (sorted by name) and their index.
+pub fn constants_blob(plan: &Plan) -> (Vec<u8>, Vec<ConstantEntry>) {
+    let mut blob = Vec::new();
+    let mut index = Vec::new();
+    for (name, t) in &plan.constants {
+        while blob.len() % 256 != 0 {
+            blob.push(0);
+        }
+        let words = t.to_words();
+        index.push(ConstantEntry {
+            name: name.clone(),
+            dt: t.dt(),
+            shape: t.shape.clone(),
+            offset: blob.len(),
+            bytes: words.len() * 4,
+        });
+        blob.extend(words.iter().flat_map(|w| w.to_le_bytes()));
+    }
+    (blob, index)
+}
