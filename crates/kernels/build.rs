@@ -117,7 +117,7 @@ fn main() {
         "u32",
         "select(0u, 1u, !(x == x))",
     ));
-    variants.push(ew("isinf_f32", "f32", "f32", "f32", "u32", "select(0u, 1u, abs(x) > 3.4028235e38 && ((x > 0.0 && p0 != 0.0) || (x < 0.0 && p1 != 0.0)))"));
+    variants.push(ew("isinf_f32", "f32", "f32", "f32", "u32", "select(0u, 1u, abs(x) > 3.402823e38 && ((x > 0.0 && p0 != 0.0) || (x < 0.0 && p1 != 0.0)))"));
     // Binary, numeric.
     for (t, zero) in [("f32", "0.0"), ("i32", "0")] {
         for (op, expr) in [
@@ -305,7 +305,7 @@ fn main() {
         variants.push(v("softmax", name, &[("NAME", name), ("EXPR", expr)]));
     }
     for (name, init, step, fin) in [
-        ("max_pool_f32", "-3.4028235e38", "acc = max(acc, v);", "acc"),
+        ("max_pool_f32", "-3.402823e38", "acc = max(acc, v);", "acc"),
         (
             "avg_pool_f32",
             "0.0",
@@ -347,7 +347,7 @@ fn main() {
             "f32",
             "f32",
             "f32",
-            "-3.4028235e38",
+            "-3.402823e38",
             "acc = max(acc, v);",
             "acc",
         ),
@@ -356,7 +356,7 @@ fn main() {
             "f32",
             "f32",
             "f32",
-            "3.4028235e38",
+            "3.402823e38",
             "acc = min(acc, v);",
             "acc",
         ),
@@ -411,7 +411,7 @@ fn main() {
             "f32",
             "i32",
             "f32",
-            "-3.4028235e38",
+            "-3.402823e38",
             "if (v > acc) { acc = v; arg = r; }",
             "i32(arg)",
         ),
@@ -420,7 +420,7 @@ fn main() {
             "f32",
             "i32",
             "f32",
-            "3.4028235e38",
+            "3.402823e38",
             "if (v < acc) { acc = v; arg = r; }",
             "i32(arg)",
         ),
@@ -429,7 +429,7 @@ fn main() {
             "f32",
             "i32",
             "f32",
-            "-3.4028235e38",
+            "-3.402823e38",
             "if (v >= acc) { acc = v; arg = r; }",
             "i32(arg)",
         ),
@@ -438,7 +438,7 @@ fn main() {
             "f32",
             "i32",
             "f32",
-            "3.4028235e38",
+            "3.402823e38",
             "if (v <= acc) { acc = v; arg = r; }",
             "i32(arg)",
         ),

@@ -923,41 +923,7 @@ fn port(
 }
 
 fn write_engine_dir(dir: &Path, plan: &m2w_engine::Plan, model_path: &Path) -> anyhow::Result<()> {
-    let mut kernels: Vec<&str> = plan.dispatches.iter().map(|d| d.kernel.as_str()).collect();
-    kernels.sort();
-    kernels.dedup();
-    let model_abs = std::fs::canonicalize(model_path).unwrap_or(model_path.to_path_buf());
-    m2w_model::io::replace_dir(
-        dir,
-        |p, e| anyhow::anyhow!("{}: {e}", p.display()),
-        |d| {
-            std::fs::create_dir_all(d.join("shaders"))?;
-            for k in &kernels {
-                std::fs::write(
-                    d.join("shaders").join(format!("{k}.wgsl")),
-                    m2w_kernels::source(k).unwrap_or_default(),
-                )?;
-            }
-            std::fs::write(
-                d.join("plan.json"),
-                serde_json::to_string_pretty(plan)? + "\n",
-            )?;
-            // The plan's constants (weights after folding, small shape values), for packages.
-            let (blob, index) = m2w_engine::constants_blob(plan);
-            std::fs::write(d.join("constants.bin"), blob)?;
-            std::fs::write(
-                d.join("constants.json"),
-                serde_json::to_string_pretty(&index)? + "\n",
-            )?;
-            std::fs::write(
-                d.join("engine.json"),
-                serde_json::to_string_pretty(
-                    &serde_json::json!({"model": model_abs, "kernels": kernels}),
-                )? + "\n",
-            )?;
-            Ok(())
-        },
-    )
+    m2w_engine::write_engine_dir(dir, plan, model_path).map_err(|e| Usage(e).into())
 }
 
 fn npm(dir: &Path, args: &[&str]) -> anyhow::Result<()> {

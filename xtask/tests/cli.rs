@@ -253,3 +253,79 @@ fn port_of_minilm_and_ppocr_passes_at_the_stated_tolerances() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// port -> package -> npm build -> headless Chromium (WebGPU on SwiftShader): every
+/// checkpoint of the generated package against the same oracles, and the demo page.
+fn browser_proof(model: &std::path::Path, name: &str, dims: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let port = dir.path().join("port");
+    let mut cmd = xtask();
+    cmd.arg("port").arg(model).arg("--out").arg(&port);
+    for d in dims {
+        cmd.args(["--dim", d]);
+    }
+    let out = cmd.output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pkg = dir.path().join("pkg");
+    let out = xtask()
+        .args(["package", "--port"])
+        .arg(&port)
+        .args(["--name", name, "--out"])
+        .arg(&pkg)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shot = dir.path().join("demo.png");
+    let out = xtask()
+        .args(["package-test", "--package"])
+        .arg(&pkg)
+        .arg("--reference")
+        .arg(port.join("reference"))
+        .arg("--screenshot")
+        .arg(&shot)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let png = std::fs::read(&shot).unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "demo screenshot");
+    assert!(stdout.contains("demo page: done in"), "{stdout}");
+    stdout
+}
+
+#[test]
+fn silero_package_passes_every_checkpoint_in_headless_chromium() {
+    let stdout = browser_proof(&bundled(), "silero-vad-webgpu", &[]);
+    assert!(
+        stdout.contains("browser checkpoints: 27 passed, 0 failed"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn minilm_package_passes_every_checkpoint_in_headless_chromium() {
+    let stdout = browser_proof(
+        &m2w_setup::fixture("minilm-int8").unwrap(),
+        "minilm-int8-webgpu",
+        &["sequence=16"],
+    );
+    assert!(
+        stdout.contains("browser checkpoints: 251 passed, 0 failed"),
+        "{stdout}"
+    );
+}

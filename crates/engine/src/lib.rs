@@ -257,3 +257,45 @@ pub fn constants_blob(plan: &Plan) -> (Vec<u8>, Vec<ConstantEntry>) {
     }
     (blob, index)
 }
+
+/// Writes an engine folder: plan.json, shaders/<kernel>.wgsl (each kernel the plan uses),
+/// constants.bin + constants.json (the plan's constants), engine.json (model path, kernels).
+/// Replaced atomically.
+pub fn write_engine_dir(
+    dir: &std::path::Path,
+    plan: &Plan,
+    model_path: &std::path::Path,
+) -> Result<(), String> {
+    let mut kernels: Vec<&str> = plan.dispatches.iter().map(|d| d.kernel.as_str()).collect();
+    kernels.sort();
+    kernels.dedup();
+    let model_abs = std::fs::canonicalize(model_path).unwrap_or(model_path.to_path_buf());
+    let io = |p: &std::path::Path, e: std::io::Error| format!("{}: {e}", p.display());
+    m2w_model::io::replace_dir(dir, io, |d| {
+        let w = |name: &str, bytes: &[u8]| {
+            std::fs::write(d.join(name), bytes).map_err(|e| io(&d.join(name), e))
+        };
+        std::fs::create_dir_all(d.join("shaders")).map_err(|e| io(d, e))?;
+        for k in &kernels {
+            w(
+                &format!("shaders/{k}.wgsl"),
+                m2w_kernels::source(k).unwrap_or_default().as_bytes(),
+            )?;
+        }
+        w(
+            "plan.json",
+            (serde_json::to_string_pretty(plan).expect("plan serialises") + "\n").as_bytes(),
+        )?;
+        let (blob, index) = constants_blob(plan);
+        w("constants.bin", &blob)?;
+        w(
+            "constants.json",
+            (serde_json::to_string_pretty(&index).expect("index serialises") + "\n").as_bytes(),
+        )?;
+        let engine = serde_json::json!({"model": model_abs, "kernels": kernels});
+        w(
+            "engine.json",
+            (serde_json::to_string_pretty(&engine).expect("json") + "\n").as_bytes(),
+        )
+    })
+}
