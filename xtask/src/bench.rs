@@ -13,7 +13,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 pub fn run(what: &str, runs: usize) -> anyhow::Result<()> {
     match what {
         "extract" => extract(runs.max(1)),
-        other => anyhow::bail!("unknown benchmark {other:?}; available: extract"),
+        "browser" => browser(runs.max(1)),
+        other => anyhow::bail!("unknown benchmark {other:?}; available: extract, browser"),
     }
 }
 
@@ -78,4 +79,98 @@ fn tempdir() -> anyhow::Result<std::path::PathBuf> {
     let p = std::env::temp_dir().join(format!("m2w-bench-{}", std::process::id()));
     std::fs::create_dir_all(&p)?;
     Ok(p)
+}
+
+/// The generated packages of the bundled Silero VAD and MiniLM int8 against onnxruntime-web's
+/// WebGPU execution provider in the same headless Chromium (bench/browser/compare.mjs).
+fn browser(runs: usize) -> anyhow::Result<()> {
+    let root = crate::workspace_root();
+    let work = m2w_setup::cache_dir().join("bench-browser");
+    std::fs::create_dir_all(&work)?;
+    std::fs::copy(
+        root.join("bench/browser/compare.mjs"),
+        work.join("compare.mjs"),
+    )?;
+    if !work.join("node_modules/onnxruntime-web").is_dir()
+        || !work.join("node_modules/playwright-core").is_dir()
+    {
+        let ok = std::process::Command::new("npm")
+            .args([
+                "install",
+                "--no-audit",
+                "--no-fund",
+                "--loglevel=error",
+                "--no-save",
+                "onnxruntime-web@1.30.0",
+                "playwright-core@1.65.1",
+            ])
+            .current_dir(&work)
+            .status()?
+            .success();
+        anyhow::ensure!(ok, "npm install failed");
+    }
+    let exe = std::env::current_exe()?;
+    let minilm = m2w_setup::fixture("minilm-int8").map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("| model | runtime | median ms | code | weights bytes |\n|---|---|---:|---|---:|");
+    for (model, name, dims) in [
+        (m2w_setup::bundled_model(), "silero-vad-webgpu", vec![]),
+        (minilm, "minilm-int8-webgpu", vec!["--dim", "sequence=16"]),
+    ] {
+        let dir = work.join(name);
+        let port = dir.join("port");
+        let pkg = dir.join("pkg");
+        let run = |args: Vec<std::ffi::OsString>| -> anyhow::Result<()> {
+            let out = std::process::Command::new(&exe).args(&args).output()?;
+            anyhow::ensure!(
+                out.status.success(),
+                "{:?}: {}",
+                args,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Ok(())
+        };
+        let mut port_args: Vec<std::ffi::OsString> = vec![
+            "port".into(),
+            model.clone().into(),
+            "--out".into(),
+            port.clone().into(),
+        ];
+        port_args.extend(dims.iter().map(|d| d.into()));
+        run(port_args)?;
+        run(vec![
+            "package".into(),
+            "--port".into(),
+            port.clone().into(),
+            "--name".into(),
+            name.into(),
+            "--out".into(),
+            pkg.clone().into(),
+        ])?;
+        let ok = std::process::Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(&pkg)
+            .status()?
+            .success()
+            && std::process::Command::new("npm")
+                .args(["run", "--silent", "build"])
+                .current_dir(&pkg)
+                .status()?
+                .success();
+        anyhow::ensure!(ok, "building the package failed");
+        let out = std::process::Command::new("node")
+            .arg(work.join("compare.mjs"))
+            .arg(&pkg)
+            .arg(&model)
+            .arg(port.join("reference"))
+            .arg(runs.to_string())
+            .current_dir(&work)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        print!("{}", String::from_utf8_lossy(&out.stdout));
+    }
+    Ok(())
 }
