@@ -88,6 +88,7 @@ pub struct Runner<'g> {
     pub plan: Plan,
     buffers: HashMap<String, wgpu::Buffer>,
     steps: Vec<Step>,
+    uniforms: Vec<wgpu::Buffer>,
 }
 
 fn words_of(bytes: &[u8]) -> Vec<u32> {
@@ -153,6 +154,7 @@ impl<'g> Runner<'g> {
             mapped_at_creation: false,
         });
         let mut steps = Vec::with_capacity(plan.dispatches.len());
+        let mut uniforms = Vec::with_capacity(plan.dispatches.len());
         for d in &plan.dispatches {
             let pipeline = gpu.pipeline(&d.kernel)?;
             let uniform = dev.create_buffer(&wgpu::BufferDescriptor {
@@ -212,12 +214,14 @@ impl<'g> Runner<'g> {
                 bind_group,
                 workgroups: d.workgroups,
             });
+            uniforms.push(uniform);
         }
         Ok(Runner {
             gpu,
             plan,
             buffers,
             steps,
+            uniforms,
         })
     }
 
@@ -248,6 +252,19 @@ impl<'g> Runner<'g> {
             );
         }
         Ok(())
+    }
+
+    /// Replaces one dispatch's uniform block (values that change between runs: the position
+    /// of a decode step).
+    pub fn set_params(&self, dispatch: usize, params: &[u32]) {
+        self.gpu.queue.write_buffer(
+            &self.uniforms[dispatch],
+            0,
+            &params
+                .iter()
+                .flat_map(|w| w.to_le_bytes())
+                .collect::<Vec<u8>>(),
+        );
     }
 
     /// Runs dispatches `range` only (one node's, for per-layer validation).

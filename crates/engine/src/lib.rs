@@ -10,6 +10,7 @@
 pub mod conformance;
 pub mod gpu;
 pub mod host;
+pub mod llama;
 pub mod lower;
 pub mod plan;
 pub mod tensor;

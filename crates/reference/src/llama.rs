@@ -386,13 +386,24 @@ impl Llama {
         Ok(best as u32)
     }
 
-    /// Greedy decoding: prefill the prompt, then one token at a time with the cache.
+    /// Greedy decoding: prefill the prompt, then one token at a time with the cache, until
+    /// the GGUF's end-of-sequence token.
     pub fn greedy(&self, prompt: &[u32], max_new: usize) -> Result<Vec<u32>, RefError> {
+        self.greedy_until(prompt, max_new, self.config.eos)
+    }
+
+    /// Greedy decoding that stops at `eos` (None: exactly `max_new` tokens).
+    pub fn greedy_until(
+        &self,
+        prompt: &[u32],
+        max_new: usize,
+        eos: Option<u32>,
+    ) -> Result<Vec<u32>, RefError> {
         let mut cache = self.new_cache();
         let (_, logits) = self.forward(prompt, &mut cache)?;
         let mut next = Self::argmax_last(&logits)?;
         let mut out = vec![next];
-        while out.len() < max_new && Some(next) != self.config.eos {
+        while out.len() < max_new && Some(next) != eos {
             let (_, logits) = self.forward(&[next], &mut cache)?;
             next = Self::argmax_last(&logits)?;
             out.push(next);

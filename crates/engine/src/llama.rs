@@ -1,0 +1,537 @@
+//! GGUF llama-family decoders as plans: built from the GGUF metadata (no graph), with the
+//! quantized weights kept packed on the GPU (Q8_0 / Q4_0 / Q4_1 blocks dequantized in
+//! registers by the matmul and embedding kernels), a KV cache per layer, and the tied
+//! embedding used as the LM head without a second copy.
+//!
+//! Stage tensors carry the names the candle reference writes (`blk.3.q_rope`, `logits`...)
+//! so every stage can be compared with it. One plan runs T tokens at positions start..;
+//! the decode plan (T = 1) is reused for every step by rewriting the uniforms that hold the
+//! position ([`Decoder::set_position`]).
+
+use std::collections::HashMap;
+
+use m2w_model::{DType, Model, TensorEntry};
+
+use crate::gpu::{Gpu, Runner};
+use crate::plan::{Binding, Dispatch, Plan, TensorDesc, groups_1d};
+use crate::tensor::{DT, HostTensor};
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Config {
+    pub layers: usize,
+    pub dim: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub ffn: usize,
+    pub vocab: usize,
+    pub rope_base: f32,
+    pub rope_dim: usize,
+    pub eps: f32,
+}
+
+fn md(model: &Model, key: &str) -> Option<f64> {
+    model.metadata.get(key).and_then(|v| v.as_f64())
+}
+
+pub fn config(model: &Model) -> Result<Config, String> {
+    let arch = model
+        .metadata
+        .get("general.architecture")
+        .and_then(|v| v.as_str())
+        .unwrap_or("")
+        .to_string();
+    if !matches!(arch.as_str(), "llama" | "mistral" | "granite" | "smollm") {
+        return Err(format!("architecture {arch:?} is not in the llama family"));
+    }
+    let need = |k: &str| {
+        md(model, &format!("{arch}.{k}")).ok_or_else(|| format!("GGUF metadata lacks {arch}.{k}"))
+    };
+    let dim = need("embedding_length")? as usize;
+    let heads = need("attention.head_count")? as usize;
+    let kv_heads = md(model, &format!("{arch}.attention.head_count_kv"))
+        .map(|v| v as usize)
+        .unwrap_or(heads);
+    if heads == 0 || kv_heads == 0 || dim % heads != 0 || heads % kv_heads != 0 || dim % 32 != 0 {
+        return Err(format!(
+            "inconsistent heads {heads}/{kv_heads} for width {dim}"
+        ));
+    }
+    let head_dim = dim / heads;
+    let emb = model
+        .tensor("token_embd.weight")
+        .ok_or("no token_embd.weight")?;
+    Ok(Config {
+        layers: need("block_count")? as usize,
+        dim,
+        heads,
+        kv_heads,
+        head_dim,
+        ffn: need("feed_forward_length")? as usize,
+        vocab: emb.shape[0] as usize,
+        rope_base: md(model, &format!("{arch}.rope.freq_base")).unwrap_or(10000.0) as f32,
+        rope_dim: md(model, &format!("{arch}.rope.dimension_count"))
+            .map(|v| v as usize)
+            .unwrap_or(head_dim),
+        eps: md(model, &format!("{arch}.attention.layer_norm_rms_epsilon")).unwrap_or(1e-5) as f32,
+    })
+}
+
+/// A weight as a constant: packed blocks as 32-bit words (stored as i32 bit patterns), or f32.
+fn weight(model: &Model, t: &TensorEntry) -> Result<(HostTensor, &'static str), String> {
+    let raw = || {
+        model
+            .read_raw(t)
+            .map(|r| r.bytes)
+            .map_err(|e| e.to_string())
+    };
+    let words = |bytes: Vec<u8>| -> HostTensor {
+        let v: Vec<i64> = bytes
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64)
+            .collect();
+        HostTensor::i64(vec![v.len()], v)
+    };
+    Ok(match t.dtype {
+        DType::Q8_0 => (words(m2w_extract::pack_q8_0(&raw()?)), "q8_0"),
+        DType::Q4_1 => (words(m2w_extract::pack_q4_1(&raw()?)), "q4_1"),
+        DType::Q4_0 => (words(m2w_extract::pack_q4_0(&raw()?)), "q4_0"),
+        DType::F32 | DType::F16 | DType::BF16 => (
+            HostTensor::f32(
+                t.shape.iter().map(|&d| d as usize).collect(),
+                model.read_f32(t).map_err(|e| e.to_string())?,
+            ),
+            "f32",
+        ),
+        other => {
+            return Err(format!(
+                "{}: {other} weights are not supported yet (q8_0, q4_0, q4_1, f32, f16 are)",
+                t.name
+            ));
+        }
+    })
+}
+
+struct Builder {
+    plan: Plan,
+    kinds: HashMap<String, &'static str>,
+}
+
+fn words(v: &[u32]) -> Vec<u32> {
+    let mut v = v.to_vec();
+    while v.len() % 4 != 0 {
+        v.push(0);
+    }
+    v
+}
+
+impl Builder {
+    fn tensor(&mut self, name: &str, shape: Vec<usize>, dt: DT) {
+        self.plan.tensors.insert(
+            name.into(),
+            TensorDesc {
+                shape,
+                dt,
+                base: name.into(),
+            },
+        );
+    }
+
+    fn dispatch(
+        &mut self,
+        node: &str,
+        op: &str,
+        kernel: &str,
+        bindings: Vec<&str>,
+        params: Vec<u32>,
+        workgroups: [u32; 3],
+    ) {
+        self.plan.dispatches.push(Dispatch {
+            node: node.into(),
+            op_type: op.into(),
+            kernel: kernel.into(),
+            bindings: bindings
+                .into_iter()
+                .map(|b| {
+                    if b.is_empty() {
+                        Binding::Dummy
+                    } else {
+                        Binding::Tensor(b.into())
+                    }
+                })
+                .collect(),
+            params: words(&params),
+            workgroups,
+        });
+    }
+
+    fn rmsnorm(&mut self, out: &str, x: &str, w: &str, rows: usize, len: usize, eps: f32) {
+        self.tensor(out, vec![rows, len], DT::F32);
+        let stats = format!("{out}::stats");
+        self.tensor(&stats, vec![2, rows], DT::F32);
+        self.dispatch(
+            out,
+            "RMSNorm",
+            "rmsnorm_f32",
+            vec![x, w, "", out, &stats],
+            vec![
+                rows as u32,
+                len as u32,
+                eps.to_bits(),
+                0,
+                len as u32,
+                1,
+                0,
+                0,
+            ],
+            [rows.div_ceil(64) as u32, 1, 1],
+        );
+    }
+
+    fn matmul(&mut self, out: &str, x: &str, w: &str, t: usize, n: usize, k: usize) {
+        self.tensor(out, vec![t, n], DT::F32);
+        let kind = self.kinds[w];
+        self.dispatch(
+            out,
+            "MatMul",
+            &format!("matmul_{kind}_f32"),
+            vec![x, w, out],
+            vec![t as u32, n as u32, k as u32, 0],
+            groups_1d(t * n, 64),
+        );
+    }
+
+    fn ew(&mut self, out: &str, kernel: &str, a: &str, b: &str, shape: Vec<usize>) {
+        let n: usize = shape.iter().product();
+        self.tensor(out, shape.clone(), DT::F32);
+        let mut p = vec![n as u32, shape.len() as u32, 0, 0];
+        let dims: Vec<u32> = (0..8)
+            .map(|i| shape.get(i).copied().unwrap_or(0) as u32)
+            .collect();
+        let mut strides = vec![0u32; 8];
+        let mut acc = 1;
+        for d in (0..shape.len()).rev() {
+            strides[d] = acc as u32;
+            acc *= shape[d];
+        }
+        p.extend(&dims);
+        p.extend(&strides);
+        p.extend(&strides);
+        p.extend(vec![0u32; 8]);
+        self.dispatch(
+            out,
+            "Elementwise",
+            kernel,
+            vec![a, b, "", out],
+            p,
+            groups_1d(n, 256),
+        );
+    }
+
+    /// dst[dst_offset + c . dst_strides] = src[c . src_strides] over `shape`.
+    fn copy(
+        &mut self,
+        node: &str,
+        src: &str,
+        dst: &str,
+        shape: &[usize],
+        src_strides: &[i64],
+        dst_offset: i64,
+        dst_strides: &[i64],
+    ) {
+        let n: usize = shape.iter().product();
+        let mut p = vec![n as u32, shape.len() as u32, 0, dst_offset as i32 as u32];
+        p.extend((0..8).map(|i| shape.get(i).copied().unwrap_or(0) as u32));
+        p.extend((0..8).map(|i| src_strides.get(i).copied().unwrap_or(0) as i32 as u32));
+        p.extend((0..8).map(|i| dst_strides.get(i).copied().unwrap_or(0) as i32 as u32));
+        self.dispatch(
+            node,
+            "Copy",
+            "copy_strided",
+            vec![src, dst],
+            p,
+            groups_1d(n, 256),
+        );
+    }
+}
+
+/// The plan for `t` tokens at positions `start..start + t`, with caches of `ctx` positions.
+pub fn build(model: &Model, t: usize, start: usize, ctx: usize) -> Result<(Plan, Config), String> {
+    let c = config(model)?;
+    if start + t > ctx {
+        return Err(format!(
+            "positions {start}..{} exceed the cache of {ctx}",
+            start + t
+        ));
+    }
+    let mut b = Builder {
+        plan: Plan {
+            tensors: Default::default(),
+            buffers: vec![],
+            constants: Default::default(),
+            inputs: vec![],
+            outputs: vec![],
+            dispatches: vec![],
+        },
+        kinds: HashMap::new(),
+    };
+    for e in &model.tensors {
+        let (h, kind) = weight(model, e)?;
+        b.plan.tensors.insert(
+            e.name.clone(),
+            TensorDesc {
+                shape: h.shape.clone(),
+                dt: h.dt(),
+                base: e.name.clone(),
+            },
+        );
+        b.plan.constants.insert(e.name.clone(), h);
+        b.kinds.insert(e.name.clone(), kind);
+    }
+    if b.kinds.get("token_embd.weight") != Some(&"q8_0") {
+        return Err("the embedding lookup kernel reads q8_0 token embeddings only (so far)".into());
+    }
+    let (d, hd, kvd) = (c.dim, c.head_dim, c.kv_heads * c.head_dim);
+    b.tensor("token_ids", vec![t], DT::I32);
+    b.plan.inputs.push("token_ids".into());
+    b.tensor("token_embd", vec![t, d], DT::F32);
+    b.dispatch(
+        "token_embd",
+        "Embedding",
+        "embed_q8_0",
+        vec!["token_ids", "token_embd.weight", "token_embd"],
+        vec![t as u32, d as u32, c.vocab as u32, 0],
+        groups_1d(t * d, 256),
+    );
+    let mut x = "token_embd".to_string();
+    let rope = |b: &mut Builder, name: &str, heads: usize| {
+        b.dispatch(
+            name,
+            "RoPE",
+            "rope_norm_f32",
+            vec![name],
+            vec![
+                t as u32,
+                heads as u32,
+                hd as u32,
+                c.rope_dim as u32,
+                start as u32,
+                c.rope_base.to_bits(),
+                0,
+                0,
+            ],
+            groups_1d(t * heads * c.rope_dim / 2, 64),
+        );
+    };
+    for l in 0..c.layers {
+        let p = |s: &str| format!("blk.{l}.{s}");
+        let w = |s: &str| format!("blk.{l}.{s}.weight");
+        b.rmsnorm(&p("attn_norm"), &x, &w("attn_norm"), t, d, c.eps);
+        b.matmul(&p("q"), &p("attn_norm"), &w("attn_q"), t, c.heads * hd, d);
+        b.matmul(&p("k"), &p("attn_norm"), &w("attn_k"), t, kvd, d);
+        b.matmul(&p("v"), &p("attn_norm"), &w("attn_v"), t, kvd, d);
+        for (src, dst, heads) in [("q", "q_rope", c.heads), ("k", "k_rope", c.kv_heads)] {
+            b.tensor(&p(dst), vec![t, heads * hd], DT::F32);
+            b.copy(&p(dst), &p(src), &p(dst), &[t * heads * hd], &[1], 0, &[1]);
+            rope(&mut b, &p(dst), heads);
+        }
+        // Append this step's keys and values to the caches [kv_heads, ctx, head_dim].
+        for (src, cache) in [("k_rope", "k_cache"), ("v", "v_cache")] {
+            b.tensor(&p(cache), vec![c.kv_heads, ctx, hd], DT::F32);
+            b.copy(
+                &p(cache),
+                &p(src),
+                &p(cache),
+                &[t, c.kv_heads, hd],
+                &[kvd as i64, hd as i64, 1],
+                (start * hd) as i64,
+                &[hd as i64, (ctx * hd) as i64, 1],
+            );
+        }
+        b.tensor(&p("attn_out"), vec![t, c.heads * hd], DT::F32);
+        let scale = 1.0 / (hd as f32).sqrt();
+        b.dispatch(
+            &p("attn_out"),
+            "Attention",
+            "attention_gqa_f32",
+            vec![&p("q_rope"), &p("k_cache"), &p("v_cache"), &p("attn_out")],
+            vec![
+                t as u32,
+                c.heads as u32,
+                c.kv_heads as u32,
+                hd as u32,
+                start as u32,
+                ctx as u32,
+                scale.to_bits(),
+                0,
+            ],
+            groups_1d(t * c.heads * hd, 64),
+        );
+        b.matmul(
+            &p("attn_proj"),
+            &p("attn_out"),
+            &w("attn_output"),
+            t,
+            d,
+            c.heads * hd,
+        );
+        b.ew(
+            &p("attn_residual"),
+            "ew_add_f32",
+            &x,
+            &p("attn_proj"),
+            vec![t, d],
+        );
+        b.rmsnorm(
+            &p("ffn_norm"),
+            &p("attn_residual"),
+            &w("ffn_norm"),
+            t,
+            d,
+            c.eps,
+        );
+        b.matmul(&p("gate"), &p("ffn_norm"), &w("ffn_gate"), t, c.ffn, d);
+        b.matmul(&p("up"), &p("ffn_norm"), &w("ffn_up"), t, c.ffn, d);
+        b.ew(
+            &p("ffn_act"),
+            "ew_silu_mul_f32",
+            &p("gate"),
+            &p("up"),
+            vec![t, c.ffn],
+        );
+        b.matmul(&p("down"), &p("ffn_act"), &w("ffn_down"), t, d, c.ffn);
+        b.ew(
+            &p("ffn_residual"),
+            "ew_add_f32",
+            &p("attn_residual"),
+            &p("down"),
+            vec![t, d],
+        );
+        x = p("ffn_residual");
+    }
+    b.rmsnorm("output_norm", &x, "output_norm.weight", t, d, c.eps);
+    let head = if b.kinds.contains_key("output.weight") {
+        "output.weight"
+    } else {
+        "token_embd.weight"
+    };
+    b.matmul("logits", "output_norm", head, t, c.vocab, d);
+    // Greedy next token of every position (argmax over the vocabulary); the last one is used.
+    b.tensor("next_token", vec![t], DT::I32);
+    let mut p = vec![t as u32, 1, 1, c.vocab as u32];
+    p.extend((0..8).map(|i| if i == 0 { t as u32 } else { 0 }));
+    p.extend((0..8).map(|i| if i == 0 { c.vocab as u32 } else { 0 }));
+    p.extend((0..8).map(|i| if i == 0 { c.vocab as u32 } else { 0 }));
+    p.extend((0..8).map(|i| if i == 0 { 1 } else { 0 }));
+    b.dispatch(
+        "next_token",
+        "ArgMax",
+        "reduce_argmax_f32",
+        vec!["logits", "next_token"],
+        p,
+        groups_1d(t, 256),
+    );
+    b.plan.outputs = vec!["next_token".into(), "logits".into()];
+    let mut plan = b.plan;
+    plan.assign_buffers(false);
+    Ok((plan, c))
+}
+
+/// Prefill + greedy decode on the GPU: a prefill runner for the prompt and one decode runner
+/// (T = 1) reused for every step, the caches handed over once.
+pub struct Decoder<'g> {
+    pub config: Config,
+    pub prefill: Runner<'g>,
+    pub decode: Runner<'g>,
+    prompt_len: usize,
+    ctx: usize,
+}
+
+impl<'g> Decoder<'g> {
+    pub fn new(
+        gpu: &'g Gpu,
+        model: &Model,
+        prompt_len: usize,
+        ctx: usize,
+    ) -> Result<Decoder<'g>, String> {
+        let (pre, config) = build(model, prompt_len, 0, ctx)?;
+        let (dec, _) = build(model, 1, prompt_len, ctx)?;
+        Ok(Decoder {
+            config,
+            prefill: Runner::new(gpu, pre)?,
+            decode: Runner::new(gpu, dec)?,
+            prompt_len,
+            ctx,
+        })
+    }
+
+    /// Points the decode plan at position `pos` (RoPE angle, cache slot, attention span).
+    pub fn set_position(&self, pos: usize) {
+        let hd = self.config.head_dim;
+        for (i, d) in self.decode.plan.dispatches.iter().enumerate() {
+            let mut p = d.params.clone();
+            match d.kernel.as_str() {
+                "rope_norm_f32" | "attention_gqa_f32" => p[4] = pos as u32,
+                "copy_strided" if d.node.ends_with("_cache") => p[3] = (pos * hd) as u32,
+                _ => continue,
+            }
+            self.decode.set_params(i, &p);
+        }
+    }
+
+    /// Runs the prompt; returns the greedy next token (and leaves the caches in the decoder).
+    pub fn run_prefill(&self, ids: &[u32]) -> Result<u32, String> {
+        if ids.len() != self.prompt_len {
+            return Err(format!(
+                "the prefill plan takes {} tokens, got {}",
+                self.prompt_len,
+                ids.len()
+            ));
+        }
+        let feed = HashMap::from([(
+            "token_ids".to_string(),
+            HostTensor::i64(vec![ids.len()], ids.iter().map(|&i| i as i64).collect()),
+        )]);
+        let out = self.prefill.run(&feed, &["next_token".to_string()])?;
+        let caches: Vec<String> = (0..self.config.layers)
+            .flat_map(|l| [format!("blk.{l}.k_cache"), format!("blk.{l}.v_cache")])
+            .collect();
+        let values = self.prefill.read(&caches)?;
+        for (name, v) in &values {
+            self.decode.write(name, v)?;
+        }
+        Ok(*out["next_token"].as_i64().last().expect("t >= 1") as u32)
+    }
+
+    /// One decode step of token `id` at position `pos`; returns the greedy next token.
+    pub fn step(&self, id: u32, pos: usize) -> Result<u32, String> {
+        if pos >= self.ctx {
+            return Err(format!("position {pos} is past the cache of {}", self.ctx));
+        }
+        self.set_position(pos);
+        let feed = HashMap::from([(
+            "token_ids".to_string(),
+            HostTensor::i64(vec![1], vec![id as i64]),
+        )]);
+        let out = self.decode.run(&feed, &["next_token".to_string()])?;
+        Ok(out["next_token"].as_i64()[0] as u32)
+    }
+
+    /// Greedy generation of up to `max_new` tokens after the prompt (stops at `eos`).
+    pub fn greedy(
+        &self,
+        prompt: &[u32],
+        max_new: usize,
+        eos: Option<u32>,
+    ) -> Result<Vec<u32>, String> {
+        let mut next = self.run_prefill(prompt)?;
+        let mut out = vec![next];
+        let mut pos = prompt.len();
+        while out.len() < max_new && Some(next) != eos {
+            next = self.step(next, pos)?;
+            out.push(next);
+            pos += 1;
+        }
+        Ok(out)
+    }
+}
