@@ -174,6 +174,28 @@ enum Command {
         #[arg(long = "tol")]
         tol: Vec<String>,
     },
+    /// Generate text natively on wgpu from a GGUF llama-family model (tokens stream out).
+    Generate {
+        model: PathBuf,
+        #[arg(long)]
+        prompt: String,
+        /// Wrap the prompt in the model's chat format (ChatML models).
+        #[arg(long)]
+        chat: bool,
+        #[arg(long, default_value_t = 64)]
+        max_new: usize,
+        /// 0 = greedy (argmax on the GPU).
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
+        #[arg(long, default_value_t = 0)]
+        top_k: usize,
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f32,
+        #[arg(long, default_value_t = 1.0)]
+        repetition_penalty: f32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// Phase 4-5 check: ONNX's backend node tests through the plan and wgpu; writes
     /// docs/OP_SUPPORT.md and fails (exit 1) when the pass count drops below the floor.
     Conformance {
@@ -454,6 +476,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             screenshot,
             tol,
         } => package_test(&package, &reference, screenshot.as_deref(), &tol),
+        Command::Generate {
+            model,
+            prompt,
+            chat,
+            max_new,
+            temperature,
+            top_k,
+            top_p,
+            repetition_penalty,
+            seed,
+        } => {
+            let sampling = m2w_engine::llama::Sampling {
+                temperature,
+                top_k,
+                top_p,
+                repetition_penalty,
+                seed,
+            };
+            generate(&model, &prompt, chat, max_new, &sampling)
+        }
         Command::Conformance { filter, verbose } => conformance(filter.as_deref(), verbose),
         Command::Kernels { out } => {
             let n = m2w_kernels::write_all(&out)
@@ -993,6 +1035,78 @@ fn package_test(
     if !status.success() {
         return Err(CheckFailed("the browser test failed".into()).into());
     }
+    Ok(())
+}
+
+fn generate(
+    model_path: &Path,
+    prompt: &str,
+    chat: bool,
+    max_new: usize,
+    sampling: &m2w_engine::llama::Sampling,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let model = m2w_model::Model::open(model_path).map_err(input_err)?;
+    let llama = m2w_reference::llama::Llama::load(model_path).map_err(ref_err)?;
+    let tok = m2w_reference::tokenizer::GgufTokenizer::from_llama(&llama).map_err(ref_err)?;
+    let template = model
+        .metadata
+        .get("tokenizer.chat_template")
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
+    let text = if chat {
+        if !template.contains("<|im_start|>") {
+            return Err(Usage(
+                "--chat knows the ChatML format only; this model's template differs".into(),
+            )
+            .into());
+        }
+        format!("<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n")
+    } else {
+        prompt.to_string()
+    };
+    let mut ids = Vec::new();
+    if llama.config.add_bos
+        && let Some(b) = llama.config.bos
+    {
+        ids.push(b);
+    }
+    ids.extend(tok.encode(&text).map_err(ref_err)?);
+    let gpu = m2w_engine::gpu::Gpu::new().map_err(Usage)?;
+    let dec = m2w_engine::llama::Decoder::new(&gpu, &model, ids.len(), ids.len() + max_new + 1)
+        .map_err(Usage)?;
+    let mut stop: Vec<u32> = llama.config.eos.into_iter().collect();
+    if let Some(end) = llama.tokens.iter().position(|t| t == "<|im_end|>") {
+        stop.push(end as u32);
+    }
+    let t0 = std::time::Instant::now();
+    println!("{prompt}");
+    let mut shown = String::new();
+    let mut all = Vec::new();
+    let out = dec
+        .generate(&ids, max_new, sampling, &stop, |t| {
+            if stop.contains(&t) {
+                return;
+            }
+            all.push(t);
+            if let Ok(s) = tok.decode(&all) {
+                // Print only what is new (multi-byte characters may span tokens).
+                if s.len() > shown.len() && s.starts_with(&shown) {
+                    print!("{}", &s[shown.len()..]);
+                    let _ = std::io::stdout().flush();
+                    shown = s;
+                }
+            }
+        })
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let secs = t0.elapsed().as_secs_f64();
+    println!(
+        "\n\n[{} prompt + {} new tokens in {secs:.2} s on {} ({:?})]",
+        ids.len(),
+        out.len(),
+        gpu.info.name,
+        gpu.info.backend
+    );
     Ok(())
 }
 

@@ -535,3 +535,136 @@ impl<'g> Decoder<'g> {
         Ok(out)
     }
 }
+
+/// Sampling settings; `temperature == 0` is greedy.
+#[derive(Clone, Debug)]
+pub struct Sampling {
+    pub temperature: f32,
+    pub top_k: usize,
+    pub top_p: f32,
+    pub repetition_penalty: f32,
+    pub seed: u64,
+}
+
+impl Default for Sampling {
+    fn default() -> Sampling {
+        Sampling {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            repetition_penalty: 1.0,
+            seed: 0,
+        }
+    }
+}
+
+/// Picks the next token from one row of logits (CPU side; greedy runs on the GPU).
+pub fn sample(logits: &[f32], seen: &[u32], s: &Sampling, rng: &mut u64) -> u32 {
+    let mut l: Vec<f32> = logits.to_vec();
+    if s.repetition_penalty != 1.0 {
+        for &t in seen {
+            let v = &mut l[t as usize];
+            *v = if *v > 0.0 {
+                *v / s.repetition_penalty
+            } else {
+                *v * s.repetition_penalty
+            };
+        }
+    }
+    if s.temperature <= 0.0 {
+        return l
+            .iter()
+            .enumerate()
+            .fold(0, |best, (i, &v)| if v > l[best] { i } else { best }) as u32;
+    }
+    let mut idx: Vec<usize> = (0..l.len()).collect();
+    idx.sort_by(|&a, &b| l[b].partial_cmp(&l[a]).unwrap_or(std::cmp::Ordering::Equal));
+    if s.top_k > 0 {
+        idx.truncate(s.top_k);
+    }
+    let mx = l[idx[0]];
+    let mut probs: Vec<f64> = idx
+        .iter()
+        .map(|&i| (((l[i] - mx) / s.temperature) as f64).exp())
+        .collect();
+    let total: f64 = probs.iter().sum();
+    probs.iter_mut().for_each(|p| *p /= total);
+    let mut keep = probs.len();
+    let mut cum = 0.0;
+    for (k, p) in probs.iter().enumerate() {
+        cum += p;
+        if cum >= s.top_p as f64 {
+            keep = k + 1;
+            break;
+        }
+    }
+    let total: f64 = probs[..keep].iter().sum();
+    *rng ^= *rng << 13;
+    *rng ^= *rng >> 7;
+    *rng ^= *rng << 17;
+    let mut r = (*rng >> 11) as f64 / (1u64 << 53) as f64 * total;
+    for k in 0..keep {
+        r -= probs[k];
+        if r <= 0.0 {
+            return idx[k] as u32;
+        }
+    }
+    idx[keep - 1] as u32
+}
+
+impl Decoder<'_> {
+    /// Generation with sampling: calls `on_token` for each new token; stops at any of
+    /// `stop` or after `max_new` tokens. Returns the tokens.
+    pub fn generate(
+        &self,
+        prompt: &[u32],
+        max_new: usize,
+        sampling: &Sampling,
+        stop: &[u32],
+        mut on_token: impl FnMut(u32),
+    ) -> Result<Vec<u32>, String> {
+        let mut rng = sampling.seed ^ 0x9e37_79b9_7f4a_7c15;
+        let last_logits = |runner: &Runner, t: usize| -> Result<Vec<f32>, String> {
+            let all = runner
+                .read(&["logits".to_string()])?
+                .remove("logits")
+                .expect("read");
+            let v = match all.data {
+                crate::tensor::Data::F32(v) => v,
+                _ => return Err("logits are not f32".into()),
+            };
+            Ok(v[(t - 1) * self.config.vocab..].to_vec())
+        };
+        let mut seen: Vec<u32> = prompt.to_vec();
+        let greedy_gpu = sampling.temperature <= 0.0 && sampling.repetition_penalty == 1.0;
+        let mut next = if greedy_gpu {
+            self.run_prefill(prompt)?
+        } else {
+            self.run_prefill(prompt)?;
+            sample(
+                &last_logits(&self.prefill, prompt.len())?,
+                &seen,
+                sampling,
+                &mut rng,
+            )
+        };
+        let mut out = Vec::new();
+        let mut pos = prompt.len();
+        loop {
+            out.push(next);
+            seen.push(next);
+            on_token(next);
+            if out.len() >= max_new || stop.contains(&next) || pos + 1 > self.ctx {
+                break;
+            }
+            let greedy = self.step(next, pos)?;
+            next = if greedy_gpu {
+                greedy
+            } else {
+                sample(&last_logits(&self.decode, 1)?, &seen, sampling, &mut rng)
+            };
+            pos += 1;
+        }
+        Ok(out)
+    }
+}
