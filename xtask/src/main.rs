@@ -870,6 +870,10 @@ fn port(
         );
     }
 
+    if model.format == m2w_model::Format::Gguf {
+        return port_gguf(&model, model_path, out, &sha, tol, step, t0);
+    }
+
     let dir = out.join("reference");
     let st = stamp(&sha, &format!("reference {dims:?} {values:?} seed 0"));
     if fresh(&dir, &st) {
@@ -960,6 +964,126 @@ fn port(
         return Err(
             CheckFailed(format!("{} checkpoint(s) out of tolerance", report.failed)).into(),
         );
+    }
+    Ok(())
+}
+
+/// The GGUF path of `port`: candle reference, llama plans, stage-by-stage validation.
+fn port_gguf(
+    model: &m2w_model::Model,
+    model_path: &Path,
+    out: &Path,
+    sha: &str,
+    tol: &[String],
+    step: impl Fn(usize, &str, bool, String),
+    t0: std::time::Instant,
+) -> anyhow::Result<()> {
+    const PROMPT: &str = "The capital of France is";
+    let dir = out.join("reference");
+    let st = stamp(sha, &format!("llama reference {PROMPT:?} 32"));
+    if fresh(&dir, &st) {
+        step(3, "reference", true, dir.display().to_string());
+    } else {
+        let run = m2w_reference::llama::reference(model_path, &dir, PROMPT, 32).map_err(ref_err)?;
+        mark(&dir, &st)?;
+        step(
+            3,
+            "reference",
+            false,
+            format!(
+                "candle llama: {} prefill + {} decode stages, greedy {:?}",
+                run.prefill_checkpoints, run.decode_checkpoints, run.generated_text
+            ),
+        );
+    }
+    let dir = out.join("engine");
+    let cfg = m2w_engine::llama::config(model).map_err(Usage)?;
+    let generation: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("reference/generation.json"))?)?;
+    let prompt_len = generation["prompt_ids"]
+        .as_array()
+        .map(|a| a.len())
+        .unwrap_or(1);
+    let (prefill, _) =
+        m2w_engine::llama::build(model, prompt_len, 0, prompt_len + 33).map_err(Usage)?;
+    m2w_model::io::replace_dir(
+        &dir,
+        |p, e| anyhow::anyhow!("{}: {e}", p.display()),
+        |d| {
+            std::fs::write(
+                d.join("plan-prefill.json"),
+                serde_json::to_string_pretty(&prefill)? + "\n",
+            )?;
+            std::fs::write(
+                d.join("config.json"),
+                serde_json::to_string_pretty(&cfg)? + "\n",
+            )?;
+            Ok(())
+        },
+    )?;
+    step(
+        4,
+        "engine",
+        false,
+        format!(
+            "llama plan: {} layers, {} dispatches per pass, weights packed as stored",
+            cfg.layers,
+            prefill.dispatches.len()
+        ),
+    );
+    // Both sides accumulate in f32 in different orders over quantized blocks.
+    let mut all_tol = vec!["*=2e-3,2e-3".to_string()];
+    all_tol.splice(0..0, tol.iter().cloned());
+    let opts = validate_options(false, None, None, &all_tol)?;
+    let gpu = m2w_engine::gpu::Gpu::new().map_err(Usage)?;
+    let (pre, dec, greedy_ok, got, want) =
+        m2w_validate::validate_llama(&gpu, model, &out.join("reference"), &opts)
+            .map_err(|e| Usage(e.to_string()))?;
+    let dir = out.join("validate");
+    std::fs::create_dir_all(&dir)?;
+    for (name, r) in [("prefill", &pre), ("decode", &dec)] {
+        m2w_model::io::write_atomic(
+            &dir.join(format!("report-{name}.json")),
+            (serde_json::to_string_pretty(r)? + "\n").as_bytes(),
+        )?;
+        m2w_model::io::write_atomic(
+            &dir.join(format!("junit-{name}.xml")),
+            m2w_validate::render::junit(r).as_bytes(),
+        )?;
+        m2w_model::io::write_atomic(
+            &dir.join(format!("report-{name}.html")),
+            m2w_validate::render::html(r).as_bytes(),
+        )?;
+    }
+    step(
+        5,
+        "validate",
+        false,
+        format!(
+            "prefill {} passed / {} failed, decode {} passed / {} failed, greedy {} tokens {}",
+            pre.passed,
+            pre.failed,
+            dec.passed,
+            dec.failed,
+            want.len(),
+            if greedy_ok { "identical" } else { "DIFFER" }
+        ),
+    );
+    for r in [&pre, &dec] {
+        if let Some(f) = &r.first_failure {
+            println!("{}: first failing stage {} ({})", r.mode, f.name, f.hint);
+        }
+    }
+    if !greedy_ok {
+        println!("greedy tokens: gpu {got:?}\n           candle {want:?}");
+    }
+    println!(
+        "port finished in {:.1} s -> {}",
+        t0.elapsed().as_secs_f64(),
+        out.display()
+    );
+    if pre.failed + dec.failed > 0 || !greedy_ok {
+        return Err(CheckFailed("the GPU engine differs from the candle reference".into()).into());
     }
     Ok(())
 }

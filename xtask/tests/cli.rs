@@ -329,3 +329,29 @@ fn minilm_package_passes_every_checkpoint_in_headless_chromium() {
         "{stdout}"
     );
 }
+
+#[test]
+fn port_of_the_smollm2_gguf_validates_every_stage_and_the_greedy_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = m2w_setup::fixture("smollm2-q4_1").unwrap();
+    let out = xtask()
+        .arg("port")
+        .arg(&gguf)
+        .arg("--out")
+        .arg(dir.path().join("p"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("prefill 453 passed / 0 failed, decode 453 passed / 0 failed"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("tokens identical"), "{stdout}");
+    assert!(dir.path().join("p/validate/report-decode.html").is_file());
+}

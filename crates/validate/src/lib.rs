@@ -503,3 +503,141 @@ pub fn validate(
         first_failure,
     })
 }
+
+/// Compares a runner's stage tensors with a candle reference pass folder (names match).
+fn llama_pass_report(
+    gpu: &Gpu,
+    runner: &Runner,
+    dir: &Path,
+    mode: &'static str,
+    opts: &Options,
+) -> Result<Report, ValidateError> {
+    let index = m2w_reference::read_index(dir).map_err(bad)?;
+    let names: Vec<String> = index.checkpoints.iter().map(|c| c.output.clone()).collect();
+    let got = runner.read(&names).map_err(bad)?;
+    let mut reports = Vec::new();
+    let mut values = HashMap::new();
+    for c in &index.checkpoints {
+        let tol = opts.tolerance(&c.output, &c.dtype);
+        let want = m2w_reference::HostTensor::read_npy(&dir.join(&c.file))
+            .map_err(|e| bad(format!("{}: {e}", c.file)))?
+            .to_f64();
+        let a = got[&c.output].as_f64();
+        if a.len() != want.len() {
+            return Err(bad(format!(
+                "stage {}: {} values on the GPU, {} in the reference",
+                c.output,
+                a.len(),
+                want.len()
+            )));
+        }
+        let (max_abs, mean_abs, max_rel, worst, na, nb, pass) = compare(&a, &want, tol);
+        reports.push(CheckpointReport {
+            index: c.index,
+            name: c.output.clone(),
+            op_type: c.op_type.clone(),
+            shape: c.shape.clone(),
+            dtype: c.dtype.clone(),
+            compared: true,
+            max_abs,
+            mean_abs,
+            max_rel,
+            worst_index: worst,
+            nan_inf_engine: na,
+            nan_inf_reference: nb,
+            tolerance: tol,
+            pass,
+            problem: None,
+        });
+        values.insert(c.output.clone(), (a, want));
+    }
+    let first_failure = reports.iter().find(|r| !r.pass).map(|r| {
+        let (a, b) = &values[&r.name];
+        let before_ok = reports
+            .iter()
+            .take_while(|x| x.name != r.name)
+            .all(|x| x.pass);
+        FirstFailure {
+            name: r.name.clone(),
+            index: r.index,
+            inputs: vec![],
+            first_values: a
+                .iter()
+                .zip(b)
+                .take(8)
+                .enumerate()
+                .map(|(i, (x, y))| (i, *x, *y))
+                .collect(),
+            hint: diagnose(a, b, before_ok),
+        }
+    });
+    let passed = reports.iter().filter(|r| r.pass).count();
+    Ok(Report {
+        schema: SCHEMA,
+        model: index.model.file.clone(),
+        reference_runtime: index.runtime.clone(),
+        mode,
+        adapter: format!("{} ({:?})", gpu.info.name, gpu.info.backend),
+        failed: reports.len() - passed,
+        passed,
+        not_compared: 0,
+        checkpoints: reports,
+        first_failure,
+    })
+}
+
+/// GGUF decoders: every stage of the prefill and of one decode step against the candle
+/// reference folder (`prefill/`, `decode/`, `generation.json`), and the greedy continuation
+/// token for token. Returns (prefill report, decode report, greedy tokens match).
+pub fn validate_llama(
+    gpu: &Gpu,
+    model: &m2w_model::Model,
+    reference: &Path,
+    opts: &Options,
+) -> Result<(Report, Report, bool, Vec<u32>, Vec<u32>), ValidateError> {
+    let gen_path = reference.join("generation.json");
+    let generation: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&gen_path).map_err(|e| bad(format!("{}: {e}", gen_path.display())))?,
+    )
+    .map_err(bad)?;
+    let ids = |k: &str| -> Vec<u32> {
+        generation[k]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_u64())
+                    .map(|v| v as u32)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (prompt, want) = (ids("prompt_ids"), ids("generated_ids"));
+    if prompt.is_empty() || want.is_empty() {
+        return Err(bad(format!(
+            "{}: no prompt_ids / generated_ids",
+            gen_path.display()
+        )));
+    }
+    let dec =
+        m2w_engine::llama::Decoder::new(gpu, model, prompt.len(), prompt.len() + want.len() + 1)
+            .map_err(bad)?;
+    let first = dec.run_prefill(&prompt).map_err(bad)?;
+    let pre = llama_pass_report(
+        gpu,
+        &dec.prefill,
+        &reference.join("prefill"),
+        "prefill",
+        opts,
+    )?;
+    dec.step(first, prompt.len()).map_err(bad)?;
+    let decode = llama_pass_report(
+        gpu,
+        &dec.decode,
+        &reference.join("decode"),
+        "decode step",
+        opts,
+    )?;
+    // The reference stops at end-of-sequence: generate the same number of tokens.
+    let got = dec.greedy(&prompt, want.len(), None).map_err(bad)?;
+    Ok((pre, decode, got == want, got, want))
+}
