@@ -6,19 +6,40 @@ use std::time::Instant;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let path = std::path::PathBuf::from(args.get(1).expect("usage: bench-llm MODEL.gguf [PROMPT] [NEW]"));
+    let path = std::path::PathBuf::from(
+        args.get(1)
+            .expect("usage: bench-llm MODEL.gguf [PROMPT] [NEW]"),
+    );
     let prompt_len: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(64);
     let new: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(128);
     let model = m2w_model::Model::open(&path).expect("model");
     let gpu = m2w_engine::gpu::Gpu::new().expect("gpu");
-    println!("device: {} | {:?} | {:?}", gpu.info.name, gpu.info.backend, gpu.info.device_type);
+    println!(
+        "device: {} | {:?} | {:?}",
+        gpu.info.name, gpu.info.backend, gpu.info.device_type
+    );
     let t = Instant::now();
-    let dec = m2w_engine::llama::Decoder::new(&gpu, &model, prompt_len, prompt_len + new + 1).expect("decoder");
-    println!("load (pack + upload weights, pipelines): {:.2} s", t.elapsed().as_secs_f64());
+    let dec = m2w_engine::llama::Decoder::new(&gpu, &model, prompt_len, prompt_len + new + 1)
+        .expect("decoder");
+    println!(
+        "load (pack + upload weights, pipelines): {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
     let bytes: u64 = dec.prefill.plan.buffer_bytes() + dec.decode.plan.buffer_bytes();
-    println!("GPU buffers of both plans: {:.1} MiB (weights are uploaded once per plan)", bytes as f64 / (1 << 20) as f64);
+    println!(
+        "GPU buffers of both plans: {:.1} MiB (weights are uploaded once per plan)",
+        bytes as f64 / (1 << 20) as f64
+    );
     // A fixed prompt: token 1 then a cycle of ordinary ids (content does not change speed).
-    let prompt: Vec<u32> = (0..prompt_len).map(|i| if i == 0 { 1 } else { 504 + (i as u32 * 37) % 3000 }).collect();
+    let prompt: Vec<u32> = (0..prompt_len)
+        .map(|i| {
+            if i == 0 {
+                1
+            } else {
+                504 + (i as u32 * 37) % 3000
+            }
+        })
+        .collect();
     let mut prefill_ms = Vec::new();
     let mut decode_tps = Vec::new();
     for rep in 0..4 {
@@ -35,11 +56,19 @@ fn main() {
             prefill_ms.push(pre * 1e3);
             decode_tps.push(new as f64 / dt);
         }
-        println!("rep {rep}: prefill {prompt_len} tokens {:.2} ms ({:.0} tok/s), decode {new} tokens {:.1} tok/s", pre * 1e3, prompt_len as f64 / pre, new as f64 / dt);
+        println!(
+            "rep {rep}: prefill {prompt_len} tokens {:.2} ms ({:.0} tok/s), decode {new} tokens {:.1} tok/s",
+            pre * 1e3,
+            prompt_len as f64 / pre,
+            new as f64 / dt
+        );
     }
     prefill_ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
     decode_tps.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let pm = prefill_ms[prefill_ms.len() / 2];
     let dm = decode_tps[decode_tps.len() / 2];
-    println!("RESULT prefill_ms={pm:.2} prefill_tok_s={:.0} decode_tok_s={dm:.1}", prompt_len as f64 * 1e3 / pm);
+    println!(
+        "RESULT prefill_ms={pm:.2} prefill_tok_s={:.0} decode_tok_s={dm:.1}",
+        prompt_len as f64 * 1e3 / pm
+    );
 }
