@@ -1390,7 +1390,7 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         }
     }
     let status = child.wait()?;
-    println!("\nm2w tests: {passed} passed, {failed} failed, {ignored} skipped");
+    println!("\nm2w: {passed} passed, {failed} failed, {ignored} skipped");
     if !status.success() {
         return Err(CheckFailed("cargo test failed".into()).into());
     }
