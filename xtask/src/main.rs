@@ -1356,9 +1356,17 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         },
     })?;
     println!("m2w test: set-up (ONNX Runtime library, WebGPU adapter)");
-    if let Err(e) = setup() {
-        // No adapter is not fatal for phases that do not use the GPU yet; say so loudly.
-        eprintln!("warning: {e:#}");
+    setup()?;
+    match m2w_setup::adapter::ensure_chromium() {
+        Ok(p) => println!("Chromium for the browser tests: {p}"),
+        Err(e) => return Err(Usage(e).into()),
+    }
+    if std::process::Command::new("npm")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        return Err(Usage("npm not found: the package tests build generated packages with npm (install Node.js 20+)".into()).into());
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     // Doc tests are skipped (there are none), so the last line is a real total.

@@ -76,3 +76,35 @@ pub fn ensure() -> Result<AdapterReport, String> {
         "no WebGPU adapter found. On Debian/Ubuntu run as root: {LAVAPIPE_INSTALL} (a CPU Vulkan driver); elsewhere install your GPU's Vulkan driver."
     ))
 }
+
+/// Headless Chromium for the browser tests of generated packages (Debian's `chromium`).
+/// Installs it as root on Debian when missing; otherwise says what to run.
+pub fn ensure_chromium() -> Result<String, String> {
+    let path = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    if std::path::Path::new(&path).exists() {
+        return Ok(path);
+    }
+    let is_root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    if is_root && std::path::Path::new("/usr/bin/apt-get").exists() {
+        eprintln!(
+            "m2w: installing Debian chromium for the browser tests (apt-get install -y chromium)"
+        );
+        let ok = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("(apt-get install -y -q chromium || (apt-get update -q && apt-get install -y -q chromium)) >/dev/null")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if ok && std::path::Path::new(&path).exists() {
+            return Ok(path);
+        }
+    }
+    Err(format!(
+        "no {path}: the browser tests need Chromium (Debian: apt-get install -y chromium, or set CHROMIUM)"
+    ))
+}
