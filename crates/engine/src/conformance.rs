@@ -300,10 +300,32 @@ pub fn run_all(gpu: &Gpu, root: &Path, filter: Option<&str>) -> Vec<CaseResult> 
         })
         .unwrap_or_default();
     dirs.sort();
-    dirs.into_iter()
+    let mut results: Vec<CaseResult> = dirs
+        .into_iter()
         .filter(|d| filter.is_none_or(|f| d.to_string_lossy().contains(f)))
         .map(|d| run_case(gpu, &d))
-        .collect()
+        .collect();
+    // Multi-node cases (function expansions such as test_softmax_axis_0_expanded) are
+    // credited to the op their name starts with, learnt from the single-node cases.
+    let known: Vec<(String, String)> = results
+        .iter()
+        .filter(|r| !r.op.starts_with('('))
+        .map(|r| (snake(&r.op), r.op.clone()))
+        .collect();
+    for r in results.iter_mut().filter(|r| r.op == "(multi-op)") {
+        let rest = r.case.trim_start_matches("test_").to_string();
+        let best = known
+            .iter()
+            .filter(|(s, _)| {
+                rest.starts_with(s.as_str())
+                    && rest[s.len()..].chars().next().is_none_or(|c| c == '_')
+            })
+            .max_by_key(|(s, _)| s.len());
+        if let Some((_, op)) = best {
+            r.op = op.clone();
+        }
+    }
+    results
 }
 
 /// `docs/OP_SUPPORT.md`: per op, cases passed / failed / unsupported, and a total.
