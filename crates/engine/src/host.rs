@@ -206,6 +206,15 @@ pub fn slice_geometry(
     Ok((shape, offset, strides))
 }
 
+/// Equal / Less / Greater of two values of the same type.
+fn compare<T: PartialOrd>(op: &str, p: T, q: T) -> bool {
+    match op {
+        "Equal" => p == q,
+        "Less" => p < q,
+        _ => p > q,
+    }
+}
+
 fn binary(op: &str, a: &HostTensor, b: &HostTensor) -> R<HostTensor> {
     binary_fmod(op, a, b, false)
 }
@@ -250,14 +259,7 @@ fn binary_fmod(op: &str, a: &HostTensor, b: &HostTensor, fmod: bool) -> R<HostTe
                 HostTensor::bool(
                     shape.clone(),
                     (0..n)
-                        .map(|i| {
-                            let (p, q) = (x[idx(a, i)], y[idx(b, i)]);
-                            match op {
-                                "Equal" => p == q,
-                                "Less" => p < q,
-                                _ => p > q,
-                            }
-                        })
+                        .map(|i| compare(op, x[idx(a, i)], y[idx(b, i)]))
                         .collect(),
                 )
             } else {
@@ -272,14 +274,7 @@ fn binary_fmod(op: &str, a: &HostTensor, b: &HostTensor, fmod: bool) -> R<HostTe
                 HostTensor::bool(
                     shape.clone(),
                     (0..n)
-                        .map(|i| {
-                            let (p, q) = (x[idx(a, i)], y[idx(b, i)]);
-                            match op {
-                                "Equal" => p == q,
-                                "Less" => p < q,
-                                _ => p > q,
-                            }
-                        })
+                        .map(|i| compare(op, x[idx(a, i)], y[idx(b, i)]))
                         .collect(),
                 )
             } else {
