@@ -254,9 +254,10 @@ fn port_of_minilm_and_ppocr_passes_at_the_stated_tolerances() {
     );
 }
 
-/// port -> package -> npm build -> headless Chromium (WebGPU on SwiftShader): every
-/// checkpoint of the generated package against the same oracles, and the demo page.
-fn browser_proof(model: &std::path::Path, name: &str, dims: &[&str]) -> String {
+/// port -> package -> npm build -> headless Chromium (WebGPU on SwiftShader): the generated
+/// package against the port's own reference, and its demo page screenshotted. Returns the
+/// stdout of the port and of the browser test.
+fn browser_proof(model: &std::path::Path, name: &str, dims: &[&str]) -> (String, String) {
     let dir = tempfile::tempdir().unwrap();
     let port = dir.path().join("port");
     let mut cmd = xtask();
@@ -265,10 +266,11 @@ fn browser_proof(model: &std::path::Path, name: &str, dims: &[&str]) -> String {
         cmd.args(["--dim", d]);
     }
     let out = cmd.output().unwrap();
+    let port_stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(
         out.status.code(),
         Some(0),
-        "{}",
+        "{port_stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let pkg = dir.path().join("pkg");
@@ -304,13 +306,13 @@ fn browser_proof(model: &std::path::Path, name: &str, dims: &[&str]) -> String {
     );
     let png = std::fs::read(&shot).unwrap();
     assert!(png.starts_with(b"\x89PNG"), "demo screenshot");
-    assert!(stdout.contains("demo page: done in"), "{stdout}");
-    stdout
+    (port_stdout, stdout)
 }
 
 #[test]
 fn silero_package_passes_every_checkpoint_in_headless_chromium() {
-    let stdout = browser_proof(&bundled(), "silero-vad-webgpu", &[]);
+    let (_, stdout) = browser_proof(&bundled(), "silero-vad-webgpu", &[]);
+    assert!(stdout.contains("demo page: done in"), "{stdout}");
     assert!(
         stdout.contains("browser checkpoints: 27 passed, 0 failed"),
         "{stdout}"
@@ -319,39 +321,37 @@ fn silero_package_passes_every_checkpoint_in_headless_chromium() {
 
 #[test]
 fn minilm_package_passes_every_checkpoint_in_headless_chromium() {
-    let stdout = browser_proof(
+    let (_, stdout) = browser_proof(
         &m2w_setup::fixture("minilm-int8").unwrap(),
         "minilm-int8-webgpu",
         &["sequence=16"],
     );
+    assert!(stdout.contains("demo page: done in"), "{stdout}");
     assert!(
         stdout.contains("browser checkpoints: 251 passed, 0 failed"),
         "{stdout}"
     );
 }
 
+/// The LLM path end to end: every prefill and decode stage against candle, the greedy tokens
+/// natively; then the npm package: its TypeScript tokenizer against the `tokenizers` crate on
+/// 300 texts, the same greedy tokens in headless Chromium, and its chat page answering.
 #[test]
-fn port_of_the_smollm2_gguf_validates_every_stage_and_the_greedy_tokens() {
-    let dir = tempfile::tempdir().unwrap();
+fn smollm2_gguf_port_validates_every_stage_and_its_package_generates_the_same_tokens_in_chromium() {
     let gguf = m2w_setup::fixture("smollm2-q4_1").unwrap();
-    let out = xtask()
-        .arg("port")
-        .arg(&gguf)
-        .arg("--out")
-        .arg(dir.path().join("p"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (port, browser) = browser_proof(&gguf, "smollm2-webgpu", &[]);
     assert!(
-        stdout.contains("prefill 453 passed / 0 failed, decode 453 passed / 0 failed"),
-        "{stdout}"
+        port.contains("prefill 453 passed / 0 failed, decode 453 passed / 0 failed"),
+        "{port}"
     );
-    assert!(stdout.contains("tokens identical"), "{stdout}");
-    assert!(dir.path().join("p/validate/report-decode.html").is_file());
+    assert!(port.contains("tokens identical"), "{port}");
+    assert!(port.contains("validate  prefill"), "{port}");
+    for want in [
+        "tokenizer: 300/300 texts encode to the tokenizers crate's ids, 300/300 decode back",
+        "greedy: 30/30 tokens equal to the candle reference",
+        "chat page: \"The capital of France is Paris.\"",
+        "LLM package: all checks passed",
+    ] {
+        assert!(browser.contains(want), "{want:?} not in\n{browser}");
+    }
 }

@@ -431,10 +431,72 @@ pub fn build(model: &Model, t: usize, start: usize, ctx: usize) -> Result<(Plan,
         p,
         groups_1d(t, 256),
     );
+    // The caches are outputs too: state that outlives the pass (never shares a buffer).
     b.plan.outputs = vec!["next_token".into(), "logits".into()];
+    b.plan.outputs.extend(cache_names(&c));
     let mut plan = b.plan;
     plan.assign_buffers(false);
     Ok((plan, c))
+}
+
+/// The per-layer key and value caches of a plan, `[kv_heads, ctx, head_dim]` each.
+pub fn cache_names(c: &Config) -> Vec<String> {
+    (0..c.layers)
+        .flat_map(|l| [format!("blk.{l}.k_cache"), format!("blk.{l}.v_cache")])
+        .collect()
+}
+
+/// A uniform word that holds the pass's start position: `params[word] = start * scale`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct PositionPatch {
+    pub dispatch: usize,
+    pub word: usize,
+    pub scale: u32,
+}
+
+/// Where a llama plan keeps its start position (RoPE angle, attention span, cache slot), so
+/// one plan serves every position: the native decoder and the generated package both
+/// rewrite exactly these words.
+pub fn position_patches(plan: &Plan, head_dim: usize) -> Vec<PositionPatch> {
+    plan.dispatches
+        .iter()
+        .enumerate()
+        .filter_map(|(i, d)| match d.kernel.as_str() {
+            "rope_norm_f32" | "attention_gqa_f32" => Some(PositionPatch {
+                dispatch: i,
+                word: 4,
+                scale: 1,
+            }),
+            "copy_strided" if d.node.ends_with("_cache") => Some(PositionPatch {
+                dispatch: i,
+                word: 3,
+                scale: head_dim as u32,
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The two plans a generated package runs: prefill of `chunk` tokens (prompts are fed in
+/// chunks, the last one padded: padded positions are causal-masked from the real ones and
+/// their cache slots are overwritten by the decode steps that follow) and decode of one
+/// token, both at start 0 (see [`position_patches`]), with intermediate buffers shared
+/// over lifetimes. Weights and caches have the same names in both.
+pub fn package_plans(
+    model: &Model,
+    chunk: usize,
+    ctx: usize,
+) -> Result<(Plan, Plan, Config), String> {
+    if chunk == 0 || ctx < chunk {
+        return Err(format!(
+            "a prefill chunk of {chunk} tokens needs a context of at least that many"
+        ));
+    }
+    let (mut prefill, c) = build(model, chunk, 0, ctx)?;
+    let (mut decode, _) = build(model, 1, 0, ctx)?;
+    prefill.assign_buffers(true);
+    decode.assign_buffers(true);
+    Ok((prefill, decode, c))
 }
 
 /// Prefill + greedy decode on the GPU: a prefill runner for the prompt and one decode runner
@@ -467,15 +529,10 @@ impl<'g> Decoder<'g> {
 
     /// Points the decode plan at position `pos` (RoPE angle, cache slot, attention span).
     pub fn set_position(&self, pos: usize) {
-        let hd = self.config.head_dim;
-        for (i, d) in self.decode.plan.dispatches.iter().enumerate() {
-            let mut p = d.params.clone();
-            match d.kernel.as_str() {
-                "rope_norm_f32" | "attention_gqa_f32" => p[4] = pos as u32,
-                "copy_strided" if d.node.ends_with("_cache") => p[3] = (pos * hd) as u32,
-                _ => continue,
-            }
-            self.decode.set_params(i, &p);
+        for patch in position_patches(&self.decode.plan, self.config.head_dim) {
+            let mut p = self.decode.plan.dispatches[patch.dispatch].params.clone();
+            p[patch.word] = pos as u32 * patch.scale;
+            self.decode.set_params(patch.dispatch, &p);
         }
     }
 
@@ -493,10 +550,7 @@ impl<'g> Decoder<'g> {
             HostTensor::i64(vec![ids.len()], ids.iter().map(|&i| i as i64).collect()),
         )]);
         let out = self.prefill.run(&feed, &["next_token".to_string()])?;
-        let caches: Vec<String> = (0..self.config.layers)
-            .flat_map(|l| [format!("blk.{l}.k_cache"), format!("blk.{l}.v_cache")])
-            .collect();
-        let values = self.prefill.read(&caches)?;
+        let values = self.prefill.read(&cache_names(&self.config))?;
         for (name, v) in &values {
             self.decode.write(name, v)?;
         }

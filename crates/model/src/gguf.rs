@@ -202,3 +202,15 @@ impl GgufSource {
         })
     }
 }
+
+/// One metadata value of a GGUF in full (long arrays included, which [`open`] only counts):
+/// the tokenizer's tokens, merges and token types. `None` when the key is absent.
+pub fn metadata_value(path: &Path, key: &str) -> Result<Option<serde_json::Value>, InputError> {
+    let mut f = std::fs::File::open(path)
+        .map_err(|e| InputError::new(path, format!("cannot open: {e}")))?;
+    let mut reader = std::io::BufReader::new(&mut f);
+    let content = guarded(path, "not a valid GGUF file", || {
+        gguf_file::Content::read(&mut reader)
+    })?;
+    Ok(content.metadata.get(key).map(to_json))
+}

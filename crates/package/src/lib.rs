@@ -29,6 +29,9 @@ const TSCONFIG: &str = include_str!("../../../templates/package/tsconfig.json");
 const TSCONFIG_TESTS: &str = include_str!("../../../templates/package/tsconfig.tests.json");
 const INDEX_HTML: &str = include_str!("../../../templates/package/index.html");
 const SPEC_TS: &str = include_str!("../../../templates/package/tests/activation-match.spec.ts");
+const RUNTIME_TS: &str = include_str!("../../../templates/package/src/runtime.ts");
+
+pub mod llm;
 
 /// Dispatches recorded per command encoder before it is submitted (as the native runner).
 pub const FLUSH_EVERY: usize = 256;
@@ -47,8 +50,11 @@ fn ts_string(s: &str) -> String {
 }
 
 /// `src/shaders.ts`: every kernel the plan uses, once, as a template literal.
-pub fn shaders_ts(plan: &Plan) -> Result<String, PackageError> {
-    let mut kernels: Vec<&str> = plan.dispatches.iter().map(|d| d.kernel.as_str()).collect();
+pub fn shaders_ts(plans: &[&Plan]) -> Result<String, PackageError> {
+    let mut kernels: Vec<&str> = plans
+        .iter()
+        .flat_map(|p| p.dispatches.iter().map(|d| d.kernel.as_str()))
+        .collect();
     kernels.sort();
     kernels.dedup();
     let mut s = String::from(
@@ -188,6 +194,45 @@ fn readme(name: &str, model: &str, plan: &Plan, weight_bytes: u64, shader_bytes:
     )
 }
 
+fn check_name(name: &str) -> Result<(), PackageError> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+    {
+        return Err(PackageError::Input(format!(
+            "package name {name:?}: use lower-case letters, digits, '-' and '_'"
+        )));
+    }
+    Ok(())
+}
+
+fn subst(t: &str, name: &str, model: &str, spec: &str) -> String {
+    t.replace("{{NAME}}", name)
+        .replace("{{MODEL}}", model)
+        .replace("{{LICENSE}}", "SEE LICENSE OF THE MODEL")
+        .replace("{{SPEC}}", spec)
+}
+
+/// Writes the package's files into `out`, replaced atomically (nothing half-written).
+fn write_files(out: &Path, files: &[(&str, Vec<u8>)]) -> Result<(), PackageError> {
+    m2w_model::io::replace_dir(
+        out,
+        |p, e| PackageError::Io(p.to_path_buf(), e),
+        |dir| {
+            for (f, bytes) in files {
+                let p = dir.join(f);
+                if let Some(parent) = p.parent() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| PackageError::Io(parent.to_path_buf(), e))?;
+                }
+                std::fs::write(&p, bytes).map_err(|e| PackageError::Io(p.clone(), e))?;
+            }
+            Ok(())
+        },
+    )
+}
+
 /// Generates the package for the engine folder `engine_dir` into `out` (replaced atomically).
 pub fn generate(engine_dir: &Path, name: &str, out: &Path) -> Result<Summary, PackageError> {
     let read = |f: &str| {
@@ -198,31 +243,23 @@ pub fn generate(engine_dir: &Path, name: &str, out: &Path) -> Result<Summary, Pa
             ))
         })
     };
+    let engine: serde_json::Value = serde_json::from_slice(&read("engine.json")?)
+        .map_err(|e| PackageError::Input(format!("engine.json: {e}")))?;
+    check_name(name)?;
+    if engine["kind"].as_str() == Some("llama") {
+        let model = engine["model"].as_str().unwrap_or_default();
+        return llm::generate(Path::new(model), name, out, &llm::LlmOptions::default());
+    }
     let plan: Plan = serde_json::from_slice(&read("plan.json")?)
         .map_err(|e| PackageError::Input(format!("plan.json: {e}")))?;
     let constants_json = read("constants.json")?;
     let constants_bin = read("constants.bin")?;
-    let engine: serde_json::Value = serde_json::from_slice(&read("engine.json")?)
-        .map_err(|e| PackageError::Input(format!("engine.json: {e}")))?;
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-        || name.is_empty()
-    {
-        return Err(PackageError::Input(format!(
-            "package name {name:?}: use lower-case letters, digits, '-' and '_'"
-        )));
-    }
     let model = Path::new(engine["model"].as_str().unwrap_or("model"))
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let shaders = shaders_ts(&plan)?;
-    let subst = |t: &str| {
-        t.replace("{{NAME}}", name)
-            .replace("{{MODEL}}", &model)
-            .replace("{{LICENSE}}", "SEE LICENSE OF THE MODEL")
-    };
+    let shaders = shaders_ts(&[&plan])?;
+    let subst = |t: &str| subst(t, name, &model, "activation-match.spec.js");
     let files: Vec<(&str, Vec<u8>)> = vec![
         ("package.json", subst(PACKAGE_JSON).into_bytes()),
         ("tsconfig.json", TSCONFIG.as_bytes().to_vec()),
@@ -242,6 +279,7 @@ pub fn generate(engine_dir: &Path, name: &str, out: &Path) -> Result<Summary, Pa
         ("src/types.ts", subst(TYPES_TS).into_bytes()),
         ("src/weights.ts", subst(WEIGHTS_TS).into_bytes()),
         ("src/index.ts", subst(INDEX_TS).into_bytes()),
+        ("src/runtime.ts", RUNTIME_TS.as_bytes().to_vec()),
         ("src/shaders.ts", shaders.clone().into_bytes()),
         ("src/engine.ts", engine_ts(&plan).into_bytes()),
         (
@@ -251,21 +289,7 @@ pub fn generate(engine_dir: &Path, name: &str, out: &Path) -> Result<Summary, Pa
         ("weights/constants.json", constants_json),
         ("weights/constants.bin", constants_bin.clone()),
     ];
-    m2w_model::io::replace_dir(
-        out,
-        |p, e| PackageError::Io(p.to_path_buf(), e),
-        |dir| {
-            for (f, bytes) in &files {
-                let p = dir.join(f);
-                if let Some(parent) = p.parent() {
-                    std::fs::create_dir_all(parent)
-                        .map_err(|e| PackageError::Io(parent.to_path_buf(), e))?;
-                }
-                std::fs::write(&p, bytes).map_err(|e| PackageError::Io(p.clone(), e))?;
-            }
-            Ok(())
-        },
-    )?;
+    write_files(out, &files)?;
     Ok(Summary {
         files: files.iter().map(|(f, _)| f.to_string()).collect(),
         dispatches: plan.dispatches.len(),

@@ -560,6 +560,10 @@ pub fn reference(
             &dec,
             notes,
         )?;
+        let p = dir.join("tokenizer-cases.json");
+        let cases = crate::tokenizer::cases_json(&tok, 300)?;
+        let text = serde_json::to_string_pretty(&cases).expect("serialises") + "\n";
+        std::fs::write(&p, text).map_err(|e| RefError::Io(p, e))?;
         let p = dir.join("generation.json");
         let text = serde_json::to_string_pretty(&run).expect("serialises") + "\n";
         std::fs::write(&p, text).map_err(|e| RefError::Io(p, e))?;

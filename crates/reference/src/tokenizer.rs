@@ -81,3 +81,146 @@ impl GgufTokenizer {
         self.inner.decode(ids, false).map_err(terr)
     }
 }
+
+/// Texts a tokenizer port is checked on: hand-picked edge cases (contractions, digit runs,
+/// whitespace runs, control tokens, many scripts, emoji with joiners, combining marks) and
+/// deterministic mixtures of them, `n` in all.
+pub fn sample_texts(n: usize) -> Vec<String> {
+    const PICKED: &[&str] = &[
+        "The capital of France is",
+        "Hello, world!",
+        "hello world",
+        " leading space",
+        "trailing space ",
+        "two  spaces   three    four",
+        "tab\tseparated\tvalues",
+        "line one\nline two\n\nline four",
+        "windows\r\nline\r\nends",
+        "   ",
+        "\n",
+        "\n\n\n",
+        " \n \n",
+        "a",
+        "",
+        "It's, they're, we've, I'm, you'll, he'd, don't",
+        "IT'S LOUD AND THEY'RE HERE",
+        "rock'n'roll 'quoted' \"double\"",
+        "1234567890",
+        "3.14159 and 2,718 and 1e-5 and -42",
+        "in 2026 there were 365 days",
+        "a1b2c3 x9y8",
+        "١٢٣ ٤٥٦ (Arabic-Indic digits)",
+        "...!!!???---***",
+        "#include <stdio.h>\nint main(void) { return 0; }",
+        "def f(x):\n    return x ** 2  # square\n",
+        "https://example.com/path?q=1&r=two#frag",
+        "user@example.org",
+        "café naïve résumé façade",
+        "e\u{301} combining acute, n\u{303} tilde",
+        "Straße, Œuvre, ﬁ ligature",
+        "你好，世界！",
+        "日本語のテキストです。",
+        "한국어 문장입니다.",
+        "Привет, как дела?",
+        "Γειά σου Κόσμε",
+        "مرحبا بالعالم",
+        "שלום עולם",
+        "नमस्ते दुनिया",
+        "สวัสดีชาวโลก",
+        "emoji 😀 👍🏽 🇫🇷 ❤️",
+        "family 👨\u{200d}👩\u{200d}👧\u{200d}👦 zwj",
+        "zero\u{200b}width space and\u{00a0}nbsp",
+        "math: ∑ x² ≤ ∞, √2 ≈ 1.414",
+        "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n",
+        "<|im_start|>system\nYou are helpful.<|im_end|>",
+        "text<|im_end|>text<|endoftext|>more",
+        "<|im_start|><|im_end|>",
+        "<|not_a_special|> <|im_start",
+        "ALLCAPS lowercase MiXeD CamelCase snake_case kebab-case",
+        "   indented\n\tand tabbed\n",
+        "end with newline\n",
+        "🙂🙃",
+        "\u{feff}byte order mark",
+        "control \u{7} bell and \u{1b}[0m escape",
+        "Ünïcödé ÀÉÎÕÜ",
+        "¿Qué? ¡Sí!",
+        "ﾊﾝｶｸ half-width katakana",
+        "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 math letters",
+        "\u{10ffff} last code point",
+    ];
+    const PIECES: &[&str] = &[
+        "the",
+        " quick",
+        " brown",
+        " fox",
+        "'s",
+        "'LL",
+        " 42",
+        "7",
+        "2026",
+        " ",
+        "  ",
+        "\n",
+        "\t",
+        ",",
+        ".",
+        "!?",
+        " café",
+        "日本",
+        "😀",
+        "👍🏽",
+        " Привет",
+        "ß",
+        "<|im_start|>",
+        "<|im_end|>",
+        "x",
+        " y",
+        "_z",
+        "(",
+        ")",
+        " //",
+        " ==",
+        "é",
+        " 你好",
+        "\r\n",
+        "'",
+        " don't",
+        " 3.5",
+        "-",
+        " ",
+        "٣",
+        "🇫🇷",
+        "abc",
+        " DEF",
+    ];
+    let mut out: Vec<String> = PICKED.iter().map(|s| s.to_string()).collect();
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    while out.len() < n {
+        let len = 1 + (next() % 12) as usize;
+        let s: String = (0..len)
+            .map(|_| PIECES[(next() % PIECES.len() as u64) as usize])
+            .collect();
+        out.push(s);
+    }
+    out.truncate(n);
+    out
+}
+
+/// `[{text, ids}]` for [`sample_texts`]: the oracle a tokenizer port (the package's
+/// TypeScript BPE) is compared with.
+pub fn cases_json(tok: &GgufTokenizer, n: usize) -> Result<serde_json::Value, RefError> {
+    sample_texts(n)
+        .into_iter()
+        .map(|text| {
+            let ids = tok.encode(&text)?;
+            Ok(serde_json::json!({"text": text, "ids": ids}))
+        })
+        .collect::<Result<Vec<_>, RefError>>()
+        .map(serde_json::Value::Array)
+}

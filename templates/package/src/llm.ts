@@ -1,0 +1,255 @@
+// {{NAME}}: {{MODEL}} (a GGUF llama-family decoder) ported to WebGPU by m2w.
+//
+// Two plans share the weights and the KV caches: prefill.ts runs PREFILL_CHUNK tokens at a
+// time (the prompt is fed in chunks, the last one padded: padded positions come after the
+// real ones, so causal attention keeps them out, and the decode steps overwrite their cache
+// slots before anything reads them), decode.ts runs one token. Both are built at position 0;
+// POSITION_PATCHES lists the uniform words that hold the position (RoPE angle, attention
+// span, cache slot) and are rewritten before each pass. Greedy decoding reads back one
+// integer per token (argmax on the GPU); sampling reads the logits row.
+
+import { SHADERS } from './shaders.js';
+import * as prefillPlan from './prefill.js';
+import * as decodePlan from './decode.js';
+import { CONFIG } from './config.js';
+import { biggestBuffer, compilePipelines, encodeForward, preparePlan, readRanges, requestDevice } from './runtime.js';
+import type { PlanTables, PreparedPlan } from './runtime.js';
+import { BpeTokenizer } from './tokenizer.js';
+import type { TokenizerData } from './tokenizer.js';
+import type { GPUAny, LoadOptions } from './types.js';
+import { loadWeights } from './weights.js';
+
+export { BpeTokenizer } from './tokenizer.js';
+export type { LoadOptions } from './types.js';
+
+export interface ChatMessage {
+  role: 'system' | 'user' | 'assistant';
+  content: string;
+}
+
+export interface GenerateOptions {
+  /** New tokens at most (default 64). */
+  maxNewTokens?: number;
+  /** 0 (default) is greedy; otherwise logits are divided by it before sampling. */
+  temperature?: number;
+  /** Keep the k most likely tokens (0: all). */
+  topK?: number;
+  /** Keep the smallest set of tokens whose probability reaches p (1: all). */
+  topP?: number;
+  /** Divides positive logits (multiplies negative ones) of tokens already seen (1: off). */
+  repetitionPenalty?: number;
+  /** Seed of the sampler (same seed, same logits: same tokens). */
+  seed?: number;
+  /** Wrap the prompt in the model's chat template as one user turn. */
+  chat?: boolean;
+  /** Stop token ids (default: the model's end-of-sequence and end-of-turn tokens; [] never stops). */
+  stop?: number[];
+  /** Called for each new token with the text it adds (UTF-8 split across tokens is held back). */
+  onToken?: (text: string, id: number) => void;
+  /** Stops early when aborted. */
+  signal?: AbortSignal;
+}
+
+export interface GenerateResult {
+  text: string;
+  /** New token ids (the stop token included when one ended the run). */
+  tokens: number[];
+  promptTokens: number;
+  /** Why it ended: a stop token, the token limit, the context, or an abort. */
+  finish: 'stop' | 'length' | 'context' | 'abort';
+  prefillMs: number;
+  decodeMs: number;
+  /** Decode speed: new tokens after the first per second. */
+  tokensPerSecond: number;
+}
+
+export interface LLM {
+  readonly tokenizer: BpeTokenizer;
+  readonly contextLength: number;
+  /** Prompt text to ids: BOS when the model asks for it, the chat template when `chat`. */
+  encodePrompt(prompt: string | ChatMessage[], chat?: boolean): number[];
+  generate(prompt: string, options?: GenerateOptions): Promise<GenerateResult>;
+  /** Multi-turn chat in the model's template; the reply is generated for the assistant. */
+  chat(messages: ChatMessage[], options?: GenerateOptions): Promise<GenerateResult>;
+  /** Generation from token ids (what the tests compare with the native run). */
+  generateIds(promptIds: number[], options?: GenerateOptions): Promise<GenerateResult>;
+  destroy(): void;
+}
+
+/** The sampler of the native `cargo xtask generate` (same xorshift64 and the same order). */
+export class Sampler {
+  private state: bigint;
+  constructor(seed: number) {
+    this.state = (BigInt(seed) ^ 0x9e3779b97f4a7c15n) & 0xffffffffffffffffn;
+  }
+  private next(): number {
+    const m = 0xffffffffffffffffn;
+    let s = this.state;
+    s ^= (s << 13n) & m;
+    s ^= s >> 7n;
+    s ^= (s << 17n) & m;
+    this.state = s;
+    return Number(s >> 11n) / 2 ** 53;
+  }
+  pick(logits: Float32Array, seen: number[], o: GenerateOptions): number {
+    const l = Float32Array.from(logits);
+    const penalty = o.repetitionPenalty ?? 1;
+    if (penalty !== 1) for (const t of seen) l[t] = l[t] > 0 ? l[t] / penalty : l[t] * penalty;
+    const temperature = o.temperature ?? 0;
+    if (temperature <= 0) {
+      let best = 0;
+      for (let i = 1; i < l.length; i++) if (l[i] > l[best]) best = i;
+      return best;
+    }
+    let idx = Array.from(l.keys()).sort((a, b) => l[b] - l[a]);
+    if ((o.topK ?? 0) > 0) idx = idx.slice(0, o.topK);
+    const mx = l[idx[0]];
+    const probs = idx.map((i) => Math.exp(Math.fround((l[i] - mx) / temperature)));
+    let total = probs.reduce((a, b) => a + b, 0);
+    for (let k = 0; k < probs.length; k++) probs[k] /= total;
+    let keep = probs.length;
+    let cum = 0;
+    for (let k = 0; k < probs.length; k++) {
+      cum += probs[k];
+      if (cum >= Math.fround(o.topP ?? 1)) {
+        keep = k + 1;
+        break;
+      }
+    }
+    total = 0;
+    for (let k = 0; k < keep; k++) total += probs[k];
+    let r = this.next() * total;
+    for (let k = 0; k < keep; k++) {
+      r -= probs[k];
+      if (r <= 0) return idx[k];
+    }
+    return idx[keep - 1];
+  }
+}
+
+function chatml(messages: ChatMessage[]): string {
+  return messages.map((m) => `<|im_start|>${m.role}\n${m.content}<|im_end|>\n`).join('') + '<|im_start|>assistant\n';
+}
+
+export async function loadLLM(baseUrl: string, options: LoadOptions = {}): Promise<LLM> {
+  const plans: PlanTables[] = [prefillPlan, decodePlan];
+  const device = await requestDevice(Math.max(prefillPlan.WORKGROUP_STORAGE_BYTES, decodePlan.WORKGROUP_STORAGE_BYTES), Math.max(...plans.map(biggestBuffer)), options.onDeviceLost);
+  const pipelines = await compilePipelines(device, SHADERS, plans.flatMap((p) => p.DISPATCHES.map((d) => d.kernel)));
+  const base = baseUrl.replace(/\/$/, '');
+  const tokenizerResponse = await fetch(`${base}/tokenizer.json`);
+  if (!tokenizerResponse.ok) throw new Error(`${base}/tokenizer.json: HTTP ${tokenizerResponse.status}`);
+  const tokenizer = new BpeTokenizer((await tokenizerResponse.json()) as TokenizerData);
+  const { index, blob } = await loadWeights(baseUrl, options.onProgress);
+
+  // Weights and caches: one buffer each, shared by both plans.
+  const owned: GPUAny[] = [];
+  const shared: Record<string, GPUAny> = {};
+  const usage = 128 | 4 | 8; // STORAGE | COPY_SRC | COPY_DST
+  for (const c of index) {
+    shared[c.name] = device.createBuffer({ label: c.name, size: Math.max(4, c.bytes), usage });
+    owned.push(shared[c.name]);
+    if (c.bytes > 0) device.queue.writeBuffer(shared[c.name], 0, blob, c.offset, c.bytes);
+  }
+  for (const name of CONFIG.caches) {
+    const t = decodePlan.TENSORS[name];
+    shared[name] = device.createBuffer({ label: name, size: t.shape.reduce((a, b) => a * b, 1) * 4, usage });
+    owned.push(shared[name]);
+  }
+  const prefill = preparePlan(device, prefillPlan, pipelines, owned, { shared });
+  const decode = preparePlan(device, decodePlan, pipelines, owned, { shared });
+
+  const setPosition = (plan: PreparedPlan, patches: { dispatch: number; word: number; scale: number }[], pos: number) => {
+    for (const p of patches) device.queue.writeBuffer(plan.uniforms[p.dispatch], p.word * 4, Uint32Array.of(pos * p.scale));
+  };
+  const vocab = CONFIG.vocab;
+  const readRow = async (plan: PreparedPlan, row: number, sampled: boolean): Promise<{ greedy: number; logits?: Float32Array }> => {
+    const ranges: [string, number, number][] = [['next_token', row * 4, 4]];
+    if (sampled) ranges.push(['logits', row * vocab * 4, vocab * 4]);
+    const got = await readRanges(device, plan, ranges);
+    return { greedy: new Int32Array(got[0])[0], logits: sampled ? new Float32Array(got[1]) : undefined };
+  };
+
+  async function generateIds(promptIds: number[], o: GenerateOptions = {}): Promise<GenerateResult> {
+    const maxNew = o.maxNewTokens ?? 64;
+    const chunk = CONFIG.prefillChunk;
+    const n = promptIds.length;
+    if (n === 0) throw new Error('the prompt has no tokens');
+    const lastStart = Math.floor((n - 1) / chunk) * chunk;
+    if (lastStart + chunk > CONFIG.ctx) throw new Error(`the prompt (${n} tokens) does not fit the context of ${CONFIG.ctx}`);
+    for (const id of promptIds) if (!(id >= 0 && id < vocab)) throw new Error(`token id ${id} is outside the vocabulary of ${vocab}`);
+    const stop = new Set(o.stop ?? CONFIG.stop);
+    const sampled = (o.temperature ?? 0) > 0 || (o.repetitionPenalty ?? 1) !== 1;
+    const sampler = new Sampler(o.seed ?? 0);
+    const t0 = performance.now();
+    let last: { greedy: number; logits?: Float32Array } = { greedy: 0 };
+    for (let start = 0; start < n; start += chunk) {
+      const ids = new Int32Array(chunk);
+      ids.set(promptIds.slice(start, start + chunk));
+      setPosition(prefill, prefillPlan.POSITION_PATCHES, start);
+      device.queue.writeBuffer(prefill.bufferOf('token_ids'), 0, ids);
+      encodeForward(device, prefill, pipelines);
+      if (start === lastStart) last = await readRow(prefill, n - 1 - start, sampled);
+    }
+    const seen = [...promptIds];
+    const pickNext = () => (sampled ? sampler.pick(last.logits!, seen, o) : last.greedy);
+    let next = pickNext();
+    const prefillMs = performance.now() - t0;
+    const t1 = performance.now();
+    const tokens: number[] = [];
+    const decoder = new TextDecoder('utf-8');
+    let text = '';
+    let finish: GenerateResult['finish'] = 'length';
+    let pos = n;
+    for (;;) {
+      tokens.push(next);
+      seen.push(next);
+      if (stop.has(next)) {
+        finish = 'stop';
+        break;
+      }
+      const piece = decoder.decode(tokenizer.tokenBytes(next), { stream: true });
+      text += piece;
+      o.onToken?.(piece, next);
+      if (tokens.length >= maxNew) break;
+      if (o.signal?.aborted) {
+        finish = 'abort';
+        break;
+      }
+      if (pos >= CONFIG.ctx) {
+        finish = 'context';
+        break;
+      }
+      setPosition(decode, decodePlan.POSITION_PATCHES, pos);
+      device.queue.writeBuffer(decode.bufferOf('token_ids'), 0, Int32Array.of(next));
+      encodeForward(device, decode, pipelines);
+      last = await readRow(decode, 0, sampled);
+      next = pickNext();
+      pos++;
+    }
+    text += decoder.decode();
+    const decodeMs = performance.now() - t1;
+    return { text, tokens, promptTokens: n, finish, prefillMs, decodeMs, tokensPerSecond: tokens.length > 1 ? ((tokens.length - 1) * 1000) / decodeMs : 0 };
+  }
+
+  const encodePrompt = (prompt: string | ChatMessage[], chat = false): number[] => {
+    let text: string;
+    if (typeof prompt !== 'string' || chat) {
+      if (CONFIG.chatFormat !== 'chatml') throw new Error('this model has no chat template m2w knows (ChatML)');
+      text = chatml(typeof prompt === 'string' ? [{ role: 'user', content: prompt }] : prompt);
+    } else text = prompt;
+    return [...(CONFIG.addBos && CONFIG.bos !== null ? [CONFIG.bos] : []), ...tokenizer.encode(text)];
+  };
+
+  return {
+    tokenizer,
+    contextLength: CONFIG.ctx,
+    encodePrompt,
+    generateIds,
+    generate: (prompt, o = {}) => generateIds(encodePrompt(prompt, o.chat), o),
+    chat: (messages, o = {}) => generateIds(encodePrompt(messages), o),
+    destroy() {
+      for (const b of owned) b.destroy();
+      device.destroy();
+    },
+  };
+}

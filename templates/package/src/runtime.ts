@@ -1,0 +1,167 @@
+// The WebGPU side shared by every m2w package: device with the limits a plan needs, shader
+// compilation with its messages checked, buffers (lifetime-shared slots, or one per tensor in
+// debug mode), one bind group + uniform per dispatch, pass encoding, and read-back.
+
+import type { BufferSlot, DispatchInfo, GPUAny, TensorData, TensorInfo } from './types.js';
+
+export const GPUBufferUsage = { MAP_READ: 1, COPY_SRC: 4, COPY_DST: 8, UNIFORM: 64, STORAGE: 128 };
+const GPUMapMode = { READ: 1 };
+
+/** The tables `cargo xtask package` writes for one plan (engine.ts, prefill.ts, decode.ts). */
+export interface PlanTables {
+  TENSORS: Record<string, TensorInfo>;
+  BUFFERS: BufferSlot[];
+  DISPATCHES: DispatchInfo[];
+  FLUSH_EVERY: number;
+  forward(dispatch: (i: number, x: number, y: number, z: number) => void): void;
+}
+
+export function numel(shape: number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+export function fromWords(info: TensorInfo, words: ArrayBuffer): TensorData {
+  if (info.dt === 'f32') return new Float32Array(words);
+  if (info.dt === 'i32') return new Int32Array(words);
+  return new Uint32Array(words);
+}
+
+/** Biggest buffer a plan allocates (bytes): what maxStorageBufferBindingSize must allow. */
+export function biggestBuffer(plan: PlanTables): number {
+  return Math.max(16, ...plan.BUFFERS.map((b) => b.bytes), ...Object.values(plan.TENSORS).map((t) => numel(t.shape) * 4));
+}
+
+export async function requestDevice(workgroupStorage: number, biggest: number, onDeviceLost?: (message: string) => void): Promise<GPUAny> {
+  const gpu = (navigator as GPUAny).gpu;
+  if (!gpu) throw new Error('WebGPU is not available in this browser (Chrome 113+, Safari iOS 26+)');
+  const adapter = await gpu.requestAdapter();
+  if (!adapter) throw new Error('no WebGPU adapter');
+  const need: Record<string, number> = { maxComputeWorkgroupStorageSize: workgroupStorage, maxStorageBufferBindingSize: biggest, maxBufferSize: biggest };
+  for (const [k, v] of Object.entries(need)) {
+    if (adapter.limits[k] < v) throw new Error(`this device offers ${k} = ${adapter.limits[k]}, the model needs ${v}`);
+  }
+  const device = await adapter.requestDevice({ requiredLimits: need });
+  device.lost.then((info: GPUAny) => {
+    if (info.reason !== 'destroyed') onDeviceLost?.(String(info.message));
+  });
+  return device;
+}
+
+/** Compiles every kernel once, checks its messages, builds the pipelines asynchronously. */
+export async function compilePipelines(device: GPUAny, shaders: Record<string, string>, kernels: Iterable<string>): Promise<Record<string, GPUAny>> {
+  const pipelines: Record<string, GPUAny> = {};
+  for (const kernel of new Set(kernels)) {
+    const module = device.createShaderModule({ label: kernel, code: shaders[kernel] });
+    const info = await module.getCompilationInfo();
+    const errors = info.messages.filter((m: GPUAny) => m.type === 'error');
+    if (errors.length) throw new Error(`shader ${kernel}: ${errors.map((m: GPUAny) => `${m.lineNum}:${m.linePos} ${m.message}`).join('; ')}`);
+    pipelines[kernel] = await device.createComputePipelineAsync({ label: kernel, layout: 'auto', compute: { module, entryPoint: 'main' } });
+  }
+  return pipelines;
+}
+
+/** A plan made ready on a device: its buffers, bind groups and uniforms. */
+export interface PreparedPlan {
+  tables: PlanTables;
+  bufferOf(name: string): GPUAny;
+  bindGroups: GPUAny[];
+  uniforms: GPUAny[];
+}
+
+/**
+ * Buffers of a plan: every storage buffer has COPY_SRC so any of them can be read back.
+ * `shared` holds buffers that outlive the plan (weights, caches: names shared between the
+ * plans of one package); a slot holding one of them takes that buffer instead of a new one.
+ */
+export function preparePlan(device: GPUAny, tables: PlanTables, pipelines: Record<string, GPUAny>, owned: GPUAny[], options: { debug?: boolean; shared?: Record<string, GPUAny> } = {}): PreparedPlan {
+  const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+  const shared = options.shared ?? {};
+  const buffers: Record<string, GPUAny> = {};
+  const make = (label: string, size: number) => {
+    const b = device.createBuffer({ label, size, usage });
+    owned.push(b);
+    return b;
+  };
+  if (options.debug) {
+    for (const [name, t] of Object.entries(tables.TENSORS)) {
+      if (t.base === name) buffers[name] = shared[name] ?? make(name, Math.max(4, numel(t.shape) * 4));
+    }
+  } else {
+    for (const slot of tables.BUFFERS) {
+      const b = slot.tensors.map((t) => shared[t]).find((s) => s) ?? make(slot.tensors[0], slot.bytes);
+      for (const t of slot.tensors) buffers[t] = b;
+    }
+  }
+  const bufferOf = (name: string) => buffers[tables.TENSORS[name]?.base ?? name];
+  const dummy = make('dummy', 16);
+  const uniforms: GPUAny[] = [];
+  const bindGroups = tables.DISPATCHES.map((d) => {
+    const uniform = device.createBuffer({ size: Math.max(16, d.params.length * 4), usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+    device.queue.writeBuffer(uniform, 0, new Uint32Array(d.params));
+    owned.push(uniform);
+    uniforms.push(uniform);
+    const entries = d.bindings.map((b, i) => {
+      let buffer: GPUAny;
+      if ('tensor' in b) buffer = bufferOf(b.tensor);
+      else if ('scratch' in b) buffer = make(`${d.node} scratch`, Math.max(4, b.scratch * 4));
+      else buffer = dummy;
+      return { binding: i, resource: { buffer } };
+    });
+    entries.push({ binding: d.bindings.length, resource: { buffer: uniform } });
+    return device.createBindGroup({ label: d.node, layout: pipelines[d.kernel].getBindGroupLayout(0), entries });
+  });
+  return { tables, bufferOf, bindGroups, uniforms };
+}
+
+/** Records the plan's forward pass and submits it (FLUSH_EVERY dispatches per encoder). */
+export function encodeForward(device: GPUAny, plan: PreparedPlan, pipelines: Record<string, GPUAny>): void {
+  let encoder = device.createCommandEncoder();
+  let pass = encoder.beginComputePass();
+  let recorded = 0;
+  const { DISPATCHES, FLUSH_EVERY } = plan.tables;
+  plan.tables.forward((i: number, x: number, y: number, z: number) => {
+    pass.setPipeline(pipelines[DISPATCHES[i].kernel]);
+    pass.setBindGroup(0, plan.bindGroups[i]);
+    pass.dispatchWorkgroups(x, y, z);
+    if (++recorded % FLUSH_EVERY === 0) {
+      pass.end();
+      device.queue.submit([encoder.finish()]);
+      encoder = device.createCommandEncoder();
+      pass = encoder.beginComputePass();
+    }
+  });
+  pass.end();
+  device.queue.submit([encoder.finish()]);
+}
+
+/** Reads tensors back: `[name, byte offset, bytes]` ranges of their buffers. */
+export async function readRanges(device: GPUAny, plan: PreparedPlan, ranges: [string, number, number][]): Promise<ArrayBuffer[]> {
+  const encoder = device.createCommandEncoder();
+  const staging: [GPUAny, number][] = [];
+  for (const [name, offset, bytes] of ranges) {
+    if (!plan.tables.TENSORS[name]) throw new Error(`no tensor ${name}`);
+    const s = device.createBuffer({ size: Math.max(4, bytes), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    if (bytes > 0) encoder.copyBufferToBuffer(plan.bufferOf(name), offset, s, 0, bytes);
+    staging.push([s, bytes]);
+  }
+  device.queue.submit([encoder.finish()]);
+  const out: ArrayBuffer[] = [];
+  for (const [s, bytes] of staging) {
+    await s.mapAsync(GPUMapMode.READ);
+    out.push(s.getMappedRange(0, Math.max(4, bytes)).slice(0, bytes));
+    s.unmap();
+    s.destroy();
+  }
+  return out;
+}
+
+/** Whole tensors, typed by their plan dtype. */
+export async function readTensors(device: GPUAny, plan: PreparedPlan, names: string[]): Promise<Record<string, TensorData>> {
+  const ranges: [string, number, number][] = names.map((n) => {
+    const info = plan.tables.TENSORS[n];
+    if (!info) throw new Error(`no tensor ${n}`);
+    return [n, 0, numel(info.shape) * 4];
+  });
+  const got = await readRanges(device, plan, ranges);
+  return Object.fromEntries(names.map((n, i) => [n, fromWords(plan.tables.TENSORS[n], got[i])]));
+}

@@ -1,0 +1,116 @@
+// @ts-nocheck -- run by node after `tsc --noCheck`; the package itself is strictly typed.
+//
+// Proof for {{NAME}} (a GGUF decoder): (1) the package's TypeScript tokenizer, run in node,
+// gives the ids the `tokenizers` crate gave for every text of the port's
+// reference/tokenizer-cases.json and decodes them back; (2) in headless Chromium (WebGPU) the
+// package encodes the reference prompt to the same ids and its greedy continuation is the
+// candle reference's token for token (reference/generation.json); (3) the chat page answers
+// and is screenshotted.
+// Usage: node build-tests/generate.spec.js PACKAGE_DIR REFERENCE_DIR [SCREENSHOT]
+import { chromium } from 'playwright-core';
+import http from 'node:http';
+import fs from 'node:fs';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+
+const [pkgDir, refDir, shot] = process.argv.slice(2);
+let failed = 0;
+
+// (1) Tokenizer, in node: no GPU needed.
+const { BpeTokenizer } = await import(pathToFileURL(path.join(pkgDir, 'dist', 'tokenizer.js')).href);
+const tokenizer = new BpeTokenizer(JSON.parse(fs.readFileSync(path.join(pkgDir, 'weights', 'tokenizer.json'), 'utf8')));
+const cases = JSON.parse(fs.readFileSync(path.join(refDir, 'tokenizer-cases.json'), 'utf8'));
+let encoded = 0;
+let decoded = 0;
+for (const c of cases) {
+  const got = tokenizer.encode(c.text);
+  if (JSON.stringify(got) === JSON.stringify(c.ids)) encoded++;
+  else {
+    failed++;
+    console.log(`tokenizer: ${JSON.stringify(c.text)}\n  ours   ${JSON.stringify(got)}\n  crate  ${JSON.stringify(c.ids)}`);
+  }
+  if (tokenizer.decode(c.ids) === c.text) decoded++;
+  else {
+    failed++;
+    console.log(`tokenizer: decode of ${JSON.stringify(c.text)} gave ${JSON.stringify(tokenizer.decode(c.ids))}`);
+  }
+}
+console.log(`tokenizer: ${encoded}/${cases.length} texts encode to the tokenizers crate's ids, ${decoded}/${cases.length} decode back`);
+
+// (2) Greedy generation in the browser.
+const generation = JSON.parse(fs.readFileSync(path.join(refDir, 'generation.json'), 'utf8'));
+const types = { '.js': 'text/javascript', '.html': 'text/html', '.json': 'application/json', '.bin': 'application/octet-stream' };
+const server = http.createServer((req, res) => {
+  const url = decodeURIComponent(req.url.split('?')[0]);
+  if (url === '/blank.html') {
+    // An empty page of this origin: the greedy check loads the model once, without the chat page.
+    res.writeHead(200, { 'content-type': 'text/html' });
+    res.end('<!doctype html><title>test</title>');
+    return;
+  }
+  const file = path.join(pkgDir, url === '/' ? 'index.html' : url);
+  fs.readFile(file, (err, body) => {
+    if (err) {
+      res.writeHead(404);
+      res.end();
+      return;
+    }
+    res.writeHead(200, { 'content-type': types[path.extname(file)] ?? 'application/octet-stream' });
+    res.end(body);
+  });
+});
+await new Promise((r) => server.listen(0, '127.0.0.1', r));
+const origin = `http://127.0.0.1:${server.address().port}`;
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+  headless: true,
+  // playwright gives every launch a fresh temporary profile (a new --user-data-dir).
+  args: ['--headless=new', '--no-sandbox', '--enable-unsafe-webgpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'],
+});
+try {
+  const page = await browser.newPage();
+  page.on('console', (m) => { if (m.type() === 'error') console.error('page:', m.text()); });
+  await page.goto(`${origin}/blank.html`);
+  const result = await page.evaluate(async ({ prompt, count }) => {
+    const { loadLLM } = await import('/dist/index.js');
+    const llm = await loadLLM('/weights');
+    const adapter = await navigator.gpu.requestAdapter();
+    const ids = llm.encodePrompt(prompt);
+    const streamed = [];
+    const r = await llm.generateIds(ids, { maxNewTokens: count, stop: [], onToken: (_, id) => streamed.push(id) });
+    llm.destroy();
+    return { ids, tokens: r.tokens, streamed, text: r.text, prefillMs: r.prefillMs, tps: r.tokensPerSecond, adapter: `${adapter.info?.vendor ?? ''} ${adapter.info?.architecture ?? ''}` };
+  }, { prompt: generation.prompt, count: generation.generated_ids.length });
+  console.log(`browser WebGPU adapter: ${result.adapter}`);
+  const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
+  if (!same(result.ids, generation.prompt_ids)) {
+    failed++;
+    console.log(`prompt ids: browser ${JSON.stringify(result.ids)}, reference ${JSON.stringify(generation.prompt_ids)}`);
+  }
+  let agree = 0;
+  while (agree < generation.generated_ids.length && result.tokens[agree] === generation.generated_ids[agree]) agree++;
+  console.log(`greedy: ${agree}/${generation.generated_ids.length} tokens equal to the candle reference; prefill ${result.prefillMs.toFixed(0)} ms, decode ${result.tps.toFixed(2)} tokens/s`);
+  console.log(`text: ${JSON.stringify(generation.prompt + result.text)}`);
+  if (agree !== generation.generated_ids.length || result.tokens.length !== agree || !same(result.streamed, result.tokens)) {
+    failed++;
+    console.log(`browser   ${JSON.stringify(result.tokens)}\nreference ${JSON.stringify(generation.generated_ids)}`);
+  }
+
+  // (3) The chat page.
+  if (shot) {
+    const demo = await browser.newPage();
+    await demo.goto(`${origin}/index.html`);
+    await demo.waitForSelector('#send:not([disabled])', { timeout: 120000 });
+    await demo.click('#send');
+    await demo.waitForFunction(() => /^(done|Error)/.test(document.getElementById('status').textContent), null, { timeout: 300000 });
+    const status = await demo.textContent('#status');
+    console.log(`chat page: ${JSON.stringify(await demo.textContent('.assistant'))} [${status}]`);
+    if (!status.startsWith('done')) failed++;
+    await demo.screenshot({ path: shot, fullPage: true });
+  }
+} finally {
+  await browser.close();
+  server.close();
+}
+console.log(failed === 0 ? '\nLLM package: all checks passed' : `\nLLM package: ${failed} check(s) failed`);
+if (failed > 0) process.exit(1);
