@@ -259,7 +259,6 @@ fn main() {
     variants.push(v("lstm", "lstm_f32", &[]));
     variants.push(v("embed_q8_0", "embed_q8_0", &[]));
     variants.push(v("rope", "rope_norm_f32", &[]));
-    variants.push(v("attention", "attention_gqa_f32", &[]));
     // Quantized matmuls: block_dot returns the dot product of 32 activations with one block.
     let q8 = "let d = bitcast<f32>(w[base]);\n    var s = 0.0;\n    for (var j = 0u; j < 8u; j = j + 1u) {\n        let word = i32(w[base + 1u + j]);\n        for (var l = 0u; l < 4u; l = l + 1u) {\n            s = s + f32(extractBits(word, l * 8u, 8u)) * x[xoff + j * 4u + l];\n        }\n    }\n    return d * s;";
     let q4_1 = "let d = bitcast<f32>(w[base]);\n    let m = bitcast<f32>(w[base + 1u]);\n    var s = 0.0;\n    var xs = 0.0;\n    for (var j = 0u; j < 4u; j = j + 1u) {\n        let word = w[base + 2u + j];\n        for (var l = 0u; l < 4u; l = l + 1u) {\n            let byte = extractBits(word, l * 8u, 8u);\n            let lo = x[xoff + j * 4u + l];\n            let hi = x[xoff + 16u + j * 4u + l];\n            s = s + f32(byte & 15u) * lo + f32(byte >> 4u) * hi;\n            xs = xs + lo + hi;\n        }\n    }\n    return d * s + m * xs;";
@@ -272,6 +271,24 @@ fn main() {
             &[("NAME", &name), ("QT", qt), ("WPB", wpb), ("BLOCK", body)],
         ));
     }
+    // GEMV for few tokens: quarter_dot returns the dot product of 8 weights of a block
+    // (quarter j) with their activations.
+    let q8_quarter = "let d = bitcast<f32>(w[base]);\n    var s = 0.0;\n    for (var h = 0u; h < 2u; h = h + 1u) {\n        let word = i32(w[base + 1u + j * 2u + h]);\n        for (var l = 0u; l < 4u; l = l + 1u) {\n            s = s + f32(extractBits(word, l * 8u, 8u)) * x[xoff + j * 8u + h * 4u + l];\n        }\n    }\n    return d * s;";
+    let q4_1_quarter = "let d = bitcast<f32>(w[base]);\n    let m = bitcast<f32>(w[base + 1u]);\n    let word = w[base + 2u + j];\n    var s = 0.0;\n    var xs = 0.0;\n    for (var l = 0u; l < 4u; l = l + 1u) {\n        let byte = extractBits(word, l * 8u, 8u);\n        let lo = x[xoff + j * 4u + l];\n        let hi = x[xoff + 16u + j * 4u + l];\n        s = s + f32(byte & 15u) * lo + f32(byte >> 4u) * hi;\n        xs = xs + lo + hi;\n    }\n    return d * s + m * xs;";
+    let q4_0_quarter = "let d = bitcast<f32>(w[base]);\n    let word = w[base + 1u + j];\n    var s = 0.0;\n    for (var l = 0u; l < 4u; l = l + 1u) {\n        let byte = extractBits(word, l * 8u, 8u);\n        s = s + (f32(byte & 15u) - 8.0) * x[xoff + j * 4u + l] + (f32(byte >> 4u) - 8.0) * x[xoff + 16u + j * 4u + l];\n    }\n    return d * s;";
+    for (qt, wpb, body) in [
+        ("q8_0", "9", q8_quarter),
+        ("q4_1", "6", q4_1_quarter),
+        ("q4_0", "5", q4_0_quarter),
+    ] {
+        let name = format!("gemv_{qt}_f32");
+        variants.push(v(
+            "gemv_q",
+            name.clone(),
+            &[("NAME", &name), ("QT", qt), ("WPB", wpb), ("QUARTER", body)],
+        ));
+    }
+    variants.push(v("attention_tiled", "attention_gqa_tiled_f32", &[]));
     variants.push(v(
         "resize",
         "resize_nearest_f32",

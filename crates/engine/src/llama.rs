@@ -58,6 +58,11 @@ pub fn config(model: &Model) -> Result<Config, String> {
         ));
     }
     let head_dim = dim / heads;
+    if head_dim > 128 {
+        return Err(format!(
+            "head dimension {head_dim}: the attention kernel holds at most 128 per head"
+        ));
+    }
     let emb = model
         .tensor("token_embd.weight")
         .ok_or("no token_embd.weight")?;
@@ -111,6 +116,9 @@ fn weight(model: &Model, t: &TensorEntry) -> Result<(HostTensor, &'static str), 
         }
     })
 }
+
+/// Token counts up to which the quantized matmuls run as GEMV (a workgroup per output).
+const GEMV_MAX_TOKENS: usize = 4;
 
 struct Builder {
     plan: Plan,
@@ -191,13 +199,20 @@ impl Builder {
     fn matmul(&mut self, out: &str, x: &str, w: &str, t: usize, n: usize, k: usize) {
         self.tensor(out, vec![t, n], DT::F32);
         let kind = self.kinds[w];
+        // A few tokens (decode): one workgroup per output, the row's blocks spread over its
+        // threads; more tokens: one thread per output.
+        let (kernel, groups) = if t <= GEMV_MAX_TOKENS && kind != "f32" {
+            (format!("gemv_{kind}_f32"), groups_1d(t * n, 1))
+        } else {
+            (format!("matmul_{kind}_f32"), groups_1d(t * n, 64))
+        };
         self.dispatch(
             out,
             "MatMul",
-            &format!("matmul_{kind}_f32"),
+            &kernel,
             vec![x, w, out],
             vec![t as u32, n as u32, k as u32, 0],
-            groups_1d(t * n, 64),
+            groups,
         );
     }
 
@@ -353,7 +368,7 @@ pub fn build(model: &Model, t: usize, start: usize, ctx: usize) -> Result<(Plan,
         b.dispatch(
             &p("attn_out"),
             "Attention",
-            "attention_gqa_f32",
+            "attention_gqa_tiled_f32",
             vec![&p("q_rope"), &p("k_cache"), &p("v_cache"), &p("attn_out")],
             vec![
                 t as u32,
@@ -365,7 +380,7 @@ pub fn build(model: &Model, t: usize, start: usize, ctx: usize) -> Result<(Plan,
                 scale.to_bits(),
                 0,
             ],
-            groups_1d(t * c.heads * hd, 64),
+            groups_1d(t * c.heads, 1),
         );
         b.matmul(
             &p("attn_proj"),
@@ -462,7 +477,7 @@ pub fn position_patches(plan: &Plan, head_dim: usize) -> Vec<PositionPatch> {
         .iter()
         .enumerate()
         .filter_map(|(i, d)| match d.kernel.as_str() {
-            "rope_norm_f32" | "attention_gqa_f32" => Some(PositionPatch {
+            "rope_norm_f32" | "attention_gqa_tiled_f32" => Some(PositionPatch {
                 dispatch: i,
                 word: 4,
                 scale: 1,
