@@ -258,7 +258,7 @@ fn main() {
     variants.push(v("conv_transpose2d", "conv_transpose2d_f32_direct", &[]));
     variants.push(v("lstm", "lstm_f32", &[]));
     variants.push(v("embed_q8_0", "embed_q8_0", &[]));
-    variants.push(v("rope", "rope_norm_f32", &[]));
+    variants.push(v("rope_qkv_cache", "rope_qkv_cache_f32", &[]));
     // Quantized matmuls: block_dot returns the dot product of 32 activations with one block.
     let q8 = "let d = bitcast<f32>(w[base]);\n    var s = 0.0;\n    for (var j = 0u; j < 8u; j = j + 1u) {\n        let word = i32(w[base + 1u + j]);\n        for (var l = 0u; l < 4u; l = l + 1u) {\n            s = s + f32(extractBits(word, l * 8u, 8u)) * x[xoff + j * 4u + l];\n        }\n    }\n    return d * s;";
     let q4_1 = "let d = bitcast<f32>(w[base]);\n    let m = bitcast<f32>(w[base + 1u]);\n    var s = 0.0;\n    var xs = 0.0;\n    for (var j = 0u; j < 4u; j = j + 1u) {\n        let word = w[base + 2u + j];\n        for (var l = 0u; l < 4u; l = l + 1u) {\n            let byte = extractBits(word, l * 8u, 8u);\n            let lo = x[xoff + j * 4u + l];\n            let hi = x[xoff + 16u + j * 4u + l];\n            s = s + f32(byte & 15u) * lo + f32(byte >> 4u) * hi;\n            xs = xs + lo + hi;\n        }\n    }\n    return d * s + m * xs;";

@@ -242,32 +242,6 @@ impl Builder {
             groups_1d(n, 256),
         );
     }
-
-    /// dst[dst_offset + c . dst_strides] = src[c . src_strides] over `shape`.
-    fn copy(
-        &mut self,
-        node: &str,
-        src: &str,
-        dst: &str,
-        shape: &[usize],
-        src_strides: &[i64],
-        dst_offset: i64,
-        dst_strides: &[i64],
-    ) {
-        let n: usize = shape.iter().product();
-        let mut p = vec![n as u32, shape.len() as u32, 0, dst_offset as i32 as u32];
-        p.extend((0..8).map(|i| shape.get(i).copied().unwrap_or(0) as u32));
-        p.extend((0..8).map(|i| src_strides.get(i).copied().unwrap_or(0) as i32 as u32));
-        p.extend((0..8).map(|i| dst_strides.get(i).copied().unwrap_or(0) as i32 as u32));
-        self.dispatch(
-            node,
-            "Copy",
-            "copy_strided",
-            vec![src, dst],
-            p,
-            groups_1d(n, 256),
-        );
-    }
 }
 
 /// The plan for `t` tokens at positions `start..start + t`, with caches of `ctx` positions.
@@ -319,25 +293,6 @@ pub fn build(model: &Model, t: usize, start: usize, ctx: usize) -> Result<(Plan,
         groups_1d(t * d, 256),
     );
     let mut x = "token_embd".to_string();
-    let rope = |b: &mut Builder, name: &str, heads: usize| {
-        b.dispatch(
-            name,
-            "RoPE",
-            "rope_norm_f32",
-            vec![name],
-            vec![
-                t as u32,
-                heads as u32,
-                hd as u32,
-                c.rope_dim as u32,
-                start as u32,
-                c.rope_base.to_bits(),
-                0,
-                0,
-            ],
-            groups_1d(t * heads * c.rope_dim / 2, 64),
-        );
-    };
     for l in 0..c.layers {
         let p = |s: &str| format!("blk.{l}.{s}");
         let w = |s: &str| format!("blk.{l}.{s}.weight");
@@ -345,24 +300,37 @@ pub fn build(model: &Model, t: usize, start: usize, ctx: usize) -> Result<(Plan,
         b.matmul(&p("q"), &p("attn_norm"), &w("attn_q"), t, c.heads * hd, d);
         b.matmul(&p("k"), &p("attn_norm"), &w("attn_k"), t, kvd, d);
         b.matmul(&p("v"), &p("attn_norm"), &w("attn_v"), t, kvd, d);
-        for (src, dst, heads) in [("q", "q_rope", c.heads), ("k", "k_rope", c.kv_heads)] {
-            b.tensor(&p(dst), vec![t, heads * hd], DT::F32);
-            b.copy(&p(dst), &p(src), &p(dst), &[t * heads * hd], &[1], 0, &[1]);
-            rope(&mut b, &p(dst), heads);
-        }
-        // Append this step's keys and values to the caches [kv_heads, ctx, head_dim].
-        for (src, cache) in [("k_rope", "k_cache"), ("v", "v_cache")] {
-            b.tensor(&p(cache), vec![c.kv_heads, ctx, hd], DT::F32);
-            b.copy(
-                &p(cache),
-                &p(src),
-                &p(cache),
-                &[t, c.kv_heads, hd],
-                &[kvd as i64, hd as i64, 1],
-                (start * hd) as i64,
-                &[hd as i64, (ctx * hd) as i64, 1],
-            );
-        }
+        // RoPE on q and k, and this step's keys and values appended to the caches
+        // [kv_heads, ctx, head_dim]: one dispatch.
+        b.tensor(&p("q_rope"), vec![t, c.heads * hd], DT::F32);
+        b.tensor(&p("k_rope"), vec![t, kvd], DT::F32);
+        b.tensor(&p("k_cache"), vec![c.kv_heads, ctx, hd], DT::F32);
+        b.tensor(&p("v_cache"), vec![c.kv_heads, ctx, hd], DT::F32);
+        b.dispatch(
+            &p("q_rope"),
+            "RoPE",
+            "rope_qkv_cache_f32",
+            vec![
+                &p("q"),
+                &p("k"),
+                &p("v"),
+                &p("q_rope"),
+                &p("k_rope"),
+                &p("k_cache"),
+                &p("v_cache"),
+            ],
+            vec![
+                t as u32,
+                c.heads as u32,
+                c.kv_heads as u32,
+                hd as u32,
+                c.rope_dim as u32,
+                start as u32,
+                ctx as u32,
+                c.rope_base.to_bits(),
+            ],
+            groups_1d(t * (c.heads + c.kv_heads) * hd / 2, 64),
+        );
         b.tensor(&p("attn_out"), vec![t, c.heads * hd], DT::F32);
         let scale = 1.0 / (hd as f32).sqrt();
         b.dispatch(
@@ -472,22 +440,21 @@ pub struct PositionPatch {
 /// Where a llama plan keeps its start position (RoPE angle, attention span, cache slot), so
 /// one plan serves every position: the native decoder and the generated package both
 /// rewrite exactly these words.
-pub fn position_patches(plan: &Plan, head_dim: usize) -> Vec<PositionPatch> {
+pub fn position_patches(plan: &Plan) -> Vec<PositionPatch> {
     plan.dispatches
         .iter()
         .enumerate()
-        .filter_map(|(i, d)| match d.kernel.as_str() {
-            "rope_norm_f32" | "attention_gqa_tiled_f32" => Some(PositionPatch {
+        .filter_map(|(i, d)| {
+            let word = match d.kernel.as_str() {
+                "attention_gqa_tiled_f32" => 4,
+                "rope_qkv_cache_f32" => 5,
+                _ => return None,
+            };
+            Some(PositionPatch {
                 dispatch: i,
-                word: 4,
+                word,
                 scale: 1,
-            }),
-            "copy_strided" if d.node.ends_with("_cache") => Some(PositionPatch {
-                dispatch: i,
-                word: 3,
-                scale: head_dim as u32,
-            }),
-            _ => None,
+            })
         })
         .collect()
 }
@@ -544,7 +511,7 @@ impl<'g> Decoder<'g> {
 
     /// Points the decode plan at position `pos` (RoPE angle, cache slot, attention span).
     pub fn set_position(&self, pos: usize) {
-        for patch in position_patches(&self.decode.plan, self.config.head_dim) {
+        for patch in position_patches(&self.decode.plan) {
             let mut p = self.decode.plan.dispatches[patch.dispatch].params.clone();
             p[patch.word] = pos as u32 * patch.scale;
             self.decode.set_params(patch.dispatch, &p);

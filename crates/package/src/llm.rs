@@ -165,13 +165,11 @@ pub fn generate(
         ("src/shaders.ts", shaders.clone().into_bytes()),
         (
             "src/prefill.ts",
-            (engine_ts(&prefill) + &patches_ts(&position_patches(&prefill, config.head_dim)))
-                .into_bytes(),
+            (engine_ts(&prefill) + &patches_ts(&position_patches(&prefill))).into_bytes(),
         ),
         (
             "src/decode.ts",
-            (engine_ts(&decode) + &patches_ts(&position_patches(&decode, config.head_dim)))
-                .into_bytes(),
+            (engine_ts(&decode) + &patches_ts(&position_patches(&decode))).into_bytes(),
         ),
         (
             "tests/generate.spec.ts",
