@@ -287,7 +287,36 @@ fn main() {
             name.clone(),
             &[("NAME", &name), ("QT", qt), ("WPB", wpb), ("QUARTER", body)],
         ));
+        // The same quarter reading another weight binding.
+        let on = |w: &str| body.replace("w[", &format!("{w}["));
+        let name = format!("gemv_qkv_{qt}_f32");
+        variants.push(v(
+            "gemv_qkv_q",
+            name.clone(),
+            &[
+                ("NAME", &name),
+                ("QT", qt),
+                ("WPB", wpb),
+                ("QUARTER_Q", &on("wq")),
+                ("QUARTER_K", &on("wk")),
+                ("QUARTER_V", &on("wv")),
+            ],
+        ));
+        let name = format!("gemv_swiglu_{qt}_f32");
+        variants.push(v(
+            "gemv_swiglu_q",
+            name.clone(),
+            &[
+                ("NAME", &name),
+                ("QT", qt),
+                ("WPB", wpb),
+                ("QUARTER_G", &on("wg")),
+                ("QUARTER_U", &on("wu")),
+            ],
+        ));
     }
+    variants.push(v("rmsnorm_rows", "rmsnorm_rows_f32", &[]));
+    variants.push(v("argmax_rows", "argmax_rows_f32", &[]));
     variants.push(v("attention_tiled", "attention_gqa_tiled_f32", &[]));
     variants.push(v(
         "resize",

@@ -63,6 +63,42 @@ fn main() {
             new as f64 / dt
         );
     }
+    // Where a decode step's time goes: GPU time of the pass (timestamps), per kernel, and
+    // the CPU time to record and submit it.
+    match dec.decode.profile() {
+        Ok((pass_ns, per)) => {
+            let mut by_kernel: std::collections::BTreeMap<&str, (usize, f64)> = Default::default();
+            for (d, ns) in dec.decode.plan.dispatches.iter().zip(&per) {
+                let e = by_kernel.entry(d.kernel.as_str()).or_default();
+                e.0 += 1;
+                e.1 += ns;
+            }
+            println!(
+                "decode pass on the GPU: {:.3} ms as one pass; dispatches timed alone sum to {:.3} ms ({} dispatches)",
+                pass_ns / 1e6,
+                per.iter().sum::<f64>() / 1e6,
+                per.len()
+            );
+            let mut rows: Vec<_> = by_kernel.into_iter().collect();
+            rows.sort_by(|a, b| b.1.1.partial_cmp(&a.1.1).unwrap());
+            for (k, (count, ns)) in rows {
+                println!("  {k:<28} x{count:<4} {:>8.3} ms", ns / 1e6);
+            }
+        }
+        Err(e) => println!("no GPU profile: {e}"),
+    }
+    let passes = 50;
+    let mut cpu = std::time::Duration::ZERO;
+    let t = Instant::now();
+    for _ in 0..passes {
+        cpu += dec.decode.record_and_submit();
+    }
+    dec.decode.read(&["next_token".to_string()]).expect("read");
+    println!(
+        "decode pass: CPU record + submit {:.3} ms; {passes} passes back to back (no read-back between) {:.3} ms each",
+        cpu.as_secs_f64() * 1e3 / passes as f64,
+        t.elapsed().as_secs_f64() * 1e3 / passes as f64
+    );
     prefill_ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
     decode_tps.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let pm = prefill_ms[prefill_ms.len() / 2];

@@ -58,6 +58,9 @@ pub fn config(model: &Model) -> Result<Config, String> {
         ));
     }
     let head_dim = dim / heads;
+    if need("block_count")? < 1.0 {
+        return Err("the GGUF declares no layers (block_count 0)".into());
+    }
     if head_dim > 128 {
         return Err(format!(
             "head dimension {head_dim}: the attention kernel holds at most 128 per head"
@@ -173,26 +176,105 @@ impl Builder {
         });
     }
 
+    /// out = RMSNorm(x) * w, a workgroup per row.
     fn rmsnorm(&mut self, out: &str, x: &str, w: &str, rows: usize, len: usize, eps: f32) {
         self.tensor(out, vec![rows, len], DT::F32);
-        let stats = format!("{out}::stats");
-        self.tensor(&stats, vec![2, rows], DT::F32);
         self.dispatch(
             out,
             "RMSNorm",
-            "rmsnorm_f32",
-            vec![x, w, "", out, &stats],
-            vec![
-                rows as u32,
-                len as u32,
-                eps.to_bits(),
-                0,
-                len as u32,
-                1,
-                0,
-                0,
-            ],
-            [rows.div_ceil(64) as u32, 1, 1],
+            "rmsnorm_rows_f32",
+            vec![x, "", w, "", out],
+            vec![rows as u32, len as u32, eps.to_bits(), 0],
+            groups_1d(rows, 1),
+        );
+        // The unused `sum` output is writable: a private word, not the shared read-only
+        // dummy (one buffer may not be read-only and writable in the same dispatch).
+        let d = self.plan.dispatches.last_mut().expect("just pushed");
+        d.bindings[3] = Binding::Scratch(1);
+    }
+
+    /// sum = a + b (the residual stream) and out = RMSNorm(sum) * w in one dispatch.
+    #[allow(clippy::too_many_arguments)]
+    fn add_rmsnorm(
+        &mut self,
+        sum: &str,
+        out: &str,
+        a: &str,
+        b: &str,
+        w: &str,
+        rows: usize,
+        len: usize,
+        eps: f32,
+    ) {
+        self.tensor(sum, vec![rows, len], DT::F32);
+        self.tensor(out, vec![rows, len], DT::F32);
+        self.dispatch(
+            out,
+            "Add+RMSNorm",
+            "rmsnorm_rows_f32",
+            vec![a, b, w, sum, out],
+            vec![rows as u32, len as u32, eps.to_bits(), 1],
+            groups_1d(rows, 1),
+        );
+    }
+
+    /// The GEMV kind shared by `weights` when a fused few-token kernel can take them all.
+    fn fused_kind(&self, t: usize, weights: &[&str]) -> Option<&'static str> {
+        let kind = self.kinds[weights[0]];
+        (t <= GEMV_MAX_TOKENS && kind != "f32" && weights.iter().all(|w| self.kinds[*w] == kind))
+            .then_some(kind)
+    }
+
+    /// q, k, v = x Wq^T, x Wk^T, x Wv^T: one dispatch for few tokens, else three matmuls.
+    #[allow(clippy::too_many_arguments)]
+    fn qkv(
+        &mut self,
+        out: [&str; 3],
+        x: &str,
+        w: [&str; 3],
+        t: usize,
+        nq: usize,
+        nkv: usize,
+        k: usize,
+    ) {
+        let Some(kind) = self.fused_kind(t, &w) else {
+            self.matmul(out[0], x, w[0], t, nq, k);
+            self.matmul(out[1], x, w[1], t, nkv, k);
+            self.matmul(out[2], x, w[2], t, nkv, k);
+            return;
+        };
+        self.tensor(out[0], vec![t, nq], DT::F32);
+        self.tensor(out[1], vec![t, nkv], DT::F32);
+        self.tensor(out[2], vec![t, nkv], DT::F32);
+        self.dispatch(
+            out[0],
+            "MatMul q/k/v",
+            &format!("gemv_qkv_{kind}_f32"),
+            vec![x, w[0], w[1], w[2], out[0], out[1], out[2]],
+            vec![t as u32, nq as u32, nkv as u32, k as u32],
+            groups_1d(t * (nq + 2 * nkv), 1),
+        );
+    }
+
+    /// gate, up = x Wg^T, x Wu^T and act = silu(gate) * up: one dispatch for few tokens.
+    #[allow(clippy::too_many_arguments)]
+    fn swiglu(&mut self, out: [&str; 3], x: &str, w: [&str; 2], t: usize, n: usize, k: usize) {
+        let Some(kind) = self.fused_kind(t, &w) else {
+            self.matmul(out[0], x, w[0], t, n, k);
+            self.matmul(out[1], x, w[1], t, n, k);
+            self.ew(out[2], "ew_silu_mul_f32", out[0], out[1], vec![t, n]);
+            return;
+        };
+        for o in out {
+            self.tensor(o, vec![t, n], DT::F32);
+        }
+        self.dispatch(
+            out[2],
+            "MatMul gate/up + SwiGLU",
+            &format!("gemv_swiglu_{kind}_f32"),
+            vec![x, w[0], w[1], out[0], out[1], out[2]],
+            vec![t as u32, n as u32, k as u32, 0],
+            groups_1d(t * n, 1),
         );
     }
 
@@ -292,14 +374,22 @@ pub fn build(model: &Model, t: usize, start: usize, ctx: usize) -> Result<(Plan,
         vec![t as u32, d as u32, c.vocab as u32, 0],
         groups_1d(t * d, 256),
     );
+    // The residual stream and its normalised copy: each layer's closing residual add is
+    // fused with the next norm (the next layer's attn_norm, or output_norm).
     let mut x = "token_embd".to_string();
+    b.rmsnorm("blk.0.attn_norm", &x, "blk.0.attn_norm.weight", t, d, c.eps);
     for l in 0..c.layers {
         let p = |s: &str| format!("blk.{l}.{s}");
         let w = |s: &str| format!("blk.{l}.{s}.weight");
-        b.rmsnorm(&p("attn_norm"), &x, &w("attn_norm"), t, d, c.eps);
-        b.matmul(&p("q"), &p("attn_norm"), &w("attn_q"), t, c.heads * hd, d);
-        b.matmul(&p("k"), &p("attn_norm"), &w("attn_k"), t, kvd, d);
-        b.matmul(&p("v"), &p("attn_norm"), &w("attn_v"), t, kvd, d);
+        b.qkv(
+            [&p("q"), &p("k"), &p("v")],
+            &p("attn_norm"),
+            [&w("attn_q"), &w("attn_k"), &w("attn_v")],
+            t,
+            c.heads * hd,
+            kvd,
+            d,
+        );
         // RoPE on q and k, and this step's keys and values appended to the caches
         // [kv_heads, ctx, head_dim]: one dispatch.
         b.tensor(&p("q_rope"), vec![t, c.heads * hd], DT::F32);
@@ -358,41 +448,45 @@ pub fn build(model: &Model, t: usize, start: usize, ctx: usize) -> Result<(Plan,
             d,
             c.heads * hd,
         );
-        b.ew(
+        b.add_rmsnorm(
             &p("attn_residual"),
-            "ew_add_f32",
+            &p("ffn_norm"),
             &x,
             &p("attn_proj"),
-            vec![t, d],
-        );
-        b.rmsnorm(
-            &p("ffn_norm"),
-            &p("attn_residual"),
             &w("ffn_norm"),
             t,
             d,
             c.eps,
         );
-        b.matmul(&p("gate"), &p("ffn_norm"), &w("ffn_gate"), t, c.ffn, d);
-        b.matmul(&p("up"), &p("ffn_norm"), &w("ffn_up"), t, c.ffn, d);
-        b.ew(
-            &p("ffn_act"),
-            "ew_silu_mul_f32",
-            &p("gate"),
-            &p("up"),
-            vec![t, c.ffn],
+        b.swiglu(
+            [&p("gate"), &p("up"), &p("ffn_act")],
+            &p("ffn_norm"),
+            [&w("ffn_gate"), &w("ffn_up")],
+            t,
+            c.ffn,
+            d,
         );
         b.matmul(&p("down"), &p("ffn_act"), &w("ffn_down"), t, d, c.ffn);
-        b.ew(
+        let (next_norm, next_weight) = if l + 1 < c.layers {
+            (
+                format!("blk.{}.attn_norm", l + 1),
+                format!("blk.{}.attn_norm.weight", l + 1),
+            )
+        } else {
+            ("output_norm".to_string(), "output_norm.weight".to_string())
+        };
+        b.add_rmsnorm(
             &p("ffn_residual"),
-            "ew_add_f32",
+            &next_norm,
             &p("attn_residual"),
             &p("down"),
-            vec![t, d],
+            &next_weight,
+            t,
+            d,
+            c.eps,
         );
         x = p("ffn_residual");
     }
-    b.rmsnorm("output_norm", &x, "output_norm.weight", t, d, c.eps);
     let head = if b.kinds.contains_key("output.weight") {
         "output.weight"
     } else {
@@ -401,18 +495,13 @@ pub fn build(model: &Model, t: usize, start: usize, ctx: usize) -> Result<(Plan,
     b.matmul("logits", "output_norm", head, t, c.vocab, d);
     // Greedy next token of every position (argmax over the vocabulary); the last one is used.
     b.tensor("next_token", vec![t], DT::I32);
-    let mut p = vec![t as u32, 1, 1, c.vocab as u32];
-    p.extend((0..8).map(|i| if i == 0 { t as u32 } else { 0 }));
-    p.extend((0..8).map(|i| if i == 0 { c.vocab as u32 } else { 0 }));
-    p.extend((0..8).map(|i| if i == 0 { c.vocab as u32 } else { 0 }));
-    p.extend((0..8).map(|i| if i == 0 { 1 } else { 0 }));
     b.dispatch(
         "next_token",
         "ArgMax",
-        "reduce_argmax_f32",
+        "argmax_rows_f32",
         vec!["logits", "next_token"],
-        p,
-        groups_1d(t, 256),
+        vec![t as u32, c.vocab as u32, 0, 0],
+        groups_1d(t, 1),
     );
     // The caches are outputs too: state that outlives the pass (never shares a buffer).
     b.plan.outputs = vec!["next_token".into(), "logits".into()];
