@@ -84,6 +84,13 @@ struct Step {
     workgroups: [u32; 3],
 }
 
+/// A pass submitted by [`Runner::submit_chained`] whose result is still on its way.
+pub struct Pending {
+    staging: wgpu::Buffer,
+    index: wgpu::SubmissionIndex,
+    desc: crate::plan::TensorDesc,
+}
+
 /// A plan made ready to run on one device.
 pub struct Runner<'g> {
     gpu: &'g Gpu,
@@ -398,31 +405,115 @@ impl<'g> Runner<'g> {
         Ok((span(0), (0..n).map(|i| span(2 + 2 * i)).collect()))
     }
 
-    /// Records the pass (one encoder per FLUSH_EVERY dispatches) and submits it without
-    /// waiting; returns the CPU time that took.
-    pub fn record_and_submit(&self) -> std::time::Duration {
-        let t = std::time::Instant::now();
-        for chunk in self.steps.chunks(FLUSH_EVERY) {
-            let mut enc = self
-                .gpu
-                .device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("forward"),
-                });
-            {
+    /// Records the pass (one encoder per FLUSH_EVERY dispatches), lets `after` add commands
+    /// to the last encoder, and submits without waiting.
+    fn submit_pass(&self, after: impl FnOnce(&mut wgpu::CommandEncoder)) -> wgpu::SubmissionIndex {
+        let dev = &self.gpu.device;
+        let chunks: Vec<&[Step]> = self.steps.chunks(FLUSH_EVERY).collect();
+        let mut after = Some(after);
+        let mut index = None;
+        for i in 0..chunks.len().max(1) {
+            let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("forward"),
+            });
+            if let Some(chunk) = chunks.get(i) {
                 let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                     label: Some("forward"),
                     timestamp_writes: None,
                 });
-                for s in chunk {
+                for s in *chunk {
                     pass.set_pipeline(&s.pipeline);
                     pass.set_bind_group(0, &s.bind_group, &[]);
                     pass.dispatch_workgroups(s.workgroups[0], s.workgroups[1], s.workgroups[2]);
                 }
             }
-            self.gpu.queue.submit([enc.finish()]);
+            if i + 1 >= chunks.len() {
+                (after.take().expect("once"))(&mut enc);
+            }
+            index = Some(self.gpu.queue.submit([enc.finish()]));
         }
+        index.expect("at least one submission")
+    }
+
+    /// Records and submits the pass without waiting; returns the CPU time that took.
+    pub fn record_and_submit(&self) -> std::time::Duration {
+        let t = std::time::Instant::now();
+        self.submit_pass(|_| {});
         t.elapsed()
+    }
+
+    /// Submits one pass and, in the same submission, copies each `feedback` pair (src ->
+    /// dst tensor, same size) on the GPU, so the next pass starts from this one's result
+    /// without a round trip through the CPU, and copies `read` out for [`Runner::wait`].
+    /// Returns without waiting: the CPU can record the next pass while this one runs.
+    pub fn submit_chained(&self, feedback: &[(&str, &str)], read: &str) -> Result<Pending, String> {
+        let desc = self
+            .plan
+            .tensors
+            .get(read)
+            .ok_or_else(|| format!("no tensor '{read}' in the plan"))?
+            .clone();
+        let mut pairs = Vec::new();
+        for (src, dst) in feedback {
+            let bytes = |n: &str| -> Result<u64, String> {
+                let t = self
+                    .plan
+                    .tensors
+                    .get(n)
+                    .ok_or_else(|| format!("no tensor '{n}' in the plan"))?;
+                Ok(numel(&t.shape) as u64 * 4)
+            };
+            if bytes(src)? != bytes(dst)? {
+                return Err(format!("feedback {src} -> {dst}: sizes differ"));
+            }
+            pairs.push((self.plan.base_of(src), self.plan.base_of(dst), bytes(src)?));
+        }
+        let bytes = (numel(&desc.shape) as u64 * 4).max(4);
+        let staging = self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("staging"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let read_base = self.plan.base_of(read);
+        let index = self.submit_pass(|enc| {
+            enc.copy_buffer_to_buffer(&self.buffers[read_base], 0, &staging, 0, bytes);
+            for (src, dst, n) in &pairs {
+                enc.copy_buffer_to_buffer(&self.buffers[*src], 0, &self.buffers[*dst], 0, *n);
+            }
+        });
+        staging.slice(..).map_async(wgpu::MapMode::Read, |_| {});
+        Ok(Pending {
+            staging,
+            index,
+            desc,
+        })
+    }
+
+    /// Waits for a pass of [`Runner::submit_chained`] (only that one) and returns its value.
+    pub fn wait(&self, p: Pending) -> Result<HostTensor, String> {
+        self.gpu
+            .device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(p.index),
+                timeout: None,
+            })
+            .map_err(|e| format!("device poll failed: {e}"))?;
+        let words = {
+            let view = p
+                .staging
+                .slice(..)
+                .get_mapped_range()
+                .map_err(|e| format!("cannot map the read-back buffer: {e:?}"))?;
+            words_of(&view)
+        };
+        p.staging.unmap();
+        let n = numel(&p.desc.shape);
+        Ok(HostTensor::from_words(
+            p.desc.dt,
+            p.desc.shape.clone(),
+            &words[..n],
+        ))
     }
 
     /// Reads tensors back (debug capture of any checkpoint, or the outputs).

@@ -61,9 +61,9 @@ pub fn config(model: &Model) -> Result<Config, String> {
     if need("block_count")? < 1.0 {
         return Err("the GGUF declares no layers (block_count 0)".into());
     }
-    if head_dim > 128 {
+    if head_dim > 128 || head_dim % 16 != 0 {
         return Err(format!(
-            "head dimension {head_dim}: the attention kernel holds at most 128 per head"
+            "head dimension {head_dim}: the attention kernel takes multiples of 16 up to 128"
         ));
     }
     let emb = model
@@ -643,19 +643,50 @@ impl<'g> Decoder<'g> {
     }
 
     /// Greedy generation of up to `max_new` tokens after the prompt (stops at `eos`).
+    /// Pipelined: each decode pass copies its argmax into its own token input on the GPU,
+    /// so pass n+1 is recorded and submitted before token n is read back (the CPU work of
+    /// one step overlaps the GPU work of the other; at most two passes in flight).
     pub fn greedy(
         &self,
         prompt: &[u32],
         max_new: usize,
         eos: Option<u32>,
     ) -> Result<Vec<u32>, String> {
-        let mut next = self.run_prefill(prompt)?;
-        let mut out = vec![next];
-        let mut pos = prompt.len();
-        while out.len() < max_new && Some(next) != eos {
-            next = self.step(next, pos)?;
-            out.push(next);
-            pos += 1;
+        let first = self.run_prefill(prompt)?;
+        let mut out = vec![first];
+        if max_new <= 1 || Some(first) == eos {
+            return Ok(out);
+        }
+        self.decode
+            .write("token_ids", &HostTensor::i64(vec![1], vec![first as i64]))?;
+        // Pass k (k = 0..) reads the token at position prompt.len() + k.
+        let passes = (max_new - 1).min(self.ctx.saturating_sub(prompt.len()));
+        let mut in_flight = std::collections::VecDeque::new();
+        let mut sent = 0;
+        while out.len() < max_new {
+            if sent < passes {
+                self.set_position(prompt.len() + sent);
+                in_flight.push_back(
+                    self.decode
+                        .submit_chained(&[("next_token", "token_ids")], "next_token")?,
+                );
+                sent += 1;
+                if in_flight.len() < 2 && sent < passes {
+                    continue;
+                }
+            }
+            let Some(p) = in_flight.pop_front() else {
+                break;
+            };
+            let t = self.decode.wait(p)?.as_i64()[0] as u32;
+            out.push(t);
+            if Some(t) == eos {
+                break;
+            }
+        }
+        // Passes already submitted past a stop finish on their own; their results are unused.
+        for p in in_flight {
+            self.decode.wait(p)?;
         }
         Ok(out)
     }
