@@ -121,10 +121,11 @@ fn weight(model: &Model, t: &TensorEntry) -> Result<(HostTensor, &'static str), 
 }
 
 /// Token counts up to which the quantized matmuls run as GEMV (a workgroup per output).
-const GEMV_MAX_TOKENS: usize = 4;
+pub const GEMV_MAX_TOKENS: usize = 4;
 
 struct Builder {
     plan: Plan,
+    gemv_max_tokens: usize,
     kinds: HashMap<String, &'static str>,
 }
 
@@ -221,8 +222,10 @@ impl Builder {
     /// The GEMV kind shared by `weights` when a fused few-token kernel can take them all.
     fn fused_kind(&self, t: usize, weights: &[&str]) -> Option<&'static str> {
         let kind = self.kinds[weights[0]];
-        (t <= GEMV_MAX_TOKENS && kind != "f32" && weights.iter().all(|w| self.kinds[*w] == kind))
-            .then_some(kind)
+        (t <= self.gemv_max_tokens
+            && kind != "f32"
+            && weights.iter().all(|w| self.kinds[*w] == kind))
+        .then_some(kind)
     }
 
     /// q, k, v = x Wq^T, x Wk^T, x Wv^T: one dispatch for few tokens, else three matmuls.
@@ -283,7 +286,7 @@ impl Builder {
         let kind = self.kinds[w];
         // A few tokens (decode): one workgroup per output, the row's blocks spread over its
         // threads; more tokens: one thread per output.
-        let (kernel, groups) = if t <= GEMV_MAX_TOKENS && kind != "f32" {
+        let (kernel, groups) = if t <= self.gemv_max_tokens && kind != "f32" {
             (format!("gemv_{kind}_f32"), groups_1d(t * n, 1))
         } else {
             (format!("matmul_{kind}_f32"), groups_1d(t * n, 64))
@@ -328,6 +331,19 @@ impl Builder {
 
 /// The plan for `t` tokens at positions `start..start + t`, with caches of `ctx` positions.
 pub fn build(model: &Model, t: usize, start: usize, ctx: usize) -> Result<(Plan, Config), String> {
+    build_with(model, t, start, ctx, GEMV_MAX_TOKENS)
+}
+
+/// [`build`] with the GEMV kernels (a workgroup per output, fused q/k/v and gate/up) used up
+/// to `gemv_max_tokens` tokens: 0 keeps the thread-per-output matmuls, which CPU-emulated
+/// adapters (SwiftShader, lavapipe) run several times faster.
+pub fn build_with(
+    model: &Model,
+    t: usize,
+    start: usize,
+    ctx: usize,
+    gemv_max_tokens: usize,
+) -> Result<(Plan, Config), String> {
     let c = config(model)?;
     if start + t > ctx {
         return Err(format!(
@@ -345,6 +361,7 @@ pub fn build(model: &Model, t: usize, start: usize, ctx: usize) -> Result<(Plan,
             dispatches: vec![],
         },
         kinds: HashMap::new(),
+        gemv_max_tokens,
     };
     for e in &model.tensors {
         let (h, kind) = weight(model, e)?;
@@ -548,26 +565,38 @@ pub fn position_patches(plan: &Plan) -> Vec<PositionPatch> {
         .collect()
 }
 
-/// The two plans a generated package runs: prefill of `chunk` tokens (prompts are fed in
-/// chunks, the last one padded: padded positions are causal-masked from the real ones and
-/// their cache slots are overwritten by the decode steps that follow) and decode of one
-/// token, both at start 0 (see [`position_patches`]), with intermediate buffers shared
-/// over lifetimes. Weights and caches have the same names in both.
-pub fn package_plans(
-    model: &Model,
-    chunk: usize,
-    ctx: usize,
-) -> Result<(Plan, Plan, Config), String> {
+/// The plans a generated package runs. Prompts are fed in chunks of `chunk` tokens, the last
+/// one padded: padded positions are causal-masked from the real ones and their cache slots
+/// are overwritten by the decode steps that follow. All are built at start 0 (see
+/// [`position_patches`]), with intermediate buffers shared over lifetimes; weights and
+/// caches have the same names in all of them.
+pub struct PackagePlans {
+    pub prefill: Plan,
+    /// One token, GEMV kernels (GPUs).
+    pub decode: Plan,
+    /// One token, thread-per-output matmuls (CPU-emulated adapters such as SwiftShader).
+    pub decode_fallback: Plan,
+    pub config: Config,
+}
+
+pub fn package_plans(model: &Model, chunk: usize, ctx: usize) -> Result<PackagePlans, String> {
     if chunk == 0 || ctx < chunk {
         return Err(format!(
             "a prefill chunk of {chunk} tokens needs a context of at least that many"
         ));
     }
-    let (mut prefill, c) = build(model, chunk, 0, ctx)?;
+    let (mut prefill, config) = build(model, chunk, 0, ctx)?;
     let (mut decode, _) = build(model, 1, 0, ctx)?;
-    prefill.assign_buffers(true);
-    decode.assign_buffers(true);
-    Ok((prefill, decode, c))
+    let (mut decode_fallback, _) = build_with(model, 1, 0, ctx, 0)?;
+    for p in [&mut prefill, &mut decode, &mut decode_fallback] {
+        p.assign_buffers(true);
+    }
+    Ok(PackagePlans {
+        prefill,
+        decode,
+        decode_fallback,
+        config,
+    })
 }
 
 /// Prefill + greedy decode on the GPU: a prefill runner for the prompt and one decode runner

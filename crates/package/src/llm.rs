@@ -61,8 +61,13 @@ pub fn generate(
 ) -> Result<Summary, PackageError> {
     check_name(name)?;
     let model = m2w_model::Model::open(model_path).map_err(input)?;
-    let (prefill, decode, config) =
-        package_plans(&model, options.prefill_chunk, options.context).map_err(input)?;
+    let plans = package_plans(&model, options.prefill_chunk, options.context).map_err(input)?;
+    let (prefill, decode, fallback, config) = (
+        &plans.prefill,
+        &plans.decode,
+        &plans.decode_fallback,
+        &plans.config,
+    );
     let array = |key: &str| -> Result<serde_json::Value, PackageError> {
         m2w_model::gguf::metadata_value(model_path, key)
             .map_err(input)?
@@ -122,7 +127,7 @@ pub fn generate(
             "addBos": add_bos,
             "stop": stop,
             "chatFormat": if chatml { Some("chatml") } else { None },
-            "caches": cache_names(&config),
+            "caches": cache_names(config),
         }))
         .expect("json")
     );
@@ -130,9 +135,9 @@ pub fn generate(
         "tokens": tokens, "merges": merges, "types": types,
     }))
     .expect("json");
-    let (blob, index) = m2w_engine::constants_blob(&decode);
+    let (blob, index) = m2w_engine::constants_blob(decode);
     let constants_json = serde_json::to_string_pretty(&index).expect("json") + "\n";
-    let shaders = shaders_ts(&[&prefill, &decode])?;
+    let shaders = shaders_ts(&[prefill, decode, fallback])?;
     let model_name = model_path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -141,7 +146,7 @@ pub fn generate(
     let readme = readme(
         name,
         &model_name,
-        &config,
+        config,
         options,
         blob.len(),
         prefill.dispatches.len(),
@@ -165,11 +170,15 @@ pub fn generate(
         ("src/shaders.ts", shaders.clone().into_bytes()),
         (
             "src/prefill.ts",
-            (engine_ts(&prefill) + &patches_ts(&position_patches(&prefill))).into_bytes(),
+            (engine_ts(prefill) + &patches_ts(&position_patches(prefill))).into_bytes(),
         ),
         (
             "src/decode.ts",
-            (engine_ts(&decode) + &patches_ts(&position_patches(&decode))).into_bytes(),
+            (engine_ts(decode) + &patches_ts(&position_patches(decode))).into_bytes(),
+        ),
+        (
+            "src/decode_fallback.ts",
+            (engine_ts(fallback) + &patches_ts(&position_patches(fallback))).into_bytes(),
         ),
         (
             "tests/generate.spec.ts",
@@ -184,6 +193,7 @@ pub fn generate(
         .dispatches
         .iter()
         .chain(&decode.dispatches)
+        .chain(&fallback.dispatches)
         .map(|d| d.kernel.as_str())
         .collect::<std::collections::BTreeSet<_>>()
         .len();

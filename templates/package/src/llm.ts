@@ -10,9 +10,10 @@
 
 import { SHADERS } from './shaders.js';
 import * as prefillPlan from './prefill.js';
-import * as decodePlan from './decode.js';
+import * as gpuDecodePlan from './decode.js';
+import * as fallbackDecodePlan from './decode_fallback.js';
 import { CONFIG } from './config.js';
-import { biggestBuffer, compilePipelines, encodeForward, preparePlan, readRanges, requestDevice } from './runtime.js';
+import { biggestBuffer, compilePipelines, encodeForward, isCpuAdapter, preparePlan, readRanges, requestAdapter, requestDevice, submitChained } from './runtime.js';
 import type { PlanTables, PreparedPlan } from './runtime.js';
 import { BpeTokenizer } from './tokenizer.js';
 import type { TokenizerData } from './tokenizer.js';
@@ -63,8 +64,19 @@ export interface GenerateResult {
   tokensPerSecond: number;
 }
 
+export interface LlmLoadOptions extends LoadOptions {
+  /**
+   * Decode kernels: 'gpu' (a workgroup per output row, fused projections), 'fallback'
+   * (a thread per output: several times faster on CPU implementations of WebGPU such as
+   * SwiftShader), or 'auto' (default: fallback on CPU adapters, else gpu).
+   */
+  kernels?: 'auto' | 'gpu' | 'fallback';
+}
+
 export interface LLM {
   readonly tokenizer: BpeTokenizer;
+  /** The decode kernels in use. */
+  readonly kernels: 'gpu' | 'fallback';
   readonly contextLength: number;
   /** Prompt text to ids: BOS when the model asks for it, the chat template when `chat`. */
   encodePrompt(prompt: string | ChatMessage[], chat?: boolean): number[];
@@ -131,9 +143,12 @@ function chatml(messages: ChatMessage[]): string {
   return messages.map((m) => `<|im_start|>${m.role}\n${m.content}<|im_end|>\n`).join('') + '<|im_start|>assistant\n';
 }
 
-export async function loadLLM(baseUrl: string, options: LoadOptions = {}): Promise<LLM> {
+export async function loadLLM(baseUrl: string, options: LlmLoadOptions = {}): Promise<LLM> {
+  const adapter = await requestAdapter();
+  const kernels = options.kernels === 'gpu' || options.kernels === 'fallback' ? options.kernels : isCpuAdapter(adapter) ? 'fallback' : 'gpu';
+  const decodePlan = kernels === 'gpu' ? gpuDecodePlan : fallbackDecodePlan;
   const plans: PlanTables[] = [prefillPlan, decodePlan];
-  const device = await requestDevice(Math.max(prefillPlan.WORKGROUP_STORAGE_BYTES, decodePlan.WORKGROUP_STORAGE_BYTES), Math.max(...plans.map(biggestBuffer)), options.onDeviceLost);
+  const device = await requestDevice(Math.max(prefillPlan.WORKGROUP_STORAGE_BYTES, decodePlan.WORKGROUP_STORAGE_BYTES), Math.max(...plans.map(biggestBuffer)), options.onDeviceLost, adapter);
   const pipelines = await compilePipelines(device, SHADERS, plans.flatMap((p) => p.DISPATCHES.map((d) => d.kernel)));
   const base = baseUrl.replace(/\/$/, '');
   const tokenizerResponse = await fetch(`${base}/tokenizer.json`);
@@ -200,6 +215,11 @@ export async function loadLLM(baseUrl: string, options: LoadOptions = {}): Promi
     let text = '';
     let finish: GenerateResult['finish'] = 'length';
     let pos = n;
+    // Greedy: pipelined. Each pass copies its argmax into its own token input on the GPU, so
+    // the next pass is submitted before this one's token is read (at most two in flight).
+    const inFlight: Promise<number>[] = [];
+    let nextPass = n;
+    if (!sampled) device.queue.writeBuffer(decode.bufferOf('token_ids'), 0, Int32Array.of(next));
     for (;;) {
       tokens.push(next);
       seen.push(next);
@@ -219,11 +239,19 @@ export async function loadLLM(baseUrl: string, options: LoadOptions = {}): Promi
         finish = 'context';
         break;
       }
-      setPosition(decode, decodePlan.POSITION_PATCHES, pos);
-      device.queue.writeBuffer(decode.bufferOf('token_ids'), 0, Int32Array.of(next));
-      encodeForward(device, decode, pipelines);
-      last = await readRow(decode, 0, sampled);
-      next = pickNext();
+      if (!sampled) {
+        while (inFlight.length < 2 && nextPass < CONFIG.ctx && nextPass - n < maxNew - 1) {
+          setPosition(decode, decodePlan.POSITION_PATCHES, nextPass++);
+          inFlight.push(submitChained(device, decode, pipelines, [['next_token', 'token_ids']], 'next_token').then((b) => new Int32Array(b)[0]));
+        }
+        next = await inFlight.shift()!;
+      } else {
+        setPosition(decode, decodePlan.POSITION_PATCHES, pos);
+        device.queue.writeBuffer(decode.bufferOf('token_ids'), 0, Int32Array.of(next));
+        encodeForward(device, decode, pipelines);
+        last = await readRow(decode, 0, sampled);
+        next = pickNext();
+      }
       pos++;
     }
     text += decoder.decode();
@@ -242,6 +270,7 @@ export async function loadLLM(baseUrl: string, options: LoadOptions = {}): Promi
 
   return {
     tokenizer,
+    kernels,
     contextLength: CONFIG.ctx,
     encodePrompt,
     generateIds,

@@ -31,11 +31,22 @@ export function biggestBuffer(plan: PlanTables): number {
   return Math.max(16, ...plan.BUFFERS.map((b) => b.bytes), ...Object.values(plan.TENSORS).map((t) => numel(t.shape) * 4));
 }
 
-export async function requestDevice(workgroupStorage: number, biggest: number, onDeviceLost?: (message: string) => void): Promise<GPUAny> {
+export async function requestAdapter(): Promise<GPUAny> {
   const gpu = (navigator as GPUAny).gpu;
   if (!gpu) throw new Error('WebGPU is not available in this browser (Chrome 113+, Safari iOS 26+)');
   const adapter = await gpu.requestAdapter();
   if (!adapter) throw new Error('no WebGPU adapter');
+  return adapter;
+}
+
+/** A CPU implementation of WebGPU (SwiftShader, lavapipe): kernels tuned for GPUs crawl there. */
+export function isCpuAdapter(adapter: GPUAny): boolean {
+  const info = adapter.info ?? {};
+  return Boolean(adapter.isFallbackAdapter) || /swiftshader|llvmpipe|lavapipe/i.test(`${info.vendor ?? ''} ${info.architecture ?? ''} ${info.description ?? ''}`);
+}
+
+export async function requestDevice(workgroupStorage: number, biggest: number, onDeviceLost?: (message: string) => void, adapter?: GPUAny): Promise<GPUAny> {
+  adapter = adapter ?? (await requestAdapter());
   const need: Record<string, number> = { maxComputeWorkgroupStorageSize: workgroupStorage, maxStorageBufferBindingSize: biggest, maxBufferSize: biggest };
   for (const [k, v] of Object.entries(need)) {
     if (adapter.limits[k] < v) throw new Error(`this device offers ${k} = ${adapter.limits[k]}, the model needs ${v}`);
@@ -113,8 +124,11 @@ export function preparePlan(device: GPUAny, tables: PlanTables, pipelines: Recor
   return { tables, bufferOf, bindGroups, uniforms };
 }
 
-/** Records the plan's forward pass and submits it (FLUSH_EVERY dispatches per encoder). */
-export function encodeForward(device: GPUAny, plan: PreparedPlan, pipelines: Record<string, GPUAny>): void {
+/**
+ * Records the plan's forward pass and submits it (FLUSH_EVERY dispatches per encoder);
+ * `after` may add commands to the last encoder (copies that must see this pass's results).
+ */
+export function encodeForward(device: GPUAny, plan: PreparedPlan, pipelines: Record<string, GPUAny>, after?: (encoder: GPUAny) => void): void {
   let encoder = device.createCommandEncoder();
   let pass = encoder.beginComputePass();
   let recorded = 0;
@@ -131,7 +145,30 @@ export function encodeForward(device: GPUAny, plan: PreparedPlan, pipelines: Rec
     }
   });
   pass.end();
+  after?.(encoder);
   device.queue.submit([encoder.finish()]);
+}
+
+/**
+ * Submits the pass, then in the same submission copies each `feedback` pair (src -> dst
+ * tensor) on the GPU and `read` out to a staging buffer; resolves with `read`'s bytes. The
+ * caller can submit the next pass (which starts from the fed-back values) before awaiting.
+ */
+export function submitChained(device: GPUAny, plan: PreparedPlan, pipelines: Record<string, GPUAny>, feedback: [string, string][], read: string): Promise<ArrayBuffer> {
+  const info = plan.tables.TENSORS[read];
+  if (!info) throw new Error(`no tensor ${read}`);
+  const bytes = numel(info.shape) * 4;
+  const staging = device.createBuffer({ size: Math.max(4, bytes), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  encodeForward(device, plan, pipelines, (encoder) => {
+    encoder.copyBufferToBuffer(plan.bufferOf(read), 0, staging, 0, bytes);
+    for (const [src, dst] of feedback) encoder.copyBufferToBuffer(plan.bufferOf(src), 0, plan.bufferOf(dst), 0, numel(plan.tables.TENSORS[src].shape) * 4);
+  });
+  return staging.mapAsync(GPUMapMode.READ).then(() => {
+    const out = staging.getMappedRange(0, Math.max(4, bytes)).slice(0, bytes);
+    staging.unmap();
+    staging.destroy();
+    return out;
+  });
 }
 
 /** Reads tensors back: `[name, byte offset, bytes]` ranges of their buffers. */

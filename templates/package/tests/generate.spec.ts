@@ -78,10 +78,15 @@ try {
     const ids = llm.encodePrompt(prompt);
     const streamed = [];
     const r = await llm.generateIds(ids, { maxNewTokens: count, stop: [], onToken: (_, id) => streamed.push(id) });
+    const kernels = llm.kernels;
     llm.destroy();
-    return { ids, tokens: r.tokens, streamed, text: r.text, prefillMs: r.prefillMs, tps: r.tokensPerSecond, adapter: `${adapter.info?.vendor ?? ''} ${adapter.info?.architecture ?? ''}` };
+    // The other decode kernels, for a few tokens (on a CPU adapter the GPU kernels crawl).
+    const other = await loadLLM('/weights', { kernels: kernels === 'gpu' ? 'fallback' : 'gpu' });
+    const short = await other.generateIds(ids, { maxNewTokens: 3, stop: [] });
+    other.destroy();
+    return { ids, tokens: r.tokens, streamed, text: r.text, prefillMs: r.prefillMs, tps: r.tokensPerSecond, kernels, otherKernels: other.kernels, otherTokens: short.tokens, adapter: `${adapter.info?.vendor ?? ''} ${adapter.info?.architecture ?? ''}` };
   }, { prompt: generation.prompt, count: generation.generated_ids.length });
-  console.log(`browser WebGPU adapter: ${result.adapter}`);
+  console.log(`browser WebGPU adapter: ${result.adapter}; decode kernels: ${result.kernels}`);
   const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
   if (!same(result.ids, generation.prompt_ids)) {
     failed++;
@@ -95,6 +100,9 @@ try {
     failed++;
     console.log(`browser   ${JSON.stringify(result.tokens)}\nreference ${JSON.stringify(generation.generated_ids)}`);
   }
+  const otherOk = same(result.otherTokens, generation.generated_ids.slice(0, 3));
+  console.log(`greedy with the ${result.otherKernels} decode kernels: first 3 tokens ${otherOk ? 'equal' : 'DIFFER'} (${JSON.stringify(result.otherTokens)})`);
+  if (!otherOk) failed++;
 
   // (3) The chat page.
   if (shot) {
