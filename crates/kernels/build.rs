@@ -317,6 +317,7 @@ fn main() {
     }
     variants.push(v("rmsnorm_rows", "rmsnorm_rows_f32", &[]));
     variants.push(v("argmax_rows", "argmax_rows_f32", &[]));
+    variants.push(v("topk_rows", "topk_rows_f32", &[]));
     variants.push(v("attention_tiled", "attention_gqa_tiled_f32", &[]));
     variants.push(v(
         "resize",

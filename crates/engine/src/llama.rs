@@ -120,6 +120,9 @@ fn weight(model: &Model, t: &TensorEntry) -> Result<(HostTensor, &'static str), 
     })
 }
 
+/// The largest top-k the plans select on the GPU (larger k reads the whole logits row).
+pub const MAX_TOP_K: usize = 64;
+
 /// Token counts up to which the quantized matmuls run as GEMV (a workgroup per output).
 pub const GEMV_MAX_TOKENS: usize = 4;
 
@@ -520,8 +523,25 @@ pub fn build_with(
         vec![t as u32, c.vocab as u32, 0, 0],
         groups_1d(t, 1),
     );
+    // The k most likely tokens per position for sampling (k = 0, a no-op, until
+    // `Decoder::set_top_k` asks for some): k pairs read back instead of the whole row.
+    b.tensor("top_values", vec![t, MAX_TOP_K], DT::F32);
+    b.tensor("top_indices", vec![t, MAX_TOP_K], DT::I32);
+    b.dispatch(
+        "top_k",
+        "TopK",
+        "topk_rows_f32",
+        vec!["logits", "top_values", "top_indices"],
+        vec![t as u32, c.vocab as u32, 0, MAX_TOP_K as u32],
+        groups_1d(t, 1),
+    );
     // The caches are outputs too: state that outlives the pass (never shares a buffer).
-    b.plan.outputs = vec!["next_token".into(), "logits".into()];
+    b.plan.outputs = vec![
+        "next_token".into(),
+        "logits".into(),
+        "top_values".into(),
+        "top_indices".into(),
+    ];
     b.plan.outputs.extend(cache_names(&c));
     let mut plan = b.plan;
     plan.assign_buffers(false);
@@ -633,6 +653,19 @@ impl<'g> Decoder<'g> {
             let mut p = self.decode.plan.dispatches[patch.dispatch].params.clone();
             p[patch.word] = pos as u32 * patch.scale;
             self.decode.set_params(patch.dispatch, &p);
+        }
+    }
+
+    /// How many candidates the plans' top-k dispatch selects per position (0: none).
+    pub fn set_top_k(&self, k: usize) {
+        for runner in [&self.prefill, &self.decode] {
+            for (i, d) in runner.plan.dispatches.iter().enumerate() {
+                if d.kernel == "topk_rows_f32" {
+                    let mut p = d.params.clone();
+                    p[2] = k.min(MAX_TOP_K) as u32;
+                    runner.set_params(i, &p);
+                }
+            }
         }
     }
 
@@ -762,15 +795,23 @@ pub fn sample(logits: &[f32], seen: &[u32], s: &Sampling, rng: &mut u64) -> u32 
             .enumerate()
             .fold(0, |best, (i, &v)| if v > l[best] { i } else { best }) as u32;
     }
+    // Largest first, ties by lower index (a stable sort): the order of the GPU's top-k.
     let mut idx: Vec<usize> = (0..l.len()).collect();
     idx.sort_by(|&a, &b| l[b].partial_cmp(&l[a]).unwrap_or(std::cmp::Ordering::Equal));
     if s.top_k > 0 {
         idx.truncate(s.top_k);
     }
-    let mx = l[idx[0]];
-    let mut probs: Vec<f64> = idx
+    let candidates: Vec<(u32, f32)> = idx.iter().map(|&i| (i as u32, l[i])).collect();
+    sample_sorted(&candidates, s, rng)
+}
+
+/// Draws from candidates sorted largest first (the whole row, or the GPU's top k):
+/// temperature, then top-p, then one xorshift64 draw.
+pub fn sample_sorted(candidates: &[(u32, f32)], s: &Sampling, rng: &mut u64) -> u32 {
+    let mx = candidates[0].1;
+    let mut probs: Vec<f64> = candidates
         .iter()
-        .map(|&i| (((l[i] - mx) / s.temperature) as f64).exp())
+        .map(|&(_, v)| (((v - mx) / s.temperature) as f64).exp())
         .collect();
     let total: f64 = probs.iter().sum();
     probs.iter_mut().for_each(|p| *p /= total);
@@ -791,10 +832,10 @@ pub fn sample(logits: &[f32], seen: &[u32], s: &Sampling, rng: &mut u64) -> u32 
     for k in 0..keep {
         r -= probs[k];
         if r <= 0.0 {
-            return idx[k] as u32;
+            return candidates[k].0;
         }
     }
-    idx[keep - 1] as u32
+    candidates[keep - 1].0
 }
 
 impl Decoder<'_> {
@@ -822,16 +863,35 @@ impl Decoder<'_> {
         };
         let mut seen: Vec<u32> = prompt.to_vec();
         let greedy_gpu = sampling.temperature <= 0.0 && sampling.repetition_penalty == 1.0;
+        // Top-k on the GPU (k pairs read back) when no penalty has to change the logits first.
+        let gpu_top_k = !greedy_gpu
+            && sampling.temperature > 0.0
+            && sampling.repetition_penalty == 1.0
+            && (1..=MAX_TOP_K).contains(&sampling.top_k);
+        self.set_top_k(if gpu_top_k { sampling.top_k } else { 0 });
+        let pick = |runner: &Runner, t: usize, seen: &[u32], rng: &mut u64| {
+            if gpu_top_k {
+                let got = runner.read(&["top_values".to_string(), "top_indices".to_string()])?;
+                let row = (t - 1) * MAX_TOP_K;
+                let values = got["top_values"].as_f64();
+                let indices = got["top_indices"].as_i64();
+                let candidates: Vec<(u32, f32)> = (row..row + sampling.top_k)
+                    .filter(|&i| indices[i] >= 0)
+                    .map(|i| (indices[i] as u32, values[i] as f32))
+                    .collect();
+                if candidates.is_empty() {
+                    return Err("the logits hold no number (all NaN)".to_string());
+                }
+                Ok(sample_sorted(&candidates, sampling, rng))
+            } else {
+                Ok(sample(&last_logits(runner, t)?, seen, sampling, rng))
+            }
+        };
         let mut next = if greedy_gpu {
             self.run_prefill(prompt)?
         } else {
             self.run_prefill(prompt)?;
-            sample(
-                &last_logits(&self.prefill, prompt.len())?,
-                &seen,
-                sampling,
-                &mut rng,
-            )
+            pick(&self.prefill, prompt.len(), &seen, &mut rng)?
         };
         let mut out = Vec::new();
         let mut pos = prompt.len();
@@ -846,7 +906,7 @@ impl Decoder<'_> {
             next = if greedy_gpu {
                 greedy
             } else {
-                sample(&last_logits(&self.decode, 1)?, &seen, sampling, &mut rng)
+                pick(&self.decode, 1, &seen, &mut rng)?
             };
             pos += 1;
         }
