@@ -121,7 +121,11 @@ fn gpu_top_k_equals_a_cpu_sort_and_sampling_through_it_matches_the_full_row() {
         let base = t * MAX_TOP_K;
         assert_eq!(&indices[base..base + 20], &want[..], "position {t}");
         for k in 0..20 {
-            assert_eq!(values[base + k], row[want[k] as usize], "position {t} rank {k}");
+            assert_eq!(
+                values[base + k],
+                row[want[k] as usize],
+                "position {t} rank {k}"
+            );
         }
         assert!(indices[base + 20..base + MAX_TOP_K].iter().all(|&i| i == 0));
     }
@@ -141,7 +145,10 @@ fn gpu_top_k_equals_a_cpu_sort_and_sampling_through_it_matches_the_full_row() {
     let mut last = {
         dec.run_prefill(&prompt).unwrap();
         let l = dec.prefill.read(&["logits".to_string()]).unwrap()["logits"].as_f64();
-        l[(prompt.len() - 1) * vocab..].iter().map(|&v| v as f32).collect::<Vec<f32>>()
+        l[(prompt.len() - 1) * vocab..]
+            .iter()
+            .map(|&v| v as f32)
+            .collect::<Vec<f32>>()
     };
     for k in 0..6 {
         let next = sample(&last, &seen, &s, &mut rng);

@@ -115,8 +115,13 @@ export class Sampler {
     }
     let idx = Array.from(l.keys()).sort((a, b) => l[b] - l[a]);
     if ((o.topK ?? 0) > 0) idx = idx.slice(0, o.topK);
-    const mx = l[idx[0]];
-    const probs = idx.map((i) => Math.exp(Math.fround((l[i] - mx) / temperature)));
+    return this.pickSorted(idx, idx.map((i) => l[i]), o);
+  }
+  /** Draws from candidates sorted largest first (the whole row, or the GPU's top k). */
+  pickSorted(idx: number[], values: number[], o: GenerateOptions): number {
+    const temperature = o.temperature ?? 0;
+    const mx = values[0];
+    const probs = values.map((v) => Math.exp(Math.fround((v - mx) / temperature)));
     let total = probs.reduce((a, b) => a + b, 0);
     for (let k = 0; k < probs.length; k++) probs[k] /= total;
     let keep = probs.length;
@@ -177,11 +182,29 @@ export async function loadLLM(baseUrl: string, options: LlmLoadOptions = {}): Pr
     for (const p of patches) device.queue.writeBuffer(plan.uniforms[p.dispatch], p.word * 4, Uint32Array.of(pos * p.scale));
   };
   const vocab = CONFIG.vocab;
-  const readRow = async (plan: PreparedPlan, row: number, sampled: boolean): Promise<{ greedy: number; logits?: Float32Array }> => {
+  // Top-k on the GPU: the top_k dispatch selects `k` candidates per position (0: none).
+  const setTopK = (k: number) => {
+    for (const [plan, tables] of [[prefill, prefillPlan], [decode, decodePlan]] as const) {
+      tables.DISPATCHES.forEach((d, i) => {
+        if (d.kernel === 'topk_rows_f32') device.queue.writeBuffer(plan.uniforms[i], 8, Uint32Array.of(k));
+      });
+    }
+  };
+  let topK = 0;
+  const readRow = async (plan: PreparedPlan, row: number, sampled: boolean): Promise<{ greedy: number; logits?: Float32Array; top?: [number[], number[]] }> => {
     const ranges: [string, number, number][] = [['next_token', row * 4, 4]];
-    if (sampled) ranges.push(['logits', row * vocab * 4, vocab * 4]);
+    if (sampled && topK > 0) ranges.push(['top_indices', row * CONFIG.maxTopK * 4, topK * 4], ['top_values', row * CONFIG.maxTopK * 4, topK * 4]);
+    else if (sampled) ranges.push(['logits', row * vocab * 4, vocab * 4]);
     const got = await readRanges(device, plan, ranges);
-    return { greedy: new Int32Array(got[0])[0], logits: sampled ? new Float32Array(got[1]) : undefined };
+    const greedy = new Int32Array(got[0])[0];
+    if (!sampled) return { greedy };
+    if (topK > 0) {
+      const idx = Array.from(new Int32Array(got[1]));
+      const values = Array.from(new Float32Array(got[2]));
+      const keep = idx.findIndex((i) => i < 0);
+      return { greedy, top: keep < 0 ? [idx, values] : [idx.slice(0, keep), values.slice(0, keep)] };
+    }
+    return { greedy, logits: new Float32Array(got[1]) };
   };
 
   async function generateIds(promptIds: number[], o: GenerateOptions = {}): Promise<GenerateResult> {
@@ -195,8 +218,11 @@ export async function loadLLM(baseUrl: string, options: LlmLoadOptions = {}): Pr
     const stop = new Set(o.stop ?? CONFIG.stop);
     const sampled = (o.temperature ?? 0) > 0 || (o.repetitionPenalty ?? 1) !== 1;
     const sampler = new Sampler(o.seed ?? 0);
+    // Candidates from the GPU when no repetition penalty has to change the logits first.
+    topK = sampled && (o.temperature ?? 0) > 0 && (o.repetitionPenalty ?? 1) === 1 && (o.topK ?? 0) > 0 && (o.topK ?? 0) <= CONFIG.maxTopK ? o.topK! : 0;
+    setTopK(topK);
     const t0 = performance.now();
-    let last: { greedy: number; logits?: Float32Array } = { greedy: 0 };
+    let last: { greedy: number; logits?: Float32Array; top?: [number[], number[]] } = { greedy: 0 };
     for (let start = 0; start < n; start += chunk) {
       const ids = new Int32Array(chunk);
       ids.set(promptIds.slice(start, start + chunk));
@@ -206,7 +232,14 @@ export async function loadLLM(baseUrl: string, options: LlmLoadOptions = {}): Pr
       if (start === lastStart) last = await readRow(prefill, n - 1 - start, sampled);
     }
     const seen = [...promptIds];
-    const pickNext = () => (sampled ? sampler.pick(last.logits!, seen, o) : last.greedy);
+    const pickNext = () => {
+      if (!sampled) return last.greedy;
+      if (last.top) {
+        if (last.top[0].length === 0) throw new Error('the logits hold no number (all NaN)');
+        return sampler.pickSorted(last.top[0], last.top[1], o);
+      }
+      return sampler.pick(last.logits!, seen, o);
+    };
     let next = pickNext();
     const prefillMs = performance.now() - t0;
     const t1 = performance.now();

@@ -79,12 +79,15 @@ try {
     const streamed = [];
     const r = await llm.generateIds(ids, { maxNewTokens: count, stop: [], onToken: (_, id) => streamed.push(id) });
     const kernels = llm.kernels;
+    // Sampling (top-k on the GPU, temperature, top-p, seed): the same seed twice, the same tokens.
+    const sampling = { maxNewTokens: 4, temperature: 0.8, topK: 20, topP: 0.95, seed: 7, stop: [] };
+    const sampled = [(await llm.generateIds(ids, sampling)).tokens, (await llm.generateIds(ids, sampling)).tokens];
     llm.destroy();
     // The other decode kernels, for a few tokens (on a CPU adapter the GPU kernels crawl).
     const other = await loadLLM('/weights', { kernels: kernels === 'gpu' ? 'fallback' : 'gpu' });
     const short = await other.generateIds(ids, { maxNewTokens: 3, stop: [] });
     other.destroy();
-    return { ids, tokens: r.tokens, streamed, text: r.text, prefillMs: r.prefillMs, tps: r.tokensPerSecond, kernels, otherKernels: other.kernels, otherTokens: short.tokens, adapter: `${adapter.info?.vendor ?? ''} ${adapter.info?.architecture ?? ''}` };
+    return { ids, tokens: r.tokens, streamed, text: r.text, prefillMs: r.prefillMs, tps: r.tokensPerSecond, kernels, sampled, otherKernels: other.kernels, otherTokens: short.tokens, adapter: `${adapter.info?.vendor ?? ''} ${adapter.info?.architecture ?? ''}` };
   }, { prompt: generation.prompt, count: generation.generated_ids.length });
   console.log(`browser WebGPU adapter: ${result.adapter}; decode kernels: ${result.kernels}`);
   const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
@@ -100,6 +103,9 @@ try {
     failed++;
     console.log(`browser   ${JSON.stringify(result.tokens)}\nreference ${JSON.stringify(generation.generated_ids)}`);
   }
+  const sampledOk = result.sampled[0].length === 4 && same(result.sampled[0], result.sampled[1]);
+  console.log(`sampled (top-k 20 on the GPU, T 0.8, top-p 0.95, seed 7): ${JSON.stringify(result.sampled[0])} then ${JSON.stringify(result.sampled[1])}: ${sampledOk ? 'same' : 'DIFFER'}`);
+  if (!sampledOk) failed++;
   const otherOk = same(result.otherTokens, generation.generated_ids.slice(0, 3));
   console.log(`greedy with the ${result.otherKernels} decode kernels: first 3 tokens ${otherOk ? 'equal' : 'DIFFER'} (${JSON.stringify(result.otherTokens)})`);
   if (!otherOk) failed++;
