@@ -109,6 +109,18 @@ fn words_of(bytes: &[u8]) -> Vec<u32> {
 
 impl<'g> Runner<'g> {
     pub fn new(gpu: &'g Gpu, plan: Plan) -> Result<Runner<'g>, String> {
+        Self::sharing(gpu, plan, None, &[])
+    }
+
+    /// A runner that takes `other`'s buffers for `shared` tensors (same name and size: the
+    /// weights and KV caches of a llama prefill and decode plan), so they exist once and
+    /// what one runner writes the other reads, with no copy.
+    pub fn sharing(
+        gpu: &'g Gpu,
+        plan: Plan,
+        other: Option<&Runner>,
+        shared: &[String],
+    ) -> Result<Runner<'g>, String> {
         let dev = &gpu.device;
         let max_binding = gpu.limits.max_storage_buffer_binding_size as u64;
         let mut buffers = HashMap::new();
@@ -124,6 +136,17 @@ impl<'g> Runner<'g> {
                 return Err(format!(
                     "tensor '{name}' needs {bytes} bytes; this device binds at most {max_binding} (max_storage_buffer_binding_size)"
                 ));
+            }
+            if let Some(o) = other
+                && shared.contains(name)
+            {
+                let buf = o
+                    .buffers
+                    .get(name)
+                    .filter(|b| b.size() == bytes)
+                    .ok_or_else(|| format!("cannot share '{name}': absent or of another size"))?;
+                buffers.insert(name.clone(), buf.clone());
+                continue;
             }
             let buf = dev.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(name),

@@ -620,7 +620,7 @@ pub fn package_plans(model: &Model, chunk: usize, ctx: usize) -> Result<PackageP
 }
 
 /// Prefill + greedy decode on the GPU: a prefill runner for the prompt and one decode runner
-/// (T = 1) reused for every step, the caches handed over once.
+/// (T = 1) reused for every step, sharing the weight and cache buffers.
 pub struct Decoder<'g> {
     pub config: Config,
     pub prefill: Runner<'g>,
@@ -638,10 +638,15 @@ impl<'g> Decoder<'g> {
     ) -> Result<Decoder<'g>, String> {
         let (pre, config) = build(model, prompt_len, 0, ctx)?;
         let (dec, _) = build(model, 1, prompt_len, ctx)?;
+        // Weights and caches exist once: the decode plan uses the prefill plan's buffers.
+        let mut shared: Vec<String> = pre.constants.keys().cloned().collect();
+        shared.extend(cache_names(&config));
+        let prefill = Runner::new(gpu, pre)?;
+        let decode = Runner::sharing(gpu, dec, Some(&prefill), &shared)?;
         Ok(Decoder {
             config,
-            prefill: Runner::new(gpu, pre)?,
-            decode: Runner::new(gpu, dec)?,
+            prefill,
+            decode,
             prompt_len,
             ctx,
         })
@@ -682,11 +687,8 @@ impl<'g> Decoder<'g> {
             "token_ids".to_string(),
             HostTensor::i64(vec![ids.len()], ids.iter().map(|&i| i as i64).collect()),
         )]);
+        // The caches it fills are the decode plan's too (shared buffers).
         let out = self.prefill.run(&feed, &["next_token".to_string()])?;
-        let values = self.prefill.read(&cache_names(&self.config))?;
-        for (name, v) in &values {
-            self.decode.write(name, v)?;
-        }
         Ok(*out["next_token"].as_i64().last().expect("t >= 1") as u32)
     }
 
@@ -714,9 +716,25 @@ impl<'g> Decoder<'g> {
         max_new: usize,
         eos: Option<u32>,
     ) -> Result<Vec<u32>, String> {
+        let stop: Vec<u32> = eos.into_iter().collect();
+        self.greedy_streamed(prompt, max_new, &stop, |_| {})
+    }
+
+    /// [`Decoder::greedy`] with any stop tokens and `on_token` called as each token arrives.
+    pub fn greedy_streamed(
+        &self,
+        prompt: &[u32],
+        max_new: usize,
+        stop: &[u32],
+        mut on_token: impl FnMut(u32),
+    ) -> Result<Vec<u32>, String> {
+        if max_new == 0 {
+            return Ok(vec![]);
+        }
         let first = self.run_prefill(prompt)?;
+        on_token(first);
         let mut out = vec![first];
-        if max_new <= 1 || Some(first) == eos {
+        if max_new <= 1 || stop.contains(&first) {
             return Ok(out);
         }
         self.decode
@@ -741,8 +759,9 @@ impl<'g> Decoder<'g> {
                 break;
             };
             let t = self.decode.wait(p)?.as_i64()[0] as u32;
+            on_token(t);
             out.push(t);
-            if Some(t) == eos {
+            if stop.contains(&t) {
                 break;
             }
         }
@@ -861,11 +880,13 @@ impl Decoder<'_> {
             };
             Ok(v[(t - 1) * self.config.vocab..].to_vec())
         };
-        let mut seen: Vec<u32> = prompt.to_vec();
         let greedy_gpu = sampling.temperature <= 0.0 && sampling.repetition_penalty == 1.0;
+        if greedy_gpu {
+            return self.greedy_streamed(prompt, max_new, stop, on_token);
+        }
+        let mut seen: Vec<u32> = prompt.to_vec();
         // Top-k on the GPU (k pairs read back) when no penalty has to change the logits first.
-        let gpu_top_k = !greedy_gpu
-            && sampling.temperature > 0.0
+        let gpu_top_k = sampling.temperature > 0.0
             && sampling.repetition_penalty == 1.0
             && (1..=MAX_TOP_K).contains(&sampling.top_k);
         self.set_top_k(if gpu_top_k { sampling.top_k } else { 0 });
@@ -887,12 +908,8 @@ impl Decoder<'_> {
                 Ok(sample(&last_logits(runner, t)?, seen, sampling, rng))
             }
         };
-        let mut next = if greedy_gpu {
-            self.run_prefill(prompt)?
-        } else {
-            self.run_prefill(prompt)?;
-            pick(&self.prefill, prompt.len(), &seen, &mut rng)?
-        };
+        self.run_prefill(prompt)?;
+        let mut next = pick(&self.prefill, prompt.len(), &seen, &mut rng)?;
         let mut out = Vec::new();
         let mut pos = prompt.len();
         loop {
@@ -902,12 +919,8 @@ impl Decoder<'_> {
             if out.len() >= max_new || stop.contains(&next) || pos + 1 > self.ctx {
                 break;
             }
-            let greedy = self.step(next, pos)?;
-            next = if greedy_gpu {
-                greedy
-            } else {
-                pick(&self.decode, 1, &seen, &mut rng)?
-            };
+            self.step(next, pos)?;
+            next = pick(&self.decode, 1, &seen, &mut rng)?;
             pos += 1;
         }
         Ok(out)
