@@ -158,9 +158,16 @@ enum Command {
         name: String,
         #[arg(long)]
         out: PathBuf,
+        /// GGUF decoders: KV cache positions (prompt + generated tokens at most).
+        #[arg(long, default_value_t = 512)]
+        context: usize,
+        /// GGUF decoders: prompt tokens per prefill pass.
+        #[arg(long, default_value_t = 16)]
+        prefill_chunk: usize,
     },
-    /// Browser proof: build the package with npm and run tests/activation-match.spec.ts in
-    /// headless Chromium (WebGPU) against the port's reference.
+    /// Browser proof: build the package with npm and run its test in headless Chromium
+    /// (WebGPU) against the port's reference: every checkpoint (tests/activation-match.spec.ts)
+    /// or, for a GGUF decoder, tokenizer, sampler and greedy tokens (tests/generate.spec.ts).
     PackageTest {
         #[arg(long)]
         package: PathBuf,
@@ -456,8 +463,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             per_layer,
             tol,
         } => port(&model, &out, dims, values, per_layer, &tol),
-        Command::Package { port, name, out } => {
-            let s = m2w_package::generate(&port.join("engine"), &name, &out)
+        Command::Package {
+            port,
+            name,
+            out,
+            context,
+            prefill_chunk,
+        } => {
+            let llm = m2w_package::llm::LlmOptions {
+                prefill_chunk,
+                context,
+            };
+            let s = m2w_package::generate(&port.join("engine"), &name, &out, &llm)
                 .map_err(|e| Usage(e.to_string()))?;
             println!(
                 "package {name}: {} dispatches, {} kernels ({} bytes of WGSL), {} bytes of weights, {} files -> {}",
@@ -1152,6 +1169,10 @@ fn package_test(
     npm(package, &["run", "--silent", "build:tests"])?;
     // LLM packages prove generation (generate.spec), the others every checkpoint.
     let spec = if package.join("tests/generate.spec.ts").is_file() {
+        m2w_model::io::write_atomic(
+            &package.join("build-tests/sampler-cases.json"),
+            sampler_cases().to_string().as_bytes(),
+        )?;
         "build-tests/generate.spec.js"
     } else {
         "build-tests/activation-match.spec.js"
@@ -1175,6 +1196,72 @@ fn package_test(
         return Err(CheckFailed("the browser test failed".into()).into());
     }
     Ok(())
+}
+
+/// Draws of the native sampler (`m2w_engine::llama::sample`) on synthetic logits, over the
+/// settings a user can pass (temperature, top-k, top-p, repetition penalty, seed): the oracle
+/// for the package's TypeScript sampler.
+fn sampler_cases() -> serde_json::Value {
+    use m2w_engine::llama::{Sampling, sample};
+    let mut state: u64 = 0x853c_49e6_748f_ea9b;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let mut cases = Vec::new();
+    for (i, (temperature, top_k, top_p, penalty)) in [
+        (0.0, 0, 1.0, 1.0),
+        (0.0, 0, 1.0, 1.3),
+        (1.0, 0, 1.0, 1.0),
+        (0.7, 0, 1.0, 1.0),
+        (0.7, 40, 1.0, 1.0),
+        (0.7, 40, 0.9, 1.0),
+        (1.5, 5, 1.0, 1.0),
+        (0.8, 0, 0.5, 1.1),
+        (1.2, 100, 0.95, 1.3),
+        (0.3, 1, 1.0, 1.0),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // 1000 logits spread like a language model's, with some exact ties.
+        let logits: Vec<f32> = (0..1000)
+            .map(|j| {
+                if j % 97 == 3 {
+                    4.5
+                } else {
+                    ((next() * 2.0 - 1.0) * 6.0) as f32
+                }
+            })
+            .collect();
+        let seen: Vec<u32> = (0..20).map(|_| (next() * 1000.0) as u32).collect();
+        let s = Sampling {
+            temperature,
+            top_k,
+            top_p,
+            repetition_penalty: penalty,
+            seed: 11 + i as u64,
+        };
+        let mut rng = s.seed ^ 0x9e37_79b9_7f4a_7c15;
+        let draws: Vec<u32> = (0..6)
+            .map(|_| sample(&logits, &seen, &s, &mut rng))
+            .collect();
+        cases.push(serde_json::json!({
+            "logits": logits,
+            "seen": seen,
+            "options": {
+                "temperature": temperature,
+                "topK": top_k,
+                "topP": top_p,
+                "repetitionPenalty": penalty,
+                "seed": s.seed,
+            },
+            "draws": draws,
+        }));
+    }
+    serde_json::Value::Array(cases)
 }
 
 fn generate(

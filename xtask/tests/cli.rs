@@ -348,6 +348,7 @@ fn smollm2_gguf_port_validates_every_stage_and_its_package_generates_the_same_to
     assert!(port.contains("validate  prefill"), "{port}");
     for want in [
         "tokenizer: 300/300 texts encode to the tokenizers crate's ids, 300/300 decode back",
+        "sampler: 10/10 cases draw the native sampler's tokens",
         "greedy: 30/30 tokens equal to the candle reference",
         "decode kernels: first 3 tokens equal",
         "]: same",

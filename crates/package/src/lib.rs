@@ -30,6 +30,7 @@ const TSCONFIG_TESTS: &str = include_str!("../../../templates/package/tsconfig.t
 const INDEX_HTML: &str = include_str!("../../../templates/package/index.html");
 const SPEC_TS: &str = include_str!("../../../templates/package/tests/activation-match.spec.ts");
 const RUNTIME_TS: &str = include_str!("../../../templates/package/src/runtime.ts");
+const HARNESS_TS: &str = include_str!("../../../templates/package/tests/harness.ts");
 
 pub mod llm;
 
@@ -234,7 +235,13 @@ fn write_files(out: &Path, files: &[(&str, Vec<u8>)]) -> Result<(), PackageError
 }
 
 /// Generates the package for the engine folder `engine_dir` into `out` (replaced atomically).
-pub fn generate(engine_dir: &Path, name: &str, out: &Path) -> Result<Summary, PackageError> {
+/// `llm` sets the context and prefill chunk of a GGUF decoder's package (ignored otherwise).
+pub fn generate(
+    engine_dir: &Path,
+    name: &str,
+    out: &Path,
+    llm: &llm::LlmOptions,
+) -> Result<Summary, PackageError> {
     let read = |f: &str| {
         std::fs::read(engine_dir.join(f)).map_err(|e| {
             PackageError::Input(format!(
@@ -248,7 +255,7 @@ pub fn generate(engine_dir: &Path, name: &str, out: &Path) -> Result<Summary, Pa
     check_name(name)?;
     if engine["kind"].as_str() == Some("llama") {
         let model = engine["model"].as_str().unwrap_or_default();
-        return llm::generate(Path::new(model), name, out, &llm::LlmOptions::default());
+        return llm::generate(Path::new(model), name, out, llm);
     }
     let plan: Plan = serde_json::from_slice(&read("plan.json")?)
         .map_err(|e| PackageError::Input(format!("plan.json: {e}")))?;
@@ -286,6 +293,7 @@ pub fn generate(engine_dir: &Path, name: &str, out: &Path) -> Result<Summary, Pa
             "tests/activation-match.spec.ts",
             subst(SPEC_TS).into_bytes(),
         ),
+        ("tests/harness.ts", HARNESS_TS.as_bytes().to_vec()),
         ("weights/constants.json", constants_json),
         ("weights/constants.bin", constants_bin.clone()),
     ];

@@ -185,6 +185,7 @@ pub fn generate(
             "tests/generate.spec.ts",
             subst(GENERATE_SPEC_TS).into_bytes(),
         ),
+        ("tests/harness.ts", crate::HARNESS_TS.as_bytes().to_vec()),
         ("weights/constants.json", constants_json.into_bytes()),
         ("weights/constants.bin", blob.clone()),
         ("weights/tokenizer.json", tokenizer_json),

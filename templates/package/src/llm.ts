@@ -104,8 +104,9 @@ export class Sampler {
     return Number(s >> 11n) / 2 ** 53;
   }
   pick(logits: Float32Array, seen: number[], o: GenerateOptions): number {
+    // f32 arithmetic where the native sampler has it (Math.fround), so both draw alike.
     const l = Float32Array.from(logits);
-    const penalty = o.repetitionPenalty ?? 1;
+    const penalty = Math.fround(o.repetitionPenalty ?? 1);
     if (penalty !== 1) for (const t of seen) l[t] = l[t] > 0 ? l[t] / penalty : l[t] * penalty;
     const temperature = o.temperature ?? 0;
     if (temperature <= 0) {
@@ -119,9 +120,9 @@ export class Sampler {
   }
   /** Draws from candidates sorted largest first (the whole row, or the GPU's top k). */
   pickSorted(idx: number[], values: number[], o: GenerateOptions): number {
-    const temperature = o.temperature ?? 0;
+    const temperature = Math.fround(o.temperature ?? 0);
     const mx = values[0];
-    const probs = values.map((v) => Math.exp(Math.fround((v - mx) / temperature)));
+    const probs = values.map((v) => Math.exp(Math.fround(Math.fround(v - mx) / temperature)));
     let total = probs.reduce((a, b) => a + b, 0);
     for (let k = 0; k < probs.length; k++) probs[k] /= total;
     let keep = probs.length;

@@ -4,10 +4,9 @@
 // reference inputs, every checkpoint is captured and compared with the same .npy oracles the
 // native validate used (npy parsing here, not in the package), and the demo page is
 // screenshotted. Usage: node build-tests/activation-match.spec.js PACKAGE_DIR REFERENCE_DIR [SCREENSHOT]
-import { chromium } from 'playwright-core';
-import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
+import { launchChromium, serve } from './harness.js';
 
 const ATOL = 1e-4;
 const RTOL = 1e-3;
@@ -32,34 +31,15 @@ function parseNpy(buf) {
   return { shape, values };
 }
 
-const types = { '.js': 'text/javascript', '.html': 'text/html', '.json': 'application/json', '.bin': 'application/octet-stream', '.npy': 'application/octet-stream' };
-const server = http.createServer((req, res) => {
-  const url = decodeURIComponent(req.url.split('?')[0]);
-  const file = url.startsWith('/ref/') ? path.join(refDir, url.slice(5)) : path.join(pkgDir, url === '/' ? 'index.html' : url);
-  fs.readFile(file, (err, body) => {
-    if (err) {
-      res.writeHead(404);
-      res.end();
-      return;
-    }
-    res.writeHead(200, { 'content-type': types[path.extname(file)] ?? 'application/octet-stream' });
-    res.end(body);
-  });
-});
-await new Promise((r) => server.listen(0, '127.0.0.1', r));
-const origin = `http://127.0.0.1:${server.address().port}`;
+// /ref/ is the reference folder (the .npy oracles).
+const { origin, server } = await serve(pkgDir, (url) => (url.startsWith('/ref/') ? path.join(refDir, url.slice(5)) : null));
 
 const index = JSON.parse(fs.readFileSync(path.join(refDir, 'index.json'), 'utf8'));
 // Weights (and weights folded at plan time) are proven by extract --verify; the browser test
 // compares what the GPU computes.
 const constants = new Set(JSON.parse(fs.readFileSync(path.join(pkgDir, 'weights', 'constants.json'), 'utf8')).map((c) => c.name));
 const inputs = Object.fromEntries(index.inputs.map((i) => [i.name, parseNpy(fs.readFileSync(path.join(refDir, i.file))).values]));
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-  headless: true,
-  // playwright gives every launch a fresh temporary profile (a new --user-data-dir).
-  args: ['--headless=new', '--no-sandbox', '--enable-unsafe-webgpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'],
-});
+const browser = await launchChromium();
 let failed = 0;
 let passed = 0;
 try {

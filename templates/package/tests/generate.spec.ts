@@ -7,11 +7,10 @@
 // candle reference's token for token (reference/generation.json); (3) the chat page answers
 // and is screenshotted.
 // Usage: node build-tests/generate.spec.js PACKAGE_DIR REFERENCE_DIR [SCREENSHOT]
-import { chromium } from 'playwright-core';
-import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { launchChromium, serve } from './harness.js';
 
 const [pkgDir, refDir, shot] = process.argv.slice(2);
 let failed = 0;
@@ -37,36 +36,31 @@ for (const c of cases) {
 }
 console.log(`tokenizer: ${encoded}/${cases.length} texts encode to the tokenizers crate's ids, ${decoded}/${cases.length} decode back`);
 
+// The sampler, in node, against the native one: `cargo xtask package-test` writes draws of
+// m2w's Rust sampler on synthetic logits to build-tests/sampler-cases.json.
+const samplerCases = path.join(pkgDir, 'build-tests', 'sampler-cases.json');
+if (fs.existsSync(samplerCases)) {
+  const { Sampler } = await import(pathToFileURL(path.join(pkgDir, 'dist', 'index.js')).href);
+  const all = JSON.parse(fs.readFileSync(samplerCases, 'utf8'));
+  let same = 0;
+  for (const c of all) {
+    const sampler = new Sampler(c.options.seed);
+    const logits = Float32Array.from(c.logits);
+    const draws = c.draws.map(() => sampler.pick(logits, c.seen, c.options));
+    if (JSON.stringify(draws) === JSON.stringify(c.draws)) same++;
+    else {
+      failed++;
+      console.log(`sampler ${JSON.stringify(c.options)}: ours ${JSON.stringify(draws)}, native ${JSON.stringify(c.draws)}`);
+    }
+  }
+  console.log(`sampler: ${same}/${all.length} cases draw the native sampler's tokens`);
+} else console.log('sampler: not checked (no build-tests/sampler-cases.json; run through cargo xtask package-test)');
+
 // (2) Greedy generation in the browser.
 const generation = JSON.parse(fs.readFileSync(path.join(refDir, 'generation.json'), 'utf8'));
-const types = { '.js': 'text/javascript', '.html': 'text/html', '.json': 'application/json', '.bin': 'application/octet-stream' };
-const server = http.createServer((req, res) => {
-  const url = decodeURIComponent(req.url.split('?')[0]);
-  if (url === '/blank.html') {
-    // An empty page of this origin: the greedy check loads the model once, without the chat page.
-    res.writeHead(200, { 'content-type': 'text/html' });
-    res.end('<!doctype html><title>test</title>');
-    return;
-  }
-  const file = path.join(pkgDir, url === '/' ? 'index.html' : url);
-  fs.readFile(file, (err, body) => {
-    if (err) {
-      res.writeHead(404);
-      res.end();
-      return;
-    }
-    res.writeHead(200, { 'content-type': types[path.extname(file)] ?? 'application/octet-stream' });
-    res.end(body);
-  });
-});
-await new Promise((r) => server.listen(0, '127.0.0.1', r));
-const origin = `http://127.0.0.1:${server.address().port}`;
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-  headless: true,
-  // playwright gives every launch a fresh temporary profile (a new --user-data-dir).
-  args: ['--headless=new', '--no-sandbox', '--enable-unsafe-webgpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'],
-});
+// /blank.html: an empty page of this origin, so the greedy check loads the model once, without the chat page.
+const { origin, server } = await serve(pkgDir, (url) => (url === '/blank.html' ? { html: '<!doctype html><title>test</title>' } : null));
+const browser = await launchChromium();
 try {
   const page = await browser.newPage();
   page.on('console', (m) => { if (m.type() === 'error') console.error('page:', m.text()); });

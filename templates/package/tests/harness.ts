@@ -1,0 +1,47 @@
+// @ts-nocheck -- run by node after `tsc --noCheck`; the package itself is strictly typed.
+//
+// What the browser proofs share: a static server on 127.0.0.1 (the package, plus whatever
+// `extra` maps a URL to) and Debian's chromium with WebGPU on, driven by playwright-core.
+import { chromium } from 'playwright-core';
+import http from 'node:http';
+import fs from 'node:fs';
+import path from 'node:path';
+
+const types = { '.js': 'text/javascript', '.html': 'text/html', '.json': 'application/json', '.bin': 'application/octet-stream', '.npy': 'application/octet-stream' };
+
+/**
+ * Serves `pkgDir`; `extra(url)` may answer first with a file path or `{ html }`. Returns the
+ * origin and the server (close it at the end).
+ */
+export async function serve(pkgDir, extra = () => null) {
+  const server = http.createServer((req, res) => {
+    const url = decodeURIComponent(req.url.split('?')[0]);
+    const special = extra(url);
+    if (special && typeof special === 'object') {
+      res.writeHead(200, { 'content-type': 'text/html' });
+      res.end(special.html);
+      return;
+    }
+    const file = special ?? path.join(pkgDir, url === '/' ? 'index.html' : url);
+    fs.readFile(file, (err, body) => {
+      if (err) {
+        res.writeHead(404);
+        res.end();
+        return;
+      }
+      res.writeHead(200, { 'content-type': types[path.extname(file)] ?? 'application/octet-stream' });
+      res.end(body);
+    });
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  return { origin: `http://127.0.0.1:${server.address().port}`, server };
+}
+
+export function launchChromium() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    headless: true,
+    // playwright gives every launch a fresh temporary profile (a new --user-data-dir).
+    args: ['--headless=new', '--no-sandbox', '--enable-unsafe-webgpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'],
+  });
+}
