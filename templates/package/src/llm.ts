@@ -208,7 +208,19 @@ export async function loadLLM(baseUrl: string, options: LlmLoadOptions = {}): Pr
     return { greedy, logits: new Float32Array(got[1]) };
   };
 
+  // One generation at a time: both share the caches and the plans' uniforms.
+  let busy = false;
   async function generateIds(promptIds: number[], o: GenerateOptions = {}): Promise<GenerateResult> {
+    if (busy) throw new Error('a generation is already running on this model (await it, or abort it)');
+    busy = true;
+    try {
+      return await run(promptIds, o);
+    } finally {
+      busy = false;
+    }
+  }
+
+  async function run(promptIds: number[], o: GenerateOptions): Promise<GenerateResult> {
     const maxNew = o.maxNewTokens ?? 64;
     const chunk = CONFIG.prefillChunk;
     const n = promptIds.length;
