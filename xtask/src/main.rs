@@ -1226,17 +1226,22 @@ fn sampler_cases() -> serde_json::Value {
     .into_iter()
     .enumerate()
     {
-        // 1000 logits spread like a language model's, with some exact ties.
+        // 1000 logits spread like a language model's, with some exact ties, and NaNs in
+        // every other case (JSON null: never picked).
         let logits: Vec<f32> = (0..1000)
             .map(|j| {
                 if j % 97 == 3 {
                     4.5
+                } else if i % 2 == 1 && j % 211 == 7 {
+                    f32::NAN
                 } else {
                     ((next() * 2.0 - 1.0) * 6.0) as f32
                 }
             })
             .collect();
-        let seen: Vec<u32> = (0..20).map(|_| (next() * 1000.0) as u32).collect();
+        // Seen tokens with repeats (the penalty applies once per distinct token).
+        let mut seen: Vec<u32> = (0..20).map(|_| (next() * 1000.0) as u32).collect();
+        seen.extend(seen[..5].to_vec());
         let s = Sampling {
             temperature,
             top_k,

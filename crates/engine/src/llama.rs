@@ -41,8 +41,12 @@ pub fn config(model: &Model) -> Result<Config, String> {
         .and_then(|v| v.as_str())
         .unwrap_or("")
         .to_string();
-    if !matches!(arch.as_str(), "llama" | "mistral" | "granite" | "smollm") {
-        return Err(format!("architecture {arch:?} is not in the llama family"));
+    // Granite scales embeddings, residuals, attention and logits by its own multipliers:
+    // not implemented, so not accepted.
+    if !matches!(arch.as_str(), "llama" | "mistral" | "smollm") {
+        return Err(format!(
+            "architecture {arch:?} is not one m2w runs (llama, mistral, smollm)"
+        ));
     }
     let need = |k: &str| {
         md(model, &format!("{arch}.{k}")).ok_or_else(|| format!("GGUF metadata lacks {arch}.{k}"))
@@ -58,6 +62,29 @@ pub fn config(model: &Model) -> Result<Config, String> {
         ));
     }
     let head_dim = dim / heads;
+    // Features that change the math and are not implemented are refused, not ignored.
+    let mut unsupported = Vec::new();
+    if let Some(k) = md(model, &format!("{arch}.attention.key_length"))
+        && k as usize != head_dim
+    {
+        unsupported.push(format!(
+            "attention.key_length {k} != width / heads {head_dim}"
+        ));
+    }
+    if let Some(t) = model
+        .metadata
+        .get(&format!("{arch}.rope.scaling.type"))
+        .and_then(|v| v.as_str())
+        && t != "none"
+    {
+        unsupported.push(format!("rope.scaling.type {t:?}"));
+    }
+    if model.tensor("rope_freqs.weight").is_some() {
+        unsupported.push("rope_freqs.weight (per-dimension RoPE frequencies)".into());
+    }
+    if !unsupported.is_empty() {
+        return Err(format!("not supported yet: {}", unsupported.join("; ")));
+    }
     if need("block_count")? < 1.0 {
         return Err("the GGUF declares no layers (block_count 0)".into());
     }
@@ -382,6 +409,51 @@ pub fn build_with(
     if b.kinds.get("token_embd.weight") != Some(&"q8_0") {
         return Err("the embedding lookup kernel reads q8_0 token embeddings only (so far)".into());
     }
+    // The matmul kernels read packed blocks: a float projection weight has no kernel yet.
+    // Every such tensor is named in one error, before any GPU work.
+    let mut missing = Vec::new();
+    let head = if b.kinds.contains_key("output.weight") {
+        "output.weight"
+    } else {
+        "token_embd.weight"
+    };
+    let mut projections = vec![head.to_string()];
+    for l in 0..c.layers {
+        for w in [
+            "attn_q",
+            "attn_k",
+            "attn_v",
+            "attn_output",
+            "ffn_gate",
+            "ffn_up",
+            "ffn_down",
+        ] {
+            projections.push(format!("blk.{l}.{w}.weight"));
+        }
+    }
+    for w in &projections {
+        match b.kinds.get(w.as_str()) {
+            None => missing.push(format!("{w}: absent")),
+            Some(&"f32") => missing.push(format!(
+                "{w}: stored as float (the matmul kernels read q8_0, q4_0 or q4_1 blocks)"
+            )),
+            Some(_) => {}
+        }
+    }
+    for l in 0..c.layers {
+        for w in ["attn_norm", "ffn_norm"] {
+            if !b.kinds.contains_key(format!("blk.{l}.{w}.weight").as_str()) {
+                missing.push(format!("blk.{l}.{w}.weight: absent"));
+            }
+        }
+    }
+    if !missing.is_empty() {
+        return Err(format!(
+            "{} weight(s) cannot be used: {}",
+            missing.len(),
+            missing.join("; ")
+        ));
+    }
     let (d, hd, kvd) = (c.dim, c.head_dim, c.kv_heads * c.head_dim);
     b.tensor("token_ids", vec![t], DT::I32);
     b.plan.inputs.push("token_ids".into());
@@ -507,11 +579,6 @@ pub fn build_with(
         );
         x = p("ffn_residual");
     }
-    let head = if b.kinds.contains_key("output.weight") {
-        "output.weight"
-    } else {
-        "token_embd.weight"
-    };
     b.matmul("logits", "output_norm", head, t, c.vocab, d);
     // Greedy next token of every position (argmax over the vocabulary); the last one is used.
     b.tensor("next_token", vec![t], DT::I32);
@@ -600,9 +667,9 @@ pub struct PackagePlans {
 }
 
 pub fn package_plans(model: &Model, chunk: usize, ctx: usize) -> Result<PackagePlans, String> {
-    if chunk == 0 || ctx < chunk {
+    if chunk == 0 || ctx < chunk || ctx % chunk != 0 {
         return Err(format!(
-            "a prefill chunk of {chunk} tokens needs a context of at least that many"
+            "the context ({ctx}) must be a positive multiple of the prefill chunk ({chunk})"
         ));
     }
     let (mut prefill, config) = build(model, chunk, 0, ctx)?;
@@ -796,27 +863,34 @@ impl Default for Sampling {
 }
 
 /// Picks the next token from one row of logits (CPU side; greedy runs on the GPU).
+/// The repetition penalty applies once per distinct token seen (as Hugging Face and
+/// llama.cpp do). NaN logits are never picked; a row of NaN only gives token 0 (as the GPU
+/// argmax does).
 pub fn sample(logits: &[f32], seen: &[u32], s: &Sampling, rng: &mut u64) -> u32 {
     let mut l: Vec<f32> = logits.to_vec();
     if s.repetition_penalty != 1.0 {
-        for &t in seen {
-            let v = &mut l[t as usize];
-            *v = if *v > 0.0 {
-                *v / s.repetition_penalty
-            } else {
-                *v * s.repetition_penalty
-            };
+        let distinct: std::collections::BTreeSet<u32> = seen.iter().copied().collect();
+        for t in distinct {
+            if let Some(v) = l.get_mut(t as usize) {
+                *v = if *v > 0.0 {
+                    *v / s.repetition_penalty
+                } else {
+                    *v * s.repetition_penalty
+                };
+            }
         }
     }
-    if s.temperature <= 0.0 {
-        return l
-            .iter()
-            .enumerate()
-            .fold(0, |best, (i, &v)| if v > l[best] { i } else { best }) as u32;
-    }
     // Largest first, ties by lower index (a stable sort): the order of the GPU's top-k.
-    let mut idx: Vec<usize> = (0..l.len()).collect();
-    idx.sort_by(|&a, &b| l[b].partial_cmp(&l[a]).unwrap_or(std::cmp::Ordering::Equal));
+    let mut idx: Vec<usize> = (0..l.len()).filter(|&i| !l[i].is_nan()).collect();
+    if idx.is_empty() {
+        return 0;
+    }
+    if s.temperature <= 0.0 {
+        return idx
+            .iter()
+            .fold(idx[0], |best, &i| if l[i] > l[best] { i } else { best }) as u32;
+    }
+    idx.sort_by(|&a, &b| l[b].total_cmp(&l[a]));
     if s.top_k > 0 {
         idx.truncate(s.top_k);
     }
@@ -881,7 +955,12 @@ impl Decoder<'_> {
             Ok(v[(t - 1) * self.config.vocab..].to_vec())
         };
         let greedy_gpu = sampling.temperature <= 0.0 && sampling.repetition_penalty == 1.0;
+        if max_new == 0 {
+            return Ok(vec![]);
+        }
         if greedy_gpu {
+            // No candidates to select: the top-k dispatch idles.
+            self.set_top_k(0);
             return self.greedy_streamed(prompt, max_new, stop, on_token);
         }
         let mut seen: Vec<u32> = prompt.to_vec();
@@ -901,7 +980,7 @@ impl Decoder<'_> {
                     .map(|i| (indices[i] as u32, values[i] as f32))
                     .collect();
                 if candidates.is_empty() {
-                    return Err("the logits hold no number (all NaN)".to_string());
+                    return Ok::<u32, String>(0); // a row of NaN, as `sample` and the GPU argmax
                 }
                 Ok(sample_sorted(&candidates, sampling, rng))
             } else {
@@ -924,5 +1003,49 @@ impl Decoder<'_> {
             pos += 1;
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn greedy_with_penalty(p: f32) -> Sampling {
+        Sampling {
+            repetition_penalty: p,
+            ..Sampling::default()
+        }
+    }
+
+    #[test]
+    fn the_penalty_applies_once_per_distinct_token() {
+        // Token 0 leads 2.0 to 1.5; a penalty of 1.2 once gives 1.667 (still ahead), applied
+        // for each of three repeats it would give 1.157 (behind).
+        let logits = [2.0f32, 1.5, -1.0];
+        let mut rng = 1;
+        let s = greedy_with_penalty(1.2);
+        assert_eq!(sample(&logits, &[0, 0, 0], &s, &mut rng), 0);
+        assert_eq!(
+            sample(&logits, &[0], &greedy_with_penalty(1.5), &mut rng),
+            1
+        );
+    }
+
+    #[test]
+    fn nan_logits_are_never_picked() {
+        let logits = [f32::NAN, 1.0, f32::NAN, 3.0, 2.0];
+        let mut rng = 5;
+        assert_eq!(sample(&logits, &[], &Sampling::default(), &mut rng), 3);
+        let s = Sampling {
+            temperature: 1.0,
+            top_k: 2,
+            seed: 9,
+            ..Sampling::default()
+        };
+        for _ in 0..50 {
+            let t = sample(&logits, &[], &s, &mut rng);
+            assert!(t == 3 || t == 4, "{t}");
+        }
+        assert_eq!(sample(&[f32::NAN; 4], &[], &s, &mut rng), 0);
     }
 }

@@ -107,14 +107,18 @@ export class Sampler {
     // f32 arithmetic where the native sampler has it (Math.fround), so both draw alike.
     const l = Float32Array.from(logits);
     const penalty = Math.fround(o.repetitionPenalty ?? 1);
-    if (penalty !== 1) for (const t of seen) l[t] = l[t] > 0 ? l[t] / penalty : l[t] * penalty;
+    // Once per distinct token seen (as Hugging Face and llama.cpp).
+    if (penalty !== 1) for (const t of new Set(seen)) if (t >= 0 && t < l.length) l[t] = l[t] > 0 ? l[t] / penalty : l[t] * penalty;
+    // NaN is never picked; a row of NaN gives token 0 (as the GPU argmax).
+    let idx = Array.from(l.keys()).filter((i) => !Number.isNaN(l[i]));
+    if (idx.length === 0) return 0;
     const temperature = o.temperature ?? 0;
     if (temperature <= 0) {
-      let best = 0;
-      for (let i = 1; i < l.length; i++) if (l[i] > l[best]) best = i;
+      let best = idx[0];
+      for (const i of idx) if (l[i] > l[best]) best = i;
       return best;
     }
-    let idx = Array.from(l.keys()).sort((a, b) => l[b] - l[a]);
+    idx.sort((a, b) => l[b] - l[a]);
     if ((o.topK ?? 0) > 0) idx = idx.slice(0, o.topK);
     return this.pickSorted(idx, idx.map((i) => l[i]), o);
   }
@@ -222,9 +226,13 @@ export async function loadLLM(baseUrl: string, options: LlmLoadOptions = {}): Pr
 
   async function run(promptIds: number[], o: GenerateOptions): Promise<GenerateResult> {
     const maxNew = o.maxNewTokens ?? 64;
+    const k = o.topK ?? 0;
+    if (!Number.isInteger(k) || k < 0) throw new Error(`topK must be a whole number >= 0, got ${k}`);
+    if (!Number.isInteger(maxNew) || maxNew < 0) throw new Error(`maxNewTokens must be a whole number >= 0, got ${maxNew}`);
     const chunk = CONFIG.prefillChunk;
     const n = promptIds.length;
     if (n === 0) throw new Error('the prompt has no tokens');
+    if (maxNew === 0) return { text: '', tokens: [], promptTokens: n, finish: 'length', prefillMs: 0, decodeMs: 0, tokensPerSecond: 0 };
     const lastStart = Math.floor((n - 1) / chunk) * chunk;
     if (lastStart + chunk > CONFIG.ctx) throw new Error(`the prompt (${n} tokens) does not fit the context of ${CONFIG.ctx}`);
     for (const id of promptIds) if (!(id >= 0 && id < vocab)) throw new Error(`token id ${id} is outside the vocabulary of ${vocab}`);
@@ -248,7 +256,7 @@ export async function loadLLM(baseUrl: string, options: LlmLoadOptions = {}): Pr
     const pickNext = () => {
       if (!sampled) return last.greedy;
       if (last.top) {
-        if (last.top[0].length === 0) throw new Error('the logits hold no number (all NaN)');
+        if (last.top[0].length === 0) return 0; // a row of NaN, as pick() and the GPU argmax
         return sampler.pickSorted(last.top[0], last.top[1], o);
       }
       return sampler.pick(last.logits!, seen, o);
@@ -300,6 +308,8 @@ export async function loadLLM(baseUrl: string, options: LlmLoadOptions = {}): Pr
       }
       pos++;
     }
+    // Passes submitted past a stop finish on their own; nothing waits for them.
+    for (const p of inFlight) p.catch(() => {});
     text += decoder.decode();
     const decodeMs = performance.now() - t1;
     return { text, tokens, promptTokens: n, finish, prefillMs, decodeMs, tokensPerSecond: tokens.length > 1 ? ((tokens.length - 1) * 1000) / decodeMs : 0 };

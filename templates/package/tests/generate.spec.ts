@@ -45,7 +45,7 @@ if (fs.existsSync(samplerCases)) {
   let same = 0;
   for (const c of all) {
     const sampler = new Sampler(c.options.seed);
-    const logits = Float32Array.from(c.logits);
+    const logits = Float32Array.from(c.logits, (v) => (v === null ? NaN : v));
     const draws = c.draws.map(() => sampler.pick(logits, c.seen, c.options));
     if (JSON.stringify(draws) === JSON.stringify(c.draws)) same++;
     else {
