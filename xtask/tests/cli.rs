@@ -208,6 +208,14 @@ fn validate_exits_0_on_a_good_port_1_on_a_corrupted_oracle_and_2_on_bad_input() 
     assert_eq!(out.status.code(), Some(2));
 }
 
+/// PP-OCR: four checkpoints where large terms cancel get an absolute tolerance (README).
+const PPOCR_TOLERANCES: [&str; 4] = [
+    "conv2d_494.tmp_0=1e-3,1e-3",
+    "p2o.Add.277=2e-3,1e-3",
+    "p2o.Concat.1=2e-3,1e-3",
+    "conv2d_497.tmp_0=2e-2,1e-3",
+];
+
 #[test]
 fn port_of_minilm_and_ppocr_passes_at_the_stated_tolerances() {
     let dir = tempfile::tempdir().unwrap();
@@ -228,14 +236,8 @@ fn port_of_minilm_and_ppocr_passes_at_the_stated_tolerances() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains(" 0 failed"));
-    // PP-OCR: four checkpoints where large terms cancel get an absolute tolerance (README).
     let ppocr = m2w_setup::fixture("ppocr-det").unwrap();
-    let tols = [
-        "conv2d_494.tmp_0=1e-3,1e-3",
-        "p2o.Add.277=2e-3,1e-3",
-        "p2o.Concat.1=2e-3,1e-3",
-        "conv2d_497.tmp_0=2e-2,1e-3",
-    ];
+    let tols = PPOCR_TOLERANCES;
     let mut cmd = xtask();
     cmd.arg("port")
         .arg(&ppocr)
@@ -258,12 +260,26 @@ fn port_of_minilm_and_ppocr_passes_at_the_stated_tolerances() {
 /// package against the port's own reference, and its demo page screenshotted. Returns the
 /// stdout of the port and of the browser test.
 fn browser_proof(model: &std::path::Path, name: &str, dims: &[&str]) -> (String, String) {
+    browser_proof_with(model, name, dims, &[])
+}
+
+/// [`browser_proof`] with per-checkpoint tolerances (`NAME=ATOL,RTOL`) for the port and the
+/// browser test alike.
+fn browser_proof_with(
+    model: &std::path::Path,
+    name: &str,
+    dims: &[&str],
+    tols: &[&str],
+) -> (String, String) {
     let dir = tempfile::tempdir().unwrap();
     let port = dir.path().join("port");
     let mut cmd = xtask();
     cmd.arg("port").arg(model).arg("--out").arg(&port);
     for d in dims {
         cmd.args(["--dim", d]);
+    }
+    for t in tols {
+        cmd.args(["--tol", t]);
     }
     let out = cmd.output().unwrap();
     let port_stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -288,15 +304,17 @@ fn browser_proof(model: &std::path::Path, name: &str, dims: &[&str]) -> (String,
         String::from_utf8_lossy(&out.stderr)
     );
     let shot = dir.path().join("demo.png");
-    let out = xtask()
-        .args(["package-test", "--package"])
+    let mut cmd = xtask();
+    cmd.args(["package-test", "--package"])
         .arg(&pkg)
         .arg("--reference")
         .arg(port.join("reference"))
         .arg("--screenshot")
-        .arg(&shot)
-        .output()
-        .unwrap();
+        .arg(&shot);
+    for t in tols {
+        cmd.args(["--tol", t]);
+    }
+    let out = cmd.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(
         out.status.code(),
@@ -329,6 +347,22 @@ fn minilm_package_passes_every_checkpoint_in_headless_chromium() {
     assert!(stdout.contains("demo page: done in"), "{stdout}");
     assert!(
         stdout.contains("browser checkpoints: 251 passed, 0 failed"),
+        "{stdout}"
+    );
+}
+
+/// PP-OCRv4 det (a conv/resize-heavy CNN) in the browser, at the port's stated tolerances.
+#[test]
+fn ppocr_package_passes_every_checkpoint_in_headless_chromium() {
+    let (_, stdout) = browser_proof_with(
+        &m2w_setup::fixture("ppocr-det").unwrap(),
+        "ppocr-det-webgpu",
+        &[],
+        &PPOCR_TOLERANCES,
+    );
+    assert!(stdout.contains("demo page: done in"), "{stdout}");
+    assert!(
+        stdout.contains("browser checkpoints: 330 passed, 0 failed"),
         "{stdout}"
     );
 }
