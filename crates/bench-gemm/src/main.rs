@@ -94,39 +94,22 @@ fn workgroups(layout: Layout, m: u32, n: u32) -> [u32; 3] {
 }
 
 impl Gpu {
+    /// The engine's device (best adapter, its own limits, timestamps where offered).
     fn new() -> Result<(Gpu, String), String> {
-        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
-        if std::env::var_os("WGPU_BACKEND").is_none() {
-            desc.backends = wgpu::Backends::PRIMARY;
-        }
-        let instance = wgpu::Instance::new(desc);
-        let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
-            power_preference: wgpu::PowerPreference::HighPerformance,
-            ..Default::default()
-        }))
-        .map_err(|e| format!("no WebGPU adapter ({e})"))?;
-        let info = adapter.get_info();
-        let timestamps = adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
-        let required_features = if timestamps {
-            wgpu::Features::TIMESTAMP_QUERY
-        } else {
-            wgpu::Features::empty()
-        };
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            label: Some("bench-gemm"),
-            required_features,
-            required_limits: adapter.limits(),
-            ..Default::default()
-        }))
-        .map_err(|e| format!("cannot open the device: {e}"))?;
+        let g = m2w_engine::gpu::Gpu::new()?;
+        let timestamps = g
+            .device
+            .features()
+            .contains(wgpu::Features::TIMESTAMP_QUERY);
+        let info = &g.info;
         let line = format!(
             "{} | backend {:?} | {:?} | driver {} {} | timestamps {}",
             info.name, info.backend, info.device_type, info.driver, info.driver_info, timestamps
         );
         Ok((
             Gpu {
-                device,
-                queue,
+                device: g.device,
+                queue: g.queue,
                 timestamps,
             },
             line,
