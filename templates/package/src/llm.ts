@@ -13,7 +13,7 @@ import * as prefillPlan from './prefill.js';
 import * as gpuDecodePlan from './decode.js';
 import * as fallbackDecodePlan from './decode_fallback.js';
 import { CONFIG } from './config.js';
-import { biggestBuffer, compilePipelines, encodeForward, isCpuAdapter, preparePlan, readRanges, requestAdapter, requestDevice, submitChained } from './runtime.js';
+import { GPUBufferUsage, biggestBuffer, compilePipelines, encodeForward, isCpuAdapter, numel, preparePlan, readRanges, requestAdapter, requestDevice, submitChained } from './runtime.js';
 import type { PlanTables, PreparedPlan } from './runtime.js';
 import { BpeTokenizer } from './tokenizer.js';
 import type { TokenizerData } from './tokenizer.js';
@@ -169,7 +169,7 @@ export async function loadLLM(baseUrl: string, options: LlmLoadOptions = {}): Pr
   // Weights and caches: one buffer each, shared by both plans.
   const owned: GPUAny[] = [];
   const shared: Record<string, GPUAny> = {};
-  const usage = 128 | 4 | 8; // STORAGE | COPY_SRC | COPY_DST
+  const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
   for (const c of index) {
     shared[c.name] = device.createBuffer({ label: c.name, size: Math.max(4, c.bytes), usage });
     owned.push(shared[c.name]);
@@ -177,7 +177,7 @@ export async function loadLLM(baseUrl: string, options: LlmLoadOptions = {}): Pr
   }
   for (const name of CONFIG.caches) {
     const t = decodePlan.TENSORS[name];
-    shared[name] = device.createBuffer({ label: name, size: t.shape.reduce((a, b) => a * b, 1) * 4, usage });
+    shared[name] = device.createBuffer({ label: name, size: numel(t.shape) * 4, usage });
     owned.push(shared[name]);
   }
   const prefill = preparePlan(device, prefillPlan, pipelines, owned, { shared });
