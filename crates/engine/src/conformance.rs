@@ -9,7 +9,7 @@ use std::path::Path;
 use prost::Message;
 
 use crate::gpu::{Gpu, Runner};
-use crate::lower::onnx_dt;
+use crate::ops::onnx_dt;
 use crate::tensor::{DT, Data, HostTensor};
 use crate::{CompileError, compile_specialized};
 
@@ -233,7 +233,7 @@ fn run_inner(gpu: &Gpu, dir: &Path, model: Option<&m2w_model::Model>) -> Outcome
         .nodes
         .iter()
         .flat_map(|n| {
-            crate::lower::shape_inputs(&n.op_type)
+            crate::ops::shape_inputs(&n.op_type)
                 .iter()
                 .filter_map(|&k| n.inputs.get(k).map(String::as_str))
         })

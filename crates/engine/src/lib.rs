@@ -9,9 +9,8 @@
 
 pub mod conformance;
 pub mod gpu;
-pub mod host;
 pub mod llama;
-pub mod lower;
+pub mod ops;
 pub mod plan;
 pub mod tensor;
 
@@ -19,7 +18,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use m2w_model::{DType, Model};
 
-pub use lower::Unsupported;
+pub use ops::Unsupported;
 pub use plan::Plan;
 pub use tensor::{DT, Data, HostTensor};
 
@@ -111,7 +110,7 @@ pub fn compile_specialized(
         .find(|(d, _)| d.is_empty() || d == "ai.onnx")
         .map(|(_, v)| *v)
         .unwrap_or(1);
-    let mut ctx = lower::Ctx::new(opset);
+    let mut ctx = ops::Ctx::new(opset);
     let mut unsupported = Vec::new();
     let mut poisoned: HashSet<String> = HashSet::new();
     for t in model.tensors.iter().filter(|t| t.scope.is_empty()) {
@@ -144,41 +143,21 @@ pub fn compile_specialized(
         ctx.add_input(&i.name, shape, dt);
     }
     for n in graph.nodes.iter().filter(|n| n.scope.is_empty()) {
-        if n.op_type == "Constant" && n.domain.is_empty() {
-            continue;
-        }
+        let spec = ops::find(&n.domain, &n.op_type, opset);
         if n.inputs.iter().any(|i| poisoned.contains(i)) {
-            // Shapes are unknown past a rejected node; ops m2w has no kernel for at all are
-            // still reported, so one error lists everything missing.
-            if !lower::is_known_op(&n.op_type) || !(n.domain.is_empty() || n.domain == "ai.onnx") {
+            // Shapes are unknown past a rejected node; ops m2w has no lowering for at all
+            // are still reported, so one error lists everything missing.
+            if let Err(reason) = spec {
                 unsupported.push(Unsupported {
                     node: n.label(),
                     op_type: n.op_type.clone(),
-                    reason: "op not supported yet".into(),
+                    reason,
                 });
             }
             poisoned.extend(n.outputs.iter().cloned());
             continue;
         }
-        let r = if matches!(n.op_type.as_str(), "If" | "Loop" | "Scan") {
-            Err("control flow (subgraphs) is not supported yet".to_string())
-        } else if host::shape_only(&n.op_type)
-            && n.inputs
-                .first()
-                .is_some_and(|i| ctx.plan.tensors.contains_key(i))
-        {
-            // Shape and Size read only the (static) shape.
-            let shape = ctx.plan.tensors[&n.inputs[0]].shape.clone();
-            let stand_in = HostTensor::i64(shape, Vec::new());
-            host::eval(n, &[Some(stand_in)], opset).map(|outs| {
-                for (o, t) in n.outputs.iter().zip(outs) {
-                    ctx.add_const(o, t);
-                }
-            })
-        } else {
-            ctx.lower_node(n)
-        };
-        if let Err(reason) = r {
+        if let Err(reason) = spec.and_then(|spec| ctx.lower(spec, n)) {
             unsupported.push(Unsupported {
                 node: n.label(),
                 op_type: n.op_type.clone(),

@@ -1,0 +1,309 @@
+//! Convolution and transposed convolution, 1-D and 2-D, with groups, strides, dilations,
+//! pads and auto_pad (`conv2d_f32_direct`, `conv_transpose2d_f32_direct`: a thread per
+//! output element). `window` is the geometry shared with the pooling ops.
+
+use m2w_model::NodeInfo;
+
+use super::Registry;
+use super::ctx::{Ctx, P, R, attr_i, attr_ints, attr_s, ins, out0};
+use crate::plan::{Binding, groups_1d};
+use crate::tensor::{DT, numel};
+
+pub(super) fn register(r: &mut Registry) {
+    r.op(
+        "Conv",
+        1,
+        &[
+            "auto_pad",
+            "dilations",
+            "group",
+            "kernel_shape",
+            "pads",
+            "strides",
+        ],
+        lower_conv,
+    );
+    r.op(
+        "ConvTranspose",
+        1,
+        &[
+            "auto_pad",
+            "dilations",
+            "group",
+            "kernel_shape",
+            "output_padding",
+            "output_shape",
+            "pads",
+            "strides",
+        ],
+        lower_conv_transpose,
+    );
+}
+
+fn lower_conv(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
+    let ins = ins(n);
+    conv(cx, n, &ins, out0(n))
+}
+
+fn lower_conv_transpose(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
+    let ins = ins(n);
+    conv_transpose(cx, n, &ins, out0(n))
+}
+
+pub(super) fn window(
+    n: &NodeInfo,
+    s: &[usize],
+    kernel: &[usize],
+    ceil_mode: bool,
+) -> R<(Vec<usize>, Vec<usize>, Vec<usize>, Vec<usize>, Vec<usize>)> {
+    let sp = s.len() - 2;
+    if sp == 0 || sp > 2 {
+        return Err(format!(
+            "{sp}-D windows are not supported (1-D and 2-D are)"
+        ));
+    }
+    let strides = attr_ints(n, "strides")
+        .unwrap_or(vec![1; sp])
+        .iter()
+        .map(|&v| v as usize)
+        .collect::<Vec<_>>();
+    let dil = attr_ints(n, "dilations")
+        .unwrap_or(vec![1; sp])
+        .iter()
+        .map(|&v| v as usize)
+        .collect::<Vec<_>>();
+    let mut pads = attr_ints(n, "pads")
+        .unwrap_or(vec![0; 2 * sp])
+        .iter()
+        .map(|&v| v as usize)
+        .collect::<Vec<_>>();
+    let auto = attr_s(n, "auto_pad", "NOTSET");
+    let mut out = vec![0; sp];
+    for d in 0..sp {
+        let ek = (kernel[d] - 1) * dil[d] + 1;
+        let input = s[2 + d];
+        match auto.as_str() {
+            "SAME_UPPER" | "SAME_LOWER" => {
+                let o = input.div_ceil(strides[d]);
+                let total = ((o - 1) * strides[d] + ek).saturating_sub(input);
+                let (lo, hi) = if auto == "SAME_UPPER" {
+                    (total / 2, total - total / 2)
+                } else {
+                    (total - total / 2, total / 2)
+                };
+                pads[d] = lo;
+                pads[d + sp] = hi;
+                out[d] = o;
+            }
+            "VALID" => {
+                pads[d] = 0;
+                pads[d + sp] = 0;
+                out[d] = (input.saturating_sub(ek)) / strides[d] + 1;
+            }
+            _ => {
+                let span = (input + pads[d] + pads[d + sp])
+                    .checked_sub(ek)
+                    .ok_or("window larger than the padded input")?;
+                out[d] = if ceil_mode {
+                    let o = span.div_ceil(strides[d]) + 1;
+                    // The last window must start inside the input or left padding.
+                    if (o - 1) * strides[d] >= input + pads[d] {
+                        o - 1
+                    } else {
+                        o
+                    }
+                } else {
+                    span / strides[d] + 1
+                };
+            }
+        }
+    }
+    Ok((strides, dil, pads, out, kernel.to_vec()))
+}
+
+fn conv(cx: &mut Ctx, n: &NodeInfo, ins: &[&str], out: &str) -> R<()> {
+    let s = cx.shape(ins[0])?;
+    let ws = cx.shape(ins[1])?;
+    if cx.dt(ins[0])? != DT::F32 {
+        return Err("only f32".into());
+    }
+    let group = attr_i(n, "group", 1) as usize;
+    let kernel: Vec<usize> = attr_ints(n, "kernel_shape")
+        .map(|k| k.iter().map(|&v| v as usize).collect())
+        .unwrap_or_else(|| ws[2..].to_vec());
+    let (strides, dil, pads, osp, _) = window(n, &s, &kernel, false)?;
+    let m = ws[0];
+    if s[1] != ws[1] * group || m % group != 0 {
+        return Err(format!(
+            "channels {} do not match weight {ws:?} with group {group}",
+            s[1]
+        ));
+    }
+    conv_dispatch(
+        cx,
+        n,
+        "conv2d_f32_direct",
+        ins,
+        out,
+        &s,
+        m,
+        group,
+        &kernel,
+        &strides,
+        &dil,
+        &pads,
+        &osp,
+    )
+}
+
+/// The dispatch shared by Conv and ConvTranspose: an [N, M, OH, OW] output of a 1-D or
+/// 2-D window over [N, C, H, W] (1-D runs with H = 1).
+#[allow(clippy::too_many_arguments)]
+fn conv_dispatch(
+    cx: &mut Ctx,
+    n: &NodeInfo,
+    kernel_name: &str,
+    ins: &[&str],
+    out: &str,
+    s: &[usize],
+    m: usize,
+    group: usize,
+    kernel: &[usize],
+    strides: &[usize],
+    dil: &[usize],
+    pads: &[usize],
+    osp: &[usize],
+) -> R<()> {
+    let sp = s.len() - 2;
+    let mut oshape = vec![s[0], m];
+    oshape.extend(osp);
+    cx.new_tensor(out, oshape.clone(), DT::F32)?;
+    let (h, w, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow) = if sp == 1 {
+        (
+            1, s[2], 1, kernel[0], 1, strides[0], 1, dil[0], 0, pads[0], 1, osp[0],
+        )
+    } else {
+        (
+            s[2], s[3], kernel[0], kernel[1], strides[0], strides[1], dil[0], dil[1], pads[0],
+            pads[1], osp[0], osp[1],
+        )
+    };
+    let total = numel(&oshape);
+    let has_bias = ins.get(2).is_some_and(|b| !b.is_empty());
+    let p = P::default()
+        .u(s[0])
+        .u(s[1])
+        .u(h)
+        .u(w)
+        .u(m)
+        .u(oh)
+        .u(ow)
+        .u(group)
+        .u(kh)
+        .u(kw)
+        .u(sh)
+        .u(sw)
+        .u(dh)
+        .u(dw)
+        .u(ph)
+        .u(pw)
+        .u(has_bias as usize)
+        .u(total)
+        .done();
+    let bias = if has_bias {
+        cx.bind(ins[2])
+    } else {
+        Binding::Dummy
+    };
+    if total > 0 {
+        cx.dispatch(
+            n,
+            kernel_name.into(),
+            vec![cx.bind(ins[0]), cx.bind(ins[1]), bias, cx.bind(out)],
+            p,
+            groups_1d(total, 256),
+        );
+    }
+    Ok(())
+}
+
+fn conv_transpose(cx: &mut Ctx, n: &NodeInfo, ins: &[&str], out: &str) -> R<()> {
+    let s = cx.shape(ins[0])?;
+    let ws = cx.shape(ins[1])?;
+    if cx.dt(ins[0])? != DT::F32 || !(s.len() == 3 || s.len() == 4) {
+        return Err("only f32 1-D and 2-D".into());
+    }
+    let sp = s.len() - 2;
+    let group = attr_i(n, "group", 1) as usize;
+    let m = ws[1] * group;
+    let kernel: Vec<usize> = attr_ints(n, "kernel_shape")
+        .map(|k| k.iter().map(|&v| v as usize).collect())
+        .unwrap_or_else(|| ws[2..].to_vec());
+    let strides: Vec<usize> = attr_ints(n, "strides")
+        .unwrap_or(vec![1; sp])
+        .iter()
+        .map(|&v| v as usize)
+        .collect();
+    let dil: Vec<usize> = attr_ints(n, "dilations")
+        .unwrap_or(vec![1; sp])
+        .iter()
+        .map(|&v| v as usize)
+        .collect();
+    let out_pad: Vec<usize> = attr_ints(n, "output_padding")
+        .unwrap_or(vec![0; sp])
+        .iter()
+        .map(|&v| v as usize)
+        .collect();
+    let mut pads: Vec<usize> = attr_ints(n, "pads")
+        .unwrap_or(vec![0; 2 * sp])
+        .iter()
+        .map(|&v| v as usize)
+        .collect();
+    let auto = attr_s(n, "auto_pad", "NOTSET");
+    let mut osp = vec![0usize; sp];
+    for d in 0..sp {
+        let full = (s[2 + d] - 1) * strides[d] + (kernel[d] - 1) * dil[d] + 1 + out_pad[d];
+        if let Some(os) = attr_ints(n, "output_shape") {
+            let target = os[os.len() - sp + d] as usize;
+            let total = full.saturating_sub(target);
+            let (lo, hi) = if auto == "SAME_UPPER" {
+                (total / 2, total - total / 2)
+            } else {
+                (total - total / 2, total / 2)
+            };
+            pads[d] = lo;
+            pads[d + sp] = hi;
+            osp[d] = target;
+        } else if auto == "SAME_UPPER" || auto == "SAME_LOWER" {
+            let target = s[2 + d] * strides[d];
+            let total = full.saturating_sub(target);
+            let (lo, hi) = if auto == "SAME_UPPER" {
+                (total / 2, total - total / 2)
+            } else {
+                (total - total / 2, total / 2)
+            };
+            pads[d] = lo;
+            pads[d + sp] = hi;
+            osp[d] = target;
+        } else {
+            osp[d] = full
+                .checked_sub(pads[d] + pads[d + sp])
+                .ok_or("pads larger than the output")?;
+        }
+    }
+    conv_dispatch(
+        cx,
+        n,
+        "conv_transpose2d_f32_direct",
+        ins,
+        out,
+        &s,
+        m,
+        group,
+        &kernel,
+        &strides,
+        &dil,
+        &pads,
+        &osp,
+    )
+}

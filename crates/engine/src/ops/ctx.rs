@@ -1,0 +1,377 @@
+//! The lowering context every op module writes into: the plan being built, tensor lookup,
+//! constants (host values known at plan time), views, and the dispatch helpers shared by
+//! many ops (element-wise over broadcast inputs, strided copy, fill). Also the small
+//! geometry helpers (strides, broadcasting, axes) and typed attribute access.
+
+use std::collections::BTreeMap;
+
+use m2w_model::{AttrValue, NodeInfo};
+
+use crate::plan::{Binding, Dispatch, Plan, TensorDesc, groups_1d};
+use crate::tensor::{DT, HostTensor, numel};
+
+pub(crate) type R<T> = Result<T, String>;
+
+pub(crate) const MAX_RANK: usize = 8;
+pub struct Ctx {
+    pub plan: Plan,
+    pub(crate) opset: i64,
+}
+
+/// Uniform words, packed in declaration order (every kernel's Params is laid out so that
+/// scalars come in groups of four and arrays are vec4-aligned).
+#[derive(Default)]
+pub(crate) struct P(Vec<u32>);
+
+impl P {
+    pub(crate) fn u(mut self, v: usize) -> Self {
+        self.0.push(v as u32);
+        self
+    }
+    pub(crate) fn i(mut self, v: i64) -> Self {
+        self.0.push(v as i32 as u32);
+        self
+    }
+    pub(crate) fn f(mut self, v: f32) -> Self {
+        self.0.push(v.to_bits());
+        self
+    }
+    /// An array<vec4<u32 or i32>, 2> of up to 8 values, zero-padded.
+    pub(crate) fn arr(mut self, v: &[i64]) -> Self {
+        for k in 0..MAX_RANK {
+            self.0.push(v.get(k).copied().unwrap_or(0) as i32 as u32);
+        }
+        self
+    }
+    pub(crate) fn done(mut self) -> Vec<u32> {
+        while self.0.len() % 4 != 0 || self.0.is_empty() {
+            self.0.push(0);
+        }
+        self.0
+    }
+}
+
+pub(crate) fn contiguous_strides(shape: &[usize]) -> Vec<i64> {
+    let mut s = vec![0i64; shape.len()];
+    let mut acc = 1i64;
+    for d in (0..shape.len()).rev() {
+        s[d] = acc;
+        acc *= shape[d] as i64;
+    }
+    s
+}
+
+/// numpy broadcasting of several shapes.
+pub(crate) fn broadcast(shapes: &[&[usize]]) -> R<Vec<usize>> {
+    let rank = shapes.iter().map(|s| s.len()).max().unwrap_or(0);
+    let mut out = vec![1usize; rank];
+    for s in shapes {
+        let off = rank - s.len();
+        for (i, &d) in s.iter().enumerate() {
+            let o = &mut out[off + i];
+            if *o == 1 {
+                *o = d;
+            } else if d != 1 && d != *o {
+                return Err(format!("shapes {shapes:?} do not broadcast"));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Element strides of `shape` broadcast to `out` (0 on broadcast dims).
+pub(crate) fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<i64> {
+    let off = out.len() - shape.len();
+    let cs = contiguous_strides(shape);
+    let mut s = vec![0i64; out.len()];
+    for (i, &d) in shape.iter().enumerate() {
+        if d != 1 {
+            s[off + i] = cs[i];
+        }
+    }
+    s
+}
+
+pub(crate) fn norm_axis(axis: i64, rank: usize) -> R<usize> {
+    let a = if axis < 0 { axis + rank as i64 } else { axis };
+    if a < 0 || a as usize >= rank.max(1) {
+        return Err(format!("axis {axis} out of range for rank {rank}"));
+    }
+    Ok(a as usize)
+}
+
+pub(crate) fn attr_i(n: &NodeInfo, k: &str, d: i64) -> i64 {
+    match n.attributes.get(k) {
+        Some(AttrValue::Int(v)) => *v,
+        _ => d,
+    }
+}
+pub(crate) fn attr_f(n: &NodeInfo, k: &str, d: f32) -> f32 {
+    match n.attributes.get(k) {
+        Some(AttrValue::Float(v)) => *v,
+        _ => d,
+    }
+}
+pub(crate) fn attr_ints(n: &NodeInfo, k: &str) -> Option<Vec<i64>> {
+    match n.attributes.get(k) {
+        Some(AttrValue::Ints(v)) => Some(v.clone()),
+        _ => None,
+    }
+}
+pub(crate) fn attr_s(n: &NodeInfo, k: &str, d: &str) -> String {
+    match n.attributes.get(k) {
+        Some(AttrValue::String(v)) => v.clone(),
+        _ => d.to_string(),
+    }
+}
+
+impl Ctx {
+    pub fn new(opset: i64) -> Ctx {
+        Ctx {
+            plan: Plan {
+                tensors: BTreeMap::new(),
+                buffers: vec![],
+                constants: BTreeMap::new(),
+                inputs: vec![],
+                outputs: vec![],
+                dispatches: vec![],
+            },
+            opset,
+        }
+    }
+
+    pub fn add_input(&mut self, name: &str, shape: Vec<usize>, dt: DT) {
+        self.plan.tensors.insert(
+            name.into(),
+            TensorDesc {
+                shape,
+                dt,
+                base: name.into(),
+            },
+        );
+        self.plan.inputs.push(name.into());
+    }
+
+    pub fn add_const(&mut self, name: &str, t: HostTensor) {
+        self.plan.tensors.insert(
+            name.into(),
+            TensorDesc {
+                shape: t.shape.clone(),
+                dt: t.dt(),
+                base: name.into(),
+            },
+        );
+        self.plan.constants.insert(name.into(), t);
+    }
+
+    pub(crate) fn desc(&self, name: &str) -> R<&TensorDesc> {
+        self.plan
+            .tensors
+            .get(name)
+            .ok_or_else(|| format!("input '{name}' is unknown"))
+    }
+
+    pub(crate) fn shape(&self, name: &str) -> R<Vec<usize>> {
+        Ok(self.desc(name)?.shape.clone())
+    }
+
+    pub(crate) fn dt(&self, name: &str) -> R<DT> {
+        Ok(self.desc(name)?.dt)
+    }
+
+    /// The host value of a constant tensor (or a view of one).
+    pub fn konst(&self, name: &str) -> Option<HostTensor> {
+        let d = self.plan.tensors.get(name)?;
+        let c = self
+            .plan
+            .constants
+            .get(name)
+            .or_else(|| self.plan.constants.get(&d.base))?;
+        Some(c.reshaped(d.shape.clone()))
+    }
+
+    pub(crate) fn const_ints(&self, n: &NodeInfo, i: usize) -> R<Option<Vec<i64>>> {
+        match n.inputs.get(i).filter(|s| !s.is_empty()) {
+            None => Ok(None),
+            Some(name) => self.konst(name).map(|t| Some(t.as_i64())).ok_or_else(|| {
+                format!("input {i} ('{name}') must be a constant (it decides a shape)")
+            }),
+        }
+    }
+
+    pub(crate) fn new_tensor(&mut self, name: &str, shape: Vec<usize>, dt: DT) -> R<()> {
+        if shape.len() > MAX_RANK {
+            return Err(format!("rank {} exceeds {MAX_RANK}", shape.len()));
+        }
+        self.plan.tensors.insert(
+            name.into(),
+            TensorDesc {
+                shape,
+                dt,
+                base: name.into(),
+            },
+        );
+        Ok(())
+    }
+
+    pub(crate) fn view(&mut self, out: &str, of: &str, shape: Vec<usize>) -> R<()> {
+        let d = self.desc(of)?.clone();
+        if numel(&shape) != numel(&d.shape) {
+            return Err(format!("cannot view {:?} as {:?}", d.shape, shape));
+        }
+        self.plan.tensors.insert(
+            out.into(),
+            TensorDesc {
+                shape,
+                dt: d.dt,
+                base: d.base,
+            },
+        );
+        Ok(())
+    }
+
+    pub(crate) fn dispatch(
+        &mut self,
+        n: &NodeInfo,
+        kernel: String,
+        bindings: Vec<Binding>,
+        params: Vec<u32>,
+        workgroups: [u32; 3],
+    ) {
+        self.plan.dispatches.push(Dispatch {
+            node: n.label(),
+            op_type: n.op_type.clone(),
+            kernel,
+            bindings,
+            params,
+            workgroups,
+        });
+    }
+
+    pub(crate) fn bind(&self, name: &str) -> Binding {
+        Binding::Tensor(name.into())
+    }
+
+    /// An element-wise dispatch over up to three broadcast inputs.
+    pub(crate) fn elementwise(
+        &mut self,
+        n: &NodeInfo,
+        kernel: String,
+        ins: &[&str],
+        out: &str,
+        out_dt: DT,
+        p0: f32,
+        p1: f32,
+    ) -> R<()> {
+        let shapes: Vec<Vec<usize>> = ins.iter().map(|i| self.shape(i)).collect::<R<_>>()?;
+        let refs: Vec<&[usize]> = shapes.iter().map(|s| s.as_slice()).collect();
+        let oshape = broadcast(&refs)?;
+        if oshape.len() > MAX_RANK {
+            return Err(format!("rank {} exceeds {MAX_RANK}", oshape.len()));
+        }
+        self.new_tensor(out, oshape.clone(), out_dt)?;
+        let total = numel(&oshape);
+        let strides = |k: usize| {
+            shapes
+                .get(k)
+                .map(|s| broadcast_strides(s, &oshape))
+                .unwrap_or_default()
+        };
+        let dims: Vec<i64> = oshape.iter().map(|&d| d as i64).collect();
+        let params = P::default()
+            .u(total)
+            .u(oshape.len())
+            .f(p0)
+            .f(p1)
+            .arr(&dims)
+            .arr(&strides(0))
+            .arr(&strides(1))
+            .arr(&strides(2))
+            .done();
+        let mut bindings: Vec<Binding> = ins.iter().map(|i| self.bind(i)).collect();
+        while bindings.len() < 3 {
+            bindings.push(Binding::Dummy);
+        }
+        bindings.push(self.bind(out));
+        if total > 0 {
+            self.dispatch(
+                n,
+                format!("ew_{kernel}"),
+                bindings,
+                params,
+                groups_1d(total, 256),
+            );
+        }
+        Ok(())
+    }
+
+    /// dst[dst_off + c.dst_strides] = src[src_off + c.src_strides] over `shape`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn copy(
+        &mut self,
+        n: &NodeInfo,
+        src: &str,
+        dst: &str,
+        shape: &[usize],
+        src_off: i64,
+        src_strides: &[i64],
+        dst_off: i64,
+        dst_strides: &[i64],
+    ) -> R<()> {
+        let total = numel(shape);
+        if total == 0 {
+            return Ok(());
+        }
+        if shape.len() > MAX_RANK {
+            return Err(format!("rank {} exceeds {MAX_RANK}", shape.len()));
+        }
+        let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+        let params = P::default()
+            .u(total)
+            .u(shape.len())
+            .i(src_off)
+            .i(dst_off)
+            .arr(&dims)
+            .arr(src_strides)
+            .arr(dst_strides)
+            .done();
+        self.dispatch(
+            n,
+            "copy_strided".into(),
+            vec![self.bind(src), self.bind(dst)],
+            params,
+            groups_1d(total, 256),
+        );
+        Ok(())
+    }
+
+    pub(crate) fn fill(&mut self, n: &NodeInfo, dst: &str, count: usize, bits: u32) {
+        if count > 0 {
+            let params = P::default().u(count).u(bits as usize).done();
+            self.dispatch(
+                n,
+                "fill".into(),
+                vec![self.bind(dst)],
+                params,
+                groups_1d(count, 256),
+            );
+        }
+    }
+}
+
+/// A node's input names ("" for an absent optional input).
+pub(crate) fn ins(n: &NodeInfo) -> Vec<&str> {
+    n.inputs.iter().map(String::as_str).collect()
+}
+
+/// A node's first output name.
+pub(crate) fn out0(n: &NodeInfo) -> &str {
+    n.outputs.first().map(String::as_str).unwrap_or("")
+}
+
+/// Input `i` of a host fold.
+pub(crate) fn host_input(ins: &[Option<HostTensor>], i: usize) -> R<&HostTensor> {
+    ins.get(i)
+        .and_then(|t| t.as_ref())
+        .ok_or_else(|| format!("missing input {i}"))
+}

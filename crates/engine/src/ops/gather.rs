@@ -1,0 +1,102 @@
+//! Indexing: Gather (one axis, `gather` kernel) and GatherND (`gather_nd`); Gather also
+//! folds on the host (shape subgraphs pick dims out of Shape's output).
+
+use m2w_model::NodeInfo;
+
+use super::Registry;
+use super::ctx::{
+    Ctx, MAX_RANK, P, R, attr_i, contiguous_strides, host_input as get, ins, norm_axis, out0,
+};
+use super::host::{gather_along, norm};
+use crate::plan::groups_1d;
+use crate::tensor::{DT, HostTensor, numel};
+
+pub(super) fn register(r: &mut Registry) {
+    r.op("Gather", 1, &["axis"], lower_gather).fold(fold_gather);
+    r.op("GatherND", 11, &["batch_dims"], lower_gather_nd);
+}
+
+fn lower_gather(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
+    let ins = ins(n);
+    let out = out0(n);
+    let s = cx.shape(ins[0])?;
+    let is = cx.shape(ins[1])?;
+    if cx.dt(ins[1])? != DT::I32 {
+        return Err("indices must be integers".into());
+    }
+    let axis = norm_axis(attr_i(n, "axis", 0), s.len())?;
+    let mut oshape = s[..axis].to_vec();
+    oshape.extend(&is);
+    oshape.extend(&s[axis + 1..]);
+    cx.new_tensor(out, oshape.clone(), cx.dt(ins[0])?)?;
+    let total = numel(&oshape);
+    let params = P::default()
+        .u(total)
+        .u(numel(&is))
+        .u(s[axis])
+        .u(numel(&s[axis + 1..]))
+        .done();
+    if total > 0 {
+        cx.dispatch(
+            n,
+            "gather".into(),
+            vec![cx.bind(ins[0]), cx.bind(ins[1]), cx.bind(out)],
+            params,
+            groups_1d(total, 256),
+        );
+    }
+    Ok(())
+}
+
+fn lower_gather_nd(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
+    let ins = ins(n);
+    let out = out0(n);
+    let s = cx.shape(ins[0])?;
+    let is = cx.shape(ins[1])?;
+    if cx.dt(ins[1])? != DT::I32 || is.is_empty() {
+        return Err("indices must be integers of rank >= 1".into());
+    }
+    let b = attr_i(n, "batch_dims", 0) as usize;
+    let k = *is.last().unwrap();
+    if b + k > s.len() || k > MAX_RANK {
+        return Err("indices reach past the data rank".into());
+    }
+    let mut oshape = is[..is.len() - 1].to_vec();
+    oshape.extend(&s[b + k..]);
+    cx.new_tensor(out, oshape.clone(), cx.dt(ins[0])?)?;
+    let cs = contiguous_strides(&s);
+    let rows = numel(&is[..is.len() - 1]);
+    let rows_per_batch = numel(&is[b..is.len() - 1]).max(1);
+    let total = numel(&oshape);
+    let dims: Vec<i64> = s[b..b + k].iter().map(|&d| d as i64).collect();
+    let p = P::default()
+        .u(total)
+        .u(k)
+        .u(numel(&s[b + k..]))
+        .u(rows_per_batch)
+        .u(numel(&s[b..]))
+        .u(0)
+        .u(0)
+        .u(0)
+        .arr(&dims)
+        .arr(&cs[b..b + k])
+        .done();
+    let _ = rows;
+    if total > 0 {
+        cx.dispatch(
+            n,
+            "gather_nd".into(),
+            vec![cx.bind(ins[0]), cx.bind(ins[1]), cx.bind(out)],
+            p,
+            groups_1d(total, 256),
+        );
+    }
+    Ok(())
+}
+
+fn fold_gather(n: &NodeInfo, ins: &[Option<HostTensor>], _: i64) -> R<Vec<HostTensor>> {
+    let t = get(ins, 0)?;
+    let axis = norm(attr_i(n, "axis", 0), t.shape.len())?;
+    let idx = get(ins, 1)?;
+    Ok(vec![gather_along(t, axis, &idx.as_i64(), &idx.shape)?])
+}

@@ -1,0 +1,184 @@
+//! MatMul (numpy batching, 1-D operands) and Gemm (transposes, alpha, beta, C). Products
+//! with a 2-D right operand run as one [batch*M, K] x [K, N] product on the
+//! register-blocked kernel (`matmul_f32_rb`, 82% of cuBLAS SGEMM on the H100,
+//! bench/RESULTS.md); the rest on the general tiled kernel (`matmul_f32_tiled`).
+
+use m2w_model::NodeInfo;
+
+use super::Registry;
+use super::ctx::{Ctx, P, R, attr_f, attr_i, broadcast, broadcast_strides, ins, out0};
+use crate::tensor::{DT, HostTensor, numel};
+
+pub(super) fn register(r: &mut Registry) {
+    r.op("MatMul", 1, &[], lower_matmul);
+    r.op(
+        "Gemm",
+        1,
+        &["alpha", "beta", "broadcast", "transA", "transB"],
+        lower_gemm,
+    );
+}
+
+fn lower_matmul(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
+    let ins = ins(n);
+    matmul(cx, n, ins[0], ins[1], out0(n), false, false)
+}
+
+fn lower_gemm(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
+    let ins = ins(n);
+    let out = out0(n);
+    let ta = attr_i(n, "transA", 0) != 0;
+    let tb = attr_i(n, "transB", 0) != 0;
+    let alpha = attr_f(n, "alpha", 1.0);
+    let beta = attr_f(n, "beta", 1.0);
+    let has_c = ins.get(2).is_some_and(|s| !s.is_empty());
+    let direct = alpha == 1.0 && !has_c;
+    let mm = if direct {
+        out.to_string()
+    } else {
+        format!("{out}::ab")
+    };
+    matmul(cx, n, ins[0], ins[1], &mm, ta, tb)?;
+    let mut acc = mm;
+    if alpha != 1.0 {
+        let k = format!("{out}::alpha");
+        cx.add_const(&k, HostTensor::f32(vec![], vec![alpha]));
+        let t = if has_c {
+            format!("{out}::scaled")
+        } else {
+            out.to_string()
+        };
+        cx.elementwise(n, "mul_f32".into(), &[&acc, &k], &t, DT::F32, 0.0, 0.0)?;
+        acc = t;
+    }
+    if has_c {
+        let mut c = ins[2].to_string();
+        if beta != 1.0 {
+            let k = format!("{out}::beta");
+            cx.add_const(&k, HostTensor::f32(vec![], vec![beta]));
+            let t = format!("{out}::beta_c");
+            cx.elementwise(n, "mul_f32".into(), &[&c, &k], &t, DT::F32, 0.0, 0.0)?;
+            c = t;
+        }
+        cx.elementwise(n, "add_f32".into(), &[&acc, &c], out, DT::F32, 0.0, 0.0)?;
+    }
+    Ok(())
+}
+
+fn matmul(cx: &mut Ctx, n: &NodeInfo, a: &str, b: &str, out: &str, ta: bool, tb: bool) -> R<()> {
+    if cx.dt(a)? != DT::F32 || cx.dt(b)? != DT::F32 {
+        return Err("only f32 MatMul".into());
+    }
+    let sa = cx.shape(a)?;
+    let sb = cx.shape(b)?;
+    let (a2, b2) = (
+        if sa.len() == 1 {
+            vec![1, sa[0]]
+        } else {
+            sa.clone()
+        },
+        if sb.len() == 1 {
+            vec![sb[0], 1]
+        } else {
+            sb.clone()
+        },
+    );
+    let (m, ka) = if ta {
+        (a2[a2.len() - 1], a2[a2.len() - 2])
+    } else {
+        (a2[a2.len() - 2], a2[a2.len() - 1])
+    };
+    let (kb, nn) = if tb {
+        (b2[b2.len() - 1], b2[b2.len() - 2])
+    } else {
+        (b2[b2.len() - 2], b2[b2.len() - 1])
+    };
+    if ka != kb {
+        return Err(format!("inner dims differ: {sa:?} x {sb:?}"));
+    }
+    let ba = &a2[..a2.len() - 2];
+    let bb = &b2[..b2.len() - 2];
+    // Plain products (B a 2-D matrix, no transposes) run as one big [batch*M, K] x [K, N]
+    // product on the register-blocked kernel (82% of cuBLAS SGEMM on the H100,
+    // bench/RESULTS.md); the rest use the general tiled kernel.
+    if !ta && !tb && sb.len() == 2 && m * ka * nn >= 1 << 15 {
+        let rows = numel(ba) * m;
+        let mut oshape = ba.to_vec();
+        if sa.len() > 1 {
+            oshape.push(m);
+        }
+        oshape.push(nn);
+        cx.new_tensor(out, oshape, DT::F32)?;
+        let p = P::default().u(rows).u(nn).u(ka).u(0).done();
+        if rows * nn > 0 {
+            cx.dispatch(
+                n,
+                "matmul_f32_rb".into(),
+                vec![cx.bind(a), cx.bind(b), cx.bind(out)],
+                p,
+                [nn.div_ceil(256) as u32, rows.div_ceil(128) as u32, 1],
+            );
+        }
+        return Ok(());
+    }
+    let batch = broadcast(&[ba, bb])?;
+    if batch.len() > 4 {
+        return Err("more than 4 batch dims".into());
+    }
+    let mut oshape = batch.clone();
+    if sa.len() > 1 {
+        oshape.push(m);
+    }
+    if sb.len() > 1 {
+        oshape.push(nn);
+    }
+    cx.new_tensor(out, oshape, DT::F32)?;
+    let (a_rs, a_cs) = if ta { (1, m) } else { (ka, 1) };
+    let (b_rs, b_cs) = if tb { (1, kb) } else { (nn, 1) };
+    let pad4 = |v: Vec<i64>| -> Vec<i64> {
+        let mut v = v;
+        v.resize(4, 0);
+        v
+    };
+    let abs = pad4(
+        broadcast_strides(ba, &batch)
+            .iter()
+            .map(|s| s * (m * ka) as i64)
+            .collect(),
+    );
+    let bbs = pad4(
+        broadcast_strides(bb, &batch)
+            .iter()
+            .map(|s| s * (kb * nn) as i64)
+            .collect(),
+    );
+    let bshape = pad4(batch.iter().map(|&d| d as i64).collect());
+    let mut p = P::default()
+        .u(m)
+        .u(nn)
+        .u(ka)
+        .u(batch.len())
+        .u(a_rs)
+        .u(a_cs)
+        .u(b_rs)
+        .u(b_cs);
+    for v in [&bshape, &abs, &bbs] {
+        for &x in v.iter() {
+            p = p.i(x);
+        }
+    }
+    let nb = numel(&batch);
+    if m * nn * nb > 0 {
+        if nb > 65535 {
+            return Err("batch too large".into());
+        }
+        cx.dispatch(
+            n,
+            "matmul_f32_tiled".into(),
+            vec![cx.bind(a), cx.bind(b), cx.bind(out)],
+            p.done(),
+            [nn.div_ceil(16) as u32, m.div_ceil(16) as u32, nb as u32],
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,441 @@
+//! Data movement: every op here is one or more `copy_strided` dispatches (a strided
+//! gather over up to 8 dims) or a `fill` plus a copy — Transpose, Slice (any step),
+//! Expand, Concat, Split, Pad (constant; reflect/edge/wrap have their own kernel), Tile,
+//! DepthToSpace/SpaceToDepth. Slice, Concat and Expand also fold on the host.
+
+use m2w_model::NodeInfo;
+
+use super::Registry;
+use super::ctx::{
+    Ctx, MAX_RANK, P, R, attr_f, attr_i, attr_ints, attr_s, broadcast, broadcast_strides,
+    contiguous_strides, host_input as get, ins, norm_axis, out0,
+};
+use super::host::{expand, norm, select, slice_geometry};
+use crate::plan::groups_1d;
+use crate::tensor::{DT, Data, HostTensor, numel};
+
+pub(super) fn register(r: &mut Registry) {
+    r.op("Transpose", 1, &["perm"], lower_transpose);
+    r.op("Slice", 1, &["axes", "ends", "starts"], lower_slice)
+        .shape_inputs(&[1, 2, 3, 4])
+        .fold(fold_slice);
+    r.op("Expand", 8, &[], lower_expand)
+        .shape_inputs(&[1])
+        .fold(fold_expand);
+    r.op("Concat", 1, &["axis"], lower_concat).fold(fold_concat);
+    r.op("Split", 1, &["axis", "num_outputs", "split"], lower_split)
+        .shape_inputs(&[1]);
+    r.op("Pad", 1, &["mode", "paddings", "pads", "value"], lower_pad)
+        .shape_inputs(&[1, 3]);
+    r.op("Tile", 1, &[], lower_tile).shape_inputs(&[1]);
+    r.op("DepthToSpace", 1, &["blocksize", "mode"], lower_depth_space);
+    r.op("SpaceToDepth", 1, &["blocksize"], lower_depth_space);
+}
+
+fn lower_transpose(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
+    let ins = ins(n);
+    let out = out0(n);
+    let s = cx.shape(ins[0])?;
+    let perm: Vec<usize> = match attr_ints(n, "perm") {
+        Some(p) => p.iter().map(|&a| norm_axis(a, s.len())).collect::<R<_>>()?,
+        None => (0..s.len()).rev().collect(),
+    };
+    let oshape: Vec<usize> = perm.iter().map(|&p| s[p]).collect();
+    cx.new_tensor(out, oshape.clone(), cx.dt(ins[0])?)?;
+    let cs = contiguous_strides(&s);
+    let src: Vec<i64> = perm.iter().map(|&p| cs[p]).collect();
+    cx.copy(
+        n,
+        ins[0],
+        out,
+        &oshape,
+        0,
+        &src,
+        0,
+        &contiguous_strides(&oshape),
+    )
+}
+
+fn lower_slice(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
+    let ins = ins(n);
+    let out = out0(n);
+    let s = cx.shape(ins[0])?;
+    let (starts, ends, axes, steps) = if cx.opset < 10 {
+        (
+            attr_ints(n, "starts").ok_or("starts")?,
+            attr_ints(n, "ends").ok_or("ends")?,
+            attr_ints(n, "axes"),
+            None,
+        )
+    } else {
+        (
+            cx.const_ints(n, 1)?.ok_or("starts")?,
+            cx.const_ints(n, 2)?.ok_or("ends")?,
+            cx.const_ints(n, 3)?,
+            cx.const_ints(n, 4)?,
+        )
+    };
+    let (oshape, offset, strides) =
+        slice_geometry(&s, &starts, &ends, axes.as_deref(), steps.as_deref())?;
+    cx.new_tensor(out, oshape.clone(), cx.dt(ins[0])?)?;
+    cx.copy(
+        n,
+        ins[0],
+        out,
+        &oshape,
+        offset,
+        &strides,
+        0,
+        &contiguous_strides(&oshape),
+    )
+}
+
+fn lower_expand(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
+    let ins = ins(n);
+    let out = out0(n);
+    let s = cx.shape(ins[0])?;
+    let target = cx.const_ints(n, 1)?.ok_or("Expand needs a shape")?;
+    let t: Vec<usize> = target.iter().map(|&d| d.max(0) as usize).collect();
+    let oshape = broadcast(&[&s, &t])?;
+    cx.new_tensor(out, oshape.clone(), cx.dt(ins[0])?)?;
+    cx.copy(
+        n,
+        ins[0],
+        out,
+        &oshape,
+        0,
+        &broadcast_strides(&s, &oshape),
+        0,
+        &contiguous_strides(&oshape),
+    )
+}
+
+fn lower_concat(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
+    let ins = ins(n);
+    let out = out0(n);
+    let parts: Vec<&str> = ins.iter().copied().filter(|i| !i.is_empty()).collect();
+    let first = cx.shape(parts[0])?;
+    let axis = norm_axis(attr_i(n, "axis", 0), first.len())?;
+    let mut oshape = first.clone();
+    oshape[axis] = 0;
+    for p in &parts {
+        let s = cx.shape(p)?;
+        if s.len() != first.len()
+            || s.iter()
+                .enumerate()
+                .any(|(d, &v)| d != axis && v != first[d])
+        {
+            return Err(format!(
+                "Concat inputs {first:?} and {s:?} differ off the axis"
+            ));
+        }
+        oshape[axis] += s[axis];
+    }
+    cx.new_tensor(out, oshape.clone(), cx.dt(parts[0])?)?;
+    let ostrides = contiguous_strides(&oshape);
+    let mut at = 0i64;
+    for p in parts {
+        let s = cx.shape(p)?;
+        cx.copy(
+            n,
+            p,
+            out,
+            &s,
+            0,
+            &contiguous_strides(&s),
+            at * ostrides[axis],
+            &ostrides,
+        )?;
+        at += s[axis] as i64;
+    }
+    Ok(())
+}
+
+fn lower_split(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
+    let ins = ins(n);
+    let s = cx.shape(ins[0])?;
+    let axis = norm_axis(attr_i(n, "axis", 0), s.len())?;
+    let nout = n.outputs.len();
+    let split: Vec<usize> = match if cx.opset >= 13 {
+        cx.const_ints(n, 1)?
+    } else {
+        attr_ints(n, "split")
+    } {
+        Some(v) => v.iter().map(|&x| x.max(0) as usize).collect(),
+        None => {
+            let parts = attr_i(n, "num_outputs", nout as i64) as usize;
+            let chunk = s[axis].div_ceil(parts.max(1));
+            (0..parts)
+                .map(|k| chunk.min(s[axis].saturating_sub(k * chunk)))
+                .collect()
+        }
+    };
+    if split.len() != nout || split.iter().sum::<usize>() != s[axis] {
+        return Err(format!(
+            "split {split:?} does not cover axis of {}",
+            s[axis]
+        ));
+    }
+    let cs = contiguous_strides(&s);
+    let mut at = 0usize;
+    for (o, &len) in n.outputs.iter().zip(&split) {
+        let mut os = s.clone();
+        os[axis] = len;
+        cx.new_tensor(o, os.clone(), cx.dt(ins[0])?)?;
+        cx.copy(
+            n,
+            ins[0],
+            o,
+            &os,
+            (at as i64) * cs[axis],
+            &cs,
+            0,
+            &contiguous_strides(&os),
+        )?;
+        at += len;
+    }
+    Ok(())
+}
+
+fn lower_pad(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
+    let ins = ins(n);
+    let out = out0(n);
+    let s = cx.shape(ins[0])?;
+    let dt = cx.dt(ins[0])?;
+    let mode = attr_s(n, "mode", "constant");
+    if !matches!(mode.as_str(), "constant" | "reflect" | "edge" | "wrap") {
+        return Err(format!("Pad mode '{mode}' is not supported"));
+    }
+    let pads = if cx.opset < 11 {
+        attr_ints(n, "pads").ok_or("pads")?
+    } else {
+        cx.const_ints(n, 1)?.ok_or("pads")?
+    };
+    let value = if cx.opset < 11 {
+        HostTensor::f32(vec![], vec![attr_f(n, "value", 0.0)])
+    } else {
+        match ins.get(2).filter(|s| !s.is_empty()) {
+            Some(v) => cx.konst(v).ok_or("the pad value must be a constant")?,
+            None => HostTensor::f32(vec![], vec![0.0]),
+        }
+    };
+    let axes: Vec<usize> = match cx.const_ints(n, 3)? {
+        Some(a) => a.iter().map(|&x| norm_axis(x, s.len())).collect::<R<_>>()?,
+        None => (0..s.len()).collect(),
+    };
+    if pads.len() != 2 * axes.len() {
+        return Err("pads do not match the axes".into());
+    }
+    let mut before = vec![0i64; s.len()];
+    let mut after = vec![0i64; s.len()];
+    for (k, &a) in axes.iter().enumerate() {
+        before[a] = pads[k];
+        after[a] = pads[k + axes.len()];
+    }
+    let oshape: Vec<usize> = (0..s.len())
+        .map(|d| (s[d] as i64 + before[d] + after[d]).max(0) as usize)
+        .collect();
+    cx.new_tensor(out, oshape.clone(), dt)?;
+    if mode != "constant" {
+        if s.contains(&0) {
+            return Err(format!("Pad mode '{mode}' of an empty input"));
+        }
+        let total = numel(&oshape);
+        let dims = |v: &[usize]| v.iter().map(|&d| d as i64).collect::<Vec<_>>();
+        let p = P::default()
+            .u(total)
+            .u(s.len())
+            .u(0)
+            .u(0)
+            .arr(&dims(&oshape))
+            .arr(&dims(&s))
+            .arr(&before)
+            .arr(&contiguous_strides(&s))
+            .done();
+        if total > 0 {
+            cx.dispatch(
+                n,
+                format!("pad_{mode}"),
+                vec![cx.bind(ins[0]), cx.bind(out)],
+                p,
+                groups_1d(total, 256),
+            );
+        }
+        return Ok(());
+    }
+    let bits = match dt {
+        DT::F32 => (value.as_f64()[0] as f32).to_bits(),
+        DT::I32 => value.as_i64()[0] as i32 as u32,
+        DT::Bool => value.as_i64()[0] as u32,
+    };
+    cx.fill(n, out, numel(&oshape), bits);
+    // The copied region: negative pads crop the input.
+    let cs = contiguous_strides(&s);
+    let os = contiguous_strides(&oshape);
+    let mut region = Vec::new();
+    let (mut src_off, mut dst_off) = (0i64, 0i64);
+    for d in 0..s.len() {
+        let crop_lo = (-before[d]).max(0);
+        let crop_hi = (-after[d]).max(0);
+        region.push((s[d] as i64 - crop_lo - crop_hi).max(0) as usize);
+        src_off += crop_lo * cs[d];
+        dst_off += before[d].max(0) * os[d];
+    }
+    cx.copy(n, ins[0], out, &region, src_off, &cs, dst_off, &os)
+}
+
+fn lower_tile(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
+    let ins = ins(n);
+    let out = out0(n);
+    let s = cx.shape(ins[0])?;
+    let reps = cx.const_ints(n, 1)?.ok_or("repeats")?;
+    if reps.len() != s.len() || reps.iter().any(|&r| r < 0) {
+        return Err("repeats do not match the rank".into());
+    }
+    let oshape: Vec<usize> = s.iter().zip(&reps).map(|(&d, &r)| d * r as usize).collect();
+    cx.new_tensor(out, oshape.clone(), cx.dt(ins[0])?)?;
+    // View the output as [r0, d0, r1, d1, ...]: one copy over the doubled shape.
+    let os = contiguous_strides(&oshape);
+    let cs = contiguous_strides(&s);
+    let mut shape2 = Vec::new();
+    let mut src = Vec::new();
+    let mut dst = Vec::new();
+    for d in 0..s.len() {
+        shape2.push(reps[d] as usize);
+        src.push(0);
+        dst.push(os[d] * s[d] as i64);
+        shape2.push(s[d]);
+        src.push(cs[d]);
+        dst.push(os[d]);
+    }
+    if shape2.len() > MAX_RANK {
+        return Err("Tile of rank > 4 is not supported".into());
+    }
+    cx.copy(n, ins[0], out, &shape2, 0, &src, 0, &dst)
+}
+
+fn lower_depth_space(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
+    let ins = ins(n);
+    let out = out0(n);
+    let op = n.op_type.as_str();
+    let s = cx.shape(ins[0])?;
+    if s.len() != 4 {
+        return Err("needs a 4-D input".into());
+    }
+    let b = attr_i(n, "blocksize", 1) as usize;
+    let (nn, c, h, w) = (s[0], s[1], s[2], s[3]);
+    let cs = contiguous_strides(&s);
+    if op == "DepthToSpace" {
+        let dcr = attr_s(n, "mode", "DCR") == "DCR";
+        let oc = c / (b * b);
+        let oshape = vec![nn, oc, h * b, w * b];
+        cx.new_tensor(out, oshape.clone(), cx.dt(ins[0])?)?;
+        let os = contiguous_strides(&oshape);
+        // Iterate [n, oc, h, b1, w, b2]; input channel = DCR: (b1*b + b2)*oc + c; CRD: c*b*b + b1*b + b2.
+        let shape6 = [nn, oc, h, b, w, b];
+        let (c_str, b1_str, b2_str) = if dcr {
+            (cs[1], (b * oc) as i64 * cs[1], oc as i64 * cs[1])
+        } else {
+            ((b * b) as i64 * cs[1], b as i64 * cs[1], cs[1])
+        };
+        let src = [cs[0], c_str, cs[2], b1_str, cs[3], b2_str];
+        let dst = [
+            os[0],
+            os[1],
+            os[2] * b as i64,
+            os[2],
+            os[3] * b as i64,
+            os[3],
+        ];
+        cx.copy(n, ins[0], out, &shape6, 0, &src, 0, &dst)
+    } else {
+        let oshape = vec![nn, c * b * b, h / b, w / b];
+        cx.new_tensor(out, oshape.clone(), cx.dt(ins[0])?)?;
+        let os = contiguous_strides(&oshape);
+        let shape6 = [nn, c, h / b, b, w / b, b];
+        let src = [
+            cs[0],
+            cs[1],
+            cs[2] * b as i64,
+            cs[2],
+            cs[3] * b as i64,
+            cs[3],
+        ];
+        let dst = [
+            os[0],
+            os[1],
+            os[2],
+            (b * c) as i64 * os[1],
+            os[3],
+            c as i64 * os[1],
+        ];
+        cx.copy(n, ins[0], out, &shape6, 0, &src, 0, &dst)
+    }
+}
+
+fn fold_slice(n: &NodeInfo, ins: &[Option<HostTensor>], opset: i64) -> R<Vec<HostTensor>> {
+    let t = get(ins, 0)?;
+    let (starts, ends, axes, steps) = if opset < 10 {
+        (
+            attr_ints(n, "starts").ok_or("starts")?,
+            attr_ints(n, "ends").ok_or("ends")?,
+            attr_ints(n, "axes"),
+            None,
+        )
+    } else {
+        let opt = |i: usize| ins.get(i).and_then(|a| a.as_ref()).map(|a| a.as_i64());
+        (get(ins, 1)?.as_i64(), get(ins, 2)?.as_i64(), opt(3), opt(4))
+    };
+    let (shape, offset, strides) =
+        slice_geometry(&t.shape, &starts, &ends, axes.as_deref(), steps.as_deref())?;
+    let total = numel(&shape);
+    let mut picks = Vec::with_capacity(total);
+    for i in 0..total {
+        let mut rem = i;
+        let mut off = offset;
+        for d in (0..shape.len()).rev() {
+            off += (rem % shape[d]) as i64 * strides[d];
+            rem /= shape[d];
+        }
+        picks.push(off as usize);
+    }
+    Ok(vec![select(t, shape, &picks)])
+}
+
+fn fold_expand(_: &NodeInfo, ins: &[Option<HostTensor>], _: i64) -> R<Vec<HostTensor>> {
+    let t = get(ins, 0)?;
+    let target: Vec<usize> = get(ins, 1)?
+        .as_i64()
+        .iter()
+        .map(|&d| d.max(0) as usize)
+        .collect();
+    let shape = broadcast(&[&t.shape, &target])?;
+    Ok(vec![expand(t, &shape)?])
+}
+
+fn fold_concat(n: &NodeInfo, ins: &[Option<HostTensor>], _: i64) -> R<Vec<HostTensor>> {
+    let parts: Vec<&HostTensor> = ins.iter().flatten().collect();
+    let first = parts.first().ok_or("Concat without inputs")?;
+    let axis = norm(attr_i(n, "axis", 0), first.shape.len())?;
+    let outer = numel(&first.shape[..axis]);
+    let mut shape = first.shape.clone();
+    shape[axis] = parts.iter().map(|p| p.shape[axis]).sum();
+    let mut data_f = Vec::new();
+    let mut data_i = Vec::new();
+    let mut data_b = Vec::new();
+    for o in 0..outer {
+        for p in &parts {
+            let chunk = numel(&p.shape[axis..]);
+            match &p.data {
+                Data::F32(v) => data_f.extend_from_slice(&v[o * chunk..(o + 1) * chunk]),
+                Data::I64(v) => data_i.extend_from_slice(&v[o * chunk..(o + 1) * chunk]),
+                Data::Bool(v) => data_b.extend_from_slice(&v[o * chunk..(o + 1) * chunk]),
+            }
+        }
+    }
+    Ok(vec![match first.data {
+        Data::F32(_) => HostTensor::f32(shape, data_f),
+        Data::I64(_) => HostTensor::i64(shape, data_i),
+        Data::Bool(_) => HostTensor::bool(shape, data_b),
+    }])
+}

@@ -1,0 +1,208 @@
+//! Normalisation: LayerNormalization and RMSNormalization (a row per 64-thread group,
+//! optional Mean / InvStdDev outputs copied from the stats rows), and inference-mode
+//! BatchNormalization as five element-wise dispatches over per-channel views.
+
+use m2w_model::NodeInfo;
+
+use super::Registry;
+use super::ctx::{Ctx, P, R, attr_f, attr_i, ins, norm_axis, out0};
+use crate::plan::Binding;
+use crate::tensor::{DT, HostTensor, numel};
+
+pub(super) fn register(r: &mut Registry) {
+    r.op(
+        "LayerNormalization",
+        17,
+        &["axis", "epsilon", "stash_type"],
+        lower_layer_norm,
+    );
+    r.op(
+        "RMSNormalization",
+        23,
+        &["axis", "epsilon", "stash_type"],
+        lower_layer_norm,
+    );
+    r.op(
+        "BatchNormalization",
+        1,
+        &[
+            "consumed_inputs",
+            "epsilon",
+            "is_test",
+            "momentum",
+            "spatial",
+            "training_mode",
+        ],
+        lower_batch_norm,
+    );
+}
+
+fn lower_layer_norm(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
+    let ins = ins(n);
+    let out = out0(n);
+    let op = n.op_type.as_str();
+    let s = cx.shape(ins[0])?;
+    let axis = norm_axis(attr_i(n, "axis", -1), s.len())?;
+    let len = numel(&s[axis..]);
+    let rows = numel(&s[..axis]);
+    let eps = attr_f(n, "epsilon", 1e-5);
+    cx.new_tensor(out, s.clone(), DT::F32)?;
+    let scale_len = numel(&cx.shape(ins[1])?);
+    let has_bias = op == "LayerNormalization" && ins.get(2).is_some_and(|b| !b.is_empty());
+    let bias_len = if has_bias {
+        numel(&cx.shape(ins[2])?)
+    } else {
+        1
+    };
+    if scale_len != len || (has_bias && bias_len != len) {
+        return Err("scale/bias must have the normalised shape".into());
+    }
+    let mut stat_shape = s[..axis].to_vec();
+    stat_shape.extend(std::iter::repeat_n(1, s.len() - axis));
+    let stats = format!("{out}::stats");
+    cx.new_tensor(&stats, vec![2, rows], DT::F32)?;
+    let kernel = if op == "LayerNormalization" {
+        "layernorm_f32"
+    } else {
+        "rmsnorm_f32"
+    };
+    let bias = if has_bias {
+        cx.bind(ins[2])
+    } else {
+        Binding::Dummy
+    };
+    let params = P::default()
+        .u(rows)
+        .u(len)
+        .f(eps)
+        .u(has_bias as usize)
+        .u(scale_len)
+        .u(bias_len)
+        .done();
+    if rows > 0 {
+        let g = rows.div_ceil(64);
+        let groups = if g <= 65535 {
+            [g as u32, 1, 1]
+        } else {
+            [65535, g.div_ceil(65535) as u32, 1]
+        };
+        cx.dispatch(
+            n,
+            kernel.into(),
+            vec![
+                cx.bind(ins[0]),
+                cx.bind(ins[1]),
+                bias,
+                cx.bind(out),
+                cx.bind(&stats),
+            ],
+            params,
+            groups,
+        );
+    }
+    // Optional Mean and InvStdDev outputs are views of the stats rows.
+    let stats_cs = [rows as i64, 1];
+    for (k, o) in n.outputs.iter().enumerate().skip(1) {
+        if o.is_empty() {
+            continue;
+        }
+        cx.new_tensor(o, stat_shape.clone(), DT::F32)?;
+        cx.copy(
+            n,
+            &stats,
+            o,
+            &[rows],
+            (k as i64 - 1) * stats_cs[0],
+            &[1],
+            0,
+            &[1],
+        )?;
+    }
+    Ok(())
+}
+
+fn lower_batch_norm(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
+    let ins = ins(n);
+    let out = out0(n);
+    if attr_i(n, "spatial", 1) == 0 {
+        return Err("spatial = 0 (statistics per element, opset < 9) is not supported".into());
+    }
+    if n.outputs.iter().skip(1).any(|o| !o.is_empty()) || attr_i(n, "training_mode", 0) != 0 {
+        return Err("training mode is not supported".into());
+    }
+    let s = cx.shape(ins[0])?;
+    if s.len() < 2 {
+        return Err("needs rank >= 2".into());
+    }
+    let eps = attr_f(n, "epsilon", 1e-5);
+    let mut cshape = vec![s[1]];
+    cshape.extend(std::iter::repeat_n(1, s.len() - 2));
+    let v = |ctx: &mut Ctx, i: usize, tag: &str| -> R<String> {
+        let name = format!("{out}::{tag}");
+        ctx.view(&name, ins[i], cshape.clone())?;
+        Ok(name)
+    };
+    let (scale, bias, mean, var) = (
+        v(cx, 1, "scale")?,
+        v(cx, 2, "bias")?,
+        v(cx, 3, "mean")?,
+        v(cx, 4, "var")?,
+    );
+    let eps_c = format!("{out}::eps");
+    cx.add_const(&eps_c, HostTensor::f32(vec![], vec![eps]));
+    let t = |k: &str| format!("{out}::{k}");
+    cx.elementwise(
+        n,
+        "add_f32".into(),
+        &[&var, &eps_c],
+        &t("ve"),
+        DT::F32,
+        0.0,
+        0.0,
+    )?;
+    cx.elementwise(
+        n,
+        "sqrt_f32".into(),
+        &[&t("ve")],
+        &t("sd"),
+        DT::F32,
+        0.0,
+        0.0,
+    )?;
+    cx.elementwise(
+        n,
+        "div_f32".into(),
+        &[&scale, &t("sd")],
+        &t("k"),
+        DT::F32,
+        0.0,
+        0.0,
+    )?;
+    cx.elementwise(
+        n,
+        "sub_f32".into(),
+        &[ins[0], &mean],
+        &t("xc"),
+        DT::F32,
+        0.0,
+        0.0,
+    )?;
+    cx.elementwise(
+        n,
+        "mul_f32".into(),
+        &[&t("xc"), &t("k")],
+        &t("xs"),
+        DT::F32,
+        0.0,
+        0.0,
+    )?;
+    cx.elementwise(
+        n,
+        "add_f32".into(),
+        &[&t("xs"), &bias],
+        out,
+        DT::F32,
+        0.0,
+        0.0,
+    )
+}

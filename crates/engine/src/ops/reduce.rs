@@ -1,0 +1,195 @@
+//! Reductions over any set of axes (`reduce_<op>_<dtype>`, a thread per output element):
+//! the Reduce* family, ArgMax/ArgMin and the global pools. ReduceSum and ReduceProd of 1-D
+//! constants also fold on the host (element counts in shape subgraphs).
+
+use std::collections::HashSet;
+
+use m2w_model::NodeInfo;
+
+use super::Registry;
+use super::ctx::{
+    Ctx, P, R, attr_i, attr_ints, contiguous_strides, host_input as get, ins, norm_axis, out0,
+};
+use crate::plan::groups_1d;
+use crate::tensor::{DT, Data, HostTensor, numel};
+
+const REDUCE_ATTRS: &[&str] = &["axes", "keepdims", "noop_with_empty_axes"];
+
+pub(super) fn register(r: &mut Registry) {
+    for op in [
+        "ReduceSum",
+        "ReduceMean",
+        "ReduceMax",
+        "ReduceMin",
+        "ReduceProd",
+        "ReduceL1",
+        "ReduceL2",
+        "ReduceSumSquare",
+        "ReduceLogSum",
+        "ReduceLogSumExp",
+    ] {
+        let spec = r.op(op, 1, REDUCE_ATTRS, lower_reduce).shape_inputs(&[1]);
+        if matches!(op, "ReduceSum" | "ReduceProd") {
+            spec.fold(fold_reduce);
+        }
+    }
+    for op in ["ArgMax", "ArgMin"] {
+        r.op(
+            op,
+            1,
+            &["axis", "keepdims", "select_last_index"],
+            lower_reduce,
+        );
+    }
+    for op in ["GlobalAveragePool", "GlobalMaxPool"] {
+        r.op(op, 1, &[], lower_reduce);
+    }
+}
+
+fn lower_reduce(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
+    let ins = ins(n);
+    reduce(cx, n, ins[0], out0(n))
+}
+
+fn reduce(cx: &mut Ctx, n: &NodeInfo, x: &str, out: &str) -> R<()> {
+    let op = n.op_type.as_str();
+    let s = cx.shape(x)?;
+    let dt = cx.dt(x)?;
+    let (axes, keep): (Vec<usize>, bool) = match op {
+        "ArgMax" | "ArgMin" => (
+            vec![norm_axis(attr_i(n, "axis", 0), s.len())?],
+            attr_i(n, "keepdims", 1) != 0,
+        ),
+        "GlobalAveragePool" | "GlobalMaxPool" => ((2..s.len()).collect(), true),
+        _ => {
+            let from_input = cx.opset >= 18 || (op == "ReduceSum" && cx.opset >= 13);
+            let axes = if from_input {
+                cx.const_ints(n, 1)?
+            } else {
+                attr_ints(n, "axes")
+            };
+            let keep = attr_i(n, "keepdims", 1) != 0;
+            match axes {
+                Some(a) if !a.is_empty() => (
+                    a.iter().map(|&x| norm_axis(x, s.len())).collect::<R<_>>()?,
+                    keep,
+                ),
+                _ => {
+                    if attr_i(n, "noop_with_empty_axes", 0) != 0 {
+                        return cx.view(out, x, s.clone());
+                    }
+                    ((0..s.len()).collect(), keep)
+                }
+            }
+        }
+    };
+    let kop = match op {
+        "ReduceSum" => "sum",
+        "ReduceMean" | "GlobalAveragePool" => "mean",
+        "ReduceMax" | "GlobalMaxPool" => "max",
+        "ReduceMin" => "min",
+        "ReduceProd" => "prod",
+        "ReduceL1" => "l1",
+        "ReduceL2" => "l2",
+        "ReduceSumSquare" => "sum_square",
+        "ReduceLogSum" => "log_sum",
+        "ReduceLogSumExp" => "log_sum_exp",
+        "ArgMax" => {
+            if attr_i(n, "select_last_index", 0) != 0 && dt == DT::F32 {
+                "argmax_last"
+            } else {
+                "argmax"
+            }
+        }
+        _ => {
+            if attr_i(n, "select_last_index", 0) != 0 && dt == DT::F32 {
+                "argmin_last"
+            } else {
+                "argmin"
+            }
+        }
+    };
+    let kernel = format!("reduce_{kop}_{}", dt.suffix());
+    if m2w_kernels::source(&kernel).is_none() {
+        return Err(format!("dtype {dt:?} not supported"));
+    }
+    if (op == "ArgMax" || op == "ArgMin") && attr_i(n, "select_last_index", 0) != 0 && dt != DT::F32
+    {
+        return Err("select_last_index on integers".into());
+    }
+    let axes_set: HashSet<usize> = axes.iter().copied().collect();
+    let cs = contiguous_strides(&s);
+    let kept: Vec<usize> = (0..s.len()).filter(|d| !axes_set.contains(d)).collect();
+    let mut red: Vec<usize> = axes_set.iter().copied().collect();
+    red.sort();
+    let oshape: Vec<usize> = if keep {
+        (0..s.len())
+            .map(|d| if axes_set.contains(&d) { 1 } else { s[d] })
+            .collect()
+    } else {
+        kept.iter().map(|&d| s[d]).collect()
+    };
+    let out_dt = if kop.starts_with("arg") { DT::I32 } else { dt };
+    cx.new_tensor(out, oshape.clone(), out_dt)?;
+    let total = numel(&oshape);
+    let red_count = red.iter().map(|&d| s[d]).product::<usize>();
+    if red_count == 0 && kop.starts_with("arg") {
+        return Err("arg reduction over an empty axis".into());
+    }
+    let p = P::default()
+        .u(total)
+        .u(kept.len())
+        .u(red.len())
+        .u(red_count)
+        .arr(&kept.iter().map(|&d| s[d] as i64).collect::<Vec<_>>())
+        .arr(&kept.iter().map(|&d| cs[d]).collect::<Vec<_>>())
+        .arr(&red.iter().map(|&d| s[d] as i64).collect::<Vec<_>>())
+        .arr(&red.iter().map(|&d| cs[d]).collect::<Vec<_>>())
+        .done();
+    if total > 0 {
+        cx.dispatch(
+            n,
+            kernel,
+            vec![cx.bind(x), cx.bind(out)],
+            p,
+            groups_1d(total, 256),
+        );
+    }
+    Ok(())
+}
+
+/// (N, C, H, W) view of a 1-D or 2-D spatial tensor, kernel dims, strides, dilations,
+fn fold_reduce(n: &NodeInfo, ins: &[Option<HostTensor>], opset: i64) -> R<Vec<HostTensor>> {
+    let op = n.op_type.as_str();
+    let t = get(ins, 0)?;
+    let axes = if opset >= 18 || (op == "ReduceSum" && opset >= 13) {
+        ins.get(1).and_then(|a| a.as_ref()).map(|a| a.as_i64())
+    } else {
+        attr_ints(n, "axes")
+    };
+    if axes.as_ref().is_some_and(|a| !a.is_empty()) || t.shape.len() > 1 {
+        return Err("only full reductions of 1-D constants fold on the host".into());
+    }
+    let keep = attr_i(n, "keepdims", 1) != 0;
+    let shape = if keep { vec![1; t.shape.len()] } else { vec![] };
+    let sum = op == "ReduceSum";
+    Ok(vec![match &t.data {
+        Data::F32(v) => HostTensor::f32(
+            shape,
+            vec![if sum {
+                v.iter().sum()
+            } else {
+                v.iter().product()
+            }],
+        ),
+        Data::I64(v) => HostTensor::i64(
+            shape,
+            vec![if sum {
+                v.iter().sum()
+            } else {
+                v.iter().product()
+            }],
+        ),
+        Data::Bool(_) => return Err("bool reduction".into()),
+    }])
+}

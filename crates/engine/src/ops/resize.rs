@@ -1,0 +1,174 @@
+//! Resize and Upsample over the last two dims: nearest (four rounding modes) and linear,
+//! five coordinate transformations (`resize_{nearest,linear}_f32`).
+
+use m2w_model::{AttrValue, NodeInfo};
+
+use super::Registry;
+use super::ctx::{Ctx, P, R, attr_i, attr_ints, attr_s, ins, out0};
+use crate::plan::groups_1d;
+use crate::tensor::{DT, numel};
+
+pub(super) fn register(r: &mut Registry) {
+    r.op(
+        "Resize",
+        10,
+        &[
+            "antialias",
+            "axes",
+            "coordinate_transformation_mode",
+            "cubic_coeff_a",
+            "exclude_outside",
+            "extrapolation_value",
+            "keep_aspect_ratio_policy",
+            "mode",
+            "nearest_mode",
+        ],
+        lower_resize,
+    )
+    .shape_inputs(&[1, 2, 3]);
+    r.op(
+        "Upsample",
+        1,
+        &["height_scale", "mode", "scales", "width_scale"],
+        lower_resize,
+    )
+    .shape_inputs(&[1, 2, 3]);
+}
+
+fn lower_resize(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
+    let ins = ins(n);
+    let out = out0(n);
+    let op = n.op_type.as_str();
+    let s = cx.shape(ins[0])?;
+    if cx.dt(ins[0])? != DT::F32 || s.len() < 2 {
+        return Err("only f32 of rank >= 2".into());
+    }
+    let mode = attr_s(n, "mode", "nearest");
+    if !matches!(mode.as_str(), "nearest" | "linear") {
+        return Err(format!(
+            "mode '{mode}' is not supported (nearest, linear are)"
+        ));
+    }
+    if attr_i(n, "antialias", 0) != 0
+        || attr_ints(n, "axes").is_some()
+        || attr_s(n, "keep_aspect_ratio_policy", "stretch") != "stretch"
+    {
+        return Err("antialias, axes and keep_aspect_ratio_policy are not supported".into());
+    }
+    let coord = attr_s(
+        n,
+        "coordinate_transformation_mode",
+        if op == "Upsample" || cx.opset < 11 {
+            "asymmetric"
+        } else {
+            "half_pixel"
+        },
+    );
+    let coord_mode = match coord.as_str() {
+        "half_pixel" => 0,
+        "asymmetric" => 1,
+        "align_corners" => 2,
+        "pytorch_half_pixel" => 3,
+        "half_pixel_symmetric" => 4,
+        other => {
+            return Err(format!(
+                "coordinate_transformation_mode '{other}' is not supported"
+            ));
+        }
+    };
+    let nearest_mode = match attr_s(
+        n,
+        "nearest_mode",
+        if cx.opset < 11 {
+            "floor"
+        } else {
+            "round_prefer_floor"
+        },
+    )
+    .as_str()
+    {
+        "round_prefer_floor" => 0,
+        "round_prefer_ceil" => 1,
+        "floor" => 2,
+        _ => 3,
+    };
+    let rank = s.len();
+    let (scales, sizes): (Option<Vec<f32>>, Option<Vec<i64>>) = if op == "Upsample" || cx.opset < 10
+    {
+        (
+            attr_ints(n, "scales")
+                .map(|v| v.iter().map(|&x| x as f32).collect())
+                .or_else(|| match n.attributes.get("scales") {
+                    Some(AttrValue::Floats(f)) => Some(f.clone()),
+                    _ => None,
+                })
+                .or(cx
+                    .konst(ins.get(1).copied().unwrap_or(""))
+                    .map(|t| t.as_f64().iter().map(|&v| v as f32).collect())),
+            None,
+        )
+    } else {
+        let (si, zi) = if cx.opset < 11 { (1, 99) } else { (2, 3) };
+        let sc = ins
+            .get(si)
+            .filter(|x| !x.is_empty())
+            .map(|x| cx.konst(x).ok_or("scales must be a constant"))
+            .transpose()?
+            .map(|t| t.as_f64().iter().map(|&v| v as f32).collect::<Vec<f32>>())
+            .filter(|v| !v.is_empty());
+        let sz = ins
+            .get(zi)
+            .filter(|x| !x.is_empty())
+            .map(|x| cx.konst(x).ok_or("sizes must be a constant"))
+            .transpose()?
+            .map(|t| t.as_i64())
+            .filter(|v| !v.is_empty());
+        (sc, sz)
+    };
+    let (oshape, scale): (Vec<usize>, Vec<f32>) = match (sizes, scales) {
+        (Some(z), _) if z.len() == rank => (
+            z.iter().map(|&v| v as usize).collect(),
+            z.iter()
+                .zip(&s)
+                .map(|(&o, &i)| o as f32 / i as f32)
+                .collect(),
+        ),
+        (_, Some(sc)) if sc.len() == rank => (
+            s.iter()
+                .zip(&sc)
+                .map(|(&i, &f)| (i as f32 * f).floor() as usize)
+                .collect(),
+            sc,
+        ),
+        _ => return Err("needs scales or sizes for every dim".into()),
+    };
+    if oshape[..rank - 2] != s[..rank - 2] {
+        return Err("only the last two dims may be resized".into());
+    }
+    cx.new_tensor(out, oshape.clone(), DT::F32)?;
+    let total = numel(&oshape);
+    let p = P::default()
+        .u(total)
+        .u(s[rank - 2])
+        .u(s[rank - 1])
+        .u(oshape[rank - 2])
+        .u(oshape[rank - 1])
+        .u(coord_mode)
+        .u(nearest_mode)
+        .u(0)
+        .f(scale[rank - 2])
+        .f(scale[rank - 1])
+        .f(0.0)
+        .f(0.0)
+        .done();
+    if total > 0 {
+        cx.dispatch(
+            n,
+            format!("resize_{mode}_f32"),
+            vec![cx.bind(ins[0]), cx.bind(out)],
+            p,
+            groups_1d(total, 256),
+        );
+    }
+    Ok(())
+}
