@@ -1384,6 +1384,12 @@ fn conformance(filter: Option<&str>, verbose: bool) -> anyhow::Result<()> {
             .into());
         }
     }
+    if fail > 0 {
+        return Err(CheckFailed(format!(
+            "{fail} case(s) gave a wrong answer or failed at run time (listed in docs/OP_SUPPORT.md)"
+        ))
+        .into());
+    }
     Ok(())
 }
 

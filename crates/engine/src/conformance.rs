@@ -103,10 +103,7 @@ fn compare(got: &HostTensor, want: &HostTensor) -> Result<(), String> {
     match (&got.data, &want.data) {
         (Data::F32(a), Data::F32(b)) => {
             for (i, (&x, &y)) in a.iter().zip(b).enumerate() {
-                let (x, y) = (x as f64, y as f64);
-                let ok =
-                    (x.is_nan() && y.is_nan()) || x == y || (x - y).abs() <= ATOL + RTOL * y.abs();
-                if !ok {
+                if !crate::tensor::within(x as f64, y as f64, ATOL, RTOL) {
                     return Err(format!("element {i}: {x} vs expected {y}"));
                 }
             }
@@ -193,9 +190,29 @@ pub fn run_case(gpu: &Gpu, dir: &Path) -> CaseResult {
     CaseResult { case, op, outcome }
 }
 
-fn run_inner(gpu: &Gpu, dir: &Path, model: Option<&m2w_model::Model>) -> Outcome {
+/// A case compiled for its test data: the plan, the run-time inputs and the expected
+/// outputs; or the outcome it ends with before any GPU work.
+type Prepared = (
+    crate::Plan,
+    HashMap<String, HostTensor>,
+    Vec<(String, HostTensor)>,
+);
+
+/// The case's op and its plan (no GPU work), or the outcome that stops it before any:
+/// what `run_case` does up to running.
+pub fn plan_case(dir: &Path) -> (String, Result<crate::Plan, Outcome>) {
+    let case = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let model = m2w_model::Model::open(&dir.join("model.onnx")).ok();
+    let op = case_op(&case, model.as_ref());
+    (op, prepare(dir, model.as_ref()).map(|p| p.0))
+}
+
+fn prepare(dir: &Path, model: Option<&m2w_model::Model>) -> Result<Prepared, Outcome> {
     let Some(model) = model else {
-        return Outcome::Unsupported("the model cannot be read".into());
+        return Err(Outcome::Unsupported("the model cannot be read".into()));
     };
     let graph = model.graph.as_ref().expect("ONNX");
     let data = dir.join("test_data_set_0");
@@ -206,24 +223,24 @@ fn run_inner(gpu: &Gpu, dir: &Path, model: Option<&m2w_model::Model>) -> Outcome
             i.dtype.as_str(),
             "sequence" | "optional" | "map" | "sparse_tensor"
         ) {
-            return Outcome::Unsupported(format!(
+            return Err(Outcome::Unsupported(format!(
                 "input '{}' is a {}, only tensors are supported",
                 i.name, i.dtype
-            ));
+            )));
         }
         match read_pb(&data.join(format!("input_{k}.pb"))) {
             Ok(t) => {
                 shapes.insert(i.name.clone(), (t.shape.clone(), t.dt()));
                 inputs.insert(i.name.clone(), t);
             }
-            Err(e) => return Outcome::Unsupported(format!("input '{}': {e}", i.name)),
+            Err(e) => return Err(Outcome::Unsupported(format!("input '{}': {e}", i.name))),
         }
     }
     let mut expected = Vec::new();
     for (k, o) in graph.outputs.iter().enumerate() {
         match read_pb(&data.join(format!("output_{k}.pb"))) {
             Ok(t) => expected.push((o.name.clone(), t)),
-            Err(e) => return Outcome::Unsupported(format!("output '{}': {e}", o.name)),
+            Err(e) => return Err(Outcome::Unsupported(format!("output '{}': {e}", o.name))),
         }
     }
     // Small integer inputs often decide shapes (axes, shape targets, split sizes): the
@@ -255,14 +272,22 @@ fn run_inner(gpu: &Gpu, dir: &Path, model: Option<&m2w_model::Model>) -> Outcome
     let plan = match compile_specialized(model, &shapes, &fixed) {
         Ok(p) => p,
         Err(CompileError::Unsupported(v)) => {
-            return Outcome::Unsupported(
+            return Err(Outcome::Unsupported(
                 v.iter()
                     .map(|u| format!("{} ({}): {}", u.op_type, u.node, u.reason))
                     .collect::<Vec<_>>()
                     .join("; "),
-            );
+            ));
         }
-        Err(CompileError::Invalid(e)) => return Outcome::Unsupported(e),
+        Err(CompileError::Invalid(e)) => return Err(Outcome::Unsupported(e)),
+    };
+    Ok((plan, inputs, expected))
+}
+
+fn run_inner(gpu: &Gpu, dir: &Path, model: Option<&m2w_model::Model>) -> Outcome {
+    let (plan, inputs, expected) = match prepare(dir, model) {
+        Ok(p) => p,
+        Err(o) => return o,
     };
     let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
     let runner = Runner::new(gpu, plan);
@@ -353,9 +378,14 @@ pub fn op_support_markdown(results: &[CaseResult], adapter: &str) -> String {
         "**Total: {p} passed, {f} failed, {u} unsupported, of {} cases.**\n\n",
         results.len()
     ));
-    s.push_str("| op | passed | failed | unsupported |\n|---|---:|---:|---:|\n");
+    s.push_str(
+        "The registry column is the op's family in m2w's op registry (`crates/engine/src/ops/`),\n\
+         or `none` with the reason category when m2w has no lowering for it.\n\n",
+    );
+    s.push_str("| op | registry | passed | failed | unsupported |\n|---|---|---:|---:|---:|\n");
     for (op, (a, b, c)) in &per {
-        s.push_str(&format!("| {op} | {a} | {b} | {c} |\n"));
+        let family = crate::ops::registry_label(op);
+        s.push_str(&format!("| {op} | {family} | {a} | {b} | {c} |\n"));
     }
     s.push_str("\n## Failures (wrong answers and run-time errors)\n\n");
     for r in results {

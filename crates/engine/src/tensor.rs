@@ -125,3 +125,34 @@ impl HostTensor {
         }
     }
 }
+
+/// Whether `got` matches `want` element-wise: within `atol + rtol * |want|` for finite
+/// values; an infinity only matches the same infinity and NaN only NaN (a tolerance must
+/// never let 3.4e38 pass for +inf, nor a number for NaN).
+pub fn within(got: f64, want: f64, atol: f64, rtol: f64) -> bool {
+    if got.is_nan() || want.is_nan() {
+        got.is_nan() && want.is_nan()
+    } else if got.is_infinite() || want.is_infinite() {
+        got == want
+    } else {
+        (got - want).abs() <= atol + rtol * want.abs()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::within;
+
+    #[test]
+    fn infinities_match_exactly_and_nan_only_nan() {
+        assert!(within(f64::INFINITY, f64::INFINITY, 1e-7, 1e-3));
+        assert!(!within(3.4e38, f64::INFINITY, 1e-7, 1e-3));
+        assert!(!within(f64::INFINITY, 3.4e38, 1e-7, 1e-3));
+        assert!(!within(f64::NEG_INFINITY, f64::INFINITY, 1e-7, 1e-3));
+        assert!(within(f64::NAN, f64::NAN, 0.0, 0.0));
+        assert!(!within(0.0, f64::NAN, 1.0, 1.0));
+        assert!(!within(f64::NAN, 0.0, 1.0, 1.0));
+        assert!(within(1.0005, 1.0, 1e-7, 1e-3));
+        assert!(!within(1.002, 1.0, 1e-7, 1e-3));
+    }
+}

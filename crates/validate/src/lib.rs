@@ -163,8 +163,15 @@ pub fn compare(a: &[f64], b: &[f64], tol: Tolerance) -> (f64, f64, f64, usize, u
             nan_b += 1;
         }
         let same = x == y || (x.is_nan() && y.is_nan());
-        let err = if same { 0.0 } else { (x - y).abs() };
-        let err = if err.is_nan() { f64::INFINITY } else { err };
+        // A NaN or an infinity that is not matched exactly is an infinite error: no
+        // tolerance lets 3.4e38 pass for +inf or a number for NaN.
+        let err = if same {
+            0.0
+        } else if !x.is_finite() || !y.is_finite() {
+            f64::INFINITY
+        } else {
+            (x - y).abs()
+        };
         sum += err;
         if err > max_abs || (i == 0 && err > 0.0) {
             max_abs = err;
@@ -173,7 +180,7 @@ pub fn compare(a: &[f64], b: &[f64], tol: Tolerance) -> (f64, f64, f64, usize, u
         if y != 0.0 {
             max_rel = max_rel.max(err / y.abs());
         }
-        if err > tol.atol + tol.rtol * y.abs() {
+        if !m2w_engine::tensor::within(x, y, tol.atol, tol.rtol) {
             pass = false;
         }
     }
@@ -640,4 +647,27 @@ pub fn validate_llama(
     // The reference stops at end-of-sequence: generate the same number of tokens.
     let got = dec.greedy(&prompt, want.len(), None).map_err(bad)?;
     Ok((pre, decode, got == want, got, want))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Tolerance, compare};
+
+    #[test]
+    fn an_infinity_or_nan_is_matched_exactly_whatever_the_tolerance() {
+        let tol = Tolerance {
+            atol: 1e-4,
+            rtol: 1e-3,
+        };
+        let pass = |a: &[f64], b: &[f64]| compare(a, b, tol).6;
+        assert!(!pass(&[3.4e38], &[f64::INFINITY]));
+        assert!(!pass(&[-3.4e38], &[f64::NEG_INFINITY]));
+        assert!(!pass(&[f64::INFINITY], &[f64::NEG_INFINITY]));
+        assert!(!pass(&[0.0], &[f64::NAN]));
+        assert!(!pass(&[f64::NAN], &[0.0]));
+        assert!(pass(&[f64::INFINITY, f64::NAN], &[f64::INFINITY, f64::NAN]));
+        assert!(pass(&[1.0005], &[1.0]));
+        // The error statistic of a non-finite mismatch is infinite.
+        assert_eq!(compare(&[3.4e38], &[f64::INFINITY], tol).0, f64::INFINITY);
+    }
 }

@@ -307,3 +307,6 @@ fn conv_transpose(cx: &mut Ctx, n: &NodeInfo, ins: &[&str], out: &str) -> R<()> 
         &osp,
     )
 }
+
+#[cfg(test)]
+mod tests;

@@ -100,3 +100,6 @@ fn fold_gather(n: &NodeInfo, ins: &[Option<HostTensor>], _: i64) -> R<Vec<HostTe
     let idx = get(ins, 1)?;
     Ok(vec![gather_along(t, axis, &idx.as_i64(), &idx.shape)?])
 }
+
+#[cfg(test)]
+mod tests;

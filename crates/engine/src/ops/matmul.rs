@@ -182,3 +182,6 @@ fn matmul(cx: &mut Ctx, n: &NodeInfo, a: &str, b: &str, out: &str, ta: bool, tb:
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

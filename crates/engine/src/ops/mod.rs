@@ -235,6 +235,19 @@ pub fn flag(domain: &str, op_type: &str) -> OpFlag {
     }
 }
 
+/// How `docs/OP_SUPPORT.md` names an op's place in the registry: its family, or `none
+/// (kind)` when no lowering exists.
+pub fn registry_label(op_type: &str) -> String {
+    if op_type.starts_with('(') {
+        // Not an op: "(multi-op)" cases, "(unreadable)" models.
+        return "—".into();
+    }
+    match lookup("", op_type) {
+        Some(s) => s.family.to_string(),
+        None => format!("none ({})", flag("", op_type).kind),
+    }
+}
+
 /// One node m2w cannot run, and why.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Unsupported {

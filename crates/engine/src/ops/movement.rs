@@ -439,3 +439,6 @@ fn fold_concat(n: &NodeInfo, ins: &[Option<HostTensor>], _: i64) -> R<Vec<HostTe
         Data::Bool(_) => HostTensor::bool(shape, data_b),
     }])
 }
+
+#[cfg(test)]
+mod tests;

@@ -206,3 +206,6 @@ fn lower_batch_norm(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
         0.0,
     )
 }
+
+#[cfg(test)]
+mod tests;

@@ -127,3 +127,6 @@ fn pool(cx: &mut Ctx, n: &NodeInfo, x: &str, out: &str) -> R<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

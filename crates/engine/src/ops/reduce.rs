@@ -136,6 +136,17 @@ fn reduce(cx: &mut Ctx, n: &NodeInfo, x: &str, out: &str) -> R<()> {
     if red_count == 0 && kop.starts_with("arg") {
         return Err("arg reduction over an empty axis".into());
     }
+    if red_count == 0 && dt == DT::F32 && matches!(kop, "max" | "min") {
+        // The max of an empty set is -inf and its min +inf (ONNX), which the kernel's
+        // finite start value cannot give: fill the output instead.
+        let inf = if kop == "max" {
+            f32::NEG_INFINITY
+        } else {
+            f32::INFINITY
+        };
+        cx.fill(n, out, total, inf.to_bits());
+        return Ok(());
+    }
     let p = P::default()
         .u(total)
         .u(kept.len())
@@ -193,3 +204,6 @@ fn fold_reduce(n: &NodeInfo, ins: &[Option<HostTensor>], opset: i64) -> R<Vec<Ho
         Data::Bool(_) => return Err("bool reduction".into()),
     }])
 }
+
+#[cfg(test)]
+mod tests;

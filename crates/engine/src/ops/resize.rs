@@ -172,3 +172,6 @@ fn lower_resize(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

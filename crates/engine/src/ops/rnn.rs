@@ -101,3 +101,6 @@ fn lstm(cx: &mut Ctx, n: &NodeInfo, ins: &[&str]) -> R<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

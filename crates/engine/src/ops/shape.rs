@@ -227,3 +227,6 @@ fn fold_range(_: &NodeInfo, ins: &[Option<HostTensor>], _: i64) -> R<Vec<HostTen
         ),
     }])
 }
+
+#[cfg(test)]
+mod tests;

@@ -47,3 +47,6 @@ fn lower_softmax(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,160 @@
+use crate::ops::testing::{assert_close, node, values};
+use crate::tensor::HostTensor;
+
+const T: usize = 3;
+const B: usize = 2;
+const I: usize = 5;
+const H: usize = 4;
+
+fn sigmoid(v: f64) -> f64 {
+    1.0 / (1.0 + (-v).exp())
+}
+
+/// One direction of an ONNX LSTM (gate order i, o, f, c) over x [T, B, I]; w [4H, I],
+/// r [4H, H], bias [8H] (Wb then Rb), h0/c0 [B, H]. Returns Y as [T][B*H] and the final
+/// h and c.
+fn lstm_ref(
+    x: &[f32],
+    w: &[f32],
+    r: &[f32],
+    bias: &[f32],
+    h0: &[f32],
+    c0: &[f32],
+    reverse: bool,
+) -> (Vec<Vec<f32>>, Vec<f32>, Vec<f32>) {
+    let mut h: Vec<f64> = h0.iter().map(|&v| v as f64).collect();
+    let mut c: Vec<f64> = c0.iter().map(|&v| v as f64).collect();
+    let mut ys = vec![Vec::new(); T];
+    let steps: Vec<usize> = if reverse {
+        (0..T).rev().collect()
+    } else {
+        (0..T).collect()
+    };
+    for t in steps {
+        let mut nh = vec![0.0; B * H];
+        let mut nc = vec![0.0; B * H];
+        for b in 0..B {
+            // Pre-activations of the 4H gate rows.
+            let gate = |row: usize| {
+                let mut acc = bias[row] as f64 + bias[4 * H + row] as f64;
+                for k in 0..I {
+                    acc += w[row * I + k] as f64 * x[(t * B + b) * I + k] as f64;
+                }
+                for k in 0..H {
+                    acc += r[row * H + k] as f64 * h[b * H + k];
+                }
+                acc
+            };
+            for j in 0..H {
+                let i_g = sigmoid(gate(j));
+                let o_g = sigmoid(gate(H + j));
+                let f_g = sigmoid(gate(2 * H + j));
+                let c_g = gate(3 * H + j).tanh();
+                let cc = f_g * c[b * H + j] + i_g * c_g;
+                nc[b * H + j] = cc;
+                nh[b * H + j] = o_g * cc.tanh();
+            }
+        }
+        h = nh;
+        c = nc;
+        ys[t] = h.iter().map(|&v| v as f32).collect();
+    }
+    let f = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect();
+    (ys, f(h), f(c))
+}
+
+struct Weights {
+    x: Vec<f32>,
+    w: Vec<f32>,
+    r: Vec<f32>,
+    b: Vec<f32>,
+    h0: Vec<f32>,
+    c0: Vec<f32>,
+}
+
+fn weights(dirs: usize) -> Weights {
+    Weights {
+        x: values(T * B * I, 1),
+        w: values(dirs * 4 * H * I, 2),
+        r: values(dirs * 4 * H * H, 3),
+        b: values(dirs * 8 * H, 4),
+        h0: values(dirs * B * H, 5),
+        c0: values(dirs * B * H, 6),
+    }
+}
+
+fn lstm_node(p: &Weights, dirs: usize) -> crate::ops::testing::NodeTest {
+    node("LSTM")
+        .input("x", HostTensor::f32(vec![T, B, I], p.x.clone()))
+        .constant("w", HostTensor::f32(vec![dirs, 4 * H, I], p.w.clone()))
+        .constant("r", HostTensor::f32(vec![dirs, 4 * H, H], p.r.clone()))
+        .constant("b", HostTensor::f32(vec![dirs, 8 * H], p.b.clone()))
+        .skip_input()
+        .input("h0", HostTensor::f32(vec![dirs, B, H], p.h0.clone()))
+        .input("c0", HostTensor::f32(vec![dirs, B, H], p.c0.clone()))
+        .int("hidden_size", H as i64)
+        .outputs(&["y", "y_h", "y_c"])
+}
+
+#[test]
+fn lstm_forward_with_bias_and_initial_state() {
+    let p = weights(1);
+    let got = lstm_node(&p, 1).run().unwrap();
+    let (ys, h, c) = lstm_ref(&p.x, &p.w, &p.r, &p.b, &p.h0, &p.c0, false);
+    let want_y: Vec<f32> = ys.concat();
+    assert_close(&got[0], &[T, 1, B, H], &want_y, 1e-5, 1e-5);
+    assert_close(&got[1], &[1, B, H], &h, 1e-5, 1e-5);
+    assert_close(&got[2], &[1, B, H], &c, 1e-5, 1e-5);
+}
+
+#[test]
+fn lstm_bidirectional_runs_the_second_direction_in_reverse() {
+    let p = weights(2);
+    let got = lstm_node(&p, 2)
+        .string("direction", "bidirectional")
+        .run()
+        .unwrap();
+    let part = |v: &[f32], d: usize, n: usize| v[d * n..(d + 1) * n].to_vec();
+    let (yf, hf, cf) = lstm_ref(
+        &p.x,
+        &part(&p.w, 0, 4 * H * I),
+        &part(&p.r, 0, 4 * H * H),
+        &part(&p.b, 0, 8 * H),
+        &part(&p.h0, 0, B * H),
+        &part(&p.c0, 0, B * H),
+        false,
+    );
+    let (yr, hr, cr) = lstm_ref(
+        &p.x,
+        &part(&p.w, 1, 4 * H * I),
+        &part(&p.r, 1, 4 * H * H),
+        &part(&p.b, 1, 8 * H),
+        &part(&p.h0, 1, B * H),
+        &part(&p.c0, 1, B * H),
+        true,
+    );
+    // Y is [T, 2, B, H]: per step, the forward then the reverse hidden state.
+    let want_y: Vec<f32> = (0..T)
+        .flat_map(|t| [yf[t].clone(), yr[t].clone()].concat())
+        .collect();
+    assert_close(&got[0], &[T, 2, B, H], &want_y, 1e-5, 1e-5);
+    assert_close(&got[1], &[2, B, H], &[hf, hr].concat(), 1e-5, 1e-5);
+    assert_close(&got[2], &[2, B, H], &[cf, cr].concat(), 1e-5, 1e-5);
+}
+
+#[test]
+fn lstm_with_clip_or_sequence_lens_is_refused() {
+    let p = weights(1);
+    let err = lstm_node(&p, 1).float("clip", 1.0).plan().unwrap_err();
+    assert!(err.contains("clip"), "{err}");
+    let err = node("LSTM")
+        .input("x", HostTensor::f32(vec![T, B, I], p.x.clone()))
+        .constant("w", HostTensor::f32(vec![1, 4 * H, I], p.w.clone()))
+        .constant("r", HostTensor::f32(vec![1, 4 * H, H], p.r.clone()))
+        .skip_input()
+        .constant("lens", HostTensor::i64(vec![B], vec![3, 2]))
+        .int("hidden_size", H as i64)
+        .plan()
+        .unwrap_err();
+    assert!(err.contains("sequence_lens"), "{err}");
+}
