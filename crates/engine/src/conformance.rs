@@ -93,6 +93,7 @@ pub fn read_pb(path: &Path) -> Result<HostTensor, String> {
             }
             HostTensor::i64(shape, v)
         }
+        other => return Err(format!("dtype {other:?} is not read from test data")),
     })
 }
 

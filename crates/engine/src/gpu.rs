@@ -131,7 +131,7 @@ impl<'g> Runner<'g> {
             if t.base != *name {
                 continue;
             }
-            let bytes = (numel(&t.shape) as u64 * 4).max(4);
+            let bytes = t.dt.buffer_bytes(numel(&t.shape));
             if bytes > max_binding {
                 return Err(format!(
                     "tensor '{name}' needs {bytes} bytes; this device binds at most {max_binding} (max_storage_buffer_binding_size)"
@@ -484,14 +484,14 @@ impl<'g> Runner<'g> {
                     .tensors
                     .get(n)
                     .ok_or_else(|| format!("no tensor '{n}' in the plan"))?;
-                Ok(numel(&t.shape) as u64 * 4)
+                Ok(t.dt.buffer_bytes(numel(&t.shape)))
             };
             if bytes(src)? != bytes(dst)? {
                 return Err(format!("feedback {src} -> {dst}: sizes differ"));
             }
             pairs.push((self.plan.base_of(src), self.plan.base_of(dst), bytes(src)?));
         }
-        let bytes = (numel(&desc.shape) as u64 * 4).max(4);
+        let bytes = desc.dt.buffer_bytes(numel(&desc.shape));
         let staging = self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("staging"),
             size: bytes,
@@ -569,13 +569,14 @@ impl<'g> Runner<'g> {
                 continue;
             }
             let src = &self.buffers[self.plan.base_of(name)];
+            let bytes = desc.dt.buffer_bytes(n);
             let staging = dev.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("staging"),
-                size: n as u64 * 4,
+                size: bytes,
                 usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             });
-            enc.copy_buffer_to_buffer(src, 0, &staging, 0, n as u64 * 4);
+            enc.copy_buffer_to_buffer(src, 0, &staging, 0, bytes);
             pending.push((name.clone(), desc.clone(), staging));
         }
         self.gpu.queue.submit([enc.finish()]);

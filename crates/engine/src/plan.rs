@@ -93,8 +93,10 @@ impl Plan {
             }
         }
         let mut slots: Vec<BufferSlot> = Vec::new();
-        let bytes_of =
-            |p: &Plan, t: &str| (p.tensors[t].shape.iter().product::<usize>() as u64 * 4).max(4);
+        let bytes_of = |p: &Plan, t: &str| {
+            let d = &p.tensors[t];
+            d.dt.buffer_bytes(d.shape.iter().product::<usize>())
+        };
         // Fixed tensors first, one slot each.
         let mut order: Vec<&String> = self
             .tensors

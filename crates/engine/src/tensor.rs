@@ -1,6 +1,8 @@
-//! Host tensors: constants folded at plan time, inputs and outputs. On the GPU every
-//! element is one 32-bit word: f32 as is, integers as i32 (WGSL has no 64-bit integers;
-//! constants keep their i64 values on the host), bools as u32 0/1.
+//! Host tensors: constants folded at plan time, inputs and outputs. On the GPU today every
+//! element the ONNX ops compute on is one 32-bit word: f32 as is, integers as i32 (WGSL has
+//! no 64-bit integers; constants keep their i64 values on the host), bools as u32 0/1.
+//! The narrower storage types (f16, i8, u8, packed 4-bit) are packed into 32-bit words,
+//! little-endian, first element in the lowest bits; their sizes come from [`DT::bits`].
 
 /// The GPU storage type of a tensor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -9,6 +11,14 @@ pub enum DT {
     F32,
     I32,
     Bool,
+    /// IEEE half, two per word (needs no shader-f16: kernels unpack with unpack2x16float).
+    F16,
+    /// Signed bytes, four per word.
+    I8,
+    /// Unsigned bytes, four per word.
+    U8,
+    /// Unsigned 4-bit values, eight per word (zero points and scales live elsewhere).
+    U4,
 }
 
 impl DT {
@@ -18,7 +28,32 @@ impl DT {
             DT::F32 => "f32",
             DT::I32 => "i32",
             DT::Bool => "bool",
+            DT::F16 => "f16",
+            DT::I8 => "i8",
+            DT::U8 => "u8",
+            DT::U4 => "u4",
         }
+    }
+
+    /// Bits per element in GPU storage.
+    pub fn bits(self) -> u64 {
+        match self {
+            DT::F32 | DT::I32 | DT::Bool => 32,
+            DT::F16 => 16,
+            DT::I8 | DT::U8 => 8,
+            DT::U4 => 4,
+        }
+    }
+
+    /// Bytes of a GPU buffer holding `count` elements: whole 32-bit words, at least one
+    /// (WebGPU binds no empty buffer).
+    pub fn buffer_bytes(self, count: usize) -> u64 {
+        ((count as u64 * self.bits()).div_ceil(32) * 4).max(4)
+    }
+
+    /// Elements per 32-bit word.
+    pub fn per_word(self) -> usize {
+        (32 / self.bits()) as usize
     }
 }
 
@@ -108,11 +143,27 @@ impl HostTensor {
         }
     }
 
+    /// Values from GPU words (packed types unpacked, first element in the lowest bits).
     pub fn from_words(dt: DT, shape: Vec<usize>, words: &[u32]) -> HostTensor {
+        let n = numel(&shape);
+        let lanes = |bits: u32| {
+            let per = (32 / bits) as usize;
+            let mask = if bits == 32 {
+                u32::MAX
+            } else {
+                (1u32 << bits) - 1
+            };
+            (0..n.min(words.len() * per))
+                .map(move |i| (words[i / per] >> ((i % per) as u32 * bits)) & mask)
+        };
         let data = match dt {
             DT::F32 => Data::F32(words.iter().map(|&w| f32::from_bits(w)).collect()),
             DT::I32 => Data::I64(words.iter().map(|&w| w as i32 as i64).collect()),
             DT::Bool => Data::Bool(words.iter().map(|&w| w != 0).collect()),
+            DT::F16 => Data::F32(lanes(16).map(|h| f16_to_f32(h as u16)).collect()),
+            DT::I8 => Data::I64(lanes(8).map(|b| b as u8 as i8 as i64).collect()),
+            DT::U8 => Data::I64(lanes(8).map(|b| b as i64).collect()),
+            DT::U4 => Data::I64(lanes(4).map(|b| b as i64).collect()),
         };
         HostTensor { shape, data }
     }
@@ -139,9 +190,58 @@ pub fn within(got: f64, want: f64, atol: f64, rtol: f64) -> bool {
     }
 }
 
+/// IEEE half to f32 (exact; subnormals, infinities and NaN included).
+pub fn f16_to_f32(h: u16) -> f32 {
+    let sign = ((h >> 15) as u32) << 31;
+    let exp = ((h >> 10) & 0x1f) as u32;
+    let man = (h & 0x3ff) as u32;
+    let bits = match (exp, man) {
+        (0, 0) => sign,
+        (0, m) => {
+            // Subnormal: value m * 2^-24.
+            let v = m as f32 * f32::from_bits(0x3380_0000);
+            return if sign != 0 { -v } else { v };
+        }
+        (0x1f, 0) => sign | 0x7f80_0000,
+        (0x1f, m) => sign | 0x7fc0_0000 | (m << 13),
+        (e, m) => sign | ((e + 112) << 23) | (m << 13),
+    };
+    f32::from_bits(bits)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::within;
+    use super::{DT, Data, HostTensor, f16_to_f32, within};
+
+    #[test]
+    fn buffer_sizes_come_from_the_storage_type() {
+        assert_eq!(DT::F32.buffer_bytes(3), 12);
+        assert_eq!(DT::F16.buffer_bytes(3), 8);
+        assert_eq!(DT::I8.buffer_bytes(5), 8);
+        assert_eq!(DT::U4.buffer_bytes(9), 8);
+        assert_eq!(DT::U4.buffer_bytes(0), 4);
+        assert_eq!(DT::U8.per_word(), 4);
+    }
+
+    #[test]
+    fn packed_words_unpack_lowest_bits_first() {
+        let t = HostTensor::from_words(DT::I8, vec![5], &[0x80ff_7f01, 0x0000_00fe]);
+        assert_eq!(t.data, Data::I64(vec![1, 127, -1, -128, -2]));
+        let t = HostTensor::from_words(DT::U4, vec![3], &[0x0000_0f21]);
+        assert_eq!(t.data, Data::I64(vec![1, 2, 15]));
+        let t = HostTensor::from_words(DT::F16, vec![2], &[0xc000_3c00]);
+        assert_eq!(t.data, Data::F32(vec![1.0, -2.0]));
+    }
+
+    #[test]
+    fn halves_convert_exactly() {
+        assert_eq!(f16_to_f32(0x3c00), 1.0);
+        assert_eq!(f16_to_f32(0x7bff), 65504.0);
+        assert_eq!(f16_to_f32(0x0001), 5.960_464_5e-8);
+        assert_eq!(f16_to_f32(0xfc00), f32::NEG_INFINITY);
+        assert!(f16_to_f32(0x7e00).is_nan());
+        assert_eq!(f16_to_f32(0x8000).to_bits(), 0x8000_0000);
+    }
 
     #[test]
     fn infinities_match_exactly_and_nan_only_nan() {

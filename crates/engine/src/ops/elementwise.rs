@@ -237,6 +237,7 @@ fn lower_binary(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
         DT::F32 => !logical && !(op == "Mod" && !fmod),
         DT::I32 => !logical && op != "Pow",
         DT::Bool => logical || op == "Equal",
+        _ => false,
     };
     if !supported {
         return Err(format!("dtype {dt:?} not supported"));

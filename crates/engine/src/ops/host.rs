@@ -258,6 +258,9 @@ pub(crate) fn cast(t: &HostTensor, to: DT) -> HostTensor {
             _ => t.as_i64(),
         }),
         DT::Bool => Data::Bool(t.as_f64().iter().map(|&v| v != 0.0).collect()),
+        // Host folds compute on f32 / i64 / bool only; onnx_dt maps nothing else here.
+        DT::F16 => Data::F32(t.as_f64().iter().map(|&v| v as f32).collect()),
+        DT::I8 | DT::U8 | DT::U4 => Data::I64(t.as_i64()),
     };
     HostTensor {
         shape: t.shape.clone(),

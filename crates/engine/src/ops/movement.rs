@@ -267,6 +267,7 @@ fn lower_pad(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
         DT::F32 => (value.as_f64()[0] as f32).to_bits(),
         DT::I32 => value.as_i64()[0] as i32 as u32,
         DT::Bool => value.as_i64()[0] as u32,
+        other => return Err(format!("constant Pad of {other:?} is not supported")),
     };
     cx.fill(n, out, numel(&oshape), bits);
     // The copied region: negative pads crop the input.
