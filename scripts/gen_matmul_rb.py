@@ -263,6 +263,10 @@ def main():
     ap.add_argument("--out", default=os.path.join(ROOT, "templates", "matmul_f32_rb.wgsl.tmpl"))
     a = ap.parse_args()
     text = generate(a.bm, a.bn, a.bk, a.tm, a.tn, a.db, a.wx, a.amap)
+    if a.out.endswith(".wgsl.tmpl"):
+        # A template of the kernel library lists its shaders (one here) in a VARIANTS block,
+        # stripped by crates/kernels/build.rs.
+        text = "// VARIANTS\n// @with elem=f32\n// matmul_f32_rb\n// END VARIANTS\n" + text
     with open(a.out, "w") as f:
         f.write(text)
     print(f"wrote {a.out}")

@@ -1,604 +1,802 @@
-//! Expands `templates/*.wgsl.tmpl` into one named WGSL file per variant in OUT_DIR and a
-//! registry (`shaders.rs`) the crate includes. `cargo xtask kernels --out DIR` writes the
-//! same files for reading. Placeholders are `{{NAME}}`; every variant is listed below, so
-//! the set of shaders is fixed at build time (no strings assembled at run time).
+//! A generic expander of `templates/*.wgsl.tmpl`: it knows no shader. Each template starts
+//! with a VARIANTS block that lists its shaders; every row becomes one named WGSL file in
+//! OUT_DIR, and `shaders.rs` (included by the crate) gets the typed registry: `enum Kernel`
+//! with each shader's source and metadata, and one `params::*` struct per template read from
+//! its `struct Params` declaration. `cargo xtask kernels --out DIR` writes the same WGSL files
+//! for reading.
+//!
+//! The VARIANTS block (stripped from the emitted WGSL):
+//!
+//! ```text
+//! // VARIANTS
+//! // # a comment
+//! // @with elem=f32 T=f32            defaults for the rows below (each @with replaces the last)
+//! // name KEY=value KEY="quoted value" KEY=@SNIPPET KEY=@SNIPPET[P=v,Q=w] elem=f32
+//! // @def SNIPPET                    a multi-line value: the lines up to `// @end`, less `// `
+//!                                     (and the first line's indentation: the placeholder's)
+//! // ...
+//! // @end
+//! // END VARIANTS
+//! ```
+//!
+//! Upper-case keys fill the `{{KEY}}` placeholders of the template (`{{NAME}}` is the row's
+//! name unless given); lower-case keys are metadata (`elem`: the element type of the shader's
+//! main output). Quoted values take `\"`, `\\` and `\n` escapes. `@SNIPPET` is a `@def` of the
+//! same template, `@other_template:SNIPPET` one of another; `[P=v,...]` fills the snippet's own
+//! `{{P}}` placeholders. Every placeholder must be filled and every key used.
 
-use std::collections::BTreeMap;
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 
-struct Variant {
-    template: &'static str,
+/// One shader: a row of a template's VARIANTS block.
+struct Row {
+    template: String,
     name: String,
-    vars: BTreeMap<&'static str, String>,
+    vars: BTreeMap<String, String>,
+    elem: String,
 }
 
-fn v(template: &'static str, name: impl Into<String>, vars: &[(&'static str, &str)]) -> Variant {
-    Variant {
-        template,
-        name: name.into(),
-        vars: vars.iter().map(|(k, v)| (*k, v.to_string())).collect(),
-    }
+/// A parsed VARIANTS block and the template text after it.
+struct Template {
+    name: String,
+    body: String,
+    rows: Vec<RawRow>,
+    defs: BTreeMap<String, String>,
 }
 
-/// (op, input type, output type, expression over x, y, z, p0, p1)
-const UNARY_F32: &[(&str, &str)] = &[
-    ("abs", "abs(x)"),
-    ("neg", "-x"),
-    ("relu", "max(x, 0.0)"),
-    ("sigmoid", "1.0 / (1.0 + safe_exp(-x))"),
-    ("tanh", "tanh_f(x)"),
-    ("exp", "safe_exp(x)"),
-    ("log", "log(x)"),
-    ("sqrt", "sqrt(x)"),
-    ("reciprocal", "1.0 / x"),
-    ("floor", "floor(x)"),
-    ("ceil", "ceil(x)"),
-    ("round", "round(x)"),
-    ("sin", "sin(x)"),
-    ("cos", "cos(x)"),
-    ("tan", "tan(x)"),
-    ("asin", "asin(x)"),
-    ("acos", "acos(x)"),
-    ("atan", "atan(x)"),
-    ("sinh", "sinh(clamp(x, -88.0, 88.0))"),
-    ("cosh", "cosh(clamp(x, -88.0, 88.0))"),
-    ("asinh", "asinh(x)"),
-    ("acosh", "acosh(x)"),
-    ("atanh", "atanh(x)"),
-    ("erf", "erf_approx(x)"),
-    ("sign", "sign(x)"),
-    ("softplus", "softplus_f(x)"),
-    ("softsign", "x / (1.0 + abs(x))"),
-    ("elu", "select(p0 * (safe_exp(x) - 1.0), x, x > 0.0)"),
-    ("selu", "p1 * select(p0 * (safe_exp(x) - 1.0), x, x > 0.0)"),
-    (
-        "celu",
-        "max(0.0, x) + min(0.0, p0 * (safe_exp(x / p0) - 1.0))",
-    ),
-    ("leaky_relu", "select(p0 * x, x, x >= 0.0)"),
-    ("thresholded_relu", "select(0.0, x, x > p0)"),
-    ("hard_sigmoid", "clamp(p0 * x + p1, 0.0, 1.0)"),
-    ("hard_swish", "x * clamp(x / 6.0 + 0.5, 0.0, 1.0)"),
-    ("mish", "x * tanh_f(softplus_f(x))"),
-    (
-        "gelu",
-        "0.5 * x * (1.0 + erf_approx(x * 0.70710678118654752))",
-    ),
-    (
-        "gelu_tanh",
-        "0.5 * x * (1.0 + tanh_f(0.7978845608028654 * (x + 0.044715 * x * x * x)))",
-    ),
-    ("copy", "x"),
-];
+/// A row before its snippet references are resolved.
+struct RawRow {
+    name: String,
+    line: usize,
+    vars: Vec<(String, Value)>,
+}
+
+#[derive(Clone)]
+enum Value {
+    Text(String),
+    Snippet {
+        template: Option<String>,
+        name: String,
+        args: Vec<(String, String)>,
+    },
+}
+
+type Res<T> = Result<T, String>;
 
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../templates");
     println!("cargo:rerun-if-changed={}", root.display());
-    let mut variants = Vec::new();
-    let ew = |name: &str, ta: &str, tb: &str, tc: &str, to: &str, expr: &str| {
-        v(
-            "elementwise",
-            format!("ew_{name}"),
-            &[
-                ("TA", ta),
-                ("TB", tb),
-                ("TC", tc),
-                ("TO", to),
-                ("EXPR", expr),
-                ("NAME", &format!("ew_{name}")),
-            ],
-        )
-    };
-    for (op, expr) in UNARY_F32 {
-        variants.push(ew(&format!("{op}_f32"), "f32", "f32", "f32", "f32", expr));
+    if let Err(e) = run(&root) {
+        eprintln!("error: {e}");
+        panic!("kernel templates: {e}");
     }
-    for (op, expr) in [
-        ("abs", "abs(x)"),
-        ("neg", "-x"),
-        ("sign", "sign(x)"),
-        ("copy", "x"),
-        ("relu", "max(x, 0)"),
-    ] {
-        variants.push(ew(&format!("{op}_i32"), "i32", "i32", "i32", "i32", expr));
+}
+
+fn run(root: &Path) -> Res<()> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(root)
+        .map_err(|e| format!("{}: {e}", root.display()))?
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with(".wgsl.tmpl"))
+        })
+        .collect();
+    paths.sort();
+    let mut templates = BTreeMap::new();
+    for p in &paths {
+        println!("cargo:rerun-if-changed={}", p.display());
+        let name = p
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .trim_end_matches(".wgsl.tmpl")
+            .to_string();
+        let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        let t = parse_template(&name, &text).map_err(|e| format!("{}: {e}", p.display()))?;
+        templates.insert(name, t);
     }
-    variants.push(ew(
-        "not_bool",
-        "u32",
-        "u32",
-        "u32",
-        "u32",
-        "1u - min(x, 1u)",
-    ));
-    variants.push(ew(
-        "isnan_f32",
-        "f32",
-        "f32",
-        "f32",
-        "u32",
-        "select(0u, 1u, !(x == x))",
-    ));
-    variants.push(ew("isinf_f32", "f32", "f32", "f32", "u32", "select(0u, 1u, abs(x) > 3.402823e38 && ((x > 0.0 && p0 != 0.0) || (x < 0.0 && p1 != 0.0)))"));
-    // Binary, numeric.
-    for (t, zero) in [("f32", "0.0"), ("i32", "0")] {
-        for (op, expr) in [
-            ("add", "x + y"),
-            ("sub", "x - y"),
-            ("mul", "x * y"),
-            ("max", "max(x, y)"),
-            ("min", "min(x, y)"),
-        ] {
-            variants.push(ew(&format!("{op}_{t}"), t, t, t, t, expr));
+    let mut rows = Vec::new();
+    for t in templates.values() {
+        for r in &t.rows {
+            let mut vars = BTreeMap::new();
+            let mut elem = None;
+            for (k, v) in &r.vars {
+                let v = resolve(&templates, t, v)
+                    .map_err(|e| format!("{}.wgsl.tmpl:{}: {e}", t.name, r.line))?;
+                if k == "elem" {
+                    elem = Some(v);
+                } else if k.chars().any(|c| c.is_ascii_lowercase()) {
+                    return Err(format!(
+                        "{}.wgsl.tmpl:{}: unknown metadata key {k}",
+                        t.name, r.line
+                    ));
+                } else {
+                    vars.insert(k.clone(), v);
+                }
+            }
+            let elem = elem.ok_or_else(|| {
+                format!("{}.wgsl.tmpl:{}: {} has no elem=", t.name, r.line, r.name)
+            })?;
+            if !ELEMS.iter().any(|(e, _)| *e == elem) {
+                return Err(format!(
+                    "{}.wgsl.tmpl:{}: elem={elem}: one of {:?}",
+                    t.name,
+                    r.line,
+                    ELEMS.iter().map(|e| e.0).collect::<Vec<_>>()
+                ));
+            }
+            vars.entry("NAME".into()).or_insert_with(|| r.name.clone());
+            rows.push(Row {
+                template: t.name.clone(),
+                name: r.name.clone(),
+                vars,
+                elem,
+            });
         }
-        for (op, expr) in [
-            ("equal", "x == y"),
-            ("greater", "x > y"),
-            ("greater_or_equal", "x >= y"),
-            ("less", "x < y"),
-            ("less_or_equal", "x <= y"),
-        ] {
-            variants.push(ew(
-                &format!("{op}_{t}"),
-                t,
-                t,
-                t,
-                "u32",
-                &format!("select(0u, 1u, {expr})"),
+    }
+
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    let wgsl_dir = out_dir.join("wgsl");
+    std::fs::create_dir_all(&wgsl_dir).unwrap();
+    let mut names = BTreeSet::new();
+    let mut idents = BTreeSet::new();
+    let mut kernels = Vec::new();
+    // template -> its Params fields (the same in every variant).
+    let mut params: BTreeMap<String, Vec<Field>> = BTreeMap::new();
+    for row in &rows {
+        let ctx = |e: String| format!("{} ({}.wgsl.tmpl): {e}", row.name, row.template);
+        if !names.insert(row.name.clone()) {
+            return Err(ctx("duplicate shader name".into()));
+        }
+        let ident = camel(&row.name);
+        if !idents.insert(ident.clone()) {
+            return Err(ctx(format!("enum variant {ident} taken by another shader")));
+        }
+        let t = &templates[&row.template];
+        let text = expand(&t.body, &row.vars).map_err(ctx)?;
+        let wg = workgroup_bytes(&text).map_err(ctx)?;
+        let features = features(&text).map_err(ctx)?;
+        let fields = parse_params(&text).map_err(ctx)?;
+        match params.get(&row.template) {
+            Some(f) if *f != fields => {
+                return Err(ctx(
+                    "struct Params differs between variants of one template".into(),
+                ));
+            }
+            Some(_) => {}
+            None => {
+                params.insert(row.template.clone(), fields);
+            }
+        }
+        let file = wgsl_dir.join(format!("{}.wgsl", row.name));
+        std::fs::write(&file, &text).unwrap();
+        kernels.push((row, ident, file, wg, features));
+    }
+    // Every template should be used by one row at least.
+    for t in templates.keys() {
+        if !rows.iter().any(|r| &r.template == t) {
+            return Err(format!("{t}.wgsl.tmpl: no VARIANTS rows"));
+        }
+    }
+
+    let mut s = String::new();
+    s.push_str("// Generated by build.rs from templates/*.wgsl.tmpl: do not edit.\n\n");
+    // enum Kernel
+    s.push_str("/// Every shader variant, one per row of a template's VARIANTS block.\n");
+    s.push_str(
+        "#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]\npub enum Kernel {\n",
+    );
+    for (row, ident, ..) in &kernels {
+        writeln!(s, "    /// `{}` ({}.wgsl.tmpl)", row.name, row.template).unwrap();
+        writeln!(s, "    {ident},").unwrap();
+    }
+    s.push_str("}\n\n");
+    s.push_str("impl Kernel {\n    /// Every kernel, in declaration order.\n    pub const ALL: &'static [Kernel] = &[\n");
+    for (_, ident, ..) in &kernels {
+        writeln!(s, "        Kernel::{ident},").unwrap();
+    }
+    s.push_str("    ];\n\n");
+    s.push_str("    /// The kernel called `name`, if there is one.\n    pub fn by_name(name: &str) -> Option<Kernel> {\n        Some(match name {\n");
+    for (row, ident, ..) in &kernels {
+        writeln!(s, "            {:?} => Kernel::{ident},", row.name).unwrap();
+    }
+    s.push_str("            _ => return None,\n        })\n    }\n}\n\n");
+    // Per-kernel tables, indexed by `kernel as usize`.
+    s.push_str("static NAMES: &[&str] = &[\n");
+    for (row, ..) in &kernels {
+        writeln!(s, "    {:?},", row.name).unwrap();
+    }
+    s.push_str("];\n\nstatic SOURCES: &[&str] = &[\n");
+    for (_, _, file, ..) in &kernels {
+        writeln!(s, "    include_str!({:?}),", file.display().to_string()).unwrap();
+    }
+    s.push_str("];\n\nstatic WORKGROUP_BYTES: &[u32] = &[\n");
+    for (_, _, _, wg, _) in &kernels {
+        writeln!(s, "    {wg},").unwrap();
+    }
+    s.push_str("];\n\nstatic FEATURES: &[&[Feature]] = &[\n");
+    for (.., f) in &kernels {
+        let list: Vec<String> = f.iter().map(|f| format!("Feature::{f}")).collect();
+        writeln!(s, "    &[{}],", list.join(", ")).unwrap();
+    }
+    s.push_str("];\n\nstatic ELEMS: &[Elem] = &[\n");
+    for (row, ..) in &kernels {
+        let e = ELEMS.iter().find(|(e, _)| *e == row.elem).unwrap().1;
+        writeln!(s, "    Elem::{e},").unwrap();
+    }
+    s.push_str("];\n\n/// The template (and so the `params` struct) of each kernel.\nstatic TEMPLATES: &[usize] = &[\n");
+    let template_index: BTreeMap<&String, usize> =
+        params.keys().enumerate().map(|(i, t)| (t, i)).collect();
+    for (row, ..) in &kernels {
+        writeln!(s, "    {},", template_index[&row.template]).unwrap();
+    }
+    s.push_str("];\n\n");
+    // Templates: name, params struct name, layout.
+    s.push_str("/// Per template: (template, `params` struct, fields of `struct Params`, size in words).\nstatic TEMPLATE_INFO: &[(&str, &str, &[ParamField], usize)] = &[\n");
+    for t in params.keys() {
+        let ident = camel(t);
+        writeln!(
+            s,
+            "    ({t:?}, {ident:?}, params::{ident}::LAYOUT, params::{ident}::WORDS),"
+        )
+        .unwrap();
+    }
+    s.push_str("];\n\n");
+    // Every shader as (name, source), the historical registry.
+    s.push_str("/// Every shader variant: (name, WGSL source), in [`Kernel::ALL`] order.\npub static SHADERS: &[(&str, &str)] = &[\n");
+    for (row, _, file, ..) in &kernels {
+        writeln!(
+            s,
+            "    ({:?}, include_str!({:?})),",
+            row.name,
+            file.display().to_string()
+        )
+        .unwrap();
+    }
+    s.push_str("];\n\n");
+    // params
+    s.push_str("/// The uniform block of each template, declared once in its WGSL `struct Params` and\n/// packed by [`Params::words`](crate::Params::words) per WGSL's uniform layout rules.\npub mod params {\n    use crate::{ParamField, ParamType, Params, Scalar};\n");
+    for (t, fields) in &params {
+        let ident = camel(t);
+        let words = struct_words(fields);
+        writeln!(
+            s,
+            "\n    /// `struct Params` of `templates/{t}.wgsl.tmpl` ({words} words)."
+        )
+        .unwrap();
+        s.push_str("    #[derive(Clone, Copy, Debug, Default, PartialEq)]\n");
+        writeln!(s, "    pub struct {ident} {{").unwrap();
+        for f in fields {
+            writeln!(s, "        pub {}: {},", f.name, f.ty.rust()).unwrap();
+        }
+        s.push_str("    }\n\n");
+        writeln!(s, "    impl {ident} {{").unwrap();
+        writeln!(s, "        /// Size of the packed block in 32-bit words.").unwrap();
+        writeln!(s, "        pub const WORDS: usize = {words};").unwrap();
+        s.push_str("        /// The fields of the WGSL `struct Params`, in order, with their byte offsets.\n");
+        s.push_str("        pub const LAYOUT: &'static [ParamField] = &[\n");
+        for f in fields {
+            writeln!(
+                s,
+                "            ParamField {{ name: {:?}, ty: {}, offset: {} }},",
+                f.name,
+                f.ty.expr(),
+                f.offset
+            )
+            .unwrap();
+        }
+        s.push_str("        ];\n\n        /// The uniform block as words (WGSL uniform layout, zero padding).\n        pub fn words(&self) -> Vec<u32> {\n            let mut w = vec![0u32; Self::WORDS];\n");
+        for f in fields {
+            writeln!(
+                s,
+                "            crate::Word::put(&self.{}, &mut w[{}..]);",
+                f.name,
+                f.offset / 4
+            )
+            .unwrap();
+        }
+        s.push_str("            w\n        }\n    }\n\n");
+        writeln!(s, "    impl Params for {ident} {{").unwrap();
+        writeln!(s, "        const TEMPLATE: &'static str = {t:?};").unwrap();
+        s.push_str("        const WORDS: usize = Self::WORDS;\n        const LAYOUT: &'static [ParamField] = Self::LAYOUT;\n        fn words(&self) -> Vec<u32> {\n            Self::words(self)\n        }\n    }\n");
+    }
+    s.push_str("}\n");
+    std::fs::write(out_dir.join("shaders.rs"), s).unwrap();
+    Ok(())
+}
+
+/// `elem=` values and their `Elem` variants.
+const ELEMS: &[(&str, &str)] = &[
+    ("f32", "F32"),
+    ("f16", "F16"),
+    ("i32", "I32"),
+    ("u32", "U32"),
+    ("bool", "Bool"),
+    ("word", "Word"),
+];
+
+/// `ew_relu_f32` -> `EwReluF32`.
+fn camel(name: &str) -> String {
+    name.split('_')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let mut c = p.chars();
+            let first = c.next().unwrap().to_ascii_uppercase();
+            std::iter::once(first).chain(c).collect::<String>()
+        })
+        .collect()
+}
+
+fn parse_template(name: &str, text: &str) -> Res<Template> {
+    let mut lines = text.split_inclusive('\n');
+    let first = lines.next().unwrap_or("");
+    if first.trim_end() != "// VARIANTS" {
+        return Err("the first line must be `// VARIANTS`".into());
+    }
+    let mut consumed = first.len();
+    let mut rows = Vec::new();
+    let mut defs = BTreeMap::new();
+    let mut with: Vec<(String, Value)> = Vec::new();
+    let mut def: Option<(String, Vec<String>)> = None;
+    let mut line_no = 1;
+    let mut ended = false;
+    for raw in lines {
+        consumed += raw.len();
+        line_no += 1;
+        let line = raw.trim_end_matches('\n').trim_end_matches('\r');
+        let Some(rest) = line.strip_prefix("//") else {
+            return Err(format!(
+                "line {line_no}: inside VARIANTS every line starts with //"
+            ));
+        };
+        let rest = rest.strip_prefix(' ').unwrap_or(rest);
+        if let Some((dname, body)) = &mut def {
+            if rest.trim() == "@end" {
+                // The placeholder's own indentation stands in for the first line's.
+                if let Some(first) = body.first_mut() {
+                    *first = first.trim_start().to_string();
+                }
+                if defs.insert(dname.clone(), body.join("\n")).is_some() {
+                    return Err(format!("line {line_no}: @def {dname} twice"));
+                }
+                def = None;
+            } else {
+                body.push(rest.to_string());
+            }
+            continue;
+        }
+        let rest = rest.trim();
+        if rest == "END VARIANTS" {
+            ended = true;
+            break;
+        }
+        if rest.is_empty() || rest.starts_with('#') {
+            continue;
+        }
+        if let Some(d) = rest.strip_prefix("@def ") {
+            def = Some((d.trim().to_string(), Vec::new()));
+            continue;
+        }
+        let toks = tokenize(rest).map_err(|e| format!("line {line_no}: {e}"))?;
+        if toks[0] == "@with" {
+            with = toks[1..]
+                .iter()
+                .map(|t| parse_kv(t))
+                .collect::<Res<_>>()
+                .map_err(|e| format!("line {line_no}: {e}"))?;
+            continue;
+        }
+        let row_name = toks[0].clone();
+        if row_name.contains('=')
+            || !row_name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(format!(
+                "line {line_no}: a row starts with the shader's name"
             ));
         }
-        variants.push(ew(
-            &format!("where_{t}"),
-            "u32",
-            t,
-            t,
-            t,
-            "select(z, y, x != 0u)",
-        ));
-        variants.push(ew(&format!("clip_{t}"), t, t, t, t, "min(max(x, y), z)"));
-        variants.push(ew(
-            &format!("prelu_{t}"),
-            t,
-            t,
-            t,
-            t,
-            &format!("select(y * x, x, x >= {zero})"),
-        ));
-    }
-    variants.push(ew("div_f32", "f32", "f32", "f32", "f32", "x / y"));
-    variants.push(ew(
-        "silu_mul_f32",
-        "f32",
-        "f32",
-        "f32",
-        "f32",
-        "x / (1.0 + safe_exp(-x)) * y",
-    ));
-    variants.push(ew(
-        "div_i32",
-        "i32",
-        "i32",
-        "i32",
-        "i32",
-        "select(0, x / y, y != 0)",
-    ));
-    variants.push(ew("pow_f32", "f32", "f32", "f32", "f32", "select(pow(abs(x), y) * select(1.0, -1.0, fract(y * 0.5) != 0.0), pow(x, y), x >= 0.0 || fract(y) != 0.0)"));
-    variants.push(ew(
-        "fmod_f32",
-        "f32",
-        "f32",
-        "f32",
-        "f32",
-        "x - y * trunc(x / y)",
-    ));
-    variants.push(ew(
-        "mod_i32",
-        "i32",
-        "i32",
-        "i32",
-        "i32",
-        "select(x % y + select(0, y, (x % y != 0) && ((x % y < 0) != (y < 0))), 0, y == 0)",
-    ));
-    variants.push(ew(
-        "fmod_i32",
-        "i32",
-        "i32",
-        "i32",
-        "i32",
-        "select(x % y, 0, y == 0)",
-    ));
-    for (op, expr) in [
-        ("and", "x & y & 1u"),
-        ("or", "(x | y) & 1u"),
-        ("xor", "(x ^ y) & 1u"),
-        ("equal", "select(0u, 1u, x == y)"),
-    ] {
-        variants.push(ew(&format!("{op}_bool"), "u32", "u32", "u32", "u32", expr));
-    }
-    variants.push(ew(
-        "where_bool",
-        "u32",
-        "u32",
-        "u32",
-        "u32",
-        "select(z, y, x != 0u)",
-    ));
-    // Casts between the three storage types.
-    for (from, to, expr) in [
-        (
-            "f32",
-            "i32",
-            "i32(trunc(clamp(x, -2147483648.0, 2147483520.0)))",
-        ),
-        ("f32", "bool", "select(0u, 1u, x != 0.0)"),
-        ("i32", "f32", "f32(x)"),
-        ("i32", "bool", "select(0u, 1u, x != 0)"),
-        ("bool", "f32", "f32(x)"),
-        ("bool", "i32", "i32(x)"),
-    ] {
-        let ty = |t: &str| {
-            if t == "bool" {
-                "u32".to_string()
-            } else {
-                t.to_string()
-            }
-        };
-        variants.push(ew(
-            &format!("cast_{from}_{to}"),
-            &ty(from),
-            &ty(from),
-            &ty(from),
-            &ty(to),
-            expr,
-        ));
-    }
-
-    variants.push(v("copy_strided", "copy_strided", &[]));
-    variants.push(v("fill", "fill", &[]));
-    variants.push(v("gather", "gather", &[]));
-    variants.push(v("gather_nd", "gather_nd", &[]));
-    variants.push(v("conv_transpose2d", "conv_transpose2d_f32_direct", &[]));
-    variants.push(v("lstm", "lstm_f32", &[]));
-    variants.push(v("embed_q8_0", "embed_q8_0", &[]));
-    variants.push(v("rope_qkv_cache", "rope_qkv_cache_f32", &[]));
-    // Quantized matmuls: block_dot returns the dot product of 32 activations with one block.
-    let q8 = "let d = bitcast<f32>(w[base]);\n    var s = 0.0;\n    for (var j = 0u; j < 8u; j = j + 1u) {\n        let word = i32(w[base + 1u + j]);\n        for (var l = 0u; l < 4u; l = l + 1u) {\n            s = s + f32(extractBits(word, l * 8u, 8u)) * x[xoff + j * 4u + l];\n        }\n    }\n    return d * s;";
-    let q4_1 = "let d = bitcast<f32>(w[base]);\n    let m = bitcast<f32>(w[base + 1u]);\n    var s = 0.0;\n    var xs = 0.0;\n    for (var j = 0u; j < 4u; j = j + 1u) {\n        let word = w[base + 2u + j];\n        for (var l = 0u; l < 4u; l = l + 1u) {\n            let byte = extractBits(word, l * 8u, 8u);\n            let lo = x[xoff + j * 4u + l];\n            let hi = x[xoff + 16u + j * 4u + l];\n            s = s + f32(byte & 15u) * lo + f32(byte >> 4u) * hi;\n            xs = xs + lo + hi;\n        }\n    }\n    return d * s + m * xs;";
-    let q4_0 = "let d = bitcast<f32>(w[base]);\n    var s = 0.0;\n    for (var j = 0u; j < 4u; j = j + 1u) {\n        let word = w[base + 1u + j];\n        for (var l = 0u; l < 4u; l = l + 1u) {\n            let byte = extractBits(word, l * 8u, 8u);\n            s = s + (f32(byte & 15u) - 8.0) * x[xoff + j * 4u + l] + (f32(byte >> 4u) - 8.0) * x[xoff + 16u + j * 4u + l];\n        }\n    }\n    return d * s;";
-    for (qt, wpb, body) in [("q8_0", "9", q8), ("q4_1", "6", q4_1), ("q4_0", "5", q4_0)] {
-        let name = format!("matmul_{qt}_f32");
-        variants.push(v(
-            "qmatmul",
-            name.clone(),
-            &[("NAME", &name), ("QT", qt), ("WPB", wpb), ("BLOCK", body)],
-        ));
-    }
-    // GEMV for few tokens: quarter_dot returns the dot product of 8 weights of a block
-    // (quarter j) with their activations.
-    let q8_quarter = "let d = bitcast<f32>(w[base]);\n    var s = 0.0;\n    for (var h = 0u; h < 2u; h = h + 1u) {\n        let word = i32(w[base + 1u + j * 2u + h]);\n        for (var l = 0u; l < 4u; l = l + 1u) {\n            s = s + f32(extractBits(word, l * 8u, 8u)) * x[xoff + j * 8u + h * 4u + l];\n        }\n    }\n    return d * s;";
-    let q4_1_quarter = "let d = bitcast<f32>(w[base]);\n    let m = bitcast<f32>(w[base + 1u]);\n    let word = w[base + 2u + j];\n    var s = 0.0;\n    var xs = 0.0;\n    for (var l = 0u; l < 4u; l = l + 1u) {\n        let byte = extractBits(word, l * 8u, 8u);\n        let lo = x[xoff + j * 4u + l];\n        let hi = x[xoff + 16u + j * 4u + l];\n        s = s + f32(byte & 15u) * lo + f32(byte >> 4u) * hi;\n        xs = xs + lo + hi;\n    }\n    return d * s + m * xs;";
-    let q4_0_quarter = "let d = bitcast<f32>(w[base]);\n    let word = w[base + 1u + j];\n    var s = 0.0;\n    for (var l = 0u; l < 4u; l = l + 1u) {\n        let byte = extractBits(word, l * 8u, 8u);\n        s = s + (f32(byte & 15u) - 8.0) * x[xoff + j * 4u + l] + (f32(byte >> 4u) - 8.0) * x[xoff + 16u + j * 4u + l];\n    }\n    return d * s;";
-    for (qt, wpb, body) in [
-        ("q8_0", "9", q8_quarter),
-        ("q4_1", "6", q4_1_quarter),
-        ("q4_0", "5", q4_0_quarter),
-    ] {
-        let name = format!("gemv_{qt}_f32");
-        variants.push(v(
-            "gemv_q",
-            name.clone(),
-            &[("NAME", &name), ("QT", qt), ("WPB", wpb), ("QUARTER", body)],
-        ));
-        // The same quarter reading another weight binding.
-        let on = |w: &str| body.replace("w[", &format!("{w}["));
-        let name = format!("gemv_qkv_{qt}_f32");
-        variants.push(v(
-            "gemv_qkv_q",
-            name.clone(),
-            &[
-                ("NAME", &name),
-                ("QT", qt),
-                ("WPB", wpb),
-                ("QUARTER_Q", &on("wq")),
-                ("QUARTER_K", &on("wk")),
-                ("QUARTER_V", &on("wv")),
-            ],
-        ));
-        let name = format!("gemv_swiglu_{qt}_f32");
-        variants.push(v(
-            "gemv_swiglu_q",
-            name.clone(),
-            &[
-                ("NAME", &name),
-                ("QT", qt),
-                ("WPB", wpb),
-                ("QUARTER_G", &on("wg")),
-                ("QUARTER_U", &on("wu")),
-            ],
-        ));
-    }
-    variants.push(v("rmsnorm_rows", "rmsnorm_rows_f32", &[]));
-    variants.push(v("argmax_rows", "argmax_rows_f32", &[]));
-    variants.push(v("topk_rows", "topk_rows_f32", &[]));
-    variants.push(v("attention_tiled", "attention_gqa_tiled_f32", &[]));
-    variants.push(v(
-        "resize",
-        "resize_nearest_f32",
-        &[
-            ("NAME", "resize_nearest_f32"),
-            (
-                "BODY",
-                "out[i] = at(base, nearest(cy, params.h), nearest(cx, params.w));",
-            ),
-        ],
-    ));
-    variants.push(v(
-        "resize",
-        "resize_linear_f32",
-        &[
-            ("NAME", "resize_linear_f32"),
-            (
-                "BODY",
-                "let y = clamp(cy, 0.0, f32(params.h - 1u));\n    let xx = clamp(cx, 0.0, f32(params.w - 1u));\n    let y0 = u32(floor(y));\n    let x0 = u32(floor(xx));\n    let y1 = min(y0 + 1u, params.h - 1u);\n    let x1 = min(x0 + 1u, params.w - 1u);\n    let fy = y - f32(y0);\n    let fx = xx - f32(x0);\n    let top = at(base, y0, x0) * (1.0 - fx) + at(base, y0, x1) * fx;\n    let bottom = at(base, y1, x0) * (1.0 - fx) + at(base, y1, x1) * fx;\n    out[i] = top * (1.0 - fy) + bottom * fy;",
-            ),
-        ],
-    ));
-    for (mode, map) in [
-        (
-            "reflect",
-            "if (len == 1) { return 0; }\n    let period = 2 * (len - 1);\n    var m = c % period;\n    if (m < 0) { m = m + period; }\n    return select(m, period - m, m >= len);",
-        ),
-        ("edge", "return clamp(c, 0, len - 1);"),
-        (
-            "wrap",
-            "var m = c % len;\n    if (m < 0) { m = m + len; }\n    return m;",
-        ),
-    ] {
-        let name = format!("pad_{mode}");
-        variants.push(v("pad", name.clone(), &[("NAME", &name), ("MAP", map)]));
-    }
-    variants.push(v("matmul", "matmul_f32_tiled", &[]));
-    variants.push(v("matmul_f32_rb", "matmul_f32_rb", &[]));
-    variants.push(v("conv2d", "conv2d_f32_direct", &[]));
-    variants.push(v("layernorm", "layernorm_f32", &[("NAME", "layernorm_f32"), ("MEAN", "for (var j = 0u; j < params.len; j = j + 1u) { mean = mean + x[base + j]; }\n    mean = mean / n;")]));
-    variants.push(v(
-        "layernorm",
-        "rmsnorm_f32",
-        &[
-            ("NAME", "rmsnorm_f32"),
-            ("MEAN", "// RMS normalisation: no centring."),
-        ],
-    ));
-    for (name, expr) in [
-        ("softmax_f32", "safe_exp(v - mx) / sum"),
-        ("log_softmax_f32", "v - mx - log(sum)"),
-        ("hardmax_f32", "select(0.0, 1.0, j == arg)"),
-    ] {
-        variants.push(v("softmax", name, &[("NAME", name), ("EXPR", expr)]));
-    }
-    for (name, init, step, fin) in [
-        ("max_pool_f32", "-3.402823e38", "acc = max(acc, v);", "acc"),
-        (
-            "avg_pool_f32",
-            "0.0",
-            "acc = acc + v;",
-            "acc / f32(select(count, padded, params.include_pad != 0u))",
-        ),
-        (
-            "lp_pool_f32",
-            "0.0",
-            "acc = acc + pow(abs(v), params.p);",
-            "pow(acc, 1.0 / params.p)",
-        ),
-    ] {
-        variants.push(v(
-            "pool2d",
-            name,
-            &[
-                ("NAME", name),
-                ("INIT", init),
-                ("STEP", step),
-                ("FINAL", fin),
-            ],
-        ));
-    }
-    // Reductions: (name, T, TO, ACC_T, INIT, STEP, FINAL)
-    let reductions: &[(&str, &str, &str, &str, &str, &str, &str)] = &[
-        ("sum", "f32", "f32", "f32", "0.0", "acc = acc + v;", "acc"),
-        (
-            "mean",
-            "f32",
-            "f32",
-            "f32",
-            "0.0",
-            "acc = acc + v;",
-            "acc / count",
-        ),
-        (
-            "max",
-            "f32",
-            "f32",
-            "f32",
-            "-3.402823e38",
-            "acc = max(acc, v);",
-            "acc",
-        ),
-        (
-            "min",
-            "f32",
-            "f32",
-            "f32",
-            "3.402823e38",
-            "acc = min(acc, v);",
-            "acc",
-        ),
-        ("prod", "f32", "f32", "f32", "1.0", "acc = acc * v;", "acc"),
-        (
-            "l1",
-            "f32",
-            "f32",
-            "f32",
-            "0.0",
-            "acc = acc + abs(v);",
-            "acc",
-        ),
-        (
-            "l2",
-            "f32",
-            "f32",
-            "f32",
-            "0.0",
-            "acc = acc + v * v;",
-            "sqrt(acc)",
-        ),
-        (
-            "sum_square",
-            "f32",
-            "f32",
-            "f32",
-            "0.0",
-            "acc = acc + v * v;",
-            "acc",
-        ),
-        (
-            "log_sum",
-            "f32",
-            "f32",
-            "f32",
-            "0.0",
-            "acc = acc + v;",
-            "log(acc)",
-        ),
-        (
-            "log_sum_exp",
-            "f32",
-            "f32",
-            "f32",
-            "0.0",
-            "acc = acc + safe_exp(v);",
-            "log(acc)",
-        ),
-        (
-            "argmax",
-            "f32",
-            "i32",
-            "f32",
-            "-3.402823e38",
-            "if (v > acc) { acc = v; arg = r; }",
-            "i32(arg)",
-        ),
-        (
-            "argmin",
-            "f32",
-            "i32",
-            "f32",
-            "3.402823e38",
-            "if (v < acc) { acc = v; arg = r; }",
-            "i32(arg)",
-        ),
-        (
-            "argmax_last",
-            "f32",
-            "i32",
-            "f32",
-            "-3.402823e38",
-            "if (v >= acc) { acc = v; arg = r; }",
-            "i32(arg)",
-        ),
-        (
-            "argmin_last",
-            "f32",
-            "i32",
-            "f32",
-            "3.402823e38",
-            "if (v <= acc) { acc = v; arg = r; }",
-            "i32(arg)",
-        ),
-        ("sum", "i32", "i32", "i32", "0", "acc = acc + v;", "acc"),
-        (
-            "max",
-            "i32",
-            "i32",
-            "i32",
-            "-2147483647 - 1",
-            "acc = max(acc, v);",
-            "acc",
-        ),
-        (
-            "min",
-            "i32",
-            "i32",
-            "i32",
-            "2147483647",
-            "acc = min(acc, v);",
-            "acc",
-        ),
-        ("prod", "i32", "i32", "i32", "1", "acc = acc * v;", "acc"),
-        (
-            "argmax",
-            "i32",
-            "i32",
-            "i32",
-            "-2147483647 - 1",
-            "if (v > acc) { acc = v; arg = r; }",
-            "i32(arg)",
-        ),
-        (
-            "argmin",
-            "i32",
-            "i32",
-            "i32",
-            "2147483647",
-            "if (v < acc) { acc = v; arg = r; }",
-            "i32(arg)",
-        ),
-    ];
-    for (op, t, to, acc_t, init, step, fin) in reductions {
-        let name = format!("reduce_{op}_{t}");
-        variants.push(v(
-            "reduce",
-            name.clone(),
-            &[
-                ("NAME", &name),
-                ("T", t),
-                ("TO", to),
-                ("ACC_T", acc_t),
-                ("INIT", init),
-                ("STEP", step),
-                ("FINAL", fin),
-            ],
-        ));
-    }
-
-    let out = Path::new(&std::env::var("OUT_DIR").unwrap()).join("wgsl");
-    std::fs::create_dir_all(&out).unwrap();
-    let mut registry = String::from(
-        "/// Every shader variant: (name, WGSL source).\npub static SHADERS: &[(&str, &str)] = &[\n",
-    );
-    let mut names = std::collections::BTreeSet::new();
-    for var in &variants {
-        assert!(
-            names.insert(var.name.clone()),
-            "duplicate variant {}",
-            var.name
-        );
-        let tmpl_path = root.join(format!("{}.wgsl.tmpl", var.template));
-        let mut text = std::fs::read_to_string(&tmpl_path)
-            .unwrap_or_else(|e| panic!("{}: {e}", tmpl_path.display()));
-        for (k, val) in &var.vars {
-            text = text.replace(&format!("{{{{{k}}}}}"), val);
+        let mut vars: Vec<(String, Value)> = Vec::new();
+        for (k, v) in with.iter() {
+            vars.push((k.clone(), v.clone()));
         }
-        assert!(!text.contains("{{"), "{}: unexpanded placeholder", var.name);
-        let file = out.join(format!("{}.wgsl", var.name));
-        std::fs::write(&file, &text).unwrap();
-        registry.push_str(&format!(
-            "    ({:?}, include_str!({:?})),\n",
-            var.name,
-            file.display().to_string()
-        ));
+        for t in &toks[1..] {
+            let (k, v) = parse_kv(t).map_err(|e| format!("line {line_no}: {e}"))?;
+            vars.retain(|(k2, _)| *k2 != k);
+            vars.push((k, v));
+        }
+        rows.push(RawRow {
+            name: row_name,
+            line: line_no,
+            vars,
+        });
     }
-    registry.push_str("];\n");
-    std::fs::write(
-        Path::new(&std::env::var("OUT_DIR").unwrap()).join("shaders.rs"),
-        registry,
-    )
-    .unwrap();
+    if def.is_some() {
+        return Err("@def without @end".into());
+    }
+    if !ended {
+        return Err("no `// END VARIANTS` line".into());
+    }
+    Ok(Template {
+        name: name.to_string(),
+        body: text[consumed..].to_string(),
+        rows,
+        defs,
+    })
+}
+
+/// Splits a row at whitespace outside double quotes; quotes are kept.
+fn tokenize(s: &str) -> Res<Vec<String>> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if quoted {
+            cur.push(c);
+            if c == '\\' {
+                cur.push(chars.next().ok_or("dangling \\")?);
+            } else if c == '"' {
+                quoted = false;
+            }
+        } else if c.is_whitespace() {
+            if !cur.is_empty() {
+                out.push(std::mem::take(&mut cur));
+            }
+        } else {
+            if c == '"' {
+                quoted = true;
+            }
+            cur.push(c);
+        }
+    }
+    if quoted {
+        return Err("unterminated quote".into());
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    Ok(out)
+}
+
+fn parse_kv(tok: &str) -> Res<(String, Value)> {
+    let (k, v) = tok
+        .split_once('=')
+        .ok_or_else(|| format!("{tok}: expected KEY=value"))?;
+    if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(format!("{tok}: bad key"));
+    }
+    let value = if let Some(q) = v.strip_prefix('"') {
+        let q = q
+            .strip_suffix('"')
+            .ok_or_else(|| format!("{tok}: text after the closing quote"))?;
+        let mut s = String::new();
+        let mut chars = q.chars();
+        while let Some(c) = chars.next() {
+            if c == '\\' {
+                match chars.next() {
+                    Some('n') => s.push('\n'),
+                    Some('"') => s.push('"'),
+                    Some('\\') => s.push('\\'),
+                    other => return Err(format!("{tok}: bad escape \\{other:?}")),
+                }
+            } else if c == '"' {
+                return Err(format!("{tok}: unescaped quote"));
+            } else {
+                s.push(c);
+            }
+        }
+        Value::Text(s)
+    } else if let Some(r) = v.strip_prefix('@') {
+        let (head, args) = match r.split_once('[') {
+            Some((h, a)) => {
+                let a = a
+                    .strip_suffix(']')
+                    .ok_or_else(|| format!("{tok}: expected ] at the end"))?;
+                let args = a
+                    .split(',')
+                    .map(|p| {
+                        p.split_once('=')
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .ok_or_else(|| format!("{tok}: expected P=v in [..]"))
+                    })
+                    .collect::<Res<Vec<_>>>()?;
+                (h, args)
+            }
+            None => (r, Vec::new()),
+        };
+        let (template, name) = match head.split_once(':') {
+            Some((t, n)) => (Some(t.to_string()), n.to_string()),
+            None => (None, head.to_string()),
+        };
+        Value::Snippet {
+            template,
+            name,
+            args,
+        }
+    } else {
+        Value::Text(v.to_string())
+    };
+    Ok((k.to_string(), value))
+}
+
+fn resolve(templates: &BTreeMap<String, Template>, here: &Template, v: &Value) -> Res<String> {
+    match v {
+        Value::Text(t) => Ok(t.clone()),
+        Value::Snippet {
+            template,
+            name,
+            args,
+        } => {
+            let t = match template {
+                Some(t) => templates
+                    .get(t)
+                    .ok_or_else(|| format!("@{t}:{name}: no template {t}"))?,
+                None => here,
+            };
+            let body = t
+                .defs
+                .get(name)
+                .ok_or_else(|| format!("@{name}: no @def {name} in {}.wgsl.tmpl", t.name))?;
+            let vars: BTreeMap<String, String> = args.iter().cloned().collect();
+            expand(body, &vars).map_err(|e| format!("@{name}: {e}"))
+        }
+    }
+}
+
+/// Fills every `{{KEY}}` of `text` (one pass: values are not re-scanned). Every placeholder
+/// must have a value and every value (but NAME) a placeholder.
+fn expand(text: &str, vars: &BTreeMap<String, String>) -> Res<String> {
+    let mut out = String::with_capacity(text.len());
+    let mut used = BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("{{") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let j = after
+            .find("}}")
+            .ok_or_else(|| "unterminated {{".to_string())?;
+        let key = &after[..j];
+        let val = vars
+            .get(key)
+            .ok_or_else(|| format!("no value for {{{{{key}}}}}"))?;
+        out.push_str(val);
+        used.insert(key.to_string());
+        rest = &after[j + 2..];
+    }
+    out.push_str(rest);
+    for k in vars.keys() {
+        if k != "NAME" && !used.contains(k) {
+            return Err(format!("{k}= is not a placeholder of the template"));
+        }
+    }
+    Ok(out)
+}
+
+/// Strips `//` comments.
+fn code_lines(text: &str) -> impl Iterator<Item = &str> {
+    text.lines().map(|l| match l.find("//") {
+        Some(i) => &l[..i],
+        None => l,
+    })
+}
+
+/// GPU features the shader enables (`enable f16;`, `enable subgroups;`).
+fn features(text: &str) -> Res<Vec<&'static str>> {
+    let mut out = Vec::new();
+    for l in code_lines(text) {
+        let l = l.trim();
+        if let Some(e) = l.strip_prefix("enable ") {
+            for ext in e.trim_end_matches(';').split(',') {
+                out.push(match ext.trim() {
+                    "f16" => "ShaderF16",
+                    "subgroups" => "Subgroups",
+                    other => return Err(format!("enable {other}: unknown extension")),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Size and alignment in bytes of a WGSL type (host-shareable subset).
+fn type_size(ty: &str) -> Res<(u32, u32)> {
+    let ty = ty.trim();
+    Ok(match ty {
+        "f32" | "u32" | "i32" | "atomic<u32>" | "atomic<i32>" => (4, 4),
+        "f16" => (2, 2),
+        _ => {
+            if let Some(inner) = ty.strip_prefix("array<").and_then(|t| t.strip_suffix('>')) {
+                let i = top_level_comma(inner)
+                    .ok_or_else(|| format!("{ty}: a workgroup array needs a constant length"))?;
+                let (el, n) = (&inner[..i], inner[i + 1..].trim());
+                let n: u32 = n
+                    .trim_end_matches('u')
+                    .parse()
+                    .map_err(|_| format!("{ty}: length {n} is not an integer literal"))?;
+                let (size, align) = type_size(el)?;
+                (n * size.div_ceil(align) * align, align)
+            } else if let Some((k, inner)) = ["vec2<", "vec3<", "vec4<"]
+                .iter()
+                .enumerate()
+                .find_map(|(k, p)| {
+                    ty.strip_prefix(p)
+                        .and_then(|t| t.strip_suffix('>'))
+                        .map(|t| (k + 2, t))
+                })
+            {
+                let (s, _) = type_size(inner)?;
+                let n = k as u32;
+                let align = if n == 3 { 4 * s } else { n * s };
+                (n * s, align)
+            } else {
+                return Err(format!("workgroup type {ty}: cannot size it"));
+            }
+        }
+    })
+}
+
+fn top_level_comma(s: &str) -> Option<usize> {
+    let mut depth = 0i32;
+    for (i, c) in s.char_indices() {
+        match c {
+            '<' => depth += 1,
+            '>' => depth -= 1,
+            ',' if depth == 0 => return Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Bytes of workgroup memory the shader declares (each variable rounded up to 16 bytes, as
+/// WebGPU counts them against maxComputeWorkgroupStorageSize).
+fn workgroup_bytes(text: &str) -> Res<u32> {
+    let code: String = code_lines(text).collect::<Vec<_>>().join("\n");
+    let mut total = 0;
+    let mut rest = code.as_str();
+    while let Some(i) = rest.find("var<workgroup>") {
+        let after = &rest[i + "var<workgroup>".len()..];
+        let end = after.find(';').ok_or("var<workgroup> without ;")?;
+        let decl = &after[..end];
+        let (_, ty) = decl
+            .split_once(':')
+            .ok_or_else(|| format!("var<workgroup>{decl}: no type"))?;
+        let (size, _) = type_size(ty)?;
+        total += size.div_ceil(16) * 16;
+        rest = &after[end..];
+    }
+    Ok(total)
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Ty {
+    Scalar(&'static str),
+    Vec4(&'static str),
+    Array(&'static str, u32),
+}
+
+impl Ty {
+    fn rust(self) -> String {
+        match self {
+            Ty::Scalar(s) => s.to_string(),
+            Ty::Vec4(s) => format!("[{s}; 4]"),
+            Ty::Array(s, n) => format!("[[{s}; 4]; {n}]"),
+        }
+    }
+    fn expr(self) -> String {
+        let sc = |s: &str| format!("Scalar::{}", s.to_ascii_uppercase());
+        match self {
+            Ty::Scalar(s) => format!("ParamType::Scalar({})", sc(s)),
+            Ty::Vec4(s) => format!("ParamType::Vec4({})", sc(s)),
+            Ty::Array(s, n) => format!("ParamType::Vec4Array({}, {n})", sc(s)),
+        }
+    }
+    fn size_align(self) -> (u32, u32) {
+        match self {
+            Ty::Scalar(_) => (4, 4),
+            Ty::Vec4(_) => (16, 16),
+            Ty::Array(_, n) => (16 * n, 16),
+        }
+    }
+}
+
+#[derive(PartialEq, Debug)]
+struct Field {
+    name: String,
+    ty: Ty,
+    offset: u32,
+}
+
+fn scalar(s: &str) -> Res<&'static str> {
+    match s.trim() {
+        "u32" => Ok("u32"),
+        "i32" => Ok("i32"),
+        "f32" => Ok("f32"),
+        other => Err(format!(
+            "uniform scalar type {other}: expected u32, i32 or f32"
+        )),
+    }
+}
+
+fn param_type(ty: &str) -> Res<Ty> {
+    let ty = ty.trim();
+    if let Some(inner) = ty.strip_prefix("vec4<").and_then(|t| t.strip_suffix('>')) {
+        return Ok(Ty::Vec4(scalar(inner)?));
+    }
+    if let Some(inner) = ty.strip_prefix("array<").and_then(|t| t.strip_suffix('>')) {
+        let i = top_level_comma(inner).ok_or_else(|| format!("{ty}: no length"))?;
+        let el = inner[..i].trim();
+        let n: u32 = inner[i + 1..]
+            .trim()
+            .trim_end_matches('u')
+            .parse()
+            .map_err(|_| format!("{ty}: length is not an integer literal"))?;
+        let s = el
+            .strip_prefix("vec4<")
+            .and_then(|t| t.strip_suffix('>'))
+            .ok_or_else(|| {
+                format!("{ty}: uniform arrays must be of vec4 (16-byte element stride)")
+            })?;
+        return Ok(Ty::Array(scalar(s)?, n));
+    }
+    Ok(Ty::Scalar(scalar(ty)?))
+}
+
+/// The fields of `struct Params { ... }` with their byte offsets (WGSL uniform layout).
+fn parse_params(text: &str) -> Res<Vec<Field>> {
+    let code: String = code_lines(text).collect::<Vec<_>>().join("\n");
+    let start = code.find("struct Params {").ok_or("no `struct Params {`")?;
+    let body = &code[start + "struct Params {".len()..];
+    let end = body.find('}').ok_or("struct Params without }")?;
+    let body = &body[..end];
+    let mut fields = Vec::new();
+    let mut offset = 0u32;
+    let mut rest = body;
+    loop {
+        let piece = match top_level_comma(rest) {
+            Some(i) => {
+                let p = &rest[..i];
+                rest = &rest[i + 1..];
+                p
+            }
+            None => std::mem::take(&mut rest),
+        };
+        let piece = piece.trim();
+        if piece.is_empty() {
+            if rest.trim().is_empty() {
+                break;
+            }
+            continue;
+        }
+        let (name, ty) = piece
+            .split_once(':')
+            .ok_or_else(|| format!("Params field `{piece}`: expected name: type"))?;
+        let ty = param_type(ty)?;
+        let (size, align) = ty.size_align();
+        offset = offset.div_ceil(align) * align;
+        fields.push(Field {
+            name: name.trim().to_string(),
+            ty,
+            offset,
+        });
+        offset += size;
+    }
+    if fields.is_empty() {
+        return Err("struct Params has no fields".into());
+    }
+    Ok(fields)
+}
+
+/// Words of the packed uniform: the struct's size rounded up to 16 bytes, at least 16.
+fn struct_words(fields: &[Field]) -> u32 {
+    let end = fields
+        .iter()
+        .map(|f| f.offset + f.ty.size_align().0)
+        .max()
+        .unwrap_or(0);
+    (end.div_ceil(16) * 16).max(16) / 4
 }

@@ -417,18 +417,19 @@ fn main() -> ExitCode {
     println!("device: {device_line}");
 
     let mut kernels = Vec::new();
-    let rb_src = m2w_kernels::source("matmul_f32_rb").expect("matmul_f32_rb registered");
-    let (bm, bn) = rb_tile(rb_src).expect("tile line in matmul_f32_rb");
+    let (rb, tiled) = (
+        m2w_kernels::Kernel::MatmulF32Rb,
+        m2w_kernels::Kernel::MatmulF32Tiled,
+    );
+    let (bm, bn) = rb_tile(rb.source()).expect("tile line in matmul_f32_rb");
     kernels.push(Kernel {
-        name: "matmul_f32_rb".into(),
-        src: rb_src.into(),
+        name: rb.name().into(),
+        src: rb.source().into(),
         layout: Layout::Rb { bm, bn },
     });
     kernels.push(Kernel {
-        name: "matmul_f32_tiled".into(),
-        src: m2w_kernels::source("matmul_f32_tiled")
-            .expect("matmul_f32_tiled")
-            .into(),
+        name: tiled.name().into(),
+        src: tiled.source().into(),
         layout: Layout::Tiled,
     });
     if let Some(dir) = &variants_dir {

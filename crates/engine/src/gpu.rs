@@ -169,14 +169,28 @@ impl<'g> Runner<'g> {
             }
             buffers.insert(name.clone(), buf);
         }
-        // Kernels that need more workgroup memory than WebGPU's default limit.
+        // Every kernel exists, and fits the device: workgroup memory (the device is opened
+        // with the adapter's limits; WebGPU's default is 16384 bytes) and features.
         for d in &plan.dispatches {
-            if d.kernel == "matmul_f32_rb" && gpu.limits.max_compute_workgroup_storage_size < 24576
-            {
+            let k = m2w_kernels::Kernel::by_name(&d.kernel)
+                .ok_or_else(|| format!("{}: unknown kernel {}", d.node, d.kernel))?;
+            let have = gpu.limits.max_compute_workgroup_storage_size;
+            if k.workgroup_bytes() > have {
                 return Err(format!(
-                    "this device offers {} bytes of workgroup memory; matmul_f32_rb needs 24576",
-                    gpu.limits.max_compute_workgroup_storage_size
+                    "this device offers {have} bytes of workgroup memory; {k} needs {}",
+                    k.workgroup_bytes()
                 ));
+            }
+            for f in k.features() {
+                let needed = match f {
+                    m2w_kernels::Feature::ShaderF16 => wgpu::Features::SHADER_F16,
+                    m2w_kernels::Feature::Subgroups => wgpu::Features::SUBGROUP,
+                };
+                if !gpu.device.features().contains(needed) {
+                    return Err(format!(
+                        "{k} needs {f:?}, which this device was not opened with"
+                    ));
+                }
             }
         }
         let dummy = dev.create_buffer(&wgpu::BufferDescriptor {

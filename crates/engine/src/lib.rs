@@ -257,10 +257,8 @@ pub fn write_engine_dir(
         };
         std::fs::create_dir_all(d.join("shaders")).map_err(|e| io(d, e))?;
         for k in &kernels {
-            w(
-                &format!("shaders/{k}.wgsl"),
-                m2w_kernels::source(k).unwrap_or_default().as_bytes(),
-            )?;
+            let src = m2w_kernels::source(k).ok_or_else(|| format!("unknown kernel {k}"))?;
+            w(&format!("shaders/{k}.wgsl"), src.as_bytes())?;
         }
         w(
             "plan.json",

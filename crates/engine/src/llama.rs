@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 
+use m2w_kernels::{Kernel, params};
 use m2w_model::{DType, Model, TensorEntry};
 
 use crate::gpu::{Gpu, Runner};
@@ -159,12 +160,53 @@ struct Builder {
     kinds: HashMap<String, &'static str>,
 }
 
-fn words(v: &[u32]) -> Vec<u32> {
-    let mut v = v.to_vec();
-    while v.len() % 4 != 0 {
-        v.push(0);
+/// The kernels that read projection weights of block type `kind`.
+struct QuantKernels {
+    matmul: Kernel,
+    gemv: Kernel,
+    gemv_qkv: Kernel,
+    gemv_swiglu: Kernel,
+}
+
+fn quant_kernels(kind: &str) -> QuantKernels {
+    let k = |matmul, gemv, gemv_qkv, gemv_swiglu| QuantKernels {
+        matmul,
+        gemv,
+        gemv_qkv,
+        gemv_swiglu,
+    };
+    match kind {
+        "q8_0" => k(
+            Kernel::MatmulQ80F32,
+            Kernel::GemvQ80F32,
+            Kernel::GemvQkvQ80F32,
+            Kernel::GemvSwigluQ80F32,
+        ),
+        "q4_1" => k(
+            Kernel::MatmulQ41F32,
+            Kernel::GemvQ41F32,
+            Kernel::GemvQkvQ41F32,
+            Kernel::GemvSwigluQ41F32,
+        ),
+        "q4_0" => k(
+            Kernel::MatmulQ40F32,
+            Kernel::GemvQ40F32,
+            Kernel::GemvQkvQ40F32,
+            Kernel::GemvSwigluQ40F32,
+        ),
+        // build_with refuses projection weights of any other kind up front.
+        other => unreachable!("no matmul kernels read {other} weights"),
     }
-    v
+}
+
+/// The uniform word that holds field `field` of `kernel`'s Params.
+fn param_word(kernel: Kernel, field: &str) -> usize {
+    kernel
+        .params_layout()
+        .iter()
+        .find(|f| f.name == field)
+        .map(|f| f.offset as usize / 4)
+        .unwrap_or_else(|| panic!("{kernel} has no uniform field {field}"))
 }
 
 impl Builder {
@@ -183,15 +225,16 @@ impl Builder {
         &mut self,
         node: &str,
         op: &str,
-        kernel: &str,
+        kernel: Kernel,
         bindings: Vec<&str>,
         params: Vec<u32>,
         workgroups: [u32; 3],
     ) {
+        debug_assert_eq!(params.len(), kernel.params_words(), "{kernel}");
         self.plan.dispatches.push(Dispatch {
             node: node.into(),
             op_type: op.into(),
-            kernel: kernel.into(),
+            kernel: kernel.name().into(),
             bindings: bindings
                 .into_iter()
                 .map(|b| {
@@ -202,7 +245,7 @@ impl Builder {
                     }
                 })
                 .collect(),
-            params: words(&params),
+            params,
             workgroups,
         });
     }
@@ -213,9 +256,15 @@ impl Builder {
         self.dispatch(
             out,
             "RMSNorm",
-            "rmsnorm_rows_f32",
+            Kernel::RmsnormRowsF32,
             vec![x, "", w, "", out],
-            vec![rows as u32, len as u32, eps.to_bits(), 0],
+            params::RmsnormRows {
+                rows: rows as u32,
+                len: len as u32,
+                eps,
+                add: 0,
+            }
+            .words(),
             groups_1d(rows, 1),
         );
         // The unused `sum` output is writable: a private word, not the shared read-only
@@ -242,9 +291,15 @@ impl Builder {
         self.dispatch(
             out,
             "Add+RMSNorm",
-            "rmsnorm_rows_f32",
+            Kernel::RmsnormRowsF32,
             vec![a, b, w, sum, out],
-            vec![rows as u32, len as u32, eps.to_bits(), 1],
+            params::RmsnormRows {
+                rows: rows as u32,
+                len: len as u32,
+                eps,
+                add: 1,
+            }
+            .words(),
             groups_1d(rows, 1),
         );
     }
@@ -282,9 +337,15 @@ impl Builder {
         self.dispatch(
             out[0],
             "MatMul q/k/v",
-            &format!("gemv_qkv_{kind}_f32"),
+            quant_kernels(kind).gemv_qkv,
             vec![x, w[0], w[1], w[2], out[0], out[1], out[2]],
-            vec![t as u32, nq as u32, nkv as u32, k as u32],
+            params::GemvQkvQ {
+                t: t as u32,
+                nq: nq as u32,
+                nkv: nkv as u32,
+                k: k as u32,
+            }
+            .words(),
             groups_1d(t * (nq + 2 * nkv), 1),
         );
     }
@@ -295,7 +356,7 @@ impl Builder {
         let Some(kind) = self.fused_kind(t, &w) else {
             self.matmul(out[0], x, w[0], t, n, k);
             self.matmul(out[1], x, w[1], t, n, k);
-            self.ew(out[2], "ew_silu_mul_f32", out[0], out[1], vec![t, n]);
+            self.ew(out[2], Kernel::EwSiluMulF32, out[0], out[1], vec![t, n]);
             return;
         };
         for o in out {
@@ -304,9 +365,15 @@ impl Builder {
         self.dispatch(
             out[2],
             "MatMul gate/up + SwiGLU",
-            &format!("gemv_swiglu_{kind}_f32"),
+            quant_kernels(kind).gemv_swiglu,
             vec![x, w[0], w[1], out[0], out[1], out[2]],
-            vec![t as u32, n as u32, k as u32, 0],
+            params::GemvSwigluQ {
+                t: t as u32,
+                n: n as u32,
+                k: k as u32,
+                pad: 0,
+            }
+            .words(),
             groups_1d(t * n, 1),
         );
     }
@@ -316,44 +383,55 @@ impl Builder {
         let kind = self.kinds[w];
         // A few tokens (decode): one workgroup per output, the row's blocks spread over its
         // threads; more tokens: one thread per output.
-        let (kernel, groups) = if t <= self.gemv_max_tokens && kind != "f32" {
-            (format!("gemv_{kind}_f32"), groups_1d(t * n, 1))
+        let (pt, pn, pk) = (t as u32, n as u32, k as u32);
+        let (kernel, params, groups) = if t <= self.gemv_max_tokens && kind != "f32" {
+            let p = params::GemvQ {
+                t: pt,
+                n: pn,
+                k: pk,
+                pad: 0,
+            };
+            (quant_kernels(kind).gemv, p.words(), groups_1d(t * n, 1))
         } else {
-            (format!("matmul_{kind}_f32"), groups_1d(t * n, 64))
+            let p = params::Qmatmul {
+                t: pt,
+                n: pn,
+                k: pk,
+                pad: 0,
+            };
+            (quant_kernels(kind).matmul, p.words(), groups_1d(t * n, 64))
         };
-        self.dispatch(
-            out,
-            "MatMul",
-            &kernel,
-            vec![x, w, out],
-            vec![t as u32, n as u32, k as u32, 0],
-            groups,
-        );
+        self.dispatch(out, "MatMul", kernel, vec![x, w, out], params, groups);
     }
 
-    fn ew(&mut self, out: &str, kernel: &str, a: &str, b: &str, shape: Vec<usize>) {
+    fn ew(&mut self, out: &str, kernel: Kernel, a: &str, b: &str, shape: Vec<usize>) {
         let n: usize = shape.iter().product();
         self.tensor(out, shape.clone(), DT::F32);
-        let mut p = vec![n as u32, shape.len() as u32, 0, 0];
-        let dims: Vec<u32> = (0..8)
-            .map(|i| shape.get(i).copied().unwrap_or(0) as u32)
-            .collect();
-        let mut strides = vec![0u32; 8];
+        // Dims and contiguous strides as array<vec4<u32>, 2>; a and b have the same shape.
+        let mut dims = [[0u32; 4]; 2];
+        let mut strides = [[0u32; 4]; 2];
         let mut acc = 1;
         for d in (0..shape.len()).rev() {
-            strides[d] = acc as u32;
+            dims[d / 4][d % 4] = shape[d] as u32;
+            strides[d / 4][d % 4] = acc as u32;
             acc *= shape[d];
         }
-        p.extend(&dims);
-        p.extend(&strides);
-        p.extend(&strides);
-        p.extend(vec![0u32; 8]);
+        let p = params::Elementwise {
+            n: n as u32,
+            rank: shape.len() as u32,
+            p0: 0.0,
+            p1: 0.0,
+            shape: dims,
+            a_strides: strides,
+            b_strides: strides,
+            c_strides: [[0; 4]; 2],
+        };
         self.dispatch(
             out,
             "Elementwise",
             kernel,
             vec![a, b, "", out],
-            p,
+            p.words(),
             groups_1d(n, 256),
         );
     }
@@ -461,9 +539,15 @@ pub fn build_with(
     b.dispatch(
         "token_embd",
         "Embedding",
-        "embed_q8_0",
+        Kernel::EmbedQ80,
         vec!["token_ids", "token_embd.weight", "token_embd"],
-        vec![t as u32, d as u32, c.vocab as u32, 0],
+        params::EmbedQ80 {
+            t: t as u32,
+            d: d as u32,
+            v: c.vocab as u32,
+            pad: 0,
+        }
+        .words(),
         groups_1d(t * d, 256),
     );
     // The residual stream and its normalised copy: each layer's closing residual add is
@@ -491,7 +575,7 @@ pub fn build_with(
         b.dispatch(
             &p("q_rope"),
             "RoPE",
-            "rope_qkv_cache_f32",
+            Kernel::RopeQkvCacheF32,
             vec![
                 &p("q"),
                 &p("k"),
@@ -501,16 +585,17 @@ pub fn build_with(
                 &p("k_cache"),
                 &p("v_cache"),
             ],
-            vec![
-                t as u32,
-                c.heads as u32,
-                c.kv_heads as u32,
-                hd as u32,
-                c.rope_dim as u32,
-                start as u32,
-                ctx as u32,
-                c.rope_base.to_bits(),
-            ],
+            params::RopeQkvCache {
+                t: t as u32,
+                heads: c.heads as u32,
+                kv_heads: c.kv_heads as u32,
+                head_dim: hd as u32,
+                rope_dim: c.rope_dim as u32,
+                start: start as u32,
+                ctx: ctx as u32,
+                base: c.rope_base,
+            }
+            .words(),
             groups_1d(t * (c.heads + c.kv_heads) * hd / 2, 64),
         );
         b.tensor(&p("attn_out"), vec![t, c.heads * hd], DT::F32);
@@ -518,18 +603,19 @@ pub fn build_with(
         b.dispatch(
             &p("attn_out"),
             "Attention",
-            "attention_gqa_tiled_f32",
+            Kernel::AttentionGqaTiledF32,
             vec![&p("q_rope"), &p("k_cache"), &p("v_cache"), &p("attn_out")],
-            vec![
-                t as u32,
-                c.heads as u32,
-                c.kv_heads as u32,
-                hd as u32,
-                start as u32,
-                ctx as u32,
-                scale.to_bits(),
-                0,
-            ],
+            params::AttentionTiled {
+                t: t as u32,
+                heads: c.heads as u32,
+                kv_heads: c.kv_heads as u32,
+                head_dim: hd as u32,
+                start: start as u32,
+                ctx: ctx as u32,
+                scale,
+                pad: 0,
+            }
+            .words(),
             groups_1d(t * c.heads, 1),
         );
         b.matmul(
@@ -585,9 +671,15 @@ pub fn build_with(
     b.dispatch(
         "next_token",
         "ArgMax",
-        "argmax_rows_f32",
+        Kernel::ArgmaxRowsF32,
         vec!["logits", "next_token"],
-        vec![t as u32, c.vocab as u32, 0, 0],
+        params::ArgmaxRows {
+            rows: t as u32,
+            len: c.vocab as u32,
+            pad0: 0,
+            pad1: 0,
+        }
+        .words(),
         groups_1d(t, 1),
     );
     // The k most likely tokens per position for sampling (k = 0, a no-op, until
@@ -597,9 +689,15 @@ pub fn build_with(
     b.dispatch(
         "top_k",
         "TopK",
-        "topk_rows_f32",
+        Kernel::TopkRowsF32,
         vec!["logits", "top_values", "top_indices"],
-        vec![t as u32, c.vocab as u32, 0, MAX_TOP_K as u32],
+        params::TopkRows {
+            rows: t as u32,
+            len: c.vocab as u32,
+            k: 0,
+            max_k: MAX_TOP_K as u32,
+        }
+        .words(),
         groups_1d(t, 1),
     );
     // The caches are outputs too: state that outlives the pass (never shares a buffer).
@@ -638,9 +736,10 @@ pub fn position_patches(plan: &Plan) -> Vec<PositionPatch> {
         .iter()
         .enumerate()
         .filter_map(|(i, d)| {
-            let word = match d.kernel.as_str() {
-                "attention_gqa_tiled_f32" => 4,
-                "rope_qkv_cache_f32" => 5,
+            let word = match Kernel::by_name(&d.kernel)? {
+                k @ (Kernel::AttentionGqaTiledF32 | Kernel::RopeQkvCacheF32) => {
+                    param_word(k, "start")
+                }
                 _ => return None,
             };
             Some(PositionPatch {
@@ -732,9 +831,9 @@ impl<'g> Decoder<'g> {
     pub fn set_top_k(&self, k: usize) {
         for runner in [&self.prefill, &self.decode] {
             for (i, d) in runner.plan.dispatches.iter().enumerate() {
-                if d.kernel == "topk_rows_f32" {
+                if d.kernel == Kernel::TopkRowsF32.name() {
                     let mut p = d.params.clone();
-                    p[2] = k.min(MAX_TOP_K) as u32;
+                    p[param_word(Kernel::TopkRowsF32, "k")] = k.min(MAX_TOP_K) as u32;
                     runner.set_params(i, &p);
                 }
             }
