@@ -420,7 +420,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             reference,
             out,
             no_reuse,
-        } => engine(&model, &reference, &out, !no_reuse).map(|_| ()),
+        } => engine(&model, &reference, &out, !no_reuse),
         Command::Validate {
             engine,
             model,
@@ -435,11 +435,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let model = match (model, engine) {
                 (Some(m), _) => m,
-                (None, Some(e)) => engine_model(&e)?,
+                (None, Some(e)) => m2w_port::engine_model(&e).map_err(port_err)?,
                 (None, None) => return Err(Usage("give --engine or --model".into()).into()),
             };
             let opts = validate_options(per_layer, atol, rtol, &tol)?;
-            let report = run_validate(&model, &reference, &opts)?;
+            let report = m2w_port::validate_model(&model, &reference, &opts).map_err(port_err)?;
             write_reports(&report, json, junit.as_deref(), html.as_deref())?;
             if report.failed > 0 {
                 let first = report
@@ -539,12 +539,7 @@ where
 }
 
 fn ref_err(e: m2w_reference::RefError) -> anyhow::Error {
-    match e {
-        m2w_reference::RefError::NotDeterministic(_) => {
-            anyhow::Error::new(CheckFailed(e.to_string()))
-        }
-        other => anyhow::Error::new(Usage(other.to_string())),
-    }
+    port_err(e.into())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -616,38 +611,23 @@ fn reference(
     Ok(())
 }
 
-/// Element-wise tolerance of the layer report: |a - b| <= ATOL + RTOL * |b| (f32).
-const LAYER_ATOL: f64 = 1e-4;
-const LAYER_RTOL: f64 = 1e-3;
+fn port_err(e: m2w_port::PortError) -> anyhow::Error {
+    match e {
+        m2w_port::PortError::Check(m) => anyhow::Error::new(CheckFailed(m)),
+        m2w_port::PortError::Input(m) => anyhow::Error::new(Usage(m)),
+    }
+}
 
 /// Compiles, writes plan.json + shaders, runs on wgpu with the reference inputs and prints
-/// one line per checkpoint. Returns the number of checkpoints out of tolerance.
-fn engine(model_path: &Path, reference: &Path, out: &Path, reuse: bool) -> anyhow::Result<usize> {
-    let index = m2w_reference::read_index(reference).map_err(|e| Usage(e.to_string()))?;
-    let model = m2w_model::Model::open(model_path).map_err(input_err)?;
-    let mut inputs = std::collections::HashMap::new();
-    let mut shapes = std::collections::BTreeMap::new();
-    for i in &index.inputs {
-        let t = m2w_reference::HostTensor::read_npy(&reference.join(&i.file))
-            .map_err(|e| Usage(format!("{}: {e}", i.file)))?;
-        let t = m2w_validate::to_engine(&t);
-        shapes.insert(i.name.clone(), (t.shape.clone(), t.dt()));
-        inputs.insert(i.name.clone(), t);
-    }
-    let mut plan = m2w_engine::compile(&model, &shapes)
-        .map_err(|e| Usage(format!("{}: {e}", model_path.display())))?;
-    // Debug capture reads every checkpoint, so the report run keeps every buffer.
-    let mut report_plan = plan.clone();
-    report_plan.assign_buffers(false);
-    plan.assign_buffers(reuse);
-    let mut kernels: Vec<&str> = plan.dispatches.iter().map(|d| d.kernel.as_str()).collect();
-    kernels.sort();
-    kernels.dedup();
-    write_engine_dir(out, &plan, model_path)?;
+/// one line per checkpoint (validate's comparison at its default tolerances).
+fn engine(model_path: &Path, reference: &Path, out: &Path, reuse: bool) -> anyhow::Result<()> {
+    let build =
+        m2w_port::engine::build_engine(model_path, reference, out, reuse).map_err(port_err)?;
+    let plan = &build.plan;
     println!(
         "plan: {} dispatches, {} kernels, {} buffers ({} bytes{}) -> {}",
         plan.dispatches.len(),
-        kernels.len(),
+        build.kernels,
         plan.buffers.len(),
         plan.buffer_bytes(),
         if reuse {
@@ -657,74 +637,32 @@ fn engine(model_path: &Path, reference: &Path, out: &Path, reuse: bool) -> anyho
         },
         out.display()
     );
-    let gpu = m2w_engine::gpu::Gpu::new().map_err(Usage)?;
-    let wanted: Vec<String> = index
-        .checkpoints
-        .iter()
-        .map(|c| c.output.clone())
-        .filter(|o| report_plan.tensors.contains_key(o))
-        .collect();
-    let runner = m2w_engine::gpu::Runner::new(&gpu, report_plan).map_err(Usage)?;
-    let got = runner
-        .run(&inputs, &wanted)
-        .map_err(|e| anyhow::anyhow!(e))?;
+    let report = build.check(reference).map_err(port_err)?;
+    let d = m2w_validate::F32_DEFAULT;
     println!(
-        "ran on {} ({:?}); tolerance |a-b| <= {LAYER_ATOL:e} + {LAYER_RTOL:e}*|ref|",
-        gpu.info.name, gpu.info.backend
+        "ran on {}; tolerance |a-b| <= {:e} + {:e}*|ref|",
+        report.adapter, d.atol, d.rtol
     );
     println!(
         "  {:>3}  {:<18} {:<48} {:>11}  status",
         "#", "op", "checkpoint", "max |err|"
     );
-    let mut bad = 0;
-    for c in &index.checkpoints {
-        let Some(g) = got.get(&c.output) else {
-            continue;
-        };
-        let want = m2w_validate::to_engine(
-            &m2w_reference::HostTensor::read_npy(&reference.join(&c.file))
-                .map_err(|e| Usage(format!("{}: {e}", c.file)))?,
-        );
-        let (a, b) = (g.as_f64(), want.as_f64());
-        let mut worst = 0f64;
-        let mut ok = g.shape == want.shape;
-        for (x, y) in a.iter().zip(&b) {
-            let e = (x - y).abs();
-            if !(e <= LAYER_ATOL + LAYER_RTOL * y.abs()) && !(x.is_nan() && y.is_nan()) {
-                ok = false;
-            }
-            if e > worst {
-                worst = e;
-            }
-        }
-        if !ok {
-            bad += 1;
-        }
+    for c in report.checkpoints.iter().filter(|c| c.compared) {
         println!(
             "  {:>3}  {:<18} {:<48} {:>11.3e}  {}",
             c.index,
             c.op_type,
-            c.output,
-            worst,
-            if ok { "ok" } else { "MISMATCH" }
+            c.name,
+            c.max_abs,
+            if c.pass { "ok" } else { "MISMATCH" }
         );
     }
     println!(
         "{} checkpoints compared, {} out of tolerance",
-        wanted.len(),
-        bad
+        report.passed + report.failed,
+        report.failed
     );
-    Ok(bad)
-}
-
-fn engine_model(engine_dir: &Path) -> anyhow::Result<PathBuf> {
-    let p = engine_dir.join("engine.json");
-    let text = std::fs::read_to_string(&p).map_err(|e| Usage(format!("{}: {e}", p.display())))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| Usage(format!("{}: {e}", p.display())))?;
-    Ok(PathBuf::from(v["model"].as_str().ok_or_else(|| {
-        Usage(format!("{}: no model", p.display()))
-    })?))
+    Ok(())
 }
 
 fn validate_options(
@@ -759,19 +697,6 @@ fn validate_options(
     Ok(opts)
 }
 
-fn run_validate(
-    model_path: &Path,
-    reference: &Path,
-    opts: &m2w_validate::Options,
-) -> anyhow::Result<m2w_validate::Report> {
-    let model = m2w_model::Model::open(model_path).map_err(input_err)?;
-    let (plan, inputs) =
-        m2w_validate::compile_for(&model, reference).map_err(|e| Usage(e.to_string()))?;
-    let gpu = m2w_engine::gpu::Gpu::new().map_err(Usage)?;
-    m2w_validate::validate(&gpu, &model, plan, &inputs, reference, opts)
-        .map_err(|e| Usage(e.to_string()).into())
-}
-
 fn write_reports(
     report: &m2w_validate::Report,
     json: bool,
@@ -794,24 +719,7 @@ fn write_reports(
     Ok(())
 }
 
-/// sha256 over the model file and the options that shape a phase's output.
-fn stamp(model_sha: &str, extra: &str) -> String {
-    m2w_model::io::sha256_bytes(
-        format!("{model_sha}\n{extra}\nm2w {}", env!("CARGO_PKG_VERSION")).as_bytes(),
-    )
-}
-
-fn fresh(dir: &Path, stamp: &str) -> bool {
-    std::fs::read_to_string(dir.join(".m2w-stamp"))
-        .map(|s| s.trim() == stamp)
-        .unwrap_or(false)
-}
-
-fn mark(dir: &Path, stamp: &str) -> anyhow::Result<()> {
-    std::fs::write(dir.join(".m2w-stamp"), format!("{stamp}\n"))?;
-    Ok(())
-}
-
+/// Runs every phase (m2w_port::port::port), printing each step, the report and the verdict.
 fn port(
     model_path: &Path,
     out: &Path,
@@ -821,303 +729,52 @@ fn port(
     tol: &[String],
 ) -> anyhow::Result<()> {
     let t0 = std::time::Instant::now();
-    let model = m2w_model::Model::open(model_path).map_err(input_err)?;
-    let sha = model.file_sha256().map_err(input_err)?;
-    std::fs::create_dir_all(out).map_err(|e| Usage(format!("{}: {e}", out.display())))?;
-    let step = |k: usize, name: &str, skipped: bool, what: String| {
-        println!(
-            "[{k}/5] {name:<9} {}{what}",
-            if skipped { "unchanged, skipped: " } else { "" }
-        )
+    let opts = m2w_port::port::PortOptions {
+        dims,
+        values,
+        validate: validate_options(per_layer, None, None, tol)?,
     };
-
-    let dir = out.join("inspect");
-    let st = stamp(&sha, "inspect");
-    if fresh(&dir, &st) {
-        step(1, "inspect", true, dir.display().to_string());
-    } else {
-        let report = m2w_inspect::inspect_path(model_path).map_err(input_err)?;
-        m2w_model::io::replace_dir(
-            &dir,
-            |p, e| anyhow::anyhow!("{}: {e}", p.display()),
-            |d| {
-                std::fs::write(
-                    d.join("inspect.json"),
-                    serde_json::to_string_pretty(&report)? + "\n",
-                )?;
-                std::fs::write(d.join("inspect.md"), m2w_inspect::markdown(&report))?;
-                mark(d, &st)
+    let outcome = m2w_port::port::port(model_path, out, &opts, &mut |s| {
+        println!(
+            "[{}/5] {:<9} {}{}",
+            s.index,
+            s.phase,
+            if s.skipped {
+                "unchanged, skipped: "
+            } else {
+                ""
             },
-        )?;
-        let m = &report.models[0];
-        step(
-            1,
-            "inspect",
-            false,
-            format!(
-                "{} ops, {} weights, {} parameters",
-                m.ops.iter().map(|o| o.count).sum::<usize>(),
-                m.weights.len(),
-                m.totals.parameters
-            ),
-        );
-    }
-
-    let dir = out.join("weights");
-    let st = stamp(&sha, "extract f32");
-    if fresh(&dir, &st) {
-        step(2, "extract", true, dir.display().to_string());
-    } else {
-        let manifest = m2w_extract::extract(model_path, &dir, &m2w_extract::Options::default())
-            .map_err(|e| Usage(e.to_string()))?;
-        let v = m2w_extract::verify(model_path, &dir).map_err(|e| Usage(e.to_string()))?;
-        if !v.failures.is_empty() {
-            return Err(CheckFailed(format!("extract verify: {:?}", v.failures)).into());
+            s.summary
+        )
+    })
+    .map_err(port_err)?;
+    match &outcome {
+        m2w_port::port::PortOutcome::Graph(report) => {
+            print!("\n{}", m2w_validate::render::table(report));
         }
-        mark(&dir, &st)?;
-        step(
-            2,
-            "extract",
-            false,
-            format!(
-                "{} tensors, {} bytes, verified",
-                manifest.tensors.len(),
-                manifest.files.iter().map(|f| f.bytes).sum::<u64>()
-            ),
-        );
-    }
-
-    if model.format == m2w_model::Format::Gguf {
-        return port_gguf(&model, model_path, out, &sha, tol, step, t0);
-    }
-
-    let dir = out.join("reference");
-    let st = stamp(&sha, &format!("reference {dims:?} {values:?} seed 0"));
-    if fresh(&dir, &st) {
-        step(3, "reference", true, dir.display().to_string());
-    } else {
-        let lib = m2w_setup::onnxruntime_library().map_err(setup_err)?;
-        let opts = m2w_reference::onnx_ref::OnnxOptions {
-            dims: dims.into_iter().collect(),
-            fill: values.into_iter().collect(),
-            check_determinism: true,
-            ..Default::default()
-        };
-        let index =
-            m2w_reference::onnx_ref::reference(&lib, model_path, &dir, &opts).map_err(ref_err)?;
-        mark(&dir, &st)?;
-        step(
-            3,
-            "reference",
-            false,
-            format!(
-                "{} checkpoints through ONNX Runtime, deterministic",
-                index.checkpoints.len()
-            ),
-        );
-    }
-
-    let dir = out.join("engine");
-    let st = stamp(
-        &sha,
-        &format!(
-            "engine {}",
-            std::fs::read_to_string(out.join("reference/.m2w-stamp")).unwrap_or_default()
-        ),
-    );
-    if fresh(&dir, &st) {
-        step(4, "engine", true, dir.display().to_string());
-    } else {
-        let (mut plan, _) = m2w_validate::compile_for(&model, &out.join("reference"))
-            .map_err(|e| Usage(e.to_string()))?;
-        plan.assign_buffers(true);
-        write_engine_dir(&dir, &plan, model_path)?;
-        mark(&dir, &st)?;
-        step(
-            4,
-            "engine",
-            false,
-            format!(
-                "{} dispatches, {} buffers, {} bytes",
-                plan.dispatches.len(),
-                plan.buffers.len(),
-                plan.buffer_bytes()
-            ),
-        );
-    }
-
-    let dir = out.join("validate");
-    std::fs::create_dir_all(&dir)?;
-    let opts = validate_options(per_layer, None, None, tol)?;
-    let report = run_validate(model_path, &out.join("reference"), &opts)?;
-    m2w_model::io::write_atomic(
-        &dir.join("report.json"),
-        (serde_json::to_string_pretty(&report)? + "\n").as_bytes(),
-    )?;
-    m2w_model::io::write_atomic(
-        &dir.join("junit.xml"),
-        m2w_validate::render::junit(&report).as_bytes(),
-    )?;
-    m2w_model::io::write_atomic(
-        &dir.join("report.html"),
-        m2w_validate::render::html(&report).as_bytes(),
-    )?;
-    step(
-        5,
-        "validate",
-        false,
-        format!(
-            "{} passed, {} failed, {} not compared ({})",
-            report.passed, report.failed, report.not_compared, report.mode
-        ),
-    );
-    print!("\n{}", m2w_validate::render::table(&report));
-    println!(
-        "port finished in {:.1} s -> {}",
-        t0.elapsed().as_secs_f64(),
-        out.display()
-    );
-    if report.failed > 0 {
-        return Err(
-            CheckFailed(format!("{} checkpoint(s) out of tolerance", report.failed)).into(),
-        );
-    }
-    Ok(())
-}
-
-/// The GGUF path of `port`: candle reference, llama plans, stage-by-stage validation.
-fn port_gguf(
-    model: &m2w_model::Model,
-    model_path: &Path,
-    out: &Path,
-    sha: &str,
-    tol: &[String],
-    step: impl Fn(usize, &str, bool, String),
-    t0: std::time::Instant,
-) -> anyhow::Result<()> {
-    const PROMPT: &str = "The capital of France is";
-    let dir = out.join("reference");
-    let st = stamp(
-        sha,
-        &format!("llama reference {PROMPT:?} 32, tokenizer cases"),
-    );
-    if fresh(&dir, &st) {
-        step(3, "reference", true, dir.display().to_string());
-    } else {
-        let run = m2w_reference::llama::reference(model_path, &dir, PROMPT, 32).map_err(ref_err)?;
-        mark(&dir, &st)?;
-        step(
-            3,
-            "reference",
-            false,
-            format!(
-                "candle llama: {} prefill + {} decode stages, greedy {:?}",
-                run.prefill_checkpoints, run.decode_checkpoints, run.generated_text
-            ),
-        );
-    }
-    let dir = out.join("engine");
-    let cfg = m2w_engine::llama::config(model).map_err(Usage)?;
-    let generation: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("reference/generation.json"))?)?;
-    let prompt_len = generation["prompt_ids"]
-        .as_array()
-        .map(|a| a.len())
-        .unwrap_or(1);
-    let (prefill, _) =
-        m2w_engine::llama::build(model, prompt_len, 0, prompt_len + 33).map_err(Usage)?;
-    m2w_model::io::replace_dir(
-        &dir,
-        |p, e| anyhow::anyhow!("{}: {e}", p.display()),
-        |d| {
-            std::fs::write(
-                d.join("plan-prefill.json"),
-                serde_json::to_string_pretty(&prefill)? + "\n",
-            )?;
-            std::fs::write(
-                d.join("config.json"),
-                serde_json::to_string_pretty(&cfg)? + "\n",
-            )?;
-            // `cargo xtask package` builds the package's plans from the model itself.
-            let model_abs = std::fs::canonicalize(model_path)?;
-            std::fs::write(
-                d.join("engine.json"),
-                serde_json::to_string_pretty(
-                    &serde_json::json!({"model": model_abs, "kind": "llama"}),
-                )? + "\n",
-            )?;
-            Ok(())
-        },
-    )?;
-    step(
-        4,
-        "engine",
-        false,
-        format!(
-            "llama plan: {} layers, {} dispatches per pass, weights packed as stored",
-            cfg.layers,
-            prefill.dispatches.len()
-        ),
-    );
-    // Both sides accumulate in f32 in different orders over quantized blocks.
-    let mut all_tol = vec!["*=2e-3,2e-3".to_string()];
-    all_tol.splice(0..0, tol.iter().cloned());
-    let opts = validate_options(false, None, None, &all_tol)?;
-    let gpu = m2w_engine::gpu::Gpu::new().map_err(Usage)?;
-    let (pre, dec, greedy_ok, got, want) =
-        m2w_validate::validate_llama(&gpu, model, &out.join("reference"), &opts)
-            .map_err(|e| Usage(e.to_string()))?;
-    let dir = out.join("validate");
-    std::fs::create_dir_all(&dir)?;
-    for (name, r) in [("prefill", &pre), ("decode", &dec)] {
-        m2w_model::io::write_atomic(
-            &dir.join(format!("report-{name}.json")),
-            (serde_json::to_string_pretty(r)? + "\n").as_bytes(),
-        )?;
-        m2w_model::io::write_atomic(
-            &dir.join(format!("junit-{name}.xml")),
-            m2w_validate::render::junit(r).as_bytes(),
-        )?;
-        m2w_model::io::write_atomic(
-            &dir.join(format!("report-{name}.html")),
-            m2w_validate::render::html(r).as_bytes(),
-        )?;
-    }
-    step(
-        5,
-        "validate",
-        false,
-        format!(
-            "prefill {} passed / {} failed, decode {} passed / {} failed, greedy {} tokens {}",
-            pre.passed,
-            pre.failed,
-            dec.passed,
-            dec.failed,
-            want.len(),
-            if greedy_ok { "identical" } else { "DIFFER" }
-        ),
-    );
-    for r in [&pre, &dec] {
-        if let Some(f) = &r.first_failure {
-            println!("{}: first failing stage {} ({})", r.mode, f.name, f.hint);
+        m2w_port::port::PortOutcome::Llama(l) => {
+            for r in [&l.prefill, &l.decode] {
+                if let Some(f) = &r.first_failure {
+                    println!("{}: first failing stage {} ({})", r.mode, f.name, f.hint);
+                }
+            }
+            if !l.greedy_identical {
+                println!(
+                    "greedy tokens: gpu {:?}\n           candle {:?}",
+                    l.greedy_engine, l.greedy_reference
+                );
+            }
         }
-    }
-    if !greedy_ok {
-        println!("greedy tokens: gpu {got:?}\n           candle {want:?}");
     }
     println!(
         "port finished in {:.1} s -> {}",
         t0.elapsed().as_secs_f64(),
         out.display()
     );
-    if pre.failed + dec.failed > 0 || !greedy_ok {
-        return Err(CheckFailed("the GPU engine differs from the candle reference".into()).into());
+    match outcome.failure() {
+        Some(why) => Err(CheckFailed(why).into()),
+        None => Ok(()),
     }
-    Ok(())
-}
-
-fn write_engine_dir(dir: &Path, plan: &m2w_engine::Plan, model_path: &Path) -> anyhow::Result<()> {
-    m2w_engine::write_engine_dir(dir, plan, model_path).map_err(|e| Usage(e).into())
 }
 
 fn npm(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
@@ -1169,10 +826,8 @@ fn package_test(
     npm(package, &["run", "--silent", "build:tests"])?;
     // LLM packages prove generation (generate.spec), the others every checkpoint.
     let spec = if package.join("tests/generate.spec.ts").is_file() {
-        m2w_model::io::write_atomic(
-            &package.join("build-tests/sampler-cases.json"),
-            sampler_cases().to_string().as_bytes(),
-        )?;
+        m2w_port::sampler::write_sampler_cases(&package.join("build-tests/sampler-cases.json"))
+            .map_err(port_err)?;
         "build-tests/generate.spec.js"
     } else {
         "build-tests/activation-match.spec.js"
@@ -1198,77 +853,6 @@ fn package_test(
     Ok(())
 }
 
-/// Draws of the native sampler (`m2w_engine::llama::sample`) on synthetic logits, over the
-/// settings a user can pass (temperature, top-k, top-p, repetition penalty, seed): the oracle
-/// for the package's TypeScript sampler.
-fn sampler_cases() -> serde_json::Value {
-    use m2w_engine::llama::{Sampling, sample};
-    let mut state: u64 = 0x853c_49e6_748f_ea9b;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 11) as f64 / (1u64 << 53) as f64
-    };
-    let mut cases = Vec::new();
-    for (i, (temperature, top_k, top_p, penalty)) in [
-        (0.0, 0, 1.0, 1.0),
-        (0.0, 0, 1.0, 1.3),
-        (1.0, 0, 1.0, 1.0),
-        (0.7, 0, 1.0, 1.0),
-        (0.7, 40, 1.0, 1.0),
-        (0.7, 40, 0.9, 1.0),
-        (1.5, 5, 1.0, 1.0),
-        (0.8, 0, 0.5, 1.1),
-        (1.2, 100, 0.95, 1.3),
-        (0.3, 1, 1.0, 1.0),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        // 1000 logits spread like a language model's, with some exact ties, and NaNs in
-        // every other case (JSON null: never picked).
-        let logits: Vec<f32> = (0..1000)
-            .map(|j| {
-                if j % 97 == 3 {
-                    4.5
-                } else if i % 2 == 1 && j % 211 == 7 {
-                    f32::NAN
-                } else {
-                    ((next() * 2.0 - 1.0) * 6.0) as f32
-                }
-            })
-            .collect();
-        // Seen tokens with repeats (the penalty applies once per distinct token).
-        let mut seen: Vec<u32> = (0..20).map(|_| (next() * 1000.0) as u32).collect();
-        seen.extend(seen[..5].to_vec());
-        let s = Sampling {
-            temperature,
-            top_k,
-            top_p,
-            repetition_penalty: penalty,
-            seed: 11 + i as u64,
-        };
-        let mut rng = s.seed ^ 0x9e37_79b9_7f4a_7c15;
-        let draws: Vec<u32> = (0..6)
-            .map(|_| sample(&logits, &seen, &s, &mut rng))
-            .collect();
-        cases.push(serde_json::json!({
-            "logits": logits,
-            "seen": seen,
-            "options": {
-                "temperature": temperature,
-                "topK": top_k,
-                "topP": top_p,
-                "repetitionPenalty": penalty,
-                "seed": s.seed,
-            },
-            "draws": draws,
-        }));
-    }
-    serde_json::Value::Array(cases)
-}
-
 fn generate(
     model_path: &Path,
     prompt: &str,
@@ -1277,66 +861,22 @@ fn generate(
     sampling: &m2w_engine::llama::Sampling,
 ) -> anyhow::Result<()> {
     use std::io::Write;
-    let model = m2w_model::Model::open(model_path).map_err(input_err)?;
-    let llama = m2w_reference::llama::Llama::load(model_path).map_err(ref_err)?;
-    let tok = m2w_reference::tokenizer::GgufTokenizer::from_llama(&llama).map_err(ref_err)?;
-    let template = model
-        .metadata
-        .get("tokenizer.chat_template")
-        .and_then(|v| v.as_str())
-        .unwrap_or("");
-    let text = if chat {
-        if !template.contains("<|im_start|>") {
-            return Err(Usage(
-                "--chat knows the ChatML format only; this model's template differs".into(),
-            )
-            .into());
-        }
-        format!("<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n")
-    } else {
-        prompt.to_string()
-    };
-    let mut ids = Vec::new();
-    if llama.config.add_bos
-        && let Some(b) = llama.config.bos
-    {
-        ids.push(b);
-    }
-    ids.extend(tok.encode(&text).map_err(ref_err)?);
-    let gpu = m2w_engine::gpu::Gpu::new().map_err(Usage)?;
-    let dec = m2w_engine::llama::Decoder::new(&gpu, &model, ids.len(), ids.len() + max_new + 1)
-        .map_err(Usage)?;
-    let mut stop: Vec<u32> = llama.config.eos.into_iter().collect();
-    if let Some(end) = llama.tokens.iter().position(|t| t == "<|im_end|>") {
-        stop.push(end as u32);
-    }
-    let t0 = std::time::Instant::now();
-    println!("{prompt}");
-    let mut shown = String::new();
-    let mut all = Vec::new();
-    let out = dec
-        .generate(&ids, max_new, sampling, &stop, |t| {
-            if stop.contains(&t) {
-                return;
-            }
-            all.push(t);
-            if let Ok(s) = tok.decode(&all) {
-                // Print only what is new (multi-byte characters may span tokens).
-                if s.len() > shown.len() && s.starts_with(&shown) {
-                    print!("{}", &s[shown.len()..]);
-                    let _ = std::io::stdout().flush();
-                    shown = s;
-                }
-            }
-        })
-        .map_err(|e| anyhow::anyhow!(e))?;
-    let secs = t0.elapsed().as_secs_f64();
+    let stats = m2w_port::generate::generate(
+        model_path,
+        prompt,
+        chat,
+        max_new,
+        sampling,
+        || println!("{prompt}"),
+        |text| {
+            print!("{text}");
+            let _ = std::io::stdout().flush();
+        },
+    )
+    .map_err(port_err)?;
     println!(
-        "\n\n[{} prompt + {} new tokens in {secs:.2} s on {} ({:?})]",
-        ids.len(),
-        out.len(),
-        gpu.info.name,
-        gpu.info.backend
+        "\n\n[{} prompt + {} new tokens in {:.2} s on {}]",
+        stats.prompt_tokens, stats.new_tokens, stats.seconds, stats.adapter
     );
     Ok(())
 }

@@ -8,6 +8,7 @@
 //! before any GPU work, with every offending node listed.
 
 pub mod conformance;
+pub mod engine_json;
 pub mod gpu;
 pub mod llama;
 pub mod ops;
@@ -18,6 +19,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use m2w_model::{DType, Model};
 
+pub use engine_json::{EngineJson, EngineKind};
 pub use ops::Unsupported;
 pub use plan::Plan;
 pub use tensor::{DT, Data, HostTensor};
@@ -270,10 +272,11 @@ pub fn write_engine_dir(
             "constants.json",
             (serde_json::to_string_pretty(&index).expect("index serialises") + "\n").as_bytes(),
         )?;
-        let engine = serde_json::json!({"model": model_abs, "kernels": kernels});
-        w(
-            "engine.json",
-            (serde_json::to_string_pretty(&engine).expect("json") + "\n").as_bytes(),
-        )
+        let engine = EngineJson {
+            model: model_abs,
+            kind: None,
+            kernels: Some(kernels.iter().map(|k| k.to_string()).collect()),
+        };
+        w(engine_json::FILE, engine.to_text().as_bytes())
     })
 }

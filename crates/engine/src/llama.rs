@@ -17,100 +17,12 @@ use crate::gpu::{Gpu, Runner};
 use crate::plan::{Binding, Dispatch, Plan, TensorDesc, groups_1d};
 use crate::tensor::{DT, HostTensor};
 
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct Config {
-    pub layers: usize,
-    pub dim: usize,
-    pub heads: usize,
-    pub kv_heads: usize,
-    pub head_dim: usize,
-    pub ffn: usize,
-    pub vocab: usize,
-    pub rope_base: f32,
-    pub rope_dim: usize,
-    pub eps: f32,
-}
+/// The hyper-parameters, parsed once for every side by [`m2w_model::llama_config`].
+pub type Config = m2w_model::llama_config::LlamaConfig;
 
-fn md(model: &Model, key: &str) -> Option<f64> {
-    model.metadata.get(key).and_then(|v| v.as_f64())
-}
-
+/// The model's configuration, or why m2w does not run it.
 pub fn config(model: &Model) -> Result<Config, String> {
-    let arch = model
-        .metadata
-        .get("general.architecture")
-        .and_then(|v| v.as_str())
-        .unwrap_or("")
-        .to_string();
-    // Granite scales embeddings, residuals, attention and logits by its own multipliers:
-    // not implemented, so not accepted.
-    if !matches!(arch.as_str(), "llama" | "mistral" | "smollm") {
-        return Err(format!(
-            "architecture {arch:?} is not one m2w runs (llama, mistral, smollm)"
-        ));
-    }
-    let need = |k: &str| {
-        md(model, &format!("{arch}.{k}")).ok_or_else(|| format!("GGUF metadata lacks {arch}.{k}"))
-    };
-    let dim = need("embedding_length")? as usize;
-    let heads = need("attention.head_count")? as usize;
-    let kv_heads = md(model, &format!("{arch}.attention.head_count_kv"))
-        .map(|v| v as usize)
-        .unwrap_or(heads);
-    if heads == 0 || kv_heads == 0 || dim % heads != 0 || heads % kv_heads != 0 || dim % 32 != 0 {
-        return Err(format!(
-            "inconsistent heads {heads}/{kv_heads} for width {dim}"
-        ));
-    }
-    let head_dim = dim / heads;
-    // Features that change the math and are not implemented are refused, not ignored.
-    let mut unsupported = Vec::new();
-    if let Some(k) = md(model, &format!("{arch}.attention.key_length"))
-        && k as usize != head_dim
-    {
-        unsupported.push(format!(
-            "attention.key_length {k} != width / heads {head_dim}"
-        ));
-    }
-    if let Some(t) = model
-        .metadata
-        .get(&format!("{arch}.rope.scaling.type"))
-        .and_then(|v| v.as_str())
-        && t != "none"
-    {
-        unsupported.push(format!("rope.scaling.type {t:?}"));
-    }
-    if model.tensor("rope_freqs.weight").is_some() {
-        unsupported.push("rope_freqs.weight (per-dimension RoPE frequencies)".into());
-    }
-    if !unsupported.is_empty() {
-        return Err(format!("not supported yet: {}", unsupported.join("; ")));
-    }
-    if need("block_count")? < 1.0 {
-        return Err("the GGUF declares no layers (block_count 0)".into());
-    }
-    if head_dim > 128 || head_dim % 16 != 0 {
-        return Err(format!(
-            "head dimension {head_dim}: the attention kernel takes multiples of 16 up to 128"
-        ));
-    }
-    let emb = model
-        .tensor("token_embd.weight")
-        .ok_or("no token_embd.weight")?;
-    Ok(Config {
-        layers: need("block_count")? as usize,
-        dim,
-        heads,
-        kv_heads,
-        head_dim,
-        ffn: need("feed_forward_length")? as usize,
-        vocab: emb.shape[0] as usize,
-        rope_base: md(model, &format!("{arch}.rope.freq_base")).unwrap_or(10000.0) as f32,
-        rope_dim: md(model, &format!("{arch}.rope.dimension_count"))
-            .map(|v| v as usize)
-            .unwrap_or(head_dim),
-        eps: md(model, &format!("{arch}.attention.layer_norm_rms_epsilon")).unwrap_or(1e-5) as f32,
-    })
+    Config::from_model(model)
 }
 
 /// A weight as a constant: packed blocks as 32-bit words (stored as i32 bit patterns), or f32.

@@ -9,10 +9,12 @@
 //! readers never panic on bad bytes (GGUF goes through candle behind a panic guard as a
 //! second line of defence).
 
+pub mod chat;
 pub mod dtype;
 pub mod error;
 pub mod gguf;
 pub mod io;
+pub mod llama_config;
 pub mod names;
 pub mod onnx;
 pub mod quant;

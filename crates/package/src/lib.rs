@@ -251,18 +251,19 @@ pub fn generate(
             ))
         })
     };
-    let engine: serde_json::Value = serde_json::from_slice(&read("engine.json")?)
-        .map_err(|e| PackageError::Input(format!("engine.json: {e}")))?;
+    let engine: m2w_engine::EngineJson =
+        serde_json::from_slice(&read(m2w_engine::engine_json::FILE)?)
+            .map_err(|e| PackageError::Input(format!("engine.json: {e}")))?;
     check_name(name)?;
-    if engine["kind"].as_str() == Some("llama") {
-        let model = engine["model"].as_str().unwrap_or_default();
-        return llm::generate(Path::new(model), name, out, llm);
+    if engine.kind == Some(m2w_engine::EngineKind::Llama) {
+        return llm::generate(&engine.model, name, out, llm);
     }
     let plan: Plan = serde_json::from_slice(&read("plan.json")?)
         .map_err(|e| PackageError::Input(format!("plan.json: {e}")))?;
     let constants_json = read("constants.json")?;
     let constants_bin = read("constants.bin")?;
-    let model = Path::new(engine["model"].as_str().unwrap_or("model"))
+    let model = engine
+        .model
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();

@@ -18,6 +18,7 @@ pub mod tokenizer;
 use std::path::{Path, PathBuf};
 
 pub use index::{Index, read_index};
+pub use llama::GenerationJson;
 pub use npy::HostTensor;
 
 #[derive(Debug, thiserror::Error)]

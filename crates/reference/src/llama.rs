@@ -5,11 +5,11 @@
 //! activations to Q8 like llama.cpp does): the WebGPU kernels dequantize weights in
 //! registers and accumulate in f32, so this is the computation they must match.
 //!
-//! The architecture is read from the GGUF metadata (`<arch>.block_count`, head counts,
-//! RoPE base and dimension, RMS epsilon); "llama" and variants that differ only by these
-//! hyper-parameters are accepted. RoPE is ggml's "normal" mode (adjacent pairs), which is
-//! what the GGUF converter permutes Q/K weights for. The LM head is `output.weight`, or the
-//! token embedding when the file has none (tied).
+//! The architecture is read from the GGUF metadata by the parser the engine uses too
+//! ([`m2w_model::llama_config`]: block count, head counts, RoPE base and dimension, RMS
+//! epsilon), with its one allow-list and its refusals. RoPE is ggml's "normal" mode
+//! (adjacent pairs), which is what the GGUF converter permutes Q/K weights for. The LM head
+//! is `output.weight`, or the token embedding when the file has none (tied).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -25,23 +25,7 @@ fn cerr(e: candle_core::Error) -> RefError {
     RefError::Runtime(format!("candle: {e}"))
 }
 
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct LlamaConfig {
-    pub architecture: String,
-    pub layers: usize,
-    pub dim: usize,
-    pub heads: usize,
-    pub kv_heads: usize,
-    pub head_dim: usize,
-    pub ffn: usize,
-    pub rope_base: f32,
-    pub rope_dim: usize,
-    pub rms_eps: f64,
-    pub vocab: usize,
-    pub bos: Option<u32>,
-    pub eos: Option<u32>,
-    pub add_bos: bool,
-}
+pub use m2w_model::llama_config::LlamaConfig;
 
 struct Layer {
     attn_norm: Tensor,
@@ -79,21 +63,6 @@ pub struct KvCache {
 /// Every stage's value, in pipeline order.
 pub type Stages = Vec<(String, Tensor)>;
 
-fn md_u64(c: &gguf_file::Content, key: &str) -> Option<u64> {
-    c.metadata.get(key).and_then(|v| {
-        v.to_u64()
-            .ok()
-            .or_else(|| v.to_u32().ok().map(u64::from))
-            .or_else(|| v.to_i32().ok().map(|x| x as u64))
-    })
-}
-
-fn md_f64(c: &gguf_file::Content, key: &str) -> Option<f64> {
-    c.metadata
-        .get(key)
-        .and_then(|v| v.to_f32().ok().map(f64::from).or_else(|| v.to_f64().ok()))
-}
-
 fn md_strings(c: &gguf_file::Content, key: &str) -> Vec<String> {
     c.metadata
         .get(key)
@@ -108,71 +77,16 @@ fn md_strings(c: &gguf_file::Content, key: &str) -> Vec<String> {
 
 impl Llama {
     pub fn load(path: &Path) -> Result<Llama, RefError> {
-        // Opening through m2w-model first gives the same checks and errors as inspect.
-        m2w_model::Model::open(path)?;
+        // Opening through m2w-model first gives the same checks and errors as inspect, and
+        // the one parser of the llama-family hyper-parameters (the engine's).
+        let model = m2w_model::Model::open(path)?;
+        let config = LlamaConfig::from_model(&model)
+            .map_err(|e| RefError::Usage(format!("{}: {e}", path.display())))?;
+        let layers = config.layers;
         let mut f = std::fs::File::open(path).map_err(|e| RefError::Io(path.to_path_buf(), e))?;
         let content = gguf_file::Content::read(&mut f)
             .map_err(|e| RefError::Usage(format!("{}: {e}", path.display())))?;
-        let arch = content
-            .metadata
-            .get("general.architecture")
-            .and_then(|v| v.to_string().ok().cloned())
-            .unwrap_or_default();
-        if !matches!(arch.as_str(), "llama" | "mistral" | "granite" | "smollm") {
-            return Err(RefError::Usage(format!(
-                "{}: architecture {arch:?} is not in the llama family",
-                path.display()
-            )));
-        }
-        let need = |k: &str| {
-            md_u64(&content, &format!("{arch}.{k}")).ok_or_else(|| {
-                RefError::Usage(format!(
-                    "{}: GGUF metadata lacks {arch}.{k}",
-                    path.display()
-                ))
-            })
-        };
-        let layers = need("block_count")? as usize;
-        let dim = need("embedding_length")? as usize;
-        let heads = need("attention.head_count")? as usize;
-        let kv_heads = md_u64(&content, &format!("{arch}.attention.head_count_kv"))
-            .unwrap_or(heads as u64) as usize;
-        let ffn = need("feed_forward_length")? as usize;
-        if heads == 0 || kv_heads == 0 || dim % heads != 0 || heads % kv_heads != 0 {
-            return Err(RefError::Usage(format!(
-                "{}: inconsistent heads ({heads}/{kv_heads}) for width {dim}",
-                path.display()
-            )));
-        }
-        let head_dim = dim / heads;
         let tokens = md_strings(&content, "tokenizer.ggml.tokens");
-        let config = LlamaConfig {
-            architecture: arch.clone(),
-            layers,
-            dim,
-            heads,
-            kv_heads,
-            head_dim,
-            ffn,
-            rope_base: md_f64(&content, &format!("{arch}.rope.freq_base")).unwrap_or(10000.0)
-                as f32,
-            rope_dim: md_u64(&content, &format!("{arch}.rope.dimension_count"))
-                .map(|v| v as usize)
-                .unwrap_or(head_dim),
-            rms_eps: md_f64(
-                &content,
-                &format!("{arch}.attention.layer_norm_rms_epsilon"),
-            )
-            .unwrap_or(1e-5),
-            vocab: tokens.len(),
-            bos: md_u64(&content, "tokenizer.ggml.bos_token_id").map(|v| v as u32),
-            eos: md_u64(&content, "tokenizer.ggml.eos_token_id").map(|v| v as u32),
-            add_bos: content
-                .metadata
-                .get("tokenizer.ggml.add_bos_token")
-                .and_then(|v| v.to_bool().ok())
-                .unwrap_or(false),
-        };
         let dev = Device::Cpu;
         let mut get = |name: &str| -> Result<Tensor, RefError> {
             let q = content
@@ -232,7 +146,7 @@ impl Llama {
 
     fn rms_norm(&self, x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
         let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
-        let inv = (ms + self.config.rms_eps)?.sqrt()?.recip()?;
+        let inv = (ms + f64::from(self.config.eps))?.sqrt()?.recip()?;
         x.broadcast_mul(&inv)?.broadcast_mul(w)
     }
 
@@ -478,15 +392,39 @@ fn write_pass(
     Ok(index)
 }
 
-/// Result of the GGUF reference run.
-#[derive(Debug, serde::Serialize)]
-pub struct LlamaRun {
+/// Result of the GGUF reference run, as `generation.json` holds it (field order and names
+/// are the file's). Written and read only through [`GenerationJson::write`] and
+/// [`GenerationJson::read`].
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct GenerationJson {
     pub prompt: String,
     pub prompt_ids: Vec<u32>,
     pub generated_ids: Vec<u32>,
     pub generated_text: String,
     pub prefill_checkpoints: usize,
     pub decode_checkpoints: usize,
+}
+
+/// The reference run's result is its `generation.json`.
+pub type LlamaRun = GenerationJson;
+
+impl GenerationJson {
+    /// The file name inside a GGUF reference folder.
+    pub const FILE: &'static str = "generation.json";
+
+    /// Writes `dir/generation.json` (pretty JSON, final newline).
+    pub fn write(&self, dir: &Path) -> Result<(), RefError> {
+        let p = dir.join(Self::FILE);
+        let text = serde_json::to_string_pretty(self).expect("serialises") + "\n";
+        std::fs::write(&p, text).map_err(|e| RefError::Io(p, e))
+    }
+
+    /// Reads `dir/generation.json`; the error names the file.
+    pub fn read(dir: &Path) -> Result<GenerationJson, RefError> {
+        let p = dir.join(Self::FILE);
+        let bytes = std::fs::read(&p).map_err(|e| RefError::Io(p.clone(), e))?;
+        serde_json::from_slice(&bytes).map_err(|e| RefError::Usage(format!("{}: {e}", p.display())))
+    }
 }
 
 /// Prefill + one decode step dumped under `out/prefill` and `out/decode`, plus a greedy
@@ -564,10 +502,7 @@ pub fn reference(
         let cases = crate::tokenizer::cases_json(&tok, 300)?;
         let text = serde_json::to_string_pretty(&cases).expect("serialises") + "\n";
         std::fs::write(&p, text).map_err(|e| RefError::Io(p, e))?;
-        let p = dir.join("generation.json");
-        let text = serde_json::to_string_pretty(&run).expect("serialises") + "\n";
-        std::fs::write(&p, text).map_err(|e| RefError::Io(p, e))?;
-        Ok(())
+        run.write(dir)
     })?;
     Ok(run)
 }

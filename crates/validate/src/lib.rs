@@ -602,23 +602,9 @@ pub fn validate_llama(
     reference: &Path,
     opts: &Options,
 ) -> Result<(Report, Report, bool, Vec<u32>, Vec<u32>), ValidateError> {
-    let gen_path = reference.join("generation.json");
-    let generation: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(&gen_path).map_err(|e| bad(format!("{}: {e}", gen_path.display())))?,
-    )
-    .map_err(bad)?;
-    let ids = |k: &str| -> Vec<u32> {
-        generation[k]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_u64())
-                    .map(|v| v as u32)
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let (prompt, want) = (ids("prompt_ids"), ids("generated_ids"));
+    let generation = m2w_reference::llama::GenerationJson::read(reference).map_err(bad)?;
+    let gen_path = reference.join(m2w_reference::llama::GenerationJson::FILE);
+    let (prompt, want) = (generation.prompt_ids, generation.generated_ids);
     if prompt.is_empty() || want.is_empty() {
         return Err(bad(format!(
             "{}: no prompt_ids / generated_ids",

@@ -1,0 +1,354 @@
+//! `port`: every phase in turn, one folder each ([`Layout`]); a phase whose stamp matches
+//! (same model file, same options, same m2w) is skipped. ONNX graphs go through ONNX
+//! Runtime, the graph compiler and the checkpoint gate; GGUF llama-family decoders through
+//! the candle reference, the llama plans and the stage-by-stage gate plus greedy tokens.
+
+use std::path::Path;
+
+use crate::{Layout, PortError, fresh, input, mark, stamp, stamp_of, write_reports};
+
+/// The options of a port.
+#[derive(Clone, Debug, Default)]
+pub struct PortOptions {
+    /// Symbolic dim values for the reference inputs (`sequence=16`).
+    pub dims: Vec<(String, u64)>,
+    /// Inputs filled with one value (`sr=16000`).
+    pub values: Vec<(String, f64)>,
+    /// Tolerances and mode of the validate phase. GGUF decoders are validated end to end,
+    /// with 2e-3/2e-3 after the given overrides.
+    pub validate: m2w_validate::Options,
+}
+
+/// One phase done (or skipped): `[index/5] phase summary`.
+#[derive(Clone, Debug)]
+pub struct Step {
+    pub index: usize,
+    pub phase: &'static str,
+    /// Unchanged since the last run: `summary` is the folder.
+    pub skipped: bool,
+    pub summary: String,
+}
+
+/// The GGUF decoder's verdict.
+#[derive(Clone, Debug)]
+pub struct LlamaOutcome {
+    pub prefill: m2w_validate::Report,
+    pub decode: m2w_validate::Report,
+    /// The GPU's greedy tokens equal the reference's.
+    pub greedy_identical: bool,
+    pub greedy_engine: Vec<u32>,
+    pub greedy_reference: Vec<u32>,
+}
+
+/// What the validate phase found (returned once per port: its size does not matter).
+#[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum PortOutcome {
+    /// An ONNX graph: one report over every checkpoint.
+    Graph(m2w_validate::Report),
+    /// A GGUF decoder.
+    Llama(LlamaOutcome),
+}
+
+impl PortOutcome {
+    /// Why the port fails its gate, if it does.
+    pub fn failure(&self) -> Option<String> {
+        match self {
+            PortOutcome::Graph(r) if r.failed > 0 => {
+                Some(format!("{} checkpoint(s) out of tolerance", r.failed))
+            }
+            PortOutcome::Llama(l)
+                if l.prefill.failed + l.decode.failed > 0 || !l.greedy_identical =>
+            {
+                Some("the GPU engine differs from the candle reference".into())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The prompt of a GGUF port's reference.
+pub const GGUF_PROMPT: &str = "The capital of France is";
+/// Greedy tokens the GGUF reference generates.
+pub const GGUF_MAX_NEW: usize = 32;
+
+/// Runs every phase of `model_path` into `out`, reporting each through `on_step`.
+pub fn port(
+    model_path: &Path,
+    out: &Path,
+    opts: &PortOptions,
+    on_step: &mut dyn FnMut(&Step),
+) -> Result<PortOutcome, PortError> {
+    let model = m2w_model::Model::open(model_path)?;
+    let sha = model.file_sha256()?;
+    std::fs::create_dir_all(out).map_err(|e| input(format!("{}: {e}", out.display())))?;
+    let layout = Layout::new(out);
+    let mut step = |index: usize, phase: &'static str, skipped: bool, summary: String| {
+        on_step(&Step {
+            index,
+            phase,
+            skipped,
+            summary,
+        })
+    };
+    let skipped = |dir: &Path| dir.display().to_string();
+
+    let dir = layout.inspect();
+    let st = stamp(&sha, "inspect");
+    if fresh(&dir, &st) {
+        step(1, "inspect", true, skipped(&dir));
+    } else {
+        let report = m2w_inspect::inspect_path(model_path)?;
+        m2w_model::io::replace_dir(
+            &dir,
+            |p, e| input(format!("{}: {e}", p.display())),
+            |d| {
+                let w = |name: &str, text: String| {
+                    std::fs::write(d.join(name), text)
+                        .map_err(|e| input(format!("{}: {e}", d.join(name).display())))
+                };
+                w(
+                    "inspect.json",
+                    serde_json::to_string_pretty(&report).expect("report serialises") + "\n",
+                )?;
+                w("inspect.md", m2w_inspect::markdown(&report))?;
+                mark(d, &st).map_err(input)
+            },
+        )?;
+        let m = &report.models[0];
+        step(
+            1,
+            "inspect",
+            false,
+            format!(
+                "{} ops, {} weights, {} parameters",
+                m.ops.iter().map(|o| o.count).sum::<usize>(),
+                m.weights.len(),
+                m.totals.parameters
+            ),
+        );
+    }
+
+    let dir = layout.weights();
+    let st = stamp(&sha, "extract f32");
+    if fresh(&dir, &st) {
+        step(2, "extract", true, skipped(&dir));
+    } else {
+        let manifest = m2w_extract::extract(model_path, &dir, &m2w_extract::Options::default())
+            .map_err(input)?;
+        let v = m2w_extract::verify(model_path, &dir).map_err(input)?;
+        if !v.failures.is_empty() {
+            return Err(PortError::Check(format!(
+                "extract verify: {:?}",
+                v.failures
+            )));
+        }
+        mark(&dir, &st).map_err(input)?;
+        step(
+            2,
+            "extract",
+            false,
+            format!(
+                "{} tensors, {} bytes, verified",
+                manifest.tensors.len(),
+                manifest.files.iter().map(|f| f.bytes).sum::<u64>()
+            ),
+        );
+    }
+
+    if model.format == m2w_model::Format::Gguf {
+        return port_gguf(&model, model_path, &layout, &sha, opts, &mut step);
+    }
+
+    let dims = &opts.dims;
+    let values = &opts.values;
+    let dir = layout.reference();
+    let st = stamp(&sha, &format!("reference {dims:?} {values:?} seed 0"));
+    if fresh(&dir, &st) {
+        step(3, "reference", true, skipped(&dir));
+    } else {
+        let lib = m2w_setup::onnxruntime_library()?;
+        let ref_opts = m2w_reference::onnx_ref::OnnxOptions {
+            dims: dims.iter().cloned().collect(),
+            fill: values.iter().cloned().collect(),
+            check_determinism: true,
+            ..Default::default()
+        };
+        let index = m2w_reference::onnx_ref::reference(&lib, model_path, &dir, &ref_opts)?;
+        mark(&dir, &st).map_err(input)?;
+        step(
+            3,
+            "reference",
+            false,
+            format!(
+                "{} checkpoints through ONNX Runtime, deterministic",
+                index.checkpoints.len()
+            ),
+        );
+    }
+
+    let dir = layout.engine();
+    let st = stamp(&sha, &format!("engine {}", stamp_of(&layout.reference())));
+    if fresh(&dir, &st) {
+        step(4, "engine", true, skipped(&dir));
+    } else {
+        let (mut plan, _) = m2w_validate::compile_for(&model, &layout.reference())?;
+        plan.assign_buffers(true);
+        m2w_engine::write_engine_dir(&dir, &plan, model_path).map_err(PortError::Input)?;
+        mark(&dir, &st).map_err(input)?;
+        step(
+            4,
+            "engine",
+            false,
+            format!(
+                "{} dispatches, {} buffers, {} bytes",
+                plan.dispatches.len(),
+                plan.buffers.len(),
+                plan.buffer_bytes()
+            ),
+        );
+    }
+
+    let dir = layout.validate();
+    std::fs::create_dir_all(&dir).map_err(|e| input(format!("{}: {e}", dir.display())))?;
+    let report = crate::validate_model(model_path, &layout.reference(), &opts.validate)?;
+    write_reports(&dir, "", &report)?;
+    step(
+        5,
+        "validate",
+        false,
+        format!(
+            "{} passed, {} failed, {} not compared ({})",
+            report.passed, report.failed, report.not_compared, report.mode
+        ),
+    );
+    Ok(PortOutcome::Graph(report))
+}
+
+/// The GGUF path of [`port`]: candle reference, llama plans, stage-by-stage validation.
+fn port_gguf(
+    model: &m2w_model::Model,
+    model_path: &Path,
+    layout: &Layout,
+    sha: &str,
+    opts: &PortOptions,
+    step: &mut dyn FnMut(usize, &'static str, bool, String),
+) -> Result<PortOutcome, PortError> {
+    let dir = layout.reference();
+    let st = stamp(
+        sha,
+        &format!("llama reference {GGUF_PROMPT:?} {GGUF_MAX_NEW}, tokenizer cases"),
+    );
+    if fresh(&dir, &st) {
+        step(3, "reference", true, dir.display().to_string());
+    } else {
+        let run = m2w_reference::llama::reference(model_path, &dir, GGUF_PROMPT, GGUF_MAX_NEW)?;
+        mark(&dir, &st).map_err(input)?;
+        step(
+            3,
+            "reference",
+            false,
+            format!(
+                "candle llama: {} prefill + {} decode stages, greedy {:?}",
+                run.prefill_checkpoints, run.decode_checkpoints, run.generated_text
+            ),
+        );
+    }
+    let cfg = m2w_engine::llama::config(model).map_err(PortError::Input)?;
+    let generation = m2w_reference::GenerationJson::read(&layout.reference())?;
+    let prompt_len = generation.prompt_ids.len();
+    let (prefill, _) =
+        m2w_engine::llama::build(model, prompt_len, 0, prompt_len + GGUF_MAX_NEW + 1)
+            .map_err(PortError::Input)?;
+    write_llama_engine_dir(&layout.engine(), model_path, &prefill, &cfg)?;
+    step(
+        4,
+        "engine",
+        false,
+        format!(
+            "llama plan: {} layers, {} dispatches per pass, weights packed as stored",
+            cfg.layers,
+            prefill.dispatches.len()
+        ),
+    );
+    // Both sides accumulate in f32 in different orders over quantized blocks.
+    let mut vopts = opts.validate.clone();
+    vopts.per_layer = false;
+    vopts.overrides.push((
+        "*".into(),
+        m2w_validate::Tolerance {
+            atol: 2e-3,
+            rtol: 2e-3,
+        },
+    ));
+    let gpu = m2w_engine::gpu::Gpu::new().map_err(PortError::Input)?;
+    let (prefill, decode, greedy_identical, greedy_engine, greedy_reference) =
+        m2w_validate::validate_llama(&gpu, model, &layout.reference(), &vopts)?;
+    let dir = layout.validate();
+    std::fs::create_dir_all(&dir).map_err(|e| input(format!("{}: {e}", dir.display())))?;
+    write_reports(&dir, "-prefill", &prefill)?;
+    write_reports(&dir, "-decode", &decode)?;
+    step(
+        5,
+        "validate",
+        false,
+        format!(
+            "prefill {} passed / {} failed, decode {} passed / {} failed, greedy {} tokens {}",
+            prefill.passed,
+            prefill.failed,
+            decode.passed,
+            decode.failed,
+            greedy_reference.len(),
+            if greedy_identical {
+                "identical"
+            } else {
+                "DIFFER"
+            }
+        ),
+    );
+    Ok(PortOutcome::Llama(LlamaOutcome {
+        prefill,
+        decode,
+        greedy_identical,
+        greedy_engine,
+        greedy_reference,
+    }))
+}
+
+/// The engine folder of a GGUF decoder: its prefill plan (for reading), its configuration
+/// and engine.json (`kind: llama`: `cargo xtask package` builds the package's plans from the
+/// model itself). Replaced atomically.
+pub fn write_llama_engine_dir(
+    dir: &Path,
+    model_path: &Path,
+    prefill: &m2w_engine::Plan,
+    config: &m2w_engine::llama::Config,
+) -> Result<(), PortError> {
+    let model_abs = std::fs::canonicalize(model_path)
+        .map_err(|e| input(format!("{}: {e}", model_path.display())))?;
+    m2w_model::io::replace_dir(
+        dir,
+        |p, e| input(format!("{}: {e}", p.display())),
+        |d| {
+            let w = |name: &str, text: String| {
+                std::fs::write(d.join(name), text)
+                    .map_err(|e| input(format!("{}: {e}", d.join(name).display())))
+            };
+            w(
+                "plan-prefill.json",
+                serde_json::to_string_pretty(prefill).expect("plan serialises") + "\n",
+            )?;
+            w(
+                "config.json",
+                serde_json::to_string_pretty(config).expect("config serialises") + "\n",
+            )?;
+            m2w_engine::EngineJson {
+                model: model_abs,
+                kind: Some(m2w_engine::EngineKind::Llama),
+                kernels: None,
+            }
+            .write(d)
+            .map_err(PortError::Input)
+        },
+    )
+}
