@@ -169,12 +169,7 @@ fn case_op(name: &str, model: Option<&m2w_model::Model>) -> String {
 
 /// Runs one node-test folder.
 pub fn run_case(gpu: &Gpu, dir: &Path) -> CaseResult {
-    let case = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let model = m2w_model::Model::open(&dir.join("model.onnx")).ok();
-    let op = case_op(&case, model.as_ref());
+    let (case, op, model) = open_case(dir);
     let outcome = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         run_inner(gpu, dir, model.as_ref())
     })) {
@@ -202,13 +197,19 @@ type Prepared = (
 /// The case's op and its plan (no GPU work), or the outcome that stops it before any:
 /// what `run_case` does up to running.
 pub fn plan_case(dir: &Path) -> (String, Result<crate::Plan, Outcome>) {
+    let (_, op, model) = open_case(dir);
+    (op, prepare(dir, model.as_ref()).map(|p| p.0))
+}
+
+/// A case folder's name, the op it tests and its model (None when unreadable).
+fn open_case(dir: &Path) -> (String, String, Option<m2w_model::Model>) {
     let case = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let model = m2w_model::Model::open(&dir.join("model.onnx")).ok();
     let op = case_op(&case, model.as_ref());
-    (op, prepare(dir, model.as_ref()).map(|p| p.0))
+    (case, op, model)
 }
 
 fn prepare(dir: &Path, model: Option<&m2w_model::Model>) -> Result<Prepared, Outcome> {
