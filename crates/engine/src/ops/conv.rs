@@ -2,10 +2,11 @@
 //! pads and auto_pad (`conv2d_f32_direct`, `conv_transpose2d_f32_direct`: a thread per
 //! output element). `window` is the geometry shared with the pooling ops.
 
+use m2w_kernels::{Kernel, params};
 use m2w_model::NodeInfo;
 
 use super::Registry;
-use super::ctx::{Ctx, P, R, attr_i, attr_ints, attr_s, ins, out0};
+use super::ctx::{Ctx, R, attr_i, attr_ints, attr_s, ins, out0};
 use crate::plan::{Binding, groups_1d};
 use crate::tensor::{DT, numel};
 
@@ -142,7 +143,7 @@ fn conv(cx: &mut Ctx, n: &NodeInfo, ins: &[&str], out: &str) -> R<()> {
     conv_dispatch(
         cx,
         n,
-        "conv2d_f32_direct",
+        Kernel::Conv2dF32Direct,
         ins,
         out,
         &s,
@@ -162,7 +163,7 @@ fn conv(cx: &mut Ctx, n: &NodeInfo, ins: &[&str], out: &str) -> R<()> {
 fn conv_dispatch(
     cx: &mut Ctx,
     n: &NodeInfo,
-    kernel_name: &str,
+    shader: Kernel,
     ins: &[&str],
     out: &str,
     s: &[usize],
@@ -190,26 +191,37 @@ fn conv_dispatch(
     };
     let total = numel(&oshape);
     let has_bias = ins.get(2).is_some_and(|b| !b.is_empty());
-    let p = P::default()
-        .u(s[0])
-        .u(s[1])
-        .u(h)
-        .u(w)
-        .u(m)
-        .u(oh)
-        .u(ow)
-        .u(group)
-        .u(kh)
-        .u(kw)
-        .u(sh)
-        .u(sw)
-        .u(dh)
-        .u(dw)
-        .u(ph)
-        .u(pw)
-        .u(has_bias as usize)
-        .u(total)
-        .done();
+    // conv2d and conv_transpose2d declare the same uniform fields.
+    macro_rules! geometry {
+        ($params:ident) => {
+            params::$params {
+                n: s[0] as u32,
+                c: s[1] as u32,
+                h: h as u32,
+                w: w as u32,
+                m: m as u32,
+                oh: oh as u32,
+                ow: ow as u32,
+                groups: group as u32,
+                kh: kh as u32,
+                kw: kw as u32,
+                sh: sh as u32,
+                sw: sw as u32,
+                dh: dh as u32,
+                dw: dw as u32,
+                ph: ph as u32,
+                pw: pw as u32,
+                has_bias: has_bias as u32,
+                total: total as u32,
+                ..Default::default()
+            }
+            .words()
+        };
+    }
+    let p = match shader {
+        Kernel::ConvTranspose2dF32Direct => geometry!(ConvTranspose2d),
+        _ => geometry!(Conv2d),
+    };
     let bias = if has_bias {
         cx.bind(ins[2])
     } else {
@@ -218,7 +230,7 @@ fn conv_dispatch(
     if total > 0 {
         cx.dispatch(
             n,
-            kernel_name.into(),
+            shader,
             vec![cx.bind(ins[0]), cx.bind(ins[1]), bias, cx.bind(out)],
             p,
             groups_1d(total, 256),
@@ -294,7 +306,7 @@ fn conv_transpose(cx: &mut Ctx, n: &NodeInfo, ins: &[&str], out: &str) -> R<()> 
     conv_dispatch(
         cx,
         n,
-        "conv_transpose2d_f32_direct",
+        Kernel::ConvTranspose2dF32Direct,
         ins,
         out,
         &s,

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 use m2w_model::{AttrValue, NodeInfo};
 
+use m2w_kernels::{Kernel, params};
+
 use crate::plan::{Binding, Dispatch, Plan, TensorDesc, groups_1d};
 use crate::tensor::{DT, HostTensor, numel};
 
@@ -18,37 +20,56 @@ pub struct Ctx {
     pub(crate) opset: i64,
 }
 
-/// Uniform words, packed in declaration order (every kernel's Params is laid out so that
-/// scalars come in groups of four and arrays are vec4-aligned).
-#[derive(Default)]
-pub(crate) struct P(Vec<u32>);
+/// The kernel variant `<family>_<op>_<dt>` (`ew_add_f32`, `reduce_max_i32`,
+/// `ew_cast_f32_i32` as op `cast` on `f32_i32`; no `_<dt>` when `dt` is empty, as in
+/// `pad_reflect`) for kernels chosen by op and dtype. No such variant refuses the node.
+pub(crate) fn kernel_for(family: &str, op: &str, dt: &str) -> R<Kernel> {
+    let name = if dt.is_empty() {
+        format!("{family}_{op}")
+    } else {
+        format!("{family}_{op}_{dt}")
+    };
+    Kernel::by_name(&name).ok_or_else(|| {
+        let on = if dt.is_empty() { "any dtype" } else { dt };
+        format!("no kernel for {family} {op} on {on}")
+    })
+}
 
-impl P {
-    pub(crate) fn u(mut self, v: usize) -> Self {
-        self.0.push(v as u32);
-        self
+/// Up to [`MAX_RANK`] values as an `array<vec4<u32>, 2>` uniform field, zero-padded
+/// (each value keeps its low 32 bits).
+pub(crate) fn vec8_u32(v: &[i64]) -> [[u32; 4]; 2] {
+    let mut a = [[0u32; 4]; 2];
+    for (k, &x) in v.iter().take(MAX_RANK).enumerate() {
+        a[k / 4][k % 4] = x as i32 as u32;
     }
-    pub(crate) fn i(mut self, v: i64) -> Self {
-        self.0.push(v as i32 as u32);
-        self
+    a
+}
+
+/// Up to [`MAX_RANK`] values as an `array<vec4<i32>, 2>` uniform field, zero-padded.
+pub(crate) fn vec8_i32(v: &[i64]) -> [[i32; 4]; 2] {
+    let mut a = [[0i32; 4]; 2];
+    for (k, &x) in v.iter().take(MAX_RANK).enumerate() {
+        a[k / 4][k % 4] = x as i32;
     }
-    pub(crate) fn f(mut self, v: f32) -> Self {
-        self.0.push(v.to_bits());
-        self
+    a
+}
+
+/// Up to [`MAX_RANK`] dims as an `array<vec4<u32>, 2>` uniform field, zero-padded.
+pub(crate) fn dims8(v: &[usize]) -> [[u32; 4]; 2] {
+    let mut a = [[0u32; 4]; 2];
+    for (k, &x) in v.iter().take(MAX_RANK).enumerate() {
+        a[k / 4][k % 4] = x as u32;
     }
-    /// An array<vec4<u32 or i32>, 2> of up to 8 values, zero-padded.
-    pub(crate) fn arr(mut self, v: &[i64]) -> Self {
-        for k in 0..MAX_RANK {
-            self.0.push(v.get(k).copied().unwrap_or(0) as i32 as u32);
-        }
-        self
+    a
+}
+
+/// Up to four values as a `vec4<u32>` uniform field, zero-padded (low 32 bits).
+pub(crate) fn vec4_u32(v: &[i64]) -> [u32; 4] {
+    let mut a = [0u32; 4];
+    for (k, &x) in v.iter().take(4).enumerate() {
+        a[k] = x as i32 as u32;
     }
-    pub(crate) fn done(mut self) -> Vec<u32> {
-        while self.0.len() % 4 != 0 || self.0.is_empty() {
-            self.0.push(0);
-        }
-        self.0
-    }
+    a
 }
 
 pub(crate) fn contiguous_strides(shape: &[usize]) -> Vec<i64> {
@@ -233,15 +254,16 @@ impl Ctx {
     pub(crate) fn dispatch(
         &mut self,
         n: &NodeInfo,
-        kernel: String,
+        kernel: Kernel,
         bindings: Vec<Binding>,
         params: Vec<u32>,
         workgroups: [u32; 3],
     ) {
+        debug_assert_eq!(params.len(), kernel.params_words(), "{kernel}");
         self.plan.dispatches.push(Dispatch {
             node: n.label(),
             op_type: n.op_type.clone(),
-            kernel,
+            kernel: kernel.name().into(),
             bindings,
             params,
             workgroups,
@@ -256,7 +278,7 @@ impl Ctx {
     pub(crate) fn elementwise(
         &mut self,
         n: &NodeInfo,
-        kernel: String,
+        kernel: Kernel,
         ins: &[&str],
         out: &str,
         out_dt: DT,
@@ -277,30 +299,24 @@ impl Ctx {
                 .map(|s| broadcast_strides(s, &oshape))
                 .unwrap_or_default()
         };
-        let dims: Vec<i64> = oshape.iter().map(|&d| d as i64).collect();
-        let params = P::default()
-            .u(total)
-            .u(oshape.len())
-            .f(p0)
-            .f(p1)
-            .arr(&dims)
-            .arr(&strides(0))
-            .arr(&strides(1))
-            .arr(&strides(2))
-            .done();
+        let params = params::Elementwise {
+            n: total as u32,
+            rank: oshape.len() as u32,
+            p0,
+            p1,
+            shape: dims8(&oshape),
+            a_strides: vec8_u32(&strides(0)),
+            b_strides: vec8_u32(&strides(1)),
+            c_strides: vec8_u32(&strides(2)),
+        }
+        .words();
         let mut bindings: Vec<Binding> = ins.iter().map(|i| self.bind(i)).collect();
         while bindings.len() < 3 {
             bindings.push(Binding::Dummy);
         }
         bindings.push(self.bind(out));
         if total > 0 {
-            self.dispatch(
-                n,
-                format!("ew_{kernel}"),
-                bindings,
-                params,
-                groups_1d(total, 256),
-            );
+            self.dispatch(n, kernel, bindings, params, groups_1d(total, 256));
         }
         Ok(())
     }
@@ -325,19 +341,19 @@ impl Ctx {
         if shape.len() > MAX_RANK {
             return Err(format!("rank {} exceeds {MAX_RANK}", shape.len()));
         }
-        let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
-        let params = P::default()
-            .u(total)
-            .u(shape.len())
-            .i(src_off)
-            .i(dst_off)
-            .arr(&dims)
-            .arr(src_strides)
-            .arr(dst_strides)
-            .done();
+        let params = params::CopyStrided {
+            n: total as u32,
+            rank: shape.len() as u32,
+            src_offset: src_off as i32,
+            dst_offset: dst_off as i32,
+            shape: dims8(shape),
+            src_strides: vec8_i32(src_strides),
+            dst_strides: vec8_i32(dst_strides),
+        }
+        .words();
         self.dispatch(
             n,
-            "copy_strided".into(),
+            Kernel::CopyStrided,
             vec![self.bind(src), self.bind(dst)],
             params,
             groups_1d(total, 256),
@@ -347,10 +363,14 @@ impl Ctx {
 
     pub(crate) fn fill(&mut self, n: &NodeInfo, dst: &str, count: usize, bits: u32) {
         if count > 0 {
-            let params = P::default().u(count).u(bits as usize).done();
+            let params = params::Fill {
+                n: count as u32,
+                value: bits,
+            }
+            .words();
             self.dispatch(
                 n,
-                "fill".into(),
+                Kernel::Fill,
                 vec![self.bind(dst)],
                 params,
                 groups_1d(count, 256),

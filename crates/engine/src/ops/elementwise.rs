@@ -3,9 +3,10 @@
 //! Clip and casts. One kernel family (`ew_*`, templates/elementwise.wgsl.tmpl); host folds
 //! for the integer and boolean arithmetic of shape subgraphs.
 
+use m2w_kernels::Kernel;
 use m2w_model::NodeInfo;
 
-use super::ctx::{Ctx, R, attr_f, attr_i, attr_s, host_input as get, ins, out0};
+use super::ctx::{Ctx, R, attr_f, attr_i, attr_s, host_input as get, ins, kernel_for, out0};
 use super::host::{binary_fmod, cast};
 use super::{Registry, onnx_dt};
 use crate::tensor::{DT, Data, HostTensor};
@@ -194,13 +195,14 @@ fn lower_unary(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     let out = out0(n);
     let (k, p0, p1) = unary_kernel(n).ok_or("not a unary op")?;
     let dt = cx.dt(ins[0])?;
-    let (kernel, out_dt) = match (k, dt) {
-        ("isnan" | "isinf", DT::F32) => (format!("{k}_f32"), DT::Bool),
-        ("not", DT::Bool) => ("not_bool".to_string(), DT::Bool),
-        (_, DT::F32) if k != "not" => (format!("{k}_f32"), DT::F32),
-        ("abs" | "neg" | "sign" | "relu", DT::I32) => (format!("{k}_i32"), DT::I32),
+    let out_dt = match (k, dt) {
+        ("isnan" | "isinf", DT::F32) => DT::Bool,
+        ("not", DT::Bool) => DT::Bool,
+        (_, DT::F32) if k != "not" => DT::F32,
+        ("abs" | "neg" | "sign" | "relu", DT::I32) => DT::I32,
         _ => return Err(format!("dtype {dt:?} not supported")),
     };
+    let kernel = kernel_for("ew", k, dt.suffix())?;
     cx.elementwise(n, kernel, &ins[..1], out, out_dt, p0, p1)
 }
 
@@ -251,11 +253,11 @@ fn lower_binary(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
         return Err("Pow with an integer exponent tensor is not supported".into());
     }
     let out_dt = if cmp { DT::Bool } else { dt };
-    let kernel = format!("{k}_{}", dt.suffix());
     if ins.len() == 1 {
         let s = cx.shape(ins[0])?;
         return cx.view(out, ins[0], s);
     }
+    let kernel = kernel_for("ew", k, dt.suffix())?;
     // Variadic ops chain pairwise through temporaries.
     let mut acc = ins[0].to_string();
     for (j, rhs) in ins.iter().enumerate().skip(1) {
@@ -265,7 +267,7 @@ fn lower_binary(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
         } else {
             format!("{out}::{op}{j}")
         };
-        cx.elementwise(n, kernel.clone(), &[&acc, rhs], &target, out_dt, 0.0, 0.0)?;
+        cx.elementwise(n, kernel, &[&acc, rhs], &target, out_dt, 0.0, 0.0)?;
         acc = target;
     }
     if op == "Mean" {
@@ -274,7 +276,7 @@ fn lower_binary(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
             &scale,
             HostTensor::f32(vec![], vec![1.0 / ins.len() as f32]),
         );
-        cx.elementwise(n, "mul_f32".into(), &[&acc, &scale], out, DT::F32, 0.0, 0.0)?;
+        cx.elementwise(n, Kernel::EwMulF32, &[&acc, &scale], out, DT::F32, 0.0, 0.0)?;
     }
     Ok(())
 }
@@ -285,7 +287,7 @@ fn lower_where(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     let dt = cx.dt(ins[1])?;
     cx.elementwise(
         n,
-        format!("where_{}", dt.suffix()),
+        kernel_for("ew", "where", dt.suffix())?,
         &ins[..3],
         out,
         dt,
@@ -334,15 +336,8 @@ fn lower_clip(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     };
     let lo = bound(1, lo, f32::MIN, "clip_min");
     let hi = bound(2, hi, f32::MAX, "clip_max");
-    cx.elementwise(
-        n,
-        format!("clip_{}", dt.suffix()),
-        &[ins[0], &lo, &hi],
-        out,
-        dt,
-        0.0,
-        0.0,
-    )
+    let kernel = kernel_for("ew", "clip", dt.suffix())?;
+    cx.elementwise(n, kernel, &[ins[0], &lo, &hi], out, dt, 0.0, 0.0)
 }
 
 fn lower_cast(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
@@ -359,15 +354,8 @@ fn lower_cast(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
         let s = cx.shape(ins[0])?;
         return cx.view(out, ins[0], s);
     }
-    cx.elementwise(
-        n,
-        format!("cast_{}_{}", from.suffix(), to.suffix()),
-        &ins[..1],
-        out,
-        to,
-        0.0,
-        0.0,
-    )
+    let kernel = kernel_for("ew", "cast", &format!("{}_{}", from.suffix(), to.suffix()))?;
+    cx.elementwise(n, kernel, &ins[..1], out, to, 0.0, 0.0)
 }
 
 fn fold_binary(n: &NodeInfo, ins: &[Option<HostTensor>], _: i64) -> R<Vec<HostTensor>> {

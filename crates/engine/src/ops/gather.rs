@@ -1,11 +1,13 @@
 //! Indexing: Gather (one axis, `gather` kernel) and GatherND (`gather_nd`); Gather also
 //! folds on the host (shape subgraphs pick dims out of Shape's output).
 
+use m2w_kernels::{Kernel, params};
 use m2w_model::NodeInfo;
 
 use super::Registry;
 use super::ctx::{
-    Ctx, MAX_RANK, P, R, attr_i, contiguous_strides, host_input as get, ins, norm_axis, out0,
+    Ctx, MAX_RANK, R, attr_i, contiguous_strides, dims8, host_input as get, ins, norm_axis, out0,
+    vec8_u32,
 };
 use super::host::{gather_along, norm};
 use crate::plan::groups_1d;
@@ -30,16 +32,17 @@ fn lower_gather(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     oshape.extend(&s[axis + 1..]);
     cx.new_tensor(out, oshape.clone(), cx.dt(ins[0])?)?;
     let total = numel(&oshape);
-    let params = P::default()
-        .u(total)
-        .u(numel(&is))
-        .u(s[axis])
-        .u(numel(&s[axis + 1..]))
-        .done();
+    let params = params::Gather {
+        n: total as u32,
+        n_idx: numel(&is) as u32,
+        axis_len: s[axis] as u32,
+        inner: numel(&s[axis + 1..]) as u32,
+    }
+    .words();
     if total > 0 {
         cx.dispatch(
             n,
-            "gather".into(),
+            Kernel::Gather,
             vec![cx.bind(ins[0]), cx.bind(ins[1]), cx.bind(out)],
             params,
             groups_1d(total, 256),
@@ -68,24 +71,22 @@ fn lower_gather_nd(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     let rows = numel(&is[..is.len() - 1]);
     let rows_per_batch = numel(&is[b..is.len() - 1]).max(1);
     let total = numel(&oshape);
-    let dims: Vec<i64> = s[b..b + k].iter().map(|&d| d as i64).collect();
-    let p = P::default()
-        .u(total)
-        .u(k)
-        .u(numel(&s[b + k..]))
-        .u(rows_per_batch)
-        .u(numel(&s[b..]))
-        .u(0)
-        .u(0)
-        .u(0)
-        .arr(&dims)
-        .arr(&cs[b..b + k])
-        .done();
+    let p = params::GatherNd {
+        n: total as u32,
+        k: k as u32,
+        inner: numel(&s[b + k..]) as u32,
+        rows_per_batch: rows_per_batch as u32,
+        batch_stride: numel(&s[b..]) as u32,
+        dims: dims8(&s[b..b + k]),
+        strides: vec8_u32(&cs[b..b + k]),
+        ..Default::default()
+    }
+    .words();
     let _ = rows;
     if total > 0 {
         cx.dispatch(
             n,
-            "gather_nd".into(),
+            Kernel::GatherNd,
             vec![cx.bind(ins[0]), cx.bind(ins[1]), cx.bind(out)],
             p,
             groups_1d(total, 256),

@@ -3,10 +3,11 @@
 //! register-blocked kernel (`matmul_f32_rb`, 82% of cuBLAS SGEMM on the H100,
 //! bench/RESULTS.md); the rest on the general tiled kernel (`matmul_f32_tiled`).
 
+use m2w_kernels::{Kernel, params};
 use m2w_model::NodeInfo;
 
 use super::Registry;
-use super::ctx::{Ctx, P, R, attr_f, attr_i, broadcast, broadcast_strides, ins, out0};
+use super::ctx::{Ctx, R, attr_f, attr_i, broadcast, broadcast_strides, ins, out0, vec4_u32};
 use crate::tensor::{DT, HostTensor, numel};
 
 pub(super) fn register(r: &mut Registry) {
@@ -48,7 +49,7 @@ fn lower_gemm(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
         } else {
             out.to_string()
         };
-        cx.elementwise(n, "mul_f32".into(), &[&acc, &k], &t, DT::F32, 0.0, 0.0)?;
+        cx.elementwise(n, Kernel::EwMulF32, &[&acc, &k], &t, DT::F32, 0.0, 0.0)?;
         acc = t;
     }
     if has_c {
@@ -57,10 +58,10 @@ fn lower_gemm(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
             let k = format!("{out}::beta");
             cx.add_const(&k, HostTensor::f32(vec![], vec![beta]));
             let t = format!("{out}::beta_c");
-            cx.elementwise(n, "mul_f32".into(), &[&c, &k], &t, DT::F32, 0.0, 0.0)?;
+            cx.elementwise(n, Kernel::EwMulF32, &[&c, &k], &t, DT::F32, 0.0, 0.0)?;
             c = t;
         }
-        cx.elementwise(n, "add_f32".into(), &[&acc, &c], out, DT::F32, 0.0, 0.0)?;
+        cx.elementwise(n, Kernel::EwAddF32, &[&acc, &c], out, DT::F32, 0.0, 0.0)?;
     }
     Ok(())
 }
@@ -109,11 +110,17 @@ fn matmul(cx: &mut Ctx, n: &NodeInfo, a: &str, b: &str, out: &str, ta: bool, tb:
         }
         oshape.push(nn);
         cx.new_tensor(out, oshape, DT::F32)?;
-        let p = P::default().u(rows).u(nn).u(ka).u(0).done();
+        let p = params::MatmulF32Rb {
+            m: rows as u32,
+            n: nn as u32,
+            k: ka as u32,
+            pad: 0,
+        }
+        .words();
         if rows * nn > 0 {
             cx.dispatch(
                 n,
-                "matmul_f32_rb".into(),
+                Kernel::MatmulF32Rb,
                 vec![cx.bind(a), cx.bind(b), cx.bind(out)],
                 p,
                 [nn.div_ceil(256) as u32, rows.div_ceil(128) as u32, 1],
@@ -135,38 +142,29 @@ fn matmul(cx: &mut Ctx, n: &NodeInfo, a: &str, b: &str, out: &str, ta: bool, tb:
     cx.new_tensor(out, oshape, DT::F32)?;
     let (a_rs, a_cs) = if ta { (1, m) } else { (ka, 1) };
     let (b_rs, b_cs) = if tb { (1, kb) } else { (nn, 1) };
-    let pad4 = |v: Vec<i64>| -> Vec<i64> {
-        let mut v = v;
-        v.resize(4, 0);
-        v
-    };
-    let abs = pad4(
-        broadcast_strides(ba, &batch)
-            .iter()
-            .map(|s| s * (m * ka) as i64)
-            .collect(),
-    );
-    let bbs = pad4(
-        broadcast_strides(bb, &batch)
-            .iter()
-            .map(|s| s * (kb * nn) as i64)
-            .collect(),
-    );
-    let bshape = pad4(batch.iter().map(|&d| d as i64).collect());
-    let mut p = P::default()
-        .u(m)
-        .u(nn)
-        .u(ka)
-        .u(batch.len())
-        .u(a_rs)
-        .u(a_cs)
-        .u(b_rs)
-        .u(b_cs);
-    for v in [&bshape, &abs, &bbs] {
-        for &x in v.iter() {
-            p = p.i(x);
-        }
+    let abs: Vec<i64> = broadcast_strides(ba, &batch)
+        .iter()
+        .map(|s| s * (m * ka) as i64)
+        .collect();
+    let bbs: Vec<i64> = broadcast_strides(bb, &batch)
+        .iter()
+        .map(|s| s * (kb * nn) as i64)
+        .collect();
+    let bshape: Vec<i64> = batch.iter().map(|&d| d as i64).collect();
+    let p = params::Matmul {
+        m: m as u32,
+        n: nn as u32,
+        k: ka as u32,
+        batch_rank: batch.len() as u32,
+        a_rs: a_rs as u32,
+        a_cs: a_cs as u32,
+        b_rs: b_rs as u32,
+        b_cs: b_cs as u32,
+        batch_shape: vec4_u32(&bshape),
+        a_batch_strides: vec4_u32(&abs),
+        b_batch_strides: vec4_u32(&bbs),
     }
+    .words();
     let nb = numel(&batch);
     if m * nn * nb > 0 {
         if nb > 65535 {
@@ -174,9 +172,9 @@ fn matmul(cx: &mut Ctx, n: &NodeInfo, a: &str, b: &str, out: &str, ta: bool, tb:
         }
         cx.dispatch(
             n,
-            "matmul_f32_tiled".into(),
+            Kernel::MatmulF32Tiled,
             vec![cx.bind(a), cx.bind(b), cx.bind(out)],
-            p.done(),
+            p,
             [nn.div_ceil(16) as u32, m.div_ceil(16) as u32, nb as u32],
         );
     }

@@ -3,12 +3,14 @@
 //! Expand, Concat, Split, Pad (constant; reflect/edge/wrap have their own kernel), Tile,
 //! DepthToSpace/SpaceToDepth. Slice, Concat and Expand also fold on the host.
 
+use m2w_kernels::params;
 use m2w_model::NodeInfo;
 
 use super::Registry;
 use super::ctx::{
-    Ctx, MAX_RANK, P, R, attr_f, attr_i, attr_ints, attr_s, broadcast, broadcast_strides,
-    contiguous_strides, host_input as get, ins, norm_axis, out0,
+    Ctx, MAX_RANK, R, attr_f, attr_i, attr_ints, attr_s, broadcast, broadcast_strides,
+    contiguous_strides, dims8, host_input as get, ins, kernel_for, norm_axis, out0, vec8_i32,
+    vec8_u32,
 };
 use super::host::{expand, norm, select, slice_geometry};
 use crate::plan::groups_1d;
@@ -241,21 +243,21 @@ fn lower_pad(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
             return Err(format!("Pad mode '{mode}' of an empty input"));
         }
         let total = numel(&oshape);
-        let dims = |v: &[usize]| v.iter().map(|&d| d as i64).collect::<Vec<_>>();
-        let p = P::default()
-            .u(total)
-            .u(s.len())
-            .u(0)
-            .u(0)
-            .arr(&dims(&oshape))
-            .arr(&dims(&s))
-            .arr(&before)
-            .arr(&contiguous_strides(&s))
-            .done();
+        let kernel = kernel_for("pad", &mode, "")?;
+        let p = params::Pad {
+            n: total as u32,
+            rank: s.len() as u32,
+            out_shape: dims8(&oshape),
+            in_shape: dims8(&s),
+            before: vec8_i32(&before),
+            in_strides: vec8_u32(&contiguous_strides(&s)),
+            ..Default::default()
+        }
+        .words();
         if total > 0 {
             cx.dispatch(
                 n,
-                format!("pad_{mode}"),
+                kernel,
                 vec![cx.bind(ins[0]), cx.bind(out)],
                 p,
                 groups_1d(total, 256),

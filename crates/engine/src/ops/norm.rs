@@ -2,10 +2,11 @@
 //! optional Mean / InvStdDev outputs copied from the stats rows), and inference-mode
 //! BatchNormalization as five element-wise dispatches over per-channel views.
 
+use m2w_kernels::{Kernel, params};
 use m2w_model::NodeInfo;
 
 use super::Registry;
-use super::ctx::{Ctx, P, R, attr_f, attr_i, ins, norm_axis, out0};
+use super::ctx::{Ctx, R, attr_f, attr_i, ins, norm_axis, out0};
 use crate::plan::Binding;
 use crate::tensor::{DT, HostTensor, numel};
 
@@ -62,23 +63,25 @@ fn lower_layer_norm(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     let stats = format!("{out}::stats");
     cx.new_tensor(&stats, vec![2, rows], DT::F32)?;
     let kernel = if op == "LayerNormalization" {
-        "layernorm_f32"
+        Kernel::LayernormF32
     } else {
-        "rmsnorm_f32"
+        Kernel::RmsnormF32
     };
     let bias = if has_bias {
         cx.bind(ins[2])
     } else {
         Binding::Dummy
     };
-    let params = P::default()
-        .u(rows)
-        .u(len)
-        .f(eps)
-        .u(has_bias as usize)
-        .u(scale_len)
-        .u(bias_len)
-        .done();
+    let params = params::Layernorm {
+        rows: rows as u32,
+        len: len as u32,
+        eps,
+        has_bias: has_bias as u32,
+        scale_len: scale_len as u32,
+        bias_len: bias_len as u32,
+        ..Default::default()
+    }
+    .words();
     if rows > 0 {
         let g = rows.div_ceil(64);
         let groups = if g <= 65535 {
@@ -88,7 +91,7 @@ fn lower_layer_norm(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
         };
         cx.dispatch(
             n,
-            kernel.into(),
+            kernel,
             vec![
                 cx.bind(ins[0]),
                 cx.bind(ins[1]),
@@ -153,7 +156,7 @@ fn lower_batch_norm(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     let t = |k: &str| format!("{out}::{k}");
     cx.elementwise(
         n,
-        "add_f32".into(),
+        Kernel::EwAddF32,
         &[&var, &eps_c],
         &t("ve"),
         DT::F32,
@@ -162,7 +165,7 @@ fn lower_batch_norm(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     )?;
     cx.elementwise(
         n,
-        "sqrt_f32".into(),
+        Kernel::EwSqrtF32,
         &[&t("ve")],
         &t("sd"),
         DT::F32,
@@ -171,7 +174,7 @@ fn lower_batch_norm(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     )?;
     cx.elementwise(
         n,
-        "div_f32".into(),
+        Kernel::EwDivF32,
         &[&scale, &t("sd")],
         &t("k"),
         DT::F32,
@@ -180,7 +183,7 @@ fn lower_batch_norm(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     )?;
     cx.elementwise(
         n,
-        "sub_f32".into(),
+        Kernel::EwSubF32,
         &[ins[0], &mean],
         &t("xc"),
         DT::F32,
@@ -189,7 +192,7 @@ fn lower_batch_norm(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     )?;
     cx.elementwise(
         n,
-        "mul_f32".into(),
+        Kernel::EwMulF32,
         &[&t("xc"), &t("k")],
         &t("xs"),
         DT::F32,
@@ -198,7 +201,7 @@ fn lower_batch_norm(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     )?;
     cx.elementwise(
         n,
-        "add_f32".into(),
+        Kernel::EwAddF32,
         &[&t("xs"), &bias],
         out,
         DT::F32,

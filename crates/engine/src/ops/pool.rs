@@ -1,11 +1,12 @@
 //! Windowed pooling, 1-D and 2-D: MaxPool, AveragePool (count_include_pad), LpPool
 //! (`max_pool_f32`, `avg_pool_f32`, `lp_pool_f32`: a thread per output element).
 
+use m2w_kernels::{Kernel, params};
 use m2w_model::NodeInfo;
 
 use super::Registry;
 use super::conv::window;
-use super::ctx::{Ctx, P, R, attr_i, attr_ints, ins, out0};
+use super::ctx::{Ctx, R, attr_i, attr_ints, ins, out0};
 use crate::plan::groups_1d;
 use crate::tensor::{DT, numel};
 
@@ -91,35 +92,37 @@ fn pool(cx: &mut Ctx, n: &NodeInfo, x: &str, out: &str) -> R<()> {
     let include_pad = attr_i(n, "count_include_pad", 0) as usize;
     let p_norm = attr_i(n, "p", 2) as f32;
     let kernel_name = match n.op_type.as_str() {
-        "MaxPool" => "max_pool_f32",
-        "AveragePool" => "avg_pool_f32",
-        _ => "lp_pool_f32",
+        "MaxPool" => Kernel::MaxPoolF32,
+        "AveragePool" => Kernel::AvgPoolF32,
+        _ => Kernel::LpPoolF32,
     };
     let total = numel(&oshape);
-    let p = P::default()
-        .u(s[0] * s[1])
-        .u(h)
-        .u(w)
-        .u(oh)
-        .u(ow)
-        .u(kh)
-        .u(kw)
-        .u(sh)
-        .u(sw)
-        .u(dh)
-        .u(dw)
-        .u(ph)
-        .u(pw)
-        .u(include_pad)
-        .u(total)
-        .u(peh)
-        .u(pew)
-        .f(p_norm)
-        .done();
+    let p = params::Pool2d {
+        nc: (s[0] * s[1]) as u32,
+        h: h as u32,
+        w: w as u32,
+        oh: oh as u32,
+        ow: ow as u32,
+        kh: kh as u32,
+        kw: kw as u32,
+        sh: sh as u32,
+        sw: sw as u32,
+        dh: dh as u32,
+        dw: dw as u32,
+        ph: ph as u32,
+        pw: pw as u32,
+        include_pad: include_pad as u32,
+        total: total as u32,
+        pad_h_end: peh as u32,
+        pad_w_end: pew as u32,
+        p: p_norm,
+        ..Default::default()
+    }
+    .words();
     if total > 0 {
         cx.dispatch(
             n,
-            kernel_name.into(),
+            kernel_name,
             vec![cx.bind(x), cx.bind(out)],
             p,
             groups_1d(total, 256),

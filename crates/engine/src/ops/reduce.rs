@@ -4,11 +4,13 @@
 
 use std::collections::HashSet;
 
+use m2w_kernels::params;
 use m2w_model::NodeInfo;
 
 use super::Registry;
 use super::ctx::{
-    Ctx, P, R, attr_i, attr_ints, contiguous_strides, host_input as get, ins, norm_axis, out0,
+    Ctx, R, attr_i, attr_ints, contiguous_strides, dims8, host_input as get, ins, kernel_for,
+    norm_axis, out0, vec8_u32,
 };
 use crate::plan::groups_1d;
 use crate::tensor::{DT, Data, HostTensor, numel};
@@ -109,10 +111,7 @@ fn reduce(cx: &mut Ctx, n: &NodeInfo, x: &str, out: &str) -> R<()> {
             }
         }
     };
-    let kernel = format!("reduce_{kop}_{}", dt.suffix());
-    if m2w_kernels::source(&kernel).is_none() {
-        return Err(format!("dtype {dt:?} not supported"));
-    }
+    let kernel = kernel_for("reduce", kop, dt.suffix())?;
     if (op == "ArgMax" || op == "ArgMin") && attr_i(n, "select_last_index", 0) != 0 && dt != DT::F32
     {
         return Err("select_last_index on integers".into());
@@ -147,16 +146,17 @@ fn reduce(cx: &mut Ctx, n: &NodeInfo, x: &str, out: &str) -> R<()> {
         cx.fill(n, out, total, inf.to_bits());
         return Ok(());
     }
-    let p = P::default()
-        .u(total)
-        .u(kept.len())
-        .u(red.len())
-        .u(red_count)
-        .arr(&kept.iter().map(|&d| s[d] as i64).collect::<Vec<_>>())
-        .arr(&kept.iter().map(|&d| cs[d]).collect::<Vec<_>>())
-        .arr(&red.iter().map(|&d| s[d] as i64).collect::<Vec<_>>())
-        .arr(&red.iter().map(|&d| cs[d]).collect::<Vec<_>>())
-        .done();
+    let p = params::Reduce {
+        n: total as u32,
+        out_rank: kept.len() as u32,
+        red_rank: red.len() as u32,
+        red_count: red_count as u32,
+        out_shape: dims8(&kept.iter().map(|&d| s[d]).collect::<Vec<_>>()),
+        out_strides: vec8_u32(&kept.iter().map(|&d| cs[d]).collect::<Vec<_>>()),
+        red_shape: dims8(&red.iter().map(|&d| s[d]).collect::<Vec<_>>()),
+        red_strides: vec8_u32(&red.iter().map(|&d| cs[d]).collect::<Vec<_>>()),
+    }
+    .words();
     if total > 0 {
         cx.dispatch(
             n,

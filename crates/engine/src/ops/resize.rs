@@ -1,10 +1,11 @@
 //! Resize and Upsample over the last two dims: nearest (four rounding modes) and linear,
 //! five coordinate transformations (`resize_{nearest,linear}_f32`).
 
+use m2w_kernels::params;
 use m2w_model::{AttrValue, NodeInfo};
 
 use super::Registry;
-use super::ctx::{Ctx, P, R, attr_i, attr_ints, attr_s, ins, out0};
+use super::ctx::{Ctx, R, attr_i, attr_ints, attr_s, ins, kernel_for, out0};
 use crate::plan::groups_1d;
 use crate::tensor::{DT, numel};
 
@@ -147,24 +148,24 @@ fn lower_resize(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     }
     cx.new_tensor(out, oshape.clone(), DT::F32)?;
     let total = numel(&oshape);
-    let p = P::default()
-        .u(total)
-        .u(s[rank - 2])
-        .u(s[rank - 1])
-        .u(oshape[rank - 2])
-        .u(oshape[rank - 1])
-        .u(coord_mode)
-        .u(nearest_mode)
-        .u(0)
-        .f(scale[rank - 2])
-        .f(scale[rank - 1])
-        .f(0.0)
-        .f(0.0)
-        .done();
+    let kernel = kernel_for("resize", &mode, "f32")?;
+    let p = params::Resize {
+        total: total as u32,
+        h: s[rank - 2] as u32,
+        w: s[rank - 1] as u32,
+        oh: oshape[rank - 2] as u32,
+        ow: oshape[rank - 1] as u32,
+        coord_mode: coord_mode as u32,
+        nearest_mode: nearest_mode as u32,
+        scale_h: scale[rank - 2],
+        scale_w: scale[rank - 1],
+        ..Default::default()
+    }
+    .words();
     if total > 0 {
         cx.dispatch(
             n,
-            format!("resize_{mode}_f32"),
+            kernel,
             vec![cx.bind(ins[0]), cx.bind(out)],
             p,
             groups_1d(total, 256),

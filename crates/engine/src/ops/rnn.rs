@@ -2,10 +2,11 @@
 //! (`lstm_f32`: a workgroup per direction and batch row walks the time steps; hidden
 //! size up to 256). Y_h and Y_c are copies out of the state buffer.
 
+use m2w_kernels::{Kernel, params};
 use m2w_model::NodeInfo;
 
 use super::Registry;
-use super::ctx::{Ctx, P, R, attr_i, attr_s, ins};
+use super::ctx::{Ctx, R, attr_i, attr_s, ins};
 use crate::plan::Binding;
 use crate::tensor::DT;
 
@@ -68,17 +69,19 @@ fn lstm(cx: &mut Ctx, n: &NodeInfo, ins: &[&str]) -> R<()> {
     let state = format!("{}::state", n.label());
     cx.new_tensor(&state, vec![2, dirs, b, hidden], DT::F32)?;
     let bind_opt = |ctx: &Ctx, k: usize| opt(k).map(|s| ctx.bind(s)).unwrap_or(Binding::Dummy);
-    let p = P::default()
-        .u(t)
-        .u(b)
-        .u(i)
-        .u(hidden)
-        .u(dirs)
-        .u(opt(3).is_some() as usize)
-        .u(opt(5).is_some() as usize)
-        .u(opt(6).is_some() as usize)
-        .u(reverse as usize)
-        .done();
+    let p = params::Lstm {
+        t: t as u32,
+        b: b as u32,
+        i: i as u32,
+        h: hidden as u32,
+        d: dirs as u32,
+        has_bias: opt(3).is_some() as u32,
+        has_h0: opt(5).is_some() as u32,
+        has_c0: opt(6).is_some() as u32,
+        reverse: reverse as u32,
+        ..Default::default()
+    }
+    .words();
     let bindings = vec![
         cx.bind(ins[0]),
         cx.bind(ins[1]),
@@ -89,7 +92,7 @@ fn lstm(cx: &mut Ctx, n: &NodeInfo, ins: &[&str]) -> R<()> {
         cx.bind(&y),
         cx.bind(&state),
     ];
-    cx.dispatch(n, "lstm_f32".into(), bindings, p, [(dirs * b) as u32, 1, 1]);
+    cx.dispatch(n, Kernel::LstmF32, bindings, p, [(dirs * b) as u32, 1, 1]);
     for (k, tag) in [(1usize, "h"), (2, "c")] {
         if let Some(o) = n.outputs.get(k).filter(|s| !s.is_empty()) {
             let o = o.clone();

@@ -1,10 +1,11 @@
 //! Softmax, LogSoftmax and Hardmax along one axis (opset < 13: over the flattened tail),
 //! a thread per row (`softmax_f32`, `log_softmax_f32`, `hardmax_f32`).
 
+use m2w_kernels::{Kernel, params};
 use m2w_model::NodeInfo;
 
 use super::Registry;
-use super::ctx::{Ctx, P, R, attr_i, ins, norm_axis, out0};
+use super::ctx::{Ctx, R, attr_i, ins, norm_axis, out0};
 use crate::plan::groups_1d;
 use crate::tensor::{DT, numel};
 
@@ -32,16 +33,22 @@ fn lower_softmax(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     let rows = numel(&s) / len.max(1);
     cx.new_tensor(out, s.clone(), DT::F32)?;
     let kernel = match op {
-        "Softmax" => "softmax_f32",
-        "LogSoftmax" => "log_softmax_f32",
-        _ => "hardmax_f32",
+        "Softmax" => Kernel::SoftmaxF32,
+        "LogSoftmax" => Kernel::LogSoftmaxF32,
+        _ => Kernel::HardmaxF32,
     };
     if rows * len > 0 {
         cx.dispatch(
             n,
-            kernel.into(),
+            kernel,
             vec![cx.bind(ins[0]), cx.bind(out)],
-            P::default().u(rows).u(len).u(inner).done(),
+            params::Softmax {
+                rows: rows as u32,
+                len: len as u32,
+                inner: inner as u32,
+                pad: 0,
+            }
+            .words(),
             groups_1d(rows, 256),
         );
     }
