@@ -82,7 +82,7 @@ fn main() {
         Ok((pass_ns, per)) => {
             let mut by_kernel: std::collections::BTreeMap<&str, (usize, f64)> = Default::default();
             for (d, ns) in dec.decode.plan.dispatches.iter().zip(&per) {
-                let e = by_kernel.entry(d.kernel.as_str()).or_default();
+                let e = by_kernel.entry(d.kernel.name()).or_default();
                 e.0 += 1;
                 e.1 += ns;
             }

@@ -16,7 +16,7 @@ pub struct Gpu {
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
-    pipelines: Mutex<HashMap<String, wgpu::ComputePipeline>>,
+    pipelines: Mutex<HashMap<m2w_kernels::Kernel, wgpu::ComputePipeline>>,
 }
 
 impl Gpu {
@@ -51,30 +51,29 @@ impl Gpu {
         })
     }
 
-    fn pipeline(&self, kernel: &str) -> Result<wgpu::ComputePipeline, String> {
+    fn pipeline(&self, kernel: m2w_kernels::Kernel) -> wgpu::ComputePipeline {
         let mut cache = self.pipelines.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(p) = cache.get(kernel) {
-            return Ok(p.clone());
+        if let Some(p) = cache.get(&kernel) {
+            return p.clone();
         }
-        let src = m2w_kernels::source(kernel).ok_or_else(|| format!("unknown kernel {kernel}"))?;
         let module = self
             .device
             .create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(kernel),
-                source: wgpu::ShaderSource::Wgsl(src.into()),
+                label: Some(kernel.name()),
+                source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
             });
         let p = self
             .device
             .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(kernel),
+                label: Some(kernel.name()),
                 layout: None,
                 module: &module,
                 entry_point: Some("main"),
                 compilation_options: Default::default(),
                 cache: None,
             });
-        cache.insert(kernel.to_string(), p.clone());
-        Ok(p)
+        cache.insert(kernel, p.clone());
+        p
     }
 }
 
@@ -169,11 +168,10 @@ impl<'g> Runner<'g> {
             }
             buffers.insert(name.clone(), buf);
         }
-        // Every kernel exists, and fits the device: workgroup memory (the device is opened
+        // Every kernel fits the device: workgroup memory (the device is opened
         // with the adapter's limits; WebGPU's default is 16384 bytes) and features.
         for d in &plan.dispatches {
-            let k = m2w_kernels::Kernel::by_name(&d.kernel)
-                .ok_or_else(|| format!("{}: unknown kernel {}", d.node, d.kernel))?;
+            let k = d.kernel;
             let have = gpu.limits.max_compute_workgroup_storage_size;
             if k.workgroup_bytes() > have {
                 return Err(format!(
@@ -202,7 +200,7 @@ impl<'g> Runner<'g> {
         let mut steps = Vec::with_capacity(plan.dispatches.len());
         let mut uniforms = Vec::with_capacity(plan.dispatches.len());
         for d in &plan.dispatches {
-            let pipeline = gpu.pipeline(&d.kernel)?;
+            let pipeline = gpu.pipeline(d.kernel);
             let uniform = dev.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("params"),
                 size: (d.params.len() * 4).max(16) as u64,

@@ -20,6 +20,8 @@ use std::collections::{BTreeMap, HashSet};
 use m2w_model::{DType, Model};
 
 pub use engine_json::{EngineJson, EngineKind};
+/// The shader variant of a dispatch ([`plan::Dispatch::kernel`]).
+pub use m2w_kernels::Kernel;
 pub use ops::Unsupported;
 pub use plan::Plan;
 pub use tensor::{DT, Data, HostTensor};
@@ -248,9 +250,7 @@ pub fn write_engine_dir(
     plan: &Plan,
     model_path: &std::path::Path,
 ) -> Result<(), String> {
-    let mut kernels: Vec<&str> = plan.dispatches.iter().map(|d| d.kernel.as_str()).collect();
-    kernels.sort();
-    kernels.dedup();
+    let kernels = plan.kernels();
     let model_abs = std::fs::canonicalize(model_path).unwrap_or(model_path.to_path_buf());
     let io = |p: &std::path::Path, e: std::io::Error| format!("{}: {e}", p.display());
     m2w_model::io::replace_dir(dir, io, |d| {
@@ -259,8 +259,7 @@ pub fn write_engine_dir(
         };
         std::fs::create_dir_all(d.join("shaders")).map_err(|e| io(d, e))?;
         for k in &kernels {
-            let src = m2w_kernels::source(k).ok_or_else(|| format!("unknown kernel {k}"))?;
-            w(&format!("shaders/{k}.wgsl"), src.as_bytes())?;
+            w(&format!("shaders/{k}.wgsl"), k.source().as_bytes())?;
         }
         w(
             "plan.json",
@@ -275,7 +274,7 @@ pub fn write_engine_dir(
         let engine = EngineJson {
             model: model_abs,
             kind: None,
-            kernels: Some(kernels.iter().map(|k| k.to_string()).collect()),
+            kernels: Some(kernels.iter().map(|k| k.name().to_string()).collect()),
         };
         w(engine_json::FILE, engine.to_text().as_bytes())
     })

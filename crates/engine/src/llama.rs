@@ -146,7 +146,7 @@ impl Builder {
         self.plan.dispatches.push(Dispatch {
             node: node.into(),
             op_type: op.into(),
-            kernel: kernel.name().into(),
+            kernel,
             bindings: bindings
                 .into_iter()
                 .map(|b| {
@@ -648,7 +648,7 @@ pub fn position_patches(plan: &Plan) -> Vec<PositionPatch> {
         .iter()
         .enumerate()
         .filter_map(|(i, d)| {
-            let word = match Kernel::by_name(&d.kernel)? {
+            let word = match d.kernel {
                 k @ (Kernel::AttentionGqaTiledF32 | Kernel::RopeQkvCacheF32) => {
                     param_word(k, "start")
                 }
@@ -743,7 +743,7 @@ impl<'g> Decoder<'g> {
     pub fn set_top_k(&self, k: usize) {
         for runner in [&self.prefill, &self.decode] {
             for (i, d) in runner.plan.dispatches.iter().enumerate() {
-                if d.kernel == Kernel::TopkRowsF32.name() {
+                if d.kernel == Kernel::TopkRowsF32 {
                     let mut p = d.params.clone();
                     p[param_word(Kernel::TopkRowsF32, "k")] = k.min(MAX_TOP_K) as u32;
                     runner.set_params(i, &p);

@@ -35,8 +35,8 @@ pub struct Dispatch {
     /// The ONNX node it belongs to (its name, or `op -> output` when unnamed).
     pub node: String,
     pub op_type: String,
-    /// Kernel variant name (m2w_kernels::SHADERS).
-    pub kernel: String,
+    /// The shader variant (serialised as its name, `ew_relu_f32`).
+    pub kernel: m2w_kernels::Kernel,
     pub bindings: Vec<Binding>,
     /// The uniform block, as 32-bit words.
     pub params: Vec<u32>,
@@ -66,6 +66,15 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The kernels the plan dispatches, each once, sorted by name (the shaders/ of its
+    /// engine folder).
+    pub fn kernels(&self) -> Vec<m2w_kernels::Kernel> {
+        let mut k: Vec<m2w_kernels::Kernel> = self.dispatches.iter().map(|d| d.kernel).collect();
+        k.sort_by_key(|k| k.name());
+        k.dedup();
+        k
+    }
+
     /// Plans GPU memory over tensor lifetimes: inputs, outputs and constants keep buffers of
     /// their own; every other base tensor lives from the dispatch that first touches it to
     /// the last one that reads it (views count for their base), and takes the smallest free

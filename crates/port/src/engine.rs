@@ -32,10 +32,7 @@ pub fn build_engine(
     let (mut plan, inputs) = m2w_validate::compile_for(&model, reference)?;
     let check_plan = plan.clone();
     plan.assign_buffers(reuse);
-    let mut kernels: Vec<&str> = plan.dispatches.iter().map(|d| d.kernel.as_str()).collect();
-    kernels.sort();
-    kernels.dedup();
-    let kernels = kernels.len();
+    let kernels = plan.kernels().len();
     m2w_engine::write_engine_dir(out, &plan, model_path).map_err(PortError::Input)?;
     Ok(EngineBuild {
         model,

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use m2w_engine::Kernel;
 use m2w_engine::gpu::Gpu;
 use m2w_validate::{Options, Report, compile_for, render, validate};
 
@@ -88,9 +89,9 @@ fn a_kernel_with_a_wrong_constant_is_named_first_in_both_modes() {
         let d = plan
             .dispatches
             .iter_mut()
-            .find(|d| d.kernel == "ew_sigmoid_f32")
+            .find(|d| d.kernel == Kernel::EwSigmoidF32)
             .expect("silero has a Sigmoid");
-        d.kernel = "ew_hard_sigmoid_f32".into();
+        d.kernel = Kernel::EwHardSigmoidF32;
         d.params[2] = 0.2f32.to_bits();
         d.params[3] = 0.5f32.to_bits();
     };
@@ -146,9 +147,9 @@ fn junit_parses_as_junit_xml() {
     let report = run(&r, &Options::default(), |plan| {
         plan.dispatches
             .iter_mut()
-            .find(|d| d.kernel == "ew_sigmoid_f32")
+            .find(|d| d.kernel == Kernel::EwSigmoidF32)
             .unwrap()
-            .kernel = "ew_copy_f32".into();
+            .kernel = Kernel::EwCopyF32;
     });
     let xml = render::junit(&report);
     let doc = roxmltree::Document::parse(&xml).expect("well-formed XML");

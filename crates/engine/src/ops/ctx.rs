@@ -263,7 +263,7 @@ impl Ctx {
         self.plan.dispatches.push(Dispatch {
             node: n.label(),
             op_type: n.op_type.clone(),
-            kernel: kernel.name().into(),
+            kernel,
             bindings,
             params,
             workgroups,

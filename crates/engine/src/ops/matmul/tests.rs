@@ -83,7 +83,7 @@ fn a_large_product_with_a_2d_right_operand_takes_the_register_blocked_kernel() {
         .constant("b", HostTensor::f32(vec![k, n], b.clone()));
     let plan = t.plan().unwrap();
     assert_eq!(plan.dispatches.len(), 1);
-    assert_eq!(plan.dispatches[0].kernel, "matmul_f32_rb");
+    assert_eq!(plan.dispatches[0].kernel, m2w_kernels::Kernel::MatmulF32Rb);
     let got = t.run().unwrap();
     let want = matmul_ref(&a, &b, bt * m, k, n);
     assert_close(&got[0], &[bt, m, n], &want, 1e-5, 1e-5);
