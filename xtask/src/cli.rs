@@ -1,0 +1,250 @@
+//! The command line's clap definitions: every subcommand, its flags and help text.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "m2w: port ML models to standalone WebGPU",
+    version
+)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Phase 1: report ops, weights, quantization, components, I/O of a model file or folder.
+    Inspect {
+        /// A model file (.onnx, .gguf, .safetensors) or a folder of them.
+        model: PathBuf,
+        /// Print the stable JSON schema (m2w.inspect/1) instead of the table.
+        #[arg(long, conflicts_with = "markdown")]
+        json: bool,
+        /// Print a Markdown architecture section.
+        #[arg(long)]
+        markdown: bool,
+        /// Also write the output to this file (atomically).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Phase 2: weights to a GPU-ready blob (or shards) plus manifest.json.
+    Extract {
+        model: PathBuf,
+        /// Output folder (created); holds manifest.json and weights*.bin.
+        #[arg(long)]
+        out: PathBuf,
+        /// Split the blob into shards of at most this many bytes (at tensor boundaries).
+        #[arg(long)]
+        shard_bytes: Option<u64>,
+        /// f32 (default) or f16 for float weights.
+        #[arg(long, default_value = "f32")]
+        precision: String,
+        /// Re-read what was written and compare every tensor with the source.
+        #[arg(long)]
+        verify: bool,
+        /// Write nothing; only verify an existing output folder against the model.
+        #[arg(long, conflicts_with_all = ["shard_bytes", "verify"])]
+        verify_only: bool,
+    },
+    /// Phase 3: reference activations (.npy oracles + index.json) through ONNX Runtime
+    /// (ONNX) or the candle llama (GGUF).
+    Reference {
+        model: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Symbolic dim values (`sequence=16`) or one input axis (`x.2=640`); repeatable.
+        #[arg(long = "dim", value_parser = parse_kv::<u64>)]
+        dims: Vec<(String, u64)>,
+        /// An input from a .npy file (`input_ids=ids.npy`); repeatable.
+        #[arg(long = "input", value_parser = parse_kv::<PathBuf>)]
+        inputs: Vec<(String, PathBuf)>,
+        /// Fill an input with one value (`sr=16000`); repeatable.
+        #[arg(long = "value", value_parser = parse_kv::<f64>)]
+        values: Vec<(String, f64)>,
+        /// Seed of the generated inputs.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Run twice; fail (exit 1) unless every checkpoint is bit-identical.
+        #[arg(long)]
+        check_determinism: bool,
+        /// GGUF: the prompt for prefill and greedy decoding.
+        #[arg(long, default_value = "The capital of France is")]
+        prompt: String,
+        /// GGUF: tokens to generate greedily.
+        #[arg(long, default_value_t = 8)]
+        max_new: usize,
+    },
+    /// Phases 4-5: compile an ONNX model to a plan (plan.json + shaders/*.wgsl) for the input
+    /// shapes of a reference folder, run it on wgpu and compare every checkpoint.
+    Engine {
+        model: PathBuf,
+        /// A reference folder (cargo xtask reference): its inputs fix the shapes.
+        #[arg(long)]
+        reference: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Give every tensor its own buffer (no lifetime-based reuse).
+        #[arg(long)]
+        no_reuse: bool,
+    },
+    /// Phase 6: every checkpoint of the engine against the reference. Exit 0 all pass,
+    /// 1 any mismatch, 2 bad input.
+    Validate {
+        /// An engine folder (cargo xtask engine); its engine.json names the model.
+        #[arg(long, required_unless_present = "model")]
+        engine: Option<PathBuf>,
+        /// The model file (instead of --engine).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long)]
+        reference: PathBuf,
+        /// Feed every node the oracle values of its inputs (as Polygraphy does).
+        #[arg(long)]
+        per_layer: bool,
+        /// f32 absolute tolerance (default 1e-4).
+        #[arg(long)]
+        atol: Option<f64>,
+        /// f32 relative tolerance (default 1e-3).
+        #[arg(long)]
+        rtol: Option<f64>,
+        /// Per-checkpoint tolerance: PATTERN=ATOL,RTOL (glob on the name); repeatable.
+        #[arg(long = "tol")]
+        tol: Vec<String>,
+        /// Print the JSON report (schema m2w.validate/1) instead of the table.
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        junit: Option<PathBuf>,
+        #[arg(long)]
+        html: Option<PathBuf>,
+    },
+    /// All phases: inspect -> extract -> reference -> engine -> validate, one folder each;
+    /// phases whose inputs did not change are skipped.
+    Port {
+        model: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Symbolic dim values for the reference inputs (`sequence=16`); repeatable.
+        #[arg(long = "dim", value_parser = parse_kv::<u64>)]
+        dims: Vec<(String, u64)>,
+        /// Fill an input with one value (`sr=16000`); repeatable.
+        #[arg(long = "value", value_parser = parse_kv::<f64>)]
+        values: Vec<(String, f64)>,
+        #[arg(long)]
+        per_layer: bool,
+        /// Per-checkpoint tolerance: PATTERN=ATOL,RTOL (glob on the name); repeatable.
+        #[arg(long = "tol")]
+        tol: Vec<String>,
+    },
+    /// Phase 9: generate the npm package from a port folder's engine.
+    Package {
+        /// A port folder (cargo xtask port): its engine/ is packaged.
+        #[arg(long)]
+        port: PathBuf,
+        /// npm package name.
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// GGUF decoders: KV cache positions (prompt + generated tokens at most).
+        #[arg(long, default_value_t = 512)]
+        context: usize,
+        /// GGUF decoders: prompt tokens per prefill pass.
+        #[arg(long, default_value_t = 16)]
+        prefill_chunk: usize,
+    },
+    /// Browser proof: build the package with npm and run its test in headless Chromium
+    /// (WebGPU) against the port's reference: every checkpoint (tests/activation-match.spec.ts)
+    /// or, for a GGUF decoder, tokenizer, sampler and greedy tokens (tests/generate.spec.ts).
+    PackageTest {
+        #[arg(long)]
+        package: PathBuf,
+        /// The reference folder (PORT/reference).
+        #[arg(long)]
+        reference: PathBuf,
+        /// Save a screenshot of the demo page here.
+        #[arg(long)]
+        screenshot: Option<PathBuf>,
+        /// Per-checkpoint tolerance NAME=ATOL,RTOL; repeatable.
+        #[arg(long = "tol")]
+        tol: Vec<String>,
+    },
+    /// Generate text natively on wgpu from a GGUF llama-family model (tokens stream out).
+    Generate {
+        model: PathBuf,
+        #[arg(long)]
+        prompt: String,
+        /// Wrap the prompt in the model's chat format (ChatML models).
+        #[arg(long)]
+        chat: bool,
+        #[arg(long, default_value_t = 64)]
+        max_new: usize,
+        /// 0 = greedy (argmax on the GPU).
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
+        #[arg(long, default_value_t = 0)]
+        top_k: usize,
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f32,
+        #[arg(long, default_value_t = 1.0)]
+        repetition_penalty: f32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Phase 4-5 check: ONNX's backend node tests through the plan and wgpu; writes
+    /// docs/OP_SUPPORT.md and fails (exit 1) when the pass count drops below the floor.
+    Conformance {
+        /// Only cases whose folder name contains this.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Print every case's outcome.
+        #[arg(long)]
+        verbose: bool,
+    },
+    /// Write every WGSL kernel variant as a named .wgsl file into DIR.
+    Kernels {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Fetch (or check) the fixture models of fixtures/fixtures.json into the cache.
+    Fixtures {
+        /// Only these fixtures (default: all).
+        names: Vec<String>,
+        /// Print the cached path of each fixture.
+        #[arg(long)]
+        list: bool,
+    },
+    /// Get the ONNX Runtime library and check for a WebGPU adapter.
+    Setup,
+    /// The main job: run every phase built so far on the bundled default model.
+    Demo,
+    /// The test suite: fixtures + set-up, then `cargo test --workspace`.
+    Test {
+        /// Extra arguments for cargo test (after --).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Benchmarks (not tests): extract throughput against `cp`; writes bench/RESULTS.md rows.
+    Bench {
+        #[arg(default_value = "extract")]
+        what: String,
+        /// Runs per measurement (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
+}
+
+fn parse_kv<T: std::str::FromStr>(s: &str) -> Result<(String, T), String>
+where
+    T::Err: std::fmt::Display,
+{
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=VALUE, got {s:?}"))?;
+    let v = v.parse::<T>().map_err(|e| format!("{s:?}: {e}"))?;
+    Ok((k.to_string(), v))
+}

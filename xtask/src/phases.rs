@@ -1,0 +1,293 @@
+//! One function per pipeline phase that needs more than a line or two in `run`: reference,
+//! engine, validate's options and reports, port (all phases), generate and weight verification.
+
+use std::path::{Path, PathBuf};
+
+use crate::{CheckFailed, Usage, input_err, port_err, ref_err, setup_err};
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn reference(
+    model: &Path,
+    out: &Path,
+    dims: Vec<(String, u64)>,
+    inputs: Vec<(String, PathBuf)>,
+    values: Vec<(String, f64)>,
+    seed: u64,
+    check_determinism: bool,
+    prompt: &str,
+    max_new: usize,
+) -> anyhow::Result<()> {
+    let is_gguf =
+        m2w_model::Model::open(model).map_err(input_err)?.format == m2w_model::Format::Gguf;
+    if is_gguf {
+        let run = m2w_reference::llama::reference(model, out, prompt, max_new).map_err(ref_err)?;
+        println!(
+            "candle llama reference: prompt {:?} = {:?}; {} prefill + {} decode checkpoints (each pass run twice, bit-identical)",
+            run.prompt, run.prompt_ids, run.prefill_checkpoints, run.decode_checkpoints
+        );
+        println!(
+            "greedy continuation ({} tokens): {:?} = {:?}",
+            run.generated_ids.len(),
+            run.generated_text,
+            run.generated_ids
+        );
+        println!(
+            "-> {}/{{prefill,decode}}/index.json, {}/generation.json",
+            out.display(),
+            out.display()
+        );
+        return Ok(());
+    }
+    let lib = m2w_setup::onnxruntime_library().map_err(setup_err)?;
+    let opts = m2w_reference::onnx_ref::OnnxOptions {
+        dims: dims.into_iter().collect(),
+        input_files: inputs.into_iter().collect(),
+        fill: values.into_iter().collect(),
+        seed,
+        check_determinism,
+    };
+    let index = m2w_reference::onnx_ref::reference(&lib, model, out, &opts).map_err(ref_err)?;
+    for i in &index.inputs {
+        println!("input {} {} {:?}: {}", i.name, i.dtype, i.shape, i.how);
+    }
+    println!(
+        "dims: {}",
+        index
+            .dims
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "{} checkpoints ({} graph outputs), {} values inside subgraphs not captured{} -> {}",
+        index.checkpoints.len(),
+        index.checkpoints.iter().filter(|c| c.graph_output).count(),
+        index.not_captured.len(),
+        if check_determinism {
+            "; determinism check passed (two runs bit-identical)"
+        } else {
+            ""
+        },
+        out.join("index.json").display()
+    );
+    Ok(())
+}
+
+/// Compiles, writes plan.json + shaders, runs on wgpu with the reference inputs and prints
+/// one line per checkpoint (validate's comparison at its default tolerances).
+pub(crate) fn engine(
+    model_path: &Path,
+    reference: &Path,
+    out: &Path,
+    reuse: bool,
+) -> anyhow::Result<()> {
+    let build =
+        m2w_port::engine::build_engine(model_path, reference, out, reuse).map_err(port_err)?;
+    let plan = &build.plan;
+    println!(
+        "plan: {} dispatches, {} kernels, {} buffers ({} bytes{}) -> {}",
+        plan.dispatches.len(),
+        build.kernels,
+        plan.buffers.len(),
+        plan.buffer_bytes(),
+        if reuse {
+            ", intermediates reused over lifetimes"
+        } else {
+            ""
+        },
+        out.display()
+    );
+    let report = build.check(reference).map_err(port_err)?;
+    let d = m2w_validate::F32_DEFAULT;
+    println!(
+        "ran on {}; tolerance |a-b| <= {:e} + {:e}*|ref|",
+        report.adapter, d.atol, d.rtol
+    );
+    println!(
+        "  {:>3}  {:<18} {:<48} {:>11}  status",
+        "#", "op", "checkpoint", "max |err|"
+    );
+    for c in report.checkpoints.iter().filter(|c| c.compared) {
+        println!(
+            "  {:>3}  {:<18} {:<48} {:>11.3e}  {}",
+            c.index,
+            c.op_type,
+            c.name,
+            c.max_abs,
+            if c.pass { "ok" } else { "MISMATCH" }
+        );
+    }
+    println!(
+        "{} checkpoints compared, {} out of tolerance",
+        report.passed + report.failed,
+        report.failed
+    );
+    Ok(())
+}
+
+pub(crate) fn validate_options(
+    per_layer: bool,
+    atol: Option<f64>,
+    rtol: Option<f64>,
+    tol: &[String],
+) -> anyhow::Result<m2w_validate::Options> {
+    let d = m2w_validate::F32_DEFAULT;
+    let mut opts = m2w_validate::Options {
+        f32: Some(m2w_validate::Tolerance {
+            atol: atol.unwrap_or(d.atol),
+            rtol: rtol.unwrap_or(d.rtol),
+        }),
+        overrides: vec![],
+        per_layer,
+    };
+    for t in tol {
+        let parsed = t.split_once('=').and_then(|(p, v)| {
+            let (a, r) = v.split_once(',')?;
+            Some((
+                p.to_string(),
+                m2w_validate::Tolerance {
+                    atol: a.parse().ok()?,
+                    rtol: r.parse().ok()?,
+                },
+            ))
+        });
+        opts.overrides
+            .push(parsed.ok_or_else(|| Usage(format!("--tol {t:?}: expected PATTERN=ATOL,RTOL")))?);
+    }
+    Ok(opts)
+}
+
+pub(crate) fn write_reports(
+    report: &m2w_validate::Report,
+    json: bool,
+    junit: Option<&Path>,
+    html: Option<&Path>,
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        print!("{}", m2w_validate::render::table(report));
+    }
+    if let Some(p) = junit {
+        m2w_model::io::write_atomic(p, m2w_validate::render::junit(report).as_bytes())
+            .map_err(|e| Usage(format!("{}: {e}", p.display())))?;
+    }
+    if let Some(p) = html {
+        m2w_model::io::write_atomic(p, m2w_validate::render::html(report).as_bytes())
+            .map_err(|e| Usage(format!("{}: {e}", p.display())))?;
+    }
+    Ok(())
+}
+
+/// Runs every phase (m2w_port::port::port), printing each step, the report and the verdict.
+pub(crate) fn port(
+    model_path: &Path,
+    out: &Path,
+    dims: Vec<(String, u64)>,
+    values: Vec<(String, f64)>,
+    per_layer: bool,
+    tol: &[String],
+) -> anyhow::Result<()> {
+    let t0 = std::time::Instant::now();
+    let opts = m2w_port::port::PortOptions {
+        dims,
+        values,
+        validate: validate_options(per_layer, None, None, tol)?,
+    };
+    let outcome = m2w_port::port::port(model_path, out, &opts, &mut |s| {
+        println!(
+            "[{}/5] {:<9} {}{}",
+            s.index,
+            s.phase,
+            if s.skipped {
+                "unchanged, skipped: "
+            } else {
+                ""
+            },
+            s.summary
+        )
+    })
+    .map_err(port_err)?;
+    match &outcome {
+        m2w_port::port::PortOutcome::Graph(report) => {
+            print!("\n{}", m2w_validate::render::table(report));
+        }
+        m2w_port::port::PortOutcome::Llama(l) => {
+            for r in [&l.prefill, &l.decode] {
+                if let Some(f) = &r.first_failure {
+                    println!("{}: first failing stage {} ({})", r.mode, f.name, f.hint);
+                }
+            }
+            if !l.greedy_identical {
+                println!(
+                    "greedy tokens: gpu {:?}\n           candle {:?}",
+                    l.greedy_engine, l.greedy_reference
+                );
+            }
+        }
+    }
+    println!(
+        "port finished in {:.1} s -> {}",
+        t0.elapsed().as_secs_f64(),
+        out.display()
+    );
+    match outcome.failure() {
+        Some(why) => Err(CheckFailed(why).into()),
+        None => Ok(()),
+    }
+}
+
+pub(crate) fn generate(
+    model_path: &Path,
+    prompt: &str,
+    chat: bool,
+    max_new: usize,
+    sampling: &m2w_engine::llama::Sampling,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let stats = m2w_port::generate::generate(
+        model_path,
+        prompt,
+        chat,
+        max_new,
+        sampling,
+        || println!("{prompt}"),
+        |text| {
+            print!("{text}");
+            let _ = std::io::stdout().flush();
+        },
+    )
+    .map_err(port_err)?;
+    println!(
+        "\n\n[{} prompt + {} new tokens in {:.2} s on {}]",
+        stats.prompt_tokens, stats.new_tokens, stats.seconds, stats.adapter
+    );
+    Ok(())
+}
+
+pub(crate) fn verify_weights(model: &Path, out: &Path) -> anyhow::Result<()> {
+    let r = m2w_extract::verify(model, out).map_err(|e| match e {
+        m2w_extract::ExtractError::Input(e) => input_err(e),
+        other => anyhow::Error::new(Usage(other.to_string())),
+    })?;
+    println!(
+        "verify: {} tensors checked, worst abs error {:.3e} ({})",
+        r.checked,
+        r.worst_abs,
+        if r.worst_tensor.is_empty() {
+            "all exact"
+        } else {
+            &r.worst_tensor
+        }
+    );
+    if !r.failures.is_empty() {
+        for f in &r.failures {
+            eprintln!("  MISMATCH {f}");
+        }
+        return Err(
+            CheckFailed(format!("verify failed: {} difference(s)", r.failures.len())).into(),
+        );
+    }
+    Ok(())
+}

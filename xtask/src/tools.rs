@@ -1,0 +1,236 @@
+//! Set-up, the demo, the test suite, ONNX conformance and the browser package test.
+
+use std::path::Path;
+
+use anyhow::Context;
+
+use crate::cli::{Cli, Command};
+use crate::phases::{port, validate_options};
+use crate::{CheckFailed, Usage, port_err, run, setup_err, workspace_root};
+
+fn npm(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let status = std::process::Command::new("npm")
+        .args(args)
+        .current_dir(dir)
+        .status()
+        .map_err(|e| {
+            Usage(format!(
+                "cannot run npm ({e}); install Node.js 20+ with npm"
+            ))
+        })?;
+    if !status.success() {
+        return Err(CheckFailed(format!(
+            "npm {} failed in {}",
+            args.join(" "),
+            dir.display()
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+pub(crate) fn package_test(
+    package: &Path,
+    reference: &Path,
+    screenshot: Option<&Path>,
+    tol: &[String],
+) -> anyhow::Result<()> {
+    if !Path::new("/usr/bin/chromium").exists() && std::env::var_os("CHROMIUM").is_none() {
+        return Err(Usage(
+            "no /usr/bin/chromium: apt-get install -y chromium (or set CHROMIUM)".into(),
+        )
+        .into());
+    }
+    let mut tolerances = serde_json::Map::new();
+    for (pattern, t) in validate_options(false, None, None, tol)?.overrides {
+        tolerances.insert(pattern, serde_json::json!([t.atol, t.rtol]));
+    }
+    if !package.join("node_modules/typescript").is_dir()
+        || !package.join("node_modules/playwright-core").is_dir()
+    {
+        npm(
+            package,
+            &["install", "--no-audit", "--no-fund", "--loglevel=error"],
+        )?;
+    }
+    npm(package, &["run", "--silent", "build"])?;
+    npm(package, &["run", "--silent", "build:tests"])?;
+    // LLM packages prove generation (generate.spec), the others every checkpoint.
+    let spec = if package.join("tests/generate.spec.ts").is_file() {
+        m2w_port::sampler::write_sampler_cases(&package.join("build-tests/sampler-cases.json"))
+            .map_err(port_err)?;
+        "build-tests/generate.spec.js"
+    } else {
+        "build-tests/activation-match.spec.js"
+    };
+    let mut cmd = std::process::Command::new("node");
+    cmd.arg(spec).arg(std::fs::canonicalize(package)?).arg(
+        std::fs::canonicalize(reference)
+            .map_err(|e| Usage(format!("{}: {e}", reference.display())))?,
+    );
+    if let Some(s) = screenshot {
+        cmd.arg(s);
+    }
+    let status = cmd
+        .current_dir(package)
+        .env(
+            "M2W_TOLERANCES",
+            serde_json::Value::Object(tolerances).to_string(),
+        )
+        .status()?;
+    if !status.success() {
+        return Err(CheckFailed("the browser test failed".into()).into());
+    }
+    Ok(())
+}
+
+pub(crate) fn conformance(filter: Option<&str>, verbose: bool) -> anyhow::Result<()> {
+    use m2w_engine::conformance::{Outcome, op_support_markdown, run_all};
+    let root = m2w_setup::fixture("onnx-node-tests").map_err(setup_err)?;
+    let gpu = m2w_engine::gpu::Gpu::new().map_err(Usage)?;
+    let adapter = format!("{} ({:?})", gpu.info.name, gpu.info.backend);
+    let t = std::time::Instant::now();
+    let results = run_all(&gpu, &root, filter);
+    let pass = results
+        .iter()
+        .filter(|r| r.outcome == Outcome::Pass)
+        .count();
+    let fail = results
+        .iter()
+        .filter(|r| matches!(r.outcome, Outcome::Fail(_)))
+        .count();
+    let unsup = results.len() - pass - fail;
+    if verbose {
+        for r in &results {
+            println!("{:<60} {:?}", r.case, r.outcome);
+        }
+    }
+    println!(
+        "conformance on {adapter}: {pass} passed, {fail} failed, {unsup} unsupported of {} cases ({:.0} s)",
+        results.len(),
+        t.elapsed().as_secs_f64()
+    );
+    if filter.is_none() {
+        let md = op_support_markdown(&results, &adapter);
+        let p = workspace_root().join("docs/OP_SUPPORT.md");
+        m2w_model::io::write_atomic(&p, md.as_bytes())?;
+        println!("-> {}", p.display());
+        let floor: usize =
+            std::fs::read_to_string(workspace_root().join("docs/conformance-floor.txt"))
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0);
+        if pass < floor {
+            return Err(CheckFailed(format!(
+                "{pass} passes is below the floor of {floor} (docs/conformance-floor.txt)"
+            ))
+            .into());
+        }
+    }
+    if fail > 0 {
+        return Err(CheckFailed(format!(
+            "{fail} case(s) gave a wrong answer or failed at run time (listed in docs/OP_SUPPORT.md)"
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+pub(crate) fn setup() -> anyhow::Result<()> {
+    let lib = m2w_setup::onnxruntime_library().map_err(setup_err)?;
+    println!(
+        "ONNX Runtime library: {}  (export ORT_DYLIB_PATH={})",
+        lib.display(),
+        lib.display()
+    );
+    match m2w_setup::adapter::ensure() {
+        Ok(a) => println!(
+            "WebGPU adapter: {} ({}, {}{}), max storage binding {} MiB",
+            a.name,
+            a.backend,
+            a.device_type,
+            if a.is_cpu {
+                "; CPU: for correctness, never for speed"
+            } else {
+                ""
+            },
+            a.max_storage_buffer_binding_size >> 20
+        ),
+        Err(msg) => return Err(Usage(msg).into()),
+    }
+    Ok(())
+}
+
+pub(crate) fn demo() -> anyhow::Result<()> {
+    let model = m2w_setup::bundled_model();
+    println!(
+        "m2w demo: port the bundled default model {}\n",
+        model.display()
+    );
+    let out = workspace_root().join("target/demo/silero_vad_v6");
+    port(&model, &out, vec![], vec![], false, &[])?;
+    println!(
+        "\nOutputs: inspect/ weights/ reference/ engine/ validate/{{report.json,junit.xml,report.html}} under {}",
+        out.display()
+    );
+    println!("Not built yet (later phases): the TypeScript package and its browser proof.");
+    Ok(())
+}
+
+pub(crate) fn test(extra: &[String]) -> anyhow::Result<()> {
+    println!("m2w test: fetching fixtures (cached after the first run)");
+    run(Cli {
+        command: Command::Fixtures {
+            names: vec![],
+            list: false,
+        },
+    })?;
+    println!("m2w test: set-up (ONNX Runtime library, WebGPU adapter)");
+    setup()?;
+    match m2w_setup::adapter::ensure_chromium() {
+        Ok(p) => println!("Chromium for the browser tests: {p}"),
+        Err(e) => return Err(Usage(e).into()),
+    }
+    if std::process::Command::new("npm")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        return Err(Usage("npm not found: the package tests build generated packages with npm (install Node.js 20+)".into()).into());
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // Doc tests are skipped (there are none), so the last line is a real total.
+    let mut child = std::process::Command::new(cargo)
+        .args(["test", "--workspace", "--lib", "--bins", "--tests"])
+        .args(extra)
+        .current_dir(workspace_root())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("running cargo test")?;
+    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    let stdout = child.stdout.take().expect("piped");
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let count = |word: &str| {
+                rest.split(';')
+                    .find_map(|p| {
+                        p.trim()
+                            .strip_suffix(word)
+                            .and_then(|n| n.trim().rsplit(' ').next()?.parse::<u64>().ok())
+                    })
+                    .unwrap_or(0)
+            };
+            passed += count("passed");
+            failed += count("failed");
+            ignored += count("ignored");
+        }
+    }
+    let status = child.wait()?;
+    println!("\nm2w: {passed} passed, {failed} failed, {ignored} skipped");
+    if !status.success() {
+        return Err(CheckFailed("cargo test failed".into()).into());
+    }
+    Ok(())
+}
