@@ -1,0 +1,327 @@
+//! Plan construction: a plan for T tokens at a start position, its caches, and the uniform
+//! words that hold the position.
+
+use std::collections::HashMap;
+
+use m2w_kernels::{Kernel, params};
+use m2w_model::Model;
+
+use super::builder::{Builder, param_word};
+use super::weights::weight;
+use super::{Config, GEMV_MAX_TOKENS, MAX_TOP_K, config};
+use crate::plan::{Plan, TensorDesc, groups_1d};
+use crate::tensor::DT;
+
+/// The plan for `t` tokens at positions `start..start + t`, with caches of `ctx` positions.
+pub fn build(model: &Model, t: usize, start: usize, ctx: usize) -> Result<(Plan, Config), String> {
+    build_with(model, t, start, ctx, GEMV_MAX_TOKENS)
+}
+
+/// [`build`] with the GEMV kernels (a workgroup per output, fused q/k/v and gate/up) used up
+/// to `gemv_max_tokens` tokens: 0 keeps the thread-per-output matmuls, which CPU-emulated
+/// adapters (SwiftShader, lavapipe) run several times faster.
+pub fn build_with(
+    model: &Model,
+    t: usize,
+    start: usize,
+    ctx: usize,
+    gemv_max_tokens: usize,
+) -> Result<(Plan, Config), String> {
+    let c = config(model)?;
+    if start + t > ctx {
+        return Err(format!(
+            "positions {start}..{} exceed the cache of {ctx}",
+            start + t
+        ));
+    }
+    let mut b = Builder {
+        plan: Plan {
+            tensors: Default::default(),
+            buffers: vec![],
+            constants: Default::default(),
+            inputs: vec![],
+            outputs: vec![],
+            dispatches: vec![],
+        },
+        kinds: HashMap::new(),
+        gemv_max_tokens,
+    };
+    for e in &model.tensors {
+        let (h, kind) = weight(model, e)?;
+        b.plan.tensors.insert(
+            e.name.clone(),
+            TensorDesc {
+                shape: h.shape.clone(),
+                dt: h.dt(),
+                base: e.name.clone(),
+            },
+        );
+        b.plan.constants.insert(e.name.clone(), h);
+        b.kinds.insert(e.name.clone(), kind);
+    }
+    if b.kinds.get("token_embd.weight") != Some(&"q8_0") {
+        return Err("the embedding lookup kernel reads q8_0 token embeddings only (so far)".into());
+    }
+    // The matmul kernels read packed blocks: a float projection weight has no kernel yet.
+    // Every such tensor is named in one error, before any GPU work.
+    let mut missing = Vec::new();
+    let head = if b.kinds.contains_key("output.weight") {
+        "output.weight"
+    } else {
+        "token_embd.weight"
+    };
+    let mut projections = vec![head.to_string()];
+    for l in 0..c.layers {
+        for w in [
+            "attn_q",
+            "attn_k",
+            "attn_v",
+            "attn_output",
+            "ffn_gate",
+            "ffn_up",
+            "ffn_down",
+        ] {
+            projections.push(format!("blk.{l}.{w}.weight"));
+        }
+    }
+    for w in &projections {
+        match b.kinds.get(w.as_str()) {
+            None => missing.push(format!("{w}: absent")),
+            Some(&"f32") => missing.push(format!(
+                "{w}: stored as float (the matmul kernels read q8_0, q4_0 or q4_1 blocks)"
+            )),
+            Some(_) => {}
+        }
+    }
+    for l in 0..c.layers {
+        for w in ["attn_norm", "ffn_norm"] {
+            if !b.kinds.contains_key(format!("blk.{l}.{w}.weight").as_str()) {
+                missing.push(format!("blk.{l}.{w}.weight: absent"));
+            }
+        }
+    }
+    if !missing.is_empty() {
+        return Err(format!(
+            "{} weight(s) cannot be used: {}",
+            missing.len(),
+            missing.join("; ")
+        ));
+    }
+    let (d, hd, kvd) = (c.dim, c.head_dim, c.kv_heads * c.head_dim);
+    b.tensor("token_ids", vec![t], DT::I32);
+    b.plan.inputs.push("token_ids".into());
+    b.tensor("token_embd", vec![t, d], DT::F32);
+    b.dispatch(
+        "token_embd",
+        "Embedding",
+        Kernel::EmbedQ80,
+        vec!["token_ids", "token_embd.weight", "token_embd"],
+        params::EmbedQ80 {
+            t: t as u32,
+            d: d as u32,
+            v: c.vocab as u32,
+            pad: 0,
+        }
+        .words(),
+        groups_1d(t * d, 256),
+    );
+    // The residual stream and its normalised copy: each layer's closing residual add is
+    // fused with the next norm (the next layer's attn_norm, or output_norm).
+    let mut x = "token_embd".to_string();
+    b.rmsnorm("blk.0.attn_norm", &x, "blk.0.attn_norm.weight", t, d, c.eps);
+    for l in 0..c.layers {
+        let p = |s: &str| format!("blk.{l}.{s}");
+        let w = |s: &str| format!("blk.{l}.{s}.weight");
+        b.qkv(
+            [&p("q"), &p("k"), &p("v")],
+            &p("attn_norm"),
+            [&w("attn_q"), &w("attn_k"), &w("attn_v")],
+            t,
+            c.heads * hd,
+            kvd,
+            d,
+        );
+        // RoPE on q and k, and this step's keys and values appended to the caches
+        // [kv_heads, ctx, head_dim]: one dispatch.
+        b.tensor(&p("q_rope"), vec![t, c.heads * hd], DT::F32);
+        b.tensor(&p("k_rope"), vec![t, kvd], DT::F32);
+        b.tensor(&p("k_cache"), vec![c.kv_heads, ctx, hd], DT::F32);
+        b.tensor(&p("v_cache"), vec![c.kv_heads, ctx, hd], DT::F32);
+        b.dispatch(
+            &p("q_rope"),
+            "RoPE",
+            Kernel::RopeQkvCacheF32,
+            vec![
+                &p("q"),
+                &p("k"),
+                &p("v"),
+                &p("q_rope"),
+                &p("k_rope"),
+                &p("k_cache"),
+                &p("v_cache"),
+            ],
+            params::RopeQkvCache {
+                t: t as u32,
+                heads: c.heads as u32,
+                kv_heads: c.kv_heads as u32,
+                head_dim: hd as u32,
+                rope_dim: c.rope_dim as u32,
+                start: start as u32,
+                ctx: ctx as u32,
+                base: c.rope_base,
+            }
+            .words(),
+            groups_1d(t * (c.heads + c.kv_heads) * hd / 2, 64),
+        );
+        b.tensor(&p("attn_out"), vec![t, c.heads * hd], DT::F32);
+        let scale = 1.0 / (hd as f32).sqrt();
+        b.dispatch(
+            &p("attn_out"),
+            "Attention",
+            Kernel::AttentionGqaTiledF32,
+            vec![&p("q_rope"), &p("k_cache"), &p("v_cache"), &p("attn_out")],
+            params::AttentionTiled {
+                t: t as u32,
+                heads: c.heads as u32,
+                kv_heads: c.kv_heads as u32,
+                head_dim: hd as u32,
+                start: start as u32,
+                ctx: ctx as u32,
+                scale,
+                pad: 0,
+            }
+            .words(),
+            groups_1d(t * c.heads, 1),
+        );
+        b.matmul(
+            &p("attn_proj"),
+            &p("attn_out"),
+            &w("attn_output"),
+            t,
+            d,
+            c.heads * hd,
+        );
+        b.add_rmsnorm(
+            &p("attn_residual"),
+            &p("ffn_norm"),
+            &x,
+            &p("attn_proj"),
+            &w("ffn_norm"),
+            t,
+            d,
+            c.eps,
+        );
+        b.swiglu(
+            [&p("gate"), &p("up"), &p("ffn_act")],
+            &p("ffn_norm"),
+            [&w("ffn_gate"), &w("ffn_up")],
+            t,
+            c.ffn,
+            d,
+        );
+        b.matmul(&p("down"), &p("ffn_act"), &w("ffn_down"), t, d, c.ffn);
+        let (next_norm, next_weight) = if l + 1 < c.layers {
+            (
+                format!("blk.{}.attn_norm", l + 1),
+                format!("blk.{}.attn_norm.weight", l + 1),
+            )
+        } else {
+            ("output_norm".to_string(), "output_norm.weight".to_string())
+        };
+        b.add_rmsnorm(
+            &p("ffn_residual"),
+            &next_norm,
+            &p("attn_residual"),
+            &p("down"),
+            &next_weight,
+            t,
+            d,
+            c.eps,
+        );
+        x = p("ffn_residual");
+    }
+    b.matmul("logits", "output_norm", head, t, c.vocab, d);
+    // Greedy next token of every position (argmax over the vocabulary); the last one is used.
+    b.tensor("next_token", vec![t], DT::I32);
+    b.dispatch(
+        "next_token",
+        "ArgMax",
+        Kernel::ArgmaxRowsF32,
+        vec!["logits", "next_token"],
+        params::ArgmaxRows {
+            rows: t as u32,
+            len: c.vocab as u32,
+            pad0: 0,
+            pad1: 0,
+        }
+        .words(),
+        groups_1d(t, 1),
+    );
+    // The k most likely tokens per position for sampling (k = 0, a no-op, until
+    // `Decoder::set_top_k` asks for some): k pairs read back instead of the whole row.
+    b.tensor("top_values", vec![t, MAX_TOP_K], DT::F32);
+    b.tensor("top_indices", vec![t, MAX_TOP_K], DT::I32);
+    b.dispatch(
+        "top_k",
+        "TopK",
+        Kernel::TopkRowsF32,
+        vec!["logits", "top_values", "top_indices"],
+        params::TopkRows {
+            rows: t as u32,
+            len: c.vocab as u32,
+            k: 0,
+            max_k: MAX_TOP_K as u32,
+        }
+        .words(),
+        groups_1d(t, 1),
+    );
+    // The caches are outputs too: state that outlives the pass (never shares a buffer).
+    b.plan.outputs = vec![
+        "next_token".into(),
+        "logits".into(),
+        "top_values".into(),
+        "top_indices".into(),
+    ];
+    b.plan.outputs.extend(cache_names(&c));
+    let mut plan = b.plan;
+    plan.assign_buffers(false);
+    Ok((plan, c))
+}
+
+/// The per-layer key and value caches of a plan, `[kv_heads, ctx, head_dim]` each.
+pub fn cache_names(c: &Config) -> Vec<String> {
+    (0..c.layers)
+        .flat_map(|l| [format!("blk.{l}.k_cache"), format!("blk.{l}.v_cache")])
+        .collect()
+}
+
+/// A uniform word that holds the pass's start position: `params[word] = start * scale`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct PositionPatch {
+    pub dispatch: usize,
+    pub word: usize,
+    pub scale: u32,
+}
+
+/// Where a llama plan keeps its start position (RoPE angle, attention span, cache slot), so
+/// one plan serves every position: the native decoder and the generated package both
+/// rewrite exactly these words.
+pub fn position_patches(plan: &Plan) -> Vec<PositionPatch> {
+    plan.dispatches
+        .iter()
+        .enumerate()
+        .filter_map(|(i, d)| {
+            let word = match d.kernel {
+                k @ (Kernel::AttentionGqaTiledF32 | Kernel::RopeQkvCacheF32) => {
+                    param_word(k, "start")
+                }
+                _ => return None,
+            };
+            Some(PositionPatch {
+                dispatch: i,
+                word,
+                scale: 1,
+            })
+        })
+        .collect()
+}
