@@ -139,6 +139,9 @@ pub(crate) enum Command {
         /// Per-checkpoint tolerance: PATTERN=ATOL,RTOL (glob on the name); repeatable.
         #[arg(long = "tol")]
         tol: Vec<String>,
+        /// When the model cannot run: list every refused node, not five per op.
+        #[arg(long)]
+        verbose: bool,
     },
     /// Phase 9: generate the npm package from a port folder's engine.
     Package {

@@ -246,7 +246,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             values,
             per_layer,
             tol,
-        } => port(&model, &out, dims, values, per_layer, &tol),
+            verbose,
+        } => port(&model, &out, dims, values, per_layer, &tol, verbose),
         Command::Package {
             port,
             name,

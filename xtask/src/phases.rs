@@ -188,12 +188,14 @@ pub(crate) fn port(
     values: Vec<(String, f64)>,
     per_layer: bool,
     tol: &[String],
+    verbose: bool,
 ) -> anyhow::Result<()> {
     let t0 = std::time::Instant::now();
     let opts = m2w_port::port::PortOptions {
         dims,
         values,
         validate: validate_options(per_layer, None, None, tol)?,
+        verbose,
     };
     let outcome = m2w_port::port::port(model_path, out, &opts, &mut |s| {
         println!(

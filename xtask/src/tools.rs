@@ -168,7 +168,7 @@ pub(crate) fn demo() -> anyhow::Result<()> {
         model.display()
     );
     let out = workspace_root().join("target/demo/silero_vad_v6");
-    port(&model, &out, vec![], vec![], false, &[])?;
+    port(&model, &out, vec![], vec![], false, &[], false)?;
     println!(
         "\nOutputs: inspect/ weights/ reference/ engine/ validate/{{report.json,junit.xml,report.html}} under {}",
         out.display()

@@ -392,3 +392,36 @@ fn smollm2_gguf_port_validates_every_stage_and_its_package_generates_the_same_to
         assert!(browser.contains(want), "{want:?} not in\n{browser}");
     }
 }
+
+/// A model the engine cannot run is refused right after inspect (no extract, no reference),
+/// exit 2, with one grouped line per op and what to do; --verbose lists every node.
+#[test]
+fn port_refuses_an_unsupported_model_before_extract_with_a_grouped_error() {
+    let model = m2w_setup::fixture("silero-vad-if").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("port");
+    let run = |verbose: bool| {
+        let mut cmd = xtask();
+        cmd.args(["port", "--out"]).arg(&out).arg(&model);
+        if verbose {
+            cmd.arg("--verbose");
+        }
+        cmd.output().unwrap()
+    };
+    let o = run(false);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("silero_vad.onnx"), "{stderr}");
+    assert!(
+        stderr.contains("cannot run on WebGPU:")
+            && stderr.contains("ai.onnx::If x ")
+            && stderr.contains("control flow (subgraphs) is not supported yet")
+            && stderr.contains("Nothing ran on the GPU."),
+        "{stderr}"
+    );
+    assert!(out.join("inspect").exists(), "inspect still reports");
+    assert!(!out.join("weights").exists() && !out.join("reference").exists());
+    let v = run(true);
+    assert_eq!(v.status.code(), Some(2));
+    assert!(!String::from_utf8_lossy(&v.stderr).contains("more (--verbose"));
+}

@@ -37,13 +37,8 @@ pub enum CompileError {
 impl std::fmt::Display for CompileError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CompileError::Unsupported(v) => {
-                write!(f, "{} node(s) cannot run on WebGPU:", v.len())?;
-                for u in v {
-                    write!(f, "\n  {u}")?;
-                }
-                Ok(())
-            }
+            CompileError::Unsupported(v) if f.alternate() => write!(f, "{:#}", ops::Refusal(v)),
+            CompileError::Unsupported(v) => write!(f, "{}", ops::Refusal(v)),
             CompileError::Invalid(s) => f.write_str(s),
         }
     }
@@ -152,21 +147,13 @@ pub fn compile_specialized(
             // Shapes are unknown past a rejected node; ops m2w has no lowering for at all
             // are still reported, so one error lists everything missing.
             if let Err(reason) = spec {
-                unsupported.push(Unsupported {
-                    node: n.label(),
-                    op_type: n.op_type.clone(),
-                    reason,
-                });
+                unsupported.push(Unsupported::of(n, reason));
             }
             poisoned.extend(n.outputs.iter().cloned());
             continue;
         }
         if let Err(reason) = spec.and_then(|spec| ctx.lower(spec, n)) {
-            unsupported.push(Unsupported {
-                node: n.label(),
-                op_type: n.op_type.clone(),
-                reason,
-            });
+            unsupported.push(Unsupported::of(n, reason));
             poisoned.extend(n.outputs.iter().cloned());
         }
     }

@@ -94,7 +94,9 @@ fn unsupported_nodes_are_all_listed_in_one_error() {
     );
     let text = CompileError::Unsupported(list).to_string();
     assert!(
-        text.starts_with("3 node(s) cannot run on WebGPU:"),
+        text.starts_with("3 node(s) in 3 op type(s) cannot run on WebGPU:")
+            && text.contains("com.microsoft::Sigmoid x 1")
+            && text.contains("ai.onnx::NoSuchOp x 1: op not supported yet"),
         "{text}"
     );
 }

@@ -302,6 +302,14 @@ pub fn inspect_model(model: &Model) -> Result<ModelReport, InputError> {
         if let Some(v) = default_opset {
             notes.push(format!("default-domain opset {v}"));
         }
+        // The engine's verdict from the graph alone (ops at this opset, attributes), the
+        // same check `port` makes before extract and the reference.
+        let refused = m2w_engine::ops::precheck(g);
+        notes.push(if refused.is_empty() {
+            "WebGPU: every main-graph node has a lowering in m2w (shapes and dtypes are checked when the engine compiles)".to_string()
+        } else {
+            format!("WebGPU: {}", m2w_engine::ops::Refusal(&refused))
+        });
     }
     let ops: Vec<OpCount> = ops
         .into_iter()

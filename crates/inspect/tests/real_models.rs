@@ -168,6 +168,12 @@ fn markdown_and_table_name_every_flagged_op() {
     );
     let table = m2w_inspect::table(&report);
     assert!(table.contains("! control-flow"), "{table}");
+    // The engine's verdict, the same one port gives before extract.
+    assert!(
+        table.contains("WebGPU: 1 node(s) in 1 op type(s) cannot run on WebGPU:")
+            && table.contains("ai.onnx::If x 1"),
+        "{table}"
+    );
     // Silero v6 runs whole (its LSTM has a kernel): nothing flagged.
     let v6 = inspect_path(&fixture("silero-vad-v6")).unwrap();
     assert!(

@@ -17,6 +17,8 @@ pub struct PortOptions {
     /// Tolerances and mode of the validate phase. GGUF decoders are validated end to end,
     /// with 2e-3/2e-3 after the given overrides.
     pub validate: m2w_validate::Options,
+    /// List every refused node rather than five per op.
+    pub verbose: bool,
 }
 
 /// One phase done (or skipped): `[index/5] phase summary`.
@@ -127,6 +129,24 @@ pub fn port(
                 m.totals.parameters
             ),
         );
+    }
+
+    // What cannot run is known from the graph alone: refuse before extract and the
+    // reference spend any time (compile finds the same and more once shapes are bound).
+    if let Some(graph) = &model.graph {
+        let refused = m2w_engine::ops::precheck(graph);
+        if !refused.is_empty() {
+            let r = m2w_engine::ops::Refusal(&refused);
+            return Err(PortError::Input(format!(
+                "{}: {}",
+                model_path.display(),
+                if opts.verbose {
+                    format!("{r:#}")
+                } else {
+                    r.to_string()
+                }
+            )));
+        }
     }
 
     let dir = layout.weights();

@@ -252,8 +252,136 @@ pub fn registry_label(op_type: &str) -> String {
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Unsupported {
     pub node: String,
+    /// "" for the standard domain.
+    pub domain: String,
     pub op_type: String,
     pub reason: String,
+}
+
+impl Unsupported {
+    pub fn of(n: &NodeInfo, reason: String) -> Unsupported {
+        Unsupported {
+            node: n.label(),
+            domain: if standard(&n.domain) {
+                String::new()
+            } else {
+                n.domain.clone()
+            },
+            op_type: n.op_type.clone(),
+            reason,
+        }
+    }
+}
+
+/// What every node of a graph's main scope needs, known without shapes: its op at the
+/// model's opset of its domain and the attributes its spec defines. Port runs it right
+/// after inspect, before extract and the reference spend any time; `compile` finds the
+/// same and more (dtypes, shapes, attribute values).
+pub fn precheck(graph: &m2w_model::GraphInfo) -> Vec<Unsupported> {
+    let opset_of = |domain: &str| {
+        graph
+            .opsets
+            .iter()
+            .find(|(d, _)| d == domain || (standard(d) && standard(domain)))
+            .map(|(_, v)| *v)
+            .unwrap_or(1)
+    };
+    graph
+        .nodes
+        .iter()
+        .filter(|n| n.scope.is_empty())
+        .filter_map(|n| {
+            find(&n.domain, &n.op_type, opset_of(&n.domain))
+                .and_then(|spec| check_attributes(spec, n))
+                .err()
+                .map(|reason| Unsupported::of(n, reason))
+        })
+        .collect()
+}
+
+/// Attributes outside the op's spec are refused, not ignored.
+pub fn check_attributes(spec: &OpSpec, n: &NodeInfo) -> R<()> {
+    let mut unknown: Vec<&str> = n
+        .attributes
+        .keys()
+        .map(String::as_str)
+        .filter(|a| !spec.attrs.contains(a))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    unknown.sort();
+    Err(format!(
+        "attribute(s) {} not in the {} spec",
+        unknown.join(", "),
+        spec.op_type
+    ))
+}
+
+/// Every refused node, grouped by op: `{}` prints each op once with its count, its distinct
+/// reasons and up to five node names; `{:#}` lists every node.
+pub struct Refusal<'a>(pub &'a [Unsupported]);
+
+impl std::fmt::Display for Refusal<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::collections::BTreeMap;
+        let list = self.0;
+        let mut groups: BTreeMap<(&str, &str), Vec<&Unsupported>> = BTreeMap::new();
+        for u in list {
+            groups
+                .entry((u.domain.as_str(), u.op_type.as_str()))
+                .or_default()
+                .push(u);
+        }
+        write!(
+            f,
+            "{} node(s) in {} op type(s) cannot run on WebGPU:",
+            list.len(),
+            groups.len()
+        )?;
+        for ((domain, op), nodes) in &groups {
+            let domain = if domain.is_empty() { "ai.onnx" } else { domain };
+            let mut reasons: Vec<(&str, usize)> = Vec::new();
+            for u in nodes {
+                match reasons.iter_mut().find(|(r, _)| *r == u.reason) {
+                    Some(r) => r.1 += 1,
+                    None => reasons.push((&u.reason, 1)),
+                }
+            }
+            let reasons: Vec<String> = reasons
+                .iter()
+                .map(|(r, k)| {
+                    if reasons.len() > 1 {
+                        format!("{r} (x{k})")
+                    } else {
+                        r.to_string()
+                    }
+                })
+                .collect();
+            write!(
+                f,
+                "\n  {domain}::{op} x {}: {}",
+                nodes.len(),
+                reasons.join("; ")
+            )?;
+            let shown = if f.alternate() { nodes.len() } else { 5 };
+            let names: Vec<&str> = nodes.iter().take(shown).map(|u| u.node.as_str()).collect();
+            write!(f, "\n      nodes: {}", names.join(", "))?;
+            if nodes.len() > shown {
+                write!(
+                    f,
+                    " and {} more (--verbose lists every node)",
+                    nodes.len() - shown
+                )?;
+            }
+        }
+        write!(
+            f,
+            "\nNothing ran on the GPU. Ops listed as not supported need a lowering in m2w (docs/OP_SUPPORT.md \
+             lists what runs; docs/ARCHITECTURE.md says how to add one); attribute, dtype or shape \
+             refusals may go away when the model is exported with other settings or input sizes."
+        )
+    }
 }
 
 impl std::fmt::Display for Unsupported {
@@ -266,20 +394,7 @@ impl Ctx {
     /// Lowers one node through its spec: attributes checked against the spec, host fold
     /// when the op has one and every input is a constant, else the family's lowering.
     pub fn lower(&mut self, spec: &OpSpec, n: &NodeInfo) -> R<()> {
-        let mut unknown: Vec<&str> = n
-            .attributes
-            .keys()
-            .map(String::as_str)
-            .filter(|a| !spec.attrs.contains(a))
-            .collect();
-        if !unknown.is_empty() {
-            unknown.sort();
-            return Err(format!(
-                "attribute(s) {} not in the {} spec",
-                unknown.join(", "),
-                spec.op_type
-            ));
-        }
+        check_attributes(spec, n)?;
         let first_known = n
             .inputs
             .first()
@@ -375,6 +490,88 @@ mod tests {
         assert_eq!(flag("", "GRU").kind, "recurrent");
         assert_eq!(flag("", "MatMulInteger").kind, "quantized");
         assert_eq!(flag("", "FancyNewOp").kind, "missing");
+    }
+
+    #[test]
+    fn refusals_are_grouped_by_op_with_counts_reasons_and_nodes() {
+        let u = |node: &str, domain: &str, op: &str, reason: &str| Unsupported {
+            node: node.into(),
+            domain: domain.into(),
+            op_type: op.into(),
+            reason: reason.into(),
+        };
+        let mut list: Vec<Unsupported> = (0..12)
+            .map(|k| {
+                u(
+                    &format!("q{k}"),
+                    "com.microsoft",
+                    "DynamicQuantizeLSTM",
+                    "contrib",
+                )
+            })
+            .collect();
+        list.push(u("r0", "", "Resize", "mode 'cubic' is not supported"));
+        list.push(u("r1", "", "Resize", "antialias is not supported"));
+        list.push(u("r2", "", "Resize", "mode 'cubic' is not supported"));
+        let short = Refusal(&list).to_string();
+        assert!(
+            short.starts_with("15 node(s) in 2 op type(s) cannot run on WebGPU:"),
+            "{short}"
+        );
+        assert!(
+            short.contains("com.microsoft::DynamicQuantizeLSTM x 12: contrib"),
+            "{short}"
+        );
+        assert!(
+            short.contains("nodes: q0, q1, q2, q3, q4 and 7 more (--verbose"),
+            "{short}"
+        );
+        assert!(
+            short.contains(
+                "ai.onnx::Resize x 3: mode 'cubic' is not supported (x2); antialias is not supported (x1)"
+            ),
+            "{short}"
+        );
+        let long = format!("{:#}", Refusal(&list));
+        assert!(
+            long.contains("q11") && !long.contains("more (--verbose"),
+            "{long}"
+        );
+    }
+
+    #[test]
+    fn precheck_finds_unknown_ops_and_attributes_without_shapes() {
+        let node = |op: &str, attrs: &[&str]| NodeInfo {
+            name: format!("{op}_0"),
+            op_type: op.into(),
+            domain: String::new(),
+            inputs: vec!["x".into()],
+            outputs: vec![format!("{op}_out")],
+            scope: String::new(),
+            attributes: attrs
+                .iter()
+                .map(|a| (a.to_string(), m2w_model::AttrValue::Int(1)))
+                .collect(),
+        };
+        let graph = m2w_model::GraphInfo {
+            nodes: vec![
+                node("Relu", &[]),
+                node("LeakyRelu", &["slope"]),
+                node("FancyOp", &[]),
+                node("Celu", &[]),
+            ],
+            opsets: vec![(String::new(), 11)],
+            ..Default::default()
+        };
+        let found: Vec<(String, String)> = precheck(&graph)
+            .into_iter()
+            .map(|u| (u.op_type, u.reason))
+            .collect();
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(found[0].1.contains("slope"));
+        assert_eq!(found[1].1, "op not supported yet");
+        // Celu is opset 12: this graph declares 11.
+        assert!(found[2].1.contains("opset 11"), "{found:?}");
     }
 
     #[test]
