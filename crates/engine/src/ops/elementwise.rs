@@ -54,7 +54,11 @@ pub(super) fn register(r: &mut Registry) {
         ("IsInf", 10, &["detect_negative", "detect_positive"]),
     ] as [(&'static str, i64, &'static [&'static str]); 36]
     {
-        r.op(op, since, attrs, lower_unary);
+        let spec = r.op(op, since, attrs, lower_unary);
+        // Float shape arithmetic (sizes from scales) rounds on the host.
+        if matches!(op, "Floor" | "Ceil" | "Round" | "Sqrt") {
+            spec.fold(fold_float_unary);
+        }
     }
     r.op("Not", 1, &[], lower_unary).fold(fold_not);
     r.op("Abs", 1, CONSUMED, lower_unary).fold(fold_neg_abs);
@@ -68,16 +72,16 @@ pub(super) fn register(r: &mut Registry) {
         ("Mod", 10, &["fmod"], true),
         ("Max", 1, CONSUMED, true),
         ("Min", 1, CONSUMED, true),
-        ("Sum", 1, CONSUMED, false),
+        ("Sum", 1, CONSUMED, true),
         ("Mean", 1, CONSUMED, false),
         ("Equal", 1, &["axis", "broadcast"], true),
         ("Greater", 1, &["axis", "broadcast"], true),
-        ("GreaterOrEqual", 12, &[], false),
+        ("GreaterOrEqual", 12, &[], true),
         ("Less", 1, &["axis", "broadcast"], true),
-        ("LessOrEqual", 12, &[], false),
+        ("LessOrEqual", 12, &[], true),
         ("And", 1, &["axis", "broadcast"], true),
         ("Or", 1, &["axis", "broadcast"], true),
-        ("Xor", 1, &["axis", "broadcast"], false),
+        ("Xor", 1, &["axis", "broadcast"], true),
         ("PRelu", 1, CONSUMED, false),
     ]
         as [(&'static str, i64, &'static [&'static str], bool); 19]
@@ -360,9 +364,14 @@ fn lower_cast(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
 
 fn fold_binary(n: &NodeInfo, ins: &[Option<HostTensor>], _: i64) -> R<Vec<HostTensor>> {
     let fmod = attr_i(n, "fmod", 0) != 0;
+    let op = if n.op_type == "Sum" {
+        "Add"
+    } else {
+        &n.op_type
+    };
     let mut acc = get(ins, 0)?.clone();
     for i in 1..ins.len() {
-        acc = binary_fmod(&n.op_type, &acc, get(ins, i)?, fmod)?;
+        acc = binary_fmod(op, &acc, get(ins, i)?, fmod)?;
     }
     Ok(vec![acc])
 }
@@ -389,6 +398,24 @@ fn fold_where(_: &NodeInfo, ins: &[Option<HostTensor>], _: i64) -> R<Vec<HostTen
         _ => return Err("Where: mixed dtypes".into()),
     };
     Ok(vec![HostTensor { shape, data }])
+}
+
+/// Floor, Ceil, Round (half to even, as ONNX) and Sqrt of f32 constants.
+fn fold_float_unary(n: &NodeInfo, ins: &[Option<HostTensor>], _: i64) -> R<Vec<HostTensor>> {
+    let t = get(ins, 0)?;
+    let Data::F32(v) = &t.data else {
+        return Err(format!("{} of a non-float constant", n.op_type));
+    };
+    let f = match n.op_type.as_str() {
+        "Floor" => f32::floor,
+        "Ceil" => f32::ceil,
+        "Round" => f32::round_ties_even,
+        _ => f32::sqrt,
+    };
+    Ok(vec![HostTensor::f32(
+        t.shape.clone(),
+        v.iter().map(|&x| f(x)).collect(),
+    )])
 }
 
 fn fold_not(_: &NodeInfo, ins: &[Option<HostTensor>], _: i64) -> R<Vec<HostTensor>> {

@@ -140,13 +140,38 @@ pub fn slice_geometry(
     Ok((shape, offset, strides))
 }
 
-/// Equal / Less / Greater of two values of the same type.
+/// A comparison of two values of the same type.
 fn compare<T: PartialOrd>(op: &str, p: T, q: T) -> bool {
     match op {
         "Equal" => p == q,
         "Less" => p < q,
+        "LessOrEqual" => p <= q,
+        "GreaterOrEqual" => p >= q,
         _ => p > q,
     }
+}
+
+/// The elements of `t` at `offset + sum(index[d] * strides[d])` for every index of `shape`,
+/// in row-major order: the host twin of the `copy_strided` kernel (Transpose, Slice,
+/// Split, Tile).
+pub(crate) fn gather_strided(
+    t: &HostTensor,
+    shape: &[usize],
+    offset: i64,
+    strides: &[i64],
+) -> HostTensor {
+    let total = numel(shape);
+    let mut picks = Vec::with_capacity(total);
+    for i in 0..total {
+        let mut rem = i;
+        let mut off = offset;
+        for d in (0..shape.len()).rev() {
+            off += (rem % shape[d]) as i64 * strides[d];
+            rem /= shape[d];
+        }
+        picks.push(off as usize);
+    }
+    select(t, shape.to_vec(), &picks)
 }
 
 pub(crate) fn binary_fmod(op: &str, a: &HostTensor, b: &HostTensor, fmod: bool) -> R<HostTensor> {
@@ -170,7 +195,10 @@ pub(crate) fn binary_fmod(op: &str, a: &HostTensor, b: &HostTensor, fmod: bool) 
         }
         j
     };
-    let cmp = matches!(op, "Equal" | "Less" | "Greater");
+    let cmp = matches!(
+        op,
+        "Equal" | "Less" | "Greater" | "LessOrEqual" | "GreaterOrEqual"
+    );
     Ok(match (&a.data, &b.data) {
         (Data::F32(x), Data::F32(y)) => {
             let f = |p: f32, q: f32| -> f32 {
@@ -240,6 +268,7 @@ pub(crate) fn binary_fmod(op: &str, a: &HostTensor, b: &HostTensor, fmod: bool) 
                     match op {
                         "And" => p && q,
                         "Or" => p || q,
+                        "Xor" => p != q,
                         "Equal" => p == q,
                         _ => false,
                     }
@@ -311,16 +340,5 @@ pub(crate) fn expand(t: &HostTensor, shape: &[usize]) -> R<HostTensor> {
         return Err(format!("cannot expand {:?} to {shape:?}", t.shape));
     }
     let strides = super::ctx::broadcast_strides(&t.shape, shape);
-    let total = numel(shape);
-    let mut picks = Vec::with_capacity(total);
-    for i in 0..total {
-        let mut rem = i;
-        let mut off = 0i64;
-        for d in (0..shape.len()).rev() {
-            off += (rem % shape[d]) as i64 * strides[d];
-            rem /= shape[d];
-        }
-        picks.push(off as usize);
-    }
-    Ok(select(t, shape.to_vec(), &picks))
+    Ok(gather_strided(t, shape, 0, &strides))
 }

@@ -421,7 +421,13 @@ impl Ctx {
                 .zip(&consts)
                 .all(|(i, c)| i.is_empty() || c.is_some());
             if all_const {
-                return self.add_outputs(n, fold(n, &consts, self.opset)?);
+                // A fold that does not cover this case (say a reduction over axes of a 2-D
+                // constant) leaves the node to its GPU lowering; when there is none, the
+                // fold's reason is the one to report.
+                match fold(n, &consts, self.opset) {
+                    Ok(outs) => return self.add_outputs(n, outs),
+                    Err(fold_err) => return (spec.lower)(self, n).map_err(|_| fold_err),
+                }
             }
         }
         (spec.lower)(self, n)

@@ -12,12 +12,13 @@ use super::ctx::{
     contiguous_strides, dims8, host_input as get, ins, kernel_for, norm_axis, out0, vec8_i32,
     vec8_u32,
 };
-use super::host::{expand, norm, select, slice_geometry};
+use super::host::{expand, gather_strided, norm, slice_geometry};
 use crate::plan::groups_1d;
 use crate::tensor::{DT, Data, HostTensor, numel};
 
 pub(super) fn register(r: &mut Registry) {
-    r.op("Transpose", 1, &["perm"], lower_transpose);
+    r.op("Transpose", 1, &["perm"], lower_transpose)
+        .fold(fold_transpose);
     r.op("Slice", 1, &["axes", "ends", "starts"], lower_slice)
         .shape_inputs(&[1, 2, 3, 4])
         .fold(fold_slice);
@@ -26,10 +27,13 @@ pub(super) fn register(r: &mut Registry) {
         .fold(fold_expand);
     r.op("Concat", 1, &["axis"], lower_concat).fold(fold_concat);
     r.op("Split", 1, &["axis", "num_outputs", "split"], lower_split)
-        .shape_inputs(&[1]);
+        .shape_inputs(&[1])
+        .fold(fold_split);
     r.op("Pad", 1, &["mode", "paddings", "pads", "value"], lower_pad)
         .shape_inputs(&[1, 3]);
-    r.op("Tile", 1, &[], lower_tile).shape_inputs(&[1]);
+    r.op("Tile", 1, &[], lower_tile)
+        .shape_inputs(&[1])
+        .fold(fold_tile);
     r.op("DepthToSpace", 1, &["blocksize", "mode"], lower_depth_space);
     r.op("SpaceToDepth", 1, &["blocksize"], lower_depth_space);
 }
@@ -38,14 +42,8 @@ fn lower_transpose(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     let ins = ins(n);
     let out = out0(n);
     let s = cx.shape(ins[0])?;
-    let perm: Vec<usize> = match attr_ints(n, "perm") {
-        Some(p) => p.iter().map(|&a| norm_axis(a, s.len())).collect::<R<_>>()?,
-        None => (0..s.len()).rev().collect(),
-    };
-    let oshape: Vec<usize> = perm.iter().map(|&p| s[p]).collect();
+    let (oshape, src) = transpose_geometry(n, &s)?;
     cx.new_tensor(out, oshape.clone(), cx.dt(ins[0])?)?;
-    let cs = contiguous_strides(&s);
-    let src: Vec<i64> = perm.iter().map(|&p| cs[p]).collect();
     cx.copy(
         n,
         ins[0],
@@ -56,6 +54,22 @@ fn lower_transpose(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
         0,
         &contiguous_strides(&oshape),
     )
+}
+
+/// Transpose's output shape and the input strides read along each output dim.
+fn transpose_geometry(n: &NodeInfo, s: &[usize]) -> R<(Vec<usize>, Vec<i64>)> {
+    let perm: Vec<usize> = match attr_ints(n, "perm") {
+        Some(p) => p.iter().map(|&a| norm_axis(a, s.len())).collect::<R<_>>()?,
+        None => (0..s.len()).rev().collect(),
+    };
+    if perm.len() != s.len() {
+        return Err(format!("perm {perm:?} does not match rank {}", s.len()));
+    }
+    let cs = contiguous_strides(s);
+    Ok((
+        perm.iter().map(|&p| s[p]).collect(),
+        perm.iter().map(|&p| cs[p]).collect(),
+    ))
 }
 
 fn lower_slice(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
@@ -157,27 +171,12 @@ fn lower_split(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     let ins = ins(n);
     let s = cx.shape(ins[0])?;
     let axis = norm_axis(attr_i(n, "axis", 0), s.len())?;
-    let nout = n.outputs.len();
-    let split: Vec<usize> = match if cx.opset >= 13 {
+    let given = if cx.opset >= 13 {
         cx.const_ints(n, 1)?
     } else {
         attr_ints(n, "split")
-    } {
-        Some(v) => v.iter().map(|&x| x.max(0) as usize).collect(),
-        None => {
-            let parts = attr_i(n, "num_outputs", nout as i64) as usize;
-            let chunk = s[axis].div_ceil(parts.max(1));
-            (0..parts)
-                .map(|k| chunk.min(s[axis].saturating_sub(k * chunk)))
-                .collect()
-        }
     };
-    if split.len() != nout || split.iter().sum::<usize>() != s[axis] {
-        return Err(format!(
-            "split {split:?} does not cover axis of {}",
-            s[axis]
-        ));
-    }
+    let split = split_sizes(n, &s, axis, given)?;
     let cs = contiguous_strides(&s);
     let mut at = 0usize;
     for (o, &len) in n.outputs.iter().zip(&split) {
@@ -287,6 +286,29 @@ fn lower_pad(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     cx.copy(n, ins[0], out, &region, src_off, &cs, dst_off, &os)
 }
 
+/// Split's part sizes: given, or `num_outputs` (else the output count) equal chunks, the
+/// last one shorter.
+fn split_sizes(n: &NodeInfo, s: &[usize], axis: usize, given: Option<Vec<i64>>) -> R<Vec<usize>> {
+    let nout = n.outputs.len();
+    let split: Vec<usize> = match given {
+        Some(v) => v.iter().map(|&x| x.max(0) as usize).collect(),
+        None => {
+            let parts = attr_i(n, "num_outputs", nout as i64) as usize;
+            let chunk = s[axis].div_ceil(parts.max(1));
+            (0..parts)
+                .map(|k| chunk.min(s[axis].saturating_sub(k * chunk)))
+                .collect()
+        }
+    };
+    if split.len() != nout || split.iter().sum::<usize>() != s[axis] {
+        return Err(format!(
+            "split {split:?} does not cover axis of {}",
+            s[axis]
+        ));
+    }
+    Ok(split)
+}
+
 fn lower_tile(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     let ins = ins(n);
     let out = out0(n);
@@ -295,26 +317,36 @@ fn lower_tile(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     if reps.len() != s.len() || reps.iter().any(|&r| r < 0) {
         return Err("repeats do not match the rank".into());
     }
-    let oshape: Vec<usize> = s.iter().zip(&reps).map(|(&d, &r)| d * r as usize).collect();
+    let (oshape, shape2, src) = tile_geometry(&s, &reps);
     cx.new_tensor(out, oshape.clone(), cx.dt(ins[0])?)?;
-    // View the output as [r0, d0, r1, d1, ...]: one copy over the doubled shape.
-    let os = contiguous_strides(&oshape);
-    let cs = contiguous_strides(&s);
-    let mut shape2 = Vec::new();
-    let mut src = Vec::new();
-    let mut dst = Vec::new();
-    for d in 0..s.len() {
-        shape2.push(reps[d] as usize);
-        src.push(0);
-        dst.push(os[d] * s[d] as i64);
-        shape2.push(s[d]);
-        src.push(cs[d]);
-        dst.push(os[d]);
-    }
     if shape2.len() > MAX_RANK {
         return Err("Tile of rank > 4 is not supported".into());
     }
-    cx.copy(n, ins[0], out, &shape2, 0, &src, 0, &dst)
+    // Row-major over [r0, d0, r1, d1, ...] is row-major over the output.
+    cx.copy(
+        n,
+        ins[0],
+        out,
+        &shape2,
+        0,
+        &src,
+        0,
+        &contiguous_strides(&shape2),
+    )
+}
+
+/// Tile's output shape, and the doubled shape [r0, d0, r1, d1, ...] with the input strides
+/// read along it (0 along the repeats).
+fn tile_geometry(s: &[usize], reps: &[i64]) -> (Vec<usize>, Vec<usize>, Vec<i64>) {
+    let oshape: Vec<usize> = s.iter().zip(reps).map(|(&d, &r)| d * r as usize).collect();
+    let cs = contiguous_strides(s);
+    let mut shape2 = Vec::new();
+    let mut src = Vec::new();
+    for d in 0..s.len() {
+        shape2.extend([reps[d] as usize, s[d]]);
+        src.extend([0, cs[d]]);
+    }
+    (oshape, shape2, src)
 }
 
 fn lower_depth_space(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
@@ -391,18 +423,44 @@ fn fold_slice(n: &NodeInfo, ins: &[Option<HostTensor>], opset: i64) -> R<Vec<Hos
     };
     let (shape, offset, strides) =
         slice_geometry(&t.shape, &starts, &ends, axes.as_deref(), steps.as_deref())?;
-    let total = numel(&shape);
-    let mut picks = Vec::with_capacity(total);
-    for i in 0..total {
-        let mut rem = i;
-        let mut off = offset;
-        for d in (0..shape.len()).rev() {
-            off += (rem % shape[d]) as i64 * strides[d];
-            rem /= shape[d];
-        }
-        picks.push(off as usize);
+    Ok(vec![gather_strided(t, &shape, offset, &strides)])
+}
+
+fn fold_transpose(n: &NodeInfo, ins: &[Option<HostTensor>], _: i64) -> R<Vec<HostTensor>> {
+    let t = get(ins, 0)?;
+    let (oshape, src) = transpose_geometry(n, &t.shape)?;
+    Ok(vec![gather_strided(t, &oshape, 0, &src)])
+}
+
+fn fold_split(n: &NodeInfo, ins: &[Option<HostTensor>], opset: i64) -> R<Vec<HostTensor>> {
+    let t = get(ins, 0)?;
+    let axis = norm(attr_i(n, "axis", 0), t.shape.len())?;
+    let given = if opset >= 13 {
+        ins.get(1).and_then(|a| a.as_ref()).map(|a| a.as_i64())
+    } else {
+        attr_ints(n, "split")
+    };
+    let split = split_sizes(n, &t.shape, axis, given)?;
+    let cs = contiguous_strides(&t.shape);
+    let mut at = 0usize;
+    let mut outs = Vec::new();
+    for len in split {
+        let mut os = t.shape.clone();
+        os[axis] = len;
+        outs.push(gather_strided(t, &os, at as i64 * cs[axis], &cs));
+        at += len;
     }
-    Ok(vec![select(t, shape, &picks)])
+    Ok(outs)
+}
+
+fn fold_tile(_: &NodeInfo, ins: &[Option<HostTensor>], _: i64) -> R<Vec<HostTensor>> {
+    let t = get(ins, 0)?;
+    let reps = get(ins, 1)?.as_i64();
+    if reps.len() != t.shape.len() || reps.iter().any(|&r| r < 0) {
+        return Err("repeats do not match the rank".into());
+    }
+    let (oshape, shape2, src) = tile_geometry(&t.shape, &reps);
+    Ok(vec![gather_strided(t, &shape2, 0, &src).reshaped(oshape)])
 }
 
 fn fold_expand(_: &NodeInfo, ins: &[Option<HostTensor>], _: i64) -> R<Vec<HostTensor>> {
@@ -419,6 +477,9 @@ fn fold_expand(_: &NodeInfo, ins: &[Option<HostTensor>], _: i64) -> R<Vec<HostTe
 fn fold_concat(n: &NodeInfo, ins: &[Option<HostTensor>], _: i64) -> R<Vec<HostTensor>> {
     let parts: Vec<&HostTensor> = ins.iter().flatten().collect();
     let first = parts.first().ok_or("Concat without inputs")?;
+    if parts.iter().any(|p| p.dt() != first.dt()) {
+        return Err("Concat of constants of different dtypes".into());
+    }
     let axis = norm(attr_i(n, "axis", 0), first.shape.len())?;
     let outer = numel(&first.shape[..axis]);
     let mut shape = first.shape.clone();

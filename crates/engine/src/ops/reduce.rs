@@ -31,7 +31,7 @@ pub(super) fn register(r: &mut Registry) {
         "ReduceLogSumExp",
     ] {
         let spec = r.op(op, 1, REDUCE_ATTRS, lower_reduce).shape_inputs(&[1]);
-        if matches!(op, "ReduceSum" | "ReduceProd") {
+        if matches!(op, "ReduceSum" | "ReduceProd" | "ReduceMax" | "ReduceMin") {
             spec.fold(fold_reduce);
         }
     }
@@ -183,22 +183,23 @@ fn fold_reduce(n: &NodeInfo, ins: &[Option<HostTensor>], opset: i64) -> R<Vec<Ho
     }
     let keep = attr_i(n, "keepdims", 1) != 0;
     let shape = if keep { vec![1; t.shape.len()] } else { vec![] };
-    let sum = op == "ReduceSum";
     Ok(vec![match &t.data {
         Data::F32(v) => HostTensor::f32(
             shape,
-            vec![if sum {
-                v.iter().sum()
-            } else {
-                v.iter().product()
+            vec![match op {
+                "ReduceSum" => v.iter().sum(),
+                "ReduceProd" => v.iter().product(),
+                "ReduceMax" => v.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+                _ => v.iter().copied().fold(f32::INFINITY, f32::min),
             }],
         ),
         Data::I64(v) => HostTensor::i64(
             shape,
-            vec![if sum {
-                v.iter().sum()
-            } else {
-                v.iter().product()
+            vec![match op {
+                "ReduceSum" => v.iter().sum(),
+                "ReduceProd" => v.iter().product(),
+                "ReduceMax" => *v.iter().max().ok_or("max of an empty set of integers")?,
+                _ => *v.iter().min().ok_or("min of an empty set of integers")?,
             }],
         ),
         Data::Bool(_) => return Err("bool reduction".into()),

@@ -81,6 +81,10 @@ impl NodeTest {
         self
     }
 
+    pub fn op(&self) -> &str {
+        &self.node.op_type
+    }
+
     /// The plan of this one node, or the reason it is refused.
     pub fn plan(&self) -> Result<Plan, String> {
         let spec = find(&self.node.domain, &self.node.op_type, self.opset)?;

@@ -70,3 +70,39 @@ fn where_picks_per_element_after_broadcasting() {
         .unwrap();
     assert_close(&got[0], &[2, 2], &[1.0, 2.0, -1.0, -2.0], 0.0, 0.0);
 }
+
+#[test]
+fn float_rounding_of_constants_folds_half_to_even() {
+    let x = HostTensor::f32(vec![6], vec![0.5, 1.5, 2.5, -0.5, 2.4, -2.6]);
+    for (op, want) in [
+        ("Round", [0.0, 2.0, 2.0, -0.0, 2.0, -3.0]),
+        ("Floor", [0.0, 1.0, 2.0, -1.0, 2.0, -3.0]),
+        ("Ceil", [1.0, 2.0, 3.0, -0.0, 3.0, -2.0]),
+    ] {
+        let folded = node(op).constant("x", x.clone());
+        assert!(folded.plan().unwrap().dispatches.is_empty(), "{op}");
+        let got = folded.run().unwrap();
+        assert_close(&got[0], &[6], &want, 0.0, 0.0);
+        // The kernel agrees.
+        let on_gpu = node(op).input("x", x.clone()).run().unwrap();
+        assert_eq!(on_gpu, got, "{op}");
+    }
+}
+
+#[test]
+fn comparisons_and_xor_of_constants_fold() {
+    let a = HostTensor::i64(vec![3], vec![1, 2, 3]);
+    let b = HostTensor::i64(vec![3], vec![2, 2, 2]);
+    for (op, want) in [
+        ("GreaterOrEqual", vec![false, true, true]),
+        ("LessOrEqual", vec![true, true, false]),
+    ] {
+        let t = node(op).constant("a", a.clone()).constant("b", b.clone());
+        assert!(t.plan().unwrap().dispatches.is_empty(), "{op}");
+        assert_eq!(t.run().unwrap()[0].data, Data::Bool(want), "{op}");
+    }
+    let p = HostTensor::bool(vec![4], vec![true, true, false, false]);
+    let q = HostTensor::bool(vec![4], vec![true, false, true, false]);
+    let x = node("Xor").constant("p", p).constant("q", q).run().unwrap();
+    assert_eq!(x[0].data, Data::Bool(vec![false, true, true, false]));
+}

@@ -133,3 +133,53 @@ fn tile_repeats_each_axis() {
         .collect();
     assert_close(&got[0], &os, &want, 0.0, 0.0);
 }
+
+/// The host folds of Transpose, Split and Tile give what their kernels give.
+#[test]
+fn transpose_split_and_tile_fold_to_what_their_kernels_compute() {
+    let x = HostTensor::i64(vec![2, 3, 2], (0..12).collect());
+    let reps = HostTensor::i64(vec![3], vec![2, 1, 3]);
+    let sizes = HostTensor::i64(vec![2], vec![1, 2]);
+    let pairs = [
+        (
+            node("Transpose")
+                .ints("perm", &[2, 0, 1])
+                .input("x", x.clone()),
+            node("Transpose")
+                .ints("perm", &[2, 0, 1])
+                .constant("x", x.clone()),
+        ),
+        (
+            node("Tile")
+                .input("x", x.clone())
+                .constant("r", reps.clone()),
+            node("Tile").constant("x", x.clone()).constant("r", reps),
+        ),
+        (
+            node("Split")
+                .int("axis", 1)
+                .outputs(&["a", "b"])
+                .input("x", x.clone())
+                .constant("s", sizes.clone()),
+            node("Split")
+                .int("axis", 1)
+                .outputs(&["a", "b"])
+                .constant("x", x.clone())
+                .constant("s", sizes),
+        ),
+    ];
+    for (on_gpu, folded) in pairs {
+        let op = on_gpu.op().to_string();
+        assert!(folded.plan().unwrap().dispatches.is_empty(), "{op} folds");
+        assert!(!on_gpu.plan().unwrap().dispatches.is_empty(), "{op} runs");
+        assert_eq!(on_gpu.run().unwrap(), folded.run().unwrap(), "{op}");
+    }
+    // By hand: Transpose [2, 3, 2] by (2, 0, 1) starts 0, 2, 4, 6, 8, 10.
+    let t = node("Transpose")
+        .ints("perm", &[2, 0, 1])
+        .constant("x", x)
+        .run()
+        .unwrap();
+    assert_eq!(t[0].shape, vec![2, 2, 3]);
+    assert_eq!(t[0].as_i64()[..6], [0, 2, 4, 6, 8, 10]);
+}

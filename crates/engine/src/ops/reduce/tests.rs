@@ -106,3 +106,24 @@ fn select_last_index_on_integers_is_refused() {
         .unwrap_err();
     assert!(err.contains("select_last_index on integers"), "{err}");
 }
+
+#[test]
+fn reduce_max_and_min_of_1d_constants_fold_and_2d_ones_fall_back_to_the_kernel() {
+    let v = HostTensor::i64(vec![4], vec![3, -7, 9, 0]);
+    let max = node("ReduceMax")
+        .int("keepdims", 0)
+        .constant("x", v.clone());
+    assert!(max.plan().unwrap().dispatches.is_empty());
+    assert_eq!(max.run().unwrap()[0].data, Data::I64(vec![9]));
+    let min = node("ReduceMin").int("keepdims", 0).constant("x", v);
+    assert_eq!(min.run().unwrap()[0].data, Data::I64(vec![-7]));
+    // A reduction the fold does not cover runs on the GPU instead of being refused.
+    let m = HostTensor::f32(vec![2, 3], vec![1.0, 5.0, 2.0, -1.0, 0.5, 4.0]);
+    let t = node("ReduceMax")
+        .opset(13)
+        .ints("axes", &[1])
+        .int("keepdims", 0)
+        .constant("x", m);
+    assert!(!t.plan().unwrap().dispatches.is_empty());
+    assert_close(&t.run().unwrap()[0], &[2], &[5.0, 4.0], 0.0, 0.0);
+}
