@@ -7,115 +7,51 @@ use std::collections::{BTreeMap, HashMap};
 
 use m2w_engine::gpu::{Gpu, Runner};
 use m2w_engine::{DT, Data, HostTensor, compile};
-use m2w_model::onnx::proto;
-
-fn ints(name: &str, v: &[i64]) -> proto::TensorProto {
-    proto::TensorProto {
-        name: Some(name.into()),
-        dims: vec![v.len() as i64],
-        data_type: Some(7),
-        int64_data: v.to_vec(),
-        ..Default::default()
-    }
-}
-
-fn node(op: &str, ins: &[&str], out: &str, attrs: Vec<proto::AttributeProto>) -> proto::NodeProto {
-    proto::NodeProto {
-        op_type: Some(op.into()),
-        name: Some(out.into()),
-        input: ins.iter().map(|s| s.to_string()).collect(),
-        output: vec![out.into()],
-        attribute: attrs,
-        ..Default::default()
-    }
-}
-
-fn attr_int(name: &str, v: i64) -> proto::AttributeProto {
-    proto::AttributeProto {
-        name: Some(name.into()),
-        r#type: Some(proto::attribute_proto::AttributeType::Int as i32),
-        i: Some(v),
-        ..Default::default()
-    }
-}
-
-fn attr_ints(name: &str, v: &[i64]) -> proto::AttributeProto {
-    proto::AttributeProto {
-        name: Some(name.into()),
-        r#type: Some(proto::attribute_proto::AttributeType::Ints as i32),
-        ints: v.to_vec(),
-        ..Default::default()
-    }
-}
-
-fn value_info(name: &str, dims: &[i64]) -> proto::ValueInfoProto {
-    proto::ValueInfoProto {
-        name: Some(name.into()),
-        r#type: Some(proto::TypeProto {
-            value: Some(proto::type_proto::Value::TensorType(
-                proto::type_proto::Tensor {
-                    elem_type: Some(1),
-                    shape: Some(proto::TensorShapeProto {
-                        dim: dims
-                            .iter()
-                            .map(|&d| proto::tensor_shape_proto::Dimension {
-                                value: Some(proto::tensor_shape_proto::dimension::Value::DimValue(
-                                    d,
-                                )),
-                                ..Default::default()
-                            })
-                            .collect(),
-                    }),
-                },
-            )),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
+use m2w_model::onnx_build::{
+    FLOAT, INT64, attr_int, attr_ints, attr_tensor, ints, model, node, value_info,
+};
 
 #[test]
 fn pytorch_pad_amounts_fold_through_concat_reshape_slice_transpose_and_cast() {
     // F.pad(x, (1, 2, 3, 0)) on [1, 2, 3, 4]: last dim +1 before / +2 after, the one
     // before it +3 before / +0 after.
-    let graph = proto::GraphProto {
-        name: Some("pad".into()),
-        node: vec![
+    let bytes = model(
+        vec![
             node(
                 "ConstantOfShape",
                 &["four"],
-                "zeros",
-                vec![proto::AttributeProto {
-                    name: Some("value".into()),
-                    r#type: Some(proto::attribute_proto::AttributeType::Tensor as i32),
-                    t: Some(ints("", &[0])),
-                    ..Default::default()
-                }],
+                &["zeros"],
+                vec![attr_tensor("value", ints("", &[0]))],
             ),
             node(
                 "Concat",
                 &["torch_pads", "zeros"],
-                "cat",
+                &["cat"],
                 vec![attr_int("axis", 0)],
             ),
-            node("Reshape", &["cat", "pairs_shape"], "pairs", vec![]),
+            node("Reshape", &["cat", "pairs_shape"], &["pairs"], vec![]),
             node(
                 "Slice",
                 &["pairs", "start", "end", "axis0", "minus1"],
-                "reversed",
+                &["reversed"],
                 vec![],
             ),
             node(
                 "Transpose",
                 &["reversed"],
-                "t",
+                &["t"],
                 vec![attr_ints("perm", &[1, 0])],
             ),
-            node("Reshape", &["t", "flat"], "onnx_pads", vec![]),
-            node("Cast", &["onnx_pads"], "pads", vec![attr_int("to", 7)]),
-            node("Pad", &["x", "pads"], "y", vec![]),
+            node("Reshape", &["t", "flat"], &["onnx_pads"], vec![]),
+            node(
+                "Cast",
+                &["onnx_pads"],
+                &["pads"],
+                vec![attr_int("to", INT64 as i64)],
+            ),
+            node("Pad", &["x", "pads"], &["y"], vec![]),
         ],
-        initializer: vec![
+        vec![
             ints("four", &[4]),
             ints("torch_pads", &[1, 2, 3, 0]),
             ints("pairs_shape", &[-1, 2]),
@@ -125,25 +61,13 @@ fn pytorch_pad_amounts_fold_through_concat_reshape_slice_transpose_and_cast() {
             ints("minus1", &[-1]),
             ints("flat", &[-1]),
         ],
-        input: vec![value_info("x", &[1, 2, 3, 4])],
-        output: vec![proto::ValueInfoProto {
-            name: Some("y".into()),
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
-    let model = proto::ModelProto {
-        ir_version: Some(8),
-        opset_import: vec![proto::OperatorSetIdProto {
-            domain: Some(String::new()),
-            version: Some(17),
-        }],
-        graph: Some(graph),
-        ..Default::default()
-    };
+        vec![value_info("x", FLOAT, &[1, 2, 3, 4])],
+        vec![value_info("y", FLOAT, &[1, 2, 6, 7])],
+        17,
+    );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("pad.onnx");
-    std::fs::write(&path, m2w_model::onnx::encode(&model)).unwrap();
+    std::fs::write(&path, bytes).unwrap();
     let m = m2w_model::Model::open(&path).unwrap();
     let shapes: BTreeMap<String, (Vec<usize>, DT)> =
         [("x".to_string(), (vec![1, 2, 3, 4], DT::F32))].into();

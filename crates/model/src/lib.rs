@@ -17,6 +17,7 @@ pub mod io;
 pub mod llama_config;
 pub mod names;
 pub mod onnx;
+pub mod onnx_build;
 pub mod quant;
 pub mod safetensors_file;
 

@@ -284,6 +284,17 @@ pub fn to_engine(t: &m2w_reference::HostTensor) -> HostTensor {
         m2w_reference::HostTensor::F32(_, v) => HostTensor::f32(shape, v.clone()),
         m2w_reference::HostTensor::I64(_, v) => HostTensor::i64(shape, v.clone()),
         m2w_reference::HostTensor::Bool(_, v) => HostTensor::bool(shape, v.clone()),
+        // Every integer type reaches the engine as an integer (its i32 storage), so an
+        // int32 input keeps its dtype and per-layer mode writes 1, not the bits of 1.0.
+        m2w_reference::HostTensor::I32(_, v) => {
+            HostTensor::i64(shape, v.iter().map(|&x| x as i64).collect())
+        }
+        m2w_reference::HostTensor::I8(_, v) => {
+            HostTensor::i64(shape, v.iter().map(|&x| x as i64).collect())
+        }
+        m2w_reference::HostTensor::U8(_, v) => {
+            HostTensor::i64(shape, v.iter().map(|&x| x as i64).collect())
+        }
         other => HostTensor::f32(shape, other.to_f64().iter().map(|&x| x as f32).collect()),
     }
 }
