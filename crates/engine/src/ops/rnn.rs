@@ -1,12 +1,13 @@
-//! LSTM, forward / reverse / bidirectional, with bias and initial state
-//! (`lstm_f32`: a workgroup per direction and batch row walks the time steps; hidden
-//! size up to 256). Y_h and Y_c are copies out of the state buffer.
+//! Recurrent ops, forward / reverse / bidirectional, with bias and initial state: a
+//! workgroup per direction and batch row walks the time steps, a thread per hidden unit
+//! (hidden size up to 256). LSTM (`lstm_f32`; Y_h and Y_c are copies out of the state
+//! buffer) and GRU (`gru_f32`: both linear_before_reset modes, sequence lengths, clip).
 
 use m2w_kernels::{Kernel, params};
-use m2w_model::NodeInfo;
+use m2w_model::{AttrValue, NodeInfo};
 
 use super::Registry;
-use super::ctx::{Ctx, R, attr_i, attr_s, ins};
+use super::ctx::{Ctx, R, attr_f, attr_i, attr_s, ins};
 use crate::plan::Binding;
 use crate::tensor::DT;
 
@@ -27,6 +28,120 @@ pub(super) fn register(r: &mut Registry) {
         ],
         lower_lstm,
     );
+    r.op(
+        "GRU",
+        1,
+        &[
+            "activation_alpha",
+            "activation_beta",
+            "activations",
+            "clip",
+            "direction",
+            "hidden_size",
+            "layout",
+            "linear_before_reset",
+            "output_sequence",
+        ],
+        lower_gru,
+    );
+}
+
+/// Only the default activations run; a model may still spell them out.
+fn default_activations(n: &NodeInfo, defaults: &[&str]) -> R<()> {
+    match n.attributes.get("activations") {
+        None => Ok(()),
+        Some(AttrValue::Strings(given)) => {
+            let dirs = given.len() / defaults.len().max(1);
+            let ok = given.len() == dirs * defaults.len()
+                && given
+                    .iter()
+                    .zip(defaults.iter().cycle())
+                    .all(|(g, d)| g.eq_ignore_ascii_case(d));
+            if ok {
+                Ok(())
+            } else {
+                Err(format!(
+                    "activations {given:?} are not supported (only the defaults {defaults:?})"
+                ))
+            }
+        }
+        Some(other) => Err(format!("activations {other:?} are not strings")),
+    }
+}
+
+fn lower_gru(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
+    let ins = ins(n);
+    let xs = cx.shape(ins[0])?;
+    let ws = cx.shape(ins[1])?;
+    if attr_i(n, "layout", 0) != 0 {
+        return Err("layout 1 (batch first) is not supported".into());
+    }
+    default_activations(n, &["Sigmoid", "Tanh"])?;
+    if xs.len() != 3 || ws.len() != 3 {
+        return Err("input not [T, B, I] or W not [D, 3H, I]".into());
+    }
+    let dirs = ws[0];
+    let hidden = attr_i(n, "hidden_size", (ws[1] / 3) as i64) as usize;
+    if hidden == 0 || hidden > 256 || ws[1] != 3 * hidden {
+        return Err(format!(
+            "hidden size {hidden}: W has {} rows, at most 256 units run",
+            ws[1]
+        ));
+    }
+    let (t, b, i) = (xs[0], xs[1], xs[2]);
+    let direction = attr_s(n, "direction", "forward");
+    let expect_dirs = if direction == "bidirectional" { 2 } else { 1 };
+    if dirs != expect_dirs {
+        return Err(format!(
+            "direction {direction} with {dirs} weight direction(s)"
+        ));
+    }
+    let opt = |k: usize| ins.get(k).filter(|s| !s.is_empty()).copied();
+    if let Some(l) = opt(4)
+        && cx.dt(l)? != DT::I32
+    {
+        return Err("sequence_lens must be integers".into());
+    }
+    let y = n
+        .outputs
+        .first()
+        .filter(|s| !s.is_empty())
+        .cloned()
+        .unwrap_or_else(|| format!("{}::y", n.label()));
+    cx.new_tensor(&y, vec![t, dirs, b, hidden], DT::F32)?;
+    let state = match n.outputs.get(1).filter(|s| !s.is_empty()) {
+        Some(h) => h.clone(),
+        None => format!("{}::state", n.label()),
+    };
+    cx.new_tensor(&state, vec![dirs, b, hidden], DT::F32)?;
+    let bind_opt = |ctx: &Ctx, k: usize| opt(k).map(|s| ctx.bind(s)).unwrap_or(Binding::Dummy);
+    let p = params::Gru {
+        t: t as u32,
+        b: b as u32,
+        i: i as u32,
+        h: hidden as u32,
+        d: dirs as u32,
+        has_bias: opt(3).is_some() as u32,
+        has_h0: opt(5).is_some() as u32,
+        has_seq_lens: opt(4).is_some() as u32,
+        reverse: (direction == "reverse") as u32,
+        linear_before_reset: (attr_i(n, "linear_before_reset", 0) != 0) as u32,
+        clip: attr_f(n, "clip", 0.0),
+        ..Default::default()
+    }
+    .words();
+    let bindings = vec![
+        cx.bind(ins[0]),
+        cx.bind(ins[1]),
+        cx.bind(ins[2]),
+        bind_opt(cx, 3),
+        bind_opt(cx, 5),
+        bind_opt(cx, 4),
+        cx.bind(&y),
+        cx.bind(&state),
+    ];
+    cx.dispatch(n, Kernel::GruF32, bindings, p, [(dirs * b) as u32, 1, 1]);
+    Ok(())
 }
 
 fn lower_lstm(cx: &mut Ctx, n: &NodeInfo) -> R<()> {

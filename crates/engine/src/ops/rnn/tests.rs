@@ -158,3 +158,151 @@ fn lstm_with_clip_or_sequence_lens_is_refused() {
         .unwrap_err();
     assert!(err.contains("sequence_lens"), "{err}");
 }
+
+/// One direction of an ONNX GRU (gates z, r, h) over x [T, B, I]; w [3H, I], r [3H, H],
+/// bias [6H] (Wb then Rb), h0 [B, H], per-row lengths (steps at or past a row's length
+/// leave its state alone and give zeros). Returns Y as [T][B*H] and the final h.
+#[allow(clippy::too_many_arguments)]
+fn gru_ref(
+    x: &[f32],
+    w: &[f32],
+    r: &[f32],
+    bias: &[f32],
+    h0: &[f32],
+    lens: &[usize],
+    reverse: bool,
+    linear_before_reset: bool,
+) -> (Vec<Vec<f32>>, Vec<f32>) {
+    let mut h: Vec<f64> = h0.iter().map(|&v| v as f64).collect();
+    let mut ys = vec![vec![0f32; B * H]; T];
+    for bb in 0..B {
+        let steps: Vec<usize> = if reverse {
+            (0..lens[bb]).rev().collect()
+        } else {
+            (0..lens[bb]).collect()
+        };
+        for t in steps {
+            let hp: Vec<f64> = h[bb * H..(bb + 1) * H].to_vec();
+            let dot_x = |row: usize| -> f64 {
+                (0..I)
+                    .map(|q| w[row * I + q] as f64 * x[(t * B + bb) * I + q] as f64)
+                    .sum::<f64>()
+                    + bias[row] as f64
+            };
+            let dot_h = |row: usize, v: &[f64]| -> f64 {
+                (0..H).map(|q| r[row * H + q] as f64 * v[q]).sum::<f64>() + bias[3 * H + row] as f64
+            };
+            let z: Vec<f64> = (0..H).map(|j| sigmoid(dot_x(j) + dot_h(j, &hp))).collect();
+            let rg: Vec<f64> = (0..H)
+                .map(|j| sigmoid(dot_x(H + j) + dot_h(H + j, &hp)))
+                .collect();
+            let rh: Vec<f64> = (0..H).map(|j| rg[j] * hp[j]).collect();
+            for j in 0..H {
+                let rec = if linear_before_reset {
+                    rg[j] * dot_h(2 * H + j, &hp)
+                } else {
+                    dot_h(2 * H + j, &rh)
+                };
+                let hh = (dot_x(2 * H + j) + rec).tanh();
+                h[bb * H + j] = (1.0 - z[j]) * hh + z[j] * hp[j];
+                ys[t][bb * H + j] = h[bb * H + j] as f32;
+            }
+        }
+    }
+    (ys, h.iter().map(|&v| v as f32).collect())
+}
+
+#[test]
+fn gru_both_reset_modes_with_sequence_lengths_and_both_directions() {
+    let x = values(T * B * I, 31);
+    let h0 = values(B * H, 32);
+    let lens = [T, T - 1];
+    for linear_before_reset in [0, 1] {
+        for bidirectional in [false, true] {
+            let d = if bidirectional { 2 } else { 1 };
+            let w = values(d * 3 * H * I, 33);
+            let r = values(d * 3 * H * H, 34);
+            let bias = values(d * 6 * H, 35);
+            let h0d: Vec<f32> = (0..d).flat_map(|_| h0.clone()).collect();
+            let got = node("GRU")
+                .input("x", HostTensor::f32(vec![T, B, I], x.clone()))
+                .constant("w", HostTensor::f32(vec![d, 3 * H, I], w.clone()))
+                .constant("r", HostTensor::f32(vec![d, 3 * H, H], r.clone()))
+                .constant("b", HostTensor::f32(vec![d, 6 * H], bias.clone()))
+                .input(
+                    "lens",
+                    HostTensor::i64(vec![B], lens.iter().map(|&l| l as i64).collect()),
+                )
+                .input("h0", HostTensor::f32(vec![d, B, H], h0d))
+                .int("hidden_size", H as i64)
+                .int("linear_before_reset", linear_before_reset)
+                .string(
+                    "direction",
+                    if bidirectional {
+                        "bidirectional"
+                    } else {
+                        "forward"
+                    },
+                )
+                .outputs(&["y", "y_h"])
+                .run()
+                .unwrap();
+            let mut want_y = vec![0f32; T * d * B * H];
+            let mut want_h = Vec::new();
+            for dir in 0..d {
+                let (ys, hn) = gru_ref(
+                    &x,
+                    &w[dir * 3 * H * I..(dir + 1) * 3 * H * I],
+                    &r[dir * 3 * H * H..(dir + 1) * 3 * H * H],
+                    &bias[dir * 6 * H..(dir + 1) * 6 * H],
+                    &h0,
+                    &lens,
+                    dir == 1,
+                    linear_before_reset != 0,
+                );
+                for (t, row) in ys.iter().enumerate() {
+                    want_y[(t * d + dir) * B * H..(t * d + dir + 1) * B * H].copy_from_slice(row);
+                }
+                want_h.extend(hn);
+            }
+            let tag = format!("linear_before_reset {linear_before_reset}, directions {d}");
+            assert_eq!(got[0].shape, vec![T, d, B, H], "{tag}");
+            assert_close(&got[0], &[T, d, B, H], &want_y, 1e-5, 1e-5);
+            assert_close(&got[1], &[d, B, H], &want_h, 1e-5, 1e-5);
+        }
+    }
+}
+
+#[test]
+fn gru_with_batch_first_layout_or_custom_activations_is_refused() {
+    let base = || {
+        node("GRU")
+            .input("x", HostTensor::f32(vec![T, B, I], values(T * B * I, 1)))
+            .constant(
+                "w",
+                HostTensor::f32(vec![1, 3 * H, I], values(3 * H * I, 2)),
+            )
+            .constant(
+                "r",
+                HostTensor::f32(vec![1, 3 * H, H], values(3 * H * H, 3)),
+            )
+    };
+    let e = base().int("layout", 1).plan().unwrap_err();
+    assert!(e.contains("layout"), "{e}");
+    let e = base()
+        .attr(
+            "activations",
+            m2w_model::AttrValue::Strings(vec!["Relu".into(), "Tanh".into()]),
+        )
+        .plan()
+        .unwrap_err();
+    assert!(e.contains("activations"), "{e}");
+    // The defaults, spelled out, run.
+    base()
+        .attr(
+            "activations",
+            m2w_model::AttrValue::Strings(vec!["Sigmoid".into(), "Tanh".into()]),
+        )
+        .plan()
+        .unwrap();
+}
