@@ -21,7 +21,7 @@ mod tests {
             flag_for("com.microsoft", "MatMulNBits").unwrap().kind,
             "contrib"
         );
-        assert_eq!(flag_for("", "RNN").unwrap().kind, "recurrent");
+        assert_eq!(flag_for("", "Loop").unwrap().kind, "control-flow");
         assert_eq!(flag_for("", "If").unwrap().kind, "control-flow");
         assert_eq!(flag_for("", "MatMulInteger").unwrap().kind, "quantized");
         assert_eq!(flag_for("", "FancyNewOp").unwrap().kind, "missing");

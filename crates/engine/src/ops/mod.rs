@@ -493,7 +493,7 @@ mod tests {
         assert_eq!(flag("", "LSTM").kind, "supported");
         assert_eq!(flag("com.microsoft", "MatMulNBits").kind, "contrib");
         assert_eq!(flag("", "If").kind, "control-flow");
-        assert_eq!(flag("", "RNN").kind, "recurrent");
+        assert_eq!(flag("", "Scan").kind, "control-flow");
         assert_eq!(flag("", "MatMulInteger").kind, "quantized");
         assert_eq!(flag("", "FancyNewOp").kind, "missing");
     }

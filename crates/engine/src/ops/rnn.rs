@@ -1,7 +1,8 @@
 //! Recurrent ops, forward / reverse / bidirectional, with bias and initial state: a
 //! workgroup per direction and batch row walks the time steps, a thread per hidden unit
 //! (hidden size up to 256). LSTM (`lstm_f32`; Y_h and Y_c are copies out of the state
-//! buffer) and GRU (`gru_f32`: both linear_before_reset modes, sequence lengths, clip).
+//! buffer) GRU (`gru_f32`: both linear_before_reset modes, sequence lengths, clip) and RNN
+//! (`rnn_f32`, tanh).
 
 use m2w_kernels::{Kernel, params};
 use m2w_model::{AttrValue, NodeInfo};
@@ -44,6 +45,21 @@ pub(super) fn register(r: &mut Registry) {
         ],
         lower_gru,
     );
+    r.op(
+        "RNN",
+        1,
+        &[
+            "activation_alpha",
+            "activation_beta",
+            "activations",
+            "clip",
+            "direction",
+            "hidden_size",
+            "layout",
+            "output_sequence",
+        ],
+        lower_rnn,
+    );
 }
 
 /// Only the default activations run; a model may still spell them out.
@@ -70,19 +86,30 @@ fn default_activations(n: &NodeInfo, defaults: &[&str]) -> R<()> {
 }
 
 fn lower_gru(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
+    default_activations(n, &["Sigmoid", "Tanh"])?;
+    recurrent(cx, n, 3)
+}
+
+fn lower_rnn(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
+    default_activations(n, &["Tanh"])?;
+    recurrent(cx, n, 1)
+}
+
+/// GRU (3 gates) and RNN (1): the same inputs (X, W, R, B, sequence_lens, initial_h),
+/// outputs (Y, Y_h) and dispatch shape.
+fn recurrent(cx: &mut Ctx, n: &NodeInfo, gates: usize) -> R<()> {
     let ins = ins(n);
     let xs = cx.shape(ins[0])?;
     let ws = cx.shape(ins[1])?;
     if attr_i(n, "layout", 0) != 0 {
         return Err("layout 1 (batch first) is not supported".into());
     }
-    default_activations(n, &["Sigmoid", "Tanh"])?;
     if xs.len() != 3 || ws.len() != 3 {
-        return Err("input not [T, B, I] or W not [D, 3H, I]".into());
+        return Err(format!("input not [T, B, I] or W not [D, {gates}H, I]"));
     }
     let dirs = ws[0];
-    let hidden = attr_i(n, "hidden_size", (ws[1] / 3) as i64) as usize;
-    if hidden == 0 || hidden > 256 || ws[1] != 3 * hidden {
+    let hidden = attr_i(n, "hidden_size", (ws[1] / gates) as i64) as usize;
+    if hidden == 0 || hidden > 256 || ws[1] != gates * hidden {
         return Err(format!(
             "hidden size {hidden}: W has {} rows, at most 256 units run",
             ws[1]
@@ -115,21 +142,38 @@ fn lower_gru(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     };
     cx.new_tensor(&state, vec![dirs, b, hidden], DT::F32)?;
     let bind_opt = |ctx: &Ctx, k: usize| opt(k).map(|s| ctx.bind(s)).unwrap_or(Binding::Dummy);
-    let p = params::Gru {
-        t: t as u32,
-        b: b as u32,
-        i: i as u32,
-        h: hidden as u32,
-        d: dirs as u32,
-        has_bias: opt(3).is_some() as u32,
-        has_h0: opt(5).is_some() as u32,
-        has_seq_lens: opt(4).is_some() as u32,
-        reverse: (direction == "reverse") as u32,
-        linear_before_reset: (attr_i(n, "linear_before_reset", 0) != 0) as u32,
-        clip: attr_f(n, "clip", 0.0),
-        ..Default::default()
-    }
-    .words();
+    let (kernel, p) = if gates == 3 {
+        let p = params::Gru {
+            t: t as u32,
+            b: b as u32,
+            i: i as u32,
+            h: hidden as u32,
+            d: dirs as u32,
+            has_bias: opt(3).is_some() as u32,
+            has_h0: opt(5).is_some() as u32,
+            has_seq_lens: opt(4).is_some() as u32,
+            reverse: (direction == "reverse") as u32,
+            linear_before_reset: (attr_i(n, "linear_before_reset", 0) != 0) as u32,
+            clip: attr_f(n, "clip", 0.0),
+            ..Default::default()
+        };
+        (Kernel::GruF32, p.words())
+    } else {
+        let p = params::Rnn {
+            t: t as u32,
+            b: b as u32,
+            i: i as u32,
+            h: hidden as u32,
+            d: dirs as u32,
+            has_bias: opt(3).is_some() as u32,
+            has_h0: opt(5).is_some() as u32,
+            has_seq_lens: opt(4).is_some() as u32,
+            reverse: (direction == "reverse") as u32,
+            clip: attr_f(n, "clip", 0.0),
+            ..Default::default()
+        };
+        (Kernel::RnnF32, p.words())
+    };
     let bindings = vec![
         cx.bind(ins[0]),
         cx.bind(ins[1]),
@@ -140,7 +184,7 @@ fn lower_gru(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
         cx.bind(&y),
         cx.bind(&state),
     ];
-    cx.dispatch(n, Kernel::GruF32, bindings, p, [(dirs * b) as u32, 1, 1]);
+    cx.dispatch(n, kernel, bindings, p, [(dirs * b) as u32, 1, 1]);
     Ok(())
 }
 

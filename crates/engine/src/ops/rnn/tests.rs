@@ -306,3 +306,50 @@ fn gru_with_batch_first_layout_or_custom_activations_is_refused() {
         .plan()
         .unwrap();
 }
+
+#[test]
+fn rnn_reverse_with_bias_initial_state_and_sequence_lengths() {
+    let x = values(T * B * I, 41);
+    let w = values(H * I, 42);
+    let r = values(H * H, 43);
+    let bias = values(2 * H, 44);
+    let h0 = values(B * H, 45);
+    let lens = [T - 1, T];
+    let got = node("RNN")
+        .input("x", HostTensor::f32(vec![T, B, I], x.clone()))
+        .constant("w", HostTensor::f32(vec![1, H, I], w.clone()))
+        .constant("r", HostTensor::f32(vec![1, H, H], r.clone()))
+        .constant("b", HostTensor::f32(vec![1, 2 * H], bias.clone()))
+        .input(
+            "lens",
+            HostTensor::i64(vec![B], lens.iter().map(|&l| l as i64).collect()),
+        )
+        .input("h0", HostTensor::f32(vec![1, B, H], h0.clone()))
+        .string("direction", "reverse")
+        .int("hidden_size", H as i64)
+        .outputs(&["y", "y_h"])
+        .run()
+        .unwrap();
+    // CPU: h_t = tanh(W x_t + R h_{t-1} + Wb + Rb), from each row's last step down.
+    let mut h: Vec<f64> = h0.iter().map(|&v| v as f64).collect();
+    let mut y = vec![0f32; T * B * H];
+    for bb in 0..B {
+        for t in (0..lens[bb]).rev() {
+            let hp: Vec<f64> = h[bb * H..(bb + 1) * H].to_vec();
+            for j in 0..H {
+                let mut acc = bias[j] as f64 + bias[H + j] as f64;
+                for q in 0..I {
+                    acc += w[j * I + q] as f64 * x[(t * B + bb) * I + q] as f64;
+                }
+                for q in 0..H {
+                    acc += r[j * H + q] as f64 * hp[q];
+                }
+                h[bb * H + j] = acc.tanh();
+                y[(t * B + bb) * H + j] = h[bb * H + j] as f32;
+            }
+        }
+    }
+    assert_close(&got[0], &[T, 1, B, H], &y, 1e-5, 1e-5);
+    let hn: Vec<f32> = h.iter().map(|&v| v as f32).collect();
+    assert_close(&got[1], &[1, B, H], &hn, 1e-5, 1e-5);
+}
