@@ -14,6 +14,7 @@
 
 mod conv;
 mod ctx;
+mod einsum;
 mod elementwise;
 mod gather;
 mod host;
@@ -122,12 +123,13 @@ pub fn registry() -> &'static [OpSpec] {
             specs: Vec::new(),
             family: "",
         };
-        let families: [(&'static str, fn(&mut Registry)); 12] = [
+        let families: [(&'static str, fn(&mut Registry)); 13] = [
             ("elementwise", elementwise::register),
             ("shape", shape::register),
             ("movement", movement::register),
             ("gather", gather::register),
             ("matmul", matmul::register),
+            ("einsum", einsum::register),
             ("conv", conv::register),
             ("pool", pool::register),
             ("reduce", reduce::register),
