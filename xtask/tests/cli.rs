@@ -346,7 +346,10 @@ fn minilm_package_passes_every_checkpoint_in_headless_chromium() {
     );
     assert!(stdout.contains("demo page: done in"), "{stdout}");
     assert!(
-        stdout.contains("browser checkpoints: 251 passed, 0 failed"),
+        // 249 of the reference's GPU-computed checkpoints: the attention mask's
+        // GreaterOrEqual and And read only constants and fold on the host (251 before the
+        // host folds of issue 12); the output after them is still compared.
+        stdout.contains("browser checkpoints: 249 passed, 0 failed"),
         "{stdout}"
     );
 }
