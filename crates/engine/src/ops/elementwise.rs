@@ -15,54 +15,22 @@ const CONSUMED: &[&str] = &["consumed_inputs"];
 const LEGACY_BROADCAST: &[&str] = &["axis", "broadcast", "consumed_inputs"];
 
 pub(super) fn register(r: &mut Registry) {
-    for (op, since, attrs) in [
-        ("Relu", 1, CONSUMED),
-        ("Sigmoid", 1, CONSUMED),
-        ("Tanh", 1, CONSUMED),
-        ("Exp", 1, CONSUMED),
-        ("Log", 1, CONSUMED),
-        ("Sqrt", 1, CONSUMED),
-        ("Reciprocal", 1, CONSUMED),
-        ("Floor", 1, CONSUMED),
-        ("Ceil", 1, CONSUMED),
-        ("Round", 11, &[]),
-        ("Sin", 7, &[]),
-        ("Cos", 7, &[]),
-        ("Tan", 7, &[]),
-        ("Asin", 7, &[]),
-        ("Acos", 7, &[]),
-        ("Atan", 7, &[]),
-        ("Sinh", 9, &[]),
-        ("Cosh", 9, &[]),
-        ("Asinh", 9, &[]),
-        ("Acosh", 9, &[]),
-        ("Atanh", 9, &[]),
-        ("Erf", 9, &[]),
-        ("Sign", 9, &[]),
-        ("Softplus", 1, &[]),
-        ("Softsign", 1, &[]),
-        ("Elu", 1, &["alpha", "consumed_inputs"]),
-        ("Selu", 1, &["alpha", "consumed_inputs", "gamma"]),
-        ("Celu", 12, &["alpha"]),
-        ("LeakyRelu", 1, &["alpha", "consumed_inputs"]),
-        ("ThresholdedRelu", 10, &["alpha"]),
-        ("HardSigmoid", 1, &["alpha", "beta", "consumed_inputs"]),
-        ("HardSwish", 14, &[]),
-        ("Mish", 18, &[]),
-        ("Gelu", 20, &["approximate"]),
-        ("IsNaN", 9, &[]),
-        ("IsInf", 10, &["detect_negative", "detect_positive"]),
-    ] as [(&'static str, i64, &'static [&'static str]); 36]
-    {
-        let spec = r.op(op, since, attrs, lower_unary);
-        // Float shape arithmetic (sizes from scales) rounds on the host.
-        if matches!(op, "Floor" | "Ceil" | "Round" | "Sqrt") {
-            spec.fold(fold_float_unary);
+    for (op, since, attrs, _) in UNARY {
+        let spec = r.op(op, *since, attrs, lower_unary);
+        match *op {
+            // Float shape arithmetic (sizes from scales) rounds on the host.
+            "Floor" | "Ceil" | "Round" | "Sqrt" => {
+                spec.fold(fold_float_unary);
+            }
+            "Abs" | "Neg" => {
+                spec.fold(fold_neg_abs);
+            }
+            "Not" => {
+                spec.fold(fold_not);
+            }
+            _ => {}
         }
     }
-    r.op("Not", 1, &[], lower_unary).fold(fold_not);
-    r.op("Abs", 1, CONSUMED, lower_unary).fold(fold_neg_abs);
-    r.op("Neg", 1, CONSUMED, lower_unary).fold(fold_neg_abs);
     for (op, since, attrs, folds) in [
         ("Add", 1, LEGACY_BROADCAST, true),
         ("Sub", 1, LEGACY_BROADCAST, true),
@@ -99,71 +67,89 @@ pub(super) fn register(r: &mut Registry) {
         .fold(fold_cast);
 }
 
-/// Unary element-wise ops: (kernel op, p0 attribute and default, p1 ...).
-fn unary_kernel(n: &NodeInfo) -> Option<(&'static str, f32, f32)> {
-    Some(match n.op_type.as_str() {
-        "Abs" => ("abs", 0.0, 0.0),
-        "Neg" => ("neg", 0.0, 0.0),
-        "Relu" => ("relu", 0.0, 0.0),
-        "Sigmoid" => ("sigmoid", 0.0, 0.0),
-        "Tanh" => ("tanh", 0.0, 0.0),
-        "Exp" => ("exp", 0.0, 0.0),
-        "Log" => ("log", 0.0, 0.0),
-        "Sqrt" => ("sqrt", 0.0, 0.0),
-        "Reciprocal" => ("reciprocal", 0.0, 0.0),
-        "Floor" => ("floor", 0.0, 0.0),
-        "Ceil" => ("ceil", 0.0, 0.0),
-        "Round" => ("round", 0.0, 0.0),
-        "Sin" => ("sin", 0.0, 0.0),
-        "Cos" => ("cos", 0.0, 0.0),
-        "Tan" => ("tan", 0.0, 0.0),
-        "Asin" => ("asin", 0.0, 0.0),
-        "Acos" => ("acos", 0.0, 0.0),
-        "Atan" => ("atan", 0.0, 0.0),
-        "Sinh" => ("sinh", 0.0, 0.0),
-        "Cosh" => ("cosh", 0.0, 0.0),
-        "Asinh" => ("asinh", 0.0, 0.0),
-        "Acosh" => ("acosh", 0.0, 0.0),
-        "Atanh" => ("atanh", 0.0, 0.0),
-        "Erf" => ("erf", 0.0, 0.0),
-        "Sign" => ("sign", 0.0, 0.0),
-        "Softplus" => ("softplus", 0.0, 0.0),
-        "Softsign" => ("softsign", 0.0, 0.0),
-        "Elu" => ("elu", attr_f(n, "alpha", 1.0), 0.0),
-        "Selu" => (
+/// The kernel op of a unary node and its two uniform parameters (attributes or defaults).
+type UnaryParams = fn(&NodeInfo) -> (&'static str, f32, f32);
+
+/// Every unary element-wise op: name, first opset, spec attributes, kernel op and params.
+/// `ew_<kernel op>_<dtype>` must exist for the input's dtype.
+static UNARY: &[(&str, i64, &[&str], UnaryParams)] = &[
+    ("Abs", 1, CONSUMED, |_| ("abs", 0.0, 0.0)),
+    ("Neg", 1, CONSUMED, |_| ("neg", 0.0, 0.0)),
+    ("Relu", 1, CONSUMED, |_| ("relu", 0.0, 0.0)),
+    ("Sigmoid", 1, CONSUMED, |_| ("sigmoid", 0.0, 0.0)),
+    ("Tanh", 1, CONSUMED, |_| ("tanh", 0.0, 0.0)),
+    ("Exp", 1, CONSUMED, |_| ("exp", 0.0, 0.0)),
+    ("Log", 1, CONSUMED, |_| ("log", 0.0, 0.0)),
+    ("Sqrt", 1, CONSUMED, |_| ("sqrt", 0.0, 0.0)),
+    ("Reciprocal", 1, CONSUMED, |_| ("reciprocal", 0.0, 0.0)),
+    ("Floor", 1, CONSUMED, |_| ("floor", 0.0, 0.0)),
+    ("Ceil", 1, CONSUMED, |_| ("ceil", 0.0, 0.0)),
+    ("Round", 11, &[], |_| ("round", 0.0, 0.0)),
+    ("Sin", 7, &[], |_| ("sin", 0.0, 0.0)),
+    ("Cos", 7, &[], |_| ("cos", 0.0, 0.0)),
+    ("Tan", 7, &[], |_| ("tan", 0.0, 0.0)),
+    ("Asin", 7, &[], |_| ("asin", 0.0, 0.0)),
+    ("Acos", 7, &[], |_| ("acos", 0.0, 0.0)),
+    ("Atan", 7, &[], |_| ("atan", 0.0, 0.0)),
+    ("Sinh", 9, &[], |_| ("sinh", 0.0, 0.0)),
+    ("Cosh", 9, &[], |_| ("cosh", 0.0, 0.0)),
+    ("Asinh", 9, &[], |_| ("asinh", 0.0, 0.0)),
+    ("Acosh", 9, &[], |_| ("acosh", 0.0, 0.0)),
+    ("Atanh", 9, &[], |_| ("atanh", 0.0, 0.0)),
+    ("Erf", 9, &[], |_| ("erf", 0.0, 0.0)),
+    ("Sign", 9, &[], |_| ("sign", 0.0, 0.0)),
+    ("Softplus", 1, &[], |_| ("softplus", 0.0, 0.0)),
+    ("Softsign", 1, &[], |_| ("softsign", 0.0, 0.0)),
+    ("Elu", 1, &["alpha", "consumed_inputs"], |n| {
+        ("elu", attr_f(n, "alpha", 1.0), 0.0)
+    }),
+    ("Selu", 1, &["alpha", "consumed_inputs", "gamma"], |n| {
+        (
             "selu",
             attr_f(n, "alpha", 1.673_263_2),
             attr_f(n, "gamma", 1.050_701),
-        ),
-        "Celu" => ("celu", attr_f(n, "alpha", 1.0), 0.0),
-        "LeakyRelu" => ("leaky_relu", attr_f(n, "alpha", 0.01), 0.0),
-        "ThresholdedRelu" => ("thresholded_relu", attr_f(n, "alpha", 1.0), 0.0),
-        "HardSigmoid" => (
-            "hard_sigmoid",
-            attr_f(n, "alpha", 0.2),
-            attr_f(n, "beta", 0.5),
-        ),
-        "HardSwish" => ("hard_swish", 0.0, 0.0),
-        "Mish" => ("mish", 0.0, 0.0),
-        "Gelu" => (
-            if attr_s(n, "approximate", "none") == "tanh" {
-                "gelu_tanh"
-            } else {
-                "gelu"
-            },
-            0.0,
-            0.0,
-        ),
-        "IsNaN" => ("isnan", 0.0, 0.0),
-        "IsInf" => (
+        )
+    }),
+    ("Celu", 12, &["alpha"], |n| {
+        ("celu", attr_f(n, "alpha", 1.0), 0.0)
+    }),
+    ("LeakyRelu", 1, &["alpha", "consumed_inputs"], |n| {
+        ("leaky_relu", attr_f(n, "alpha", 0.01), 0.0)
+    }),
+    ("ThresholdedRelu", 10, &["alpha"], |n| {
+        ("thresholded_relu", attr_f(n, "alpha", 1.0), 0.0)
+    }),
+    (
+        "HardSigmoid",
+        1,
+        &["alpha", "beta", "consumed_inputs"],
+        |n| {
+            (
+                "hard_sigmoid",
+                attr_f(n, "alpha", 0.2),
+                attr_f(n, "beta", 0.5),
+            )
+        },
+    ),
+    ("HardSwish", 14, &[], |_| ("hard_swish", 0.0, 0.0)),
+    ("Mish", 18, &[], |_| ("mish", 0.0, 0.0)),
+    ("Gelu", 20, &["approximate"], |n| {
+        if attr_s(n, "approximate", "none") == "tanh" {
+            ("gelu_tanh", 0.0, 0.0)
+        } else {
+            ("gelu", 0.0, 0.0)
+        }
+    }),
+    ("IsNaN", 9, &[], |_| ("isnan", 0.0, 0.0)),
+    ("IsInf", 10, &["detect_negative", "detect_positive"], |n| {
+        (
             "isinf",
             attr_i(n, "detect_positive", 1) as f32,
             attr_i(n, "detect_negative", 1) as f32,
-        ),
-        "Not" => ("not", 0.0, 0.0),
-        _ => return None,
-    })
-}
+        )
+    }),
+    ("Not", 1, &[], |_| ("not", 0.0, 0.0)),
+];
 
 fn binary_kernel(op: &str, fmod: bool) -> Option<&'static str> {
     Some(match op {
@@ -197,7 +183,12 @@ fn binary_kernel(op: &str, fmod: bool) -> Option<&'static str> {
 fn lower_unary(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     let ins = ins(n);
     let out = out0(n);
-    let (k, p0, p1) = unary_kernel(n).ok_or("not a unary op")?;
+    let params = UNARY
+        .iter()
+        .find(|u| u.0 == n.op_type)
+        .map(|u| u.3)
+        .ok_or("not a unary op")?;
+    let (k, p0, p1) = params(n);
     let dt = cx.dt(ins[0])?;
     let out_dt = match (k, dt) {
         ("isnan" | "isinf", DT::F32) => DT::Bool,
