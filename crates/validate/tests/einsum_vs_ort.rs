@@ -18,7 +18,9 @@ fn attr_string(name: &str, v: &str) -> proto::AttributeProto {
 
 #[test]
 fn einsum_equations_match_onnx_runtime() {
-    let cases: &[(&str, &[&[i64]], &[i64])] = &[
+    // (equation, operand shapes, output shape)
+    type Case<'a> = (&'a str, &'a [&'a [i64]], &'a [i64]);
+    let cases: &[Case] = &[
         ("bij,bjk->bik", &[&[2, 3, 5], &[2, 5, 4]], &[2, 3, 4]),
         ("...ii->...i", &[&[3, 4, 4]], &[3, 4]),
         ("i,i", &[&[7], &[7]], &[]),

@@ -231,7 +231,7 @@ fn lower_binary(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     );
     let logical = matches!(op, "And" | "Or" | "Xor");
     let supported = match dt {
-        DT::F32 => !logical && !(op == "Mod" && !fmod),
+        DT::F32 => !logical && (op != "Mod" || fmod),
         DT::I32 => !logical && op != "Pow",
         DT::Bool => logical || op == "Equal",
         _ => false,
@@ -240,7 +240,7 @@ fn lower_binary(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
         return Err(format!("dtype {dt:?} not supported"));
     }
     for i in &ins {
-        if cx.dt(i)? != dt && !(op == "Pow") {
+        if cx.dt(i)? != dt && op != "Pow" {
             return Err("inputs of different dtypes".into());
         }
     }

@@ -123,7 +123,8 @@ pub fn registry() -> &'static [OpSpec] {
             specs: Vec::new(),
             family: "",
         };
-        let families: [(&'static str, fn(&mut Registry)); 13] = [
+        type Register = fn(&mut Registry);
+        let families: [(&'static str, Register); 13] = [
             ("elementwise", elementwise::register),
             ("shape", shape::register),
             ("movement", movement::register),
@@ -411,26 +412,28 @@ impl Ctx {
         for i in n.inputs.iter().filter(|i| !i.is_empty()) {
             self.desc(i)?;
         }
-        if let Some(fold) = spec.fold {
+        // Checked before any constant is copied out (weights can be large).
+        let is_const = |i: &String| {
+            i.is_empty()
+                || self.plan.tensors.get(i).is_some_and(|d| {
+                    self.plan.constants.contains_key(i) || self.plan.constants.contains_key(&d.base)
+                })
+        };
+        if let Some(fold) = spec.fold
+            && n.inputs.iter().all(is_const)
+        {
             let consts: Vec<Option<HostTensor>> = n
                 .inputs
                 .iter()
                 .map(|i| if i.is_empty() { None } else { self.konst(i) })
                 .collect();
-            let all_const = n
-                .inputs
-                .iter()
-                .zip(&consts)
-                .all(|(i, c)| i.is_empty() || c.is_some());
-            if all_const {
-                // A fold that does not cover this case (say a reduction over axes of a 2-D
-                // constant) leaves the node to its GPU lowering; when there is none, the
-                // fold's reason is the one to report.
-                match fold(n, &consts, self.opset) {
-                    Ok(outs) => return self.add_outputs(n, outs),
-                    Err(fold_err) => return (spec.lower)(self, n).map_err(|_| fold_err),
-                }
-            }
+            // A fold that does not cover this case (say a reduction over axes of a 2-D
+            // constant) leaves the node to its GPU lowering; when there is none, the
+            // fold's reason is the one to report.
+            return match fold(n, &consts, self.opset) {
+                Ok(outs) => self.add_outputs(n, outs),
+                Err(fold_err) => (spec.lower)(self, n).map_err(|_| fold_err),
+            };
         }
         (spec.lower)(self, n)
     }
