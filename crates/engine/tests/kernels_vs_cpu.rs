@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use m2w_engine::gpu::{Gpu, Runner};
 use m2w_engine::{DT, Data, HostTensor, compile};
 use m2w_model::onnx::proto;
+use m2w_model::onnx_build;
 
 struct Rng(u64);
 impl Rng {
@@ -47,65 +48,31 @@ fn run_node(
 ) -> HostTensor {
     let value_info = |name: &str, t: &HostTensor| {
         let elem = match t.dt() {
-            DT::F32 => 1,
-            DT::I32 => 7,
-            DT::Bool => 9,
+            DT::F32 => onnx_build::FLOAT,
+            DT::I32 => onnx_build::INT64,
+            DT::Bool => onnx_build::BOOL,
             other => panic!("no test inputs of {other:?}"),
         };
-        let dims = t
-            .shape
-            .iter()
-            .map(|&d| proto::tensor_shape_proto::Dimension {
-                value: Some(proto::tensor_shape_proto::dimension::Value::DimValue(
-                    d as i64,
-                )),
-                ..Default::default()
-            })
-            .collect();
-        proto::ValueInfoProto {
-            name: Some(name.into()),
-            r#type: Some(proto::TypeProto {
-                value: Some(proto::type_proto::Value::TensorType(
-                    proto::type_proto::Tensor {
-                        elem_type: Some(elem),
-                        shape: Some(proto::TensorShapeProto { dim: dims }),
-                    },
-                )),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
+        let dims: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
+        onnx_build::value_info(name, elem, &dims)
     };
-    let node = proto::NodeProto {
-        op_type: Some(op.into()),
-        name: Some(format!("{op}_0")),
-        input: inputs.iter().map(|(n, _)| n.to_string()).collect(),
-        output: vec!["y".into()],
-        attribute: attrs,
-        ..Default::default()
-    };
-    let graph = proto::GraphProto {
-        name: Some("g".into()),
-        node: vec![node],
-        input: inputs.iter().map(|(n, t)| value_info(n, t)).collect(),
-        output: vec![proto::ValueInfoProto {
+    let names: Vec<&str> = inputs.iter().map(|(n, _)| *n).collect();
+    let bytes = onnx_build::model(
+        vec![proto::NodeProto {
+            name: Some(format!("{op}_0")),
+            ..onnx_build::node(op, &names, &["y"], attrs)
+        }],
+        vec![],
+        inputs.iter().map(|(n, t)| value_info(n, t)).collect(),
+        vec![proto::ValueInfoProto {
             name: Some("y".into()),
             ..Default::default()
         }],
-        ..Default::default()
-    };
-    let model = proto::ModelProto {
-        ir_version: Some(8),
-        opset_import: vec![proto::OperatorSetIdProto {
-            domain: Some(String::new()),
-            version: Some(opset),
-        }],
-        graph: Some(graph),
-        ..Default::default()
-    };
+        opset,
+    );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.onnx");
-    std::fs::write(&path, m2w_model::onnx::encode(&model)).unwrap();
+    std::fs::write(&path, bytes).unwrap();
     let m = m2w_model::Model::open(&path).unwrap();
     let shapes: BTreeMap<String, (Vec<usize>, DT)> = inputs
         .iter()
