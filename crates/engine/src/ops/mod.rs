@@ -22,6 +22,7 @@ mod matmul;
 mod movement;
 mod norm;
 mod pool;
+mod quant;
 mod reduce;
 mod resize;
 mod rnn;
@@ -124,7 +125,7 @@ pub fn registry() -> &'static [OpSpec] {
             family: "",
         };
         type Register = fn(&mut Registry);
-        let families: [(&'static str, Register); 13] = [
+        let families: [(&'static str, Register); 14] = [
             ("elementwise", elementwise::register),
             ("shape", shape::register),
             ("movement", movement::register),
@@ -138,6 +139,7 @@ pub fn registry() -> &'static [OpSpec] {
             ("norm", norm::register),
             ("rnn", rnn::register),
             ("resize", resize::register),
+            ("quant", quant::register),
         ];
         for (name, register) in families {
             r.family = name;
@@ -222,8 +224,7 @@ pub fn flag(domain: &str, op_type: &str) -> OpFlag {
         | "ConvInteger"
         | "QLinearMatMul"
         | "QLinearConv"
-        | "QuantizeLinear"
-        | "DequantizeLinear" => ("quantized", "quantization op without a kernel yet"),
+        | "QuantizeLinear" => ("quantized", "quantization op without a kernel yet"),
         "NonMaxSuppression" | "RoiAlign" | "Unique" | "StringNormalizer" | "TfIdfVectorizer"
         | "RandomNormal" | "RandomUniform" | "RandomNormalLike" | "RandomUniformLike"
         | "Multinomial" | "Bernoulli" | "NonZero" => (
