@@ -142,37 +142,36 @@ fn recurrent(cx: &mut Ctx, n: &NodeInfo, gates: usize) -> R<()> {
     };
     cx.new_tensor(&state, vec![dirs, b, hidden], DT::F32)?;
     let bind_opt = |ctx: &Ctx, k: usize| opt(k).map(|s| ctx.bind(s)).unwrap_or(Binding::Dummy);
+    // GRU and RNN uniforms share every field but GRU's reset mode.
+    macro_rules! recurrent_params {
+        ($params:ident { $($extra:tt)* }) => {
+            params::$params {
+                t: t as u32,
+                b: b as u32,
+                i: i as u32,
+                h: hidden as u32,
+                d: dirs as u32,
+                has_bias: opt(3).is_some() as u32,
+                has_h0: opt(5).is_some() as u32,
+                has_seq_lens: opt(4).is_some() as u32,
+                reverse: (direction == "reverse") as u32,
+                clip: attr_f(n, "clip", 0.0),
+                $($extra)*
+                ..Default::default()
+            }
+            .words()
+        };
+    }
     let (kernel, p) = if gates == 3 {
-        let p = params::Gru {
-            t: t as u32,
-            b: b as u32,
-            i: i as u32,
-            h: hidden as u32,
-            d: dirs as u32,
-            has_bias: opt(3).is_some() as u32,
-            has_h0: opt(5).is_some() as u32,
-            has_seq_lens: opt(4).is_some() as u32,
-            reverse: (direction == "reverse") as u32,
-            linear_before_reset: (attr_i(n, "linear_before_reset", 0) != 0) as u32,
-            clip: attr_f(n, "clip", 0.0),
-            ..Default::default()
-        };
-        (Kernel::GruF32, p.words())
+        let lbr = (attr_i(n, "linear_before_reset", 0) != 0) as u32;
+        (
+            Kernel::GruF32,
+            recurrent_params!(Gru {
+                linear_before_reset: lbr,
+            }),
+        )
     } else {
-        let p = params::Rnn {
-            t: t as u32,
-            b: b as u32,
-            i: i as u32,
-            h: hidden as u32,
-            d: dirs as u32,
-            has_bias: opt(3).is_some() as u32,
-            has_h0: opt(5).is_some() as u32,
-            has_seq_lens: opt(4).is_some() as u32,
-            reverse: (direction == "reverse") as u32,
-            clip: attr_f(n, "clip", 0.0),
-            ..Default::default()
-        };
-        (Kernel::RnnF32, p.words())
+        (Kernel::RnnF32, recurrent_params!(Rnn {}))
     };
     let bindings = vec![
         cx.bind(ins[0]),
