@@ -113,6 +113,7 @@ pub fn compile_specialized(
     let mut unsupported = Vec::new();
     let mut poisoned: HashSet<String> = HashSet::new();
     for t in model.tensors.iter().filter(|t| t.scope.is_empty()) {
+        ctx.declare(&t.name, t.dtype);
         match weight_tensor(model, t) {
             Ok(Some(h)) => ctx.add_const(&t.name, h),
             Ok(None) => {
@@ -122,6 +123,12 @@ pub fn compile_specialized(
         }
     }
     for i in &graph.inputs {
+        if let Some(d) = [DType::I8, DType::U8, DType::I16, DType::U16]
+            .into_iter()
+            .find(|d| d.name() == i.dtype)
+        {
+            ctx.declare(&i.name, d);
+        }
         if let Some(v) = fixed.get(&i.name) {
             ctx.add_const(&i.name, v.clone());
             continue;

@@ -122,11 +122,18 @@ pub(super) fn window(
     Ok((strides, dil, pads, out, kernel.to_vec()))
 }
 
-fn conv(cx: &mut Ctx, n: &NodeInfo, ins: &[&str], out: &str) -> R<()> {
+pub(super) fn conv(cx: &mut Ctx, n: &NodeInfo, ins: &[&str], out: &str) -> R<()> {
     let s = cx.shape(ins[0])?;
     let ws = cx.shape(ins[1])?;
-    if cx.dt(ins[0])? != DT::F32 {
-        return Err("only f32".into());
+    // i32 is ConvInteger's product of zero-point-centred integers.
+    let dt = cx.dt(ins[0])?;
+    let shader = match dt {
+        DT::F32 => Kernel::Conv2dF32Direct,
+        DT::I32 => Kernel::Conv2dI32Direct,
+        _ => return Err(format!("{} convolution is not supported", dt.suffix())),
+    };
+    if cx.dt(ins[1])? != dt {
+        return Err("the weight's type differs from the input's".into());
     }
     let group = attr_i(n, "group", 1) as usize;
     let kernel: Vec<usize> = attr_ints(n, "kernel_shape")
@@ -141,19 +148,7 @@ fn conv(cx: &mut Ctx, n: &NodeInfo, ins: &[&str], out: &str) -> R<()> {
         ));
     }
     conv_dispatch(
-        cx,
-        n,
-        Kernel::Conv2dF32Direct,
-        ins,
-        out,
-        &s,
-        m,
-        group,
-        &kernel,
-        &strides,
-        &dil,
-        &pads,
-        &osp,
+        cx, n, shader, ins, out, &s, m, group, &kernel, &strides, &dil, &pads, &osp,
     )
 }
 
@@ -178,7 +173,7 @@ fn conv_dispatch(
     let sp = s.len() - 2;
     let mut oshape = vec![s[0], m];
     oshape.extend(osp);
-    cx.new_tensor(out, oshape.clone(), DT::F32)?;
+    cx.new_tensor(out, oshape.clone(), cx.dt(ins[0])?)?;
     let (h, w, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow) = if sp == 1 {
         (
             1, s[2], 1, kernel[0], 1, strides[0], 1, dil[0], 0, pads[0], 1, osp[0],

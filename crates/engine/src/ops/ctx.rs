@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use m2w_model::{AttrValue, NodeInfo};
+use m2w_model::{AttrValue, DType, NodeInfo};
 
 use m2w_kernels::{Kernel, params};
 
@@ -18,6 +18,10 @@ pub(crate) const MAX_RANK: usize = 8;
 pub struct Ctx {
     pub plan: Plan,
     pub(crate) opset: i64,
+    /// The element type the graph declares for tensors m2w stores as i32 (int8, uint8,
+    /// int16...), where an op's result depends on it: QuantizeLinear saturates to its
+    /// zero point's type.
+    declared: BTreeMap<String, DType>,
 }
 
 /// The kernel variant `<family>_<op>_<dt>` (`ew_add_f32`, `reduce_max_i32`,
@@ -158,7 +162,18 @@ impl Ctx {
                 dispatches: vec![],
             },
             opset,
+            declared: BTreeMap::new(),
         }
+    }
+
+    /// Records the element type the graph declares for `name` (see [`Ctx::declared`]).
+    pub fn declare(&mut self, name: &str, dtype: DType) {
+        self.declared.insert(name.into(), dtype);
+    }
+
+    /// The element type the graph declares for `name`, when known.
+    pub(crate) fn declared(&self, name: &str) -> Option<DType> {
+        self.declared.get(name).copied()
     }
 
     pub fn add_input(&mut self, name: &str, shape: Vec<usize>, dt: DT) {

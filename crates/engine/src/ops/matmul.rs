@@ -66,9 +66,24 @@ fn lower_gemm(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     Ok(())
 }
 
-fn matmul(cx: &mut Ctx, n: &NodeInfo, a: &str, b: &str, out: &str, ta: bool, tb: bool) -> R<()> {
-    if cx.dt(a)? != DT::F32 || cx.dt(b)? != DT::F32 {
-        return Err("only f32 MatMul".into());
+/// `out = a x b` (transposed as asked) for f32, or for i32: MatMulInteger's exact product
+/// of zero-point-centred integers (and ONNX MatMul of int32s).
+pub(super) fn matmul(
+    cx: &mut Ctx,
+    n: &NodeInfo,
+    a: &str,
+    b: &str,
+    out: &str,
+    ta: bool,
+    tb: bool,
+) -> R<()> {
+    let dt = cx.dt(a)?;
+    if cx.dt(b)? != dt || !matches!(dt, DT::F32 | DT::I32) {
+        return Err(format!(
+            "MatMul of {} x {} (f32 x f32 and integer x integer are supported)",
+            dt.suffix(),
+            cx.dt(b)?.suffix()
+        ));
     }
     let sa = cx.shape(a)?;
     let sb = cx.shape(b)?;
@@ -102,7 +117,7 @@ fn matmul(cx: &mut Ctx, n: &NodeInfo, a: &str, b: &str, out: &str, ta: bool, tb:
     // Plain products (B a 2-D matrix, no transposes) run as one big [batch*M, K] x [K, N]
     // product on the register-blocked kernel (82% of cuBLAS SGEMM on the H100,
     // bench/RESULTS.md); the rest use the general tiled kernel.
-    if !ta && !tb && sb.len() == 2 && m * ka * nn >= 1 << 15 {
+    if dt == DT::F32 && !ta && !tb && sb.len() == 2 && m * ka * nn >= 1 << 15 {
         let rows = numel(ba) * m;
         let mut oshape = ba.to_vec();
         if sa.len() > 1 {
@@ -139,7 +154,7 @@ fn matmul(cx: &mut Ctx, n: &NodeInfo, a: &str, b: &str, out: &str, ta: bool, tb:
     if sb.len() > 1 {
         oshape.push(nn);
     }
-    cx.new_tensor(out, oshape, DT::F32)?;
+    cx.new_tensor(out, oshape, dt)?;
     let (a_rs, a_cs) = if ta { (1, m) } else { (ka, 1) };
     let (b_rs, b_cs) = if tb { (1, kb) } else { (nn, 1) };
     let abs: Vec<i64> = broadcast_strides(ba, &batch)
@@ -172,7 +187,11 @@ fn matmul(cx: &mut Ctx, n: &NodeInfo, a: &str, b: &str, out: &str, ta: bool, tb:
         }
         cx.dispatch(
             n,
-            Kernel::MatmulF32Tiled,
+            if dt == DT::I32 {
+                Kernel::MatmulI32Tiled
+            } else {
+                Kernel::MatmulF32Tiled
+            },
             vec![cx.bind(a), cx.bind(b), cx.bind(out)],
             p,
             [nn.div_ceil(16) as u32, m.div_ceil(16) as u32, nb as u32],

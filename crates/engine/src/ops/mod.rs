@@ -211,20 +211,10 @@ pub fn flag(domain: &str, op_type: &str) -> OpFlag {
         };
     }
     let (kind, reason) = match op_type {
-        "LSTM" | "GRU" | "RNN" => (
-            "recurrent",
-            "recurrent op without a kernel yet (sequential over time steps)",
-        ),
         "If" | "Loop" | "Scan" => (
             "control-flow",
             "control flow (subgraphs) is not supported yet",
         ),
-        "DynamicQuantizeLinear"
-        | "MatMulInteger"
-        | "ConvInteger"
-        | "QLinearMatMul"
-        | "QLinearConv"
-        | "QuantizeLinear" => ("quantized", "quantization op without a kernel yet"),
         "NonMaxSuppression" | "RoiAlign" | "Unique" | "StringNormalizer" | "TfIdfVectorizer"
         | "RandomNormal" | "RandomUniform" | "RandomNormalLike" | "RandomUniformLike"
         | "Multinomial" | "Bernoulli" | "NonZero" => (
@@ -431,12 +421,32 @@ impl Ctx {
             // A fold that does not cover this case (say a reduction over axes of a 2-D
             // constant) leaves the node to its GPU lowering; when there is none, the
             // fold's reason is the one to report.
-            return match fold(n, &consts, self.opset) {
-                Ok(outs) => self.add_outputs(n, outs),
-                Err(fold_err) => (spec.lower)(self, n).map_err(|_| fold_err),
+            match fold(n, &consts, self.opset) {
+                Ok(outs) => self.add_outputs(n, outs)?,
+                Err(fold_err) => (spec.lower)(self, n).map_err(|_| fold_err)?,
             };
+        } else {
+            (spec.lower)(self, n)?;
         }
-        (spec.lower)(self, n)
+        self.declare_outputs(n);
+        Ok(())
+    }
+
+    /// Carries the graph's integer element type (int8, uint8...) through Cast and the ops
+    /// that only view their input, so a QuantizeLinear downstream saturates right.
+    fn declare_outputs(&mut self, n: &NodeInfo) {
+        let (Some(out), Some(x)) = (n.outputs.first(), n.inputs.first()) else {
+            return;
+        };
+        let declared = match n.op_type.as_str() {
+            "Cast" => Some(m2w_model::DType::from_onnx(ctx::attr_i(n, "to", 1) as i32)),
+            "CastLike" => n.inputs.get(1).and_then(|t| self.declared(t)),
+            "Identity" | "Reshape" | "Squeeze" | "Unsqueeze" | "Flatten" => self.declared(x),
+            _ => None,
+        };
+        if let Some(d) = declared {
+            self.declare(out, d);
+        }
     }
 
     fn add_outputs(&mut self, n: &NodeInfo, outs: Vec<HostTensor>) -> R<()> {

@@ -1,14 +1,32 @@
-//! Quantization ops. So far DequantizeLinear of integer tensors, per tensor or per axis
-//! (`ew_dequantize_i32`: (x - zero_point) * scale with the scale and zero point viewed
-//! along the axis); blocked quantization and 4-/2-bit and float8 types are refused. A
-//! DequantizeLinear of constants (a quantized weight) folds on the host to f32.
+//! Quantization ops. Integers of every width are i32 on the GPU (see `tensor.rs`); the
+//! type the graph declares decides only where QuantizeLinear saturates.
+//!
+//! - DequantizeLinear / QuantizeLinear, per tensor, per axis or blocked (`block_size`
+//!   dividing the axis: x is viewed as [.., blocks, block, ..] and the parameters as
+//!   [.., blocks, 1, ..], so one element-wise kernel serves all three). A
+//!   DequantizeLinear of constants (a quantized weight) folds on the host to f32.
+//! - DynamicQuantizeLinear: one workgroup finds the range, then the QuantizeLinear kernel.
+//! - MatMulInteger, ConvInteger: zero points subtracted first (on the host for constant
+//!   weights), then the exact i32 product on the integer rows of the matmul / conv
+//!   kernels. QLinearMatMul / QLinearConv add a requantization of that product.
+//!
+//! 4-/2-bit and float8 types are refused (their tensors are not read yet).
 
-use m2w_kernels::Kernel;
-use m2w_model::NodeInfo;
+use m2w_kernels::{Kernel, params};
+use m2w_model::{DType, NodeInfo};
 
 use super::Registry;
 use super::ctx::{Ctx, R, attr_i, host_input as get, ins, norm_axis, out0};
-use crate::tensor::{DT, Data, HostTensor};
+use crate::tensor::{DT, Data, HostTensor, numel};
+
+const CONV_ATTRS: &[&str] = &[
+    "auto_pad",
+    "dilations",
+    "group",
+    "kernel_shape",
+    "pads",
+    "strides",
+];
 
 pub(super) fn register(r: &mut Registry) {
     r.op(
@@ -18,77 +36,179 @@ pub(super) fn register(r: &mut Registry) {
         lower_dequantize,
     )
     .fold(fold_dequantize);
+    r.op(
+        "QuantizeLinear",
+        10,
+        &[
+            "axis",
+            "block_size",
+            "output_dtype",
+            "precision",
+            "saturate",
+        ],
+        lower_quantize,
+    );
+    r.op("DynamicQuantizeLinear", 11, &[], lower_dynamic_quantize);
+    r.op("MatMulInteger", 10, &[], lower_matmul_integer);
+    r.op("QLinearMatMul", 10, &[], lower_qlinear_matmul);
+    r.op("ConvInteger", 10, CONV_ATTRS, lower_conv_integer);
+    r.op("QLinearConv", 10, CONV_ATTRS, lower_qlinear_conv);
 }
 
-/// The shape the scale and zero point are viewed as: per tensor when they hold one value,
-/// per axis (their length along `axis`, 1 elsewhere) when they are 1-D.
-fn param_shape(n: &NodeInfo, x: &[usize], param: &[usize]) -> R<Vec<usize>> {
-    if attr_i(n, "block_size", 0) != 0 {
-        return Err("blocked quantization (block_size) is not supported yet".into());
-    }
-    let out_dtype = attr_i(n, "output_dtype", 0);
-    if out_dtype != 0 && out_dtype != 1 {
-        return Err(format!(
-            "output_dtype {out_dtype} is not supported (f32 is)"
-        ));
-    }
+/// How x lines up with its scale and zero point: x viewed as `x`, the parameters as
+/// `param` (which broadcasts against it).
+struct Layout {
+    x: Vec<usize>,
+    param: Vec<usize>,
+}
+
+fn layout(n: &NodeInfo, x: &[usize], param: &[usize]) -> R<Layout> {
+    let block = attr_i(n, "block_size", 0);
     let count: usize = param.iter().product();
-    if count == 1 && param.len() <= 1 {
-        return Ok(vec![]);
+    if block == 0 && count == 1 && param.len() <= 1 {
+        return Ok(Layout {
+            x: x.to_vec(),
+            param: vec![],
+        });
     }
     let axis = norm_axis(attr_i(n, "axis", 1), x.len())?;
-    if param.len() != 1 || param[0] != x[axis] {
+    if block == 0 {
+        if param.len() != 1 || param[0] != x[axis] {
+            return Err(format!(
+                "scale/zero point of shape {param:?} is neither one value nor one per element of axis {axis} ({})",
+                x[axis]
+            ));
+        }
+        let mut shape = vec![1; x.len()];
+        shape[axis] = x[axis];
+        return Ok(Layout {
+            x: x.to_vec(),
+            param: shape,
+        });
+    }
+    let b = usize::try_from(block).map_err(|_| format!("block_size {block} is negative"))?;
+    let fits = param.len() == x.len()
+        && (0..x.len()).all(|d| {
+            if d == axis {
+                param[d] == x[d].div_ceil(b)
+            } else {
+                param[d] == x[d]
+            }
+        });
+    if !fits {
         return Err(format!(
-            "scale/zero point of shape {param:?} is neither one value nor one per element of axis {axis} ({})",
+            "scale/zero point of shape {param:?} does not block {x:?} by {b} along axis {axis}"
+        ));
+    }
+    if x[axis] % b != 0 {
+        return Err(format!(
+            "blocks of {b} that do not divide axis {axis} ({}) are not supported",
             x[axis]
         ));
     }
-    let mut shape = vec![1; x.len()];
-    shape[axis] = x[axis];
-    Ok(shape)
+    let split = |s: &[usize], inner: usize| {
+        let mut v = s[..axis].to_vec();
+        v.extend([x[axis] / b, inner]);
+        v.extend(&s[axis + 1..]);
+        v
+    };
+    Ok(Layout {
+        x: split(x, b),
+        param: split(param, 1),
+    })
 }
 
-fn lower_dequantize(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
-    let ins = ins(n);
-    let out = out0(n);
-    if cx.dt(ins[0])? != DT::I32 || cx.dt(ins[1])? != DT::F32 {
-        return Err("only integer x with an f32 scale".into());
-    }
-    let xs = cx.shape(ins[0])?;
-    let shape = param_shape(n, &xs, &cx.shape(ins[1])?)?;
-    let scale = format!("{out}::scale");
-    cx.view(&scale, ins[1], shape.clone())?;
-    let zp = format!("{out}::zero_point");
-    match ins.get(2).filter(|z| !z.is_empty()) {
+/// The name of input `i`, when given.
+fn opt<'a>(n: &'a NodeInfo, i: usize) -> Option<&'a str> {
+    n.inputs
+        .get(i)
+        .map(String::as_str)
+        .filter(|s| !s.is_empty())
+}
+
+/// `out = kernel(x, scale, zero_point)` over `lay`, with the result viewed back as x's
+/// shape. An absent zero point is 0.
+#[allow(clippy::too_many_arguments)]
+fn affine(
+    cx: &mut Ctx,
+    n: &NodeInfo,
+    kernel: Kernel,
+    (x, scale, zp): (&str, &str, Option<&str>),
+    lay: &Layout,
+    out: &str,
+    out_dt: DT,
+    range: (f32, f32),
+) -> R<()> {
+    let xs = cx.shape(x)?;
+    let xv = format!("{out}::x");
+    cx.view(&xv, x, lay.x.clone())?;
+    let sv = format!("{out}::scale");
+    cx.view(&sv, scale, lay.param.clone())?;
+    let zv = format!("{out}::zero_point");
+    match zp {
         Some(z) => {
             if cx.dt(z)? != DT::I32 {
                 return Err("the zero point must be an integer".into());
             }
-            cx.view(&zp, z, shape)?;
+            cx.view(&zv, z, lay.param.clone())?;
         }
-        None => cx.add_const(&zp, HostTensor::i64(vec![], vec![0])),
+        None => cx.add_const(&zv, HostTensor::i64(vec![], vec![0])),
     }
+    if lay.x == xs {
+        return cx.elementwise(n, kernel, &[&xv, &sv, &zv], out, out_dt, range.0, range.1);
+    }
+    let blocked = format!("{out}::blocked");
     cx.elementwise(
         n,
+        kernel,
+        &[&xv, &sv, &zv],
+        &blocked,
+        out_dt,
+        range.0,
+        range.1,
+    )?;
+    cx.view(out, &blocked, xs)
+}
+
+fn lower_dequantize(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
+    let ins = ins(n);
+    check_float_output(n)?;
+    if cx.dt(ins[0])? != DT::I32 || cx.dt(ins[1])? != DT::F32 {
+        return Err("only integer x with a float scale".into());
+    }
+    let lay = layout(n, &cx.shape(ins[0])?, &cx.shape(ins[1])?)?;
+    affine(
+        cx,
+        n,
         Kernel::EwDequantizeI32,
-        &[ins[0], &scale, &zp],
-        out,
+        (ins[0], ins[1], opt(n, 2)),
+        &lay,
+        out0(n),
         DT::F32,
-        0.0,
-        0.0,
+        (0.0, 0.0),
     )
 }
 
+fn check_float_output(n: &NodeInfo) -> R<()> {
+    match attr_i(n, "output_dtype", 0) {
+        0 | 1 | 10 | 16 => Ok(()),
+        other => Err(format!(
+            "output_dtype {other} is not supported (float types are)"
+        )),
+    }
+}
+
 fn fold_dequantize(n: &NodeInfo, ins: &[Option<HostTensor>], _: i64) -> R<Vec<HostTensor>> {
+    check_float_output(n)?;
     let x = get(ins, 0)?;
     let scale = get(ins, 1)?;
     let (Data::I64(xv), Data::F32(_)) = (&x.data, &scale.data) else {
-        return Err("only integer x with an f32 scale".into());
+        return Err("only integer x with a float scale".into());
     };
-    let shape = param_shape(n, &x.shape, &scale.shape)?;
-    let scale = super::host::expand(&scale.reshaped(shape.clone()), &x.shape)?;
+    let lay = layout(n, &x.shape, &scale.shape)?;
+    let scale = super::host::expand(&scale.reshaped(lay.param.clone()), &lay.x)?;
     let zp = match ins.get(2).and_then(|z| z.as_ref()) {
-        Some(z) => super::host::expand(&z.reshaped(shape), &x.shape)?.as_i64(),
+        Some(z) => super::host::expand(&z.reshaped(lay.param.clone()), &lay.x)?.as_i64(),
         None => vec![0; xv.len()],
     };
     let Data::F32(s) = &scale.data else {
@@ -102,6 +222,303 @@ fn fold_dequantize(n: &NodeInfo, ins: &[Option<HostTensor>], _: i64) -> R<Vec<Ho
             .map(|((&q, &z), &s)| (q - z) as f32 * s)
             .collect(),
     )])
+}
+
+/// The range of an integer type quantized values saturate to.
+fn int_range(dtype: DType) -> R<(f32, f32)> {
+    Ok(match dtype {
+        DType::U8 => (0.0, 255.0),
+        DType::I8 => (-128.0, 127.0),
+        DType::U16 => (0.0, 65535.0),
+        DType::I16 => (-32768.0, 32767.0),
+        other => {
+            return Err(format!(
+                "quantizing to {} is not supported (int8, uint8, int16 and uint16 are)",
+                other.name()
+            ));
+        }
+    })
+}
+
+/// The type QuantizeLinear (or a requantization) produces: its zero point's, else
+/// `output_dtype`, else uint8.
+fn quantized_type(cx: &Ctx, n: &NodeInfo, zp: Option<&str>) -> R<DType> {
+    match zp {
+        Some(z) => cx
+            .declared(z)
+            .ok_or_else(|| format!("the type of zero point '{z}' is not known at plan time")),
+        None => match attr_i(n, "output_dtype", 0) {
+            0 => Ok(DType::U8),
+            code => Ok(DType::from_onnx(code as i32)),
+        },
+    }
+}
+
+fn lower_quantize(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
+    let ins = ins(n);
+    let out = out0(n);
+    if !matches!(attr_i(n, "precision", 0), 0 | 1) {
+        return Err("a precision other than f32 is not supported".into());
+    }
+    if cx.dt(ins[0])? != DT::F32 || cx.dt(ins[1])? != DT::F32 {
+        return Err("only float x with a float scale".into());
+    }
+    let zp = opt(n, 2);
+    let ty = quantized_type(cx, n, zp)?;
+    let range = int_range(ty)?;
+    let lay = layout(n, &cx.shape(ins[0])?, &cx.shape(ins[1])?)?;
+    affine(
+        cx,
+        n,
+        Kernel::EwQuantizeF32,
+        (ins[0], ins[1], zp),
+        &lay,
+        out,
+        DT::I32,
+        range,
+    )?;
+    cx.declare(out, ty);
+    Ok(())
+}
+
+/// The name of output `i`, or an internal one when the graph leaves it unnamed.
+fn output_or(n: &NodeInfo, i: usize, internal: &str) -> String {
+    match n.outputs.get(i).filter(|s| !s.is_empty()) {
+        Some(s) => s.clone(),
+        None => format!("{}::{internal}", out0(n)),
+    }
+}
+
+fn lower_dynamic_quantize(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
+    let x = ins(n)[0];
+    if cx.dt(x)? != DT::F32 {
+        return Err("only float x".into());
+    }
+    let y = out0(n);
+    let scale = output_or(n, 1, "scale");
+    let zp = output_or(n, 2, "zero_point");
+    cx.new_tensor(&scale, vec![], DT::F32)?;
+    cx.new_tensor(&zp, vec![], DT::I32)?;
+    let count = numel(&cx.shape(x)?);
+    cx.dispatch(
+        n,
+        Kernel::DynamicQuantizeParamsU8,
+        vec![cx.bind(x), cx.bind(&scale), cx.bind(&zp)],
+        params::DynamicQuantize { n: count as u32 }.words(),
+        [1, 1, 1],
+    );
+    cx.elementwise(
+        n,
+        Kernel::EwQuantizeF32,
+        &[x, &scale, &zp],
+        y,
+        DT::I32,
+        0.0,
+        255.0,
+    )?;
+    cx.declare(y, DType::U8);
+    cx.declare(&zp, DType::U8);
+    Ok(())
+}
+
+/// `x - zero_point` as i32, the zero point viewed as `zp_view` (None: x as is). Folded on
+/// the host when both are constants (a weight and its zero point).
+fn centred(
+    cx: &mut Ctx,
+    n: &NodeInfo,
+    x: &str,
+    zp: Option<&str>,
+    zp_view: impl Fn(&[usize]) -> Vec<usize>,
+    name: &str,
+) -> R<String> {
+    if cx.dt(x)? != DT::I32 {
+        return Err(format!("input '{x}' must be an integer tensor"));
+    }
+    let Some(z) = zp else {
+        return Ok(x.to_string());
+    };
+    if cx.dt(z)? != DT::I32 {
+        return Err("the zero point must be an integer".into());
+    }
+    let view = zp_view(&cx.shape(z)?);
+    let xs = cx.shape(x)?;
+    if let (Some(xv), Some(zv)) = (cx.konst(x), cx.konst(z)) {
+        let zv = super::host::expand(&zv.reshaped(view), &xs)?.as_i64();
+        let v = xv.as_i64().iter().zip(&zv).map(|(a, b)| a - b).collect();
+        cx.add_const(name, HostTensor::i64(xs, v));
+        return Ok(name.to_string());
+    }
+    let zname = format!("{name}::zero_point");
+    cx.view(&zname, z, view)?;
+    cx.elementwise(n, Kernel::EwSubI32, &[x, &zname], name, DT::I32, 0.0, 0.0)?;
+    Ok(name.to_string())
+}
+
+/// A matrix operand's per-row (A) or per-column (B) zero point, 1-D in the older spec,
+/// viewed so that it broadcasts against the operand; N-D ones broadcast as they are.
+fn row_view(z: &[usize]) -> Vec<usize> {
+    if z.len() == 1 {
+        vec![z[0], 1]
+    } else {
+        z.to_vec()
+    }
+}
+
+fn same(z: &[usize]) -> Vec<usize> {
+    z.to_vec()
+}
+
+/// The exact i32 product `(a - a_zero_point) x (b - b_zero_point)`.
+fn integer_product(
+    cx: &mut Ctx,
+    n: &NodeInfo,
+    (a, a_zp): (&str, Option<&str>),
+    (b, b_zp): (&str, Option<&str>),
+    out: &str,
+) -> R<()> {
+    let a_view = if cx.shape(a)?.len() == 1 {
+        same
+    } else {
+        row_view
+    };
+    let a = centred(cx, n, a, a_zp, a_view, &format!("{out}::a"))?;
+    let b = centred(cx, n, b, b_zp, same, &format!("{out}::b"))?;
+    super::matmul::matmul(cx, n, &a, &b, out, false, false)
+}
+
+fn lower_matmul_integer(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
+    let ins = ins(n);
+    integer_product(cx, n, (ins[0], opt(n, 2)), (ins[1], opt(n, 3)), out0(n))
+}
+
+/// `y = saturate(round(acc * multiplier) + y_zero_point)`, the multiplier being
+/// `x_scale * w_scale / y_scale` computed in that order in f32 (as ONNX Runtime does),
+/// with `w_scale` viewed as `w_view`.
+#[allow(clippy::too_many_arguments)]
+fn requantize(
+    cx: &mut Ctx,
+    n: &NodeInfo,
+    acc: &str,
+    (x_scale, w_scale, y_scale): (&str, &str, &str),
+    w_view: Vec<usize>,
+    y_zp: Option<&str>,
+    out: &str,
+) -> R<()> {
+    for s in [x_scale, w_scale, y_scale] {
+        if cx.dt(s)? != DT::F32 {
+            return Err("scales must be floats".into());
+        }
+    }
+    let ty = quantized_type(cx, n, y_zp)?;
+    let range = int_range(ty)?;
+    let wv = format!("{out}::w_scale");
+    cx.view(&wv, w_scale, w_view)?;
+    let xw = format!("{out}::xw_scale");
+    cx.elementwise(n, Kernel::EwMulF32, &[x_scale, &wv], &xw, DT::F32, 0.0, 0.0)?;
+    let mult = format!("{out}::multiplier");
+    cx.elementwise(
+        n,
+        Kernel::EwDivF32,
+        &[&xw, y_scale],
+        &mult,
+        DT::F32,
+        0.0,
+        0.0,
+    )?;
+    let zp = match y_zp {
+        Some(z) => z.to_string(),
+        None => {
+            let z = format!("{out}::y_zero_point");
+            cx.add_const(&z, HostTensor::i64(vec![], vec![0]));
+            z
+        }
+    };
+    cx.elementwise(
+        n,
+        Kernel::EwRequantizeI32,
+        &[acc, &mult, &zp],
+        out,
+        DT::I32,
+        range.0,
+        range.1,
+    )?;
+    cx.declare(out, ty);
+    Ok(())
+}
+
+fn lower_qlinear_matmul(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
+    let i = ins(n);
+    if i.len() < 8 {
+        return Err("QLinearMatMul takes 8 inputs".into());
+    }
+    let out = out0(n);
+    let acc = format!("{out}::acc");
+    integer_product(cx, n, (i[0], opt(n, 2)), (i[3], opt(n, 5)), &acc)?;
+    // a_scale is per tensor or per row of a; b_scale per tensor or per column of b.
+    let a_scale = format!("{out}::a_scale");
+    let sa = cx.shape(i[1])?;
+    cx.view(&a_scale, i[1], row_view(&sa))?;
+    let sb = cx.shape(i[4])?;
+    requantize(cx, n, &acc, (&a_scale, i[4], i[6]), sb, opt(n, 7), out)
+}
+
+/// ConvInteger's exact i32 convolution of zero-point-centred x and w (w's zero point per
+/// tensor or per output channel), with an optional i32 bias.
+fn integer_conv(
+    cx: &mut Ctx,
+    n: &NodeInfo,
+    (x, x_zp): (&str, Option<&str>),
+    (w, w_zp): (&str, Option<&str>),
+    bias: Option<&str>,
+    out: &str,
+) -> R<()> {
+    // w's zero point is per tensor or one per output channel (w's first axis).
+    let wrank = cx.shape(w)?.len();
+    let per_channel = move |z: &[usize]| {
+        if z.len() == 1 && z[0] > 1 {
+            let mut v = vec![1; wrank];
+            v[0] = z[0];
+            v
+        } else {
+            z.to_vec()
+        }
+    };
+    let x = centred(cx, n, x, x_zp, same, &format!("{out}::x"))?;
+    let w = centred(cx, n, w, w_zp, per_channel, &format!("{out}::w"))?;
+    let mut args = vec![x.as_str(), w.as_str()];
+    if let Some(b) = bias {
+        if cx.dt(b)? != DT::I32 {
+            return Err("the bias must be int32".into());
+        }
+        args.push(b);
+    }
+    super::conv::conv(cx, n, &args, out)
+}
+
+fn lower_conv_integer(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
+    let i = ins(n);
+    integer_conv(cx, n, (i[0], opt(n, 2)), (i[1], opt(n, 3)), None, out0(n))
+}
+
+fn lower_qlinear_conv(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
+    let i = ins(n);
+    if i.len() < 8 {
+        return Err("QLinearConv takes at least 8 inputs".into());
+    }
+    let out = out0(n);
+    let acc = format!("{out}::acc");
+    integer_conv(cx, n, (i[0], opt(n, 2)), (i[3], opt(n, 5)), opt(n, 8), &acc)?;
+    // w_scale is per tensor or per output channel (axis 1 of the [N, M, ...] result).
+    let rank = cx.shape(&acc)?.len();
+    let ws = cx.shape(i[4])?;
+    let w_view = if numel(&ws) > 1 {
+        let mut v = vec![1; rank - 1];
+        v[0] = numel(&ws);
+        v
+    } else {
+        ws
+    };
+    requantize(cx, n, &acc, (i[1], i[4], i[6]), w_view, opt(n, 7), out)
 }
 
 #[cfg(test)]

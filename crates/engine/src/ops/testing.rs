@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use m2w_model::{AttrValue, NodeInfo};
+use m2w_model::{AttrValue, DType, NodeInfo};
 
 use super::{Ctx, find};
 use crate::gpu::{Gpu, Runner};
@@ -17,6 +17,7 @@ pub(crate) struct NodeTest {
     opset: i64,
     inputs: Vec<(String, HostTensor)>,
     consts: Vec<(String, HostTensor)>,
+    declared: Vec<(String, DType)>,
 }
 
 /// A NodeTest of `op` with one output `y` at opset 21.
@@ -34,6 +35,7 @@ pub(crate) fn node(op: &str) -> NodeTest {
         opset: 21,
         inputs: vec![],
         consts: vec![],
+        declared: vec![],
     }
 }
 
@@ -48,6 +50,11 @@ impl NodeTest {
     pub fn constant(mut self, name: &str, t: HostTensor) -> Self {
         self.node.inputs.push(name.into());
         self.consts.push((name.into(), t));
+        self
+    }
+    /// Declares the graph's element type of an input stored as i32 (int8, uint8...).
+    pub fn declare(mut self, name: &str, dtype: DType) -> Self {
+        self.declared.push((name.into(), dtype));
         self
     }
     /// An absent optional input.
@@ -89,6 +96,9 @@ impl NodeTest {
     pub fn plan(&self) -> Result<Plan, String> {
         let spec = find(&self.node.domain, &self.node.op_type, self.opset)?;
         let mut cx = Ctx::new(self.opset);
+        for (name, dtype) in &self.declared {
+            cx.declare(name, *dtype);
+        }
         for (name, t) in &self.consts {
             cx.add_const(name, t.clone());
         }
