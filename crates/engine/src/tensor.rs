@@ -62,6 +62,12 @@ pub enum Data {
     F32(Vec<f32>),
     I64(Vec<i64>),
     Bool(Vec<bool>),
+    /// Narrow values (u8, i8, u4, f16) kept packed in GPU words as the model stores
+    /// them: quantized weights that kernels unpack in registers.
+    Packed {
+        dt: DT,
+        words: Vec<u32>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -94,11 +100,32 @@ impl HostTensor {
         }
     }
 
+    /// Packs integer values into words of a narrow storage type (`U8`, `I8`, `U4`), first
+    /// element in the lowest bits; values are truncated to the type's bits.
+    pub fn packed(dt: DT, shape: Vec<usize>, values: &[i64]) -> HostTensor {
+        let bits = dt.bits() as usize;
+        let per = dt.per_word();
+        let mask = if bits == 32 {
+            u32::MAX
+        } else {
+            (1u32 << bits) - 1
+        };
+        let mut words = vec![0u32; values.len().div_ceil(per)];
+        for (i, &v) in values.iter().enumerate() {
+            words[i / per] |= (v as u32 & mask) << ((i % per) * bits);
+        }
+        HostTensor {
+            shape,
+            data: Data::Packed { dt, words },
+        }
+    }
+
     pub fn dt(&self) -> DT {
         match self.data {
             Data::F32(_) => DT::F32,
             Data::I64(_) => DT::I32,
             Data::Bool(_) => DT::Bool,
+            Data::Packed { dt, .. } => dt,
         }
     }
 
@@ -107,6 +134,15 @@ impl HostTensor {
             Data::F32(v) => v.len(),
             Data::I64(v) => v.len(),
             Data::Bool(v) => v.len(),
+            Data::Packed { .. } => numel(&self.shape),
+        }
+    }
+
+    /// The same values unpacked (f32, i64 or bool): packed data as host code reads it.
+    pub fn unpacked(&self) -> HostTensor {
+        match &self.data {
+            Data::Packed { dt, words } => HostTensor::from_words(*dt, self.shape.clone(), words),
+            _ => self.clone(),
         }
     }
 
@@ -120,6 +156,7 @@ impl HostTensor {
             Data::F32(v) => v.iter().map(|&x| x as i64).collect(),
             Data::I64(v) => v.clone(),
             Data::Bool(v) => v.iter().map(|&b| b as i64).collect(),
+            Data::Packed { .. } => self.unpacked().as_i64(),
         }
     }
 
@@ -128,6 +165,7 @@ impl HostTensor {
             Data::F32(v) => v.iter().map(|&x| x as f64).collect(),
             Data::I64(v) => v.iter().map(|&x| x as f64).collect(),
             Data::Bool(v) => v.iter().map(|&b| b as u8 as f64).collect(),
+            Data::Packed { .. } => self.unpacked().as_f64(),
         }
     }
 
@@ -140,6 +178,7 @@ impl HostTensor {
                 .map(|&x| x.clamp(i32::MIN as i64, i32::MAX as i64) as i32 as u32)
                 .collect(),
             Data::Bool(v) => v.iter().map(|&b| b as u32).collect(),
+            Data::Packed { words, .. } => words.clone(),
         }
     }
 

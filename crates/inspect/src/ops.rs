@@ -18,7 +18,7 @@ mod tests {
     #[test]
     fn flags_what_the_engine_does_not_run() {
         assert_eq!(
-            flag_for("com.microsoft", "MatMulNBits").unwrap().kind,
+            flag_for("com.microsoft", "Attention").unwrap().kind,
             "contrib"
         );
         assert_eq!(flag_for("", "Loop").unwrap().kind, "control-flow");

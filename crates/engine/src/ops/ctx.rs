@@ -215,7 +215,7 @@ impl Ctx {
         Ok(self.desc(name)?.dt)
     }
 
-    /// The host value of a constant tensor (or a view of one).
+    /// The host value of a constant tensor (or a view of one), unpacked.
     pub fn konst(&self, name: &str) -> Option<HostTensor> {
         let d = self.plan.tensors.get(name)?;
         let c = self
@@ -223,7 +223,7 @@ impl Ctx {
             .constants
             .get(name)
             .or_else(|| self.plan.constants.get(&d.base))?;
-        Some(c.reshaped(d.shape.clone()))
+        Some(c.unpacked().reshaped(d.shape.clone()))
     }
 
     pub(crate) fn const_ints(&self, n: &NodeInfo, i: usize) -> R<Option<Vec<i64>>> {

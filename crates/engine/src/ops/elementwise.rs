@@ -8,7 +8,7 @@ use m2w_model::NodeInfo;
 
 use super::ctx::{Ctx, R, attr_f, attr_i, attr_s, host_input as get, ins, kernel_for, out0};
 use super::host::{binary_fmod, cast};
-use super::{Registry, onnx_dt};
+use super::{PACKED, Registry, onnx_dt};
 use crate::tensor::{DT, Data, HostTensor};
 
 const CONSUMED: &[&str] = &["consumed_inputs"];
@@ -421,6 +421,7 @@ fn fold_neg_abs(n: &NodeInfo, ins: &[Option<HostTensor>], _: i64) -> R<Vec<HostT
     let t = get(ins, 0)?;
     let neg = n.op_type == "Neg";
     Ok(vec![match &t.data {
+        Data::Packed { .. } => return Err(PACKED.into()),
         Data::F32(v) => HostTensor::f32(
             t.shape.clone(),
             v.iter().map(|&x| if neg { -x } else { x.abs() }).collect(),

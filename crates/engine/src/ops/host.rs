@@ -325,7 +325,9 @@ pub(crate) fn gather_along(
 }
 
 pub(crate) fn select(t: &HostTensor, shape: Vec<usize>, picks: &[usize]) -> HostTensor {
+    let t = &t.unpacked();
     let data = match &t.data {
+        Data::Packed { .. } => unreachable!("unpacked above"),
         Data::F32(v) => Data::F32(picks.iter().map(|&i| v[i]).collect()),
         Data::I64(v) => Data::I64(picks.iter().map(|&i| v[i]).collect()),
         Data::Bool(v) => Data::Bool(picks.iter().map(|&i| v[i]).collect()),

@@ -41,6 +41,9 @@ pub use host::{reshape_shape, slice_geometry, squeeze_shape};
 
 use crate::tensor::{DT, HostTensor};
 
+/// Host folds see constants unpacked ([`Ctx::konst`]); packed ones are GPU-only weights.
+pub(crate) const PACKED: &str = "packed weights do not fold on the host";
+
 /// Lowers one node into dispatches, views or constants of the plan; Err(reason) when this
 /// node (its attributes, dtypes or shapes) cannot run.
 pub type LowerFn = fn(&mut Ctx, &NodeInfo) -> R<()>;
@@ -113,6 +116,19 @@ impl Registry {
             lower,
         });
         self.specs.last_mut().expect("just pushed")
+    }
+
+    /// An op of another domain (com.microsoft), from version 1 of that domain.
+    fn contrib(
+        &mut self,
+        domain: &'static str,
+        op_type: &'static str,
+        attrs: &'static [&'static str],
+        lower: LowerFn,
+    ) -> &mut OpSpec {
+        let spec = self.op(op_type, 1, attrs, lower);
+        spec.domain = domain;
+        spec
     }
 }
 

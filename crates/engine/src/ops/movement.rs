@@ -494,10 +494,12 @@ fn fold_concat(n: &NodeInfo, ins: &[Option<HostTensor>], _: i64) -> R<Vec<HostTe
                 Data::F32(v) => data_f.extend_from_slice(&v[o * chunk..(o + 1) * chunk]),
                 Data::I64(v) => data_i.extend_from_slice(&v[o * chunk..(o + 1) * chunk]),
                 Data::Bool(v) => data_b.extend_from_slice(&v[o * chunk..(o + 1) * chunk]),
+                Data::Packed { .. } => return Err(super::PACKED.into()),
             }
         }
     }
     Ok(vec![match first.data {
+        Data::Packed { .. } => return Err(super::PACKED.into()),
         Data::F32(_) => HostTensor::f32(shape, data_f),
         Data::I64(_) => HostTensor::i64(shape, data_i),
         Data::Bool(_) => HostTensor::bool(shape, data_b),

@@ -10,7 +10,10 @@
 //!   weights), then the exact i32 product on the integer rows of the matmul / conv
 //!   kernels. QLinearMatMul / QLinearConv add a requantization of that product.
 //!
-//! 4-/2-bit and float8 types are refused (their tensors are not read yet).
+//! - com.microsoft MatMulNBits (4 or 8 bits, blocks along K): the weight stays packed as
+//!   the model stores it and `matmul_nbits*` dequantizes it in registers.
+//!
+//! 4-/2-bit and float8 tensor types are refused (their tensors are not read yet).
 
 use m2w_kernels::{Kernel, params};
 use m2w_model::{DType, NodeInfo};
@@ -53,6 +56,12 @@ pub(super) fn register(r: &mut Registry) {
     r.op("QLinearMatMul", 10, &[], lower_qlinear_matmul);
     r.op("ConvInteger", 10, CONV_ATTRS, lower_conv_integer);
     r.op("QLinearConv", 10, CONV_ATTRS, lower_qlinear_conv);
+    r.contrib(
+        "com.microsoft",
+        "MatMulNBits",
+        &["K", "N", "accuracy_level", "bits", "block_size"],
+        lower_matmul_nbits,
+    );
 }
 
 /// How x lines up with its scale and zero point: x viewed as `x`, the parameters as
@@ -519,6 +528,127 @@ fn lower_qlinear_conv(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
         ws
     };
     requantize(cx, n, &acc, (i[1], i[4], i[6]), w_view, opt(n, 7), out)
+}
+
+/// com.microsoft MatMulNBits: `Y = A x dequantize(B)^T (+ bias)`, B [N, blocks, block *
+/// bits / 8] bytes, scales and zero points per (n, block); zero points absent mean
+/// 2^(bits-1), present ones are packed like B (uint8) and unpacked here to f32.
+fn lower_matmul_nbits(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
+    let i = ins(n);
+    let out = out0(n);
+    if i.len() < 3 {
+        return Err("MatMulNBits takes at least 3 inputs".into());
+    }
+    let (a, b, scales) = (i[0], i[1], i[2]);
+    let k = usize::try_from(attr_i(n, "K", 0)).map_err(|_| "K must be positive")?;
+    let nn = usize::try_from(attr_i(n, "N", 0)).map_err(|_| "N must be positive")?;
+    let bits = attr_i(n, "bits", 4);
+    let block = usize::try_from(attr_i(n, "block_size", 0)).unwrap_or(0);
+    let kernel = match bits {
+        4 => Kernel::MatmulNbits4F32,
+        8 => Kernel::MatmulNbits8F32,
+        _ => return Err(format!("bits = {bits} is not supported (4 and 8 are)")),
+    };
+    if block < 16 || !block.is_power_of_two() {
+        return Err(format!(
+            "block_size {block} is not supported (powers of two from 16 are)"
+        ));
+    }
+    if opt(n, 4).is_some() {
+        return Err("g_idx (act-order) is not supported".into());
+    }
+    if cx.dt(a)? != DT::F32 || cx.dt(scales)? != DT::F32 {
+        return Err("only float A and scales".into());
+    }
+    let sa = cx.shape(a)?;
+    if sa.last() != Some(&k) {
+        return Err(format!("A {sa:?} does not end in K = {k}"));
+    }
+    let blocks = k.div_ceil(block);
+    let bits = bits as usize;
+    let row_bytes = blocks * block * bits / 8;
+    let q = cx
+        .konst(b)
+        .ok_or("the quantized weight B must be a constant")?;
+    if q.len() != nn * row_bytes {
+        return Err(format!(
+            "B {:?} does not hold N x blocks x block * bits / 8 = {nn} x {blocks} x {} bytes",
+            q.shape,
+            block * bits / 8
+        ));
+    }
+    if numel(&cx.shape(scales)?) != nn * blocks {
+        return Err(format!(
+            "scales must hold N x blocks = {nn} x {blocks} values"
+        ));
+    }
+    let qname = format!("{out}::packed_weight");
+    cx.add_const(
+        &qname,
+        HostTensor::packed(DT::U8, vec![nn * row_bytes], &q.as_i64()),
+    );
+    let zname = format!("{out}::zero_point");
+    let zero_points = match opt(n, 3) {
+        None => vec![(1u32 << (bits - 1)) as f32; nn * blocks],
+        Some(z) if cx.dt(z)? == DT::I32 => {
+            let packed = cx.konst(z).ok_or("zero points must be constants")?.as_i64();
+            let zrow = (blocks * bits).div_ceil(8);
+            if packed.len() != nn * zrow {
+                return Err(format!(
+                    "zero points hold {} bytes, expected N x {zrow}",
+                    packed.len()
+                ));
+            }
+            (0..nn * blocks)
+                .map(|j| {
+                    let (row, blk) = (j / blocks, j % blocks);
+                    let byte = packed[row * zrow + blk * bits / 8] as u32;
+                    let shift = (blk * bits % 8) as u32;
+                    ((byte >> shift) & ((1 << bits) - 1)) as f32
+                })
+                .collect()
+        }
+        Some(_) => return Err("float zero points are not supported (uint8 ones are)".into()),
+    };
+    cx.add_const(&zname, HostTensor::f32(vec![nn * blocks], zero_points));
+    let bias = match opt(n, 5) {
+        Some(bias) if cx.dt(bias)? == DT::F32 => cx.bind(bias),
+        Some(_) => return Err("the bias must be float".into()),
+        None => crate::plan::Binding::Dummy,
+    };
+    let rows = numel(&sa) / k.max(1);
+    if rows > 65535 {
+        return Err(format!("{rows} rows exceed one dispatch (65535)"));
+    }
+    let mut oshape = sa[..sa.len() - 1].to_vec();
+    oshape.push(nn);
+    cx.new_tensor(out, oshape, DT::F32)?;
+    let p = params::MatmulNbits {
+        m: rows as u32,
+        n: nn as u32,
+        k: k as u32,
+        block: block as u32,
+        blocks: blocks as u32,
+        has_bias: opt(n, 5).is_some() as u32,
+    }
+    .words();
+    if rows * nn > 0 {
+        cx.dispatch(
+            n,
+            kernel,
+            vec![
+                cx.bind(a),
+                cx.bind(&qname),
+                cx.bind(scales),
+                cx.bind(&zname),
+                bias,
+                cx.bind(out),
+            ],
+            p,
+            [nn.div_ceil(64) as u32, rows as u32, 1],
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -184,6 +184,7 @@ fn fold_reduce(n: &NodeInfo, ins: &[Option<HostTensor>], opset: i64) -> R<Vec<Ho
     let keep = attr_i(n, "keepdims", 1) != 0;
     let shape = if keep { vec![1; t.shape.len()] } else { vec![] };
     Ok(vec![match &t.data {
+        Data::Packed { .. } => return Err(super::PACKED.into()),
         Data::F32(v) => HostTensor::f32(
             shape,
             vec![match op {

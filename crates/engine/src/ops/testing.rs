@@ -78,6 +78,10 @@ impl NodeTest {
     pub fn string(self, name: &str, v: &str) -> Self {
         self.attr(name, AttrValue::String(v.into()))
     }
+    pub fn domain(mut self, d: &str) -> Self {
+        self.node.domain = d.into();
+        self
+    }
     pub fn opset(mut self, v: i64) -> Self {
         self.opset = v;
         self

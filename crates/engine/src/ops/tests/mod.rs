@@ -21,7 +21,8 @@ fn every_op_is_registered_once_with_its_family() {
 fn flags_follow_the_registry() {
     assert_eq!(flag("", "MatMul").kind, "supported");
     assert_eq!(flag("", "LSTM").kind, "supported");
-    assert_eq!(flag("com.microsoft", "MatMulNBits").kind, "contrib");
+    assert_eq!(flag("com.microsoft", "MatMulNBits").kind, "supported");
+    assert_eq!(flag("com.microsoft", "Attention").kind, "contrib");
     assert_eq!(flag("", "If").kind, "control-flow");
     assert_eq!(flag("", "Scan").kind, "control-flow");
     assert_eq!(flag("", "MatMulInteger").kind, "supported");

@@ -253,3 +253,91 @@ fn conv_integer_subtracts_per_channel_weight_zero_points() {
     assert_eq!(got[0].shape, vec![1, 3, 4, 4]);
     assert_eq!(got[0].as_i64(), want);
 }
+
+/// MatMulNBits on the CPU from the packed bytes, as ONNX Runtime documents the layout.
+#[allow(clippy::too_many_arguments)]
+fn nbits_ref(
+    a: &[f32],
+    bytes: &[i64],
+    scales: &[f32],
+    zps: Option<&[f32]>,
+    bias: Option<&[f32]>,
+    (m, k, n): (usize, usize, usize),
+    bits: usize,
+    block: usize,
+) -> Vec<f32> {
+    let blocks = k.div_ceil(block);
+    let row_bytes = blocks * block * bits / 8;
+    let mut out = vec![0f32; m * n];
+    for r in 0..m {
+        for c in 0..n {
+            let mut acc = 0f32;
+            for kk in 0..k {
+                let byte = bytes[c * row_bytes + kk * bits / 8] as u32;
+                let q = (byte >> ((kk * bits) % 8)) & ((1 << bits) - 1);
+                let blk = c * blocks + kk / block;
+                let z = zps.map_or((1 << (bits - 1)) as f32, |z| z[blk]);
+                acc += a[r * k + kk] * (q as f32 - z) * scales[blk];
+            }
+            out[r * n + c] = acc + bias.map_or(0.0, |b| b[c]);
+        }
+    }
+    out
+}
+
+#[test]
+fn matmul_nbits_keeps_the_weight_packed_and_matches_the_cpu() {
+    let (m, k, n) = (3, 40, 5);
+    let a = values(m * k, 21);
+    for (bits, block, with_zp) in [(4usize, 16usize, false), (4, 32, true), (8, 16, true)] {
+        let blocks = k.div_ceil(block);
+        let row_bytes = blocks * block * bits / 8;
+        let bytes: Vec<i64> = (0..n * row_bytes)
+            .map(|i| ((i * 73 + 11) % 256) as i64)
+            .collect();
+        let scales: Vec<f32> = values(n * blocks, 5).iter().map(|v| v * 0.1).collect();
+        let zrow = (blocks * bits).div_ceil(8);
+        let zbytes: Vec<i64> = (0..n * zrow).map(|i| ((i * 29 + 3) % 256) as i64).collect();
+        let zps: Vec<f32> = (0..n * blocks)
+            .map(|j| {
+                let (row, blk) = (j / blocks, j % blocks);
+                let byte = zbytes[row * zrow + blk * bits / 8] as u32;
+                ((byte >> ((blk * bits) % 8)) & ((1 << bits) - 1)) as f32
+            })
+            .collect();
+        let bias = values(n, 8);
+        let mut t = node("MatMulNBits")
+            .domain("com.microsoft")
+            .int("K", k as i64)
+            .int("N", n as i64)
+            .int("bits", bits as i64)
+            .int("block_size", block as i64)
+            .input("a", HostTensor::f32(vec![m, k], a.clone()))
+            .constant(
+                "b",
+                HostTensor::i64(vec![n, blocks, block * bits / 8], bytes.clone()),
+            )
+            .constant("s", HostTensor::f32(vec![n * blocks], scales.clone()));
+        t = if with_zp {
+            t.constant("z", HostTensor::i64(vec![n * zrow], zbytes.clone()))
+        } else {
+            t.skip_input()
+        };
+        let got = t
+            .skip_input()
+            .input("bias", HostTensor::f32(vec![n], bias.clone()))
+            .run()
+            .unwrap();
+        let want = nbits_ref(
+            &a,
+            &bytes,
+            &scales,
+            with_zp.then_some(zps.as_slice()),
+            Some(&bias),
+            (m, k, n),
+            bits,
+            block,
+        );
+        assert_close(&got[0], &[m, n], &want, 1e-4, 1e-4);
+    }
+}
