@@ -240,7 +240,9 @@ pub fn verify(model_path: &Path, out: &Path) -> Result<VerifyReport, ExtractErro
                     if err > worst.0 || err.is_nan() {
                         worst = (err, i);
                     }
-                    if bad.is_none() && !(err <= tolerance(&t.gpu_dtype, *b)) {
+                    // NaN errors fail too (`<=` is false for NaN).
+                    let within = err <= tolerance(&t.gpu_dtype, *b);
+                    if bad.is_none() && !within {
                         bad = Some(i);
                     }
                 }

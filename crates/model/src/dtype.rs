@@ -83,7 +83,7 @@ impl DType {
             return elements.checked_mul(b);
         }
         let (per, bytes) = self.gguf_block()?;
-        if elements % per != 0 {
+        if !elements.is_multiple_of(per) {
             return None;
         }
         (elements / per).checked_mul(bytes)

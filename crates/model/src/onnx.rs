@@ -373,7 +373,7 @@ impl Walker<'_> {
             .len();
         let length = match length {
             Some(l) => l,
-            None => size.checked_sub(offset).unwrap_or(0),
+            None => size.saturating_sub(offset),
         };
         let end = offset.checked_add(length);
         if end.is_none_or(|e| e > size) {

@@ -275,11 +275,8 @@ pub fn find(model: &Model) -> Vec<QuantizedWeight> {
                 }
             }
             ("QLinearMatMul", true) | ("QLinearConv", true) => {
-                let (wi, si, zi) = if n.op_type == "QLinearMatMul" {
-                    (3, 4, 5)
-                } else {
-                    (3, 4, 5)
-                };
+                // Both ops take (w, w_scale, w_zero_point) as inputs 3, 4, 5.
+                let (wi, si, zi) = (3, 4, 5);
                 if let Some(q) = weight(n, wi).filter(|q| is_int_weight(q)) {
                     out.push(QuantizedWeight {
                         scheme: Scheme::QLinear,
