@@ -12,6 +12,7 @@
 //! Adding an op: write `lower_<op>(cx, node)` (and a fold if it is cheap shape arithmetic)
 //! in its family module and one `r.op(..)` line in that module's `register`.
 
+mod contrib;
 mod conv;
 mod ctx;
 mod einsum;
@@ -141,7 +142,7 @@ pub fn registry() -> &'static [OpSpec] {
             family: "",
         };
         type Register = fn(&mut Registry);
-        let families: [(&'static str, Register); 14] = [
+        let families: [(&'static str, Register); 15] = [
             ("elementwise", elementwise::register),
             ("shape", shape::register),
             ("movement", movement::register),
@@ -156,6 +157,7 @@ pub fn registry() -> &'static [OpSpec] {
             ("rnn", rnn::register),
             ("resize", resize::register),
             ("quant", quant::register),
+            ("contrib", contrib::register),
         ];
         for (name, register) in families {
             r.family = name;

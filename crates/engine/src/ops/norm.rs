@@ -38,7 +38,7 @@ pub(super) fn register(r: &mut Registry) {
     );
 }
 
-fn lower_layer_norm(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
+pub(super) fn lower_layer_norm(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     let ins = ins(n);
     let out = out0(n);
     let op = n.op_type.as_str();

@@ -1,6 +1,7 @@
 //! Reductions over any set of axes (`reduce_<op>_<dtype>`, a thread per output element):
 //! the Reduce* family, ArgMax/ArgMin and the global pools. ReduceSum and ReduceProd of 1-D
-//! constants also fold on the host (element counts in shape subgraphs).
+//! constants also fold on the host (element counts in shape subgraphs). CumSum, a scan
+//! along one axis, runs a thread per line (`cumsum_<dtype>`).
 
 use std::collections::HashSet;
 
@@ -46,6 +47,41 @@ pub(super) fn register(r: &mut Registry) {
     for op in ["GlobalAveragePool", "GlobalMaxPool"] {
         r.op(op, 1, &[], lower_reduce);
     }
+    r.op("CumSum", 11, &["exclusive", "reverse"], lower_cumsum)
+        .shape_inputs(&[1]);
+}
+
+fn lower_cumsum(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
+    let i = ins(n);
+    let out = out0(n);
+    let dt = cx.dt(i[0])?;
+    let kernel = m2w_kernels::Kernel::by_name(&format!("cumsum_{}", dt.suffix()))
+        .ok_or_else(|| format!("no CumSum kernel for {}", dt.suffix()))?;
+    let s = cx.shape(i[0])?;
+    let axis = match cx.const_ints(n, 1)?.as_deref() {
+        Some([a]) => norm_axis(*a, s.len())?,
+        _ => return Err("axis must be one constant value".into()),
+    };
+    cx.new_tensor(out, s.clone(), dt)?;
+    let (outer, len, inner) = (numel(&s[..axis]), s[axis], numel(&s[axis + 1..]));
+    let p = params::Cumsum {
+        outer: outer as u32,
+        len: len as u32,
+        inner: inner as u32,
+        exclusive: (attr_i(n, "exclusive", 0) != 0) as u32,
+        reverse: (attr_i(n, "reverse", 0) != 0) as u32,
+    }
+    .words();
+    if outer * inner * len > 0 {
+        cx.dispatch(
+            n,
+            kernel,
+            vec![cx.bind(i[0]), cx.bind(out)],
+            p,
+            groups_1d(outer * inner, 64),
+        );
+    }
+    Ok(())
 }
 
 fn lower_reduce(cx: &mut Ctx, n: &NodeInfo) -> R<()> {

@@ -127,3 +127,36 @@ fn reduce_max_and_min_of_1d_constants_fold_and_2d_ones_fall_back_to_the_kernel()
     assert!(!t.plan().unwrap().dispatches.is_empty());
     assert_close(&t.run().unwrap()[0], &[2], &[5.0, 4.0], 0.0, 0.0);
 }
+
+#[test]
+fn cumsum_along_a_middle_axis_forward_reverse_and_exclusive() {
+    let (a, b, c) = (2usize, 4usize, 3usize);
+    let x = values(a * b * c, 11);
+    for (exclusive, reverse) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
+        let got = node("CumSum")
+            .int("exclusive", exclusive)
+            .int("reverse", reverse)
+            .input("x", HostTensor::f32(vec![a, b, c], x.clone()))
+            .constant("axis", HostTensor::i64(vec![], vec![-2]))
+            .run()
+            .unwrap();
+        let mut want = vec![0f32; a * b * c];
+        for o in 0..a {
+            for i in 0..c {
+                let mut acc = 0f32;
+                for s in 0..b {
+                    let t = if reverse == 1 { b - 1 - s } else { s };
+                    let at = (o * b + t) * c + i;
+                    if exclusive == 1 {
+                        want[at] = acc;
+                        acc += x[at];
+                    } else {
+                        acc += x[at];
+                        want[at] = acc;
+                    }
+                }
+            }
+        }
+        assert_close(&got[0], &[a, b, c], &want, 1e-6, 1e-6);
+    }
+}
