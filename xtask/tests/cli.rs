@@ -257,13 +257,15 @@ fn port_of_minilm_and_ppocr_passes_at_the_stated_tolerances() {
 }
 
 /// The quantized forms users ship, derived from MiniLM with onnxruntime's own quantizers
-/// (scripts/derive_quantized_minilm.py), and the three graphs of DeepFilterNet3 (GRU,
-/// Einsum, ConvTranspose): every checkpoint against ONNX Runtime running the same file.
+/// (scripts/derive_quantized_minilm.py), the three graphs of DeepFilterNet3 (GRU, Einsum,
+/// ConvTranspose) and Kokoro's static front half (DynamicQuantizeLSTM, MatMulInteger,
+/// DynamicQuantizeLinear, com.microsoft fusions): every checkpoint against ONNX Runtime
+/// running the same file.
 /// Graphs that quantize activations at run time are judged per layer (port says why).
 #[test]
 fn port_of_quantized_minilms_and_deepfilternet3_passes_every_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&str, &[&str], &str); 7] = [
+    let cases: [(&str, &[&str], &str); 8] = [
         ("minilm-q4-sym", &["--dim", "sequence=16"], "(end-to-end)"),
         ("minilm-q4-asym", &["--dim", "sequence=16"], "(end-to-end)"),
         (
@@ -279,6 +281,7 @@ fn port_of_quantized_minilms_and_deepfilternet3_passes_every_checkpoint() {
         ("dfn3-enc", &["--dim", "S=10"], "(end-to-end)"),
         ("dfn3-erb-dec", &["--dim", "S=10"], "(end-to-end)"),
         ("dfn3-df-dec", &["--dim", "S=10"], "(end-to-end)"),
+        ("kokoro-front-16", &[], "(per-layer); per layer because"),
     ];
     for (name, args, mode) in cases {
         let model = m2w_setup::fixture(name).unwrap();

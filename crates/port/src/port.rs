@@ -258,7 +258,7 @@ pub fn port(
 }
 
 /// The ops (with counts) that quantize values computed at run time: DynamicQuantizeLinear,
-/// and QuantizeLinear of anything but a weight. Their integer outputs are exact functions
+/// DynamicQuantizeLSTM, and QuantizeLinear of anything but a weight. Their integer outputs are exact functions
 /// of their inputs, so engine and reference agree only when fed the same inputs.
 fn run_time_quantizers(model: &m2w_model::Model) -> Vec<String> {
     let Some(graph) = &model.graph else {
@@ -269,7 +269,7 @@ fn run_time_quantizers(model: &m2w_model::Model) -> Vec<String> {
     let mut counts = std::collections::BTreeMap::<&str, usize>::new();
     for n in &graph.nodes {
         let quantizes = match n.op_type.as_str() {
-            "DynamicQuantizeLinear" => true,
+            "DynamicQuantizeLinear" | "DynamicQuantizeLSTM" => true,
             "QuantizeLinear" => n
                 .inputs
                 .first()

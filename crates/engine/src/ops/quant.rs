@@ -332,7 +332,7 @@ fn lower_dynamic_quantize(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
 
 /// `x - zero_point` as i32, the zero point viewed as `zp_view` (None: x as is). Folded on
 /// the host when both are constants (a weight and its zero point).
-fn centred(
+pub(super) fn centred(
     cx: &mut Ctx,
     n: &NodeInfo,
     x: &str,

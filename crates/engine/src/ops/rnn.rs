@@ -2,7 +2,10 @@
 //! workgroup per direction and batch row walks the time steps, a thread per hidden unit
 //! (hidden size up to 256). LSTM (`lstm_f32`; Y_h and Y_c are copies out of the state
 //! buffer) GRU (`gru_f32`: both linear_before_reset modes, sequence lengths, clip) and RNN
-//! (`rnn_f32`, tanh).
+//! (`rnn_f32`, tanh). com.microsoft DynamicQuantizeLSTM (int8 weights stored transposed,
+//! [D, I, 4H] and [D, H, 4H]) as ONNX Runtime computes it: X quantized once for the
+//! sequence and multiplied exactly with W (the quant module's integer product), then
+//! `lstm_dynq_f32` quantizes h before every step (batch 1).
 
 use m2w_kernels::{Kernel, params};
 use m2w_model::{AttrValue, NodeInfo};
@@ -13,6 +16,20 @@ use crate::plan::Binding;
 use crate::tensor::DT;
 
 pub(super) fn register(r: &mut Registry) {
+    r.contrib(
+        "com.microsoft",
+        "DynamicQuantizeLSTM",
+        &[
+            "activation_alpha",
+            "activation_beta",
+            "activations",
+            "clip",
+            "direction",
+            "hidden_size",
+            "input_forget",
+        ],
+        lower_dynamic_quantize_lstm,
+    );
     r.op(
         "LSTM",
         1,
@@ -257,6 +274,170 @@ fn lstm(cx: &mut Ctx, n: &NodeInfo, ins: &[&str]) -> R<()> {
             cx.new_tensor(&o, vec![dirs, b, hidden], DT::F32)?;
             let len = dirs * b * hidden;
             let _ = tag;
+            cx.copy(n, &state, &o, &[len], ((k - 1) * len) as i64, &[1], 0, &[1])?;
+        }
+    }
+    Ok(())
+}
+
+/// A per-direction parameter ([D] or [D, 4H]) viewed against a [D, rows, 4H] tensor.
+fn per_direction(z: &[usize]) -> Vec<usize> {
+    match z {
+        [d] => vec![*d, 1, 1],
+        [d, cols] => vec![*d, 1, *cols],
+        other => other.to_vec(),
+    }
+}
+
+fn lower_dynamic_quantize_lstm(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
+    let i = ins(n);
+    if i.len() < 12 {
+        return Err("DynamicQuantizeLSTM takes 12 inputs".into());
+    }
+    if n.attributes.contains_key("clip")
+        || n.attributes.contains_key("activations")
+        || attr_i(n, "input_forget", 0) != 0
+    {
+        return Err("clip, custom activations and input_forget are not supported".into());
+    }
+    let opt = |k: usize| i.get(k).filter(|s| !s.is_empty()).copied();
+    if opt(4).is_some() || opt(7).is_some() {
+        return Err("sequence_lens and peepholes are not supported".into());
+    }
+    let (x, w, r) = (i[0], i[1], i[2]);
+    let xs = cx.shape(x)?;
+    let ws = cx.shape(w)?;
+    if xs.len() != 3 || ws.len() != 3 || cx.dt(x)? != DT::F32 {
+        return Err("X must be float [T, B, I] and W [D, I, 4H]".into());
+    }
+    let (t, b, width) = (xs[0], xs[1], xs[2]);
+    if b != 1 {
+        return Err(format!(
+            "batch {b}: ONNX Runtime quantizes h over the whole batch; batch 1 is supported"
+        ));
+    }
+    let dirs = ws[0];
+    let hidden = attr_i(n, "hidden_size", (ws[2] / 4) as i64) as usize;
+    if hidden > 256 || ws[1] != width || ws[2] != 4 * hidden {
+        return Err(format!(
+            "W {ws:?} does not fit input width {width} and hidden size {hidden} (at most 256)"
+        ));
+    }
+    let label = n.label();
+    // X x W for the whole sequence, X quantized as DynamicQuantizeLinear does.
+    let x2 = format!("{label}::x2");
+    cx.view(&x2, x, vec![t * b, width])?;
+    let x_scale = format!("{label}::x_scale");
+    let x_zp = format!("{label}::x_zero_point");
+    cx.new_tensor(&x_scale, vec![], DT::F32)?;
+    cx.new_tensor(&x_zp, vec![], DT::I32)?;
+    cx.dispatch(
+        n,
+        Kernel::DynamicQuantizeParamsU8,
+        vec![cx.bind(&x2), cx.bind(&x_scale), cx.bind(&x_zp)],
+        params::DynamicQuantize {
+            n: (t * b * width) as u32,
+        }
+        .words(),
+        [1, 1, 1],
+    );
+    let xq = format!("{label}::xq");
+    cx.elementwise(
+        n,
+        Kernel::EwQuantizeF32,
+        &[&x2, &x_scale, &x_zp],
+        &xq,
+        DT::I32,
+        0.0,
+        255.0,
+    )?;
+    let xc = super::quant::centred(
+        cx,
+        n,
+        &xq,
+        Some(&x_zp),
+        |z| z.to_vec(),
+        &format!("{label}::xc"),
+    )?;
+    let wc = super::quant::centred(cx, n, w, opt(9), per_direction, &format!("{label}::wc"))?;
+    let acc = format!("{label}::xw_int");
+    super::matmul::matmul(cx, n, &xc, &wc, &acc, false, false)?;
+    let w_scale = opt(8).ok_or("W_scale is required")?;
+    let wsv = format!("{label}::w_scale");
+    let wss = cx.shape(w_scale)?;
+    cx.view(&wsv, w_scale, per_direction(&wss))?;
+    let mult = format!("{label}::xw_multiplier");
+    cx.elementwise(
+        n,
+        Kernel::EwMulF32,
+        &[&x_scale, &wsv],
+        &mult,
+        DT::F32,
+        0.0,
+        0.0,
+    )?;
+    let zero = format!("{label}::zero");
+    cx.add_const(&zero, crate::tensor::HostTensor::i64(vec![], vec![0]));
+    let xw = format!("{label}::xw");
+    cx.elementwise(
+        n,
+        Kernel::EwDequantizeI32,
+        &[&acc, &mult, &zero],
+        &xw,
+        DT::F32,
+        0.0,
+        0.0,
+    )?;
+    // R centred on the host; its scale expanded to one per column.
+    let rc = super::quant::centred(cx, n, r, opt(11), per_direction, &format!("{label}::rc"))?;
+    let r_scale = opt(10).ok_or("R_scale is required")?;
+    let rs = cx.konst(r_scale).ok_or("R_scale must be a constant")?;
+    let rs = super::host::expand(
+        &rs.reshaped(per_direction(&rs.shape)),
+        &[dirs, 1, 4 * hidden],
+    )?
+    .reshaped(vec![dirs, 4 * hidden]);
+    let rs_name = format!("{label}::r_scale");
+    cx.add_const(&rs_name, rs);
+    let name = |k: usize, tag: &str| {
+        n.outputs
+            .get(k)
+            .filter(|s| !s.is_empty())
+            .cloned()
+            .unwrap_or_else(|| format!("{label}::{tag}"))
+    };
+    let y = name(0, "y");
+    cx.new_tensor(&y, vec![t, dirs, 1, hidden], DT::F32)?;
+    let state = format!("{label}::state");
+    cx.new_tensor(&state, vec![2, dirs, 1, hidden], DT::F32)?;
+    let bind_opt = |ctx: &Ctx, k: usize| opt(k).map(|s| ctx.bind(s)).unwrap_or(Binding::Dummy);
+    let p = params::LstmDynq {
+        t: t as u32,
+        h: hidden as u32,
+        d: dirs as u32,
+        has_bias: opt(3).is_some() as u32,
+        has_h0: opt(5).is_some() as u32,
+        has_c0: opt(6).is_some() as u32,
+        reverse: (attr_s(n, "direction", "forward") == "reverse") as u32,
+        ..Default::default()
+    }
+    .words();
+    let bindings = vec![
+        cx.bind(&xw),
+        cx.bind(&rc),
+        cx.bind(&rs_name),
+        bind_opt(cx, 3),
+        bind_opt(cx, 5),
+        bind_opt(cx, 6),
+        cx.bind(&y),
+        cx.bind(&state),
+    ];
+    cx.dispatch(n, Kernel::LstmDynqF32, bindings, p, [dirs as u32, 1, 1]);
+    for k in [1usize, 2] {
+        if let Some(o) = n.outputs.get(k).filter(|s| !s.is_empty()) {
+            let o = o.clone();
+            cx.new_tensor(&o, vec![dirs, 1, hidden], DT::F32)?;
+            let len = dirs * hidden;
             cx.copy(n, &state, &o, &[len], ((k - 1) * len) as i64, &[1], 0, &[1])?;
         }
     }

@@ -353,3 +353,70 @@ fn rnn_reverse_with_bias_initial_state_and_sequence_lengths() {
     let hn: Vec<f32> = h.iter().map(|&v| v as f32).collect();
     assert_close(&got[1], &[1, B, H], &hn, 1e-5, 1e-5);
 }
+
+/// DynamicQuantizeLinear's parameters and values on the CPU (uint8).
+fn dyn_quant(v: &[f32]) -> (Vec<i64>, f32, i64) {
+    let lo = v.iter().fold(0f32, |a, &b| a.min(b));
+    let hi = v.iter().fold(0f32, |a, &b| a.max(b));
+    let scale = if hi == lo { 1.0 } else { (hi - lo) / 255.0 };
+    let zp = (0.0 - lo / scale).clamp(0.0, 255.0).round_ties_even() as i64;
+    let q = v
+        .iter()
+        .map(|&x| ((x / scale).round_ties_even() as i64 + zp).clamp(0, 255) - zp)
+        .collect();
+    (q, scale, zp)
+}
+
+#[test]
+fn dynamic_quantize_lstm_quantizes_x_once_and_h_every_step() {
+    let (t, i, h) = (3usize, 4usize, 5usize);
+    let g = 4 * h;
+    let x = values(t * i, 31);
+    let w: Vec<i64> = (0..i * g).map(|k| ((k * 37) % 255) as i64 - 127).collect();
+    let r: Vec<i64> = (0..h * g).map(|k| ((k * 53) % 255) as i64 - 127).collect();
+    let (wz, rz) = (3i64, -2i64);
+    let (ws, rs) = (0.01f32, 0.02f32);
+    let bias: Vec<f32> = values(2 * g, 32).iter().map(|v| v * 0.1).collect();
+    let got = node("DynamicQuantizeLSTM")
+        .domain("com.microsoft")
+        .int("hidden_size", h as i64)
+        .outputs(&["y", "y_h", "y_c"])
+        .input("x", HostTensor::f32(vec![t, 1, i], x.clone()))
+        .constant("w", HostTensor::i64(vec![1, i, g], w.clone()))
+        .constant("r", HostTensor::i64(vec![1, h, g], r.clone()))
+        .constant("b", HostTensor::f32(vec![1, 2 * g], bias.clone()))
+        .skip_input()
+        .skip_input()
+        .skip_input()
+        .skip_input()
+        .constant("ws", HostTensor::f32(vec![1], vec![ws]))
+        .constant("wz", HostTensor::i64(vec![1], vec![wz]))
+        .constant("rs", HostTensor::f32(vec![1], vec![rs]))
+        .constant("rz", HostTensor::i64(vec![1], vec![rz]))
+        .run()
+        .unwrap();
+    let (xq, xs, _) = dyn_quant(&x);
+    let sig = |v: f32| 1.0 / (1.0 + (-v).exp());
+    let (mut hv, mut c) = (vec![0f32; h], vec![0f32; h]);
+    let mut want_y = Vec::new();
+    for step in 0..t {
+        let (hq, hs, _) = dyn_quant(&hv);
+        let mut gates = vec![0f32; g];
+        for (col, gate) in gates.iter_mut().enumerate() {
+            let xdot: i64 = (0..i)
+                .map(|k| xq[step * i + k] * (w[k * g + col] - wz))
+                .sum();
+            let hdot: i64 = (0..h).map(|k| hq[k] * (r[k * g + col] - rz)).sum();
+            *gate = xdot as f32 * (xs * ws) + hdot as f32 * (hs * rs) + bias[col] + bias[g + col];
+        }
+        for j in 0..h {
+            let (ig, og, fg) = (sig(gates[j]), sig(gates[h + j]), sig(gates[2 * h + j]));
+            c[j] = fg * c[j] + ig * gates[3 * h + j].tanh();
+            hv[j] = og * c[j].tanh();
+        }
+        want_y.extend_from_slice(&hv);
+    }
+    assert_close(&got[0], &[t, 1, 1, h], &want_y, 1e-5, 1e-4);
+    assert_close(&got[1], &[1, 1, h], &hv, 1e-5, 1e-4);
+    assert_close(&got[2], &[1, 1, h], &c, 1e-5, 1e-4);
+}
