@@ -385,6 +385,16 @@ fn browser_proof_with(
     );
     let png = std::fs::read(&shot).unwrap();
     assert!(png.starts_with(b"\x89PNG"), "demo screenshot");
+    // The weights a package ships are never larger than the model file they came from
+    // (quantized weights stay quantized).
+    let weights = std::fs::metadata(pkg.join("weights/constants.bin"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    let model_bytes = std::fs::metadata(model).unwrap().len();
+    assert!(
+        weights <= model_bytes,
+        "{name}: package weights {weights} bytes > model file {model_bytes} bytes"
+    );
     (port_stdout, stdout)
 }
 

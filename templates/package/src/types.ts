@@ -3,8 +3,10 @@
 
 export type GPUAny = any; // eslint-disable-line @typescript-eslint/no-explicit-any
 
-/** Storage type of a tensor on the GPU: f32, i32 (integers), bool (0/1 in 32-bit words). */
-export type DType = 'f32' | 'i32' | 'bool';
+/** Storage type of a tensor on the GPU: f32, i32 (integers), bool (0/1 in 32-bit words),
+ * and the packed types of weights kept as the model stores them (f16 two per word; i8, u8
+ * four; u4 eight), which only kernels read. */
+export type DType = 'f32' | 'i32' | 'bool' | 'f16' | 'i8' | 'u8' | 'u4';
 
 export interface TensorInfo {
   shape: number[];

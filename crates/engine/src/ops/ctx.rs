@@ -22,6 +22,20 @@ pub struct Ctx {
     /// int16...), where an op's result depends on it: QuantizeLinear saturates to its
     /// zero point's type.
     declared: BTreeMap<String, DType>,
+    /// Folded f32 constants known to be `(q - zero_point) * scale` of an 8-bit constant:
+    /// kernels that read weights (MatMul's B, Gather's table) bind the bytes instead, so
+    /// the weight stays as small as the model stores it.
+    pub(crate) dequantized: BTreeMap<String, Dequantized>,
+}
+
+/// How a folded constant was dequantized (all names of plan constants). `scale` and
+/// `zero_point` broadcast against `q` (numpy rules); absent means 1 and 0.
+#[derive(Clone, Debug)]
+pub(crate) struct Dequantized {
+    pub q: String,
+    pub signed: bool,
+    pub scale: Option<String>,
+    pub zero_point: Option<String>,
 }
 
 /// The kernel variant `<family>_<op>_<dt>` (`ew_add_f32`, `reduce_max_i32`,
@@ -163,6 +177,73 @@ impl Ctx {
             },
             opset,
             declared: BTreeMap::new(),
+            dequantized: BTreeMap::new(),
+        }
+    }
+
+    /// Records what a just-folded node computed when it is a step of dequantizing an 8-bit
+    /// weight: Cast(q) to float, then Sub(zero point) and Mul(scale) by constants, or
+    /// DequantizeLinear per tensor or along the last axis.
+    pub(crate) fn track_dequantized(&mut self, n: &NodeInfo) {
+        let (Some(out), Some(x)) = (n.outputs.first(), n.inputs.first()) else {
+            return;
+        };
+        let eight_bit = |cx: &Ctx, t: &str| match cx.declared(t) {
+            Some(DType::I8) => Some(true),
+            Some(DType::U8) => Some(false),
+            _ => None,
+        };
+        let other = n.inputs.get(1).filter(|s| !s.is_empty()).cloned();
+        let found = match n.op_type.as_str() {
+            "Cast" if attr_i(n, "to", 1) == 1 => eight_bit(self, x).map(|signed| Dequantized {
+                q: x.clone(),
+                signed,
+                scale: None,
+                zero_point: None,
+            }),
+            "Sub" => self
+                .dequantized
+                .get(x)
+                .filter(|d| d.scale.is_none() && d.zero_point.is_none())
+                .map(|d| Dequantized {
+                    zero_point: other.clone(),
+                    ..d.clone()
+                }),
+            "Mul" => {
+                let y = other.clone().unwrap_or_default();
+                let (d, s) = match (self.dequantized.get(x), self.dequantized.get(&y)) {
+                    (Some(d), None) => (d, y),
+                    (None, Some(d)) => (d, x.clone()),
+                    _ => return,
+                };
+                (d.scale.is_none() && self.dt(&s).ok() == Some(DT::F32)).then(|| Dequantized {
+                    scale: Some(s),
+                    ..d.clone()
+                })
+            }
+            "DequantizeLinear" => {
+                let rank = self.shape(x).map(|s| s.len()).unwrap_or(0);
+                let scale_rank = other
+                    .as_ref()
+                    .and_then(|s| self.shape(s).ok())
+                    .map(|s| s.iter().filter(|&&d| d > 1).count())
+                    .unwrap_or(0);
+                let last_axis = attr_i(n, "axis", 1).rem_euclid(rank.max(1) as i64) as usize
+                    == rank.saturating_sub(1);
+                let simple = attr_i(n, "block_size", 0) == 0 && (scale_rank == 0 || last_axis);
+                eight_bit(self, x)
+                    .filter(|_| simple)
+                    .map(|signed| Dequantized {
+                        q: x.clone(),
+                        signed,
+                        scale: other.clone(),
+                        zero_point: n.inputs.get(2).filter(|s| !s.is_empty()).cloned(),
+                    })
+            }
+            _ => None,
+        };
+        if let Some(d) = found {
+            self.dequantized.insert(out.clone(), d);
         }
     }
 

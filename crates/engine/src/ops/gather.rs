@@ -32,6 +32,39 @@ fn lower_gather(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     oshape.extend(&s[axis + 1..]);
     cx.new_tensor(out, oshape.clone(), cx.dt(ins[0])?)?;
     let total = numel(&oshape);
+    // Rows of a table folded from 8-bit values (an embedding) stay 8-bit.
+    if axis == 0
+        && s.len() == 2
+        && let Some((q, scale, zp, signed)) = super::quant::packed_8bit(cx, ins[0], 0)
+    {
+        let p = params::GatherQ8 {
+            n: total as u32,
+            rows: s[0] as u32,
+            width: s[1] as u32,
+            pad: 0,
+        }
+        .words();
+        if total > 0 {
+            cx.dispatch(
+                n,
+                if signed {
+                    Kernel::GatherI8RowsF32
+                } else {
+                    Kernel::GatherU8RowsF32
+                },
+                vec![
+                    cx.bind(&q),
+                    cx.bind(ins[1]),
+                    cx.bind(&scale),
+                    cx.bind(&zp),
+                    cx.bind(out),
+                ],
+                p,
+                groups_1d(total, 256),
+            );
+        }
+        return Ok(());
+    }
     let params = params::Gather {
         n: total as u32,
         n_idx: numel(&is) as u32,

@@ -114,6 +114,48 @@ pub(super) fn matmul(
     }
     let ba = &a2[..a2.len() - 2];
     let bb = &b2[..b2.len() - 2];
+    // A weight folded from 8-bit values stays 8-bit: dequantized in registers.
+    if dt == DT::F32
+        && !ta
+        && !tb
+        && sb.len() == 2
+        && let Some((q, scale, zp, signed)) = super::quant::packed_8bit(cx, b, 1)
+    {
+        let rows = numel(ba) * m;
+        let mut oshape = ba.to_vec();
+        if sa.len() > 1 {
+            oshape.push(m);
+        }
+        oshape.push(nn);
+        cx.new_tensor(out, oshape, DT::F32)?;
+        let p = params::MatmulQ8 {
+            m: rows as u32,
+            n: nn as u32,
+            k: ka as u32,
+            pad: 0,
+        }
+        .words();
+        if rows * nn > 0 {
+            cx.dispatch(
+                n,
+                if signed {
+                    Kernel::MatmulI8F32
+                } else {
+                    Kernel::MatmulU8F32
+                },
+                vec![
+                    cx.bind(a),
+                    cx.bind(&q),
+                    cx.bind(&scale),
+                    cx.bind(&zp),
+                    cx.bind(out),
+                ],
+                p,
+                [nn.div_ceil(16) as u32, rows.div_ceil(16) as u32, 1],
+            );
+        }
+        return Ok(());
+    }
     // Plain products (B a 2-D matrix, no transposes) run as one big [batch*M, K] x [K, N]
     // product on the register-blocked kernel (82% of cuBLAS SGEMM on the H100,
     // bench/RESULTS.md); the rest use the general tiled kernel.

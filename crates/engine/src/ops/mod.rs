@@ -440,7 +440,10 @@ impl Ctx {
             // constant) leaves the node to its GPU lowering; when there is none, the
             // fold's reason is the one to report.
             match fold(n, &consts, self.opset) {
-                Ok(outs) => self.add_outputs(n, outs)?,
+                Ok(outs) => {
+                    self.add_outputs(n, outs)?;
+                    self.track_dequantized(n);
+                }
                 Err(fold_err) => (spec.lower)(self, n).map_err(|_| fold_err)?,
             };
         } else {

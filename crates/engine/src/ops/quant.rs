@@ -530,6 +530,60 @@ fn lower_qlinear_conv(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     requantize(cx, n, &acc, (i[1], i[4], i[6]), w_view, opt(n, 7), out)
 }
 
+/// A 2-D constant folded from 8-bit values (see `Ctx::dequantized`) as its packed bytes
+/// (`name::packed`, uploaded instead of the f32) with its scale and zero point as one f32
+/// per index of `axis`, the axis they may vary along (1: per column, for MatMul's B; 0:
+/// per row, for an embedding). None when the constant has no such origin, or its
+/// parameters vary along the other axis too. Returns (packed, scale, zero point, signed).
+pub(super) fn packed_8bit(
+    cx: &mut Ctx,
+    name: &str,
+    axis: usize,
+) -> Option<(String, String, String, bool)> {
+    let d = cx.dequantized.get(name)?.clone();
+    let q = cx.konst(&d.q)?;
+    if q.shape.len() != 2 {
+        return None;
+    }
+    let len = q.shape[axis];
+    let along = |t: &Option<String>, default: f32| -> Option<Vec<f32>> {
+        let Some(t) = t else {
+            return Some(vec![default; len]);
+        };
+        let v = cx.konst(t)?;
+        let mut shape = v.shape.clone();
+        while shape.len() < 2 {
+            shape.insert(0, 1);
+        }
+        if shape.len() != 2 || shape[1 - axis] != 1 || (shape[axis] != 1 && shape[axis] != len) {
+            return None;
+        }
+        let vals: Vec<f32> = v.as_f64().iter().map(|&x| x as f32).collect();
+        Some(if vals.len() == 1 {
+            vec![vals[0]; len]
+        } else {
+            vals
+        })
+    };
+    let scale = along(&d.scale, 1.0)?;
+    let zero_point = along(&d.zero_point, 0.0)?;
+    let packed = format!("{}::packed", d.q);
+    if !cx.plan.constants.contains_key(&packed) {
+        let dt = if d.signed { DT::I8 } else { DT::U8 };
+        cx.add_const(
+            &packed,
+            HostTensor::packed(dt, q.shape.clone(), &q.as_i64()),
+        );
+    }
+    let (sname, zname) = (
+        format!("{name}::scale{axis}"),
+        format!("{name}::zero_point{axis}"),
+    );
+    cx.add_const(&sname, HostTensor::f32(vec![len], scale));
+    cx.add_const(&zname, HostTensor::f32(vec![len], zero_point));
+    Some((packed, sname, zname, d.signed))
+}
+
 /// com.microsoft MatMulNBits: `Y = A x dequantize(B)^T (+ bias)`, B [N, blocks, block *
 /// bits / 8] bytes, scales and zero points per (n, block); zero points absent mean
 /// 2^(bits-1), present ones are packed like B (uint8) and unpacked here to f32.
