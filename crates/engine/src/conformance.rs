@@ -245,28 +245,10 @@ fn prepare(dir: &Path, model: Option<&m2w_model::Model>) -> Result<Prepared, Out
             Err(e) => return Err(Outcome::Unsupported(format!("output '{}': {e}", o.name))),
         }
     }
-    // Small integer inputs often decide shapes (axes, shape targets, split sizes): the
-    // plan is specialised on their values, as an application binding them would do.
-    // Only inputs read at such slots are fixed, so everything else still runs on the GPU.
-    let shape_deciding: std::collections::HashSet<&str> = graph
-        .nodes
-        .iter()
-        .flat_map(|n| {
-            crate::ops::shape_inputs(&n.op_type)
-                .iter()
-                .filter_map(|&k| n.inputs.get(k).map(String::as_str))
-        })
-        .collect();
-    let fixed: BTreeMap<String, HostTensor> = inputs
-        .iter()
-        .filter(|(k, t)| {
-            shape_deciding.contains(k.as_str())
-                && t.dt() != DT::Bool
-                && t.shape.len() <= 1
-                && t.len() <= 16
-        })
-        .map(|(k, t)| (k.clone(), t.clone()))
-        .collect();
+    // Small inputs that decide shapes or an If's branch (axes, shape targets, split sizes,
+    // conditions): the plan is specialised on their values, as an application binding
+    // them would do. Only those are fixed, so everything else still runs on the GPU.
+    let fixed = crate::plan_time_values(graph, &inputs);
     for k in fixed.keys() {
         inputs.remove(k);
         shapes.remove(k);

@@ -15,7 +15,7 @@ pub mod ops;
 pub mod plan;
 pub mod tensor;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use m2w_model::{DType, Model};
 
@@ -83,6 +83,61 @@ pub fn weight_tensor(
     }))
 }
 
+/// Graph inputs whose values the plan needs at plan time: those read where an op's
+/// output shape is decided (Reshape's target, axes, split sizes...), and those an If's
+/// condition is computed from (through any main-graph nodes).
+pub fn plan_time_inputs(graph: &m2w_model::GraphInfo) -> BTreeSet<String> {
+    let main: Vec<&m2w_model::NodeInfo> =
+        graph.nodes.iter().filter(|n| n.scope.is_empty()).collect();
+    let producer: HashMap<&str, &m2w_model::NodeInfo> = main
+        .iter()
+        .flat_map(|n| n.outputs.iter().map(move |o| (o.as_str(), *n)))
+        .collect();
+    let mut wanted: Vec<&str> = main
+        .iter()
+        .flat_map(|n| {
+            ops::shape_inputs(&n.op_type)
+                .iter()
+                .filter_map(|&k| n.inputs.get(k).map(String::as_str))
+        })
+        .collect();
+    let mut found: BTreeSet<String> = wanted.iter().map(|s| s.to_string()).collect();
+    // An If's condition: every graph input it is computed from.
+    let mut stack: Vec<&str> = main
+        .iter()
+        .filter(|n| n.op_type == "If")
+        .filter_map(|n| n.inputs.first().map(String::as_str))
+        .collect();
+    let mut seen = HashSet::new();
+    while let Some(t) = stack.pop() {
+        if !seen.insert(t) {
+            continue;
+        }
+        match producer.get(t) {
+            Some(n) => stack.extend(n.inputs.iter().map(String::as_str)),
+            None => wanted.push(t),
+        }
+    }
+    found.extend(wanted.iter().map(|s| s.to_string()));
+    let inputs: HashSet<&str> = graph.inputs.iter().map(|i| i.name.as_str()).collect();
+    found.retain(|t| inputs.contains(t.as_str()));
+    found
+}
+
+/// The values to fix at plan time out of run-time inputs: the [`plan_time_inputs`] that
+/// are small (at most 16 values, rank <= 1).
+pub fn plan_time_values(
+    graph: &m2w_model::GraphInfo,
+    inputs: &HashMap<String, HostTensor>,
+) -> BTreeMap<String, HostTensor> {
+    let wanted = plan_time_inputs(graph);
+    inputs
+        .iter()
+        .filter(|(k, t)| wanted.contains(*k) && t.shape.len() <= 1 && t.len() <= 16)
+        .map(|(k, t)| (k.clone(), t.clone()))
+        .collect()
+}
+
 /// Compiles the main graph for inputs of the given shapes and dtypes.
 pub fn compile(
     model: &Model,
@@ -112,7 +167,37 @@ pub fn compile_specialized(
     let mut ctx = ops::Ctx::new(opset);
     let mut unsupported = Vec::new();
     let mut poisoned: HashSet<String> = HashSet::new();
-    for t in model.tensors.iter().filter(|t| t.scope.is_empty()) {
+    // Subgraph initializers are keyed `scope::name`, as their lowering renames them.
+    for (scope, outputs) in &graph.subgraph_outputs {
+        let nodes: Vec<m2w_model::NodeInfo> = graph
+            .nodes
+            .iter()
+            .filter(|n| &n.scope == scope)
+            .cloned()
+            .collect();
+        let prefix = format!("{scope}::");
+        let locals = nodes
+            .iter()
+            .flat_map(|n| n.outputs.iter().cloned())
+            .chain(
+                model
+                    .tensors
+                    .iter()
+                    .filter(|t| &t.scope == scope)
+                    .filter_map(|t| t.name.strip_prefix(&prefix).map(str::to_string)),
+            )
+            .filter(|s| !s.is_empty())
+            .collect();
+        ctx.add_subgraph(
+            scope,
+            ops::Subgraph {
+                nodes,
+                outputs: outputs.clone(),
+                locals,
+            },
+        );
+    }
+    for t in &model.tensors {
         ctx.declare(&t.name, t.dtype);
         match weight_tensor(model, t) {
             Ok(Some(h)) => ctx.add_const(&t.name, h),

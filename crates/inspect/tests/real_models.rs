@@ -159,21 +159,28 @@ fn a_folder_is_inspected_model_by_model() {
 
 #[test]
 fn markdown_and_table_name_every_flagged_op() {
-    // Silero with `If`: control flow is what the engine cannot run yet.
-    let report = inspect_path(&fixture("silero-vad-if")).unwrap();
+    // The whole Kokoro TTS: four op types m2w cannot run yet.
+    let report = inspect_path(&fixture("kokoro-int8")).unwrap();
     let md = m2w_inspect::markdown(&report);
     assert!(
-        md.contains("| If | ai.onnx |") && md.contains("control flow (subgraphs)"),
+        md.contains("| NonZero | ai.onnx |") && md.contains("data-dependent"),
         "{md}"
     );
     let table = m2w_inspect::table(&report);
-    assert!(table.contains("! control-flow"), "{table}");
-    // The engine's verdict, the same one port gives before extract.
     assert!(
-        table.contains("WebGPU: 1 node(s) in 1 op type(s) cannot run on WebGPU:")
-            && table.contains("ai.onnx::If x 1"),
+        table.contains("! special") && table.contains("! contrib"),
         "{table}"
     );
+    // The engine's verdict, the same one port gives before extract.
+    assert!(
+        table.contains("WebGPU: 4 node(s) in 4 op type(s) cannot run on WebGPU:")
+            && table.contains("com.microsoft::FusedMatMul x 1")
+            && table.contains("ai.onnx::STFT x 1"),
+        "{table}"
+    );
+    // Silero with `If` subgraphs: the registry runs If (its condition fixed at plan time).
+    let silero_if = inspect_path(&fixture("silero-vad-if")).unwrap();
+    assert!(!m2w_inspect::table(&silero_if).contains("! "));
     // Silero v6 runs whole (its LSTM has a kernel): nothing flagged.
     let v6 = inspect_path(&fixture("silero-vad-v6")).unwrap();
     assert!(

@@ -198,6 +198,10 @@ pub struct GraphInfo {
     pub nodes: Vec<NodeInfo>,
     pub inputs: Vec<ValueInfo>,
     pub outputs: Vec<ValueInfo>,
+    /// The outputs of each control-flow subgraph (If branches, Loop/Scan bodies), by the
+    /// scope its nodes carry.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub subgraph_outputs: BTreeMap<String, Vec<String>>,
 }
 
 /// A model file read into the format-neutral view.

@@ -73,6 +73,7 @@ pub fn open(path: &Path) -> Result<Model, InputError> {
         entries: Vec::new(),
         tensors: HashMap::new(),
         nodes: Vec::new(),
+        subgraph_outputs: Default::default(),
     };
     let initializer_names: Vec<String> = graph
         .initializer
@@ -101,6 +102,7 @@ pub fn open(path: &Path) -> Result<Model, InputError> {
         nodes: w.nodes,
         inputs,
         outputs,
+        subgraph_outputs: w.subgraph_outputs,
     };
     Ok(Model {
         path: path.to_path_buf(),
@@ -161,6 +163,7 @@ struct Walker<'a> {
     entries: Vec<TensorEntry>,
     tensors: HashMap<String, TensorProto>,
     nodes: Vec<NodeInfo>,
+    subgraph_outputs: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl Walker<'_> {
@@ -182,6 +185,12 @@ impl Walker<'_> {
                     graph.sparse_initializer.len()
                 ),
             ));
+        }
+        if !scope.is_empty() {
+            self.subgraph_outputs.insert(
+                scope.to_string(),
+                graph.output.iter().map(|o| o.name().to_string()).collect(),
+            );
         }
         for t in graph.initializer {
             let name = t.name().to_string();

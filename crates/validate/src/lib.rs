@@ -315,7 +315,16 @@ pub fn compile_for(
         shapes.insert(i.name.clone(), (t.shape.clone(), t.dt()));
         inputs.insert(i.name.clone(), t);
     }
-    let plan = m2w_engine::compile(model, &shapes)
+    // Small inputs that decide a shape or an If's branch are fixed at the reference's values
+    // (the plan is then specialised to them and takes them no more).
+    let fixed = match &model.graph {
+        Some(g) => m2w_engine::plan_time_values(g, &inputs),
+        None => BTreeMap::new(),
+    };
+    for k in fixed.keys() {
+        shapes.remove(k);
+    }
+    let plan = m2w_engine::compile_specialized(model, &shapes, &fixed)
         .map_err(|e| bad(format!("{}: {e}", model.path.display())))?;
     Ok((plan, inputs))
 }

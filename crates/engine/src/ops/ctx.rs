@@ -26,6 +26,21 @@ pub struct Ctx {
     /// kernels that read weights (MatMul's B, Gather's table) bind the bytes instead, so
     /// the weight stays as small as the model stores it.
     pub(crate) dequantized: BTreeMap<String, Dequantized>,
+    /// Control-flow subgraphs by scope (If branches), lowered inline when taken.
+    pub(crate) subgraphs: BTreeMap<String, Subgraph>,
+    /// The branches being lowered, outermost first (scope, local names): a nested
+    /// branch reads its enclosing branches' locals by their renamed names.
+    pub(crate) open_branches: Vec<(String, std::collections::HashSet<String>)>,
+}
+
+/// One subgraph: its nodes, its outputs, and the names local to it (its initializers and
+/// node outputs), which are renamed `scope::name` when lowered so that branches never
+/// collide with the outer graph or each other.
+#[derive(Clone, Debug, Default)]
+pub struct Subgraph {
+    pub nodes: Vec<NodeInfo>,
+    pub outputs: Vec<String>,
+    pub locals: std::collections::HashSet<String>,
 }
 
 /// How a folded constant was dequantized (all names of plan constants). `scale` and
@@ -178,7 +193,14 @@ impl Ctx {
             opset,
             declared: BTreeMap::new(),
             dequantized: BTreeMap::new(),
+            subgraphs: BTreeMap::new(),
+            open_branches: Vec::new(),
         }
+    }
+
+    /// Makes a subgraph available to control-flow lowerings.
+    pub fn add_subgraph(&mut self, scope: &str, sub: Subgraph) {
+        self.subgraphs.insert(scope.into(), sub);
     }
 
     /// Records what a just-folded node computed when it is a step of dequantizing an 8-bit

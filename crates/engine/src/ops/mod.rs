@@ -13,6 +13,7 @@
 //! in its family module and one `r.op(..)` line in that module's `register`.
 
 mod contrib;
+mod control;
 mod conv;
 mod ctx;
 mod einsum;
@@ -36,8 +37,8 @@ use std::sync::OnceLock;
 
 use m2w_model::NodeInfo;
 
-pub use ctx::Ctx;
 pub(crate) use ctx::R;
+pub use ctx::{Ctx, Subgraph};
 pub use host::{reshape_shape, slice_geometry, squeeze_shape};
 
 use crate::tensor::{DT, HostTensor};
@@ -142,7 +143,7 @@ pub fn registry() -> &'static [OpSpec] {
             family: "",
         };
         type Register = fn(&mut Registry);
-        let families: [(&'static str, Register); 15] = [
+        let families: [(&'static str, Register); 16] = [
             ("elementwise", elementwise::register),
             ("shape", shape::register),
             ("movement", movement::register),
@@ -158,6 +159,7 @@ pub fn registry() -> &'static [OpSpec] {
             ("resize", resize::register),
             ("quant", quant::register),
             ("contrib", contrib::register),
+            ("control", control::register),
         ];
         for (name, register) in families {
             r.family = name;
@@ -229,7 +231,7 @@ pub fn flag(domain: &str, op_type: &str) -> OpFlag {
         };
     }
     let (kind, reason) = match op_type {
-        "If" | "Loop" | "Scan" => (
+        "Loop" | "Scan" => (
             "control-flow",
             "control flow (subgraphs) is not supported yet",
         ),

@@ -23,7 +23,7 @@ fn flags_follow_the_registry() {
     assert_eq!(flag("", "LSTM").kind, "supported");
     assert_eq!(flag("com.microsoft", "MatMulNBits").kind, "supported");
     assert_eq!(flag("com.microsoft", "Attention").kind, "contrib");
-    assert_eq!(flag("", "If").kind, "control-flow");
+    assert_eq!(flag("", "If").kind, "supported");
     assert_eq!(flag("", "Scan").kind, "control-flow");
     assert_eq!(flag("", "MatMulInteger").kind, "supported");
     assert_eq!(flag("", "FancyNewOp").kind, "missing");
