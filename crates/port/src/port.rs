@@ -216,12 +216,28 @@ pub fn port(
         plan.assign_buffers(true);
         m2w_engine::write_engine_dir(&dir, &plan, model_path).map_err(PortError::Input)?;
         mark(&dir, &st).map_err(input)?;
+        // Inputs that decide a shape or an If's branch are fixed at the reference's values.
+        let fixed: Vec<String> = model
+            .graph
+            .iter()
+            .flat_map(|g| g.inputs.iter())
+            .filter(|i| !plan.inputs.contains(&i.name))
+            .map(|i| i.name.clone())
+            .collect();
+        let fixed = if fixed.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; specialised to the reference's {} (they decide shapes or branches)",
+                fixed.join(", ")
+            )
+        };
         step(
             4,
             "engine",
             false,
             format!(
-                "{} dispatches, {} buffers, {} bytes",
+                "{} dispatches, {} buffers, {} bytes{fixed}",
                 plan.dispatches.len(),
                 plan.buffers.len(),
                 plan.buffer_bytes()
