@@ -391,8 +391,110 @@ fn integer_product(
         row_view
     };
     let a = centred(cx, n, a, a_zp, a_view, &format!("{out}::a"))?;
-    let b = centred(cx, n, b, b_zp, same, &format!("{out}::b"))?;
-    super::matmul::matmul(cx, n, &a, &b, out, false, false)
+    times_weight(cx, n, &a, (b, b_zp), same, out)
+}
+
+/// `a x (b - b_zero_point)` exact in i32 for an already centred `a`, the zero point viewed
+/// as `zp_view` against b. A constant 8-bit b (a weight) stays as the model stores it,
+/// packed once and shared by every node that reads it (`matmul_int_*8w`); any other b is
+/// centred (on the host when constant) and multiplied on the i32 tiled kernel.
+pub(super) fn times_weight(
+    cx: &mut Ctx,
+    n: &NodeInfo,
+    a: &str,
+    (b, b_zp): (&str, Option<&str>),
+    zp_view: fn(&[usize]) -> Vec<usize>,
+    out: &str,
+) -> R<()> {
+    if packed_product(cx, n, a, (b, b_zp), zp_view, out)? {
+        return Ok(());
+    }
+    let bc = centred(cx, n, b, b_zp, zp_view, &format!("{out}::b"))?;
+    super::matmul::matmul(cx, n, a, &bc, out, false, false)
+}
+
+/// [`times_weight`] on the packed kernel; Ok(false) when b is not a constant 8-bit
+/// [K, N] or [batch, K, N] weight with a constant zero point (or a' shape does not fit).
+fn packed_product(
+    cx: &mut Ctx,
+    n: &NodeInfo,
+    a: &str,
+    (b, b_zp): (&str, Option<&str>),
+    zp_view: fn(&[usize]) -> Vec<usize>,
+    out: &str,
+) -> R<bool> {
+    let signed = match cx.declared(b) {
+        Some(DType::I8) => true,
+        Some(DType::U8) => false,
+        _ => return Ok(false),
+    };
+    let (Some(q), sa) = (cx.konst(b), cx.shape(a)?) else {
+        return Ok(false);
+    };
+    let sb = q.shape.clone();
+    let (batch, k, nn) = match sb.as_slice() {
+        [k, nn] => (1, *k, *nn),
+        [d, k, nn] if sa.len() == 2 => (*d, *k, *nn),
+        _ => return Ok(false),
+    };
+    if sa.last() != Some(&k) || cx.dt(a)? != DT::I32 {
+        return Ok(false);
+    }
+    let mut per_column = sb.clone();
+    per_column[sb.len() - 2] = 1;
+    let zero_points = match b_zp {
+        None => vec![0; batch * nn],
+        Some(z) => match cx.konst(z) {
+            Some(zv) => {
+                let view = zp_view(&zv.shape);
+                super::host::expand(&zv.reshaped(view), &per_column)?.as_i64()
+            }
+            None => return Ok(false),
+        },
+    };
+    let rows = numel(&sa) / k.max(1);
+    if rows > 65535 * 16 || batch > 65535 {
+        return Ok(false);
+    }
+    let packed = format!("{b}::packed");
+    if !cx.plan.constants.contains_key(&packed) {
+        let dt = if signed { DT::I8 } else { DT::U8 };
+        cx.add_const(&packed, HostTensor::packed(dt, sb.clone(), &q.as_i64()));
+    }
+    let zname = format!("{out}::b_zero_point");
+    cx.add_const(&zname, HostTensor::i64(vec![batch * nn], zero_points));
+    let mut oshape = if batch > 1 || sb.len() == 3 {
+        vec![batch, rows]
+    } else {
+        sa[..sa.len() - 1].to_vec()
+    };
+    oshape.push(nn);
+    cx.new_tensor(out, oshape, DT::I32)?;
+    let p = params::MatmulInt8w {
+        m: rows as u32,
+        n: nn as u32,
+        k: k as u32,
+        a_batch_stride: 0,
+    }
+    .words();
+    if rows * nn > 0 {
+        cx.dispatch(
+            n,
+            if signed {
+                Kernel::MatmulIntI8w
+            } else {
+                Kernel::MatmulIntU8w
+            },
+            vec![cx.bind(a), cx.bind(&packed), cx.bind(&zname), cx.bind(out)],
+            p,
+            [
+                nn.div_ceil(16) as u32,
+                rows.div_ceil(16) as u32,
+                batch as u32,
+            ],
+        );
+    }
+    Ok(true)
 }
 
 fn lower_matmul_integer(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
@@ -636,35 +738,37 @@ fn lower_matmul_nbits(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
             "scales must hold N x blocks = {nn} x {blocks} values"
         ));
     }
-    let qname = format!("{out}::packed_weight");
-    cx.add_const(
-        &qname,
-        HostTensor::packed(DT::U8, vec![nn * row_bytes], &q.as_i64()),
-    );
-    let zname = format!("{out}::zero_point");
+    // Shared by every node that reads this weight.
+    let qname = format!("{b}::packed");
+    if !cx.plan.constants.contains_key(&qname) {
+        cx.add_const(
+            &qname,
+            HostTensor::packed(DT::U8, vec![nn * row_bytes], &q.as_i64()),
+        );
+    }
+    // Zero points stay as the model packs them (bits wide, whole bytes per row).
+    let zrow = (blocks * bits).div_ceil(8);
     let zero_points = match opt(n, 3) {
-        None => vec![(1u32 << (bits - 1)) as f32; nn * blocks],
+        None => None,
         Some(z) if cx.dt(z)? == DT::I32 => {
-            let packed = cx.konst(z).ok_or("zero points must be constants")?.as_i64();
-            let zrow = (blocks * bits).div_ceil(8);
+            let packed = cx.konst(z).ok_or("zero points must be constants")?;
             if packed.len() != nn * zrow {
                 return Err(format!(
                     "zero points hold {} bytes, expected N x {zrow}",
                     packed.len()
                 ));
             }
-            (0..nn * blocks)
-                .map(|j| {
-                    let (row, blk) = (j / blocks, j % blocks);
-                    let byte = packed[row * zrow + blk * bits / 8] as u32;
-                    let shift = (blk * bits % 8) as u32;
-                    ((byte >> shift) & ((1 << bits) - 1)) as f32
-                })
-                .collect()
+            let zname = format!("{z}::packed");
+            if !cx.plan.constants.contains_key(&zname) {
+                cx.add_const(
+                    &zname,
+                    HostTensor::packed(DT::U8, vec![nn * zrow], &packed.as_i64()),
+                );
+            }
+            Some(zname)
         }
         Some(_) => return Err("float zero points are not supported (uint8 ones are)".into()),
     };
-    cx.add_const(&zname, HostTensor::f32(vec![nn * blocks], zero_points));
     let bias = match opt(n, 5) {
         Some(bias) if cx.dt(bias)? == DT::F32 => cx.bind(bias),
         Some(_) => return Err("the bias must be float".into()),
@@ -684,6 +788,8 @@ fn lower_matmul_nbits(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
         block: block as u32,
         blocks: blocks as u32,
         has_bias: opt(n, 5).is_some() as u32,
+        has_zp: zero_points.is_some() as u32,
+        zp_row_bytes: zrow as u32,
     }
     .words();
     if rows * nn > 0 {
@@ -694,7 +800,9 @@ fn lower_matmul_nbits(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
                 cx.bind(a),
                 cx.bind(&qname),
                 cx.bind(scales),
-                cx.bind(&zname),
+                zero_points
+                    .as_deref()
+                    .map_or(crate::plan::Binding::Dummy, |z| cx.bind(z)),
                 bias,
                 cx.bind(out),
             ],

@@ -359,9 +359,8 @@ fn lower_dynamic_quantize_lstm(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
         |z| z.to_vec(),
         &format!("{label}::xc"),
     )?;
-    let wc = super::quant::centred(cx, n, w, opt(9), per_direction, &format!("{label}::wc"))?;
     let acc = format!("{label}::xw_int");
-    super::matmul::matmul(cx, n, &xc, &wc, &acc, false, false)?;
+    super::quant::times_weight(cx, n, &xc, (w, opt(9)), per_direction, &acc)?;
     let w_scale = opt(8).ok_or("W_scale is required")?;
     let wsv = format!("{label}::w_scale");
     let wss = cx.shape(w_scale)?;
@@ -388,15 +387,38 @@ fn lower_dynamic_quantize_lstm(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
         0.0,
         0.0,
     )?;
-    // R centred on the host; its scale expanded to one per column.
-    let rc = super::quant::centred(cx, n, r, opt(11), per_direction, &format!("{label}::rc"))?;
+    // R stays packed as stored; its zero point and scale expanded to one per column.
+    let signed = match cx.declared(r) {
+        Some(m2w_model::DType::I8) => true,
+        Some(m2w_model::DType::U8) => false,
+        _ => return Err("R must be an int8 or uint8 constant".into()),
+    };
+    let rq = cx.konst(r).ok_or("R must be a constant")?;
+    let r_packed = format!("{r}::packed");
+    if !cx.plan.constants.contains_key(&r_packed) {
+        let dt = if signed { DT::I8 } else { DT::U8 };
+        cx.add_const(
+            &r_packed,
+            crate::tensor::HostTensor::packed(dt, rq.shape.clone(), &rq.as_i64()),
+        );
+    }
+    let per_column = [dirs, 1, 4 * hidden];
+    let r_zero = match opt(11) {
+        Some(z) => {
+            let zv = cx.konst(z).ok_or("R_zero_point must be a constant")?;
+            super::host::expand(&zv.reshaped(per_direction(&zv.shape)), &per_column)?.as_i64()
+        }
+        None => vec![0; dirs * 4 * hidden],
+    };
+    let rz_name = format!("{label}::r_zero_point");
+    cx.add_const(
+        &rz_name,
+        crate::tensor::HostTensor::i64(vec![dirs, 4 * hidden], r_zero),
+    );
     let r_scale = opt(10).ok_or("R_scale is required")?;
     let rs = cx.konst(r_scale).ok_or("R_scale must be a constant")?;
-    let rs = super::host::expand(
-        &rs.reshaped(per_direction(&rs.shape)),
-        &[dirs, 1, 4 * hidden],
-    )?
-    .reshaped(vec![dirs, 4 * hidden]);
+    let rs = super::host::expand(&rs.reshaped(per_direction(&rs.shape)), &per_column)?
+        .reshaped(vec![dirs, 4 * hidden]);
     let rs_name = format!("{label}::r_scale");
     cx.add_const(&rs_name, rs);
     let name = |k: usize, tag: &str| {
@@ -424,7 +446,8 @@ fn lower_dynamic_quantize_lstm(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     .words();
     let bindings = vec![
         cx.bind(&xw),
-        cx.bind(&rc),
+        cx.bind(&r_packed),
+        cx.bind(&rz_name),
         cx.bind(&rs_name),
         bind_opt(cx, 3),
         bind_opt(cx, 5),
@@ -432,7 +455,12 @@ fn lower_dynamic_quantize_lstm(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
         cx.bind(&y),
         cx.bind(&state),
     ];
-    cx.dispatch(n, Kernel::LstmDynqF32, bindings, p, [dirs as u32, 1, 1]);
+    let kernel = if signed {
+        Kernel::LstmDynqI8F32
+    } else {
+        Kernel::LstmDynqU8F32
+    };
+    cx.dispatch(n, kernel, bindings, p, [dirs as u32, 1, 1]);
     for k in [1usize, 2] {
         if let Some(o) = n.outputs.get(k).filter(|s| !s.is_empty()) {
             let o = o.clone();

@@ -173,6 +173,7 @@ fn matmul_integer_is_exact_with_per_row_and_per_column_zero_points() {
     let got = node("MatMulInteger")
         .input("a", HostTensor::i64(vec![m, k], a.clone()))
         .constant("b", HostTensor::i64(vec![k, n], b.clone()))
+        .declare("b", DType::I8)
         .input("a_zp", HostTensor::i64(vec![m], azp.clone()))
         .constant("b_zp", HostTensor::i64(vec![n], bzp.clone()))
         .run()
