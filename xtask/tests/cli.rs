@@ -335,6 +335,12 @@ fn port_of_quantized_minilms_and_deepfilternet3_passes_every_checkpoint() {
             .and_then(|p| p.parse().ok())
             .unwrap_or(0);
         assert!(passed >= 4, "{name}: {line}");
+        // Quantized weights stay quantized: the engine's weights are no larger than the file.
+        let weights = std::fs::metadata(dir.path().join(name).join("engine/constants.bin"))
+            .unwrap()
+            .len();
+        let file = std::fs::metadata(&model).unwrap().len();
+        assert!(weights <= file, "{name}: weights {weights} > file {file}");
     }
 }
 

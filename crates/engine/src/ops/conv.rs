@@ -123,16 +123,38 @@ pub(super) fn window(
 }
 
 pub(super) fn conv(cx: &mut Ctx, n: &NodeInfo, ins: &[&str], out: &str) -> R<()> {
+    conv_with(cx, n, ins, out, None)
+}
+
+/// A weight kept packed as the model stores it (8-bit), for ConvInteger: the kernel
+/// (`conv2d_i8w_direct` / `conv2d_u8w_direct`) and its per-output-channel zero point.
+pub(super) struct PackedWeight<'a> {
+    pub kernel: Kernel,
+    pub zero_point: &'a str,
+    pub shape: Vec<usize>,
+}
+
+pub(super) fn conv_with(
+    cx: &mut Ctx,
+    n: &NodeInfo,
+    ins: &[&str],
+    out: &str,
+    packed: Option<PackedWeight>,
+) -> R<()> {
     let s = cx.shape(ins[0])?;
-    let ws = cx.shape(ins[1])?;
-    // i32 is ConvInteger's product of zero-point-centred integers.
     let dt = cx.dt(ins[0])?;
-    let shader = match dt {
-        DT::F32 => Kernel::Conv2dF32Direct,
-        DT::I32 => Kernel::Conv2dI32Direct,
+    let ws = match &packed {
+        Some(p) => p.shape.clone(),
+        None => cx.shape(ins[1])?,
+    };
+    // i32 is ConvInteger's product of zero-point-centred integers.
+    let shader = match (&packed, dt) {
+        (Some(p), DT::I32) => p.kernel,
+        (None, DT::F32) => Kernel::Conv2dF32Direct,
+        (None, DT::I32) => Kernel::Conv2dI32Direct,
         _ => return Err(format!("{} convolution is not supported", dt.suffix())),
     };
-    if cx.dt(ins[1])? != dt {
+    if packed.is_none() && cx.dt(ins[1])? != dt {
         return Err("the weight's type differs from the input's".into());
     }
     let group = attr_i(n, "group", 1) as usize;
@@ -147,8 +169,13 @@ pub(super) fn conv(cx: &mut Ctx, n: &NodeInfo, ins: &[&str], out: &str) -> R<()>
             s[1]
         ));
     }
+    let mut bound: Vec<&str> = ins.to_vec();
+    if let Some(p) = &packed {
+        bound.resize(3, "");
+        bound.push(p.zero_point);
+    }
     conv_dispatch(
-        cx, n, shader, ins, out, &s, m, group, &kernel, &strides, &dil, &pads, &osp,
+        cx, n, shader, &bound, out, &s, m, group, &kernel, &strides, &dil, &pads, &osp,
     )
 }
 
@@ -222,14 +249,13 @@ fn conv_dispatch(
     } else {
         Binding::Dummy
     };
+    let mut bindings = vec![cx.bind(ins[0]), cx.bind(ins[1]), bias, cx.bind(out)];
+    // A packed weight's zero point (see `PackedWeight`).
+    if let Some(z) = ins.get(3) {
+        bindings.push(cx.bind(z));
+    }
     if total > 0 {
-        cx.dispatch(
-            n,
-            shader,
-            vec![cx.bind(ins[0]), cx.bind(ins[1]), bias, cx.bind(out)],
-            p,
-            groups_1d(total, 256),
-        );
+        cx.dispatch(n, shader, bindings, p, groups_1d(total, 256));
     }
     Ok(())
 }

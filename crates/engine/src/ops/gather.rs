@@ -72,6 +72,37 @@ fn lower_gather(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
         inner: numel(&s[axis + 1..]) as u32,
     }
     .words();
+    // An 8-bit integer table (a quantized embedding dequantized after the Gather) stays
+    // packed as stored, shared by every Gather of it.
+    let byte_kernel = match cx.declared(ins[0]) {
+        Some(m2w_model::DType::I8) => Some(Kernel::GatherI8I32),
+        Some(m2w_model::DType::U8) => Some(Kernel::GatherU8I32),
+        _ => None,
+    };
+    if let (Some(kernel), Some(table), DT::I32) = (byte_kernel, cx.konst(ins[0]), cx.dt(ins[0])?) {
+        let packed = format!("{}::packed", ins[0]);
+        if !cx.plan.constants.contains_key(&packed) {
+            let dt = if kernel == Kernel::GatherI8I32 {
+                DT::I8
+            } else {
+                DT::U8
+            };
+            cx.add_const(
+                &packed,
+                HostTensor::packed(dt, table.shape.clone(), &table.as_i64()),
+            );
+        }
+        if total > 0 {
+            cx.dispatch(
+                n,
+                kernel,
+                vec![cx.bind(&packed), cx.bind(ins[1]), cx.bind(out)],
+                params,
+                groups_1d(total, 256),
+            );
+        }
+        return Ok(());
+    }
     if total > 0 {
         cx.dispatch(
             n,

@@ -461,8 +461,22 @@ fn packed_product(
         let dt = if signed { DT::I8 } else { DT::U8 };
         cx.add_const(&packed, HostTensor::packed(dt, sb.clone(), &q.as_i64()));
     }
-    let zname = format!("{out}::b_zero_point");
-    cx.add_const(&zname, HostTensor::i64(vec![batch * nn], zero_points));
+    // One value per batch when the zero point does not vary along the columns.
+    let per_column = (0..batch).any(|z| {
+        let row = &zero_points[z * nn..(z + 1) * nn];
+        row.iter().any(|&v| v != row[0])
+    });
+    let zero_points: Vec<i64> = if per_column {
+        zero_points
+    } else {
+        zero_points.iter().step_by(nn.max(1)).copied().collect()
+    };
+    // Shared too: the same weight and zero point read by many nodes (tied layers).
+    let zname = format!("{b}::zero_point::{}", b_zp.unwrap_or("none"));
+    if !cx.plan.constants.contains_key(&zname) {
+        let len = zero_points.len();
+        cx.add_const(&zname, HostTensor::i64(vec![len], zero_points));
+    }
     let mut oshape = if batch > 1 || sb.len() == 3 {
         vec![batch, rows]
     } else {
@@ -475,6 +489,7 @@ fn packed_product(
         n: nn as u32,
         k: k as u32,
         a_batch_stride: 0,
+        zp_per_column: per_column as u32,
     }
     .words();
     if rows * nn > 0 {
@@ -595,12 +610,60 @@ fn integer_conv(
         }
     };
     let x = centred(cx, n, x, x_zp, same, &format!("{out}::x"))?;
+    if let Some(b) = bias
+        && cx.dt(b)? != DT::I32
+    {
+        return Err("the bias must be int32".into());
+    }
+    // A constant 8-bit weight stays packed (shared), its zero point per output channel.
+    let signed = match cx.declared(w) {
+        Some(DType::I8) => Some(true),
+        Some(DType::U8) => Some(false),
+        _ => None,
+    };
+    let zero_points = match w_zp {
+        None => Some(None),
+        Some(z) => cx.konst(z).map(Some),
+    };
+    if let (Some(signed), Some(q), Some(zp)) = (signed, cx.konst(w), zero_points) {
+        let m = q.shape[0];
+        let zp = match zp {
+            Some(z) if z.len() == m => z.as_i64(),
+            Some(z) if z.len() == 1 => vec![z.as_i64()[0]; m],
+            Some(z) => return Err(format!("weight zero point of shape {:?}", z.shape)),
+            None => vec![0; m],
+        };
+        let packed = format!("{w}::packed");
+        if !cx.plan.constants.contains_key(&packed) {
+            let dt = if signed { DT::I8 } else { DT::U8 };
+            cx.add_const(
+                &packed,
+                HostTensor::packed(dt, q.shape.clone(), &q.as_i64()),
+            );
+        }
+        let zname = format!("{out}::w_zero_point");
+        cx.add_const(&zname, HostTensor::i64(vec![m], zp));
+        let args = [x.as_str(), packed.as_str(), bias.unwrap_or("")];
+        let kernel = if signed {
+            Kernel::Conv2dI8wDirect
+        } else {
+            Kernel::Conv2dU8wDirect
+        };
+        return super::conv::conv_with(
+            cx,
+            n,
+            &args,
+            out,
+            Some(super::conv::PackedWeight {
+                kernel,
+                zero_point: &zname,
+                shape: q.shape.clone(),
+            }),
+        );
+    }
     let w = centred(cx, n, w, w_zp, per_channel, &format!("{out}::w"))?;
     let mut args = vec![x.as_str(), w.as_str()];
     if let Some(b) = bias {
-        if cx.dt(b)? != DT::I32 {
-            return Err("the bias must be int32".into());
-        }
         args.push(b);
     }
     super::conv::conv(cx, n, &args, out)

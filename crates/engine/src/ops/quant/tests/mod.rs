@@ -225,6 +225,7 @@ fn conv_integer_subtracts_per_channel_weight_zero_points() {
         .ints("pads", &[1, 1, 1, 1])
         .input("x", HostTensor::i64(vec![1, 2, 4, 4], x.clone()))
         .constant("w", HostTensor::i64(vec![3, 2, 3, 3], w.clone()))
+        .declare("w", DType::I8)
         .constant("xz", HostTensor::i64(vec![], vec![xz]))
         .constant("wz", HostTensor::i64(vec![3], wz.to_vec()))
         .run()
