@@ -479,6 +479,25 @@ impl Ctx {
         Ok(())
     }
 
+    /// `dst` = `src` with its axes permuted (`dst` axis d is `src` axis `perm[d]`).
+    pub(crate) fn permute(&mut self, n: &NodeInfo, src: &str, dst: &str, perm: &[usize]) -> R<()> {
+        let s = self.shape(src)?;
+        let strides = contiguous_strides(&s);
+        let shape: Vec<usize> = perm.iter().map(|&p| s[p]).collect();
+        let src_strides: Vec<i64> = perm.iter().map(|&p| strides[p]).collect();
+        self.new_tensor(dst, shape.clone(), self.dt(src)?)?;
+        self.copy(
+            n,
+            src,
+            dst,
+            &shape,
+            0,
+            &src_strides,
+            0,
+            &contiguous_strides(&shape),
+        )
+    }
+
     pub(crate) fn fill(&mut self, n: &NodeInfo, dst: &str, count: usize, bits: u32) {
         if count > 0 {
             let params = params::Fill {

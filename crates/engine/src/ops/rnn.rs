@@ -104,12 +104,46 @@ fn default_activations(n: &NodeInfo, defaults: &[&str]) -> R<()> {
 
 fn lower_gru(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     default_activations(n, &["Sigmoid", "Tanh"])?;
-    recurrent(cx, n, 3)
+    batch_first(cx, n, |cx, n| recurrent(cx, n, 3))
 }
 
 fn lower_rnn(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     default_activations(n, &["Tanh"])?;
-    recurrent(cx, n, 1)
+    batch_first(cx, n, |cx, n| recurrent(cx, n, 1))
+}
+
+/// `layout = 1` (batch first: X [B, T, I], initial states [B, D, H], Y [B, T, D, H],
+/// final states [B, D, H]) as the time-major op between transposes.
+fn batch_first(cx: &mut Ctx, n: &NodeInfo, lower: impl Fn(&mut Ctx, &NodeInfo) -> R<()>) -> R<()> {
+    if attr_i(n, "layout", 0) == 0 {
+        return lower(cx, n);
+    }
+    let label = n.label();
+    let mut inner = n.clone();
+    inner.attributes.remove("layout");
+    // X, and the initial states (inputs 5 and 6).
+    for (k, perm) in [(0usize, [1usize, 0, 2]), (5, [1, 0, 2]), (6, [1, 0, 2])] {
+        if let Some(x) = n.inputs.get(k).filter(|s| !s.is_empty()) {
+            let t = format!("{label}::time_major_{k}");
+            cx.permute(n, x, &t, &perm)?;
+            inner.inputs[k] = t;
+        }
+    }
+    for (k, o) in n.outputs.iter().enumerate() {
+        if !o.is_empty() {
+            inner.outputs[k] = format!("{label}::time_major_out{k}");
+        }
+    }
+    lower(cx, &inner)?;
+    for (k, o) in n.outputs.iter().enumerate() {
+        if o.is_empty() {
+            continue;
+        }
+        // Y [T, D, B, H] -> [B, T, D, H]; final states [D, B, H] -> [B, D, H].
+        let perm: &[usize] = if k == 0 { &[2, 0, 1, 3] } else { &[1, 0, 2] };
+        cx.permute(n, &inner.outputs[k], o, perm)?;
+    }
+    Ok(())
 }
 
 /// GRU (3 gates) and RNN (1): the same inputs (X, W, R, B, sequence_lens, initial_h),
@@ -118,9 +152,6 @@ fn recurrent(cx: &mut Ctx, n: &NodeInfo, gates: usize) -> R<()> {
     let ins = ins(n);
     let xs = cx.shape(ins[0])?;
     let ws = cx.shape(ins[1])?;
-    if attr_i(n, "layout", 0) != 0 {
-        return Err("layout 1 (batch first) is not supported".into());
-    }
     if xs.len() != 3 || ws.len() != 3 {
         return Err(format!("input not [T, B, I] or W not [D, {gates}H, I]"));
     }
@@ -205,19 +236,17 @@ fn recurrent(cx: &mut Ctx, n: &NodeInfo, gates: usize) -> R<()> {
 }
 
 fn lower_lstm(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
-    let ins = ins(n);
-    lstm(cx, n, &ins)
+    batch_first(cx, n, |cx, n| lstm(cx, n, &ins(n)))
 }
 
 fn lstm(cx: &mut Ctx, n: &NodeInfo, ins: &[&str]) -> R<()> {
     let xs = cx.shape(ins[0])?;
     let ws = cx.shape(ins[1])?;
-    if attr_i(n, "layout", 0) != 0
-        || n.attributes.contains_key("clip")
+    if n.attributes.contains_key("clip")
         || n.attributes.contains_key("activations")
         || attr_i(n, "input_forget", 0) != 0
     {
-        return Err("layout 1, clip, custom activations and input_forget are not supported".into());
+        return Err("clip, custom activations and input_forget are not supported".into());
     }
     if ins.get(4).is_some_and(|s| !s.is_empty()) || ins.get(7).is_some_and(|s| !s.is_empty()) {
         return Err("sequence_lens and peepholes are not supported".into());

@@ -274,7 +274,7 @@ fn gru_both_reset_modes_with_sequence_lengths_and_both_directions() {
 }
 
 #[test]
-fn gru_with_batch_first_layout_or_custom_activations_is_refused() {
+fn gru_batch_first_equals_time_major_and_custom_activations_are_refused() {
     let base = || {
         node("GRU")
             .input("x", HostTensor::f32(vec![T, B, I], values(T * B * I, 1)))
@@ -287,8 +287,43 @@ fn gru_with_batch_first_layout_or_custom_activations_is_refused() {
                 HostTensor::f32(vec![1, 3 * H, H], values(3 * H * H, 3)),
             )
     };
-    let e = base().int("layout", 1).plan().unwrap_err();
-    assert!(e.contains("layout"), "{e}");
+    // layout 1: X [B, T, I] in, Y [B, T, D, H] out, the same numbers as time-major.
+    let x = values(T * B * I, 1);
+    let xt: Vec<f32> = (0..B * T * I)
+        .map(|k| {
+            let (b, t, i) = (k / (T * I), (k / I) % T, k % I);
+            x[(t * B + b) * I + i]
+        })
+        .collect();
+    let time_major = base().outputs(&["y", "y_h"]).run().unwrap();
+    let batch_first = node("GRU")
+        .int("layout", 1)
+        .outputs(&["y", "y_h"])
+        .input("x", HostTensor::f32(vec![B, T, I], xt))
+        .constant(
+            "w",
+            HostTensor::f32(vec![1, 3 * H, I], values(3 * H * I, 2)),
+        )
+        .constant(
+            "r",
+            HostTensor::f32(vec![1, 3 * H, H], values(3 * H * H, 3)),
+        )
+        .run()
+        .unwrap();
+    let crate::tensor::Data::F32(y) = &time_major[0].data else {
+        panic!()
+    };
+    let want: Vec<f32> = (0..B * T * H)
+        .map(|k| {
+            let (b, t, h) = (k / (T * H), (k / H) % T, k % H);
+            y[(t * B + b) * H + h]
+        })
+        .collect();
+    assert_close(&batch_first[0], &[B, T, 1, H], &want, 0.0, 0.0);
+    let crate::tensor::Data::F32(yh) = &time_major[1].data else {
+        panic!()
+    };
+    assert_close(&batch_first[1], &[B, 1, H], yh, 0.0, 0.0);
     let e = base()
         .attr(
             "activations",
