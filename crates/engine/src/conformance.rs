@@ -38,6 +38,16 @@ pub fn read_pb(path: &Path) -> Result<HostTensor, String> {
     let t = m2w_model::onnx::proto::TensorProto::decode(bytes.as_slice())
         .map_err(|e| format!("{}: {e}", path.display()))?;
     let shape: Vec<usize> = t.dims.iter().map(|&d| d.max(0) as usize).collect();
+    // 4- and 2-bit integers: packed bytes (in raw_data, or one per int32_data entry).
+    if let Some((bits, signed)) = m2w_model::DType::from_onnx(t.data_type()).sub_byte() {
+        let bytes: Vec<u8> = match &t.raw_data {
+            Some(raw) => raw.clone(),
+            None => t.int32_data.iter().map(|&v| v as u8).collect(),
+        };
+        let count = shape.iter().product();
+        let v = m2w_model::dtype::unpack_sub_byte(&bytes, count, bits, signed);
+        return Ok(HostTensor::i64(shape, v));
+    }
     let dt = onnx_dt(t.data_type())?;
     let code = t.data_type();
     let raw = t.raw_data.clone().unwrap_or_default();

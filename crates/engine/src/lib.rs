@@ -68,6 +68,12 @@ pub fn weight_tensor(
                 .collect(),
         ),
         DType::Bool => HostTensor::bool(shape, raw()?.iter().map(|&b| b != 0).collect()),
+        d if d.sub_byte().is_some() => {
+            let (bits, signed) = d.sub_byte().expect("checked");
+            let count = shape.iter().product();
+            let v = m2w_model::dtype::unpack_sub_byte(&raw()?, count, bits, signed);
+            HostTensor::i64(shape, v)
+        }
         DType::I32 | DType::I16 | DType::I8 | DType::U8 | DType::U16 | DType::U32 => {
             HostTensor::i64(
                 shape,
@@ -210,6 +216,7 @@ pub fn compile_specialized(
     for i in &graph.inputs {
         if let Some(d) = [DType::I8, DType::U8, DType::I16, DType::U16]
             .into_iter()
+            .chain([21, 22, 25, 26].map(DType::from_onnx))
             .find(|d| d.name() == i.dtype)
         {
             ctx.declare(&i.name, d);

@@ -77,10 +77,25 @@ impl DType {
         matches!(self, DType::F64 | DType::F32 | DType::F16 | DType::BF16)
     }
 
+    /// ONNX's packed integer types narrower than a byte: (bits, signed) for UINT4, INT4,
+    /// UINT2 and INT2 (first element in the lowest bits of each byte).
+    pub fn sub_byte(self) -> Option<(u32, bool)> {
+        match self {
+            DType::OtherOnnx(21) => Some((4, false)),
+            DType::OtherOnnx(22) => Some((4, true)),
+            DType::OtherOnnx(25) => Some((2, false)),
+            DType::OtherOnnx(26) => Some((2, true)),
+            _ => None,
+        }
+    }
+
     /// Bytes needed for `elements` values of this dtype, None on overflow or if unknown.
     pub fn storage_bytes(self, elements: u64) -> Option<u64> {
         if let Some(b) = self.elem_bytes() {
             return elements.checked_mul(b);
+        }
+        if let Some((bits, _)) = self.sub_byte() {
+            return elements.checked_mul(bits as u64).map(|b| b.div_ceil(8));
         }
         let (per, bytes) = self.gguf_block()?;
         if !elements.is_multiple_of(per) {
@@ -159,7 +174,33 @@ impl serde::Serialize for DType {
 
 /// Little-endian bytes of a plain dtype to f32 values. None for dtypes without a numeric
 /// view (strings, block types, exotic ONNX types).
+/// The values of `count` packed sub-byte integers (see [`DType::sub_byte`]).
+pub fn unpack_sub_byte(bytes: &[u8], count: usize, bits: u32, signed: bool) -> Vec<i64> {
+    let per = (8 / bits) as usize;
+    let mask = (1u32 << bits) - 1;
+    (0..count)
+        .map(|i| {
+            let byte = bytes.get(i / per).copied().unwrap_or(0) as u32;
+            let v = (byte >> ((i % per) as u32 * bits)) & mask;
+            if signed && v >> (bits - 1) != 0 {
+                v as i64 - (1i64 << bits)
+            } else {
+                v as i64
+            }
+        })
+        .collect()
+}
+
 pub fn to_f32(bytes: &[u8], dtype: DType) -> Option<Vec<f32>> {
+    if let Some((bits, signed)) = dtype.sub_byte() {
+        let count = bytes.len() * (8 / bits) as usize;
+        return Some(
+            unpack_sub_byte(bytes, count, bits, signed)
+                .into_iter()
+                .map(|v| v as f32)
+                .collect(),
+        );
+    }
     macro_rules! conv {
         ($t:ty, $n:expr, $f:expr) => {
             bytes

@@ -516,6 +516,14 @@ fn stored_bytes(t: &TensorProto, dtype: DType, elements: u64) -> Result<u64, Str
         }
         return Ok(expected);
     }
+    // Sub-byte types keep one packed byte per int32_data entry.
+    if dtype.sub_byte().is_some() {
+        let n = t.int32_data.len() as u64;
+        if n != expected {
+            return Err(format!("holds {n} bytes, dims need {expected}"));
+        }
+        return Ok(expected);
+    }
     let n =
         typed_len(t, dtype).ok_or_else(|| format!("dtype {dtype} has no typed data field"))? as u64;
     if n != elements {
@@ -634,6 +642,7 @@ impl OnnxSource {
                 .flat_map(|&v| (v as u16).to_le_bytes())
                 .collect(),
             I8 | U8 | Bool => t.int32_data.iter().map(|&v| v as u8).collect(),
+            other if other.sub_byte().is_some() => t.int32_data.iter().map(|&v| v as u8).collect(),
             other => {
                 return Err(InputError::new(
                     model_path,

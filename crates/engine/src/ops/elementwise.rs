@@ -343,6 +343,10 @@ fn lower_cast(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     let to = if op == "Cast" {
         onnx_dt(attr_i(n, "to", 1) as i32)?
     } else {
+        // 4-/2-bit targets wrap around (two's complement), which no cast kernel does.
+        if let Some(d) = cx.declared(ins[1]).filter(|d| d.sub_byte().is_some()) {
+            return Err(format!("casting to {} is not supported", d.name()));
+        }
         cx.dt(ins[1])?
     };
     if from == to {

@@ -240,9 +240,20 @@ fn int_range(dtype: DType) -> R<(f32, f32)> {
         DType::I8 => (-128.0, 127.0),
         DType::U16 => (0.0, 65535.0),
         DType::I16 => (-32768.0, 32767.0),
+        other if other.sub_byte().is_some() => {
+            let (bits, signed) = other.sub_byte().expect("checked");
+            if signed {
+                (
+                    -(1i32 << (bits - 1)) as f32,
+                    ((1i32 << (bits - 1)) - 1) as f32,
+                )
+            } else {
+                (0.0, ((1i32 << bits) - 1) as f32)
+            }
+        }
         other => {
             return Err(format!(
-                "quantizing to {} is not supported (int8, uint8, int16 and uint16 are)",
+                "quantizing to {} is not supported (int2/4/8/16, uint2/4/8/16 are)",
                 other.name()
             ));
         }
