@@ -62,6 +62,12 @@ pub(super) fn register(r: &mut Registry) {
         &["K", "N", "accuracy_level", "bits", "block_size"],
         lower_matmul_nbits,
     );
+    r.contrib(
+        "com.microsoft",
+        "GatherBlockQuantized",
+        &["bits", "block_size", "gather_axis", "quantize_axis"],
+        lower_gather_block_quantized,
+    );
 }
 
 /// How x lines up with its scale and zero point: x viewed as `x`, the parameters as
@@ -882,6 +888,134 @@ fn lower_matmul_nbits(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
             ],
             p,
             [nn.div_ceil(64) as u32, rows as u32, 1],
+        );
+    }
+    Ok(())
+}
+
+/// com.microsoft GatherBlockQuantized: rows of a constant table quantized in blocks along
+/// its last axis (uint8 holding two 4-bit values, or 8-bit values; int4/uint4), gathered
+/// along axis 0 and dequantized in registers; the table stays packed.
+fn lower_gather_block_quantized(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
+    let i = ins(n);
+    if i.len() < 3 {
+        return Err("GatherBlockQuantized takes data, indices and scales".into());
+    }
+    let (data, idx, scales) = (i[0], i[1], i[2]);
+    let out = out0(n);
+    let bits = attr_i(n, "bits", 4);
+    let block = usize::try_from(attr_i(n, "block_size", 128)).unwrap_or(0);
+    if attr_i(n, "gather_axis", 0) != 0 {
+        return Err("gather_axis other than 0 is not supported".into());
+    }
+    if !matches!(attr_i(n, "quantize_axis", 1), 1 | -1) {
+        return Err("quantize_axis other than the last (1) is not supported".into());
+    }
+    if block < 16 || !block.is_power_of_two() {
+        return Err(format!("block_size {block} (powers of two from 16 run)"));
+    }
+    let table = cx.konst(data).ok_or("data must be a constant")?;
+    if table.shape.len() != 2 || cx.dt(idx)? != DT::I32 || cx.dt(scales)? != DT::F32 {
+        return Err("only a 2-D table, integer indices and float scales".into());
+    }
+    let rows = table.shape[0];
+    let raw = table.as_i64();
+    // (values [rows, K], K, kernel, default zero point, zero points packed two per byte)
+    let unpack_nibbles = |bytes: &[i64]| -> Vec<i64> {
+        bytes
+            .iter()
+            .flat_map(|&b| [b & 15, (b >> 4) & 15])
+            .collect()
+    };
+    let (values, k, kernel, default_zp, nibble_zp) = match (cx.declared(data), bits) {
+        (Some(DType::U8), 4) => (
+            unpack_nibbles(&raw),
+            table.shape[1] * 2,
+            Kernel::GatherBlockU4F32,
+            8.0,
+            true,
+        ),
+        (Some(DType::U8), 8) => (raw, table.shape[1], Kernel::GatherBlockU8F32, 128.0, false),
+        (Some(d), 4) if d == DType::from_onnx(21) => {
+            (raw, table.shape[1], Kernel::GatherBlockU4F32, 8.0, false)
+        }
+        (Some(d), 4) if d == DType::from_onnx(22) => {
+            (raw, table.shape[1], Kernel::GatherBlockI4F32, 0.0, false)
+        }
+        (d, b) => {
+            return Err(format!(
+                "data of type {} with bits = {b} is not supported (uint8 with 4 or 8 bits, int4, uint4 are)",
+                d.map(|d| d.name()).unwrap_or_else(|| "unknown".into())
+            ));
+        }
+    };
+    let blocks = k.div_ceil(block);
+    if numel(&cx.shape(scales)?) != rows * blocks {
+        return Err(format!(
+            "scales must hold rows x blocks = {rows} x {blocks} values"
+        ));
+    }
+    let zero_points: Vec<f32> = match opt(n, 3) {
+        None => vec![default_zp; rows * blocks],
+        Some(z) => {
+            let zv = cx.konst(z).ok_or("zero points must be constants")?.as_i64();
+            let zv = if nibble_zp {
+                let per_row = blocks.div_ceil(2);
+                (0..rows * blocks)
+                    .map(|j| {
+                        let byte = zv[(j / blocks) * per_row + (j % blocks) / 2];
+                        (byte >> (4 * ((j % blocks) % 2))) & 15
+                    })
+                    .collect()
+            } else {
+                zv
+            };
+            if zv.len() != rows * blocks {
+                return Err(format!(
+                    "zero points must hold rows x blocks = {rows} x {blocks}"
+                ));
+            }
+            zv.iter().map(|&v| v as f32).collect()
+        }
+    };
+    let packed = format!("{data}::packed");
+    if !cx.plan.constants.contains_key(&packed) {
+        let (dt, mask) = if bits == 4 {
+            (DT::U4, 15)
+        } else {
+            (DT::U8, 255)
+        };
+        let masked: Vec<i64> = values.iter().map(|v| v & mask).collect();
+        cx.add_const(&packed, HostTensor::packed(dt, vec![rows, k], &masked));
+    }
+    let zname = format!("{out}::zero_point");
+    cx.add_const(&zname, HostTensor::f32(vec![rows * blocks], zero_points));
+    let is = cx.shape(idx)?;
+    let mut oshape = is.clone();
+    oshape.push(k);
+    cx.new_tensor(out, oshape.clone(), DT::F32)?;
+    let total = numel(&oshape);
+    let p = params::GatherBlock {
+        n: total as u32,
+        rows: rows as u32,
+        k: k as u32,
+        block: block as u32,
+        blocks: blocks as u32,
+    }
+    .words();
+    if total > 0 {
+        cx.dispatch(
+            n,
+            kernel,
+            vec![
+                cx.bind(&packed),
+                cx.bind(idx),
+                cx.bind(scales),
+                cx.bind(&zname),
+                cx.bind(out),
+            ],
+            p,
+            crate::plan::groups_1d(total, 256),
         );
     }
     Ok(())
