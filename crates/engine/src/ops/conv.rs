@@ -10,20 +10,18 @@ use super::ctx::{Ctx, R, attr_i, attr_ints, attr_s, ins, out0};
 use crate::plan::{Binding, groups_1d};
 use crate::tensor::{DT, numel};
 
+/// The window attributes Conv, ConvInteger and QLinearConv share.
+pub(super) const CONV_ATTRS: &[&str] = &[
+    "auto_pad",
+    "dilations",
+    "group",
+    "kernel_shape",
+    "pads",
+    "strides",
+];
+
 pub(super) fn register(r: &mut Registry) {
-    r.op(
-        "Conv",
-        1,
-        &[
-            "auto_pad",
-            "dilations",
-            "group",
-            "kernel_shape",
-            "pads",
-            "strides",
-        ],
-        lower_conv,
-    );
+    r.op("Conv", 1, CONV_ATTRS, lower_conv);
     r.op(
         "ConvTranspose",
         1,

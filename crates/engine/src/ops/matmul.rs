@@ -66,6 +66,25 @@ fn lower_gemm(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     Ok(())
 }
 
+/// The output of a product run as one [batch * M, K] x [K, N]: `out` made [batch.., M, N]
+/// (M dropped for a 1-D `a`); returns the flattened row count.
+fn flat_output(
+    cx: &mut Ctx,
+    out: &str,
+    batch: &[usize],
+    has_m: bool,
+    m: usize,
+    nn: usize,
+) -> R<usize> {
+    let mut oshape = batch.to_vec();
+    if has_m {
+        oshape.push(m);
+    }
+    oshape.push(nn);
+    cx.new_tensor(out, oshape, DT::F32)?;
+    Ok(numel(batch) * m)
+}
+
 /// `out = a x b` (transposed as asked) for f32, or for i32: MatMulInteger's exact product
 /// of zero-point-centred integers (and ONNX MatMul of int32s).
 pub(super) fn matmul(
@@ -121,13 +140,7 @@ pub(super) fn matmul(
         && sb.len() == 2
         && let Some((q, scale, zp, signed)) = super::quant::packed_8bit(cx, b, 1)
     {
-        let rows = numel(ba) * m;
-        let mut oshape = ba.to_vec();
-        if sa.len() > 1 {
-            oshape.push(m);
-        }
-        oshape.push(nn);
-        cx.new_tensor(out, oshape, DT::F32)?;
+        let rows = flat_output(cx, out, ba, sa.len() > 1, m, nn)?;
         let p = params::MatmulQ8 {
             m: rows as u32,
             n: nn as u32,
@@ -160,13 +173,7 @@ pub(super) fn matmul(
     // product on the register-blocked kernel (82% of cuBLAS SGEMM on the H100,
     // bench/RESULTS.md); the rest use the general tiled kernel.
     if dt == DT::F32 && !ta && !tb && sb.len() == 2 && m * ka * nn >= 1 << 15 {
-        let rows = numel(ba) * m;
-        let mut oshape = ba.to_vec();
-        if sa.len() > 1 {
-            oshape.push(m);
-        }
-        oshape.push(nn);
-        cx.new_tensor(out, oshape, DT::F32)?;
+        let rows = flat_output(cx, out, ba, sa.len() > 1, m, nn)?;
         let p = params::MatmulF32Rb {
             m: rows as u32,
             n: nn as u32,

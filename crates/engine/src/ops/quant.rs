@@ -19,17 +19,9 @@ use m2w_kernels::{Kernel, params};
 use m2w_model::{DType, NodeInfo};
 
 use super::Registry;
+use super::conv::CONV_ATTRS;
 use super::ctx::{Ctx, R, attr_i, host_input as get, ins, norm_axis, out0};
 use crate::tensor::{DT, Data, HostTensor, numel};
-
-const CONV_ATTRS: &[&str] = &[
-    "auto_pad",
-    "dilations",
-    "group",
-    "kernel_shape",
-    "pads",
-    "strides",
-];
 
 pub(super) fn register(r: &mut Registry) {
     r.op(
