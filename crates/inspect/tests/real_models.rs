@@ -159,7 +159,7 @@ fn a_folder_is_inspected_model_by_model() {
 
 #[test]
 fn markdown_and_table_name_every_flagged_op() {
-    // The whole Kokoro TTS: four op types m2w cannot run yet.
+    // The whole Kokoro TTS: its NonZero (a data-dependent shape) is what m2w cannot run.
     let report = inspect_path(&fixture("kokoro-int8")).unwrap();
     let md = m2w_inspect::markdown(&report);
     assert!(

@@ -7,7 +7,7 @@ use m2w_kernels::Kernel;
 use m2w_model::{AttrValue, NodeInfo};
 
 use super::Registry;
-use super::ctx::{Ctx, R, attr_f, ins, out0};
+use super::ctx::{Ctx, R, attr_f, attr_i, ins, out0};
 use crate::tensor::DT;
 
 const MS: &str = "com.microsoft";
@@ -17,6 +17,12 @@ pub(super) fn register(r: &mut Registry) {
     r.contrib(MS, "Gelu", &[], lower_gelu);
     r.contrib(MS, "BiasGelu", &[], lower_gelu);
     r.contrib(MS, "SkipLayerNormalization", &["epsilon"], lower_skip_norm);
+    r.contrib(
+        MS,
+        "FusedMatMul",
+        &["alpha", "transA", "transB", "transBatchA", "transBatchB"],
+        lower_fused_matmul,
+    );
     r.contrib(
         MS,
         "SkipSimplifiedLayerNormalization",
@@ -116,6 +122,25 @@ fn lower_skip_norm(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
         ..n.clone()
     };
     super::norm::lower_layer_norm(cx, &norm)
+}
+
+/// FusedMatMul: `alpha * op(A) x op(B)`, the transposes of the last two axes as strides.
+fn lower_fused_matmul(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
+    let i = ins(n);
+    let out = out0(n);
+    if attr_i(n, "transBatchA", 0) != 0 || attr_i(n, "transBatchB", 0) != 0 {
+        return Err("transBatchA / transBatchB are not supported".into());
+    }
+    let (ta, tb) = (attr_i(n, "transA", 0) != 0, attr_i(n, "transB", 0) != 0);
+    let alpha = attr_f(n, "alpha", 1.0);
+    if alpha == 1.0 {
+        return super::matmul::matmul(cx, n, i[0], i[1], out, ta, tb);
+    }
+    let product = format!("{out}::product");
+    super::matmul::matmul(cx, n, i[0], i[1], &product, ta, tb)?;
+    let k = format!("{out}::alpha");
+    cx.add_const(&k, crate::tensor::HostTensor::f32(vec![], vec![alpha]));
+    cx.elementwise(n, Kernel::EwMulF32, &[&product, &k], out, DT::F32, 0.0, 0.0)
 }
 
 #[cfg(test)]

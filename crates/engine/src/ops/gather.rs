@@ -1,13 +1,14 @@
 //! Indexing: Gather (one axis, `gather` kernel) and GatherND (`gather_nd`); Gather also
-//! folds on the host (shape subgraphs pick dims out of Shape's output).
+//! folds on the host (shape subgraphs pick dims out of Shape's output). ScatterND writes
+//! update rows into a copy of its data (`scatter_nd_<reduction>_f32`).
 
 use m2w_kernels::{Kernel, params};
 use m2w_model::NodeInfo;
 
 use super::Registry;
 use super::ctx::{
-    Ctx, MAX_RANK, R, attr_i, contiguous_strides, dims8, host_input as get, ins, norm_axis, out0,
-    vec8_u32,
+    Ctx, MAX_RANK, R, attr_i, attr_s, contiguous_strides, dims8, host_input as get, ins, norm_axis,
+    out0, vec8_u32,
 };
 use super::host::{gather_along, norm};
 use crate::plan::groups_1d;
@@ -16,6 +17,7 @@ use crate::tensor::{DT, HostTensor, numel};
 pub(super) fn register(r: &mut Registry) {
     r.op("Gather", 1, &["axis"], lower_gather).fold(fold_gather);
     r.op("GatherND", 11, &["batch_dims"], lower_gather_nd);
+    r.op("ScatterND", 11, &["reduction"], lower_scatter_nd);
 }
 
 fn lower_gather(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
@@ -168,3 +170,61 @@ fn fold_gather(n: &NodeInfo, ins: &[Option<HostTensor>], _: i64) -> R<Vec<HostTe
 
 #[cfg(test)]
 mod tests;
+
+/// ScatterND: `out` = a copy of data, then every update row written (or combined, by
+/// `reduction`) at the position its index row names, rows in order.
+fn lower_scatter_nd(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
+    let i = ins(n);
+    let out = out0(n);
+    let (data, indices, updates) = (i[0], i[1], i[2]);
+    if cx.dt(data)? != DT::F32 || cx.dt(updates)? != DT::F32 || cx.dt(indices)? != DT::I32 {
+        return Err("only float data and updates with integer indices".into());
+    }
+    let ds = cx.shape(data)?;
+    let is = cx.shape(indices)?;
+    let k = *is.last().ok_or("indices must have rank >= 1")?;
+    if k == 0 || k > ds.len() {
+        return Err(format!(
+            "index rows of {k} do not fit data of rank {}",
+            ds.len()
+        ));
+    }
+    let rows = numel(&is[..is.len() - 1]);
+    let slice = numel(&ds[k..]);
+    let mut want = is[..is.len() - 1].to_vec();
+    want.extend(&ds[k..]);
+    if cx.shape(updates)? != want {
+        return Err(format!("updates must have shape {want:?}"));
+    }
+    let kernel = match attr_s(n, "reduction", "none").as_str() {
+        "none" => Kernel::ScatterNdNoneF32,
+        "add" => Kernel::ScatterNdAddF32,
+        "mul" => Kernel::ScatterNdMulF32,
+        "max" => Kernel::ScatterNdMaxF32,
+        "min" => Kernel::ScatterNdMinF32,
+        other => return Err(format!("reduction {other:?} is not supported")),
+    };
+    cx.new_tensor(out, ds.clone(), DT::F32)?;
+    let strides = contiguous_strides(&ds);
+    cx.copy(n, data, out, &ds, 0, &strides, 0, &strides)?;
+    let dims: Vec<i64> = ds[..k].iter().map(|&d| d as i64).collect();
+    let p = params::ScatterNd {
+        rows: rows as u32,
+        k: k as u32,
+        slice: slice as u32,
+        pad: 0,
+        dims: vec8_u32(&dims),
+        strides: vec8_u32(&strides[..k]),
+    }
+    .words();
+    if slice * rows > 0 {
+        cx.dispatch(
+            n,
+            kernel,
+            vec![cx.bind(indices), cx.bind(updates), cx.bind(out)],
+            p,
+            groups_1d(slice, 64),
+        );
+    }
+    Ok(())
+}

@@ -30,6 +30,7 @@ mod resize;
 mod rnn;
 mod shape;
 mod softmax;
+mod spectral;
 #[cfg(test)]
 mod testing;
 
@@ -143,7 +144,7 @@ pub fn registry() -> &'static [OpSpec] {
             family: "",
         };
         type Register = fn(&mut Registry);
-        let families: [(&'static str, Register); 16] = [
+        let families: [(&'static str, Register); 17] = [
             ("elementwise", elementwise::register),
             ("shape", shape::register),
             ("movement", movement::register),
@@ -160,6 +161,7 @@ pub fn registry() -> &'static [OpSpec] {
             ("quant", quant::register),
             ("contrib", contrib::register),
             ("control", control::register),
+            ("spectral", spectral::register),
         ];
         for (name, register) in families {
             r.family = name;

@@ -56,3 +56,30 @@ fn skip_layer_norm_normalises_input_plus_skip_plus_bias_and_returns_the_sum() {
     assert_close(&got[0], &[1, rows, h], &want, 1e-5, 1e-4);
     assert_close(&got[1], &[1, rows, h], &sum, 0.0, 0.0);
 }
+
+#[test]
+fn fused_matmul_transposes_and_scales() {
+    // A stored [K, M] (transA), B stored [N, K] (transB), batch 2 on A.
+    let (bt, m, k, n) = (2usize, 3usize, 4usize, 5usize);
+    let a = values(bt * k * m, 7);
+    let b = values(n * k, 8);
+    let got = node("FusedMatMul")
+        .domain("com.microsoft")
+        .int("transA", 1)
+        .int("transB", 1)
+        .float("alpha", 0.5)
+        .input("a", HostTensor::f32(vec![bt, k, m], a.clone()))
+        .constant("b", HostTensor::f32(vec![n, k], b.clone()))
+        .run()
+        .unwrap();
+    let mut want = vec![0f32; bt * m * n];
+    for z in 0..bt {
+        for i in 0..m {
+            for j in 0..n {
+                let s: f32 = (0..k).map(|t| a[(z * k + t) * m + i] * b[j * k + t]).sum();
+                want[(z * m + i) * n + j] = 0.5 * s;
+            }
+        }
+    }
+    assert_close(&got[0], &[bt, m, n], &want, 1e-5, 1e-5);
+}
