@@ -13,6 +13,7 @@ pub mod gpu;
 pub mod llama;
 pub mod ops;
 pub mod plan;
+pub mod sym;
 pub mod tensor;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};

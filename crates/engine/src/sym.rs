@@ -1,0 +1,402 @@
+//! Symbolic sizes: integer expressions over a model's named dims (`sequence_length`,
+//! `height`, ...), the seam of dynamic shapes (issue 13, docs/DYNAMIC_SHAPES.md). A plan
+//! whose uniform words, workgroup counts and shapes are [`Expr`]s runs for every binding of
+//! its dims: the native runner evaluates them with [`Expr::eval`], the generated
+//! TypeScript engine with the JavaScript [`Expr::to_js`] writes.
+//!
+//! Expressions are kept in a canonical form as they are built (constants folded, sums and
+//! products flattened and sorted, like terms combined), so that two ways of computing the
+//! same size compare equal and most sizes print as what they are (`384*sequence_length`).
+//! Division rounds toward negative infinity (floor) or up (ceil), by a positive constant
+//! only; sizes are never negative, so this is the arithmetic shape code needs.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// An integer expression over named dims.
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Expr {
+    Const(i64),
+    Sym(String),
+    /// A sum of at least two terms, canonical order, at most one constant (last).
+    Add(Vec<Expr>),
+    /// A product of at least two factors, canonical order, at most one constant (first).
+    Mul(Vec<Expr>),
+    FloorDiv(Box<Expr>, i64),
+    CeilDiv(Box<Expr>, i64),
+    Min(Box<Expr>, Box<Expr>),
+    Max(Box<Expr>, Box<Expr>),
+}
+
+/// Values bound to dims, by name.
+pub type Bindings = BTreeMap<String, i64>;
+
+impl Expr {
+    pub fn sym(name: &str) -> Expr {
+        Expr::Sym(name.into())
+    }
+
+    /// The value when the expression holds no dim.
+    pub fn as_const(&self) -> Option<i64> {
+        match self {
+            Expr::Const(v) => Some(*v),
+            _ => None,
+        }
+    }
+
+    /// The dims it reads, sorted, once each.
+    pub fn symbols(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        self.collect_symbols(&mut out);
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    fn collect_symbols(&self, out: &mut Vec<String>) {
+        match self {
+            Expr::Const(_) => {}
+            Expr::Sym(s) => out.push(s.clone()),
+            Expr::Add(v) | Expr::Mul(v) => v.iter().for_each(|e| e.collect_symbols(out)),
+            Expr::FloorDiv(e, _) | Expr::CeilDiv(e, _) => e.collect_symbols(out),
+            Expr::Min(a, b) | Expr::Max(a, b) => {
+                a.collect_symbols(out);
+                b.collect_symbols(out);
+            }
+        }
+    }
+
+    /// The value for bound dims; Err names a dim that is not bound.
+    pub fn eval(&self, dims: &Bindings) -> Result<i64, String> {
+        Ok(match self {
+            Expr::Const(v) => *v,
+            Expr::Sym(s) => *dims
+                .get(s)
+                .ok_or_else(|| format!("dim '{s}' is not bound"))?,
+            Expr::Add(v) => v.iter().map(|e| e.eval(dims)).sum::<Result<i64, _>>()?,
+            Expr::Mul(v) => v.iter().map(|e| e.eval(dims)).product::<Result<i64, _>>()?,
+            Expr::FloorDiv(e, d) => e.eval(dims)?.div_euclid(*d),
+            Expr::CeilDiv(e, d) => {
+                let v = e.eval(dims)?;
+                v.div_euclid(*d) + i64::from(v.rem_euclid(*d) != 0)
+            }
+            Expr::Min(a, b) => a.eval(dims)?.min(b.eval(dims)?),
+            Expr::Max(a, b) => a.eval(dims)?.max(b.eval(dims)?),
+        })
+    }
+
+    /// A JavaScript expression over `d` (an object of dim values) with the same value.
+    pub fn to_js(&self) -> String {
+        match self {
+            Expr::Const(v) => v.to_string(),
+            Expr::Sym(s) => format!("d[{s:?}]"),
+            Expr::Add(v) => format!(
+                "({})",
+                v.iter().map(Expr::to_js).collect::<Vec<_>>().join(" + ")
+            ),
+            Expr::Mul(v) => format!(
+                "({})",
+                v.iter().map(Expr::to_js).collect::<Vec<_>>().join(" * ")
+            ),
+            Expr::FloorDiv(e, d) => format!("Math.floor({} / {d})", e.to_js()),
+            Expr::CeilDiv(e, d) => format!("Math.ceil({} / {d})", e.to_js()),
+            Expr::Min(a, b) => format!("Math.min({}, {})", a.to_js(), b.to_js()),
+            Expr::Max(a, b) => format!("Math.max({}, {})", a.to_js(), b.to_js()),
+        }
+    }
+
+    /// `floor(self / d)` for a positive constant d.
+    pub fn floor_div(self, d: i64) -> Expr {
+        assert!(d > 0, "division by {d}");
+        if d == 1 {
+            return self;
+        }
+        match self {
+            Expr::Const(v) => Expr::Const(v.div_euclid(d)),
+            // (k * d * x) / d = k * x when every term divides exactly.
+            e => match e.divide_exactly(d) {
+                Some(q) => q,
+                None => Expr::FloorDiv(Box::new(e), d),
+            },
+        }
+    }
+
+    /// `ceil(self / d)` for a positive constant d.
+    pub fn ceil_div(self, d: i64) -> Expr {
+        assert!(d > 0, "division by {d}");
+        if d == 1 {
+            return self;
+        }
+        match self {
+            Expr::Const(v) => Expr::Const(v.div_euclid(d) + i64::from(v.rem_euclid(d) != 0)),
+            e => match e.divide_exactly(d) {
+                Some(q) => q,
+                None => Expr::CeilDiv(Box::new(e), d),
+            },
+        }
+    }
+
+    pub fn min(self, other: Expr) -> Expr {
+        match (&self, &other) {
+            (Expr::Const(a), Expr::Const(b)) => Expr::Const(*a.min(b)),
+            _ if self == other => self,
+            _ => {
+                let (a, b) = if self <= other {
+                    (self, other)
+                } else {
+                    (other, self)
+                };
+                Expr::Min(Box::new(a), Box::new(b))
+            }
+        }
+    }
+
+    pub fn max(self, other: Expr) -> Expr {
+        match (&self, &other) {
+            (Expr::Const(a), Expr::Const(b)) => Expr::Const(*a.max(b)),
+            _ if self == other => self,
+            _ => {
+                let (a, b) = if self <= other {
+                    (self, other)
+                } else {
+                    (other, self)
+                };
+                Expr::Max(Box::new(a), Box::new(b))
+            }
+        }
+    }
+
+    /// `self / d` when every term's coefficient is a multiple of d.
+    fn divide_exactly(&self, d: i64) -> Option<Expr> {
+        match self {
+            Expr::Const(v) if v % d == 0 => Some(Expr::Const(v / d)),
+            Expr::Add(terms) => {
+                let parts: Option<Vec<Expr>> = terms.iter().map(|t| t.divide_exactly(d)).collect();
+                parts.map(|p| p.into_iter().fold(Expr::Const(0), |acc, t| acc + t))
+            }
+            Expr::Mul(_) => {
+                let (c, rest) = self.split_coefficient();
+                (c % d == 0).then(|| Expr::Const(c / d) * rest)
+            }
+            _ => None,
+        }
+    }
+
+    /// (coefficient, the rest) of a term: `6*S` is (6, S); `S` is (1, S).
+    fn split_coefficient(&self) -> (i64, Expr) {
+        match self {
+            Expr::Const(v) => (*v, Expr::Const(1)),
+            Expr::Mul(f) => match f.first() {
+                Some(Expr::Const(c)) => {
+                    let rest: Vec<Expr> = f[1..].to_vec();
+                    let rest = if rest.len() == 1 {
+                        rest.into_iter().next().expect("one")
+                    } else {
+                        Expr::Mul(rest)
+                    };
+                    (*c, rest)
+                }
+                _ => (1, self.clone()),
+            },
+            e => (1, e.clone()),
+        }
+    }
+}
+
+impl From<i64> for Expr {
+    fn from(v: i64) -> Expr {
+        Expr::Const(v)
+    }
+}
+
+impl From<usize> for Expr {
+    fn from(v: usize) -> Expr {
+        Expr::Const(v as i64)
+    }
+}
+
+impl std::ops::Add for Expr {
+    type Output = Expr;
+    fn add(self, rhs: Expr) -> Expr {
+        // Flatten, then combine like terms by their non-constant part.
+        let mut terms: BTreeMap<Expr, i64> = BTreeMap::new();
+        let mut constant = 0i64;
+        for t in [self, rhs] {
+            let flat = match t {
+                Expr::Add(v) => v,
+                other => vec![other],
+            };
+            for t in flat {
+                match t {
+                    Expr::Const(v) => constant += v,
+                    other => {
+                        let (c, rest) = other.split_coefficient();
+                        *terms.entry(rest).or_insert(0) += c;
+                    }
+                }
+            }
+        }
+        let mut out: Vec<Expr> = terms
+            .into_iter()
+            .filter(|(_, c)| *c != 0)
+            .map(|(rest, c)| Expr::Const(c) * rest)
+            .collect();
+        if constant != 0 || out.is_empty() {
+            out.push(Expr::Const(constant));
+        }
+        if out.len() == 1 {
+            out.pop().expect("one")
+        } else {
+            Expr::Add(out)
+        }
+    }
+}
+
+impl std::ops::Sub for Expr {
+    type Output = Expr;
+    fn sub(self, rhs: Expr) -> Expr {
+        self + Expr::Const(-1) * rhs
+    }
+}
+
+impl std::ops::Mul for Expr {
+    type Output = Expr;
+    fn mul(self, rhs: Expr) -> Expr {
+        // Distribute over sums so that sizes stay polynomials in canonical form.
+        if let Expr::Add(terms) = &self {
+            return terms
+                .iter()
+                .fold(Expr::Const(0), |acc, t| acc + t.clone() * rhs.clone());
+        }
+        if let Expr::Add(terms) = &rhs {
+            return terms
+                .iter()
+                .fold(Expr::Const(0), |acc, t| acc + self.clone() * t.clone());
+        }
+        let mut constant = 1i64;
+        let mut factors = Vec::new();
+        for f in [self, rhs] {
+            let flat = match f {
+                Expr::Mul(v) => v,
+                other => vec![other],
+            };
+            for f in flat {
+                match f {
+                    Expr::Const(v) => constant *= v,
+                    other => factors.push(other),
+                }
+            }
+        }
+        if constant == 0 {
+            return Expr::Const(0);
+        }
+        factors.sort();
+        if factors.is_empty() {
+            return Expr::Const(constant);
+        }
+        if constant == 1 && factors.len() == 1 {
+            return factors.pop().expect("one");
+        }
+        if constant != 1 {
+            factors.insert(0, Expr::Const(constant));
+        }
+        Expr::Mul(factors)
+    }
+}
+
+impl fmt::Display for Expr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Expr::Const(v) => write!(f, "{v}"),
+            Expr::Sym(s) => write!(f, "{s}"),
+            Expr::Add(v) => {
+                let parts: Vec<String> = v.iter().map(|e| e.to_string()).collect();
+                write!(f, "({})", parts.join(" + "))
+            }
+            Expr::Mul(v) => {
+                let parts: Vec<String> = v.iter().map(|e| e.to_string()).collect();
+                write!(f, "{}", parts.join("*"))
+            }
+            Expr::FloorDiv(e, d) => write!(f, "floor({e} / {d})"),
+            Expr::CeilDiv(e, d) => write!(f, "ceil({e} / {d})"),
+            Expr::Min(a, b) => write!(f, "min({a}, {b})"),
+            Expr::Max(a, b) => write!(f, "max({a}, {b})"),
+        }
+    }
+}
+
+/// The number of elements of a shape.
+pub fn numel(shape: &[Expr]) -> Expr {
+    shape.iter().cloned().fold(Expr::Const(1), |acc, d| acc * d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s() -> Expr {
+        Expr::sym("sequence")
+    }
+
+    fn at(e: &Expr, v: i64) -> i64 {
+        e.eval(&Bindings::from([("sequence".to_string(), v)]))
+            .unwrap()
+    }
+
+    #[test]
+    fn sizes_fold_to_canonical_polynomials() {
+        let e = numel(&[Expr::from(1usize), s(), Expr::from(384usize)]);
+        assert_eq!(e, Expr::Const(384) * s());
+        assert_eq!(e.to_string(), "384*sequence");
+        // Two ways to the same size compare equal.
+        let a = (s() + Expr::from(2i64)) * Expr::from(3i64);
+        let b = Expr::from(6i64) + s() * Expr::from(3i64);
+        assert_eq!(a, b);
+        assert_eq!(s() - s(), Expr::Const(0));
+        assert_eq!(s() * Expr::from(0i64), Expr::Const(0));
+    }
+
+    #[test]
+    fn division_is_exact_when_it_can_be_and_floor_or_ceil_otherwise() {
+        let e = (Expr::Const(384) * s()).floor_div(128);
+        assert_eq!(e, Expr::Const(3) * s());
+        let g = (Expr::Const(384) * s()).ceil_div(256);
+        assert!(matches!(g, Expr::CeilDiv(..)));
+        for v in [1, 7, 16, 128] {
+            assert_eq!(at(&g, v), (384 * v + 255) / 256);
+            assert_eq!(at(&s().floor_div(3), v), v / 3);
+        }
+        assert_eq!(Expr::Const(7).ceil_div(2), Expr::Const(4));
+        assert_eq!(Expr::Const(-7).floor_div(2), Expr::Const(-4));
+    }
+
+    #[test]
+    fn evaluation_needs_every_dim_bound_and_javascript_agrees() {
+        let e = (s() + Expr::Const(5)).ceil_div(4).max(Expr::Const(2)) * Expr::sym("batch");
+        assert!(e.eval(&Bindings::new()).unwrap_err().contains("not bound"));
+        let dims = Bindings::from([("sequence".to_string(), 10), ("batch".to_string(), 3)]);
+        assert_eq!(e.eval(&dims).unwrap(), 12);
+        assert_eq!(
+            e.symbols(),
+            vec!["batch".to_string(), "sequence".to_string()]
+        );
+        let js = e.to_js();
+        assert!(
+            js.contains("Math.ceil") && js.contains("d[\"sequence\"]"),
+            "{js}"
+        );
+        // Serialisable for the plan.
+        let back: Expr = serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn min_and_max_fold_constants_and_repeats() {
+        assert_eq!(Expr::Const(3).min(Expr::Const(5)), Expr::Const(3));
+        assert_eq!(s().max(s()), s());
+        assert_eq!(at(&s().min(Expr::Const(8)), 20), 8);
+    }
+}
