@@ -126,9 +126,11 @@ pub(super) fn conv(cx: &mut Ctx, n: &NodeInfo, ins: &[&str], out: &str) -> R<()>
 
 /// A weight kept packed as the model stores it (8-bit), for ConvInteger: the kernel
 /// (`conv2d_i8w_direct` / `conv2d_u8w_direct`) and its per-output-channel zero point.
-pub(super) struct PackedWeight<'a> {
+pub(super) struct PackedWeight {
     pub kernel: Kernel,
-    pub zero_point: &'a str,
+    pub zero_point: String,
+    /// Per output channel, for the f32 rows (a dequantized weight).
+    pub scale: Option<String>,
     pub shape: Vec<usize>,
 }
 
@@ -137,17 +139,36 @@ pub(super) fn conv_with(
     n: &NodeInfo,
     ins: &[&str],
     out: &str,
-    packed: Option<PackedWeight>,
+    mut packed: Option<PackedWeight>,
 ) -> R<()> {
     let s = cx.shape(ins[0])?;
     let dt = cx.dt(ins[0])?;
+    // An f32 weight folded from 8-bit values stays 8-bit, dequantized in registers.
+    let mut names: Vec<String> = ins.iter().map(|s| s.to_string()).collect();
+    if packed.is_none()
+        && dt == DT::F32
+        && let Some((q, scale, zp, signed)) = super::quant::packed_8bit(cx, &names[1], 0)
+    {
+        packed = Some(PackedWeight {
+            kernel: if signed {
+                Kernel::Conv2dF32I8wDirect
+            } else {
+                Kernel::Conv2dF32U8wDirect
+            },
+            zero_point: zp,
+            scale: Some(scale),
+            shape: cx.shape(ins[1])?,
+        });
+        names[1] = q;
+    }
+    let ins: Vec<&str> = names.iter().map(String::as_str).collect();
     let ws = match &packed {
         Some(p) => p.shape.clone(),
         None => cx.shape(ins[1])?,
     };
     // i32 is ConvInteger's product of zero-point-centred integers.
     let shader = match (&packed, dt) {
-        (Some(p), DT::I32) => p.kernel,
+        (Some(p), DT::I32 | DT::F32) => p.kernel,
         (None, DT::F32) => Kernel::Conv2dF32Direct,
         (None, DT::I32) => Kernel::Conv2dI32Direct,
         _ => return Err(format!("{} convolution is not supported", dt.suffix())),
@@ -170,7 +191,10 @@ pub(super) fn conv_with(
     let mut bound: Vec<&str> = ins.to_vec();
     if let Some(p) = &packed {
         bound.resize(3, "");
-        bound.push(p.zero_point);
+        bound.push(&p.zero_point);
+        if let Some(scale) = &p.scale {
+            bound.push(scale);
+        }
     }
     conv_dispatch(
         cx, n, shader, &bound, out, &s, m, group, &kernel, &strides, &dil, &pads, &osp,
@@ -248,9 +272,9 @@ fn conv_dispatch(
         Binding::Dummy
     };
     let mut bindings = vec![cx.bind(ins[0]), cx.bind(ins[1]), bias, cx.bind(out)];
-    // A packed weight's zero point (see `PackedWeight`).
-    if let Some(z) = ins.get(3) {
-        bindings.push(cx.bind(z));
+    // A packed weight's zero point and scale (see `PackedWeight`).
+    for extra in &ins[3.min(ins.len())..] {
+        bindings.push(cx.bind(extra));
     }
     if total > 0 {
         cx.dispatch(n, shader, bindings, p, groups_1d(total, 256));

@@ -203,6 +203,45 @@ impl Ctx {
         self.subgraphs.insert(scope.into(), sub);
     }
 
+    /// A folded DequantizeLinear of an 8-bit constant, per tensor or per axis: its 1-D
+    /// per-axis parameters are viewed [1, .., len, .., 1] so that they broadcast.
+    fn dequantize_linear_origin(
+        &mut self,
+        n: &NodeInfo,
+        x: &str,
+        out: &str,
+    ) -> Option<Dequantized> {
+        let signed = match self.declared(x) {
+            Some(DType::I8) => true,
+            Some(DType::U8) => false,
+            _ => return None,
+        };
+        let rank = self.shape(x).ok()?.len();
+        let axis = attr_i(n, "axis", 1).rem_euclid(rank.max(1) as i64) as usize;
+        let view = |cx: &mut Ctx, p: &str| -> Option<String> {
+            let count: usize = cx.shape(p).ok()?.iter().product();
+            if count == 1 || rank == 0 {
+                return Some(p.to_string());
+            }
+            let mut shape = vec![1; rank];
+            shape[axis] = count;
+            let name = format!("{out}::{p}::axis_view");
+            cx.view(&name, p, shape).ok()?;
+            Some(name)
+        };
+        let scale = view(self, n.inputs.get(1)?)?;
+        let zero_point = match n.inputs.get(2).filter(|z| !z.is_empty()) {
+            Some(z) => Some(view(self, z)?),
+            None => None,
+        };
+        Some(Dequantized {
+            q: x.to_string(),
+            signed,
+            scale: Some(scale),
+            zero_point,
+        })
+    }
+
     /// Records what a just-folded node computed when it is a step of dequantizing an 8-bit
     /// weight: Cast(q) to float, then Sub(zero point) and Mul(scale) by constants, or
     /// DequantizeLinear per tensor or along the last axis.
@@ -243,24 +282,8 @@ impl Ctx {
                     ..d.clone()
                 })
             }
-            "DequantizeLinear" => {
-                let rank = self.shape(x).map(|s| s.len()).unwrap_or(0);
-                let scale_rank = other
-                    .as_ref()
-                    .and_then(|s| self.shape(s).ok())
-                    .map(|s| s.iter().filter(|&&d| d > 1).count())
-                    .unwrap_or(0);
-                let last_axis = attr_i(n, "axis", 1).rem_euclid(rank.max(1) as i64) as usize
-                    == rank.saturating_sub(1);
-                let simple = attr_i(n, "block_size", 0) == 0 && (scale_rank == 0 || last_axis);
-                eight_bit(self, x)
-                    .filter(|_| simple)
-                    .map(|signed| Dequantized {
-                        q: x.clone(),
-                        signed,
-                        scale: other.clone(),
-                        zero_point: n.inputs.get(2).filter(|s| !s.is_empty()).cloned(),
-                    })
+            "DequantizeLinear" if attr_i(n, "block_size", 0) == 0 => {
+                self.dequantize_linear_origin(n, x, out)
             }
             _ => None,
         };

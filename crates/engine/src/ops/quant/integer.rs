@@ -336,7 +336,8 @@ fn integer_conv(
             out,
             Some(crate::ops::conv::PackedWeight {
                 kernel,
-                zero_point: &zname,
+                zero_point: zname,
+                scale: None,
                 shape: q.shape.clone(),
             }),
         );

@@ -9,10 +9,10 @@ use super::opt;
 use crate::ops::ctx::{Ctx, R, attr_i, ins, out0};
 use crate::tensor::{DT, HostTensor, numel};
 
-/// A 2-D constant folded from 8-bit values (see `Ctx::dequantized`) as its packed bytes
+/// A constant folded from 8-bit values (see `Ctx::dequantized`) as its packed bytes
 /// (`name::packed`, uploaded instead of the f32) with its scale and zero point as one f32
 /// per index of `axis`, the axis they may vary along (1: per column, for MatMul's B; 0:
-/// per row, for an embedding). None when the constant has no such origin, or its
+/// per row of an embedding, or per output channel of a conv weight). None when the constant has no such origin, or its
 /// parameters vary along the other axis too. Returns (packed, scale, zero point, signed).
 pub(in crate::ops) fn packed_8bit(
     cx: &mut Ctx,
@@ -21,7 +21,8 @@ pub(in crate::ops) fn packed_8bit(
 ) -> Option<(String, String, String, bool)> {
     let d = cx.dequantized.get(name)?.clone();
     let q = cx.konst(&d.q)?;
-    if q.shape.len() != 2 {
+    let rank = q.shape.len();
+    if axis >= rank {
         return None;
     }
     let len = q.shape[axis];
@@ -31,10 +32,13 @@ pub(in crate::ops) fn packed_8bit(
         };
         let v = cx.konst(t)?;
         let mut shape = v.shape.clone();
-        while shape.len() < 2 {
+        while shape.len() < rank {
             shape.insert(0, 1);
         }
-        if shape.len() != 2 || shape[1 - axis] != 1 || (shape[axis] != 1 && shape[axis] != len) {
+        let only_along_axis = shape.len() == rank
+            && (0..rank).all(|k| k == axis || shape[k] == 1)
+            && (shape[axis] == 1 || shape[axis] == len);
+        if !only_along_axis {
             return None;
         }
         let vals: Vec<f32> = v.as_f64().iter().map(|&x| x as f32).collect();
