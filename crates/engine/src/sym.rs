@@ -140,32 +140,25 @@ impl Expr {
     }
 
     pub fn min(self, other: Expr) -> Expr {
-        match (&self, &other) {
-            (Expr::Const(a), Expr::Const(b)) => Expr::Const(*a.min(b)),
-            _ if self == other => self,
-            _ => {
-                let (a, b) = if self <= other {
-                    (self, other)
-                } else {
-                    (other, self)
-                };
-                Expr::Min(Box::new(a), Box::new(b))
-            }
-        }
+        self.extremum(other, i64::min, Expr::Min)
     }
 
     pub fn max(self, other: Expr) -> Expr {
+        self.extremum(other, i64::max, Expr::Max)
+    }
+
+    /// min or max: folded for constants and repeats, operands in canonical order.
+    fn extremum(
+        self,
+        other: Expr,
+        fold: fn(i64, i64) -> i64,
+        make: fn(Box<Expr>, Box<Expr>) -> Expr,
+    ) -> Expr {
         match (&self, &other) {
-            (Expr::Const(a), Expr::Const(b)) => Expr::Const(*a.max(b)),
+            (Expr::Const(a), Expr::Const(b)) => Expr::Const(fold(*a, *b)),
             _ if self == other => self,
-            _ => {
-                let (a, b) = if self <= other {
-                    (self, other)
-                } else {
-                    (other, self)
-                };
-                Expr::Max(Box::new(a), Box::new(b))
-            }
+            _ if self <= other => make(Box::new(self), Box::new(other)),
+            _ => make(Box::new(other), Box::new(self)),
         }
     }
 
