@@ -258,7 +258,7 @@ fn run(root: &Path) -> Res<()> {
     }
     s.push_str("];\n\n");
     // params
-    s.push_str("/// The uniform block of each template, declared once in its WGSL `struct Params` and\n/// packed by [`Params::words`](crate::Params::words) per WGSL's uniform layout rules.\npub mod params {\n    use crate::{ParamField, ParamType, Params, Scalar};\n");
+    s.push_str("/// The uniform block of each template, declared once in its WGSL `struct Params` and\n/// packed by [`Params::words`](crate::Params::words) per WGSL's uniform layout rules.\npub mod params {\n    #![allow(clippy::needless_update)]\n    use crate::{ParamField, ParamType, Params, Put, Scalar};\n");
     for (t, fields) in &params {
         let ident = camel(t);
         let words = struct_words(fields);
@@ -267,10 +267,35 @@ fn run(root: &Path) -> Res<()> {
             "\n    /// `struct Params` of `templates/{t}.wgsl.tmpl` ({words} words)."
         )
         .unwrap();
+        // Integer fields are generic (U for u32, I for i32, defaulting to those types) so
+        // the engine can fill the same struct with symbolic sizes; f32 fields are constants.
+        let has = |sc: &str| fields.iter().any(|f| f.ty.scalar() == sc);
+        let generics: Vec<(&str, &str)> = [("U", "u32"), ("I", "i32")]
+            .into_iter()
+            .filter(|(_, sc)| has(sc))
+            .collect();
+        let decl = if generics.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "<{}>",
+                generics.iter().map(|(g, d)| format!("{g} = {d}")).collect::<Vec<_>>().join(", ")
+            )
+        };
+        let names = if generics.is_empty() {
+            String::new()
+        } else {
+            format!("<{}>", generics.iter().map(|(g, _)| *g).collect::<Vec<_>>().join(", "))
+        };
         s.push_str("    #[derive(Clone, Copy, Debug, Default, PartialEq)]\n");
-        writeln!(s, "    pub struct {ident} {{").unwrap();
+        writeln!(s, "    pub struct {ident}{decl} {{").unwrap();
         for f in fields {
-            writeln!(s, "        pub {}: {},", f.name, f.ty.rust()).unwrap();
+            let g = match f.ty.scalar() {
+                "u32" => "U",
+                "i32" => "I",
+                _ => "f32",
+            };
+            writeln!(s, "        pub {}: {},", f.name, f.ty.rust_with(g)).unwrap();
         }
         s.push_str("    }\n\n");
         writeln!(s, "    impl {ident} {{").unwrap();
@@ -288,11 +313,24 @@ fn run(root: &Path) -> Res<()> {
             )
             .unwrap();
         }
-        s.push_str("        ];\n\n        /// The uniform block as words (WGSL uniform layout, zero padding).\n        pub fn words(&self) -> Vec<u32> {\n            let mut w = vec![0u32; Self::WORDS];\n");
+        s.push_str("        ];\n\n        /// The uniform block as words (WGSL uniform layout, zero padding).\n        pub fn words(&self) -> Vec<u32> {\n            self.slots()\n        }\n    }\n\n");
+        let bounds: Vec<String> = generics.iter().map(|(g, _)| format!("{g}: Put<S>")).collect();
+        let gen_impl = if generics.is_empty() {
+            String::new()
+        } else {
+            format!(", {}", generics.iter().map(|(g, _)| *g).collect::<Vec<_>>().join(", "))
+        };
+        writeln!(s, "    impl<{}> {ident}{names} {{", gen_impl.trim_start_matches(", ")).unwrap();
+        writeln!(
+            s,
+            "        /// The uniform block as slots of any type the fields pack into (padding is\n        /// `S::default()`).\n        pub fn slots<S: Clone + Default>(&self) -> Vec<S>\n        where\n            f32: Put<S>,{}\n        {{\n            let mut w = vec![S::default(); {words}];",
+            bounds.iter().map(|b| format!("\n            {b},")).collect::<String>()
+        )
+        .unwrap();
         for f in fields {
             writeln!(
                 s,
-                "            crate::Word::put(&self.{}, &mut w[{}..]);",
+                "            Put::put(&self.{}, &mut w[{}..]);",
                 f.name,
                 f.offset / 4
             )
@@ -680,11 +718,17 @@ enum Ty {
 }
 
 impl Ty {
-    fn rust(self) -> String {
+    /// The Rust type with the scalar written as `g` (a generic parameter or `f32`).
+    fn rust_with(self, g: &str) -> String {
         match self {
-            Ty::Scalar(s) => s.to_string(),
-            Ty::Vec4(s) => format!("[{s}; 4]"),
-            Ty::Array(s, n) => format!("[[{s}; 4]; {n}]"),
+            Ty::Scalar(_) => g.to_string(),
+            Ty::Vec4(_) => format!("[{g}; 4]"),
+            Ty::Array(_, n) => format!("[[{g}; 4]; {n}]"),
+        }
+    }
+    fn scalar(self) -> &'static str {
+        match self {
+            Ty::Scalar(s) | Ty::Vec4(s) | Ty::Array(s, _) => s,
         }
     }
     fn expr(self) -> String {

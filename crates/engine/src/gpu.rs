@@ -2,11 +2,13 @@
 //! the GPU machine). Pipelines, buffers, uniforms and bind groups are all created when the
 //! runner is built; a forward pass only writes inputs, records dispatches and reads back.
 
-use std::collections::HashMap;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use crate::plan::{Binding, Plan};
-use crate::tensor::{HostTensor, numel};
+use crate::sym::Bindings;
+use crate::tensor::HostTensor;
 
 /// Dispatches recorded per command encoder before it is submitted.
 const FLUSH_EVERY: usize = 256;
@@ -80,7 +82,20 @@ impl Gpu {
 struct Step {
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
-    workgroups: [u32; 3],
+    /// For the bound dims (a zero count skips the dispatch).
+    workgroups: Cell<[u32; 3]>,
+}
+
+impl Step {
+    fn record(&self, pass: &mut wgpu::ComputePass) {
+        let [x, y, z] = self.workgroups.get();
+        if x == 0 || y == 0 || z == 0 {
+            return;
+        }
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.dispatch_workgroups(x, y, z);
+    }
 }
 
 /// A pass submitted by [`Runner::submit_chained`] whose result is still on its way.
@@ -97,6 +112,9 @@ pub struct Runner<'g> {
     buffers: HashMap<String, wgpu::Buffer>,
     steps: Vec<Step>,
     uniforms: Vec<wgpu::Buffer>,
+    /// The dims the uniforms and workgroup counts are written for (the maxima until an
+    /// input binds others; empty for a static plan).
+    dims: RefCell<Bindings>,
 }
 
 fn words_of(bytes: &[u8]) -> Vec<u32> {
@@ -126,11 +144,13 @@ impl<'g> Runner<'g> {
         let usage = wgpu::BufferUsages::STORAGE
             | wgpu::BufferUsages::COPY_SRC
             | wgpu::BufferUsages::COPY_DST;
+        let max = plan.max_bindings();
         for (name, t) in &plan.tensors {
             if t.base != *name {
                 continue;
             }
-            let bytes = t.dt.buffer_bytes(numel(&t.shape));
+            // Sized for the dims' maxima (at least 4 bytes, so an empty tensor binds).
+            let bytes = plan.max_bytes(name, &max);
             if bytes > max_binding {
                 return Err(format!(
                     "tensor '{name}' needs {bytes} bytes; this device binds at most {max_binding} (max_storage_buffer_binding_size)"
@@ -256,7 +276,7 @@ impl<'g> Runner<'g> {
             steps.push(Step {
                 pipeline,
                 bind_group,
-                workgroups: d.workgroups,
+                workgroups: Cell::new(d.workgroups),
             });
             uniforms.push(uniform);
         }
@@ -266,23 +286,50 @@ impl<'g> Runner<'g> {
             buffers,
             steps,
             uniforms,
+            dims: RefCell::new(max),
         })
+    }
+
+    /// The dims the runner is bound to.
+    pub fn dims(&self) -> Bindings {
+        self.dims.borrow().clone()
+    }
+
+    /// Binds the plan's dims (checked against their maxima by [`Plan::bind`]): rewrites
+    /// the uniform blocks and workgroup counts of the dispatches whose sizes depend on
+    /// them. Nothing happens when they are already bound to these values.
+    pub fn bind_dims(&self, dims: &Bindings) -> Result<(), String> {
+        if *self.dims.borrow() == *dims {
+            return Ok(());
+        }
+        for (i, d) in self.plan.dispatches.iter().enumerate() {
+            if !d.is_symbolic() {
+                continue;
+            }
+            if !d.sym_params.is_empty() {
+                self.set_params(i, &d.params_at(dims)?);
+            }
+            self.steps[i].workgroups.set(d.workgroups_at(dims)?);
+        }
+        *self.dims.borrow_mut() = dims.clone();
+        Ok(())
+    }
+
+    /// The shape of a plan tensor for the bound dims.
+    pub fn shape_of(&self, name: &str) -> Result<Vec<usize>, String> {
+        self.plan
+            .tensors
+            .get(name)
+            .ok_or_else(|| format!("no tensor '{name}' in the plan"))?
+            .shape_at(&self.dims.borrow())
     }
 
     /// Writes a tensor's buffer (per-layer validation feeds oracle values this way). Views
     /// write their base buffer, which has the same element order.
     pub fn write(&self, name: &str, t: &HostTensor) -> Result<(), String> {
-        let desc = self
-            .plan
-            .tensors
-            .get(name)
-            .ok_or_else(|| format!("no tensor '{name}' in the plan"))?;
-        if numel(&desc.shape) != t.len() {
-            return Err(format!(
-                "'{name}' has {} elements, the value {}",
-                numel(&desc.shape),
-                t.len()
-            ));
+        let n: usize = self.shape_of(name)?.iter().product();
+        if n != t.len() {
+            return Err(format!("'{name}' has {n} elements, the value {}", t.len()));
         }
         let words = t.to_words();
         if !words.is_empty() {
@@ -325,9 +372,7 @@ impl<'g> Runner<'g> {
                 timestamp_writes: None,
             });
             for s in &self.steps[range] {
-                pass.set_pipeline(&s.pipeline);
-                pass.set_bind_group(0, &s.bind_group, &[]);
-                pass.dispatch_workgroups(s.workgroups[0], s.workgroups[1], s.workgroups[2]);
+                s.record(&mut pass);
             }
         }
         self.gpu.queue.submit([enc.finish()]);
@@ -339,17 +384,17 @@ impl<'g> Runner<'g> {
         inputs: &HashMap<String, HostTensor>,
         read: &[String],
     ) -> Result<HashMap<String, HostTensor>, String> {
+        let mut shapes = BTreeMap::new();
         for name in &self.plan.inputs {
             let t = inputs
                 .get(name)
                 .ok_or_else(|| format!("input '{name}' not given"))?;
-            let want = &self.plan.tensors[name].shape;
-            if &t.shape != want {
-                return Err(format!(
-                    "input '{name}' has shape {:?}, the plan was built for {want:?}",
-                    t.shape
-                ));
-            }
+            shapes.insert(name.clone(), t.shape.clone());
+        }
+        let dims = self.plan.bind(&shapes)?;
+        self.bind_dims(&dims)?;
+        for name in &self.plan.inputs {
+            let t = &inputs[name];
             let words = t.to_words();
             if !words.is_empty() {
                 self.gpu.queue.write_buffer(
@@ -410,9 +455,7 @@ impl<'g> Runner<'g> {
                 }),
             });
             for s in steps {
-                pass.set_pipeline(&s.pipeline);
-                pass.set_bind_group(0, &s.bind_group, &[]);
-                pass.dispatch_workgroups(s.workgroups[0], s.workgroups[1], s.workgroups[2]);
+                s.record(&mut pass);
             }
         };
         record(&mut enc, &self.steps, 0);
@@ -457,9 +500,7 @@ impl<'g> Runner<'g> {
                     timestamp_writes: None,
                 });
                 for s in *chunk {
-                    pass.set_pipeline(&s.pipeline);
-                    pass.set_bind_group(0, &s.bind_group, &[]);
-                    pass.dispatch_workgroups(s.workgroups[0], s.workgroups[1], s.workgroups[2]);
+                    s.record(&mut pass);
                 }
             }
             if i + 1 >= chunks.len() {
@@ -482,12 +523,13 @@ impl<'g> Runner<'g> {
     /// without a round trip through the CPU, and copies `read` out for [`Runner::wait`].
     /// Returns without waiting: the CPU can record the next pass while this one runs.
     pub fn submit_chained(&self, feedback: &[(&str, &str)], read: &str) -> Result<Pending, String> {
-        let desc = self
+        let mut desc = self
             .plan
             .tensors
             .get(read)
             .ok_or_else(|| format!("no tensor '{read}' in the plan"))?
             .clone();
+        desc.shape = crate::sym::fixed(&self.shape_of(read)?);
         let mut pairs = Vec::new();
         for (src, dst) in feedback {
             let bytes = |n: &str| -> Result<u64, String> {
@@ -496,14 +538,15 @@ impl<'g> Runner<'g> {
                     .tensors
                     .get(n)
                     .ok_or_else(|| format!("no tensor '{n}' in the plan"))?;
-                Ok(t.dt.buffer_bytes(numel(&t.shape)))
+                Ok(t.dt.buffer_bytes(self.shape_of(n)?.iter().product()))
             };
             if bytes(src)? != bytes(dst)? {
                 return Err(format!("feedback {src} -> {dst}: sizes differ"));
             }
             pairs.push((self.plan.base_of(src), self.plan.base_of(dst), bytes(src)?));
         }
-        let bytes = desc.dt.buffer_bytes(numel(&desc.shape));
+        let shape = desc.fixed_shape().expect("bound");
+        let bytes = desc.dt.buffer_bytes(shape.iter().product()).max(4);
         let staging = self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("staging"),
             size: bytes,
@@ -543,12 +586,9 @@ impl<'g> Runner<'g> {
             words_of(&view)
         };
         p.staging.unmap();
-        let n = numel(&p.desc.shape);
-        Ok(HostTensor::from_words(
-            p.desc.dt,
-            p.desc.shape.clone(),
-            &words[..n],
-        ))
+        let shape = p.desc.fixed_shape().expect("bound");
+        let n = shape.iter().product::<usize>();
+        Ok(HostTensor::from_words(p.desc.dt, shape, &words[..n]))
     }
 
     /// Reads tensors back (debug capture of any checkpoint, or the outputs).
@@ -561,10 +601,7 @@ impl<'g> Runner<'g> {
         });
         for name in names {
             if let Some(c) = self.plan.constants.get(self.plan.base_of(name)) {
-                out.insert(
-                    name.clone(),
-                    c.reshaped(self.plan.tensors[name].shape.clone()),
-                );
+                out.insert(name.clone(), c.reshaped(self.shape_of(name)?));
                 continue;
             }
             let desc = self
@@ -572,12 +609,10 @@ impl<'g> Runner<'g> {
                 .tensors
                 .get(name)
                 .ok_or_else(|| format!("no tensor '{name}' in the plan"))?;
-            let n = numel(&desc.shape);
+            let shape = self.shape_of(name)?;
+            let n: usize = shape.iter().product();
             if n == 0 {
-                out.insert(
-                    name.clone(),
-                    HostTensor::from_words(desc.dt, desc.shape.clone(), &[]),
-                );
+                out.insert(name.clone(), HostTensor::from_words(desc.dt, shape, &[]));
                 continue;
             }
             let src = &self.buffers[self.plan.base_of(name)];
@@ -589,15 +624,15 @@ impl<'g> Runner<'g> {
                 mapped_at_creation: false,
             });
             enc.copy_buffer_to_buffer(src, 0, &staging, 0, bytes);
-            pending.push((name.clone(), desc.clone(), staging));
+            pending.push((name.clone(), desc.dt, shape, staging));
         }
         self.gpu.queue.submit([enc.finish()]);
-        for (_, _, staging) in &pending {
+        for (_, _, _, staging) in &pending {
             staging.slice(..).map_async(wgpu::MapMode::Read, |_| {});
         }
         dev.poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| format!("device poll failed: {e}"))?;
-        for (name, desc, staging) in pending {
+        for (name, dt, shape, staging) in pending {
             let words = {
                 let view = staging
                     .slice(..)
@@ -606,10 +641,7 @@ impl<'g> Runner<'g> {
                 words_of(&view)
             };
             staging.unmap();
-            out.insert(
-                name,
-                HostTensor::from_words(desc.dt, desc.shape.clone(), &words),
-            );
+            out.insert(name, HostTensor::from_words(dt, shape, &words));
         }
         Ok(out)
     }

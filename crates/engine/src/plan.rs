@@ -1,20 +1,45 @@
-//! The execution plan: everything the GPU does, decided ahead of time from static shapes.
-//! Serializable (plan.json); the native runner and (later) the TypeScript generator both
-//! consume it.
+//! The execution plan: everything the GPU does, decided ahead of time. Serializable
+//! (plan.json); the native runner, the TypeScript generator and the reports consume it.
+//!
+//! Sizes may be symbolic ([`Expr`] over the plan's [`DimDecl`]s): shapes, uniform words
+//! and workgroup counts are then evaluated per run for the bound dims, and buffers are
+//! sized for the dims' declared maxima. A plan without dims is static and reads as before
+//! (constants serialise as plain numbers).
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::sym::{self, Bindings, Expr};
 use crate::tensor::{DT, HostTensor};
 
 /// A tensor of the plan. Views (Reshape, Squeeze, ...) share their base's buffer.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct TensorDesc {
-    pub shape: Vec<usize>,
+    pub shape: Vec<Expr>,
     pub dt: DT,
     /// The tensor whose buffer this one uses (itself for a base tensor).
     pub base: String,
+}
+
+impl TensorDesc {
+    /// The shape when it holds no dim.
+    pub fn fixed_shape(&self) -> Option<Vec<usize>> {
+        sym::as_fixed(&self.shape)
+    }
+
+    /// The shape for bound dims.
+    pub fn shape_at(&self, dims: &Bindings) -> Result<Vec<usize>, String> {
+        self.shape.iter().map(|d| d.size(dims)).collect()
+    }
+}
+
+/// A named dim of a symbolic plan and the largest value it may be bound to (buffers are
+/// sized for it).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct DimDecl {
+    pub name: String,
+    pub max: usize,
 }
 
 /// What a binding slot of a dispatch reads or writes.
@@ -38,9 +63,38 @@ pub struct Dispatch {
     /// The shader variant (serialised as its name, `ew_relu_f32`).
     pub kernel: m2w_kernels::Kernel,
     pub bindings: Vec<Binding>,
-    /// The uniform block, as 32-bit words.
+    /// The uniform block, as 32-bit words (for a symbolic dispatch: at the dims' maxima).
     pub params: Vec<u32>,
     pub workgroups: [u32; 3],
+    /// Words that depend on dims: (word index, expression), evaluated per run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sym_params: Vec<(usize, Expr)>,
+    /// Workgroup counts when they depend on dims.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sym_workgroups: Option<[Expr; 3]>,
+}
+
+impl Dispatch {
+    pub fn is_symbolic(&self) -> bool {
+        !self.sym_params.is_empty() || self.sym_workgroups.is_some()
+    }
+
+    /// The uniform block for bound dims.
+    pub fn params_at(&self, dims: &Bindings) -> Result<Vec<u32>, String> {
+        let mut w = self.params.clone();
+        for (i, e) in &self.sym_params {
+            w[*i] = e.word(dims)?;
+        }
+        Ok(w)
+    }
+
+    /// The workgroup counts for bound dims (a zero count means nothing to do).
+    pub fn workgroups_at(&self, dims: &Bindings) -> Result<[u32; 3], String> {
+        match &self.sym_workgroups {
+            None => Ok(self.workgroups),
+            Some(g) => Ok([g[0].word(dims)?, g[1].word(dims)?, g[2].word(dims)?]),
+        }
+    }
 }
 
 /// A GPU buffer of the plan. Intermediate tensors whose lifetimes do not overlap share one.
@@ -63,9 +117,77 @@ pub struct Plan {
     pub inputs: Vec<String>,
     pub outputs: Vec<String>,
     pub dispatches: Vec<Dispatch>,
+    /// The dims sizes are expressed in (none for a static plan).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dims: Vec<DimDecl>,
 }
 
 impl Plan {
+    /// Every dim at its maximum (what buffers are sized for).
+    pub fn max_bindings(&self) -> Bindings {
+        self.dims
+            .iter()
+            .map(|d| (d.name.clone(), d.max as i64))
+            .collect()
+    }
+
+    /// The dims that inputs of these shapes bind: every input dim that is a bare dim name
+    /// binds it, every other one must then evaluate to the given size, and no dim may
+    /// exceed its maximum. Err says which input and dim disagree.
+    pub fn bind(&self, shapes: &BTreeMap<String, Vec<usize>>) -> Result<Bindings, String> {
+        let mut dims = Bindings::new();
+        for name in &self.inputs {
+            let want = &self.tensors[name].shape;
+            let got = shapes
+                .get(name)
+                .ok_or_else(|| format!("input '{name}' not given"))?;
+            if got.len() != want.len() {
+                return Err(format!(
+                    "input '{name}' has shape {got:?}, the plan takes rank {} ({})",
+                    want.len(),
+                    sym::show(want)
+                ));
+            }
+            for (w, &g) in want.iter().zip(got) {
+                if let Expr::Sym(d) = w {
+                    match dims.get(d) {
+                        Some(&v) if v != g as i64 => {
+                            return Err(format!(
+                                "input '{name}' has shape {got:?}: dim '{d}' is {g} there and {v} in another input"
+                            ));
+                        }
+                        _ => {
+                            dims.insert(d.clone(), g as i64);
+                        }
+                    }
+                }
+            }
+        }
+        for d in &self.dims {
+            match dims.get(&d.name) {
+                None => return Err(format!("no input binds dim '{}'", d.name)),
+                Some(&v) if v as usize > d.max => {
+                    return Err(format!(
+                        "dim '{}' = {v} exceeds its maximum {} (the buffers are sized for it; port with --max-dim {}=N to raise it)",
+                        d.name, d.max, d.name
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        for name in &self.inputs {
+            let want = self.tensors[name].shape_at(&dims)?;
+            if &want != &shapes[name] {
+                return Err(format!(
+                    "input '{name}' has shape {:?}, the plan takes {} = {want:?} for these dims",
+                    shapes[name],
+                    sym::show(&self.tensors[name].shape)
+                ));
+            }
+        }
+        Ok(dims)
+    }
+
     /// The kernels the plan dispatches, each once, sorted by name (the shaders/ of its
     /// engine folder).
     pub fn kernels(&self) -> Vec<m2w_kernels::Kernel> {
@@ -102,10 +224,8 @@ impl Plan {
             }
         }
         let mut slots: Vec<BufferSlot> = Vec::new();
-        let bytes_of = |p: &Plan, t: &str| {
-            let d = &p.tensors[t];
-            d.dt.buffer_bytes(d.shape.iter().product::<usize>())
-        };
+        let max = self.max_bindings();
+        let bytes_of = |p: &Plan, t: &str| p.max_bytes(t, &max);
         // Fixed tensors first, one slot each.
         let mut order: Vec<&String> = self
             .tensors
@@ -161,12 +281,34 @@ impl Plan {
         self.buffers.iter().map(|b| b.bytes).sum()
     }
 
+    /// Bytes of a tensor at the dims' maxima (sizes grow with every dim).
+    pub fn max_bytes(&self, t: &str, max: &Bindings) -> u64 {
+        let d = &self.tensors[t];
+        let n = sym::numel(&d.shape)
+            .eval(max)
+            .expect("every dim of a plan is declared");
+        d.dt.buffer_bytes(n.max(0) as usize)
+    }
+
     pub fn base_of<'a>(&'a self, name: &'a str) -> &'a str {
         self.tensors
             .get(name)
             .map(|t| t.base.as_str())
             .unwrap_or(name)
     }
+}
+
+/// [`groups_1d`] for a symbolic thread count.
+pub fn groups_1d_sym(n: &Expr, wg: usize) -> [Expr; 3] {
+    if let Some(v) = n.as_const() {
+        return groups_1d(v.max(0) as usize, wg).map(|g| Expr::from(g as i64));
+    }
+    let groups = n.clone().ceil_div(wg as i64);
+    [
+        groups.clone().min(Expr::Const(65535)),
+        groups.ceil_div(65535),
+        Expr::Const(1),
+    ]
 }
 
 /// Workgroups for `n` threads of a 1-D kernel with `wg` threads per group, spilling into y

@@ -14,10 +14,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 /// An integer expression over named dims.
-#[derive(
-    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Expr {
     Const(i64),
     Sym(String),
@@ -34,6 +31,80 @@ pub enum Expr {
 /// Values bound to dims, by name.
 pub type Bindings = BTreeMap<String, i64>;
 
+impl Default for Expr {
+    fn default() -> Expr {
+        Expr::Const(0)
+    }
+}
+
+/// In JSON a constant is a plain number (so a static plan reads as before) and anything
+/// else an object tagged by its operation (`{"sym": "sequence"}`, `{"mul": [384, ...]}`).
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+enum Repr {
+    Num(i64),
+    Node(Node),
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Node {
+    Sym(String),
+    Add(Vec<Expr>),
+    Mul(Vec<Expr>),
+    FloorDiv(Box<Expr>, i64),
+    CeilDiv(Box<Expr>, i64),
+    Min(Box<Expr>, Box<Expr>),
+    Max(Box<Expr>, Box<Expr>),
+}
+
+impl serde::Serialize for Expr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let r = match self.clone() {
+            Expr::Const(v) => Repr::Num(v),
+            Expr::Sym(n) => Repr::Node(Node::Sym(n)),
+            Expr::Add(v) => Repr::Node(Node::Add(v)),
+            Expr::Mul(v) => Repr::Node(Node::Mul(v)),
+            Expr::FloorDiv(e, d) => Repr::Node(Node::FloorDiv(e, d)),
+            Expr::CeilDiv(e, d) => Repr::Node(Node::CeilDiv(e, d)),
+            Expr::Min(a, b) => Repr::Node(Node::Min(a, b)),
+            Expr::Max(a, b) => Repr::Node(Node::Max(a, b)),
+        };
+        r.serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Expr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Expr, D::Error> {
+        Ok(match Repr::deserialize(d)? {
+            Repr::Num(v) => Expr::Const(v),
+            Repr::Node(Node::Sym(n)) => Expr::Sym(n),
+            Repr::Node(Node::Add(v)) => Expr::Add(v),
+            Repr::Node(Node::Mul(v)) => Expr::Mul(v),
+            Repr::Node(Node::FloorDiv(e, k)) => Expr::FloorDiv(e, k),
+            Repr::Node(Node::CeilDiv(e, k)) => Expr::CeilDiv(e, k),
+            Repr::Node(Node::Min(a, b)) => Expr::Min(a, b),
+            Repr::Node(Node::Max(a, b)) => Expr::Max(a, b),
+        })
+    }
+}
+
+/// Symbolic uniform blocks: `m2w_kernels::params::*::<Expr, Expr>` packs into
+/// expressions; f32 fields are constants (their bits).
+impl m2w_kernels::Put<Expr> for Expr {
+    const SLOTS: usize = 1;
+    fn put(&self, w: &mut [Expr]) {
+        w[0] = self.clone();
+    }
+}
+
+impl m2w_kernels::Put<Expr> for f32 {
+    const SLOTS: usize = 1;
+    fn put(&self, w: &mut [Expr]) {
+        w[0] = Expr::Const(self.to_bits() as i64);
+    }
+}
+
 impl Expr {
     pub fn sym(name: &str) -> Expr {
         Expr::Sym(name.into())
@@ -45,6 +116,18 @@ impl Expr {
             Expr::Const(v) => Some(*v),
             _ => None,
         }
+    }
+
+    /// The value as a uniform word (low 32 bits: an i32 field's negative values and an
+    /// f32 field's bits pack the same way).
+    pub fn word(&self, dims: &Bindings) -> Result<u32, String> {
+        Ok(self.eval(dims)? as u32)
+    }
+
+    /// The value as a size (Err when negative).
+    pub fn size(&self, dims: &Bindings) -> Result<usize, String> {
+        let v = self.eval(dims)?;
+        usize::try_from(v).map_err(|_| format!("{self} is {v} for {dims:?}, not a size"))
     }
 
     /// The dims it reads, sorted, once each.
@@ -160,6 +243,43 @@ impl Expr {
             _ if self <= other => make(Box::new(self), Box::new(other)),
             _ => make(Box::new(other), Box::new(self)),
         }
+    }
+
+    /// `self / other` when it divides exactly as polynomials: a constant divides every
+    /// coefficient, a product's factors occur in every term (`384*S / (6*S)` is 64).
+    /// None when that cannot be shown (the division may still be exact for some dims).
+    pub fn div_exact(&self, other: &Expr) -> Option<Expr> {
+        let (c, rest) = other.split_coefficient();
+        if c <= 0 {
+            return None;
+        }
+        let divisor: Vec<Expr> = match rest {
+            Expr::Const(1) => vec![],
+            Expr::Mul(f) => f,
+            e => vec![e],
+        };
+        let terms: Vec<Expr> = match self {
+            Expr::Add(t) => t.clone(),
+            e => vec![e.clone()],
+        };
+        let mut out = Expr::Const(0);
+        for t in terms {
+            let (tc, trest) = t.split_coefficient();
+            if tc % c != 0 {
+                return None;
+            }
+            let mut factors: Vec<Expr> = match trest {
+                Expr::Const(1) => vec![],
+                Expr::Mul(f) => f,
+                e => vec![e],
+            };
+            for f in &divisor {
+                let k = factors.iter().position(|g| g == f)?;
+                factors.remove(k);
+            }
+            out = out + factors.into_iter().fold(Expr::Const(tc / c), |a, f| a * f);
+        }
+        Some(out)
     }
 
     /// `self / d` when every term's coefficient is a multiple of d.
@@ -321,6 +441,27 @@ impl fmt::Display for Expr {
     }
 }
 
+/// A shape of constants.
+pub fn fixed(shape: &[usize]) -> Vec<Expr> {
+    shape.iter().map(|&d| Expr::from(d)).collect()
+}
+
+/// The shape's values when none holds a dim.
+pub fn as_fixed(shape: &[Expr]) -> Option<Vec<usize>> {
+    shape
+        .iter()
+        .map(|d| d.as_const().and_then(|v| usize::try_from(v).ok()))
+        .collect()
+}
+
+/// Human form of a shape: `[1, sequence, 384]`.
+pub fn show(shape: &[Expr]) -> String {
+    format!(
+        "[{}]",
+        shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+    )
+}
+
 /// The number of elements of a shape.
 pub fn numel(shape: &[Expr]) -> Expr {
     shape.iter().cloned().fold(Expr::Const(1), |acc, d| acc * d)
@@ -384,6 +525,22 @@ mod tests {
         // Serialisable for the plan.
         let back: Expr = serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
         assert_eq!(back, e);
+        // A constant is a plain number in JSON.
+        assert_eq!(serde_json::to_string(&Expr::Const(7)).unwrap(), "7");
+        assert_eq!(serde_json::from_str::<Expr>("7").unwrap(), Expr::Const(7));
+    }
+
+    #[test]
+    fn exact_division_cancels_factors() {
+        let n = Expr::Const(384) * s() * Expr::sym("batch");
+        assert_eq!(
+            n.div_exact(&(Expr::Const(6) * s())),
+            Some(Expr::Const(64) * Expr::sym("batch"))
+        );
+        assert_eq!(n.div_exact(&n), Some(Expr::Const(1)));
+        assert_eq!(n.div_exact(&Expr::sym("height")), None);
+        assert_eq!((s() + Expr::Const(1)).div_exact(&s()), None);
+        assert_eq!(Expr::Const(12).div_exact(&Expr::Const(5)), None);
     }
 
     #[test]

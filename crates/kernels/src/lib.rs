@@ -72,24 +72,31 @@ pub trait Params {
     fn words(&self) -> Vec<u32>;
 }
 
-/// A value that packs into consecutive uniform words.
-trait Word {
-    fn put(&self, w: &mut [u32]);
+/// A value that packs into consecutive uniform slots of type `S`: `u32` words for a
+/// concrete block, or the engine's symbolic sizes for a block whose words depend on
+/// run-time dims (the engine implements `Put<Expr>` for its expression type).
+pub trait Put<S> {
+    /// Slots taken (a vec4 is 4, an array of N vec4 is 4 N).
+    const SLOTS: usize;
+    fn put(&self, w: &mut [S]);
 }
 
-impl Word for u32 {
+impl Put<u32> for u32 {
+    const SLOTS: usize = 1;
     fn put(&self, w: &mut [u32]) {
         w[0] = *self;
     }
 }
 
-impl Word for i32 {
+impl Put<u32> for i32 {
+    const SLOTS: usize = 1;
     fn put(&self, w: &mut [u32]) {
         w[0] = *self as u32;
     }
 }
 
-impl Word for f32 {
+impl Put<u32> for f32 {
+    const SLOTS: usize = 1;
     fn put(&self, w: &mut [u32]) {
         w[0] = self.to_bits();
     }
@@ -97,11 +104,11 @@ impl Word for f32 {
 
 /// `vec4<T>` as `[T; 4]` and `array<vec4<T>, N>` as `[[T; 4]; N]`: both packed densely
 /// (a vec4 is 16 bytes and an array of vec4 has a 16-byte stride).
-impl<T: Word, const N: usize> Word for [T; N] {
-    fn put(&self, w: &mut [u32]) {
-        let stride = std::mem::size_of::<T>() / 4;
+impl<S, T: Put<S>, const N: usize> Put<S> for [T; N] {
+    const SLOTS: usize = N * T::SLOTS;
+    fn put(&self, w: &mut [S]) {
         for (i, v) in self.iter().enumerate() {
-            v.put(&mut w[i * stride..]);
+            v.put(&mut w[i * T::SLOTS..]);
         }
     }
 }

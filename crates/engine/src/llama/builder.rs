@@ -68,7 +68,7 @@ impl Builder {
         self.plan.tensors.insert(
             name.into(),
             TensorDesc {
-                shape,
+                shape: crate::sym::fixed(&shape),
                 dt,
                 base: name.into(),
             },
@@ -101,6 +101,8 @@ impl Builder {
                 .collect(),
             params,
             workgroups,
+            sym_params: vec![],
+            sym_workgroups: None,
         });
     }
 

@@ -42,6 +42,7 @@ pub fn build_with(
             inputs: vec![],
             outputs: vec![],
             dispatches: vec![],
+            dims: vec![],
         },
         kinds: HashMap::new(),
         gemv_max_tokens,
@@ -51,7 +52,7 @@ pub fn build_with(
         b.plan.tensors.insert(
             e.name.clone(),
             TensorDesc {
-                shape: h.shape.clone(),
+                shape: crate::sym::fixed(&h.shape),
                 dt: h.dt(),
                 base: e.name.clone(),
             },

@@ -9,7 +9,8 @@ use m2w_model::{AttrValue, DType, NodeInfo};
 
 use m2w_kernels::{Kernel, params};
 
-use crate::plan::{Binding, Dispatch, Plan, TensorDesc, groups_1d};
+use crate::plan::{Binding, Dispatch, Plan, TensorDesc, groups_1d, groups_1d_sym};
+use crate::sym::{self, Bindings, Expr};
 use crate::tensor::{DT, HostTensor, numel};
 
 pub(crate) type R<T> = Result<T, String>;
@@ -31,6 +32,11 @@ pub struct Ctx {
     /// The branches being lowered, outermost first (scope, local names): a nested
     /// branch reads its enclosing branches' locals by their renamed names.
     pub(crate) open_branches: Vec<(String, std::collections::HashSet<String>)>,
+    /// Every dim of the plan at its declared maximum: symbolic words are also written
+    /// as their values there, and choices made on sizes are made there.
+    pub(crate) maxima: Bindings,
+    /// Shape values: small integer tensors whose values hold dims (see `symbolic`).
+    pub(crate) sym_values: BTreeMap<String, super::symbolic::SymInts>,
 }
 
 /// One subgraph: its nodes, its outputs, and the names local to it (its initializers and
@@ -103,6 +109,59 @@ pub(crate) fn vec4_u32(v: &[i64]) -> [u32; 4] {
         a[k] = x as i32 as u32;
     }
     a
+}
+
+/// Up to [`MAX_RANK`] expressions as an `array<vec4<_>, 2>` uniform field, zero-padded.
+pub(crate) fn vec8_sym(v: &[Expr]) -> [[Expr; 4]; 2] {
+    let mut a: [[Expr; 4]; 2] = Default::default();
+    for (k, x) in v.iter().take(MAX_RANK).enumerate() {
+        a[k / 4][k % 4] = x.clone();
+    }
+    a
+}
+
+/// Contiguous element strides of a symbolic shape.
+pub(crate) fn contiguous_strides_sym(shape: &[Expr]) -> Vec<Expr> {
+    let mut s = vec![Expr::Const(0); shape.len()];
+    let mut acc = Expr::Const(1);
+    for d in (0..shape.len()).rev() {
+        s[d] = acc.clone();
+        acc = acc * shape[d].clone();
+    }
+    s
+}
+
+/// numpy broadcasting of symbolic shapes: equal dims, or one of them the constant 1.
+/// Two different dims that are not both constants do not broadcast at plan time.
+pub(crate) fn broadcast_sym(shapes: &[&[Expr]]) -> R<Vec<Expr>> {
+    let rank = shapes.iter().map(|s| s.len()).max().unwrap_or(0);
+    let mut out = vec![Expr::Const(1); rank];
+    for s in shapes {
+        let off = rank - s.len();
+        for (i, d) in s.iter().enumerate() {
+            let o = &mut out[off + i];
+            if *o == Expr::Const(1) {
+                *o = d.clone();
+            } else if *d != Expr::Const(1) && d != o {
+                let all: Vec<String> = shapes.iter().map(|s| sym::show(s)).collect();
+                return Err(format!("shapes {} do not broadcast", all.join(", ")));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Element strides of `shape` broadcast to `out` (0 on broadcast dims).
+pub(crate) fn broadcast_strides_sym(shape: &[Expr], out: &[Expr]) -> Vec<Expr> {
+    let off = out.len() - shape.len();
+    let cs = contiguous_strides_sym(shape);
+    let mut s = vec![Expr::Const(0); out.len()];
+    for (i, d) in shape.iter().enumerate() {
+        if *d != Expr::Const(1) {
+            s[off + i] = cs[i].clone();
+        }
+    }
+    s
 }
 
 pub(crate) fn contiguous_strides(shape: &[usize]) -> Vec<i64> {
@@ -189,13 +248,25 @@ impl Ctx {
                 inputs: vec![],
                 outputs: vec![],
                 dispatches: vec![],
+                dims: vec![],
             },
             opset,
             declared: BTreeMap::new(),
             dequantized: BTreeMap::new(),
             subgraphs: BTreeMap::new(),
             open_branches: Vec::new(),
+            maxima: Bindings::new(),
+            sym_values: BTreeMap::new(),
         }
+    }
+
+    /// Declares a dim of the plan and its maximum.
+    pub fn add_dim(&mut self, name: &str, max: usize) {
+        self.maxima.insert(name.into(), max as i64);
+        self.plan.dims.push(crate::plan::DimDecl {
+            name: name.into(),
+            max,
+        });
     }
 
     /// Makes a subgraph available to control-flow lowerings.
@@ -303,6 +374,11 @@ impl Ctx {
     }
 
     pub fn add_input(&mut self, name: &str, shape: Vec<usize>, dt: DT) {
+        self.add_input_sym(name, sym::fixed(&shape), dt)
+    }
+
+    /// An input whose dims may be named dims of the plan.
+    pub fn add_input_sym(&mut self, name: &str, shape: Vec<Expr>, dt: DT) {
         self.plan.tensors.insert(
             name.into(),
             TensorDesc {
@@ -318,7 +394,7 @@ impl Ctx {
         self.plan.tensors.insert(
             name.into(),
             TensorDesc {
-                shape: t.shape.clone(),
+                shape: sym::fixed(&t.shape),
                 dt: t.dt(),
                 base: name.into(),
             },
@@ -333,8 +409,27 @@ impl Ctx {
             .ok_or_else(|| format!("input '{name}' is unknown"))
     }
 
+    /// The shape of a tensor whose sizes are known at plan time. A lowering that has
+    /// not moved to symbolic sizes reads shapes this way, so a symbolic one refuses the
+    /// node with a reason instead of computing wrong.
     pub(crate) fn shape(&self, name: &str) -> R<Vec<usize>> {
+        let d = self.desc(name)?;
+        d.fixed_shape().ok_or_else(|| {
+            format!(
+                "'{name}' has symbolic shape {}; this op needs sizes known at plan time (docs/DYNAMIC_SHAPES.md)",
+                sym::show(&d.shape)
+            )
+        })
+    }
+
+    /// The shape, symbolic or not.
+    pub(crate) fn sym_shape(&self, name: &str) -> R<Vec<Expr>> {
         Ok(self.desc(name)?.shape.clone())
+    }
+
+    /// The value of a size at the dims' maxima (where choices on sizes are made).
+    pub(crate) fn at_max(&self, e: &Expr) -> usize {
+        e.eval(&self.maxima).expect("every dim of the plan is declared").max(0) as usize
     }
 
     pub(crate) fn dt(&self, name: &str) -> R<DT> {
@@ -349,7 +444,7 @@ impl Ctx {
             .constants
             .get(name)
             .or_else(|| self.plan.constants.get(&d.base))?;
-        Some(c.unpacked().reshaped(d.shape.clone()))
+        Some(c.unpacked().reshaped(d.fixed_shape()?))
     }
 
     pub(crate) fn const_ints(&self, n: &NodeInfo, i: usize) -> R<Option<Vec<i64>>> {
@@ -362,6 +457,10 @@ impl Ctx {
     }
 
     pub(crate) fn new_tensor(&mut self, name: &str, shape: Vec<usize>, dt: DT) -> R<()> {
+        self.new_tensor_sym(name, sym::fixed(&shape), dt)
+    }
+
+    pub(crate) fn new_tensor_sym(&mut self, name: &str, shape: Vec<Expr>, dt: DT) -> R<()> {
         if shape.len() > MAX_RANK {
             return Err(format!("rank {} exceeds {MAX_RANK}", shape.len()));
         }
@@ -377,9 +476,18 @@ impl Ctx {
     }
 
     pub(crate) fn view(&mut self, out: &str, of: &str, shape: Vec<usize>) -> R<()> {
+        self.view_sym(out, of, sym::fixed(&shape))
+    }
+
+    /// `out` as a view of `of` with another shape of as many elements.
+    pub(crate) fn view_sym(&mut self, out: &str, of: &str, shape: Vec<Expr>) -> R<()> {
         let d = self.desc(of)?.clone();
-        if numel(&shape) != numel(&d.shape) {
-            return Err(format!("cannot view {:?} as {:?}", d.shape, shape));
+        if sym::numel(&shape) != sym::numel(&d.shape) {
+            return Err(format!(
+                "cannot view {} as {}",
+                sym::show(&d.shape),
+                sym::show(&shape)
+            ));
         }
         self.plan.tensors.insert(
             out.into(),
@@ -408,6 +516,43 @@ impl Ctx {
             bindings,
             params,
             workgroups,
+            sym_params: vec![],
+            sym_workgroups: None,
+        });
+    }
+
+    /// A dispatch whose uniform words and workgroup counts may depend on dims: stored as
+    /// their values at the maxima plus the expressions of those that vary.
+    pub(crate) fn dispatch_sym(
+        &mut self,
+        n: &NodeInfo,
+        kernel: Kernel,
+        bindings: Vec<Binding>,
+        params: Vec<Expr>,
+        workgroups: [Expr; 3],
+    ) {
+        debug_assert_eq!(params.len(), kernel.params_words(), "{kernel}");
+        let word = |e: &Expr| e.word(&self.maxima).expect("every dim is declared");
+        let sym_params: Vec<(usize, Expr)> = params
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.as_const().is_none())
+            .map(|(i, e)| (i, e.clone()))
+            .collect();
+        let fixed = workgroups.iter().all(|g| g.as_const().is_some());
+        self.plan.dispatches.push(Dispatch {
+            node: n.label(),
+            op_type: n.op_type.clone(),
+            kernel,
+            bindings,
+            params: params.iter().map(word).collect(),
+            workgroups: [
+                word(&workgroups[0]),
+                word(&workgroups[1]),
+                word(&workgroups[2]),
+            ],
+            sym_params,
+            sym_workgroups: (!fixed).then_some(workgroups),
         });
     }
 
@@ -426,39 +571,81 @@ impl Ctx {
         p0: f32,
         p1: f32,
     ) -> R<()> {
-        let shapes: Vec<Vec<usize>> = ins.iter().map(|i| self.shape(i)).collect::<R<_>>()?;
-        let refs: Vec<&[usize]> = shapes.iter().map(|s| s.as_slice()).collect();
-        let oshape = broadcast(&refs)?;
+        let shapes: Vec<Vec<Expr>> = ins.iter().map(|i| self.sym_shape(i)).collect::<R<_>>()?;
+        let refs: Vec<&[Expr]> = shapes.iter().map(|s| s.as_slice()).collect();
+        let oshape = broadcast_sym(&refs)?;
         if oshape.len() > MAX_RANK {
             return Err(format!("rank {} exceeds {MAX_RANK}", oshape.len()));
         }
-        self.new_tensor(out, oshape.clone(), out_dt)?;
-        let total = numel(&oshape);
+        self.new_tensor_sym(out, oshape.clone(), out_dt)?;
+        let total = sym::numel(&oshape);
         let strides = |k: usize| {
             shapes
                 .get(k)
-                .map(|s| broadcast_strides(s, &oshape))
+                .map(|s| broadcast_strides_sym(s, &oshape))
                 .unwrap_or_default()
         };
-        let params = params::Elementwise {
-            n: total as u32,
-            rank: oshape.len() as u32,
+        let params = params::Elementwise::<Expr> {
+            n: total.clone(),
+            rank: Expr::from(oshape.len()),
             p0,
             p1,
-            shape: dims8(&oshape),
-            a_strides: vec8_u32(&strides(0)),
-            b_strides: vec8_u32(&strides(1)),
-            c_strides: vec8_u32(&strides(2)),
+            shape: vec8_sym(&oshape),
+            a_strides: vec8_sym(&strides(0)),
+            b_strides: vec8_sym(&strides(1)),
+            c_strides: vec8_sym(&strides(2)),
         }
-        .words();
+        .slots();
         let mut bindings: Vec<Binding> = ins.iter().map(|i| self.bind(i)).collect();
         while bindings.len() < 3 {
             bindings.push(Binding::Dummy);
         }
         bindings.push(self.bind(out));
-        if total > 0 {
-            self.dispatch(n, kernel, bindings, params, groups_1d(total, 256));
+        if total != Expr::Const(0) {
+            let groups = groups_1d_sym(&total, 256);
+            self.dispatch_sym(n, kernel, bindings, params, groups);
         }
+        Ok(())
+    }
+
+    /// [`Ctx::copy`] over a symbolic shape with symbolic offsets and strides.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn copy_sym(
+        &mut self,
+        n: &NodeInfo,
+        src: &str,
+        dst: &str,
+        shape: &[Expr],
+        src_off: Expr,
+        src_strides: &[Expr],
+        dst_off: Expr,
+        dst_strides: &[Expr],
+    ) -> R<()> {
+        let total = sym::numel(shape);
+        if total == Expr::Const(0) {
+            return Ok(());
+        }
+        if shape.len() > MAX_RANK {
+            return Err(format!("rank {} exceeds {MAX_RANK}", shape.len()));
+        }
+        let params = params::CopyStrided::<Expr, Expr> {
+            n: total.clone(),
+            rank: Expr::from(shape.len()),
+            src_offset: src_off,
+            dst_offset: dst_off,
+            shape: vec8_sym(shape),
+            src_strides: vec8_sym(src_strides),
+            dst_strides: vec8_sym(dst_strides),
+        }
+        .slots();
+        let groups = groups_1d_sym(&total, 256);
+        self.dispatch_sym(
+            n,
+            Kernel::CopyStrided,
+            vec![self.bind(src), self.bind(dst)],
+            params,
+            groups,
+        );
         Ok(())
     }
 
@@ -504,21 +691,34 @@ impl Ctx {
 
     /// `dst` = `src` with its axes permuted (`dst` axis d is `src` axis `perm[d]`).
     pub(crate) fn permute(&mut self, n: &NodeInfo, src: &str, dst: &str, perm: &[usize]) -> R<()> {
-        let s = self.shape(src)?;
-        let strides = contiguous_strides(&s);
-        let shape: Vec<usize> = perm.iter().map(|&p| s[p]).collect();
-        let src_strides: Vec<i64> = perm.iter().map(|&p| strides[p]).collect();
-        self.new_tensor(dst, shape.clone(), self.dt(src)?)?;
-        self.copy(
+        let s = self.sym_shape(src)?;
+        let strides = contiguous_strides_sym(&s);
+        let shape: Vec<Expr> = perm.iter().map(|&p| s[p].clone()).collect();
+        let src_strides: Vec<Expr> = perm.iter().map(|&p| strides[p].clone()).collect();
+        self.new_tensor_sym(dst, shape.clone(), self.dt(src)?)?;
+        self.copy_sym(
             n,
             src,
             dst,
             &shape,
-            0,
+            Expr::Const(0),
             &src_strides,
-            0,
-            &contiguous_strides(&shape),
+            Expr::Const(0),
+            &contiguous_strides_sym(&shape),
         )
+    }
+
+    /// [`Ctx::fill`] of a symbolic count.
+    pub(crate) fn fill_sym(&mut self, n: &NodeInfo, dst: &str, count: &Expr, bits: u32) {
+        if *count != Expr::Const(0) {
+            let params = params::Fill::<Expr> {
+                n: count.clone(),
+                value: Expr::from(bits as i64),
+            }
+            .slots();
+            let groups = groups_1d_sym(count, 256);
+            self.dispatch_sym(n, Kernel::Fill, vec![self.bind(dst)], params, groups);
+        }
     }
 
     pub(crate) fn fill(&mut self, n: &NodeInfo, dst: &str, count: usize, bits: u32) {

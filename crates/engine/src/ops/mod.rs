@@ -31,6 +31,7 @@ mod rnn;
 mod shape;
 mod softmax;
 mod spectral;
+mod symbolic;
 #[cfg(test)]
 mod testing;
 
@@ -416,14 +417,23 @@ impl Ctx {
             .first()
             .is_some_and(|i| self.plan.tensors.contains_key(i));
         if spec.reads_shape_only && first_known {
-            // Shape and Size read only the (static) shape.
-            let shape = self.plan.tensors[&n.inputs[0]].shape.clone();
+            // Shape and Size read only the shape; a symbolic one folds to expressions.
+            let desc = &self.plan.tensors[&n.inputs[0]];
+            let Some(shape) = desc.fixed_shape() else {
+                let shape = desc.shape.clone();
+                return self.fold_shape_of(n, &shape);
+            };
             let stand_in = HostTensor::i64(shape, Vec::new());
             let fold = spec.fold.expect("shape-only ops fold");
             return self.add_outputs(n, fold(n, &[Some(stand_in)], self.opset)?);
         }
         for i in n.inputs.iter().filter(|i| !i.is_empty()) {
             self.desc(i)?;
+        }
+        if let Some(done) = self.try_sym_fold(n) {
+            done?;
+            self.declare_outputs(n);
+            return Ok(());
         }
         // Checked before any constant is copied out (weights can be large).
         let is_const = |i: &String| {

@@ -130,7 +130,7 @@ impl NodeTest {
                 let base = plan.base_of(o);
                 plan.constants
                     .get(base)
-                    .map(|c| (o.clone(), c.reshaped(plan.tensors[o].shape.clone())))
+                    .map(|c| (o.clone(), c.reshaped(plan.tensors[o].fixed_shape().expect("a static plan"))))
             })
             .collect();
         let gpu = Gpu::new()?;
