@@ -600,6 +600,12 @@ impl<'g> Runner<'g> {
             label: Some("readback"),
         });
         for name in names {
+            if let Some(v) = self.plan.shape_values.get(self.plan.base_of(name)) {
+                let dims = self.dims.borrow();
+                let values = v.iter().map(|e| e.eval(&dims)).collect::<Result<_, _>>()?;
+                out.insert(name.clone(), HostTensor::i64(self.shape_of(name)?, values));
+                continue;
+            }
             if let Some(c) = self.plan.constants.get(self.plan.base_of(name)) {
                 out.insert(name.clone(), c.reshaped(self.shape_of(name)?));
                 continue;

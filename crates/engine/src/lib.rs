@@ -145,6 +145,57 @@ pub fn plan_time_values(
         .collect()
 }
 
+/// The element type the engine stores a graph input of this declared type as.
+pub fn input_dt(dtype: &str) -> Option<DT> {
+    Some(match dtype {
+        "f32" | "f16" | "bf16" | "f64" => DT::F32,
+        "i64" | "i32" | "i16" | "i8" | "u64" | "u32" | "u16" | "u8" => DT::I32,
+        "bool" => DT::Bool,
+        _ => return None,
+    })
+}
+
+/// The graph's inputs with their declared shapes, named dims kept as dims: what
+/// [`compile_symbolic`] takes. Each named dim needs a maximum in `maxima`; an unnamed
+/// dynamic dim (no name, no size) or a missing maximum is an error that says so.
+pub fn symbolic_inputs(
+    graph: &m2w_model::GraphInfo,
+    maxima: &BTreeMap<String, usize>,
+) -> Result<(BTreeMap<String, (Vec<sym::Expr>, DT)>, Vec<(String, usize)>), String> {
+    let mut inputs = BTreeMap::new();
+    let mut dims: Vec<(String, usize)> = Vec::new();
+    for i in &graph.inputs {
+        let dt = input_dt(&i.dtype)
+            .ok_or_else(|| format!("input '{}' is of type {}, not supported", i.name, i.dtype))?;
+        let mut shape = Vec::new();
+        for d in &i.shape {
+            shape.push(match d {
+                m2w_model::Dim::Fixed(v) if *v >= 0 => sym::Expr::Const(*v),
+                m2w_model::Dim::Symbolic(name) if name != "?" && !name.is_empty() => {
+                    let max = *maxima.get(name).ok_or_else(|| {
+                        format!(
+                            "dim '{name}' of input '{}' needs a maximum (--max-dim {name}=N)",
+                            i.name
+                        )
+                    })?;
+                    if !dims.iter().any(|(n, _)| n == name) {
+                        dims.push((name.clone(), max));
+                    }
+                    sym::Expr::sym(name)
+                }
+                _ => {
+                    return Err(format!(
+                        "input '{}' has a dynamic dim without a name; give its size with --dim",
+                        i.name
+                    ));
+                }
+            });
+        }
+        inputs.insert(i.name.clone(), (shape, dt));
+    }
+    Ok((inputs, dims))
+}
+
 /// Compiles the main graph for inputs of the given shapes and dtypes.
 pub fn compile(
     model: &Model,
@@ -161,6 +212,30 @@ pub fn compile_specialized(
     inputs: &BTreeMap<String, (Vec<usize>, DT)>,
     fixed: &BTreeMap<String, HostTensor>,
 ) -> Result<Plan, CompileError> {
+    let inputs = inputs
+        .iter()
+        .map(|(k, (s, dt))| (k.clone(), (sym::fixed(s), *dt)))
+        .collect();
+    compile_graph(model, &inputs, &[], fixed)
+}
+
+/// Compiles the main graph once for every size of its named dims: input shapes may name
+/// dims (`[1, sequence]`), each declared with its maximum; the plan's sizes are
+/// expressions over them, evaluated per run (see [`plan::Plan::bind`]).
+pub fn compile_symbolic(
+    model: &Model,
+    inputs: &BTreeMap<String, (Vec<sym::Expr>, DT)>,
+    dims: &[(String, usize)],
+) -> Result<Plan, CompileError> {
+    compile_graph(model, inputs, dims, &BTreeMap::new())
+}
+
+fn compile_graph(
+    model: &Model,
+    inputs: &BTreeMap<String, (Vec<sym::Expr>, DT)>,
+    dims: &[(String, usize)],
+    fixed: &BTreeMap<String, HostTensor>,
+) -> Result<Plan, CompileError> {
     let graph = model
         .graph
         .as_ref()
@@ -172,6 +247,9 @@ pub fn compile_specialized(
         .map(|(_, v)| *v)
         .unwrap_or(1);
     let mut ctx = ops::Ctx::new(opset);
+    for (name, max) in dims {
+        ctx.add_dim(name, *max);
+    }
     let mut unsupported = Vec::new();
     let mut poisoned: HashSet<String> = HashSet::new();
     // Subgraph initializers are keyed `scope::name`, as their lowering renames them.
@@ -239,7 +317,17 @@ pub fn compile_specialized(
                 i.shape.len()
             )));
         }
-        ctx.add_input(&i.name, shape, dt);
+        for d in &shape {
+            for s in d.symbols() {
+                if !dims.iter().any(|(n, _)| *n == s) {
+                    return Err(CompileError::Invalid(format!(
+                        "input '{}' names dim '{s}', which has no declared maximum",
+                        i.name
+                    )));
+                }
+            }
+        }
+        ctx.add_input_sym(&i.name, shape, dt);
     }
     for n in graph.nodes.iter().filter(|n| n.scope.is_empty()) {
         let spec = ops::find(&n.domain, &n.op_type, opset);
@@ -269,9 +357,26 @@ pub fn compile_specialized(
         }
         ctx.plan.outputs.push(o.name.clone());
     }
+    // Shape values written for kernels that turned out not to read them go.
+    let plan = &mut ctx.plan;
+    let bound: HashSet<String> = plan
+        .dispatches
+        .iter()
+        .filter(|d| d.kernel != Kernel::Values)
+        .flat_map(|d| d.bindings.iter())
+        .filter_map(|b| match b {
+            plan::Binding::Tensor(t) => Some(t.as_str()),
+            _ => None,
+        })
+        .chain(plan.outputs.iter().map(String::as_str))
+        .map(|t| plan.base_of(t).to_string())
+        .collect();
+    plan.dispatches.retain(|d| {
+        d.kernel != Kernel::Values
+            || d.bindings.iter().any(|b| matches!(b, plan::Binding::Tensor(t) if bound.contains(t)))
+    });
     // Constants no dispatch reads (weights folded into other constants, host-only shape
     // values) are not uploaded.
-    let plan = &mut ctx.plan;
     let mut used: HashSet<String> = plan
         .outputs
         .iter()

@@ -117,6 +117,11 @@ pub struct Plan {
     pub inputs: Vec<String>,
     pub outputs: Vec<String>,
     pub dispatches: Vec<Dispatch>,
+    /// Shape values: small integer tensors whose values are expressions of the dims
+    /// (computed on the host per run; a kernel that reads one has it written by a
+    /// `values` dispatch).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub shape_values: BTreeMap<String, Vec<Expr>>,
     /// The dims sizes are expressed in (none for a static plan).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dims: Vec<DimDecl>,

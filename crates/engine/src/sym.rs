@@ -191,6 +191,74 @@ impl Expr {
         }
     }
 
+    /// The range of values over every binding of dims in [0, their maximum] (a dim
+    /// missing from `max` is unbounded above).
+    pub fn bounds(&self, max: &Bindings) -> (i64, i64) {
+        const BIG: i64 = 1 << 40;
+        let clamp = |v: i128| v.clamp(-(BIG as i128), BIG as i128) as i64;
+        match self {
+            Expr::Const(v) => (*v, *v),
+            Expr::Sym(s) => (0, max.get(s).copied().unwrap_or(BIG)),
+            Expr::Add(v) => v.iter().fold((0, 0), |(lo, hi), e| {
+                let (a, b) = e.bounds(max);
+                (clamp(lo as i128 + a as i128), clamp(hi as i128 + b as i128))
+            }),
+            Expr::Mul(v) => v.iter().fold((1, 1), |(lo, hi), e| {
+                let (a, b) = e.bounds(max);
+                let c = [lo as i128 * a as i128, lo as i128 * b as i128, hi as i128 * a as i128, hi as i128 * b as i128];
+                (clamp(*c.iter().min().unwrap()), clamp(*c.iter().max().unwrap()))
+            }),
+            Expr::FloorDiv(e, d) => {
+                let (a, b) = e.bounds(max);
+                (a.div_euclid(*d), b.div_euclid(*d))
+            }
+            Expr::CeilDiv(e, d) => {
+                let (a, b) = e.bounds(max);
+                let up = |v: i64| v.div_euclid(*d) + i64::from(v.rem_euclid(*d) != 0);
+                (up(a), up(b))
+            }
+            Expr::Min(x, y) => {
+                let ((a, b), (c, d)) = (x.bounds(max), y.bounds(max));
+                (a.min(c), b.min(d))
+            }
+            Expr::Max(x, y) => {
+                let ((a, b), (c, d)) = (x.bounds(max), y.bounds(max));
+                (a.max(c), b.max(d))
+            }
+        }
+    }
+
+    /// The same value for every binding of dims within their maxima, with each min and
+    /// max whose operands' ranges do not overlap replaced by the operand that wins
+    /// (`min(512, sequence)` is `sequence` when sequence is at most 512).
+    pub fn simplify(&self, max: &Bindings) -> Expr {
+        match self {
+            Expr::Const(_) | Expr::Sym(_) => self.clone(),
+            Expr::Add(v) => v
+                .iter()
+                .fold(Expr::Const(0), |acc, e| acc + e.simplify(max)),
+            Expr::Mul(v) => v
+                .iter()
+                .fold(Expr::Const(1), |acc, e| acc * e.simplify(max)),
+            Expr::FloorDiv(e, d) => e.simplify(max).floor_div(*d),
+            Expr::CeilDiv(e, d) => e.simplify(max).ceil_div(*d),
+            Expr::Min(a, b) | Expr::Max(a, b) => {
+                let (a, b) = (a.simplify(max), b.simplify(max));
+                let ((alo, ahi), (blo, bhi)) = (a.bounds(max), b.bounds(max));
+                let is_min = matches!(self, Expr::Min(..));
+                if ahi <= blo {
+                    if is_min { a } else { b }
+                } else if bhi <= alo {
+                    if is_min { b } else { a }
+                } else if is_min {
+                    a.min(b)
+                } else {
+                    a.max(b)
+                }
+            }
+        }
+    }
+
     /// `floor(self / d)` for a positive constant d.
     pub fn floor_div(self, d: i64) -> Expr {
         assert!(d > 0, "division by {d}");
@@ -528,6 +596,16 @@ mod tests {
         // A constant is a plain number in JSON.
         assert_eq!(serde_json::to_string(&Expr::Const(7)).unwrap(), "7");
         assert_eq!(serde_json::from_str::<Expr>("7").unwrap(), Expr::Const(7));
+    }
+
+    #[test]
+    fn bounds_decide_min_and_max_within_the_maxima() {
+        let max = Bindings::from([("sequence".to_string(), 128)]);
+        let e = Expr::Const(0).max(Expr::Const(512).min(s()));
+        assert_eq!(e.simplify(&max), s());
+        assert_eq!((s() - Expr::Const(1)).max(Expr::Const(0)).simplify(&max), (s() - Expr::Const(1)).max(Expr::Const(0)));
+        assert_eq!(s().min(Expr::Const(64)).simplify(&max), s().min(Expr::Const(64)));
+        assert_eq!((Expr::Const(3) * s()).bounds(&max), (0, 384));
     }
 
     #[test]

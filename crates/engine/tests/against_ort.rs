@@ -41,81 +41,107 @@ enum Scale {
 
 /// Runs `name` through ORT and the engine; returns (checkpoints compared, worst error, failures).
 fn compare(name: &str, opts: OnnxOptions, scale: Scale) -> (usize, f64, Vec<String>) {
+    compare_sizes(name, &BTreeMap::new(), &[opts], scale)
+}
+
+/// Compiles `name` once (symbolic over the dims given maxima in `maxima`; static when
+/// none are) and runs that one plan for each of `runs` (the ORT options say each run's
+/// dims), comparing every checkpoint with ORT's dump of the same inputs.
+fn compare_sizes(
+    name: &str,
+    maxima: &BTreeMap<String, usize>,
+    runs: &[OnnxOptions],
+    scale: Scale,
+) -> (usize, f64, Vec<String>) {
     let model_path = fixture(name);
-    let dir = tempfile::tempdir().unwrap();
-    let lib = m2w_setup::onnxruntime_library().unwrap();
-    let index = reference(&lib, &model_path, dir.path(), &opts).unwrap();
-    let mut inputs = HashMap::new();
-    let mut shapes = BTreeMap::new();
-    for i in &index.inputs {
-        let t = to_engine(&m2w_reference::HostTensor::read_npy(&dir.path().join(&i.file)).unwrap());
-        shapes.insert(i.name.clone(), (t.shape.clone(), t.dt()));
-        inputs.insert(i.name.clone(), t);
-    }
     let model = m2w_model::Model::open(&model_path).unwrap();
-    let plan = compile(&model, &shapes).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let lib = m2w_setup::onnxruntime_library().unwrap();
     let gpu = Gpu::new().unwrap();
-    let wanted: Vec<String> = index
-        .checkpoints
-        .iter()
-        .map(|c| c.output.clone())
-        .filter(|o| plan.tensors.contains_key(o))
-        .collect();
-    let runner = Runner::new(&gpu, plan).unwrap();
-    let got = runner.run(&inputs, &wanted).unwrap();
-    let mut worst = 0f64;
-    let mut failures = Vec::new();
-    let mut compared = 0;
-    for c in &index.checkpoints {
-        let Some(g) = got.get(&c.output) else {
-            continue;
-        };
-        compared += 1;
-        let want =
-            to_engine(&m2w_reference::HostTensor::read_npy(&dir.path().join(&c.file)).unwrap());
-        if g.shape != want.shape {
-            failures.push(format!(
-                "{}: shape {:?} vs {:?}",
-                c.output, g.shape, want.shape
-            ));
-            continue;
+    let mut runner: Option<Runner> = None;
+    let (mut worst, mut failures, mut compared) = (0f64, Vec::new(), 0);
+    for opts in runs {
+        let dir = tempfile::tempdir().unwrap();
+        let index = reference(&lib, &model_path, dir.path(), opts).unwrap();
+        let mut inputs = HashMap::new();
+        let mut shapes = BTreeMap::new();
+        for i in &index.inputs {
+            let t =
+                to_engine(&m2w_reference::HostTensor::read_npy(&dir.path().join(&i.file)).unwrap());
+            shapes.insert(i.name.clone(), (t.shape.clone(), t.dt()));
+            inputs.insert(i.name.clone(), t);
         }
-        match (&g.data, &want.data) {
-            (Data::F32(a), Data::F32(b)) => {
-                let max_mag = b.iter().fold(0f64, |m, &y| m.max((y as f64).abs()));
-                for (k, (&x, &y)) in a.iter().zip(b).enumerate() {
-                    let err = (x as f64 - y as f64).abs();
-                    worst = worst.max(err);
-                    let reference = if scale == Scale::Tensor {
-                        max_mag
-                    } else {
-                        (y as f64).abs()
-                    };
-                    if !(err <= ATOL + RTOL * reference) {
+        if runner.is_none() {
+            let plan = if maxima.is_empty() {
+                compile(&model, &shapes)
+            } else {
+                let graph = model.graph.as_ref().unwrap();
+                let (sym_inputs, dims) = m2w_engine::symbolic_inputs(graph, maxima).unwrap();
+                m2w_engine::compile_symbolic(&model, &sym_inputs, &dims)
+            }
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+            runner = Some(Runner::new(&gpu, plan).unwrap());
+        }
+        let runner = runner.as_ref().unwrap();
+        let wanted: Vec<String> = index
+            .checkpoints
+            .iter()
+            .map(|c| c.output.clone())
+            .filter(|o| runner.plan.tensors.contains_key(o))
+            .collect();
+        let got = runner.run(&inputs, &wanted).unwrap();
+        let tag = format!("{:?}", opts.dims);
+        for c in &index.checkpoints {
+            let Some(g) = got.get(&c.output) else {
+                continue;
+            };
+            compared += 1;
+            let want = to_engine(
+                &m2w_reference::HostTensor::read_npy(&dir.path().join(&c.file)).unwrap(),
+            );
+            if g.shape != want.shape {
+                failures.push(format!(
+                    "{tag} {}: shape {:?} vs {:?}",
+                    c.output, g.shape, want.shape
+                ));
+                continue;
+            }
+            match (&g.data, &want.data) {
+                (Data::F32(a), Data::F32(b)) => {
+                    let max_mag = b.iter().fold(0f64, |m, &y| m.max((y as f64).abs()));
+                    for (k, (&x, &y)) in a.iter().zip(b).enumerate() {
+                        let err = (x as f64 - y as f64).abs();
+                        worst = worst.max(err);
+                        let reference = if scale == Scale::Tensor {
+                            max_mag
+                        } else {
+                            (y as f64).abs()
+                        };
+                        if !(err <= ATOL + RTOL * reference) {
+                            failures.push(format!(
+                                "{tag} {} ({}): element {k}: {x} vs ORT {y}",
+                                c.output, c.op_type
+                            ));
+                            break;
+                        }
+                    }
+                }
+                _ => {
+                    if g.as_i64() != want.as_i64() {
                         failures.push(format!(
-                            "{} ({}): element {k}: {x} vs ORT {y}",
+                            "{tag} {} ({}): integer values differ",
                             c.output, c.op_type
                         ));
-                        break;
                     }
                 }
             }
-            _ => {
-                if g.as_i64() != want.as_i64() {
-                    failures.push(format!(
-                        "{} ({}): integer values differ",
-                        c.output, c.op_type
-                    ));
-                }
-            }
         }
+        let outputs_checked = index
+            .checkpoints
+            .iter()
+            .filter(|c| c.graph_output)
+            .all(|c| got.contains_key(&c.output));
+        assert!(outputs_checked, "{name}: a graph output was not read back");
     }
-    let outputs_checked = index
-        .checkpoints
-        .iter()
-        .filter(|c| c.graph_output)
-        .all(|c| got.contains_key(&c.output));
-    assert!(outputs_checked, "{name}: a graph output was not read back");
     let _ = DT::F32;
     (compared, worst, failures)
 }
@@ -135,6 +161,29 @@ fn minilm_int8_matches_onnx_runtime_at_every_checkpoint() {
     );
     assert!(n > 100, "{n} checkpoints compared");
     println!("minilm-int8: {n} checkpoints within tolerance, worst abs error {worst:.2e}");
+}
+
+/// One symbolic plan of MiniLM (sequence up to 128) runs 1, 7, 16 and 128 tokens, every
+/// checkpoint against ORT at each size.
+#[test]
+fn minilm_int8_one_plan_matches_onnx_runtime_at_four_sequence_lengths() {
+    let maxima = BTreeMap::from([("batch".to_string(), 1), ("sequence".to_string(), 128)]);
+    let runs: Vec<OnnxOptions> = [1u64, 7, 16, 128]
+        .iter()
+        .map(|&t| OnnxOptions {
+            dims: BTreeMap::from([("batch".to_string(), 1), ("sequence".to_string(), t)]),
+            ..Default::default()
+        })
+        .collect();
+    let (n, worst, failures) = compare_sizes("minilm-int8", &maxima, &runs, Scale::Element);
+    assert!(
+        failures.is_empty(),
+        "{} of {n} checkpoints differ: {:#?}",
+        failures.len(),
+        &failures[..failures.len().min(10)]
+    );
+    assert!(n > 400, "{n} checkpoints compared");
+    println!("minilm-int8, one plan at 1/7/16/128 tokens: {n} checkpoints within tolerance, worst abs error {worst:.2e}");
 }
 
 #[test]

@@ -43,6 +43,7 @@ pub fn build_with(
             outputs: vec![],
             dispatches: vec![],
             dims: vec![],
+            shape_values: Default::default(),
         },
         kinds: HashMap::new(),
         gemv_max_tokens,

@@ -102,15 +102,6 @@ pub(crate) fn dims8(v: &[usize]) -> [[u32; 4]; 2] {
     a
 }
 
-/// Up to four values as a `vec4<u32>` uniform field, zero-padded (low 32 bits).
-pub(crate) fn vec4_u32(v: &[i64]) -> [u32; 4] {
-    let mut a = [0u32; 4];
-    for (k, &x) in v.iter().take(4).enumerate() {
-        a[k] = x as i32 as u32;
-    }
-    a
-}
-
 /// Up to [`MAX_RANK`] expressions as an `array<vec4<_>, 2>` uniform field, zero-padded.
 pub(crate) fn vec8_sym(v: &[Expr]) -> [[Expr; 4]; 2] {
     let mut a: [[Expr; 4]; 2] = Default::default();
@@ -249,6 +240,7 @@ impl Ctx {
                 outputs: vec![],
                 dispatches: vec![],
                 dims: vec![],
+                shape_values: Default::default(),
             },
             opset,
             declared: BTreeMap::new(),
@@ -461,6 +453,7 @@ impl Ctx {
     }
 
     pub(crate) fn new_tensor_sym(&mut self, name: &str, shape: Vec<Expr>, dt: DT) -> R<()> {
+        let shape: Vec<Expr> = shape.iter().map(|d| d.simplify(&self.maxima)).collect();
         if shape.len() > MAX_RANK {
             return Err(format!("rank {} exceeds {MAX_RANK}", shape.len()));
         }
@@ -481,6 +474,7 @@ impl Ctx {
 
     /// `out` as a view of `of` with another shape of as many elements.
     pub(crate) fn view_sym(&mut self, out: &str, of: &str, shape: Vec<Expr>) -> R<()> {
+        let shape: Vec<Expr> = shape.iter().map(|d| d.simplify(&self.maxima)).collect();
         let d = self.desc(of)?.clone();
         if sym::numel(&shape) != sym::numel(&d.shape) {
             return Err(format!(
@@ -532,6 +526,8 @@ impl Ctx {
         workgroups: [Expr; 3],
     ) {
         debug_assert_eq!(params.len(), kernel.params_words(), "{kernel}");
+        let params: Vec<Expr> = params.iter().map(|e| e.simplify(&self.maxima)).collect();
+        let workgroups = workgroups.map(|e| e.simplify(&self.maxima));
         let word = |e: &Expr| e.word(&self.maxima).expect("every dim is declared");
         let sym_params: Vec<(usize, Expr)> = params
             .iter()

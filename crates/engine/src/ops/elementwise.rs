@@ -209,8 +209,8 @@ fn lower_binary(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
         // Before opset 7, `broadcast` with `axis` aligned B at that axis of A; numpy
         // broadcasting (trailing alignment) agrees only when the axis is where B ends up.
         let (ra, rb) = (
-            cx.shape(ins[0])?.len() as i64,
-            cx.shape(ins[1])?.len() as i64,
+            cx.sym_shape(ins[0])?.len() as i64,
+            cx.sym_shape(ins[1])?.len() as i64,
         );
         let axis = match axis {
             m2w_model::AttrValue::Int(a) => *a,
@@ -249,8 +249,8 @@ fn lower_binary(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     }
     let out_dt = if cmp { DT::Bool } else { dt };
     if ins.len() == 1 {
-        let s = cx.shape(ins[0])?;
-        return cx.view(out, ins[0], s);
+        let s = cx.sym_shape(ins[0])?;
+        return cx.view_sym(out, ins[0], s);
     }
     let kernel = kernel_for("ew", k, dt.suffix())?;
     // Variadic ops chain pairwise through temporaries.
@@ -350,8 +350,8 @@ fn lower_cast(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
         cx.dt(ins[1])?
     };
     if from == to {
-        let s = cx.shape(ins[0])?;
-        return cx.view(out, ins[0], s);
+        let s = cx.sym_shape(ins[0])?;
+        return cx.view_sym(out, ins[0], s);
     }
     let kernel = kernel_for("ew", "cast", &format!("{}_{}", from.suffix(), to.suffix()))?;
     cx.elementwise(n, kernel, &ins[..1], out, to, 0.0, 0.0)

@@ -7,11 +7,12 @@ use m2w_model::NodeInfo;
 
 use super::Registry;
 use super::ctx::{
-    Ctx, MAX_RANK, R, attr_i, attr_s, contiguous_strides, dims8, host_input as get, ins, norm_axis,
-    out0, vec8_u32,
+    Ctx, MAX_RANK, R, attr_i, attr_s, contiguous_strides, contiguous_strides_sym,
+    host_input as get, ins, norm_axis, out0, vec8_sym, vec8_u32,
 };
 use super::host::{gather_along, norm};
-use crate::plan::groups_1d;
+use crate::plan::{groups_1d, groups_1d_sym};
+use crate::sym::{self, Expr};
 use crate::tensor::{DT, HostTensor, numel};
 
 pub(super) fn register(r: &mut Registry) {
@@ -23,57 +24,55 @@ pub(super) fn register(r: &mut Registry) {
 fn lower_gather(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     let ins = ins(n);
     let out = out0(n);
-    let s = cx.shape(ins[0])?;
-    let is = cx.shape(ins[1])?;
+    let s = cx.sym_shape(ins[0])?;
+    let is = cx.sym_shape(ins[1])?;
     if cx.dt(ins[1])? != DT::I32 {
         return Err("indices must be integers".into());
     }
     let axis = norm_axis(attr_i(n, "axis", 0), s.len())?;
     let mut oshape = s[..axis].to_vec();
-    oshape.extend(&is);
-    oshape.extend(&s[axis + 1..]);
-    cx.new_tensor(out, oshape.clone(), cx.dt(ins[0])?)?;
-    let total = numel(&oshape);
+    oshape.extend(is.iter().cloned());
+    oshape.extend(s[axis + 1..].iter().cloned());
+    cx.new_tensor_sym(out, oshape.clone(), cx.dt(ins[0])?)?;
+    let total = sym::numel(&oshape);
+    if total == Expr::Const(0) {
+        return Ok(());
+    }
+    let groups = groups_1d_sym(&total, 256);
     // Rows of a table folded from 8-bit values (an embedding) stay 8-bit.
     if axis == 0
         && s.len() == 2
         && let Some((q, scale, zp, signed)) = super::quant::packed_8bit(cx, ins[0], 0)
     {
-        let p = params::GatherQ8 {
-            n: total as u32,
-            rows: s[0] as u32,
-            width: s[1] as u32,
-            pad: 0,
+        let p = params::GatherQ8::<Expr> {
+            n: total,
+            rows: s[0].clone(),
+            width: s[1].clone(),
+            pad: Expr::Const(0),
         }
-        .words();
-        if total > 0 {
-            cx.dispatch(
-                n,
-                if signed {
-                    Kernel::GatherI8RowsF32
-                } else {
-                    Kernel::GatherU8RowsF32
-                },
-                vec![
-                    cx.bind(&q),
-                    cx.bind(ins[1]),
-                    cx.bind(&scale),
-                    cx.bind(&zp),
-                    cx.bind(out),
-                ],
-                p,
-                groups_1d(total, 256),
-            );
-        }
+        .slots();
+        let kernel = if signed {
+            Kernel::GatherI8RowsF32
+        } else {
+            Kernel::GatherU8RowsF32
+        };
+        let bindings = vec![
+            cx.bind(&q),
+            cx.bind(ins[1]),
+            cx.bind(&scale),
+            cx.bind(&zp),
+            cx.bind(out),
+        ];
+        cx.dispatch_sym(n, kernel, bindings, p, groups);
         return Ok(());
     }
-    let params = params::Gather {
-        n: total as u32,
-        n_idx: numel(&is) as u32,
-        axis_len: s[axis] as u32,
-        inner: numel(&s[axis + 1..]) as u32,
+    let params = params::Gather::<Expr> {
+        n: total,
+        n_idx: sym::numel(&is),
+        axis_len: s[axis].clone(),
+        inner: sym::numel(&s[axis + 1..]),
     }
-    .words();
+    .slots();
     // An 8-bit integer table (a quantized embedding dequantized after the Gather) stays
     // packed as stored, shared by every Gather of it.
     let byte_kernel = match cx.declared(ins[0]) {
@@ -94,69 +93,53 @@ fn lower_gather(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
                 HostTensor::packed(dt, table.shape.clone(), &table.as_i64()),
             );
         }
-        if total > 0 {
-            cx.dispatch(
-                n,
-                kernel,
-                vec![cx.bind(&packed), cx.bind(ins[1]), cx.bind(out)],
-                params,
-                groups_1d(total, 256),
-            );
-        }
+        let bindings = vec![cx.bind(&packed), cx.bind(ins[1]), cx.bind(out)];
+        cx.dispatch_sym(n, kernel, bindings, params, groups);
         return Ok(());
     }
-    if total > 0 {
-        cx.dispatch(
-            n,
-            Kernel::Gather,
-            vec![cx.bind(ins[0]), cx.bind(ins[1]), cx.bind(out)],
-            params,
-            groups_1d(total, 256),
-        );
-    }
+    let bindings = vec![cx.bind(ins[0]), cx.bind(ins[1]), cx.bind(out)];
+    cx.dispatch_sym(n, Kernel::Gather, bindings, params, groups);
     Ok(())
 }
 
 fn lower_gather_nd(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     let ins = ins(n);
     let out = out0(n);
-    let s = cx.shape(ins[0])?;
-    let is = cx.shape(ins[1])?;
+    let s = cx.sym_shape(ins[0])?;
+    let is = cx.sym_shape(ins[1])?;
     if cx.dt(ins[1])? != DT::I32 || is.is_empty() {
         return Err("indices must be integers of rank >= 1".into());
     }
     let b = attr_i(n, "batch_dims", 0) as usize;
-    let k = *is.last().unwrap();
+    let k = is
+        .last()
+        .and_then(Expr::as_const)
+        .ok_or("the last dim of GatherND's indices must be known at plan time")?
+        as usize;
     if b + k > s.len() || k > MAX_RANK {
         return Err("indices reach past the data rank".into());
     }
     let mut oshape = is[..is.len() - 1].to_vec();
-    oshape.extend(&s[b + k..]);
-    cx.new_tensor(out, oshape.clone(), cx.dt(ins[0])?)?;
-    let cs = contiguous_strides(&s);
-    let rows = numel(&is[..is.len() - 1]);
-    let rows_per_batch = numel(&is[b..is.len() - 1]).max(1);
-    let total = numel(&oshape);
-    let p = params::GatherNd {
-        n: total as u32,
-        k: k as u32,
-        inner: numel(&s[b + k..]) as u32,
-        rows_per_batch: rows_per_batch as u32,
-        batch_stride: numel(&s[b..]) as u32,
-        dims: dims8(&s[b..b + k]),
-        strides: vec8_u32(&cs[b..b + k]),
+    oshape.extend(s[b + k..].iter().cloned());
+    cx.new_tensor_sym(out, oshape.clone(), cx.dt(ins[0])?)?;
+    let cs = contiguous_strides_sym(&s);
+    let rows_per_batch = sym::numel(&is[b..is.len() - 1]).max(Expr::Const(1));
+    let total = sym::numel(&oshape);
+    let p = params::GatherNd::<Expr> {
+        n: total.clone(),
+        k: Expr::from(k),
+        inner: sym::numel(&s[b + k..]),
+        rows_per_batch,
+        batch_stride: sym::numel(&s[b..]),
+        dims: vec8_sym(&s[b..b + k]),
+        strides: vec8_sym(&cs[b..b + k]),
         ..Default::default()
     }
-    .words();
-    let _ = rows;
-    if total > 0 {
-        cx.dispatch(
-            n,
-            Kernel::GatherNd,
-            vec![cx.bind(ins[0]), cx.bind(ins[1]), cx.bind(out)],
-            p,
-            groups_1d(total, 256),
-        );
+    .slots();
+    if total != Expr::Const(0) {
+        let groups = groups_1d_sym(&total, 256);
+        let bindings = vec![cx.bind(ins[0]), cx.bind(ins[1]), cx.bind(out)];
+        cx.dispatch_sym(n, Kernel::GatherNd, bindings, p, groups);
     }
     Ok(())
 }

@@ -7,8 +7,9 @@ use m2w_kernels::{Kernel, params};
 use m2w_model::NodeInfo;
 
 use super::Registry;
-use super::ctx::{Ctx, R, attr_f, attr_i, broadcast, broadcast_strides, ins, out0, vec4_u32};
-use crate::tensor::{DT, HostTensor, numel};
+use super::ctx::{Ctx, R, attr_f, attr_i, broadcast_strides_sym, broadcast_sym, ins, out0};
+use crate::sym::{self, Expr};
+use crate::tensor::{DT, HostTensor};
 
 pub(super) fn register(r: &mut Registry) {
     r.op("MatMul", 1, &[], lower_matmul);
@@ -71,22 +72,23 @@ fn lower_gemm(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
 fn flat_output(
     cx: &mut Ctx,
     out: &str,
-    batch: &[usize],
+    batch: &[Expr],
     has_m: bool,
-    m: usize,
-    nn: usize,
-) -> R<usize> {
+    m: &Expr,
+    nn: &Expr,
+) -> R<Expr> {
     let mut oshape = batch.to_vec();
     if has_m {
-        oshape.push(m);
+        oshape.push(m.clone());
     }
-    oshape.push(nn);
-    cx.new_tensor(out, oshape, DT::F32)?;
-    Ok(numel(batch) * m)
+    oshape.push(nn.clone());
+    cx.new_tensor_sym(out, oshape, DT::F32)?;
+    Ok(sym::numel(batch) * m.clone())
 }
 
 /// `out = a x b` (transposed as asked) for f32, or for i32: MatMulInteger's exact product
-/// of zero-point-centred integers (and ONNX MatMul of int32s).
+/// of zero-point-centred integers (and ONNX MatMul of int32s). Sizes may hold dims; the
+/// kernel is chosen at their maxima (every kernel bound-checks).
 pub(super) fn matmul(
     cx: &mut Ctx,
     n: &NodeInfo,
@@ -104,35 +106,41 @@ pub(super) fn matmul(
             cx.dt(b)?.suffix()
         ));
     }
-    let sa = cx.shape(a)?;
-    let sb = cx.shape(b)?;
+    let sa = cx.sym_shape(a)?;
+    let sb = cx.sym_shape(b)?;
+    let one = Expr::Const(1);
     let (a2, b2) = (
         if sa.len() == 1 {
-            vec![1, sa[0]]
+            vec![one.clone(), sa[0].clone()]
         } else {
             sa.clone()
         },
         if sb.len() == 1 {
-            vec![sb[0], 1]
+            vec![sb[0].clone(), one.clone()]
         } else {
             sb.clone()
         },
     );
     let (m, ka) = if ta {
-        (a2[a2.len() - 1], a2[a2.len() - 2])
+        (a2[a2.len() - 1].clone(), a2[a2.len() - 2].clone())
     } else {
-        (a2[a2.len() - 2], a2[a2.len() - 1])
+        (a2[a2.len() - 2].clone(), a2[a2.len() - 1].clone())
     };
     let (kb, nn) = if tb {
-        (b2[b2.len() - 1], b2[b2.len() - 2])
+        (b2[b2.len() - 1].clone(), b2[b2.len() - 2].clone())
     } else {
-        (b2[b2.len() - 2], b2[b2.len() - 1])
+        (b2[b2.len() - 2].clone(), b2[b2.len() - 1].clone())
     };
     if ka != kb {
-        return Err(format!("inner dims differ: {sa:?} x {sb:?}"));
+        return Err(format!(
+            "inner dims differ: {} x {}",
+            sym::show(&sa),
+            sym::show(&sb)
+        ));
     }
     let ba = &a2[..a2.len() - 2];
     let bb = &b2[..b2.len() - 2];
+    let div = |e: &Expr, d: i64| e.clone().ceil_div(d);
     // A weight folded from 8-bit values stays 8-bit: dequantized in registers.
     if dt == DT::F32
         && !ta
@@ -140,111 +148,114 @@ pub(super) fn matmul(
         && sb.len() == 2
         && let Some((q, scale, zp, signed)) = super::quant::packed_8bit(cx, b, 1)
     {
-        let rows = flat_output(cx, out, ba, sa.len() > 1, m, nn)?;
-        let p = params::MatmulQ8 {
-            m: rows as u32,
-            n: nn as u32,
-            k: ka as u32,
-            pad: 0,
+        let rows = flat_output(cx, out, ba, sa.len() > 1, &m, &nn)?;
+        let p = params::MatmulQ8::<Expr> {
+            m: rows.clone(),
+            n: nn.clone(),
+            k: ka.clone(),
+            pad: Expr::Const(0),
         }
-        .words();
-        if rows * nn > 0 {
-            cx.dispatch(
-                n,
-                if signed {
-                    Kernel::MatmulI8F32
-                } else {
-                    Kernel::MatmulU8F32
-                },
-                vec![
-                    cx.bind(a),
-                    cx.bind(&q),
-                    cx.bind(&scale),
-                    cx.bind(&zp),
-                    cx.bind(out),
-                ],
-                p,
-                [nn.div_ceil(16) as u32, rows.div_ceil(16) as u32, 1],
-            );
+        .slots();
+        if rows.clone() * nn.clone() != Expr::Const(0) {
+            let kernel = if signed {
+                Kernel::MatmulI8F32
+            } else {
+                Kernel::MatmulU8F32
+            };
+            let bindings = vec![
+                cx.bind(a),
+                cx.bind(&q),
+                cx.bind(&scale),
+                cx.bind(&zp),
+                cx.bind(out),
+            ];
+            cx.dispatch_sym(n, kernel, bindings, p, [div(&nn, 16), div(&rows, 16), one]);
         }
         return Ok(());
     }
     // Plain products (B a 2-D matrix, no transposes) run as one big [batch*M, K] x [K, N]
     // product on the register-blocked kernel (82% of cuBLAS SGEMM on the H100,
     // bench/RESULTS.md); the rest use the general tiled kernel.
-    if dt == DT::F32 && !ta && !tb && sb.len() == 2 && m * ka * nn >= 1 << 15 {
-        let rows = flat_output(cx, out, ba, sa.len() > 1, m, nn)?;
-        let p = params::MatmulF32Rb {
-            m: rows as u32,
-            n: nn as u32,
-            k: ka as u32,
-            pad: 0,
+    let work = cx.at_max(&(m.clone() * ka.clone() * nn.clone()));
+    if dt == DT::F32 && !ta && !tb && sb.len() == 2 && work >= 1 << 15 {
+        let rows = flat_output(cx, out, ba, sa.len() > 1, &m, &nn)?;
+        let p = params::MatmulF32Rb::<Expr> {
+            m: rows.clone(),
+            n: nn.clone(),
+            k: ka.clone(),
+            pad: Expr::Const(0),
         }
-        .words();
-        if rows * nn > 0 {
-            cx.dispatch(
-                n,
-                Kernel::MatmulF32Rb,
-                vec![cx.bind(a), cx.bind(b), cx.bind(out)],
-                p,
-                [nn.div_ceil(256) as u32, rows.div_ceil(128) as u32, 1],
-            );
+        .slots();
+        if rows.clone() * nn.clone() != Expr::Const(0) {
+            let bindings = vec![cx.bind(a), cx.bind(b), cx.bind(out)];
+            let groups = [div(&nn, 256), div(&rows, 128), one];
+            cx.dispatch_sym(n, Kernel::MatmulF32Rb, bindings, p, groups);
         }
         return Ok(());
     }
-    let batch = broadcast(&[ba, bb])?;
+    let batch = broadcast_sym(&[ba, bb])?;
     if batch.len() > 4 {
         return Err("more than 4 batch dims".into());
     }
     let mut oshape = batch.clone();
     if sa.len() > 1 {
-        oshape.push(m);
+        oshape.push(m.clone());
     }
     if sb.len() > 1 {
-        oshape.push(nn);
+        oshape.push(nn.clone());
     }
-    cx.new_tensor(out, oshape, dt)?;
-    let (a_rs, a_cs) = if ta { (1, m) } else { (ka, 1) };
-    let (b_rs, b_cs) = if tb { (1, kb) } else { (nn, 1) };
-    let abs: Vec<i64> = broadcast_strides(ba, &batch)
-        .iter()
-        .map(|s| s * (m * ka) as i64)
+    cx.new_tensor_sym(out, oshape, dt)?;
+    let (a_rs, a_cs) = if ta {
+        (one.clone(), m.clone())
+    } else {
+        (ka.clone(), one.clone())
+    };
+    let (b_rs, b_cs) = if tb {
+        (one.clone(), kb.clone())
+    } else {
+        (nn.clone(), one.clone())
+    };
+    let abs: Vec<Expr> = broadcast_strides_sym(ba, &batch)
+        .into_iter()
+        .map(|s| s * m.clone() * ka.clone())
         .collect();
-    let bbs: Vec<i64> = broadcast_strides(bb, &batch)
-        .iter()
-        .map(|s| s * (kb * nn) as i64)
+    let bbs: Vec<Expr> = broadcast_strides_sym(bb, &batch)
+        .into_iter()
+        .map(|s| s * kb.clone() * nn.clone())
         .collect();
-    let bshape: Vec<i64> = batch.iter().map(|&d| d as i64).collect();
-    let p = params::Matmul {
-        m: m as u32,
-        n: nn as u32,
-        k: ka as u32,
-        batch_rank: batch.len() as u32,
-        a_rs: a_rs as u32,
-        a_cs: a_cs as u32,
-        b_rs: b_rs as u32,
-        b_cs: b_cs as u32,
-        batch_shape: vec4_u32(&bshape),
-        a_batch_strides: vec4_u32(&abs),
-        b_batch_strides: vec4_u32(&bbs),
+    let vec4 = |v: &[Expr]| {
+        let mut a: [Expr; 4] = Default::default();
+        for (k, x) in v.iter().take(4).enumerate() {
+            a[k] = x.clone();
+        }
+        a
+    };
+    let p = params::Matmul::<Expr> {
+        m: m.clone(),
+        n: nn.clone(),
+        k: ka.clone(),
+        batch_rank: Expr::from(batch.len()),
+        a_rs,
+        a_cs,
+        b_rs,
+        b_cs,
+        batch_shape: vec4(&batch),
+        a_batch_strides: vec4(&abs),
+        b_batch_strides: vec4(&bbs),
     }
-    .words();
-    let nb = numel(&batch);
-    if m * nn * nb > 0 {
-        if nb > 65535 {
+    .slots();
+    let nb = sym::numel(&batch);
+    if m.clone() * nn.clone() * nb.clone() != Expr::Const(0) {
+        if cx.at_max(&nb) > 65535 {
             return Err("batch too large".into());
         }
-        cx.dispatch(
-            n,
-            if dt == DT::I32 {
-                Kernel::MatmulI32Tiled
-            } else {
-                Kernel::MatmulF32Tiled
-            },
-            vec![cx.bind(a), cx.bind(b), cx.bind(out)],
-            p,
-            [nn.div_ceil(16) as u32, m.div_ceil(16) as u32, nb as u32],
-        );
+        let kernel = if dt == DT::I32 {
+            Kernel::MatmulI32Tiled
+        } else {
+            Kernel::MatmulF32Tiled
+        };
+        let bindings = vec![cx.bind(a), cx.bind(b), cx.bind(out)];
+        cx.dispatch_sym(n, kernel, bindings, p, [div(&nn, 16), div(&m, 16), nb]);
     }
     Ok(())
 }

@@ -8,10 +8,11 @@ use m2w_model::NodeInfo;
 
 use super::Registry;
 use super::ctx::{
-    Ctx, MAX_RANK, R, attr_f, attr_i, attr_ints, attr_s, broadcast, broadcast_strides,
-    contiguous_strides, dims8, host_input as get, ins, kernel_for, norm_axis, out0, vec8_i32,
-    vec8_u32,
+    Ctx, MAX_RANK, R, attr_f, attr_i, attr_ints, attr_s, broadcast,
+    broadcast_strides_sym, broadcast_sym, contiguous_strides, contiguous_strides_sym, dims8,
+    host_input as get, ins, kernel_for, norm_axis, out0, vec8_i32, vec8_u32,
 };
+use crate::sym::{self, Expr};
 use super::host::{expand, gather_strided, norm, slice_geometry};
 use crate::plan::groups_1d;
 use crate::tensor::{DT, Data, HostTensor, numel};
@@ -40,20 +41,15 @@ pub(super) fn register(r: &mut Registry) {
 
 fn lower_transpose(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     let ins = ins(n);
-    let out = out0(n);
-    let s = cx.shape(ins[0])?;
-    let (oshape, src) = transpose_geometry(n, &s)?;
-    cx.new_tensor(out, oshape.clone(), cx.dt(ins[0])?)?;
-    cx.copy(
-        n,
-        ins[0],
-        out,
-        &oshape,
-        0,
-        &src,
-        0,
-        &contiguous_strides(&oshape),
-    )
+    let s = cx.sym_shape(ins[0])?;
+    let perm: Vec<usize> = match attr_ints(n, "perm") {
+        Some(p) => p.iter().map(|&a| norm_axis(a, s.len())).collect::<R<_>>()?,
+        None => (0..s.len()).rev().collect(),
+    };
+    if perm.len() != s.len() {
+        return Err(format!("perm {perm:?} does not match rank {}", s.len()));
+    }
+    cx.permute(n, ins[0], out0(n), &perm)
 }
 
 /// Transpose's output shape and the input strides read along each output dim.
@@ -75,7 +71,8 @@ fn transpose_geometry(n: &NodeInfo, s: &[usize]) -> R<(Vec<usize>, Vec<i64>)> {
 fn lower_slice(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     let ins = ins(n);
     let out = out0(n);
-    let s = cx.shape(ins[0])?;
+    let shape = cx.sym_shape(ins[0])?;
+    let consts = |v: &[Expr]| v.iter().map(Expr::as_const).collect::<Option<Vec<i64>>>();
     let (starts, ends, axes, steps) = if cx.opset < 10 {
         (
             attr_ints(n, "starts").ok_or("starts")?,
@@ -84,13 +81,27 @@ fn lower_slice(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
             None,
         )
     } else {
-        (
-            cx.const_ints(n, 1)?.ok_or("starts")?,
-            cx.const_ints(n, 2)?.ok_or("ends")?,
-            cx.const_ints(n, 3)?,
-            cx.const_ints(n, 4)?,
-        )
+        let starts = cx.shape_input(n, 1)?.ok_or("starts")?;
+        let ends = cx.shape_input(n, 2)?.ok_or("ends")?;
+        let axes = cx.const_ints(n, 3)?;
+        let steps = cx.const_ints(n, 4)?;
+        match (sym::as_fixed(&shape), consts(&starts), consts(&ends)) {
+            (Some(_), Some(st), Some(en)) => (st, en, axes, steps),
+            _ => {
+                let (oshape, offset, strides) = slice_geometry_sym(
+                    &shape,
+                    &starts,
+                    &ends,
+                    axes.as_deref(),
+                    steps.as_deref(),
+                )?;
+                cx.new_tensor_sym(out, oshape.clone(), cx.dt(ins[0])?)?;
+                let dst = contiguous_strides_sym(&oshape);
+                return cx.copy_sym(n, ins[0], out, &oshape, offset, &strides, Expr::Const(0), &dst);
+            }
+        }
     };
+    let s = cx.shape(ins[0])?;
     let (oshape, offset, strides) =
         slice_geometry(&s, &starts, &ends, axes.as_deref(), steps.as_deref())?;
     cx.new_tensor(out, oshape.clone(), cx.dt(ins[0])?)?;
@@ -109,20 +120,19 @@ fn lower_slice(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
 fn lower_expand(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     let ins = ins(n);
     let out = out0(n);
-    let s = cx.shape(ins[0])?;
-    let target = cx.const_ints(n, 1)?.ok_or("Expand needs a shape")?;
-    let t: Vec<usize> = target.iter().map(|&d| d.max(0) as usize).collect();
-    let oshape = broadcast(&[&s, &t])?;
-    cx.new_tensor(out, oshape.clone(), cx.dt(ins[0])?)?;
-    cx.copy(
+    let s = cx.sym_shape(ins[0])?;
+    let target = cx.shape_input(n, 1)?.ok_or("Expand needs a shape")?;
+    let oshape = broadcast_sym(&[&s, &target])?;
+    cx.new_tensor_sym(out, oshape.clone(), cx.dt(ins[0])?)?;
+    cx.copy_sym(
         n,
         ins[0],
         out,
         &oshape,
-        0,
-        &broadcast_strides(&s, &oshape),
-        0,
-        &contiguous_strides(&oshape),
+        Expr::Const(0),
+        &broadcast_strides_sym(&s, &oshape),
+        Expr::Const(0),
+        &contiguous_strides_sym(&oshape),
     )
 }
 
@@ -130,41 +140,87 @@ fn lower_concat(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     let ins = ins(n);
     let out = out0(n);
     let parts: Vec<&str> = ins.iter().copied().filter(|i| !i.is_empty()).collect();
-    let first = cx.shape(parts[0])?;
+    let first = cx.sym_shape(parts[0])?;
     let axis = norm_axis(attr_i(n, "axis", 0), first.len())?;
     let mut oshape = first.clone();
-    oshape[axis] = 0;
+    oshape[axis] = Expr::Const(0);
     for p in &parts {
-        let s = cx.shape(p)?;
-        if s.len() != first.len()
-            || s.iter()
-                .enumerate()
-                .any(|(d, &v)| d != axis && v != first[d])
-        {
+        let s = cx.sym_shape(p)?;
+        if s.len() != first.len() || s.iter().enumerate().any(|(d, v)| d != axis && *v != first[d]) {
             return Err(format!(
-                "Concat inputs {first:?} and {s:?} differ off the axis"
+                "Concat inputs {} and {} differ off the axis",
+                sym::show(&first),
+                sym::show(&s)
             ));
         }
-        oshape[axis] += s[axis];
+        oshape[axis] = oshape[axis].clone() + s[axis].clone();
     }
-    cx.new_tensor(out, oshape.clone(), cx.dt(parts[0])?)?;
-    let ostrides = contiguous_strides(&oshape);
-    let mut at = 0i64;
+    cx.new_tensor_sym(out, oshape.clone(), cx.dt(parts[0])?)?;
+    let ostrides = contiguous_strides_sym(&oshape);
+    let mut at = Expr::Const(0);
     for p in parts {
-        let s = cx.shape(p)?;
-        cx.copy(
+        let s = cx.sym_shape(p)?;
+        cx.copy_sym(
             n,
             p,
             out,
             &s,
-            0,
-            &contiguous_strides(&s),
-            at * ostrides[axis],
+            Expr::Const(0),
+            &contiguous_strides_sym(&s),
+            at.clone() * ostrides[axis].clone(),
             &ostrides,
         )?;
-        at += s[axis] as i64;
+        at = at + s[axis].clone();
     }
     Ok(())
+}
+
+/// Slice over a shape or bounds that hold dims (step > 0): each bound is clamped to
+/// [0, dim] with min/max, a negative constant counts from the end, and a constant past
+/// 2^31 (exporters write INT64_MAX for "to the end") is the dim itself.
+fn slice_geometry_sym(
+    s: &[Expr],
+    starts: &[Expr],
+    ends: &[Expr],
+    axes: Option<&[i64]>,
+    steps: Option<&[i64]>,
+) -> R<(Vec<Expr>, Expr, Vec<Expr>)> {
+    let rank = s.len();
+    let axes: Vec<usize> = match axes {
+        Some(a) => a.iter().map(|&x| norm_axis(x, rank)).collect::<R<_>>()?,
+        None => (0..starts.len()).collect(),
+    };
+    if starts.len() != axes.len() || ends.len() != axes.len() {
+        return Err("starts/ends/axes lengths differ".into());
+    }
+    let cs = contiguous_strides_sym(s);
+    let mut shape = s.to_vec();
+    let mut strides = cs.clone();
+    let mut offset = Expr::Const(0);
+    for (k, &a) in axes.iter().enumerate() {
+        let dim = s[a].clone();
+        let step = steps.and_then(|st| st.get(k).copied()).unwrap_or(1);
+        if step <= 0 {
+            return Err(format!(
+                "Slice with step {step} over symbolic sizes is not supported"
+            ));
+        }
+        let bound = |v: &Expr| -> Expr {
+            let v = match v.as_const() {
+                Some(c) if c >= 1 << 31 => dim.clone(),
+                Some(c) if c <= -(1 << 31) => Expr::Const(0),
+                Some(c) if c < 0 => dim.clone() + Expr::Const(c),
+                _ => v.clone(),
+            };
+            v.min(dim.clone()).max(Expr::Const(0))
+        };
+        let (start, end) = (bound(&starts[k]), bound(&ends[k]));
+        let len = (end - start.clone()).max(Expr::Const(0));
+        shape[a] = if step == 1 { len } else { len.ceil_div(step) };
+        offset = offset + start * cs[a].clone();
+        strides[a] = cs[a].clone() * Expr::Const(step);
+    }
+    Ok((shape, offset, strides))
 }
 
 fn lower_split(cx: &mut Ctx, n: &NodeInfo) -> R<()> {

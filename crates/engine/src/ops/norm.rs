@@ -7,8 +7,9 @@ use m2w_model::NodeInfo;
 
 use super::Registry;
 use super::ctx::{Ctx, R, attr_f, attr_i, ins, norm_axis, out0};
-use crate::plan::Binding;
-use crate::tensor::{DT, HostTensor, numel};
+use crate::plan::{Binding, groups_1d_sym};
+use crate::sym::{self, Expr};
+use crate::tensor::{DT, HostTensor};
 
 pub(super) fn register(r: &mut Registry) {
     r.op(
@@ -42,26 +43,26 @@ pub(super) fn lower_layer_norm(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     let ins = ins(n);
     let out = out0(n);
     let op = n.op_type.as_str();
-    let s = cx.shape(ins[0])?;
+    let s = cx.sym_shape(ins[0])?;
     let axis = norm_axis(attr_i(n, "axis", -1), s.len())?;
-    let len = numel(&s[axis..]);
-    let rows = numel(&s[..axis]);
+    let len = sym::numel(&s[axis..]);
+    let rows = sym::numel(&s[..axis]);
     let eps = attr_f(n, "epsilon", 1e-5);
-    cx.new_tensor(out, s.clone(), DT::F32)?;
-    let scale_len = numel(&cx.shape(ins[1])?);
+    cx.new_tensor_sym(out, s.clone(), DT::F32)?;
+    let scale_len = sym::numel(&cx.sym_shape(ins[1])?);
     let has_bias = op == "LayerNormalization" && ins.get(2).is_some_and(|b| !b.is_empty());
     let bias_len = if has_bias {
-        numel(&cx.shape(ins[2])?)
+        sym::numel(&cx.sym_shape(ins[2])?)
     } else {
-        1
+        Expr::Const(1)
     };
     if scale_len != len || (has_bias && bias_len != len) {
         return Err("scale/bias must have the normalised shape".into());
     }
     let mut stat_shape = s[..axis].to_vec();
-    stat_shape.extend(std::iter::repeat_n(1, s.len() - axis));
+    stat_shape.extend(std::iter::repeat_n(Expr::Const(1), s.len() - axis));
     let stats = format!("{out}::stats");
-    cx.new_tensor(&stats, vec![2, rows], DT::F32)?;
+    cx.new_tensor_sym(&stats, vec![Expr::Const(2), rows.clone()], DT::F32)?;
     let kernel = if op == "LayerNormalization" {
         Kernel::LayernormF32
     } else {
@@ -72,53 +73,42 @@ pub(super) fn lower_layer_norm(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     } else {
         Binding::Dummy
     };
-    let params = params::Layernorm {
-        rows: rows as u32,
-        len: len as u32,
+    let params = params::Layernorm::<Expr> {
+        rows: rows.clone(),
+        len,
         eps,
-        has_bias: has_bias as u32,
-        scale_len: scale_len as u32,
-        bias_len: bias_len as u32,
+        has_bias: Expr::from(has_bias as i64),
+        scale_len,
+        bias_len,
         ..Default::default()
     }
-    .words();
-    if rows > 0 {
-        let g = rows.div_ceil(64);
-        let groups = if g <= 65535 {
-            [g as u32, 1, 1]
-        } else {
-            [65535, g.div_ceil(65535) as u32, 1]
-        };
-        cx.dispatch(
-            n,
-            kernel,
-            vec![
-                cx.bind(ins[0]),
-                cx.bind(ins[1]),
-                bias,
-                cx.bind(out),
-                cx.bind(&stats),
-            ],
-            params,
-            groups,
-        );
+    .slots();
+    if rows != Expr::Const(0) {
+        let groups = groups_1d_sym(&rows, 64);
+        let bindings = vec![
+            cx.bind(ins[0]),
+            cx.bind(ins[1]),
+            bias,
+            cx.bind(out),
+            cx.bind(&stats),
+        ];
+        cx.dispatch_sym(n, kernel, bindings, params, groups);
     }
     // Optional Mean and InvStdDev outputs are views of the stats rows.
-    let stats_cs = [rows as i64, 1];
     for (k, o) in n.outputs.iter().enumerate().skip(1) {
         if o.is_empty() {
             continue;
         }
-        cx.new_tensor(o, stat_shape.clone(), DT::F32)?;
-        cx.copy(
+        cx.new_tensor_sym(o, stat_shape.clone(), DT::F32)?;
+        cx.copy_sym(
             n,
             &stats,
             o,
-            &[rows],
-            (k as i64 - 1) * stats_cs[0],
-            &[1],
-            0,
-            &[1],
+            std::slice::from_ref(&rows),
+            Expr::Const(k as i64 - 1) * rows.clone(),
+            &[Expr::Const(1)],
+            Expr::Const(0),
+            &[Expr::Const(1)],
         )?;
     }
     Ok(())

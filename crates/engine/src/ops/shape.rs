@@ -4,10 +4,14 @@
 
 use m2w_model::{AttrValue, NodeInfo};
 
-use super::ctx::{Ctx, R, attr_i, attr_ints, host_input as get, ins, out0};
+use m2w_kernels::{Kernel, params};
+
+use super::ctx::{Ctx, R, attr_i, attr_ints, host_input as get, ins, norm_axis, out0};
 use super::host::{reshape_shape, squeeze_shape};
 use super::{Registry, needs_constants};
-use crate::tensor::{Data, HostTensor, numel};
+use crate::plan::groups_1d_sym;
+use crate::sym::{self, Expr};
+use crate::tensor::{DT, Data, HostTensor, numel};
 
 pub(super) fn register(r: &mut Registry) {
     r.op("Identity", 1, &[], lower_identity).fold(fold_identity);
@@ -39,10 +43,10 @@ pub(super) fn register(r: &mut Registry) {
     r.op("Size", 1, &[], needs_constants)
         .shape_only()
         .fold(fold_size);
-    r.op("ConstantOfShape", 9, &["value"], needs_constants)
+    r.op("ConstantOfShape", 9, &["value"], lower_constant_of_shape)
         .shape_inputs(&[0])
         .fold(fold_constant_of_shape);
-    r.op("Range", 11, &["stash_type"], needs_constants)
+    r.op("Range", 11, &["stash_type"], lower_range)
         .shape_inputs(&[0, 1, 2])
         .fold(fold_range);
     r.op(
@@ -90,17 +94,55 @@ fn lower_identity(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     {
         return Err("Dropout in training mode is not supported".into());
     }
-    let s = cx.shape(ins[0])?;
-    cx.view(out, ins[0], s)
+    let s = cx.sym_shape(ins[0])?;
+    cx.view_sym(out, ins[0], s)
 }
 
 fn lower_reshape(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     let ins = ins(n);
-    let input = cx.shape(ins[0])?;
-    let spec = cx.const_ints(n, 1)?.ok_or("Reshape needs a shape")?;
+    let input = cx.sym_shape(ins[0])?;
+    let spec = cx.shape_input(n, 1)?.ok_or("Reshape needs a shape")?;
     let allowzero = attr_i(n, "allowzero", 0) != 0;
-    let s = reshape_shape(&input, &spec, allowzero)?;
-    cx.view(out0(n), ins[0], s)
+    let s = reshape_shape_sym(&input, &spec, allowzero)?;
+    cx.view_sym(out0(n), ins[0], s)
+}
+
+/// [`reshape_shape`] over expressions: a target dim is a constant (0 copies the input's
+/// dim unless `allowzero`, -1 is inferred by exact division) or an expression of dims.
+pub(crate) fn reshape_shape_sym(input: &[Expr], spec: &[Expr], allowzero: bool) -> R<Vec<Expr>> {
+    let total = sym::numel(input);
+    let mut out = Vec::with_capacity(spec.len());
+    let mut infer = None;
+    for (i, d) in spec.iter().enumerate() {
+        match d.as_const() {
+            Some(-1) => {
+                if infer.replace(i).is_some() {
+                    return Err("two -1 dims in Reshape".into());
+                }
+                out.push(Expr::Const(1));
+            }
+            Some(0) if !allowzero => {
+                out.push(input.get(i).ok_or("0 dim past the input rank")?.clone())
+            }
+            Some(d) if d < 0 => return Err(format!("bad dim {d} in Reshape")),
+            _ => out.push(d.clone()),
+        }
+    }
+    let show = |v: &[Expr]| sym::show(v);
+    if let Some(i) = infer {
+        let known = sym::numel(&out);
+        out[i] = total.div_exact(&known).ok_or_else(|| {
+            format!(
+                "cannot reshape {} to {}: the inferred dim does not divide exactly",
+                show(input),
+                show(spec)
+            )
+        })?;
+    }
+    if sym::numel(&out) != total {
+        return Err(format!("cannot reshape {} to {}", show(input), show(spec)));
+    }
+    Ok(out)
 }
 
 fn flatten_shape(s: &[usize], axis: i64) -> R<Vec<usize>> {
@@ -118,21 +160,130 @@ fn flatten_shape(s: &[usize], axis: i64) -> R<Vec<usize>> {
 
 fn lower_flatten(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     let ins = ins(n);
-    let s = cx.shape(ins[0])?;
-    let shape = flatten_shape(&s, attr_i(n, "axis", 1))?;
-    cx.view(out0(n), ins[0], shape)
+    let s = cx.sym_shape(ins[0])?;
+    let r = s.len() as i64;
+    let axis = attr_i(n, "axis", 1);
+    let a = if axis < 0 { axis + r } else { axis };
+    if a < 0 || a > r {
+        return Err(format!("axis {axis} out of range"));
+    }
+    let a = a as usize;
+    let shape = vec![sym::numel(&s[..a]), sym::numel(&s[a..])];
+    cx.view_sym(out0(n), ins[0], shape)
 }
 
 fn lower_squeeze(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     let ins = ins(n);
-    let s = cx.shape(ins[0])?;
+    let s = cx.sym_shape(ins[0])?;
     let axes = if cx.opset >= 13 {
         cx.const_ints(n, 1)?
     } else {
         attr_ints(n, "axes")
     };
-    let shape = squeeze_shape(&n.op_type, &s, axes.as_deref())?;
-    cx.view(out0(n), ins[0], shape)
+    let shape = squeeze_shape_sym(&n.op_type, &s, axes.as_deref())?;
+    cx.view_sym(out0(n), ins[0], shape)
+}
+
+/// [`squeeze_shape`] over expressions: only dims that are the constant 1 squeeze (a
+/// dim of the plan is not known to be 1).
+fn squeeze_shape_sym(op: &str, s: &[Expr], axes: Option<&[i64]>) -> R<Vec<Expr>> {
+    let one = Expr::Const(1);
+    if op == "Squeeze" {
+        let Some(a) = axes else {
+            if s.iter().any(|d| d.as_const().is_none()) {
+                return Err(format!(
+                    "Squeeze without axes of {}: whether a dim of the plan is 1 is known only per run",
+                    sym::show(s)
+                ));
+            }
+            return Ok(s.iter().filter(|d| **d != one).cloned().collect());
+        };
+        let ax: Vec<usize> = a
+            .iter()
+            .map(|&x| norm_axis(x, s.len()))
+            .collect::<R<_>>()?;
+        for &x in &ax {
+            if s[x] != one {
+                return Err(format!("cannot squeeze axis {x} of size {}", s[x]));
+            }
+        }
+        Ok(s.iter()
+            .enumerate()
+            .filter(|(i, _)| !ax.contains(i))
+            .map(|(_, d)| d.clone())
+            .collect())
+    } else {
+        let a = axes.ok_or("Unsqueeze needs axes")?;
+        let rank = s.len() + a.len();
+        let ax: Vec<usize> = a.iter().map(|&x| norm_axis(x, rank)).collect::<R<_>>()?;
+        let mut out = Vec::with_capacity(rank);
+        let mut it = s.iter();
+        for i in 0..rank {
+            if ax.contains(&i) {
+                out.push(one.clone());
+            } else {
+                out.push(it.next().ok_or("bad Unsqueeze axes")?.clone());
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// ConstantOfShape of a shape value that holds dims: a fill of its count.
+fn lower_constant_of_shape(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
+    let shape = cx
+        .shape_input(n, 0)?
+        .ok_or("ConstantOfShape needs a shape")?;
+    let (dtype, v) = match n.attributes.get("value") {
+        Some(AttrValue::Tensor { dtype, values, .. }) => {
+            (dtype.as_str(), values.first().copied().unwrap_or(0.0))
+        }
+        _ => ("f32", 0.0),
+    };
+    let (dt, bits) = match dtype {
+        "f32" | "f64" | "f16" => (DT::F32, (v as f32).to_bits()),
+        "bool" => (DT::Bool, u32::from(v != 0.0)),
+        _ => (DT::I32, v as i64 as i32 as u32),
+    };
+    let out = out0(n);
+    cx.new_tensor_sym(out, shape.clone(), dt)?;
+    cx.fill_sym(n, out, &sym::numel(&shape), bits);
+    Ok(())
+}
+
+/// Range whose limit (or start) holds dims: out[i] = start + i * delta on the GPU, with
+/// a count of ceil((limit - start) / delta) known per run. delta must be a constant.
+fn lower_range(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
+    let one = |i: usize| -> R<Expr> {
+        let v = cx.shape_input(n, i)?.ok_or("Range needs start, limit and delta")?;
+        v.first().cloned().ok_or_else(|| "an empty Range operand".to_string())
+    };
+    let dt = cx.dt(ins(n)[0])?;
+    if dt != DT::I32 {
+        return Err("a Range over floats needs constant operands".into());
+    }
+    let (start, limit, delta) = (one(0)?, one(1)?, one(2)?);
+    let d = delta
+        .as_const()
+        .filter(|d| *d != 0)
+        .ok_or("Range's delta must be a nonzero constant")?;
+    let span = limit - start.clone();
+    let count = if d > 0 {
+        span.ceil_div(d).max(Expr::Const(0))
+    } else {
+        (Expr::Const(0) - span).ceil_div(-d).max(Expr::Const(0))
+    };
+    let out = out0(n);
+    cx.new_tensor_sym(out, vec![count.clone()], DT::I32)?;
+    let p = params::Range::<Expr> {
+        n: count.clone(),
+        start,
+        delta: Expr::Const(d as i32 as u32 as i64),
+    }
+    .slots();
+    let groups = groups_1d_sym(&count, 256);
+    cx.dispatch_sym(n, Kernel::RangeI32, vec![cx.bind(out)], p, groups);
+    Ok(())
 }
 
 fn fold_identity(_: &NodeInfo, ins: &[Option<HostTensor>], _: i64) -> R<Vec<HostTensor>> {

@@ -53,6 +53,10 @@ impl Ctx {
     /// Records a shape value: a constant when no value holds a dim, else a host value
     /// with a `values` dispatch that writes it for kernels that read it.
     pub(crate) fn add_sym_value(&mut self, n: &NodeInfo, name: &str, v: SymInts) -> R<()> {
+        let v = SymInts {
+            values: v.values.iter().map(|e| e.simplify(&self.maxima)).collect(),
+            shape: v.shape,
+        };
         if v.values.iter().all(|e| e.as_const().is_some()) {
             let ints = v.values.iter().map(|e| e.as_const().expect("const")).collect();
             self.add_const(name, HostTensor::i64(v.shape, ints));
@@ -78,6 +82,7 @@ impl Ctx {
             p,
             [one.clone(), one.clone(), one],
         );
+        self.plan.shape_values.insert(name.into(), v.values.clone());
         self.sym_values.insert(name.into(), v);
         Ok(())
     }
@@ -205,10 +210,13 @@ fn fold(n: &NodeInfo, ins: &[Option<SymInts>], opset: i64) -> Option<R<SymInts>>
         }
         "Squeeze" | "Unsqueeze" => {
             let axes = if opset >= 13 {
-                get(1).map(|a| a.values.iter().map(|e| e.as_const()).collect::<Option<Vec<_>>>())
+                match get(1) {
+                    Some(a) => Some(a.values.iter().map(|e| e.as_const()).collect::<Option<Vec<_>>>()?),
+                    None => None,
+                }
             } else {
-                Some(attr_ints(n, "axes"))
-            }?;
+                attr_ints(n, "axes")
+            };
             match squeeze_shape(&n.op_type, &x.shape, axes.as_deref()) {
                 Ok(s) => same(s),
                 Err(e) => return Some(Err(e)),
