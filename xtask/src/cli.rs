@@ -131,6 +131,10 @@ pub(crate) enum Command {
         /// Symbolic dim values for the reference inputs (`sequence=16`); repeatable.
         #[arg(long = "dim", value_parser = parse_kv::<u64>)]
         dims: Vec<(String, u64)>,
+        /// The largest value a named dim may take at run time (`sequence=512`): one plan
+        /// and one package serve every size up to it; default: the reference's size.
+        #[arg(long = "max-dim", value_parser = parse_kv::<u64>)]
+        max_dims: Vec<(String, u64)>,
         /// Fill an input with one value (`sr=16000`); repeatable.
         #[arg(long = "value", value_parser = parse_kv::<f64>)]
         values: Vec<(String, f64)>,
@@ -166,9 +170,11 @@ pub(crate) enum Command {
     PackageTest {
         #[arg(long)]
         package: PathBuf,
-        /// The reference folder (PORT/reference).
-        #[arg(long)]
-        reference: PathBuf,
+        /// The reference folder (PORT/reference); repeatable: references of the same model
+        /// at other input sizes (`cargo xtask reference --dim`) run through one loaded
+        /// package, which must take every size.
+        #[arg(long, required = true)]
+        reference: Vec<PathBuf>,
         /// Save a screenshot of the demo page here.
         #[arg(long)]
         screenshot: Option<PathBuf>,

@@ -243,11 +243,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             model,
             out,
             dims,
+            max_dims,
             values,
             per_layer,
             tol,
             verbose,
-        } => port(&model, &out, dims, values, per_layer, &tol, verbose),
+        } => port(&model, &out, dims, max_dims, values, per_layer, &tol, verbose),
         Command::Package {
             port,
             name,

@@ -140,6 +140,7 @@ pub(crate) fn validate_options(
         }),
         overrides: vec![],
         per_layer,
+        max_dims: vec![],
     };
     for t in tol {
         let parsed = t.split_once('=').and_then(|(p, v)| {
@@ -181,20 +182,24 @@ pub(crate) fn write_reports(
 }
 
 /// Runs every phase (m2w_port::port::port), printing each step, the report and the verdict.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn port(
     model_path: &Path,
     out: &Path,
     dims: Vec<(String, u64)>,
+    max_dims: Vec<(String, u64)>,
     values: Vec<(String, f64)>,
     per_layer: bool,
     tol: &[String],
     verbose: bool,
 ) -> anyhow::Result<()> {
     let t0 = std::time::Instant::now();
+    let mut validate = validate_options(per_layer, None, None, tol)?;
+    validate.max_dims = max_dims.into_iter().map(|(k, v)| (k, v as usize)).collect();
     let opts = m2w_port::port::PortOptions {
         dims,
         values,
-        validate: validate_options(per_layer, None, None, tol)?,
+        validate,
         verbose,
     };
     let outcome = m2w_port::port::port(model_path, out, &opts, &mut |s| {

@@ -31,7 +31,7 @@ fn npm(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
 
 pub(crate) fn package_test(
     package: &Path,
-    reference: &Path,
+    references: &[std::path::PathBuf],
     screenshot: Option<&Path>,
     tol: &[String],
 ) -> anyhow::Result<()> {
@@ -63,11 +63,19 @@ pub(crate) fn package_test(
     } else {
         "build-tests/activation-match.spec.js"
     };
+    let mut dirs = Vec::new();
+    for r in references {
+        let dir = std::fs::canonicalize(r).map_err(|e| Usage(format!("{}: {e}", r.display())))?;
+        let dir = dir.to_string_lossy().into_owned();
+        if dir.contains(',') {
+            return Err(Usage(format!("{dir}: a reference folder's path may not hold a comma")).into());
+        }
+        dirs.push(dir);
+    }
     let mut cmd = std::process::Command::new("node");
-    cmd.arg(spec).arg(std::fs::canonicalize(package)?).arg(
-        std::fs::canonicalize(reference)
-            .map_err(|e| Usage(format!("{}: {e}", reference.display())))?,
-    );
+    cmd.arg(spec)
+        .arg(std::fs::canonicalize(package)?)
+        .arg(dirs.join(","));
     if let Some(s) = screenshot {
         cmd.arg(s);
     }
@@ -168,7 +176,7 @@ pub(crate) fn demo() -> anyhow::Result<()> {
         model.display()
     );
     let out = workspace_root().join("target/demo/silero_vad_v6");
-    port(&model, &out, vec![], vec![], false, &[], false)?;
+    port(&model, &out, vec![], vec![], vec![], false, &[], false)?;
     println!(
         "\nOutputs: inspect/ weights/ reference/ engine/ validate/{{report.json,junit.xml,report.html}} under {}",
         out.display()

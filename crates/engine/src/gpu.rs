@@ -315,6 +315,18 @@ impl<'g> Runner<'g> {
         Ok(())
     }
 
+    /// Binds the dims that inputs of these shapes give (checked as [`Runner::run`] does).
+    pub fn bind_inputs(&self, inputs: &HashMap<String, HostTensor>) -> Result<(), String> {
+        let shapes = self
+            .plan
+            .inputs
+            .iter()
+            .filter_map(|n| inputs.get(n).map(|t| (n.clone(), t.shape.clone())))
+            .collect();
+        let dims = self.plan.bind(&shapes)?;
+        self.bind_dims(&dims)
+    }
+
     /// The shape of a plan tensor for the bound dims.
     pub fn shape_of(&self, name: &str) -> Result<Vec<usize>, String> {
         self.plan

@@ -78,15 +78,33 @@ fn workgroup_storage(plan: &Plan) -> u32 {
         .fold(16384, u32::max)
 }
 
-/// `src/engine.ts`: tensors, buffers, dispatch table and the forward pass.
+/// A shape as a JavaScript array over the dims object `d`.
+fn shape_js(shape: &[m2w_engine::sym::Expr]) -> String {
+    format!(
+        "[{}]",
+        shape.iter().map(|e| e.to_js()).collect::<Vec<_>>().join(", ")
+    )
+}
+
+/// `src/engine.ts`: tensors, buffers, dispatch table and the forward pass. Sizes that
+/// depend on the plan's dims are written as JavaScript over the dims object `d`: the
+/// tables hold their values at the maxima, `SHAPES`/`SHAPE_VALUES`/`symbolicParams` and
+/// the workgroup counts in `forward` evaluate them per run.
 pub fn engine_ts(plan: &Plan) -> String {
+    let max = plan.max_bindings();
+    let at_max = |shape: &[m2w_engine::sym::Expr]| -> Vec<i64> {
+        shape
+            .iter()
+            .map(|e| e.eval(&max).expect("every dim is declared"))
+            .collect()
+    };
     let tensors: serde_json::Map<String, serde_json::Value> = plan
         .tensors
         .iter()
         .map(|(k, t)| {
             (
                 k.clone(),
-                serde_json::json!({"shape": t.shape, "dt": t.dt, "base": t.base}),
+                serde_json::json!({"shape": at_max(&t.shape), "dt": t.dt, "base": t.base}),
             )
         })
         .collect();
@@ -119,6 +137,60 @@ pub fn engine_ts(plan: &Plan) -> String {
         "export const BUFFERS: BufferSlot[] = {};\n\n",
         serde_json::to_string(&buffers).unwrap()
     ));
+    // Dims, the declared input shapes (dim names as strings), and what depends on dims.
+    let dims: Vec<serde_json::Value> = plan
+        .dims
+        .iter()
+        .map(|d| serde_json::json!({"name": d.name, "max": d.max}))
+        .collect();
+    s.push_str("/** The named dims of the plan and their maxima (buffers are sized for them). */\n");
+    s.push_str(&format!(
+        "export const DIMS: {{ name: string; max: number }}[] = {};\n",
+        serde_json::to_string(&dims).unwrap()
+    ));
+    let input_shapes: serde_json::Map<String, serde_json::Value> = plan
+        .inputs
+        .iter()
+        .map(|n| {
+            let dims: Vec<serde_json::Value> = plan.tensors[n]
+                .shape
+                .iter()
+                .map(|e| match e {
+                    m2w_engine::sym::Expr::Sym(name) => serde_json::json!(name),
+                    e => serde_json::json!(e.as_const().unwrap_or(-1)),
+                })
+                .collect();
+            (n.clone(), serde_json::Value::Array(dims))
+        })
+        .collect();
+    s.push_str("/** Each input's shape: a number is fixed, a string names the dim it binds. */\n");
+    s.push_str(&format!(
+        "export const INPUT_SHAPES: Record<string, (string | number)[]> = {};\n\n",
+        serde_json::to_string(&input_shapes).unwrap()
+    ));
+    s.push_str("type Dims = Record<string, number>;\n\n");
+    s.push_str("/** Shapes that depend on dims, for bound dims `d`. */\n");
+    s.push_str("export const SHAPES: Record<string, (d: Dims) => number[]> = {\n");
+    for (k, t) in &plan.tensors {
+        if t.fixed_shape().is_none() {
+            s.push_str(&format!("  {}: (d) => {},\n", ts_string(k), shape_js(&t.shape)));
+        }
+    }
+    s.push_str("};\n\n");
+    s.push_str("/** Shape values: small integer tensors computed from dims on the host. */\n");
+    s.push_str("export const SHAPE_VALUES: Record<string, (d: Dims) => number[]> = {\n");
+    for (k, v) in &plan.shape_values {
+        s.push_str(&format!("  {}: (d) => {},\n", ts_string(k), shape_js(v)));
+    }
+    s.push_str("};\n\n");
+    s.push_str("/** Uniform words that depend on dims: `set(dispatch, word, value)` for bound dims `d`. */\n");
+    s.push_str("export function symbolicParams(d: Dims, set: (i: number, word: number, value: number) => void): void {\n");
+    for (i, disp) in plan.dispatches.iter().enumerate() {
+        for (w, e) in &disp.sym_params {
+            s.push_str(&format!("  set({i}, {w}, {});\n", e.to_js()));
+        }
+    }
+    s.push_str("}\n\n");
     s.push_str("export const DISPATCHES: DispatchInfo[] = [\n");
     for d in &plan.dispatches {
         let bindings: Vec<String> = d
@@ -143,8 +215,8 @@ pub fn engine_ts(plan: &Plan) -> String {
         ));
     }
     s.push_str("];\n\n");
-    s.push_str("/** The forward pass in pipeline order: `dispatch(i, x, y, z)` records DISPATCHES[i]. */\n");
-    s.push_str("export function forward(dispatch: (i: number, x: number, y: number, z: number) => void): void {\n");
+    s.push_str("/** The forward pass in pipeline order: `dispatch(i, x, y, z)` records DISPATCHES[i] (counts for bound dims `d`; a zero count records nothing). */\n");
+    s.push_str("// eslint-disable-next-line @typescript-eslint/no-unused-vars\nexport function forward(dispatch: (i: number, x: number, y: number, z: number) => void, d: Dims = {}): void {\n");
     let mut last_node = String::new();
     for (i, d) in plan.dispatches.iter().enumerate() {
         if d.node != last_node {
@@ -155,9 +227,13 @@ pub fn engine_ts(plan: &Plan) -> String {
             ));
             last_node = d.node.clone();
         }
+        let groups: Vec<String> = match &d.sym_workgroups {
+            Some(g) => g.iter().map(|e| e.to_js()).collect(),
+            None => d.workgroups.iter().map(|w| w.to_string()).collect(),
+        };
         s.push_str(&format!(
             "  dispatch({i}, {}, {}, {}); // {}\n",
-            d.workgroups[0], d.workgroups[1], d.workgroups[2], d.kernel
+            groups[0], groups[1], groups[2], d.kernel
         ));
     }
     s.push_str("}\n");
@@ -170,7 +246,7 @@ fn readme(name: &str, model: &str, plan: &Plan, weight_bytes: u64, shader_bytes:
             .iter()
             .map(|n| {
                 let t = &plan.tensors[n];
-                format!("- `{n}`: {:?} {:?}", t.dt, t.shape)
+                format!("- `{n}`: {:?} {}", t.dt, m2w_engine::sym::show(&t.shape))
             })
             .collect::<Vec<_>>()
             .join("\n")

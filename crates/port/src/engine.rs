@@ -29,7 +29,7 @@ pub fn build_engine(
     reuse: bool,
 ) -> Result<EngineBuild, PortError> {
     let model = m2w_model::Model::open(model_path)?;
-    let (mut plan, inputs) = m2w_validate::compile_for(&model, reference)?;
+    let (mut plan, inputs, _) = m2w_validate::compile_for_dims(&model, reference, &[])?;
     let check_plan = plan.clone();
     plan.assign_buffers(reuse);
     let kernels = plan.kernels().len();
@@ -52,6 +52,7 @@ impl EngineBuild {
             f32: Some(m2w_validate::F32_DEFAULT),
             overrides: vec![],
             per_layer: false,
+            max_dims: vec![],
         };
         Ok(m2w_validate::validate(
             &gpu,

@@ -145,7 +145,7 @@ pub fn validate_model(
     opts: &m2w_validate::Options,
 ) -> Result<m2w_validate::Report, PortError> {
     let model = m2w_model::Model::open(model_path)?;
-    let (plan, inputs) = m2w_validate::compile_for(&model, reference)?;
+    let (plan, inputs, _) = m2w_validate::compile_for_dims(&model, reference, &opts.max_dims)?;
     let gpu = m2w_engine::gpu::Gpu::new().map_err(PortError::Input)?;
     Ok(m2w_validate::validate(
         &gpu, &model, plan, &inputs, reference, opts,

@@ -208,11 +208,19 @@ pub fn port(
     }
 
     let dir = layout.engine();
-    let st = stamp(&sha, &format!("engine {}", stamp_of(&layout.reference())));
+    let st = stamp(
+        &sha,
+        &format!(
+            "engine {} max {:?}",
+            stamp_of(&layout.reference()),
+            opts.validate.max_dims
+        ),
+    );
     if fresh(&dir, &st) {
         step(4, "engine", true, skipped(&dir));
     } else {
-        let (mut plan, _) = m2w_validate::compile_for(&model, &layout.reference())?;
+        let (mut plan, _, static_why) =
+            m2w_validate::compile_for_dims(&model, &layout.reference(), &opts.validate.max_dims)?;
         plan.assign_buffers(true);
         m2w_engine::write_engine_dir(&dir, &plan, model_path).map_err(PortError::Input)?;
         mark(&dir, &st).map_err(input)?;
@@ -232,12 +240,29 @@ pub fn port(
                 fixed.join(", ")
             )
         };
+        // One plan for every size within the dims' maxima, or why the plan is static.
+        let sizes = if !plan.dims.is_empty() {
+            let dims: Vec<String> = plan
+                .dims
+                .iter()
+                .map(|d| format!("{} <= {}", d.name, d.max))
+                .collect();
+            format!(
+                "; any size with {} (--max-dim NAME=N raises a maximum)",
+                dims.join(", ")
+            )
+        } else if let Some(why) = &static_why {
+            let first = why.lines().take(3).collect::<Vec<_>>().join(" ");
+            format!("; static for the reference's sizes: {first}")
+        } else {
+            String::new()
+        };
         step(
             4,
             "engine",
             false,
             format!(
-                "{} dispatches, {} buffers, {} bytes{fixed}",
+                "{} dispatches, {} buffers, {} bytes{fixed}{sizes}",
                 plan.dispatches.len(),
                 plan.buffers.len(),
                 plan.buffer_bytes()

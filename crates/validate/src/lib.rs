@@ -55,6 +55,9 @@ pub struct Options {
     /// (glob pattern on the checkpoint name, tolerance); the first match wins.
     pub overrides: Vec<(String, Tolerance)>,
     pub per_layer: bool,
+    /// Maxima of the model's named dims (`sequence=512`); a named dim without one gets
+    /// the reference's size as its maximum.
+    pub max_dims: Vec<(String, usize)>,
 }
 
 impl Options {
@@ -304,6 +307,59 @@ pub fn compile_for(
     model: &m2w_model::Model,
     reference: &Path,
 ) -> Result<(Plan, HashMap<String, HostTensor>), ValidateError> {
+    compile_for_dims(model, reference, &[]).map(|(p, i, _)| (p, i))
+}
+
+/// [`compile_for`] with maxima for the model's named dims: the plan is symbolic (one plan
+/// for every size within the maxima; a dim without a maximum gets the reference's size)
+/// when every node lowers over symbolic sizes, else static for the reference's sizes,
+/// with the reason returned.
+pub fn compile_for_dims(
+    model: &m2w_model::Model,
+    reference: &Path,
+    max_dims: &[(String, usize)],
+) -> Result<(Plan, HashMap<String, HostTensor>, Option<String>), ValidateError> {
+    let (plan, inputs) = compile_static(model, reference)?;
+    let Some(graph) = &model.graph else {
+        return Ok((plan, inputs, None));
+    };
+    // Sizes the reference gives each named dim.
+    let mut maxima: BTreeMap<String, usize> = BTreeMap::new();
+    for i in &graph.inputs {
+        let Some(t) = inputs.get(&i.name) else { continue };
+        for (d, &v) in i.shape.iter().zip(&t.shape) {
+            if let m2w_model::Dim::Symbolic(name) = d {
+                maxima.entry(name.clone()).or_insert(v);
+            }
+        }
+    }
+    if maxima.is_empty() {
+        return Ok((plan, inputs, None));
+    }
+    for (k, v) in max_dims {
+        maxima.insert(k.clone(), *v);
+    }
+    let fixed = m2w_engine::plan_time_values(graph, &inputs);
+    if !fixed.is_empty() {
+        return Ok((plan, inputs, Some(format!(
+            "inputs {} decide shapes or branches",
+            fixed.keys().cloned().collect::<Vec<_>>().join(", ")
+        ))));
+    }
+    let symbolic = m2w_engine::symbolic_inputs(graph, &maxima).and_then(|(shapes, dims)| {
+        m2w_engine::compile_symbolic(model, &shapes, &dims).map_err(|e| e.to_string())
+    });
+    match symbolic {
+        Ok(p) => Ok((p, inputs, None)),
+        Err(why) => Ok((plan, inputs, Some(why))),
+    }
+}
+
+/// The plan for exactly the reference's input shapes.
+fn compile_static(
+    model: &m2w_model::Model,
+    reference: &Path,
+) -> Result<(Plan, HashMap<String, HostTensor>), ValidateError> {
     let index = m2w_reference::read_index(reference).map_err(bad)?;
     let mut inputs = HashMap::new();
     let mut shapes = BTreeMap::new();
@@ -370,6 +426,7 @@ pub fn validate(
     if opts.per_layer {
         // Write every graph input, then for each node: its inputs from the oracle, run its
         // dispatches, read its outputs.
+        runner.bind_inputs(inputs).map_err(bad)?;
         for (k, v) in inputs {
             runner.write(k, v).map_err(bad)?;
         }

@@ -5,15 +5,15 @@
 
 import { SHADERS } from './shaders.js';
 import * as plan from './engine.js';
-import { biggestBuffer, compilePipelines, encodeForward, numel, preparePlan, readTensors, requestDevice } from './runtime.js';
-import type { GPUAny, LoadOptions, Model, TensorInfo } from './types.js';
+import { bindDims, biggestBuffer, compilePipelines, encodeForward, numel, preparePlan, readTensors, requestDevice, setDims, shapeOf } from './runtime.js';
+import type { GPUAny, Input, LoadOptions, Model, TensorInfo } from './types.js';
 import { loadWeights } from './weights.js';
 
-export type { LoadOptions, Model, TensorData, TensorInfo } from './types.js';
+export type { Input, LoadOptions, Model, Tensor, TensorData, TensorInfo } from './types.js';
 
-function toWords(info: TensorInfo, values: ArrayLike<number | bigint>): Uint32Array {
-  const n = numel(info.shape);
-  if (values.length !== n) throw new Error(`expected ${n} values, got ${values.length}`);
+function toWords(info: TensorInfo, shape: number[], values: ArrayLike<number | bigint>): Uint32Array {
+  const n = numel(shape);
+  if (values.length !== n) throw new Error(`expected ${n} values for shape [${shape}], got ${values.length}`);
   if (info.dt === 'f32') return new Uint32Array(Float32Array.from(values as ArrayLike<number>, Number).buffer);
   if (info.dt === 'i32') return new Uint32Array(Int32Array.from(values as ArrayLike<number>, Number).buffer);
   return Uint32Array.from(values as ArrayLike<number>, (v) => (Number(v) !== 0 ? 1 : 0));
@@ -35,14 +35,22 @@ export async function loadModel(baseUrl: string, options: LoadOptions = {}): Pro
   const model: Model = {
     inputs: Object.fromEntries(plan.INPUTS.map((n) => [n, plan.TENSORS[n]])),
     outputs: plan.OUTPUTS,
+    dims: plan.DIMS,
     get lastRunMs() {
       return lastRunMs;
     },
     async run(inputs) {
       const t0 = performance.now();
+      const given = (x: Input) => ('data' in x && 'shape' in x ? x : { data: x as ArrayLike<number | bigint>, shape: undefined });
+      const shapes: Record<string, number[]> = {};
       for (const name of plan.INPUTS) {
         if (!(name in inputs)) throw new Error(`input ${name} not given`);
-        device.queue.writeBuffer(prepared.bufferOf(name), 0, toWords(plan.TENSORS[name], inputs[name]));
+        shapes[name] = given(inputs[name]).shape ?? plan.TENSORS[name].shape;
+      }
+      setDims(device, prepared, bindDims(plan, shapes));
+      for (const name of plan.INPUTS) {
+        const shape = shapeOf(plan, name, prepared.dims);
+        device.queue.writeBuffer(prepared.bufferOf(name), 0, toWords(plan.TENSORS[name], shape, given(inputs[name]).data));
       }
       encodeForward(device, prepared, pipelines);
       const out = await readTensors(device, prepared, plan.OUTPUTS);

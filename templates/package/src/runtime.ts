@@ -2,18 +2,62 @@
 // compilation with its messages checked, buffers (lifetime-shared slots, or one per tensor in
 // debug mode), one bind group + uniform per dispatch, pass encoding, and read-back.
 
-import type { BufferSlot, DispatchInfo, GPUAny, TensorData, TensorInfo } from './types.js';
+import type { BufferSlot, DispatchInfo, GPUAny, Tensor, TensorData, TensorInfo } from './types.js';
 
 export const GPUBufferUsage = { MAP_READ: 1, COPY_SRC: 4, COPY_DST: 8, UNIFORM: 64, STORAGE: 128 };
 const GPUMapMode = { READ: 1 };
 
-/** The tables `cargo xtask package` writes for one plan (engine.ts, prefill.ts, decode.ts). */
+/** Values bound to a plan's named dims. */
+export type Dims = Record<string, number>;
+
+/** The tables `cargo xtask package` writes for one plan (engine.ts, prefill.ts, decode.ts).
+ * A plan with DIMS is symbolic: TENSORS and DISPATCHES hold sizes at the dims' maxima, and
+ * what depends on dims is evaluated per run (SHAPES, SHAPE_VALUES, symbolicParams, forward). */
 export interface PlanTables {
   TENSORS: Record<string, TensorInfo>;
   BUFFERS: BufferSlot[];
   DISPATCHES: DispatchInfo[];
   FLUSH_EVERY: number;
-  forward(dispatch: (i: number, x: number, y: number, z: number) => void): void;
+  DIMS?: { name: string; max: number }[];
+  INPUT_SHAPES?: Record<string, (string | number)[]>;
+  SHAPES?: Record<string, (d: Dims) => number[]>;
+  SHAPE_VALUES?: Record<string, (d: Dims) => number[]>;
+  symbolicParams?(d: Dims, set: (i: number, word: number, value: number) => void): void;
+  forward(dispatch: (i: number, x: number, y: number, z: number) => void, d?: Dims): void;
+}
+
+/** The dims that inputs of these shapes bind; throws when an input's rank or a fixed size
+ * differs, when two inputs disagree on a dim, or when a dim exceeds its maximum. */
+export function bindDims(tables: PlanTables, shapes: Record<string, number[]>): Dims {
+  const d: Dims = {};
+  for (const [name, want] of Object.entries(tables.INPUT_SHAPES ?? {})) {
+    const got = shapes[name];
+    if (!got) throw new Error(`input ${name} not given`);
+    if (got.length !== want.length) throw new Error(`input ${name} has shape [${got}], the model takes rank ${want.length} ([${want}])`);
+    want.forEach((w, k) => {
+      if (typeof w === 'number') {
+        if (got[k] !== w) throw new Error(`input ${name} has shape [${got}]: axis ${k} must be ${w}`);
+      } else if (w in d && d[w] !== got[k]) {
+        throw new Error(`input ${name} has shape [${got}]: dim ${w} is ${got[k]} there and ${d[w]} in another input`);
+      } else {
+        d[w] = got[k];
+      }
+    });
+  }
+  for (const { name, max } of tables.DIMS ?? []) {
+    if (!(name in d)) throw new Error(`no input binds dim ${name}`);
+    if (d[name] > max) throw new Error(`dim ${name} = ${d[name]} exceeds its maximum ${max} (the buffers are sized for it; port with --max-dim ${name}=N to raise it)`);
+  }
+  return d;
+}
+
+/** A tensor's shape for bound dims. */
+export function shapeOf(tables: PlanTables, name: string, d: Dims): number[] {
+  const f = tables.SHAPES?.[name];
+  if (f) return f(d);
+  const info = tables.TENSORS[name];
+  if (!info) throw new Error(`no tensor ${name}`);
+  return info.shape;
 }
 
 export function numel(shape: number[]): number {
@@ -77,6 +121,26 @@ export interface PreparedPlan {
   bufferOf(name: string): GPUAny;
   bindGroups: GPUAny[];
   uniforms: GPUAny[];
+  /** The dims the uniforms are written for (the maxima until `setDims`). */
+  dims: Dims;
+  /** Each dispatch's uniform words as last written. */
+  params: Uint32Array[];
+}
+
+/** Binds dims: rewrites the uniform words that depend on them (nothing when unchanged). */
+export function setDims(device: GPUAny, plan: PreparedPlan, d: Dims): void {
+  const same = Object.keys(d).length === Object.keys(plan.dims).length && Object.entries(d).every(([k, v]) => plan.dims[k] === v);
+  if (same || !plan.tables.symbolicParams) {
+    plan.dims = { ...d };
+    return;
+  }
+  const touched = new Set<number>();
+  plan.tables.symbolicParams(d, (i, word, value) => {
+    plan.params[i][word] = value;
+    touched.add(i);
+  });
+  for (const i of touched) device.queue.writeBuffer(plan.uniforms[i], 0, plan.params[i]);
+  plan.dims = { ...d };
 }
 
 /**
@@ -106,9 +170,12 @@ export function preparePlan(device: GPUAny, tables: PlanTables, pipelines: Recor
   const bufferOf = (name: string) => buffers[tables.TENSORS[name]?.base ?? name];
   const dummy = make('dummy', 16);
   const uniforms: GPUAny[] = [];
+  const params: Uint32Array[] = [];
   const bindGroups = tables.DISPATCHES.map((d) => {
     const uniform = device.createBuffer({ size: Math.max(16, d.params.length * 4), usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
-    device.queue.writeBuffer(uniform, 0, new Uint32Array(d.params));
+    const words = new Uint32Array(d.params);
+    params.push(words);
+    device.queue.writeBuffer(uniform, 0, words);
     owned.push(uniform);
     uniforms.push(uniform);
     const entries = d.bindings.map((b, i) => {
@@ -121,7 +188,8 @@ export function preparePlan(device: GPUAny, tables: PlanTables, pipelines: Recor
     entries.push({ binding: d.bindings.length, resource: { buffer: uniform } });
     return device.createBindGroup({ label: d.node, layout: pipelines[d.kernel].getBindGroupLayout(0), entries });
   });
-  return { tables, bufferOf, bindGroups, uniforms };
+  const dims: Dims = Object.fromEntries((tables.DIMS ?? []).map((x) => [x.name, x.max]));
+  return { tables, bufferOf, bindGroups, uniforms, dims, params };
 }
 
 /**
@@ -134,6 +202,7 @@ export function encodeForward(device: GPUAny, plan: PreparedPlan, pipelines: Rec
   let recorded = 0;
   const { DISPATCHES, FLUSH_EVERY } = plan.tables;
   plan.tables.forward((i: number, x: number, y: number, z: number) => {
+    if (x * y * z === 0) return;
     pass.setPipeline(pipelines[DISPATCHES[i].kernel]);
     pass.setBindGroup(0, plan.bindGroups[i]);
     pass.dispatchWorkgroups(x, y, z);
@@ -143,7 +212,7 @@ export function encodeForward(device: GPUAny, plan: PreparedPlan, pipelines: Rec
       encoder = device.createCommandEncoder();
       pass = encoder.beginComputePass();
     }
-  });
+  }, plan.dims);
   pass.end();
   after?.(encoder);
   device.queue.submit([encoder.finish()]);
@@ -192,13 +261,23 @@ export async function readRanges(device: GPUAny, plan: PreparedPlan, ranges: [st
   return out;
 }
 
-/** Whole tensors, typed by their plan dtype. */
-export async function readTensors(device: GPUAny, plan: PreparedPlan, names: string[]): Promise<Record<string, TensorData>> {
-  const ranges: [string, number, number][] = names.map((n) => {
-    const info = plan.tables.TENSORS[n];
-    if (!info) throw new Error(`no tensor ${n}`);
-    return [n, 0, numel(info.shape) * 4];
+/** Whole tensors for the bound dims, typed by their plan dtype, each with its `shape`.
+ * Shape values (integers computed from dims) are evaluated on the host. */
+export async function readTensors(device: GPUAny, plan: PreparedPlan, names: string[]): Promise<Record<string, Tensor>> {
+  const hostValue = (n: string) => plan.tables.SHAPE_VALUES?.[plan.tables.TENSORS[n]?.base ?? n];
+  const onGpu = names.filter((n) => !hostValue(n));
+  const ranges: [string, number, number][] = onGpu.map((n) => {
+    if (!plan.tables.TENSORS[n]) throw new Error(`no tensor ${n}`);
+    return [n, 0, numel(shapeOf(plan.tables, n, plan.dims)) * 4];
   });
   const got = await readRanges(device, plan, ranges);
-  return Object.fromEntries(names.map((n, i) => [n, fromWords(plan.tables.TENSORS[n], got[i])]));
+  const out: Record<string, Tensor> = {};
+  onGpu.forEach((n, i) => {
+    out[n] = Object.assign(fromWords(plan.tables.TENSORS[n], got[i]), { shape: shapeOf(plan.tables, n, plan.dims) });
+  });
+  for (const n of names) {
+    const f = hostValue(n);
+    if (f) out[n] = Object.assign(Int32Array.from(f(plan.dims)), { shape: shapeOf(plan.tables, n, plan.dims) });
+  }
+  return out;
 }

@@ -33,6 +33,12 @@ export interface DispatchInfo {
 
 export type TensorData = Float32Array | Int32Array | Uint32Array;
 
+/** A tensor read back: its values with its shape for the run's sizes. */
+export type Tensor = TensorData & { shape: number[] };
+
+/** An input: its values (row-major), with its shape when the model takes several sizes. */
+export type Input = ArrayLike<number | bigint> | { data: ArrayLike<number | bigint>; shape: number[] };
+
 export interface LoadOptions {
   /** Called with (bytes loaded, total bytes) while the weights download. */
   onProgress?: (loaded: number, total: number) => void;
@@ -45,10 +51,13 @@ export interface LoadOptions {
 export interface Model {
   readonly inputs: Record<string, TensorInfo>;
   readonly outputs: string[];
-  /** Runs one forward pass; returns the outputs. Integer inputs accept numbers or bigints. */
-  run(inputs: Record<string, ArrayLike<number | bigint>>): Promise<Record<string, TensorData>>;
+  /** The named dims inputs may vary (each up to its maximum); empty for fixed sizes. */
+  readonly dims: { name: string; max: number }[];
+  /** Runs one forward pass; returns the outputs, each with its shape. Integer inputs accept
+   * numbers or bigints; give `{ data, shape }` for an input whose size varies. */
+  run(inputs: Record<string, Input>): Promise<Record<string, Tensor>>;
   /** Reads any tensor after `run` (every checkpoint with `debug: true`). */
-  capture(names: string[]): Promise<Record<string, TensorData>>;
+  capture(names: string[]): Promise<Record<string, Tensor>>;
   /** Milliseconds of the last `run`, from submit to results. */
   readonly lastRunMs: number;
   destroy(): void;

@@ -3,14 +3,18 @@
 // Browser proof for {{NAME}}: the generated package runs in headless Chromium (WebGPU) with the
 // reference inputs, every checkpoint is captured and compared with the same .npy oracles the
 // native validate used (npy parsing here, not in the package), and the demo page is
-// screenshotted. Usage: node build-tests/activation-match.spec.js PACKAGE_DIR REFERENCE_DIR [SCREENSHOT]
+// screenshotted. Usage: node build-tests/activation-match.spec.js PACKAGE_DIR REFERENCE_DIR[,REFERENCE_DIR...] [SCREENSHOT]
+// Several reference folders (the same model at different input sizes) run through one
+// loaded model: a package whose plan has dims takes every size up to their maxima.
 import fs from 'node:fs';
 import path from 'node:path';
 import { launchChromium, serve } from './harness.js';
 
 const ATOL = 1e-4;
 const RTOL = 1e-3;
-const [pkgDir, refDir, shot] = process.argv.slice(2);
+const [pkgDir, refDirs, shot] = process.argv.slice(2);
+const refs = refDirs.split(',');
+const refDir = refs[0];
 const tolerances = JSON.parse(process.env.M2W_TOLERANCES ?? '{}');
 
 function parseNpy(buf) {
@@ -34,11 +38,17 @@ function parseNpy(buf) {
 // /ref/ is the reference folder (the .npy oracles).
 const { origin, server } = await serve(pkgDir, (url) => (url.startsWith('/ref/') ? path.join(refDir, url.slice(5)) : null));
 
-const index = JSON.parse(fs.readFileSync(path.join(refDir, 'index.json'), 'utf8'));
 // Weights (and weights folded at plan time) are proven by extract --verify; the browser test
 // compares what the GPU computes.
 const constants = new Set(JSON.parse(fs.readFileSync(path.join(pkgDir, 'weights', 'constants.json'), 'utf8')).map((c) => c.name));
-const inputs = Object.fromEntries(index.inputs.map((i) => [i.name, parseNpy(fs.readFileSync(path.join(refDir, i.file))).values]));
+const runs = refs.map((dir) => {
+  const index = JSON.parse(fs.readFileSync(path.join(dir, 'index.json'), 'utf8'));
+  const inputs = Object.fromEntries(index.inputs.map((i) => {
+    const t = parseNpy(fs.readFileSync(path.join(dir, i.file)));
+    return [i.name, { data: t.values, shape: t.shape }];
+  }));
+  return { dir, index, inputs, names: index.checkpoints.map((c) => c.output).filter((n) => !constants.has(n)) };
+});
 const browser = await launchChromium();
 let failed = 0;
 let passed = 0;
@@ -46,31 +56,48 @@ try {
   const page = await browser.newPage();
   page.on('console', (m) => { if (m.type() === 'error') console.error('page:', m.text()); });
   await page.goto(`${origin}/index.html`);
-  const names = index.checkpoints.map((c) => c.output).filter((n) => !constants.has(n));
-  const result = await page.evaluate(async ({ inputs, names }) => {
+  // One model load; each run's checkpoints come back one at a time as raw bytes, so a
+  // long input (and several runs) never holds every activation in memory at once.
+  const adapter = await page.evaluate(async () => {
     const { loadModel } = await import('/dist/index.js');
-    const model = await loadModel('/weights', { debug: true });
-    const adapter = await navigator.gpu.requestAdapter();
-    await model.run(inputs);
-    const out = {};
-    for (const n of names) {
-      try {
-        const got = await model.capture([n]);
-        out[n] = Array.from(got[n]);
-      } catch (e) {
-        // Not a plan tensor (folded on the host, or fused): not compared.
-      }
+    window.__model = await loadModel('/weights', { debug: true });
+    const a = await navigator.gpu.requestAdapter();
+    return `${a.info?.vendor ?? ''} ${a.info?.architecture ?? ''}`;
+  });
+  console.log(`browser WebGPU adapter: ${adapter}`);
+  const capture = (n) => page.evaluate(async (n) => {
+    let t;
+    try {
+      t = (await window.__model.capture([n]))[n];
+    } catch (e) {
+      return null; // Not a plan tensor (folded on the host, or fused): not compared.
     }
-    return { out, adapter: `${adapter.info?.vendor ?? ''} ${adapter.info?.architecture ?? ''}` };
-  }, { inputs, names });
-  console.log(`browser WebGPU adapter: ${result.adapter}`);
+    const b = new Uint8Array(t.buffer, t.byteOffset, t.byteLength);
+    let s = '';
+    for (let i = 0; i < b.length; i += 0x8000) s += String.fromCharCode.apply(null, b.subarray(i, i + 0x8000));
+    return { b64: btoa(s), shape: t.shape, kind: t.constructor.name };
+  }, n);
+  const decode = ({ b64, kind }) => {
+    const raw = Buffer.from(b64, 'base64');
+    const buf = raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength);
+    if (kind === 'Float32Array') return Array.from(new Float32Array(buf));
+    if (kind === 'Int32Array') return Array.from(new Int32Array(buf));
+    return Array.from(new Uint32Array(buf));
+  };
+  for (const { dir, index, inputs, names } of runs) {
+  await page.evaluate(async (inputs) => { await window.__model.run(inputs); }, inputs);
+  if (runs.length > 1) console.log(`\n${dir}: inputs ${index.inputs.map((i) => `${i.name} [${i.shape}]`).join(', ')}`);
+  const wanted = new Set(names);
   for (const c of index.checkpoints) {
-    const got = result.out[c.output];
-    if (!got) continue;
-    const want = parseNpy(fs.readFileSync(path.join(refDir, c.file))).values;
+    if (!wanted.has(c.output)) continue;
+    const entry = await capture(c.output);
+    if (!entry) continue;
+    const got = decode(entry);
+    const npy = parseNpy(fs.readFileSync(path.join(dir, c.file)));
+    const want = npy.values;
     const [atol, rtol] = tolerances[c.output] ?? [ATOL, RTOL];
     let worst = 0;
-    let ok = got.length === want.length;
+    let ok = got.length === want.length && entry.shape.length === npy.shape.length && entry.shape.every((d, k) => d === npy.shape[k]);
     for (let i = 0; i < want.length; i++) {
       const err = Math.abs(got[i] - want[i]);
       if (!(err <= atol + rtol * Math.abs(want[i])) && !(Number.isNaN(got[i]) && Number.isNaN(want[i]))) ok = false;
@@ -79,6 +106,7 @@ try {
     if (ok) passed++;
     else failed++;
     console.log(`${String(c.index).padStart(4)}  ${c.op_type.padEnd(16)} ${c.output.padEnd(48)} ${worst.toExponential(3).padStart(11)}  ${ok ? 'ok' : 'FAIL'}`);
+  }
   }
   if (shot) {
     const demo = await browser.newPage();
