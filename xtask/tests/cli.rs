@@ -366,12 +366,29 @@ fn browser_proof_with(
     dims: &[&str],
     tols: &[&str],
 ) -> (String, String) {
+    browser_proof_sizes(model, name, dims, &[], &[], tols)
+}
+
+/// [`browser_proof_with`] for a port with dim maxima (`--max-dim`): the one package is also
+/// run at each of `sizes` (each a set of `--dim` values, referenced by `cargo xtask
+/// reference`), every checkpoint of every size against ORT's.
+fn browser_proof_sizes(
+    model: &std::path::Path,
+    name: &str,
+    dims: &[&str],
+    max_dims: &[&str],
+    sizes: &[&[&str]],
+    tols: &[&str],
+) -> (String, String) {
     let dir = tempfile::tempdir().unwrap();
     let port = dir.path().join("port");
     let mut cmd = xtask();
     cmd.arg("port").arg(model).arg("--out").arg(&port);
     for d in dims {
         cmd.args(["--dim", d]);
+    }
+    for d in max_dims {
+        cmd.args(["--max-dim", d]);
     }
     for t in tols {
         cmd.args(["--tol", t]);
@@ -406,6 +423,22 @@ fn browser_proof_with(
         .arg(port.join("reference"))
         .arg("--screenshot")
         .arg(&shot);
+    for (k, size) in sizes.iter().enumerate() {
+        let reference = dir.path().join(format!("reference-{k}"));
+        let mut r = xtask();
+        r.arg("reference").arg(model).arg("--out").arg(&reference);
+        for d in *size {
+            r.args(["--dim", d]);
+        }
+        let out = r.output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "reference {size:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        cmd.arg("--reference").arg(&reference);
+    }
     for t in tols {
         cmd.args(["--tol", t]);
     }
@@ -449,19 +482,28 @@ fn silero_package_passes_every_checkpoint_in_headless_chromium() {
     );
 }
 
+/// One MiniLM package for every sequence length up to 128 (issue 13): ported at 16 tokens,
+/// then run in the browser at 16, 1, 7 and 128 tokens from the same build, every
+/// checkpoint of each against ORT at that length.
 #[test]
-fn minilm_package_passes_every_checkpoint_in_headless_chromium() {
-    let (_, stdout) = browser_proof(
+fn minilm_package_passes_every_checkpoint_at_four_lengths_in_headless_chromium() {
+    let (port_stdout, stdout) = browser_proof_sizes(
         &m2w_setup::fixture("minilm-int8").unwrap(),
         "minilm-int8-webgpu",
         &["sequence=16"],
+        &["sequence=128"],
+        &[&["sequence=1"], &["sequence=7"], &["sequence=128"]],
+        &[],
+    );
+    assert!(
+        port_stdout.contains("any size with batch <= 1, sequence <= 128"),
+        "{port_stdout}"
     );
     assert!(stdout.contains("demo page: done in"), "{stdout}");
     assert!(
-        // 249 of the reference's GPU-computed checkpoints: the attention mask's
-        // GreaterOrEqual and And read only constants and fold on the host (251 before the
-        // host folds of issue 12); the output after them is still compared.
-        stdout.contains("browser checkpoints: 249 passed, 0 failed"),
+        // 303 checkpoints per length: every GPU-computed one and the shape values the
+        // plan evaluates on the host from the bound dims.
+        stdout.contains("browser checkpoints: 1212 passed, 0 failed"),
         "{stdout}"
     );
 }

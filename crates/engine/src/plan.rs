@@ -34,6 +34,15 @@ impl TensorDesc {
     }
 }
 
+/// Two sizes a node needs equal (a model that adds a feature map to an upsampled one takes
+/// only images whose sizes make them agree): checked when dims are bound.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Constraint {
+    pub a: Expr,
+    pub b: Expr,
+    pub node: String,
+}
+
 /// A named dim of a symbolic plan and the largest value it may be bound to (buffers are
 /// sized for it).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -125,6 +134,9 @@ pub struct Plan {
     /// The dims sizes are expressed in (none for a static plan).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dims: Vec<DimDecl>,
+    /// Sizes that must agree for the plan to be valid (checked by [`Plan::bind`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<Constraint>,
 }
 
 impl Plan {
@@ -178,6 +190,18 @@ impl Plan {
                     ));
                 }
                 Some(_) => {}
+            }
+        }
+        for c in &self.constraints {
+            let (a, b) = (c.a.eval(&dims)?, c.b.eval(&dims)?);
+            if a != b {
+                return Err(format!(
+                    "the model cannot take these sizes ({}): node {} needs {} = {}, here {a} and {b}",
+                    dims.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", "),
+                    c.node,
+                    c.a,
+                    c.b
+                ));
             }
         }
         for name in &self.inputs {

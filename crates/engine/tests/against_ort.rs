@@ -186,6 +186,60 @@ fn minilm_int8_one_plan_matches_onnx_runtime_at_four_sequence_lengths() {
     println!("minilm-int8, one plan at 1/7/16/128 tokens: {n} checkpoints within tolerance, worst abs error {worst:.2e}");
 }
 
+/// One symbolic plan of the PP-OCRv4 detector (height and width up to 128) at three image
+/// sizes, every checkpoint against ORT at each.
+#[test]
+fn ppocr_det_one_plan_matches_onnx_runtime_at_three_image_sizes() {
+    let (h, w) = ("p2o.DynamicDimension.1", "p2o.DynamicDimension.2");
+    let maxima = BTreeMap::from([
+        ("p2o.DynamicDimension.0".to_string(), 1),
+        (h.to_string(), 128),
+        (w.to_string(), 128),
+    ]);
+    let runs: Vec<OnnxOptions> = [(64u64, 64u64), (96, 128), (128, 32)]
+        .iter()
+        .map(|&(y, x)| OnnxOptions {
+            dims: BTreeMap::from([
+                ("p2o.DynamicDimension.0".to_string(), 1),
+                (h.to_string(), y),
+                (w.to_string(), x),
+            ]),
+            ..Default::default()
+        })
+        .collect();
+    let (n, worst, failures) = compare_sizes("ppocr-det", &maxima, &runs, Scale::Tensor);
+    assert!(
+        failures.is_empty(),
+        "{} of {n} checkpoints differ: {:#?}",
+        failures.len(),
+        &failures[..failures.len().min(10)]
+    );
+    assert!(n > 300, "{n} checkpoints compared");
+    println!("ppocr-det, one plan at 64x64/96x128/128x32: {n} checkpoints within tolerance, worst abs error {worst:.2e}");
+}
+
+/// One symbolic plan of Silero VAD v6 for 1 to 4 windows of audio.
+#[test]
+fn silero_vad_v6_one_plan_matches_onnx_runtime_at_three_batch_sizes() {
+    let maxima = BTreeMap::from([("seq_len".to_string(), 4)]);
+    let runs: Vec<OnnxOptions> = [1u64, 3, 4]
+        .iter()
+        .map(|&t| OnnxOptions {
+            dims: BTreeMap::from([("seq_len".to_string(), t)]),
+            ..Default::default()
+        })
+        .collect();
+    let (n, worst, failures) = compare_sizes("silero-vad-v6", &maxima, &runs, Scale::Element);
+    assert!(
+        failures.is_empty(),
+        "{} of {n} checkpoints differ: {:#?}",
+        failures.len(),
+        &failures[..failures.len().min(10)]
+    );
+    assert!(n >= 60, "{n} checkpoints compared");
+    println!("silero-vad-v6, one plan at 1/3/4 windows: {n} checkpoints within tolerance, worst abs error {worst:.2e}");
+}
+
 #[test]
 fn ppocr_det_matches_onnx_runtime_at_every_checkpoint() {
     let (n, worst, failures) = compare("ppocr-det", OnnxOptions::default(), Scale::Tensor);

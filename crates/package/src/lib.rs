@@ -183,6 +183,17 @@ pub fn engine_ts(plan: &Plan) -> String {
         s.push_str(&format!("  {}: (d) => {},\n", ts_string(k), shape_js(v)));
     }
     s.push_str("};\n\n");
+    s.push_str("/** Sizes that must agree for the model to take the bound dims: [a, b, node]. */\n");
+    s.push_str("export const CONSTRAINTS: [(d: Dims) => number, (d: Dims) => number, string][] = [\n");
+    for c in &plan.constraints {
+        s.push_str(&format!(
+            "  [(d) => {}, (d) => {}, {}],\n",
+            c.a.to_js(),
+            c.b.to_js(),
+            ts_string(&c.node)
+        ));
+    }
+    s.push_str("];\n\n");
     s.push_str("/** Uniform words that depend on dims: `set(dispatch, word, value)` for bound dims `d`. */\n");
     s.push_str("export function symbolicParams(d: Dims, set: (i: number, word: number, value: number) => void): void {\n");
     for (i, disp) in plan.dispatches.iter().enumerate() {

@@ -22,6 +22,7 @@ export interface PlanTables {
   INPUT_SHAPES?: Record<string, (string | number)[]>;
   SHAPES?: Record<string, (d: Dims) => number[]>;
   SHAPE_VALUES?: Record<string, (d: Dims) => number[]>;
+  CONSTRAINTS?: [(d: Dims) => number, (d: Dims) => number, string][];
   symbolicParams?(d: Dims, set: (i: number, word: number, value: number) => void): void;
   forward(dispatch: (i: number, x: number, y: number, z: number) => void, d?: Dims): void;
 }
@@ -47,6 +48,9 @@ export function bindDims(tables: PlanTables, shapes: Record<string, number[]>): 
   for (const { name, max } of tables.DIMS ?? []) {
     if (!(name in d)) throw new Error(`no input binds dim ${name}`);
     if (d[name] > max) throw new Error(`dim ${name} = ${d[name]} exceeds its maximum ${max} (the buffers are sized for it; port with --max-dim ${name}=N to raise it)`);
+  }
+  for (const [a, b, node] of tables.CONSTRAINTS ?? []) {
+    if (a(d) !== b(d)) throw new Error(`the model cannot take these sizes (${JSON.stringify(d)}): node ${node} needs two sizes to agree, here ${a(d)} and ${b(d)}`);
   }
   return d;
 }

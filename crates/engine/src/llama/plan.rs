@@ -44,6 +44,7 @@ pub fn build_with(
             dispatches: vec![],
             dims: vec![],
             shape_values: Default::default(),
+                constraints: vec![],
         },
         kinds: HashMap::new(),
         gemv_max_tokens,

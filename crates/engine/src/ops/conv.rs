@@ -7,8 +7,9 @@ use m2w_model::NodeInfo;
 
 use super::Registry;
 use super::ctx::{Ctx, R, attr_i, attr_ints, attr_s, ins, out0};
-use crate::plan::{Binding, groups_1d};
-use crate::tensor::{DT, numel};
+use crate::plan::{Binding, groups_1d_sym};
+use crate::sym::{self, Expr};
+use crate::tensor::DT;
 
 /// The window attributes Conv, ConvInteger and QLinearConv share.
 pub(super) const CONV_ATTRS: &[&str] = &[
@@ -120,6 +121,75 @@ pub(super) fn window(
     Ok((strides, dil, pads, out, kernel.to_vec()))
 }
 
+/// [`window`] over spatial sizes that may hold dims: strides, dilations and the kernel are
+/// constants; explicit pads stay constants, SAME pads become expressions of the input size
+/// (stride 1 keeps them constant). Ceil mode over a symbolic size is refused.
+#[allow(clippy::type_complexity)]
+pub(super) fn window_sym(
+    n: &NodeInfo,
+    s: &[Expr],
+    kernel: &[usize],
+    ceil_mode: bool,
+) -> R<(Vec<usize>, Vec<usize>, Vec<Expr>, Vec<Expr>)> {
+    if let Some(fixed) = sym::as_fixed(s) {
+        let (strides, dil, pads, out, _) = window(n, &fixed, kernel, ceil_mode)?;
+        return Ok((strides, dil, sym::fixed(&pads), sym::fixed(&out)));
+    }
+    let sp = s.len() - 2;
+    if sp == 0 || sp > 2 {
+        return Err(format!(
+            "{sp}-D windows are not supported (1-D and 2-D are)"
+        ));
+    }
+    if ceil_mode {
+        return Err("ceil_mode over a symbolic size is not supported".into());
+    }
+    let ints = |k: &str, d: usize| -> Vec<usize> {
+        attr_ints(n, k)
+            .unwrap_or(vec![d as i64; if k == "pads" { 2 * sp } else { sp }])
+            .iter()
+            .map(|&v| v as usize)
+            .collect()
+    };
+    let (strides, dil) = (ints("strides", 1), ints("dilations", 1));
+    let mut pads: Vec<Expr> = ints("pads", 0).into_iter().map(Expr::from).collect();
+    let auto = attr_s(n, "auto_pad", "NOTSET");
+    let mut out = vec![Expr::Const(0); sp];
+    for d in 0..sp {
+        let ek = ((kernel[d] - 1) * dil[d] + 1) as i64;
+        let st = strides[d] as i64;
+        let input = s[2 + d].clone();
+        match auto.as_str() {
+            "SAME_UPPER" | "SAME_LOWER" => {
+                let o = input.clone().ceil_div(st);
+                let total = ((o.clone() - Expr::Const(1)) * Expr::Const(st) + Expr::Const(ek)
+                    - input)
+                    .max(Expr::Const(0));
+                let half = total.clone().floor_div(2);
+                let rest = total - half.clone();
+                let (lo, hi) = if auto == "SAME_UPPER" {
+                    (half, rest)
+                } else {
+                    (rest, half)
+                };
+                pads[d] = lo;
+                pads[d + sp] = hi;
+                out[d] = o;
+            }
+            "VALID" => {
+                pads[d] = Expr::Const(0);
+                pads[d + sp] = Expr::Const(0);
+                out[d] = (input - Expr::Const(ek)).floor_div(st) + Expr::Const(1);
+            }
+            _ => {
+                let span = input + pads[d].clone() + pads[d + sp].clone() - Expr::Const(ek);
+                out[d] = span.floor_div(st) + Expr::Const(1);
+            }
+        }
+    }
+    Ok((strides, dil, pads, out))
+}
+
 pub(super) fn conv(cx: &mut Ctx, n: &NodeInfo, ins: &[&str], out: &str) -> R<()> {
     conv_with(cx, n, ins, out, None)
 }
@@ -141,7 +211,7 @@ pub(super) fn conv_with(
     out: &str,
     mut packed: Option<PackedWeight>,
 ) -> R<()> {
-    let s = cx.shape(ins[0])?;
+    let s = cx.sym_shape(ins[0])?;
     let dt = cx.dt(ins[0])?;
     // An f32 weight folded from 8-bit values stays 8-bit, dequantized in registers.
     let mut names: Vec<String> = ins.iter().map(|s| s.to_string()).collect();
@@ -180,9 +250,12 @@ pub(super) fn conv_with(
     let kernel: Vec<usize> = attr_ints(n, "kernel_shape")
         .map(|k| k.iter().map(|&v| v as usize).collect())
         .unwrap_or_else(|| ws[2..].to_vec());
-    let (strides, dil, pads, osp, _) = window(n, &s, &kernel, false)?;
+    if s.len() < 3 {
+        return Err("a convolution needs rank >= 3".into());
+    }
+    let (strides, dil, pads, osp) = window_sym(n, &s, &kernel, false)?;
     let m = ws[0];
-    if s[1] != ws[1] * group || m % group != 0 {
+    if s[1] != Expr::from(ws[1] * group) || m % group != 0 {
         return Err(format!(
             "channels {} do not match weight {ws:?} with group {group}",
             s[1]
@@ -202,7 +275,8 @@ pub(super) fn conv_with(
 }
 
 /// The dispatch shared by Conv and ConvTranspose: an [N, M, OH, OW] output of a 1-D or
-/// 2-D window over [N, C, H, W] (1-D runs with H = 1).
+/// 2-D window over [N, C, H, W] (1-D runs with H = 1). Batch and spatial sizes may hold
+/// dims.
 #[allow(clippy::too_many_arguments)]
 fn conv_dispatch(
     cx: &mut Ctx,
@@ -210,56 +284,79 @@ fn conv_dispatch(
     shader: Kernel,
     ins: &[&str],
     out: &str,
-    s: &[usize],
+    s: &[Expr],
     m: usize,
     group: usize,
     kernel: &[usize],
     strides: &[usize],
     dil: &[usize],
-    pads: &[usize],
-    osp: &[usize],
+    pads: &[Expr],
+    osp: &[Expr],
 ) -> R<()> {
     let sp = s.len() - 2;
-    let mut oshape = vec![s[0], m];
-    oshape.extend(osp);
-    cx.new_tensor(out, oshape.clone(), cx.dt(ins[0])?)?;
+    let mut oshape = vec![s[0].clone(), Expr::from(m)];
+    oshape.extend(osp.iter().cloned());
+    cx.new_tensor_sym(out, oshape.clone(), cx.dt(ins[0])?)?;
+    let c = |v: usize| Expr::from(v);
+    let one = Expr::Const(1);
     let (h, w, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow) = if sp == 1 {
         (
-            1, s[2], 1, kernel[0], 1, strides[0], 1, dil[0], 0, pads[0], 1, osp[0],
+            one.clone(),
+            s[2].clone(),
+            one.clone(),
+            c(kernel[0]),
+            one.clone(),
+            c(strides[0]),
+            one.clone(),
+            c(dil[0]),
+            Expr::Const(0),
+            pads[0].clone(),
+            one.clone(),
+            osp[0].clone(),
         )
     } else {
         (
-            s[2], s[3], kernel[0], kernel[1], strides[0], strides[1], dil[0], dil[1], pads[0],
-            pads[1], osp[0], osp[1],
+            s[2].clone(),
+            s[3].clone(),
+            c(kernel[0]),
+            c(kernel[1]),
+            c(strides[0]),
+            c(strides[1]),
+            c(dil[0]),
+            c(dil[1]),
+            pads[0].clone(),
+            pads[1].clone(),
+            osp[0].clone(),
+            osp[1].clone(),
         )
     };
-    let total = numel(&oshape);
+    let total = sym::numel(&oshape);
     let has_bias = ins.get(2).is_some_and(|b| !b.is_empty());
     // conv2d and conv_transpose2d declare the same uniform fields.
     macro_rules! geometry {
         ($params:ident) => {
-            params::$params {
-                n: s[0] as u32,
-                c: s[1] as u32,
-                h: h as u32,
-                w: w as u32,
-                m: m as u32,
-                oh: oh as u32,
-                ow: ow as u32,
-                groups: group as u32,
-                kh: kh as u32,
-                kw: kw as u32,
-                sh: sh as u32,
-                sw: sw as u32,
-                dh: dh as u32,
-                dw: dw as u32,
-                ph: ph as u32,
-                pw: pw as u32,
-                has_bias: has_bias as u32,
-                total: total as u32,
+            params::$params::<Expr> {
+                n: s[0].clone(),
+                c: s[1].clone(),
+                h,
+                w,
+                m: c(m),
+                oh,
+                ow,
+                groups: c(group),
+                kh,
+                kw,
+                sh,
+                sw,
+                dh,
+                dw,
+                ph,
+                pw,
+                has_bias: c(has_bias as usize),
+                total: total.clone(),
                 ..Default::default()
             }
-            .words()
+            .slots()
         };
     }
     let p = match shader {
@@ -276,13 +373,18 @@ fn conv_dispatch(
     for extra in &ins[3.min(ins.len())..] {
         bindings.push(cx.bind(extra));
     }
-    if total > 0 {
-        cx.dispatch(n, shader, bindings, p, groups_1d(total, 256));
+    if total != Expr::Const(0) {
+        let groups = groups_1d_sym(&total, 256);
+        cx.dispatch_sym(n, shader, bindings, p, groups);
     }
     Ok(())
 }
 
 fn conv_transpose(cx: &mut Ctx, n: &NodeInfo, ins: &[&str], out: &str) -> R<()> {
+    let ss = cx.sym_shape(ins[0])?;
+    if sym::as_fixed(&ss).is_none() {
+        return conv_transpose_sym(cx, n, ins, out, &ss);
+    }
     let s = cx.shape(ins[0])?;
     let ws = cx.shape(ins[1])?;
     if cx.dt(ins[0])? != DT::F32 || !(s.len() == 3 || s.len() == 4) {
@@ -352,13 +454,63 @@ fn conv_transpose(cx: &mut Ctx, n: &NodeInfo, ins: &[&str], out: &str) -> R<()> 
         Kernel::ConvTranspose2dF32Direct,
         ins,
         out,
-        &s,
+        &sym::fixed(&s),
         m,
         group,
         &kernel,
         &strides,
         &dil,
-        &pads,
+        &sym::fixed(&pads),
+        &sym::fixed(&osp),
+    )
+}
+
+/// ConvTranspose over sizes that hold dims: explicit pads only (no output_shape or SAME
+/// padding, whose pads would depend on the size).
+fn conv_transpose_sym(cx: &mut Ctx, n: &NodeInfo, ins: &[&str], out: &str, s: &[Expr]) -> R<()> {
+    let ws = cx.shape(ins[1])?;
+    if cx.dt(ins[0])? != DT::F32 || !(s.len() == 3 || s.len() == 4) {
+        return Err("only f32 1-D and 2-D".into());
+    }
+    if attr_ints(n, "output_shape").is_some() || attr_s(n, "auto_pad", "NOTSET") != "NOTSET" {
+        return Err("output_shape or auto_pad over a symbolic size is not supported".into());
+    }
+    let sp = s.len() - 2;
+    let group = attr_i(n, "group", 1) as usize;
+    let m = ws[1] * group;
+    let ints = |k: &str, d: i64, len: usize| -> Vec<usize> {
+        attr_ints(n, k)
+            .unwrap_or(vec![d; len])
+            .iter()
+            .map(|&v| v as usize)
+            .collect()
+    };
+    let kernel: Vec<usize> = attr_ints(n, "kernel_shape")
+        .map(|k| k.iter().map(|&v| v as usize).collect())
+        .unwrap_or_else(|| ws[2..].to_vec());
+    let (strides, dil) = (ints("strides", 1, sp), ints("dilations", 1, sp));
+    let out_pad = ints("output_padding", 0, sp);
+    let pads = ints("pads", 0, 2 * sp);
+    let osp: Vec<Expr> = (0..sp)
+        .map(|d| {
+            (s[2 + d].clone() - Expr::Const(1)) * Expr::from(strides[d])
+                + Expr::from((kernel[d] - 1) * dil[d] + 1 + out_pad[d])
+                - Expr::from(pads[d] + pads[d + sp])
+        })
+        .collect();
+    conv_dispatch(
+        cx,
+        n,
+        Kernel::ConvTranspose2dF32Direct,
+        ins,
+        out,
+        s,
+        m,
+        group,
+        &kernel,
+        &strides,
+        &dil,
+        &sym::fixed(&pads),
         &osp,
     )
 }

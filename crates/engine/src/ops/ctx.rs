@@ -241,6 +241,7 @@ impl Ctx {
                 dispatches: vec![],
                 dims: vec![],
                 shape_values: Default::default(),
+                constraints: vec![],
             },
             opset,
             declared: BTreeMap::new(),
@@ -250,6 +251,59 @@ impl Ctx {
             maxima: Bindings::new(),
             sym_values: BTreeMap::new(),
         }
+    }
+
+    /// numpy broadcasting where two sizes that differ as expressions (but agree at the
+    /// dims' maxima) are taken to be equal, recorded as a constraint the runner checks
+    /// when dims are bound: `floor((H - 1) / 32) + 1` and `2 * (floor((H - 1) / 64) + 1)`
+    /// agree for the image sizes a detector takes.
+    pub(crate) fn broadcast_assuming(&mut self, n: &NodeInfo, shapes: &[&[Expr]]) -> R<Vec<Expr>> {
+        let rank = shapes.iter().map(|s| s.len()).max().unwrap_or(0);
+        let mut out = vec![Expr::Const(1); rank];
+        let one = Expr::Const(1);
+        for s in shapes {
+            let off = rank - s.len();
+            for (i, d) in s.iter().enumerate() {
+                let o = &mut out[off + i];
+                if *o == one {
+                    *o = d.clone();
+                } else if *d != one && d != o {
+                    if d.as_const() == Some(1) || !self.assume_equal(n, o, d) {
+                        let all: Vec<String> = shapes.iter().map(|s| sym::show(s)).collect();
+                        return Err(format!("shapes {} do not broadcast", all.join(", ")));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Takes two sizes a node needs equal to be equal: true when they are, or when they
+    /// differ as expressions but agree at the dims' maxima (recorded as a constraint the
+    /// runner checks when dims are bound); false when they cannot be (two different
+    /// constants, or different values at the maxima).
+    pub(crate) fn assume_equal(&mut self, n: &NodeInfo, a: &Expr, b: &Expr) -> bool {
+        if a == b {
+            return true;
+        }
+        let both_fixed = a.as_const().is_some() && b.as_const().is_some();
+        let agree_at_max = a.eval(&self.maxima).ok() == b.eval(&self.maxima).ok();
+        if both_fixed || !agree_at_max {
+            return false;
+        }
+        let known = self
+            .plan
+            .constraints
+            .iter()
+            .any(|c| (c.a == *a && c.b == *b) || (c.a == *b && c.b == *a));
+        if !known {
+            self.plan.constraints.push(crate::plan::Constraint {
+                a: a.clone(),
+                b: b.clone(),
+                node: n.label(),
+            });
+        }
+        true
     }
 
     /// Declares a dim of the plan and its maximum.
@@ -569,7 +623,7 @@ impl Ctx {
     ) -> R<()> {
         let shapes: Vec<Vec<Expr>> = ins.iter().map(|i| self.sym_shape(i)).collect::<R<_>>()?;
         let refs: Vec<&[Expr]> = shapes.iter().map(|s| s.as_slice()).collect();
-        let oshape = broadcast_sym(&refs)?;
+        let oshape = self.broadcast_assuming(n, &refs)?;
         if oshape.len() > MAX_RANK {
             return Err(format!("rank {} exceeds {MAX_RANK}", oshape.len()));
         }

@@ -9,12 +9,12 @@ use m2w_model::NodeInfo;
 use super::Registry;
 use super::ctx::{
     Ctx, MAX_RANK, R, attr_f, attr_i, attr_ints, attr_s, broadcast,
-    broadcast_strides_sym, broadcast_sym, contiguous_strides, contiguous_strides_sym, dims8,
-    host_input as get, ins, kernel_for, norm_axis, out0, vec8_i32, vec8_u32,
+    broadcast_strides_sym, broadcast_sym, contiguous_strides, contiguous_strides_sym,
+    host_input as get, ins, kernel_for, norm_axis, out0, vec8_sym,
 };
+use crate::plan::groups_1d_sym;
 use crate::sym::{self, Expr};
 use super::host::{expand, gather_strided, norm, slice_geometry};
-use crate::plan::groups_1d;
 use crate::tensor::{DT, Data, HostTensor, numel};
 
 pub(super) fn register(r: &mut Registry) {
@@ -146,7 +146,9 @@ fn lower_concat(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     oshape[axis] = Expr::Const(0);
     for p in &parts {
         let s = cx.sym_shape(p)?;
-        if s.len() != first.len() || s.iter().enumerate().any(|(d, v)| d != axis && *v != first[d]) {
+        let off_axis_agree = s.len() == first.len()
+            && (0..s.len()).all(|d| d == axis || cx.assume_equal(n, &first[d], &s[d]));
+        if !off_axis_agree {
             return Err(format!(
                 "Concat inputs {} and {} differ off the axis",
                 sym::show(&first),
@@ -257,7 +259,7 @@ fn lower_split(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
 fn lower_pad(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     let ins = ins(n);
     let out = out0(n);
-    let s = cx.shape(ins[0])?;
+    let s = cx.sym_shape(ins[0])?;
     let dt = cx.dt(ins[0])?;
     let mode = attr_s(n, "mode", "constant");
     if !matches!(mode.as_str(), "constant" | "reflect" | "edge" | "wrap") {
@@ -289,34 +291,30 @@ fn lower_pad(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
         before[a] = pads[k];
         after[a] = pads[k + axes.len()];
     }
-    let oshape: Vec<usize> = (0..s.len())
-        .map(|d| (s[d] as i64 + before[d] + after[d]).max(0) as usize)
+    let oshape: Vec<Expr> = (0..s.len())
+        .map(|d| (s[d].clone() + Expr::Const(before[d] + after[d])).max(Expr::Const(0)))
         .collect();
-    cx.new_tensor(out, oshape.clone(), dt)?;
+    cx.new_tensor_sym(out, oshape.clone(), dt)?;
     if mode != "constant" {
-        if s.contains(&0) {
+        if s.contains(&Expr::Const(0)) {
             return Err(format!("Pad mode '{mode}' of an empty input"));
         }
-        let total = numel(&oshape);
+        let total = sym::numel(&oshape);
         let kernel = kernel_for("pad", &mode, "")?;
-        let p = params::Pad {
-            n: total as u32,
-            rank: s.len() as u32,
-            out_shape: dims8(&oshape),
-            in_shape: dims8(&s),
-            before: vec8_i32(&before),
-            in_strides: vec8_u32(&contiguous_strides(&s)),
+        let consts = |v: &[i64]| v.iter().map(|&x| Expr::Const(x)).collect::<Vec<_>>();
+        let p = params::Pad::<Expr, Expr> {
+            n: total.clone(),
+            rank: Expr::from(s.len()),
+            out_shape: vec8_sym(&oshape),
+            in_shape: vec8_sym(&s),
+            before: vec8_sym(&consts(&before)),
+            in_strides: vec8_sym(&contiguous_strides_sym(&s)),
             ..Default::default()
         }
-        .words();
-        if total > 0 {
-            cx.dispatch(
-                n,
-                kernel,
-                vec![cx.bind(ins[0]), cx.bind(out)],
-                p,
-                groups_1d(total, 256),
-            );
+        .slots();
+        if total != Expr::Const(0) {
+            let groups = groups_1d_sym(&total, 256);
+            cx.dispatch_sym(n, kernel, vec![cx.bind(ins[0]), cx.bind(out)], p, groups);
         }
         return Ok(());
     }
@@ -326,20 +324,20 @@ fn lower_pad(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
         DT::Bool => value.as_i64()[0] as u32,
         other => return Err(format!("constant Pad of {other:?} is not supported")),
     };
-    cx.fill(n, out, numel(&oshape), bits);
+    cx.fill_sym(n, out, &sym::numel(&oshape), bits);
     // The copied region: negative pads crop the input.
-    let cs = contiguous_strides(&s);
-    let os = contiguous_strides(&oshape);
+    let cs = contiguous_strides_sym(&s);
+    let os = contiguous_strides_sym(&oshape);
     let mut region = Vec::new();
-    let (mut src_off, mut dst_off) = (0i64, 0i64);
+    let (mut src_off, mut dst_off) = (Expr::Const(0), Expr::Const(0));
     for d in 0..s.len() {
         let crop_lo = (-before[d]).max(0);
         let crop_hi = (-after[d]).max(0);
-        region.push((s[d] as i64 - crop_lo - crop_hi).max(0) as usize);
-        src_off += crop_lo * cs[d];
-        dst_off += before[d].max(0) * os[d];
+        region.push((s[d].clone() - Expr::Const(crop_lo + crop_hi)).max(Expr::Const(0)));
+        src_off = src_off + Expr::Const(crop_lo) * cs[d].clone();
+        dst_off = dst_off + Expr::Const(before[d].max(0)) * os[d].clone();
     }
-    cx.copy(n, ins[0], out, &region, src_off, &cs, dst_off, &os)
+    cx.copy_sym(n, ins[0], out, &region, src_off, &cs, dst_off, &os)
 }
 
 /// Split's part sizes: given, or `num_outputs` (else the output count) equal chunks, the

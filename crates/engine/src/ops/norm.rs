@@ -123,12 +123,15 @@ fn lower_batch_norm(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     if n.outputs.iter().skip(1).any(|o| !o.is_empty()) || attr_i(n, "training_mode", 0) != 0 {
         return Err("training mode is not supported".into());
     }
-    let s = cx.shape(ins[0])?;
+    let s = cx.sym_shape(ins[0])?;
     if s.len() < 2 {
         return Err("needs rank >= 2".into());
     }
     let eps = attr_f(n, "epsilon", 1e-5);
-    let mut cshape = vec![s[1]];
+    let channels = s[1]
+        .as_const()
+        .ok_or("the channel count must be known at plan time")? as usize;
+    let mut cshape = vec![channels];
     cshape.extend(std::iter::repeat_n(1, s.len() - 2));
     let v = |ctx: &mut Ctx, i: usize, tag: &str| -> R<String> {
         let name = format!("{out}::{tag}");

@@ -10,10 +10,11 @@ use m2w_model::NodeInfo;
 
 use super::Registry;
 use super::ctx::{
-    Ctx, R, attr_i, attr_ints, contiguous_strides, dims8, host_input as get, ins, kernel_for,
-    norm_axis, out0, vec8_u32,
+    Ctx, R, attr_i, attr_ints, contiguous_strides, contiguous_strides_sym, dims8,
+    host_input as get, ins, kernel_for, norm_axis, out0, vec8_sym, vec8_u32,
 };
-use crate::plan::groups_1d;
+use crate::plan::{groups_1d, groups_1d_sym};
+use crate::sym::{self, Expr};
 use crate::tensor::{DT, Data, HostTensor, numel};
 
 const REDUCE_ATTRS: &[&str] = &["axes", "keepdims", "noop_with_empty_axes"];
@@ -91,7 +92,7 @@ fn lower_reduce(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
 
 fn reduce(cx: &mut Ctx, n: &NodeInfo, x: &str, out: &str) -> R<()> {
     let op = n.op_type.as_str();
-    let s = cx.shape(x)?;
+    let s = cx.sym_shape(x)?;
     let dt = cx.dt(x)?;
     let (axes, keep): (Vec<usize>, bool) = match op {
         "ArgMax" | "ArgMin" => (
@@ -114,7 +115,7 @@ fn reduce(cx: &mut Ctx, n: &NodeInfo, x: &str, out: &str) -> R<()> {
                 ),
                 _ => {
                     if attr_i(n, "noop_with_empty_axes", 0) != 0 {
-                        return cx.view(out, x, s.clone());
+                        return cx.view_sym(out, x, s.clone());
                     }
                     ((0..s.len()).collect(), keep)
                 }
@@ -153,21 +154,50 @@ fn reduce(cx: &mut Ctx, n: &NodeInfo, x: &str, out: &str) -> R<()> {
         return Err("select_last_index on integers".into());
     }
     let axes_set: HashSet<usize> = axes.iter().copied().collect();
-    let cs = contiguous_strides(&s);
+    let cs = contiguous_strides_sym(&s);
     let kept: Vec<usize> = (0..s.len()).filter(|d| !axes_set.contains(d)).collect();
     let mut red: Vec<usize> = axes_set.iter().copied().collect();
     red.sort();
-    let oshape: Vec<usize> = if keep {
+    let oshape: Vec<Expr> = if keep {
         (0..s.len())
-            .map(|d| if axes_set.contains(&d) { 1 } else { s[d] })
+            .map(|d| {
+                if axes_set.contains(&d) {
+                    Expr::Const(1)
+                } else {
+                    s[d].clone()
+                }
+            })
             .collect()
     } else {
-        kept.iter().map(|&d| s[d]).collect()
+        kept.iter().map(|&d| s[d].clone()).collect()
     };
     let out_dt = if kop.starts_with("arg") { DT::I32 } else { dt };
-    cx.new_tensor(out, oshape.clone(), out_dt)?;
-    let total = numel(&oshape);
-    let red_count = red.iter().map(|&d| s[d]).product::<usize>();
+    cx.new_tensor_sym(out, oshape.clone(), out_dt)?;
+    let total = sym::numel(&oshape);
+    let red_count = sym::numel(&red.iter().map(|&d| s[d].clone()).collect::<Vec<_>>());
+    let pick = |v: &[Expr], at: &[usize]| at.iter().map(|&d| v[d].clone()).collect::<Vec<_>>();
+    let sym_p = params::Reduce::<Expr> {
+        n: total.clone(),
+        out_rank: Expr::from(kept.len()),
+        red_rank: Expr::from(red.len()),
+        red_count: red_count.clone(),
+        out_shape: vec8_sym(&pick(&s, &kept)),
+        out_strides: vec8_sym(&pick(&cs, &kept)),
+        red_shape: vec8_sym(&pick(&s, &red)),
+        red_strides: vec8_sym(&pick(&cs, &red)),
+    }
+    .slots();
+    let (Some(total), Some(red_count)) = (total.as_const(), red_count.as_const()) else {
+        // Sizes that hold dims: an empty reduction is the kernel's start value.
+        if total != Expr::Const(0) {
+            let groups = groups_1d_sym(&total, 256);
+            cx.dispatch_sym(n, kernel, vec![cx.bind(x), cx.bind(out)], sym_p, groups);
+        }
+        return Ok(());
+    };
+    let (total, red_count) = (total as usize, red_count as usize);
+    let s = sym::as_fixed(&s).expect("fixed when its counts are");
+    let cs = contiguous_strides(&s);
     if red_count == 0 && kop.starts_with("arg") {
         return Err("arg reduction over an empty axis".into());
     }

@@ -6,7 +6,8 @@ use m2w_model::{AttrValue, NodeInfo};
 
 use super::Registry;
 use super::ctx::{Ctx, R, attr_i, attr_ints, attr_s, ins, kernel_for, out0};
-use crate::plan::groups_1d;
+use crate::plan::{groups_1d, groups_1d_sym};
+use crate::sym::{self, Expr};
 use crate::tensor::{DT, numel};
 
 pub(super) fn register(r: &mut Registry) {
@@ -40,7 +41,9 @@ fn lower_resize(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     let ins = ins(n);
     let out = out0(n);
     let op = n.op_type.as_str();
-    let s = cx.shape(ins[0])?;
+    let ss = cx.sym_shape(ins[0])?;
+    let symbolic = sym::as_fixed(&ss).is_none();
+    let s: Vec<usize> = ss.iter().map(|d| cx.at_max(d)).collect();
     if cx.dt(ins[0])? != DT::F32 || s.len() < 2 {
         return Err("only f32 of rank >= 2".into());
     }
@@ -146,6 +149,44 @@ fn lower_resize(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     if oshape[..rank - 2] != s[..rank - 2] {
         return Err("only the last two dims may be resized".into());
     }
+    if symbolic {
+        // Over a size that holds dims: output sizes by scales that are whole or simple
+        // fractions (floor(x * 3/2) is exact integer arithmetic); the scales stay constants.
+        let sc = scale.clone();
+        if sizes_given(n, cx.opset) {
+            return Err("Resize to fixed sizes of a symbolic input is not supported (give scales)".into());
+        }
+        let mut oshape: Vec<Expr> = ss[..rank - 2].to_vec();
+        for d in rank - 2..rank {
+            let f = sc[d] as f64;
+            let q = (1..=16)
+                .find(|&q| ((f * q as f64).round() - f * q as f64).abs() < 1e-9)
+                .ok_or_else(|| format!("scale {f} is not a simple fraction"))?;
+            let p = (f * q as f64).round() as i64;
+            oshape.push((ss[d].clone() * Expr::Const(p)).floor_div(q));
+        }
+        cx.new_tensor_sym(out, oshape.clone(), DT::F32)?;
+        let total = sym::numel(&oshape);
+        let kernel = kernel_for("resize", &mode, "f32")?;
+        let p = params::Resize::<Expr> {
+            total: total.clone(),
+            h: ss[rank - 2].clone(),
+            w: ss[rank - 1].clone(),
+            oh: oshape[rank - 2].clone(),
+            ow: oshape[rank - 1].clone(),
+            coord_mode: Expr::from(coord_mode as usize),
+            nearest_mode: Expr::from(nearest_mode as usize),
+            scale_h: sc[rank - 2],
+            scale_w: sc[rank - 1],
+            ..Default::default()
+        }
+        .slots();
+        if total != Expr::Const(0) {
+            let groups = groups_1d_sym(&total, 256);
+            cx.dispatch_sym(n, kernel, vec![cx.bind(ins[0]), cx.bind(out)], p, groups);
+        }
+        return Ok(());
+    }
     cx.new_tensor(out, oshape.clone(), DT::F32)?;
     let total = numel(&oshape);
     let kernel = kernel_for("resize", &mode, "f32")?;
@@ -172,6 +213,11 @@ fn lower_resize(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
         );
     }
     Ok(())
+}
+
+/// Whether the node is given output sizes (not scales).
+fn sizes_given(n: &NodeInfo, opset: i64) -> bool {
+    n.op_type != "Upsample" && opset >= 11 && n.inputs.get(3).is_some_and(|s| !s.is_empty())
 }
 
 #[cfg(test)]

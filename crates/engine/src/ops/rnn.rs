@@ -13,6 +13,7 @@ use m2w_model::{AttrValue, NodeInfo};
 use super::Registry;
 use super::ctx::{Ctx, R, attr_f, attr_i, attr_s, ins};
 use crate::plan::Binding;
+use crate::sym::Expr;
 use crate::tensor::DT;
 
 pub(super) fn register(r: &mut Registry) {
@@ -240,7 +241,7 @@ fn lower_lstm(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
 }
 
 fn lstm(cx: &mut Ctx, n: &NodeInfo, ins: &[&str]) -> R<()> {
-    let xs = cx.shape(ins[0])?;
+    let xs = cx.sym_shape(ins[0])?;
     let ws = cx.shape(ins[1])?;
     if n.attributes.contains_key("clip")
         || n.attributes.contains_key("activations")
@@ -258,7 +259,8 @@ fn lstm(cx: &mut Ctx, n: &NodeInfo, ins: &[&str]) -> R<()> {
             "hidden size {hidden} over 256 or input not [T, B, I]"
         ));
     }
-    let (t, b, i) = (xs[0], xs[1], xs[2]);
+    // The kernel walks the sequence itself: T and B may hold dims.
+    let (t, b, i) = (xs[0].clone(), xs[1].clone(), xs[2].clone());
     let reverse = attr_s(n, "direction", "forward") == "reverse";
     let opt = |k: usize| ins.get(k).filter(|s| !s.is_empty()).copied();
     let name = |k: usize, tag: &str| {
@@ -269,23 +271,25 @@ fn lstm(cx: &mut Ctx, n: &NodeInfo, ins: &[&str]) -> R<()> {
             .unwrap_or_else(|| format!("{}::{tag}", n.label()))
     };
     let y = name(0, "y");
-    cx.new_tensor(&y, vec![t, dirs, b, hidden], DT::F32)?;
+    let (dx, hx) = (Expr::from(dirs), Expr::from(hidden));
+    cx.new_tensor_sym(&y, vec![t.clone(), dx.clone(), b.clone(), hx.clone()], DT::F32)?;
     let state = format!("{}::state", n.label());
-    cx.new_tensor(&state, vec![2, dirs, b, hidden], DT::F32)?;
+    cx.new_tensor_sym(&state, vec![Expr::Const(2), dx.clone(), b.clone(), hx.clone()], DT::F32)?;
     let bind_opt = |ctx: &Ctx, k: usize| opt(k).map(|s| ctx.bind(s)).unwrap_or(Binding::Dummy);
-    let p = params::Lstm {
-        t: t as u32,
-        b: b as u32,
-        i: i as u32,
-        h: hidden as u32,
-        d: dirs as u32,
-        has_bias: opt(3).is_some() as u32,
-        has_h0: opt(5).is_some() as u32,
-        has_c0: opt(6).is_some() as u32,
-        reverse: reverse as u32,
+    let flag = |v: bool| Expr::from(v as usize);
+    let p = params::Lstm::<Expr> {
+        t,
+        b: b.clone(),
+        i,
+        h: hx.clone(),
+        d: dx.clone(),
+        has_bias: flag(opt(3).is_some()),
+        has_h0: flag(opt(5).is_some()),
+        has_c0: flag(opt(6).is_some()),
+        reverse: flag(reverse),
         ..Default::default()
     }
-    .words();
+    .slots();
     let bindings = vec![
         cx.bind(ins[0]),
         cx.bind(ins[1]),
@@ -296,14 +300,16 @@ fn lstm(cx: &mut Ctx, n: &NodeInfo, ins: &[&str]) -> R<()> {
         cx.bind(&y),
         cx.bind(&state),
     ];
-    cx.dispatch(n, Kernel::LstmF32, bindings, p, [(dirs * b) as u32, 1, 1]);
-    for (k, tag) in [(1usize, "h"), (2, "c")] {
+    let one = Expr::Const(1);
+    let groups = [dx.clone() * b.clone(), one.clone(), one.clone()];
+    cx.dispatch_sym(n, Kernel::LstmF32, bindings, p, groups);
+    for k in [1usize, 2] {
         if let Some(o) = n.outputs.get(k).filter(|s| !s.is_empty()) {
             let o = o.clone();
-            cx.new_tensor(&o, vec![dirs, b, hidden], DT::F32)?;
-            let len = dirs * b * hidden;
-            let _ = tag;
-            cx.copy(n, &state, &o, &[len], ((k - 1) * len) as i64, &[1], 0, &[1])?;
+            cx.new_tensor_sym(&o, vec![dx.clone(), b.clone(), hx.clone()], DT::F32)?;
+            let len = dx.clone() * b.clone() * hx.clone();
+            let off = Expr::Const(k as i64 - 1) * len.clone();
+            cx.copy_sym(n, &state, &o, &[len], off, &[one.clone()], Expr::Const(0), &[one.clone()])?;
         }
     }
     Ok(())

@@ -45,7 +45,9 @@ impl Ctx {
         match n.inputs.get(i).filter(|s| !s.is_empty()) {
             None => Ok(None),
             Some(name) => self.sym_ints(name).map(Some).ok_or_else(|| {
-                format!("input {i} ('{name}') decides a shape but is computed on the GPU")
+                format!(
+                    "input {i} ('{name}') decides a shape but its values are known only at run time (a graph input or computed on the GPU)"
+                )
             }),
         }
     }
