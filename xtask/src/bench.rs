@@ -14,7 +14,10 @@ pub fn run(what: &str, runs: usize) -> anyhow::Result<()> {
     match what {
         "extract" => extract(runs.max(1)),
         "browser" => browser(runs.max(1)),
-        other => anyhow::bail!("unknown benchmark {other:?}; available: extract, browser"),
+        "dynamic" => dynamic(runs.max(3)),
+        other => {
+            anyhow::bail!("unknown benchmark {other:?}; available: extract, browser, dynamic")
+        }
     }
 }
 
@@ -172,5 +175,78 @@ fn browser(runs: usize) -> anyhow::Result<()> {
         );
         print!("{}", String::from_utf8_lossy(&out.stdout));
     }
+    Ok(())
+}
+
+/// One symbolic plan against the static plans it replaces (issue 13): MiniLM int8 at 16 and
+/// 128 tokens on wgpu, the symbolic plan compiled once for sequence <= 128. Plan time, and
+/// forward passes end to end (inputs written, every dispatch, outputs read back): the
+/// symbolic plan at the size it is bound to, and right after it served the other size (its
+/// uniform words are rewritten first: the per-run cost of changing size).
+fn dynamic(runs: usize) -> anyhow::Result<()> {
+    use std::collections::{BTreeMap, HashMap};
+
+    use m2w_engine::gpu::{Gpu, Runner};
+    use m2w_engine::{DT, HostTensor};
+
+    let path = m2w_setup::fixture("minilm-int8").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let model = m2w_model::Model::open(&path)?;
+    let graph = model.graph.as_ref().context("an ONNX graph")?;
+    let gpu = Gpu::new().map_err(|e| anyhow::anyhow!(e))?;
+    let inputs = |t: usize| -> HashMap<String, HostTensor> {
+        let ids: Vec<i64> = (0..t).map(|k| 101 + (k as i64 * 7919) % 29000).collect();
+        HashMap::from([
+            ("input_ids".to_string(), HostTensor::i64(vec![1, t], ids)),
+            ("attention_mask".to_string(), HostTensor::i64(vec![1, t], vec![1; t])),
+            ("token_type_ids".to_string(), HostTensor::i64(vec![1, t], vec![0; t])),
+        ])
+    };
+    let maxima = BTreeMap::from([("batch".to_string(), 1), ("sequence".to_string(), 128)]);
+    let t0 = Instant::now();
+    let (shapes, dims) = m2w_engine::symbolic_inputs(graph, &maxima).map_err(|e| anyhow::anyhow!(e))?;
+    let mut sym_plan = m2w_engine::compile_symbolic(&model, &shapes, &dims)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    sym_plan.assign_buffers(true);
+    let sym_plan_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let outputs = sym_plan.outputs.clone();
+    let symbolic = Runner::new(&gpu, sym_plan).map_err(|e| anyhow::anyhow!(e))?;
+    let time = |runner: &Runner, x: &HashMap<String, HostTensor>, before: Option<&HashMap<String, HostTensor>>| -> anyhow::Result<f64> {
+        let mut v = Vec::new();
+        for r in 0..runs + 2 {
+            if let Some(b) = before {
+                runner.run(b, &outputs).map_err(|e| anyhow::anyhow!(e))?;
+            }
+            let t = Instant::now();
+            runner.run(x, &outputs).map_err(|e| anyhow::anyhow!(e))?;
+            if r >= 2 {
+                v.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        Ok(median(v))
+    };
+    println!("adapter: {} ({:?})\n", gpu.info.name, gpu.info.backend);
+    println!("| tokens | static plan ms | symbolic plan ms | static run ms | symbolic run ms | ratio | symbolic run after a size change ms | ratio |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (t, other) in [(16usize, 128usize), (128, 16)] {
+        let fixed: BTreeMap<String, (Vec<usize>, DT)> = inputs(t)
+            .iter()
+            .map(|(k, v)| (k.clone(), (v.shape.clone(), DT::I32)))
+            .collect();
+        let t0 = Instant::now();
+        let mut plan = m2w_engine::compile(&model, &fixed).map_err(|e| anyhow::anyhow!("{e}"))?;
+        plan.assign_buffers(true);
+        let static_plan_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let fixed_runner = Runner::new(&gpu, plan).map_err(|e| anyhow::anyhow!(e))?;
+        let x = inputs(t);
+        let s_run = time(&fixed_runner, &x, None)?;
+        let y_run = time(&symbolic, &x, None)?;
+        let y_switch = time(&symbolic, &x, Some(&inputs(other)))?;
+        println!(
+            "| {t} | {static_plan_ms:.0} | {sym_plan_ms:.0} | {s_run:.3} | {y_run:.3} | {:.3} | {y_switch:.3} | {:.3} |",
+            y_run / s_run,
+            y_switch / s_run
+        );
+    }
+    println!("\n{runs} timed runs each after 2 warm-up runs, medians; outputs read back every run.");
     Ok(())
 }

@@ -419,8 +419,66 @@ impl<'g> Runner<'g> {
                 );
             }
         }
-        self.record_and_submit();
+        // Sync points split the pass: run up to each, let the host bind what it reads.
+        let mut from = 0;
+        for k in 0..self.plan.syncs.len() {
+            let at = self.plan.syncs[k].at;
+            self.submit_steps(from..at, |_| {});
+            self.sync(k)?;
+            from = at;
+        }
+        self.submit_steps(from..self.steps.len(), |_| {});
         self.read(read)
+    }
+
+    /// Sync point `k` of the plan (the dispatches before it have been submitted): reads
+    /// its tensor back, binds the dims it decides (for a NonZero, computes the indices on
+    /// the host and writes them), and rewrites the uniforms that depend on them.
+    pub fn sync(&self, k: usize) -> Result<(), String> {
+        let s = &self.plan.syncs[k];
+        let t = self
+            .read(std::slice::from_ref(&s.tensor))?
+            .remove(&s.tensor)
+            .ok_or("sync tensor not read")?;
+        // Dims of later sync points are still placeholders.
+        let later: Vec<String> = self.plan.syncs[k + 1..]
+            .iter()
+            .flat_map(|l| self.plan.sync_dims(l))
+            .collect();
+        let pending: Vec<&str> = later.iter().map(String::as_str).collect();
+        let mut dims = self.dims();
+        let mut host_output = None;
+        match &s.kind {
+            crate::plan::SyncKind::Values => {
+                self.plan
+                    .bind_sync(&mut dims, s, &t.as_i64(), None, &pending)?;
+            }
+            crate::plan::SyncKind::NonZero { output, .. } => {
+                // ONNX NonZero: [rank, count], the coordinates of each nonzero element in
+                // row-major order.
+                let v = t.as_f64();
+                let rank = t.shape.len().max(1);
+                let mut strides = vec![1usize; t.shape.len()];
+                for d in (0..t.shape.len().saturating_sub(1)).rev() {
+                    strides[d] = strides[d + 1] * t.shape[d + 1];
+                }
+                let hits: Vec<usize> = (0..v.len()).filter(|&i| v[i] != 0.0).collect();
+                let mut idx = vec![0i64; rank * hits.len()];
+                for (j, &flat) in hits.iter().enumerate() {
+                    for d in 0..t.shape.len() {
+                        idx[d * hits.len() + j] = ((flat / strides[d]) % t.shape[d]) as i64;
+                    }
+                }
+                self.plan
+                    .bind_sync(&mut dims, s, &[], Some(hits.len() as i64), &pending)?;
+                host_output = Some((output.clone(), HostTensor::i64(vec![rank, hits.len()], idx)));
+            }
+        }
+        self.bind_dims(&dims)?;
+        if let Some((name, value)) = host_output {
+            self.write(&name, &value)?;
+        }
+        Ok(())
     }
 
     /// GPU time of the pass, from timestamps (benchmarks only): the whole pass recorded as
@@ -498,8 +556,17 @@ impl<'g> Runner<'g> {
     /// Records the pass (one encoder per FLUSH_EVERY dispatches), lets `after` add commands
     /// to the last encoder, and submits without waiting.
     fn submit_pass(&self, after: impl FnOnce(&mut wgpu::CommandEncoder)) -> wgpu::SubmissionIndex {
+        self.submit_steps(0..self.steps.len(), after)
+    }
+
+    /// [`Runner::submit_pass`] of dispatches `range` only.
+    fn submit_steps(
+        &self,
+        range: std::ops::Range<usize>,
+        after: impl FnOnce(&mut wgpu::CommandEncoder),
+    ) -> wgpu::SubmissionIndex {
         let dev = &self.gpu.device;
-        let chunks: Vec<&[Step]> = self.steps.chunks(FLUSH_EVERY).collect();
+        let chunks: Vec<&[Step]> = self.steps[range].chunks(FLUSH_EVERY).collect();
         let mut after = Some(after);
         let mut index = None;
         for i in 0..chunks.len().max(1) {

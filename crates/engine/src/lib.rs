@@ -216,7 +216,7 @@ pub fn compile_specialized(
         .iter()
         .map(|(k, (s, dt))| (k.clone(), (sym::fixed(s), *dt)))
         .collect();
-    compile_graph(model, &inputs, &[], fixed)
+    compile_graph(model, &inputs, &[], fixed, &BTreeMap::new())
 }
 
 /// Compiles the main graph once for every size of its named dims: input shapes may name
@@ -227,7 +227,19 @@ pub fn compile_symbolic(
     inputs: &BTreeMap<String, (Vec<sym::Expr>, DT)>,
     dims: &[(String, usize)],
 ) -> Result<Plan, CompileError> {
-    compile_graph(model, inputs, dims, &BTreeMap::new())
+    compile_graph(model, inputs, dims, &BTreeMap::new(), &BTreeMap::new())
+}
+
+/// [`compile_symbolic`] where small integer tensors computed at run time may decide sizes
+/// (a Range's limit, a Reshape target given as an input): `value_max` gives the largest
+/// value each may take (by tensor name); the plan reads them back at sync points.
+pub fn compile_symbolic_with(
+    model: &Model,
+    inputs: &BTreeMap<String, (Vec<sym::Expr>, DT)>,
+    dims: &[(String, usize)],
+    value_max: &BTreeMap<String, usize>,
+) -> Result<Plan, CompileError> {
+    compile_graph(model, inputs, dims, &BTreeMap::new(), value_max)
 }
 
 fn compile_graph(
@@ -235,6 +247,7 @@ fn compile_graph(
     inputs: &BTreeMap<String, (Vec<sym::Expr>, DT)>,
     dims: &[(String, usize)],
     fixed: &BTreeMap<String, HostTensor>,
+    value_max: &BTreeMap<String, usize>,
 ) -> Result<Plan, CompileError> {
     let graph = model
         .graph
@@ -247,6 +260,7 @@ fn compile_graph(
         .map(|(_, v)| *v)
         .unwrap_or(1);
     let mut ctx = ops::Ctx::new(opset);
+    ctx.value_max = value_max.clone();
     for (name, max) in dims {
         ctx.add_dim(name, *max);
     }

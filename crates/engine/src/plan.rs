@@ -44,11 +44,43 @@ pub struct Constraint {
 }
 
 /// A named dim of a symbolic plan and the largest value it may be bound to (buffers are
-/// sized for it).
+/// sized for it). Input dims are bound from input shapes; a dim read from a tensor's values
+/// (`value_of`) or counted by a host op is bound at its sync point during the run.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct DimDecl {
     pub name: String,
     pub max: usize,
+    /// The smallest value the plan takes for it (sizes 0; a Reshape target 1).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub min: i64,
+    /// (tensor, element): a value computed at run time that decides sizes after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_of: Option<(String, usize)>,
+    /// Bound by a sync point (a value dim, or the count of a host op such as NonZero).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub at_sync: bool,
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
+}
+
+/// Where the run stops for the host: before dispatch `at`, `tensor` (small) is read back;
+/// its values bind the dims that name it (`Values`), or a host op computes from it
+/// (`NonZero`: the indices of its nonzero elements are written to `output`, and their
+/// count binds `dim`). The dispatches after it run with the new dims.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SyncPoint {
+    pub at: usize,
+    pub tensor: String,
+    pub kind: SyncKind,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncKind {
+    Values,
+    NonZero { output: String, dim: String },
 }
 
 /// What a binding slot of a dispatch reads or writes.
@@ -137,6 +169,9 @@ pub struct Plan {
     /// Sizes that must agree for the plan to be valid (checked by [`Plan::bind`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub constraints: Vec<Constraint>,
+    /// Where the run reads values back to bind dims (in dispatch order).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub syncs: Vec<SyncPoint>,
 }
 
 impl Plan {
@@ -150,9 +185,15 @@ impl Plan {
 
     /// The dims that inputs of these shapes bind: every input dim that is a bare dim name
     /// binds it, every other one must then evaluate to the given size, and no dim may
-    /// exceed its maximum. Err says which input and dim disagree.
+    /// exceed its maximum. Err says which input and dim disagree. Dims bound at sync points
+    /// start at their maxima (placeholders until the run reaches them).
     pub fn bind(&self, shapes: &BTreeMap<String, Vec<usize>>) -> Result<Bindings, String> {
-        let mut dims = Bindings::new();
+        let mut dims: Bindings = self
+            .dims
+            .iter()
+            .filter(|d| d.at_sync)
+            .map(|d| (d.name.clone(), d.max as i64))
+            .collect();
         for name in &self.inputs {
             let want = &self.tensors[name].shape;
             let got = shapes
@@ -180,7 +221,7 @@ impl Plan {
                 }
             }
         }
-        for d in &self.dims {
+        for d in self.dims.iter().filter(|d| !d.at_sync) {
             match dims.get(&d.name) {
                 None => return Err(format!("no input binds dim '{}'", d.name)),
                 Some(&v) if v as usize > d.max => {
@@ -192,18 +233,13 @@ impl Plan {
                 Some(_) => {}
             }
         }
-        for c in &self.constraints {
-            let (a, b) = (c.a.eval(&dims)?, c.b.eval(&dims)?);
-            if a != b {
-                return Err(format!(
-                    "the model cannot take these sizes ({}): node {} needs {} = {}, here {a} and {b}",
-                    dims.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", "),
-                    c.node,
-                    c.a,
-                    c.b
-                ));
-            }
-        }
+        let pending: Vec<&str> = self
+            .dims
+            .iter()
+            .filter(|d| d.at_sync)
+            .map(|d| d.name.as_str())
+            .collect();
+        self.check_constraints(&dims, &pending)?;
         for name in &self.inputs {
             let want = self.tensors[name].shape_at(&dims)?;
             if &want != &shapes[name] {
@@ -215,6 +251,81 @@ impl Plan {
             }
         }
         Ok(dims)
+    }
+
+    /// Binds the dims a sync point reads: `values` are the read-back tensor's elements;
+    /// `count` is a host op's result count. Each value must lie within its dim's [min, max].
+    /// `pending` lists the sync dims still unbound (their constraints wait for them).
+    pub fn bind_sync(
+        &self,
+        dims: &mut Bindings,
+        sync: &SyncPoint,
+        values: &[i64],
+        count: Option<i64>,
+        pending: &[&str],
+    ) -> Result<(), String> {
+        let mut set = |name: &str, v: i64| -> Result<(), String> {
+            let d = self.dims.iter().find(|d| d.name == name).expect("declared");
+            if v < d.min || v > d.max as i64 {
+                return Err(format!(
+                    "'{}' is {v} at run time; this plan takes {}..={} (buffers are sized for the maximum; port with --max-dim \"{}={}\" or more)",
+                    d.name,
+                    d.min,
+                    d.max,
+                    d.name,
+                    v.max(d.max as i64)
+                ));
+            }
+            dims.insert(name.to_string(), v);
+            Ok(())
+        };
+        match &sync.kind {
+            SyncKind::Values => {
+                for d in &self.dims {
+                    if let Some((t, k)) = &d.value_of
+                        && *t == sync.tensor
+                    {
+                        set(&d.name, *values.get(*k).ok_or("too few values read back")?)?;
+                    }
+                }
+            }
+            SyncKind::NonZero { dim, .. } => set(dim, count.ok_or("no count")?)?,
+        }
+        self.check_constraints(dims, pending)
+    }
+
+    /// The dims a sync point binds.
+    pub fn sync_dims(&self, s: &SyncPoint) -> Vec<String> {
+        match &s.kind {
+            SyncKind::Values => self
+                .dims
+                .iter()
+                .filter(|d| d.value_of.as_ref().is_some_and(|(t, _)| *t == s.tensor))
+                .map(|d| d.name.clone())
+                .collect(),
+            SyncKind::NonZero { dim, .. } => vec![dim.clone()],
+        }
+    }
+
+    /// Checks every constraint whose dims are all bound (none in `pending`).
+    fn check_constraints(&self, dims: &Bindings, pending: &[&str]) -> Result<(), String> {
+        for c in &self.constraints {
+            let syms = [c.a.symbols(), c.b.symbols()].concat();
+            if syms.iter().any(|s| pending.contains(&s.as_str())) {
+                continue;
+            }
+            let (a, b) = (c.a.eval(dims)?, c.b.eval(dims)?);
+            if a != b {
+                return Err(format!(
+                    "the model cannot take these sizes ({}): node {} needs {} = {}, here {a} and {b}",
+                    dims.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", "),
+                    c.node,
+                    c.a,
+                    c.b
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The kernels the plan dispatches, each once, sorted by name (the shaders/ of its
@@ -250,6 +361,20 @@ impl Plan {
                     first.entry(base.clone()).or_insert(i);
                     last.insert(base, i);
                 }
+            }
+        }
+        // A sync point reads its tensor when the run reaches it, and a host op writes its
+        // output there: both live across it.
+        for s in &self.syncs {
+            let base = self.base_of(&s.tensor).to_string();
+            first.entry(base.clone()).or_insert(s.at);
+            let l = last.entry(base).or_insert(s.at);
+            *l = (*l).max(s.at);
+            if let SyncKind::NonZero { output, .. } = &s.kind {
+                let base = self.base_of(output).to_string();
+                let f = first.entry(base.clone()).or_insert(s.at);
+                *f = (*f).min(s.at);
+                last.entry(base).or_insert(s.at);
             }
         }
         let mut slots: Vec<BufferSlot> = Vec::new();

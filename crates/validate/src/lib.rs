@@ -319,9 +319,10 @@ pub fn compile_for_dims(
     reference: &Path,
     max_dims: &[(String, usize)],
 ) -> Result<(Plan, HashMap<String, HostTensor>, Option<String>), ValidateError> {
-    let (plan, inputs) = compile_static(model, reference)?;
+    let inputs = reference_inputs(reference)?;
+    let plan = compile_static(model, &inputs);
     let Some(graph) = &model.graph else {
-        return Ok((plan, inputs, None));
+        return Ok((plan?, inputs, None));
     };
     // Sizes the reference gives each named dim.
     let mut maxima: BTreeMap<String, usize> = BTreeMap::new();
@@ -333,56 +334,85 @@ pub fn compile_for_dims(
             }
         }
     }
-    if maxima.is_empty() {
-        return Ok((plan, inputs, None));
+    let deciding = m2w_engine::plan_time_values(graph, &inputs);
+    if maxima.is_empty() && deciding.is_empty() && plan.is_ok() {
+        return Ok((plan?, inputs, None));
+    }
+    // Small integer tensors may decide sizes at run time (sync points): their largest
+    // values default to 4x what the reference saw (at least 16); `--max-dim "T=N"` sets one.
+    let mut value_max: BTreeMap<String, usize> = BTreeMap::new();
+    if let Ok(index) = m2w_reference::read_index(reference) {
+        let small = index
+            .inputs
+            .iter()
+            .map(|i| (i.name.as_str(), i.file.as_str(), i.shape.clone(), i.dtype.as_str()))
+            .chain(index.checkpoints.iter().map(|c| {
+                (c.output.as_str(), c.file.as_str(), c.shape.clone(), c.dtype.as_str())
+            }))
+            .filter(|(_, _, shape, dtype)| {
+                shape.iter().product::<u64>() <= 8 && shape.len() <= 1 && !dtype.starts_with('f')
+            });
+        for (name, file, _, _) in small {
+            if let Ok(t) = m2w_reference::HostTensor::read_npy(&reference.join(file)) {
+                let top = t.to_f64().iter().fold(0f64, |m, &v| m.max(v));
+                value_max.insert(name.to_string(), ((top.max(0.0) as usize) * 4).max(16));
+            }
+        }
     }
     for (k, v) in max_dims {
-        maxima.insert(k.clone(), *v);
-    }
-    let fixed = m2w_engine::plan_time_values(graph, &inputs);
-    if !fixed.is_empty() {
-        return Ok((plan, inputs, Some(format!(
-            "inputs {} decide shapes or branches",
-            fixed.keys().cloned().collect::<Vec<_>>().join(", ")
-        ))));
+        if maxima.contains_key(k) {
+            maxima.insert(k.clone(), *v);
+        } else {
+            let tensor = k.split_once('[').map(|(t, _)| t).unwrap_or(k);
+            value_max.insert(tensor.to_string(), *v);
+        }
     }
     let symbolic = m2w_engine::symbolic_inputs(graph, &maxima).and_then(|(shapes, dims)| {
-        m2w_engine::compile_symbolic(model, &shapes, &dims).map_err(|e| e.to_string())
+        m2w_engine::compile_symbolic_with(model, &shapes, &dims, &value_max)
+            .map_err(|e| e.to_string())
     });
-    match symbolic {
-        Ok(p) => Ok((p, inputs, None)),
-        Err(why) => Ok((plan, inputs, Some(why))),
+    match (symbolic, plan) {
+        (Ok(p), _) => Ok((p, inputs, None)),
+        (Err(why), Ok(plan)) => Ok((plan, inputs, Some(why))),
+        // Neither: the general plan's refusal is the one to act on.
+        (Err(why), Err(_)) => Err(bad(format!("{}: {why}", model.path.display()))),
     }
 }
 
-/// The plan for exactly the reference's input shapes.
-fn compile_static(
-    model: &m2w_model::Model,
-    reference: &Path,
-) -> Result<(Plan, HashMap<String, HostTensor>), ValidateError> {
+/// The reference's inputs, as engine tensors.
+fn reference_inputs(reference: &Path) -> Result<HashMap<String, HostTensor>, ValidateError> {
     let index = m2w_reference::read_index(reference).map_err(bad)?;
     let mut inputs = HashMap::new();
-    let mut shapes = BTreeMap::new();
     for i in &index.inputs {
         let t = to_engine(
             &m2w_reference::HostTensor::read_npy(&reference.join(&i.file))
                 .map_err(|e| bad(format!("{}: {e}", reference.join(&i.file).display())))?,
         );
-        shapes.insert(i.name.clone(), (t.shape.clone(), t.dt()));
         inputs.insert(i.name.clone(), t);
     }
+    Ok(inputs)
+}
+
+/// The plan for exactly the reference's input shapes.
+fn compile_static(
+    model: &m2w_model::Model,
+    inputs: &HashMap<String, HostTensor>,
+) -> Result<Plan, ValidateError> {
+    let mut shapes: BTreeMap<String, (Vec<usize>, m2w_engine::DT)> = inputs
+        .iter()
+        .map(|(k, t)| (k.clone(), (t.shape.clone(), t.dt())))
+        .collect();
     // Small inputs that decide a shape or an If's branch are fixed at the reference's values
     // (the plan is then specialised to them and takes them no more).
     let fixed = match &model.graph {
-        Some(g) => m2w_engine::plan_time_values(g, &inputs),
+        Some(g) => m2w_engine::plan_time_values(g, inputs),
         None => BTreeMap::new(),
     };
     for k in fixed.keys() {
         shapes.remove(k);
     }
-    let plan = m2w_engine::compile_specialized(model, &shapes, &fixed)
-        .map_err(|e| bad(format!("{}: {e}", model.path.display())))?;
-    Ok((plan, inputs))
+    m2w_engine::compile_specialized(model, &shapes, &fixed)
+        .map_err(|e| bad(format!("{}: {e}", model.path.display())))
 }
 
 /// Validates `plan` (compiled from `model`) against the reference folder.

@@ -45,6 +45,7 @@ pub fn build_with(
             dims: vec![],
             shape_values: Default::default(),
                 constraints: vec![],
+                syncs: vec![],
         },
         kinds: HashMap::new(),
         gemv_max_tokens,

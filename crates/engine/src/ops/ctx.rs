@@ -37,6 +37,8 @@ pub struct Ctx {
     pub(crate) maxima: Bindings,
     /// Shape values: small integer tensors whose values hold dims (see `symbolic`).
     pub(crate) sym_values: BTreeMap<String, super::symbolic::SymInts>,
+    /// Largest values of tensors that decide sizes at run time (by tensor name).
+    pub value_max: BTreeMap<String, usize>,
 }
 
 /// One subgraph: its nodes, its outputs, and the names local to it (its initializers and
@@ -242,6 +244,7 @@ impl Ctx {
                 dims: vec![],
                 shape_values: Default::default(),
                 constraints: vec![],
+                syncs: vec![],
             },
             opset,
             declared: BTreeMap::new(),
@@ -250,6 +253,7 @@ impl Ctx {
             open_branches: Vec::new(),
             maxima: Bindings::new(),
             sym_values: BTreeMap::new(),
+            value_max: BTreeMap::new(),
         }
     }
 
@@ -312,6 +316,9 @@ impl Ctx {
         self.plan.dims.push(crate::plan::DimDecl {
             name: name.into(),
             max,
+            min: 0,
+            value_of: None,
+            at_sync: false,
         });
     }
 

@@ -42,13 +42,14 @@ fn lower_gather(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     // Rows of a table folded from 8-bit values (an embedding) stay 8-bit.
     if axis == 0
         && s.len() == 2
-        && let Some((q, scale, zp, signed)) = super::quant::packed_8bit(cx, ins[0], 0)
+        && let Some((q, scale, zp, signed, per_row)) =
+            super::quant::packed_8bit_with(cx, ins[0], 0, true)
     {
         let p = params::GatherQ8::<Expr> {
             n: total,
             rows: s[0].clone(),
             width: s[1].clone(),
-            pad: Expr::Const(0),
+            zp_stride: Expr::from(per_row as usize),
         }
         .slots();
         let kernel = if signed {

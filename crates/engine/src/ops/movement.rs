@@ -81,8 +81,8 @@ fn lower_slice(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
             None,
         )
     } else {
-        let starts = cx.shape_input(n, 1)?.ok_or("starts")?;
-        let ends = cx.shape_input(n, 2)?.ok_or("ends")?;
+        let starts = cx.shape_input(n, 1, 0)?.ok_or("starts")?;
+        let ends = cx.shape_input(n, 2, 0)?.ok_or("ends")?;
         let axes = cx.const_ints(n, 3)?;
         let steps = cx.const_ints(n, 4)?;
         match (sym::as_fixed(&shape), consts(&starts), consts(&ends)) {
@@ -121,7 +121,7 @@ fn lower_expand(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     let ins = ins(n);
     let out = out0(n);
     let s = cx.sym_shape(ins[0])?;
-    let target = cx.shape_input(n, 1)?.ok_or("Expand needs a shape")?;
+    let target = cx.shape_input(n, 1, 0)?.ok_or("Expand needs a shape")?;
     let oshape = broadcast_sym(&[&s, &target])?;
     cx.new_tensor_sym(out, oshape.clone(), cx.dt(ins[0])?)?;
     cx.copy_sym(

@@ -46,6 +46,7 @@ pub(super) fn register(r: &mut Registry) {
     r.op("ConstantOfShape", 9, &["value"], lower_constant_of_shape)
         .shape_inputs(&[0])
         .fold(fold_constant_of_shape);
+    r.op("NonZero", 9, &[], |cx, n| cx.lower_nonzero(n));
     r.op("Range", 11, &["stash_type"], lower_range)
         .shape_inputs(&[0, 1, 2])
         .fold(fold_range);
@@ -101,15 +102,31 @@ fn lower_identity(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
 fn lower_reshape(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     let ins = ins(n);
     let input = cx.sym_shape(ins[0])?;
-    let spec = cx.shape_input(n, 1)?.ok_or("Reshape needs a shape")?;
     let allowzero = attr_i(n, "allowzero", 0) != 0;
-    let s = reshape_shape_sym(&input, &spec, allowzero)?;
+    // A target read at run time holds sizes: no -1, and no 0 unless allowzero.
+    let spec = cx
+        .shape_input(n, 1, if allowzero { 0 } else { 1 })?
+        .ok_or("Reshape needs a shape")?;
+    let s = reshape_shape_sym(&input, &spec, allowzero, false)?;
+    let (total, got) = (sym::numel(&input), sym::numel(&s));
+    if !cx.assume_equal(n, &total, &got) {
+        return Err(format!(
+            "cannot reshape {} to {}",
+            sym::show(&input),
+            sym::show(&spec)
+        ));
+    }
     cx.view_sym(out0(n), ins[0], s)
 }
 
 /// [`reshape_shape`] over expressions: a target dim is a constant (0 copies the input's
 /// dim unless `allowzero`, -1 is inferred by exact division) or an expression of dims.
-pub(crate) fn reshape_shape_sym(input: &[Expr], spec: &[Expr], allowzero: bool) -> R<Vec<Expr>> {
+pub(crate) fn reshape_shape_sym(
+    input: &[Expr],
+    spec: &[Expr],
+    allowzero: bool,
+    check: bool,
+) -> R<Vec<Expr>> {
     let total = sym::numel(input);
     let mut out = Vec::with_capacity(spec.len());
     let mut infer = None;
@@ -139,7 +156,7 @@ pub(crate) fn reshape_shape_sym(input: &[Expr], spec: &[Expr], allowzero: bool) 
             )
         })?;
     }
-    if sym::numel(&out) != total {
+    if check && sym::numel(&out) != total {
         return Err(format!("cannot reshape {} to {}", show(input), show(spec)));
     }
     Ok(out)
@@ -232,7 +249,7 @@ fn squeeze_shape_sym(op: &str, s: &[Expr], axes: Option<&[i64]>) -> R<Vec<Expr>>
 /// ConstantOfShape of a shape value that holds dims: a fill of its count.
 fn lower_constant_of_shape(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     let shape = cx
-        .shape_input(n, 0)?
+        .shape_input(n, 0, 0)?
         .ok_or("ConstantOfShape needs a shape")?;
     let (dtype, v) = match n.attributes.get("value") {
         Some(AttrValue::Tensor { dtype, values, .. }) => {
@@ -254,15 +271,17 @@ fn lower_constant_of_shape(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
 /// Range whose limit (or start) holds dims: out[i] = start + i * delta on the GPU, with
 /// a count of ceil((limit - start) / delta) known per run. delta must be a constant.
 fn lower_range(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
-    let one = |i: usize| -> R<Expr> {
-        let v = cx.shape_input(n, i)?.ok_or("Range needs start, limit and delta")?;
+    fn one(cx: &mut Ctx, n: &NodeInfo, i: usize) -> R<Expr> {
+        let v = cx
+            .shape_input(n, i, 0)?
+            .ok_or("Range needs start, limit and delta")?;
         v.first().cloned().ok_or_else(|| "an empty Range operand".to_string())
-    };
+    }
     let dt = cx.dt(ins(n)[0])?;
     if dt != DT::I32 {
         return Err("a Range over floats needs constant operands".into());
     }
-    let (start, limit, delta) = (one(0)?, one(1)?, one(2)?);
+    let (start, limit, delta) = (one(cx, n, 0)?, one(cx, n, 1)?, one(cx, n, 2)?);
     let d = delta
         .as_const()
         .filter(|d| *d != 0)

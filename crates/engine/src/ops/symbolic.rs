@@ -39,17 +39,104 @@ impl Ctx {
         Some(k.as_i64().into_iter().map(Expr::Const).collect())
     }
 
-    /// [`Ctx::sym_ints`] of input `i` of a node, where it decides a shape: Err says so
-    /// when it is computed on the GPU.
-    pub(crate) fn shape_input(&self, n: &NodeInfo, i: usize) -> R<Option<Vec<Expr>>> {
+    /// [`Ctx::sym_ints`] of input `i` of a node, where it decides a shape. A small integer
+    /// tensor known only at run time (a graph input, or computed on the GPU) becomes dims
+    /// of its own, bound at a sync point that reads it back ([`Ctx::value_dims`]); each
+    /// must be at least `min` then.
+    pub(crate) fn shape_input(&mut self, n: &NodeInfo, i: usize, min: i64) -> R<Option<Vec<Expr>>> {
         match n.inputs.get(i).filter(|s| !s.is_empty()) {
             None => Ok(None),
-            Some(name) => self.sym_ints(name).map(Some).ok_or_else(|| {
-                format!(
-                    "input {i} ('{name}') decides a shape but its values are known only at run time (a graph input or computed on the GPU)"
-                )
-            }),
+            Some(name) => match self.sym_ints(name) {
+                Some(v) => Ok(Some(v)),
+                None => self.value_dims(name, min).map(Some),
+            },
         }
+    }
+
+    /// Dims `name[k]` for the values of a small integer tensor known only at run time,
+    /// bound at a sync point before the next dispatch: the run reads the tensor back and
+    /// the host binds them (each within [`min`, its declared maximum]). A maximum comes
+    /// from the caller (`--max-dim "name=N"`); without one the node is refused.
+    pub(crate) fn value_dims(&mut self, name: &str, min: i64) -> R<Vec<Expr>> {
+        let min = min.max(0);
+        let names: Vec<String> = self
+            .plan
+            .dims
+            .iter()
+            .filter(|d| d.value_of.as_ref().is_some_and(|(t, _)| t == name))
+            .map(|d| d.name.clone())
+            .collect();
+        if !names.is_empty() {
+            for d in self.plan.dims.iter_mut().filter(|d| names.contains(&d.name)) {
+                d.min = d.min.max(min);
+            }
+            return Ok(names.iter().map(|d| Expr::sym(d)).collect());
+        }
+        let d = self.desc(name)?;
+        let count = d
+            .fixed_shape()
+            .map(|s| s.iter().product::<usize>())
+            .filter(|&c| c <= MAX_VALUES && d.shape.len() <= 1)
+            .ok_or_else(|| {
+                format!("'{name}' decides a shape at run time but is not a small vector")
+            })?;
+        if d.dt != DT::I32 {
+            return Err(format!("'{name}' decides a shape at run time but is not integer"));
+        }
+        let max = *self.value_max.get(name).ok_or_else(|| {
+            format!(
+                "'{name}' decides a shape at run time: give its largest value with --max-dim \"{name}=N\""
+            )
+        })?;
+        let mut out = Vec::new();
+        for k in 0..count {
+            let dim = format!("{name}[{k}]");
+            self.maxima.insert(dim.clone(), max as i64);
+            self.plan.dims.push(crate::plan::DimDecl {
+                name: dim.clone(),
+                max,
+                min,
+                value_of: Some((name.to_string(), k)),
+                at_sync: true,
+            });
+            out.push(Expr::sym(&dim));
+        }
+        self.plan.syncs.push(crate::plan::SyncPoint {
+            at: self.plan.dispatches.len(),
+            tensor: name.to_string(),
+            kind: crate::plan::SyncKind::Values,
+        });
+        Ok(out)
+    }
+
+    /// NonZero: the input is read back at a sync point, the host finds the nonzero
+    /// elements, writes their coordinates ([rank, count]) and binds `count`, a dim of at
+    /// most the input's element count.
+    pub(crate) fn lower_nonzero(&mut self, n: &NodeInfo) -> R<()> {
+        let x = n.inputs.first().map(String::as_str).unwrap_or("");
+        let out = n.outputs.first().map(String::as_str).unwrap_or("");
+        let s = self.sym_shape(x)?;
+        let rank = s.len().max(1);
+        let dim = format!("{out}.count");
+        let max = self.at_max(&sym::numel(&s));
+        self.maxima.insert(dim.clone(), max as i64);
+        self.plan.dims.push(crate::plan::DimDecl {
+            name: dim.clone(),
+            max,
+            min: 0,
+            value_of: None,
+            at_sync: true,
+        });
+        self.new_tensor_sym(out, vec![Expr::from(rank), Expr::sym(&dim)], DT::I32)?;
+        self.plan.syncs.push(crate::plan::SyncPoint {
+            at: self.plan.dispatches.len(),
+            tensor: x.to_string(),
+            kind: crate::plan::SyncKind::NonZero {
+                output: out.to_string(),
+                dim,
+            },
+        });
+        Ok(())
     }
 
     /// Records a shape value: a constant when no value holds a dim, else a host value
@@ -74,6 +161,7 @@ impl Ctx {
         let p = params::Values::<Expr> {
             n: Expr::from(v.values.len()),
             v: vec8_sym(&v.values),
+            ..Default::default()
         }
         .slots();
         let one = Expr::Const(1);

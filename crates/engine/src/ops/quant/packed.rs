@@ -19,6 +19,18 @@ pub(in crate::ops) fn packed_8bit(
     name: &str,
     axis: usize,
 ) -> Option<(String, String, String, bool)> {
+    packed_8bit_with(cx, name, axis, false).map(|(q, s, z, signed, _)| (q, s, z, signed))
+}
+
+/// [`packed_8bit`]; with `shared_zero_point`, a zero point that is the same for every
+/// index is kept as one value (the last element of the result is then false: not per
+/// index), for kernels that can read it so (`gather_*_rows_f32`).
+pub(in crate::ops) fn packed_8bit_with(
+    cx: &mut Ctx,
+    name: &str,
+    axis: usize,
+    shared_zero_point: bool,
+) -> Option<(String, String, String, bool, bool)> {
     let d = cx.dequantized.get(name)?.clone();
     let q = cx.konst(&d.q)?;
     let rank = q.shape.len();
@@ -63,8 +75,13 @@ pub(in crate::ops) fn packed_8bit(
         format!("{name}::zero_point{axis}"),
     );
     cx.add_const(&sname, HostTensor::f32(vec![len], scale));
+    let uniform = zero_point.iter().all(|&z| z.to_bits() == zero_point[0].to_bits());
+    if shared_zero_point && uniform {
+        cx.add_const(&zname, HostTensor::f32(vec![1], vec![zero_point[0]]));
+        return Some((packed, sname, zname, d.signed, false));
+    }
     cx.add_const(&zname, HostTensor::f32(vec![len], zero_point));
-    Some((packed, sname, zname, d.signed))
+    Some((packed, sname, zname, d.signed, true))
 }
 
 /// com.microsoft MatMulNBits: `Y = A x dequantize(B)^T (+ bias)`, B [N, blocks, block *
