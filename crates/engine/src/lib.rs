@@ -385,10 +385,20 @@ fn compile_graph(
         .chain(plan.outputs.iter().map(String::as_str))
         .map(|t| plan.base_of(t).to_string())
         .collect();
-    plan.dispatches.retain(|d| {
-        d.kernel != Kernel::Values
-            || d.bindings.iter().any(|b| matches!(b, plan::Binding::Tensor(t) if bound.contains(t)))
-    });
+    let keep: Vec<bool> = plan
+        .dispatches
+        .iter()
+        .map(|d| {
+            d.kernel != Kernel::Values
+                || d.bindings.iter().any(|b| matches!(b, plan::Binding::Tensor(t) if bound.contains(t)))
+        })
+        .collect();
+    // Sync points stay before the same dispatch.
+    for s in &mut plan.syncs {
+        s.at = keep[..s.at].iter().filter(|&&k| k).count();
+    }
+    let mut k = keep.iter();
+    plan.dispatches.retain(|_| *k.next().expect("one flag per dispatch"));
     // Constants no dispatch reads (weights folded into other constants, host-only shape
     // values) are not uploaded.
     let mut used: HashSet<String> = plan

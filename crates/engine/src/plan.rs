@@ -224,6 +224,12 @@ impl Plan {
         for d in self.dims.iter().filter(|d| !d.at_sync) {
             match dims.get(&d.name) {
                 None => return Err(format!("no input binds dim '{}'", d.name)),
+                Some(&v) if v < d.min => {
+                    return Err(format!(
+                        "dim '{}' = {v} is below its minimum {}",
+                        d.name, d.min
+                    ));
+                }
                 Some(&v) if v as usize > d.max => {
                     return Err(format!(
                         "dim '{}' = {v} exceeds its maximum {} (the buffers are sized for it; port with --max-dim {}=N to raise it)",

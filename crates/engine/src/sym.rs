@@ -194,35 +194,40 @@ impl Expr {
     /// The range of values over every binding of dims in [0, their maximum] (a dim
     /// missing from `max` is unbounded above).
     pub fn bounds(&self, max: &Bindings) -> (i64, i64) {
+        self.bounds_in(&Bindings::new(), max)
+    }
+
+    /// [`Expr::bounds`] with each dim in [its minimum in `min` (else 0), its maximum].
+    pub fn bounds_in(&self, min: &Bindings, max: &Bindings) -> (i64, i64) {
         const BIG: i64 = 1 << 40;
         let clamp = |v: i128| v.clamp(-(BIG as i128), BIG as i128) as i64;
         match self {
             Expr::Const(v) => (*v, *v),
-            Expr::Sym(s) => (0, max.get(s).copied().unwrap_or(BIG)),
+            Expr::Sym(s) => (min.get(s).copied().unwrap_or(0), max.get(s).copied().unwrap_or(BIG)),
             Expr::Add(v) => v.iter().fold((0, 0), |(lo, hi), e| {
-                let (a, b) = e.bounds(max);
+                let (a, b) = e.bounds_in(min, max);
                 (clamp(lo as i128 + a as i128), clamp(hi as i128 + b as i128))
             }),
             Expr::Mul(v) => v.iter().fold((1, 1), |(lo, hi), e| {
-                let (a, b) = e.bounds(max);
+                let (a, b) = e.bounds_in(min, max);
                 let c = [lo as i128 * a as i128, lo as i128 * b as i128, hi as i128 * a as i128, hi as i128 * b as i128];
                 (clamp(*c.iter().min().unwrap()), clamp(*c.iter().max().unwrap()))
             }),
             Expr::FloorDiv(e, d) => {
-                let (a, b) = e.bounds(max);
+                let (a, b) = e.bounds_in(min, max);
                 (a.div_euclid(*d), b.div_euclid(*d))
             }
             Expr::CeilDiv(e, d) => {
-                let (a, b) = e.bounds(max);
+                let (a, b) = e.bounds_in(min, max);
                 let up = |v: i64| v.div_euclid(*d) + i64::from(v.rem_euclid(*d) != 0);
                 (up(a), up(b))
             }
             Expr::Min(x, y) => {
-                let ((a, b), (c, d)) = (x.bounds(max), y.bounds(max));
+                let ((a, b), (c, d)) = (x.bounds_in(min, max), y.bounds_in(min, max));
                 (a.min(c), b.min(d))
             }
             Expr::Max(x, y) => {
-                let ((a, b), (c, d)) = (x.bounds(max), y.bounds(max));
+                let ((a, b), (c, d)) = (x.bounds_in(min, max), y.bounds_in(min, max));
                 (a.max(c), b.max(d))
             }
         }
@@ -232,28 +237,39 @@ impl Expr {
     /// max whose operands' ranges do not overlap replaced by the operand that wins
     /// (`min(512, sequence)` is `sequence` when sequence is at most 512).
     pub fn simplify(&self, max: &Bindings) -> Expr {
+        self.simplify_in(&Bindings::new(), max)
+    }
+
+    /// [`Expr::simplify`] with each dim in [its minimum in `min` (else 0), its maximum]; a
+    /// min or max whose operands differ by a constant is decided whatever the dims.
+    pub fn simplify_in(&self, min: &Bindings, max: &Bindings) -> Expr {
         match self {
             Expr::Const(_) | Expr::Sym(_) => self.clone(),
             Expr::Add(v) => v
                 .iter()
-                .fold(Expr::Const(0), |acc, e| acc + e.simplify(max)),
+                .fold(Expr::Const(0), |acc, e| acc + e.simplify_in(min, max)),
             Expr::Mul(v) => v
                 .iter()
-                .fold(Expr::Const(1), |acc, e| acc * e.simplify(max)),
-            Expr::FloorDiv(e, d) => e.simplify(max).floor_div(*d),
-            Expr::CeilDiv(e, d) => e.simplify(max).ceil_div(*d),
+                .fold(Expr::Const(1), |acc, e| acc * e.simplify_in(min, max)),
+            Expr::FloorDiv(e, d) => e.simplify_in(min, max).floor_div(*d),
+            Expr::CeilDiv(e, d) => e.simplify_in(min, max).ceil_div(*d),
             Expr::Min(a, b) | Expr::Max(a, b) => {
-                let (a, b) = (a.simplify(max), b.simplify(max));
-                let ((alo, ahi), (blo, bhi)) = (a.bounds(max), b.bounds(max));
+                let (a, b) = (a.simplify_in(min, max), b.simplify_in(min, max));
+                let ((alo, ahi), (blo, bhi)) = (a.bounds_in(min, max), b.bounds_in(min, max));
+                // Whether a <= b for every binding: exactly when they differ by a
+                // constant, else when their ranges do not overlap.
+                let a_le_b = match (a.clone() - b.clone()).as_const() {
+                    Some(d) => Some(d <= 0),
+                    None if ahi <= blo => Some(true),
+                    None if bhi <= alo => Some(false),
+                    None => None,
+                };
                 let is_min = matches!(self, Expr::Min(..));
-                if ahi <= blo {
-                    if is_min { a } else { b }
-                } else if bhi <= alo {
-                    if is_min { b } else { a }
-                } else if is_min {
-                    a.min(b)
-                } else {
-                    a.max(b)
+                match (a_le_b, is_min) {
+                    (Some(true), true) | (Some(false), false) => a,
+                    (Some(true), false) | (Some(false), true) => b,
+                    (None, true) => a.min(b),
+                    (None, false) => a.max(b),
                 }
             }
         }

@@ -467,7 +467,13 @@ pub fn validate(
             .collect();
         let dispatches = &runner.plan.dispatches;
         let mut start = 0;
+        let mut next_sync = 0;
         while start < dispatches.len() {
+            // Sync points before this node bind the dims its sizes need.
+            while next_sync < runner.plan.syncs.len() && runner.plan.syncs[next_sync].at <= start {
+                runner.sync(next_sync).map_err(bad)?;
+                next_sync += 1;
+            }
             let node = dispatches[start].node.clone();
             let mut end = start;
             while end < dispatches.len() && dispatches[end].node == node {

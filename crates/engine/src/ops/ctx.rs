@@ -35,6 +35,8 @@ pub struct Ctx {
     /// Every dim of the plan at its declared maximum: symbolic words are also written
     /// as their values there, and choices made on sizes are made there.
     pub(crate) maxima: Bindings,
+    /// Every dim's smallest value (input dims are at least 1; value dims at their `min`).
+    pub(crate) minima: Bindings,
     /// Shape values: small integer tensors whose values hold dims (see `symbolic`).
     pub(crate) sym_values: BTreeMap<String, super::symbolic::SymInts>,
     /// Largest values of tensors that decide sizes at run time (by tensor name).
@@ -252,6 +254,7 @@ impl Ctx {
             subgraphs: BTreeMap::new(),
             open_branches: Vec::new(),
             maxima: Bindings::new(),
+            minima: Bindings::new(),
             sym_values: BTreeMap::new(),
             value_max: BTreeMap::new(),
         }
@@ -313,10 +316,11 @@ impl Ctx {
     /// Declares a dim of the plan and its maximum.
     pub fn add_dim(&mut self, name: &str, max: usize) {
         self.maxima.insert(name.into(), max as i64);
+        self.minima.insert(name.into(), 1);
         self.plan.dims.push(crate::plan::DimDecl {
             name: name.into(),
             max,
-            min: 0,
+            min: 1,
             value_of: None,
             at_sync: false,
         });
@@ -514,7 +518,7 @@ impl Ctx {
     }
 
     pub(crate) fn new_tensor_sym(&mut self, name: &str, shape: Vec<Expr>, dt: DT) -> R<()> {
-        let shape: Vec<Expr> = shape.iter().map(|d| d.simplify(&self.maxima)).collect();
+        let shape: Vec<Expr> = shape.iter().map(|d| d.simplify_in(&self.minima, &self.maxima)).collect();
         if shape.len() > MAX_RANK {
             return Err(format!("rank {} exceeds {MAX_RANK}", shape.len()));
         }
@@ -535,7 +539,7 @@ impl Ctx {
 
     /// `out` as a view of `of` with another shape of as many elements.
     pub(crate) fn view_sym(&mut self, out: &str, of: &str, shape: Vec<Expr>) -> R<()> {
-        let shape: Vec<Expr> = shape.iter().map(|d| d.simplify(&self.maxima)).collect();
+        let shape: Vec<Expr> = shape.iter().map(|d| d.simplify_in(&self.minima, &self.maxima)).collect();
         let d = self.desc(of)?.clone();
         if sym::numel(&shape) != sym::numel(&d.shape) {
             return Err(format!(
@@ -587,8 +591,8 @@ impl Ctx {
         workgroups: [Expr; 3],
     ) {
         debug_assert_eq!(params.len(), kernel.params_words(), "{kernel}");
-        let params: Vec<Expr> = params.iter().map(|e| e.simplify(&self.maxima)).collect();
-        let workgroups = workgroups.map(|e| e.simplify(&self.maxima));
+        let params: Vec<Expr> = params.iter().map(|e| e.simplify_in(&self.minima, &self.maxima)).collect();
+        let workgroups = workgroups.map(|e| e.simplify_in(&self.minima, &self.maxima));
         let word = |e: &Expr| e.word(&self.maxima).expect("every dim is declared");
         let sym_params: Vec<(usize, Expr)> = params
             .iter()

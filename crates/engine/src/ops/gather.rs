@@ -7,13 +7,13 @@ use m2w_model::NodeInfo;
 
 use super::Registry;
 use super::ctx::{
-    Ctx, MAX_RANK, R, attr_i, attr_s, contiguous_strides, contiguous_strides_sym,
-    host_input as get, ins, norm_axis, out0, vec8_sym, vec8_u32,
+    Ctx, MAX_RANK, R, attr_i, attr_s, contiguous_strides_sym, host_input as get, ins,
+    norm_axis, out0, vec8_sym,
 };
 use super::host::{gather_along, norm};
-use crate::plan::{groups_1d, groups_1d_sym};
+use crate::plan::groups_1d_sym;
 use crate::sym::{self, Expr};
-use crate::tensor::{DT, HostTensor, numel};
+use crate::tensor::{DT, HostTensor};
 
 pub(super) fn register(r: &mut Registry) {
     r.op("Gather", 1, &["axis"], lower_gather).fold(fold_gather);
@@ -164,21 +164,27 @@ fn lower_scatter_nd(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     if cx.dt(data)? != DT::F32 || cx.dt(updates)? != DT::F32 || cx.dt(indices)? != DT::I32 {
         return Err("only float data and updates with integer indices".into());
     }
-    let ds = cx.shape(data)?;
-    let is = cx.shape(indices)?;
-    let k = *is.last().ok_or("indices must have rank >= 1")?;
+    let ds = cx.sym_shape(data)?;
+    let is = cx.sym_shape(indices)?;
+    let k = is
+        .last()
+        .ok_or("indices must have rank >= 1")?
+        .as_const()
+        .ok_or("the index row length must be known at plan time")? as usize;
     if k == 0 || k > ds.len() {
         return Err(format!(
             "index rows of {k} do not fit data of rank {}",
             ds.len()
         ));
     }
-    let rows = numel(&is[..is.len() - 1]);
-    let slice = numel(&ds[k..]);
+    let rows = sym::numel(&is[..is.len() - 1]);
+    let slice = sym::numel(&ds[k..]);
     let mut want = is[..is.len() - 1].to_vec();
-    want.extend(&ds[k..]);
-    if cx.shape(updates)? != want {
-        return Err(format!("updates must have shape {want:?}"));
+    want.extend(ds[k..].iter().cloned());
+    let us = cx.sym_shape(updates)?;
+    let fits = us.len() == want.len() && (0..us.len()).all(|d| cx.assume_equal(n, &us[d], &want[d]));
+    if !fits {
+        return Err(format!("updates must have shape {}", sym::show(&want)));
     }
     let kernel = match attr_s(n, "reduction", "none").as_str() {
         "none" => Kernel::ScatterNdNoneF32,
@@ -188,27 +194,23 @@ fn lower_scatter_nd(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
         "min" => Kernel::ScatterNdMinF32,
         other => return Err(format!("reduction {other:?} is not supported")),
     };
-    cx.new_tensor(out, ds.clone(), DT::F32)?;
-    let strides = contiguous_strides(&ds);
-    cx.copy(n, data, out, &ds, 0, &strides, 0, &strides)?;
-    let dims: Vec<i64> = ds[..k].iter().map(|&d| d as i64).collect();
-    let p = params::ScatterNd {
-        rows: rows as u32,
-        k: k as u32,
-        slice: slice as u32,
-        pad: 0,
-        dims: vec8_u32(&dims),
-        strides: vec8_u32(&strides[..k]),
+    cx.new_tensor_sym(out, ds.clone(), DT::F32)?;
+    let strides = contiguous_strides_sym(&ds);
+    let zero = Expr::Const(0);
+    cx.copy_sym(n, data, out, &ds, zero.clone(), &strides, zero, &strides)?;
+    let p = params::ScatterNd::<Expr> {
+        rows: rows.clone(),
+        k: Expr::from(k),
+        slice: slice.clone(),
+        pad: Expr::Const(0),
+        dims: vec8_sym(&ds[..k]),
+        strides: vec8_sym(&strides[..k]),
     }
-    .words();
-    if slice * rows > 0 {
-        cx.dispatch(
-            n,
-            kernel,
-            vec![cx.bind(indices), cx.bind(updates), cx.bind(out)],
-            p,
-            groups_1d(slice, 64),
-        );
+    .slots();
+    if slice.clone() * rows != Expr::Const(0) {
+        let groups = groups_1d_sym(&slice, 64);
+        let bindings = vec![cx.bind(indices), cx.bind(updates), cx.bind(out)];
+        cx.dispatch_sym(n, kernel, bindings, p, groups);
     }
     Ok(())
 }

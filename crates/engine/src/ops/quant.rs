@@ -25,7 +25,8 @@ pub(super) use packed::{packed_8bit, packed_8bit_with};
 use super::Registry;
 use super::conv::CONV_ATTRS;
 use super::ctx::{Ctx, R, attr_i, host_input as get, ins, norm_axis, out0};
-use crate::tensor::{DT, Data, HostTensor, numel};
+use crate::sym::{self, Expr};
+use crate::tensor::{DT, Data, HostTensor};
 
 pub(super) fn register(r: &mut Registry) {
     r.op(
@@ -69,19 +70,47 @@ pub(super) fn register(r: &mut Registry) {
 /// How x lines up with its scale and zero point: x viewed as `x`, the parameters as
 /// `param` (which broadcasts against it).
 struct Layout {
-    x: Vec<usize>,
+    x: Vec<Expr>,
     param: Vec<usize>,
 }
 
-fn layout(n: &NodeInfo, x: &[usize], param: &[usize]) -> R<Layout> {
+/// [`layout_fixed`] where x's sizes may hold dims: one scale for all, or one per element
+/// of an axis whose size is a constant; blocked layouts need every size known.
+fn layout(n: &NodeInfo, xs: &[Expr], param: &[usize]) -> R<Layout> {
     let block = attr_i(n, "block_size", 0);
     let count: usize = param.iter().product();
     if block == 0 && count == 1 && param.len() <= 1 {
         return Ok(Layout {
-            x: x.to_vec(),
+            x: xs.to_vec(),
             param: vec![],
         });
     }
+    if block == 0 {
+        let axis = norm_axis(attr_i(n, "axis", 1), xs.len())?;
+        if param.len() == 1 && xs[axis] == Expr::from(param[0]) {
+            let mut shape = vec![1; xs.len()];
+            shape[axis] = param[0];
+            return Ok(Layout {
+                x: xs.to_vec(),
+                param: shape,
+            });
+        }
+    }
+    let x = sym::as_fixed(xs).ok_or_else(|| {
+        format!(
+            "quantization blocks over a symbolic shape {} are not supported",
+            sym::show(xs)
+        )
+    })?;
+    let l = layout_fixed(n, &x, param)?;
+    Ok(Layout {
+        x: sym::fixed(&l.0),
+        param: l.1,
+    })
+}
+
+fn layout_fixed(n: &NodeInfo, x: &[usize], param: &[usize]) -> R<(Vec<usize>, Vec<usize>)> {
+    let block = attr_i(n, "block_size", 0);
     let axis = norm_axis(attr_i(n, "axis", 1), x.len())?;
     if block == 0 {
         if param.len() != 1 || param[0] != x[axis] {
@@ -92,10 +121,7 @@ fn layout(n: &NodeInfo, x: &[usize], param: &[usize]) -> R<Layout> {
         }
         let mut shape = vec![1; x.len()];
         shape[axis] = x[axis];
-        return Ok(Layout {
-            x: x.to_vec(),
-            param: shape,
-        });
+        return Ok((x.to_vec(), shape));
     }
     let b = usize::try_from(block).map_err(|_| format!("block_size {block} is negative"))?;
     let fits = param.len() == x.len()
@@ -123,10 +149,7 @@ fn layout(n: &NodeInfo, x: &[usize], param: &[usize]) -> R<Layout> {
         v.extend(&s[axis + 1..]);
         v
     };
-    Ok(Layout {
-        x: split(x, b),
-        param: split(param, 1),
-    })
+    Ok((split(x, b), split(param, 1)))
 }
 
 /// The name of input `i`, when given.
@@ -150,9 +173,9 @@ fn affine(
     out_dt: DT,
     range: (f32, f32),
 ) -> R<()> {
-    let xs = cx.shape(x)?;
+    let xs = cx.sym_shape(x)?;
     let xv = format!("{out}::x");
-    cx.view(&xv, x, lay.x.clone())?;
+    cx.view_sym(&xv, x, lay.x.clone())?;
     let sv = format!("{out}::scale");
     cx.view(&sv, scale, lay.param.clone())?;
     let zv = format!("{out}::zero_point");
@@ -178,7 +201,7 @@ fn affine(
         range.0,
         range.1,
     )?;
-    cx.view(out, &blocked, xs)
+    cx.view_sym(out, &blocked, xs)
 }
 
 fn lower_dequantize(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
@@ -187,7 +210,7 @@ fn lower_dequantize(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     if cx.dt(ins[0])? != DT::I32 || cx.dt(ins[1])? != DT::F32 {
         return Err("only integer x with a float scale".into());
     }
-    let lay = layout(n, &cx.shape(ins[0])?, &cx.shape(ins[1])?)?;
+    let lay = layout(n, &cx.sym_shape(ins[0])?, &cx.shape(ins[1])?)?;
     affine(
         cx,
         n,
@@ -216,10 +239,11 @@ fn fold_dequantize(n: &NodeInfo, ins: &[Option<HostTensor>], _: i64) -> R<Vec<Ho
     let (Data::I64(xv), Data::F32(_)) = (&x.data, &scale.data) else {
         return Err("only integer x with a float scale".into());
     };
-    let lay = layout(n, &x.shape, &scale.shape)?;
-    let scale = super::host::expand(&scale.reshaped(lay.param.clone()), &lay.x)?;
+    let lay = layout(n, &sym::fixed(&x.shape), &scale.shape)?;
+    let lx = sym::as_fixed(&lay.x).expect("a constant's shape");
+    let scale = super::host::expand(&scale.reshaped(lay.param.clone()), &lx)?;
     let zp = match ins.get(2).and_then(|z| z.as_ref()) {
-        Some(z) => super::host::expand(&z.reshaped(lay.param.clone()), &lay.x)?.as_i64(),
+        Some(z) => super::host::expand(&z.reshaped(lay.param.clone()), &lx)?.as_i64(),
         None => vec![0; xv.len()],
     };
     let Data::F32(s) = &scale.data else {
@@ -288,7 +312,7 @@ fn lower_quantize(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     let zp = opt(n, 2);
     let ty = quantized_type(cx, n, zp)?;
     let range = int_range(ty)?;
-    let lay = layout(n, &cx.shape(ins[0])?, &cx.shape(ins[1])?)?;
+    let lay = layout(n, &cx.sym_shape(ins[0])?, &cx.shape(ins[1])?)?;
     affine(
         cx,
         n,
@@ -321,13 +345,14 @@ fn lower_dynamic_quantize(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     let zp = output_or(n, 2, "zero_point");
     cx.new_tensor(&scale, vec![], DT::F32)?;
     cx.new_tensor(&zp, vec![], DT::I32)?;
-    let count = numel(&cx.shape(x)?);
-    cx.dispatch(
+    let count = sym::numel(&cx.sym_shape(x)?);
+    let one = Expr::Const(1);
+    cx.dispatch_sym(
         n,
         Kernel::DynamicQuantizeParamsU8,
         vec![cx.bind(x), cx.bind(&scale), cx.bind(&zp)],
-        params::DynamicQuantize { n: count as u32 }.words(),
-        [1, 1, 1],
+        params::DynamicQuantize::<Expr> { n: count }.slots(),
+        [one.clone(), one.clone(), one],
     );
     cx.elementwise(
         n,

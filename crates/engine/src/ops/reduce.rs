@@ -15,7 +15,7 @@ use super::ctx::{
 };
 use crate::plan::{groups_1d, groups_1d_sym};
 use crate::sym::{self, Expr};
-use crate::tensor::{DT, Data, HostTensor, numel};
+use crate::tensor::{DT, Data, HostTensor};
 
 const REDUCE_ATTRS: &[&str] = &["axes", "keepdims", "noop_with_empty_axes"];
 
@@ -58,29 +58,30 @@ fn lower_cumsum(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     let dt = cx.dt(i[0])?;
     let kernel = m2w_kernels::Kernel::by_name(&format!("cumsum_{}", dt.suffix()))
         .ok_or_else(|| format!("no CumSum kernel for {}", dt.suffix()))?;
-    let s = cx.shape(i[0])?;
+    let s = cx.sym_shape(i[0])?;
     let axis = match cx.const_ints(n, 1)?.as_deref() {
         Some([a]) => norm_axis(*a, s.len())?,
         _ => return Err("axis must be one constant value".into()),
     };
-    cx.new_tensor(out, s.clone(), dt)?;
-    let (outer, len, inner) = (numel(&s[..axis]), s[axis], numel(&s[axis + 1..]));
-    let p = params::Cumsum {
-        outer: outer as u32,
-        len: len as u32,
-        inner: inner as u32,
-        exclusive: (attr_i(n, "exclusive", 0) != 0) as u32,
-        reverse: (attr_i(n, "reverse", 0) != 0) as u32,
+    cx.new_tensor_sym(out, s.clone(), dt)?;
+    let (outer, len, inner) = (
+        sym::numel(&s[..axis]),
+        s[axis].clone(),
+        sym::numel(&s[axis + 1..]),
+    );
+    let flag = |k: &str| Expr::from((attr_i(n, k, 0) != 0) as usize);
+    let lines = outer.clone() * inner.clone();
+    let p = params::Cumsum::<Expr> {
+        outer,
+        len: len.clone(),
+        inner,
+        exclusive: flag("exclusive"),
+        reverse: flag("reverse"),
     }
-    .words();
-    if outer * inner * len > 0 {
-        cx.dispatch(
-            n,
-            kernel,
-            vec![cx.bind(i[0]), cx.bind(out)],
-            p,
-            groups_1d(outer * inner, 64),
-        );
+    .slots();
+    if lines.clone() * len != Expr::Const(0) {
+        let groups = groups_1d_sym(&lines, 64);
+        cx.dispatch_sym(n, kernel, vec![cx.bind(i[0]), cx.bind(out)], p, groups);
     }
     Ok(())
 }

@@ -158,11 +158,8 @@ fn lower_resize(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
         }
         let mut oshape: Vec<Expr> = ss[..rank - 2].to_vec();
         for d in rank - 2..rank {
-            let f = sc[d] as f64;
-            let q = (1..=16)
-                .find(|&q| ((f * q as f64).round() - f * q as f64).abs() < 1e-9)
-                .ok_or_else(|| format!("scale {f} is not a simple fraction"))?;
-            let p = (f * q as f64).round() as i64;
+            let (p, q) = scale_fraction(sc[d], cx.at_max(&ss[d]))
+                .ok_or_else(|| format!("scale {} is not a simple fraction", sc[d]))?;
             oshape.push((ss[d].clone() * Expr::Const(p)).floor_div(q));
         }
         cx.new_tensor_sym(out, oshape.clone(), DT::F32)?;
@@ -213,6 +210,40 @@ fn lower_resize(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
         );
     }
     Ok(())
+}
+
+/// A scale as p/q (q <= 4096) such that floor(x * scale) computed in f32, as the runtime
+/// does, equals floor(x * p / q) for every x up to `max_x`: the f32 scale is the fraction
+/// rounded up by less than 1 / (q * max_x), so the product never reaches the next integer.
+fn scale_fraction(scale: f32, max_x: usize) -> Option<(i64, i64)> {
+    let f = scale as f64;
+    if f <= 0.0 {
+        return None;
+    }
+    // Continued-fraction convergents of f.
+    let (mut h0, mut h1, mut k0, mut k1) = (0i64, 1i64, 1i64, 0i64);
+    let mut x = f;
+    for _ in 0..32 {
+        let a = x.floor() as i64;
+        let (h2, k2) = (a * h1 + h0, a * k1 + k0);
+        if k2 > 4096 {
+            break;
+        }
+        (h0, h1, k0, k1) = (h1, h2, k1, k2);
+        let err = f - h1 as f64 / k1 as f64;
+        if (h1 as f32 / k1 as f32) == scale
+            && err >= 0.0
+            && err * (k1 as f64) * (max_x.max(1) as f64) < 0.5
+        {
+            return Some((h1, k1));
+        }
+        let frac = x - a as f64;
+        if frac < 1e-12 {
+            break;
+        }
+        x = 1.0 / frac;
+    }
+    None
 }
 
 /// Whether the node is given output sizes (not scales).

@@ -340,12 +340,17 @@ fn lower_dynamic_quantize_lstm(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
         return Err("sequence_lens and peepholes are not supported".into());
     }
     let (x, w, r) = (i[0], i[1], i[2]);
-    let xs = cx.shape(x)?;
+    let xs = cx.sym_shape(x)?;
     let ws = cx.shape(w)?;
     if xs.len() != 3 || ws.len() != 3 || cx.dt(x)? != DT::F32 {
         return Err("X must be float [T, B, I] and W [D, I, 4H]".into());
     }
-    let (t, b, width) = (xs[0], xs[1], xs[2]);
+    // The kernel walks the sequence: T may hold dims.
+    let t = xs[0].clone();
+    let (b, width) = match (xs[1].as_const(), xs[2].as_const()) {
+        (Some(b), Some(w)) => (b as usize, w as usize),
+        _ => return Err("batch and input width must be known at plan time".into()),
+    };
     if b != 1 {
         return Err(format!(
             "batch {b}: ONNX Runtime quantizes h over the whole batch; batch 1 is supported"
@@ -361,20 +366,21 @@ fn lower_dynamic_quantize_lstm(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     let label = n.label();
     // X x W for the whole sequence, X quantized as DynamicQuantizeLinear does.
     let x2 = format!("{label}::x2");
-    cx.view(&x2, x, vec![t * b, width])?;
+    cx.view_sym(&x2, x, vec![t.clone(), Expr::from(width)])?;
     let x_scale = format!("{label}::x_scale");
     let x_zp = format!("{label}::x_zero_point");
     cx.new_tensor(&x_scale, vec![], DT::F32)?;
     cx.new_tensor(&x_zp, vec![], DT::I32)?;
-    cx.dispatch(
+    let one = Expr::Const(1);
+    cx.dispatch_sym(
         n,
         Kernel::DynamicQuantizeParamsU8,
         vec![cx.bind(&x2), cx.bind(&x_scale), cx.bind(&x_zp)],
-        params::DynamicQuantize {
-            n: (t * b * width) as u32,
+        params::DynamicQuantize::<Expr> {
+            n: t.clone() * Expr::from(width),
         }
-        .words(),
-        [1, 1, 1],
+        .slots(),
+        [one.clone(), one.clone(), one.clone()],
     );
     let xq = format!("{label}::xq");
     cx.elementwise(
@@ -464,21 +470,23 @@ fn lower_dynamic_quantize_lstm(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
             .unwrap_or_else(|| format!("{label}::{tag}"))
     };
     let y = name(0, "y");
-    cx.new_tensor(&y, vec![t, dirs, 1, hidden], DT::F32)?;
+    let (dx, hx) = (Expr::from(dirs), Expr::from(hidden));
+    cx.new_tensor_sym(&y, vec![t.clone(), dx.clone(), one.clone(), hx.clone()], DT::F32)?;
     let state = format!("{label}::state");
     cx.new_tensor(&state, vec![2, dirs, 1, hidden], DT::F32)?;
     let bind_opt = |ctx: &Ctx, k: usize| opt(k).map(|s| ctx.bind(s)).unwrap_or(Binding::Dummy);
-    let p = params::LstmDynq {
-        t: t as u32,
-        h: hidden as u32,
-        d: dirs as u32,
-        has_bias: opt(3).is_some() as u32,
-        has_h0: opt(5).is_some() as u32,
-        has_c0: opt(6).is_some() as u32,
-        reverse: (attr_s(n, "direction", "forward") == "reverse") as u32,
+    let flag = |v: bool| Expr::from(v as usize);
+    let p = params::LstmDynq::<Expr> {
+        t,
+        h: hx,
+        d: dx,
+        has_bias: flag(opt(3).is_some()),
+        has_h0: flag(opt(5).is_some()),
+        has_c0: flag(opt(6).is_some()),
+        reverse: flag(attr_s(n, "direction", "forward") == "reverse"),
         ..Default::default()
     }
-    .words();
+    .slots();
     let bindings = vec![
         cx.bind(&xw),
         cx.bind(&r_packed),
@@ -495,7 +503,8 @@ fn lower_dynamic_quantize_lstm(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     } else {
         Kernel::LstmDynqU8F32
     };
-    cx.dispatch(n, kernel, bindings, p, [dirs as u32, 1, 1]);
+    let groups = [Expr::from(dirs), one.clone(), one];
+    cx.dispatch_sym(n, kernel, bindings, p, groups);
     for k in [1usize, 2] {
         if let Some(o) = n.outputs.get(k).filter(|s| !s.is_empty()) {
             let o = o.clone();

@@ -6,7 +6,8 @@ use m2w_model::NodeInfo;
 
 use super::Registry;
 use super::ctx::{Ctx, R, attr_i, ins, out0};
-use crate::plan::{Binding, groups_1d};
+use crate::plan::{Binding, groups_1d_sym};
+use crate::sym::Expr;
 use crate::tensor::DT;
 
 pub(super) fn register(r: &mut Registry) {
@@ -18,9 +19,15 @@ fn lower_stft(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     let i = ins(n);
     let out = out0(n);
     let signal = i[0];
-    let ss = cx.shape(signal)?;
-    if cx.dt(signal)? != DT::F32 || ss.len() != 3 || !(ss[2] == 1 || ss[2] == 2) {
-        return Err("the signal must be float [batch, length, 1 or 2]".into());
+    // Batch and length may hold dims; the channel count is 1 or 2.
+    // A [batch, length] signal (ONNX Runtime takes it) is real: [batch, length, 1].
+    let mut ss = cx.sym_shape(signal)?;
+    if ss.len() == 2 {
+        ss.push(Expr::Const(1));
+    }
+    let channels = ss.get(2).and_then(Expr::as_const).unwrap_or(0) as usize;
+    if cx.dt(signal)? != DT::F32 || ss.len() != 3 || !(channels == 1 || channels == 2) {
+        return Err("the signal must be float [batch, length, 1 or 2] or [batch, length]".into());
     }
     let scalar = |v: Option<Vec<i64>>, what: &str| -> R<Option<usize>> {
         match v.as_deref() {
@@ -43,40 +50,38 @@ fn lower_stft(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
         (Some(a), _) | (None, Some(a)) => a,
         (None, None) => return Err("neither frame_length nor a window is given".into()),
     };
-    if ss[1] < len {
+    if ss[1].as_const().is_some_and(|l| (l as usize) < len) {
         return Err(format!(
             "the signal ({}) is shorter than a frame ({len})",
             ss[1]
         ));
     }
     let onesided = attr_i(n, "onesided", 1) != 0;
-    if onesided && ss[2] == 2 {
+    if onesided && channels == 2 {
         return Err("a one-sided STFT of a complex signal is not defined".into());
     }
     let bins = if onesided { len / 2 + 1 } else { len };
-    let frames = (ss[1] - len) / step + 1;
-    cx.new_tensor(out, vec![ss[0], frames, bins, 2], DT::F32)?;
-    let total = ss[0] * frames * bins;
-    let p = params::Stft {
-        batch: ss[0] as u32,
-        len: ss[1] as u32,
-        channels: ss[2] as u32,
-        n: len as u32,
-        step: step as u32,
-        frames: frames as u32,
-        bins: bins as u32,
-        has_window: window.is_some() as u32,
+    // A signal shorter than a frame (possible only for a symbolic length) has no frame.
+    let frames = ((ss[1].clone() - Expr::from(len)).floor_div(step as i64) + Expr::Const(1))
+        .max(Expr::Const(0));
+    let (c, b) = (|v: usize| Expr::from(v), Expr::from(bins));
+    cx.new_tensor_sym(out, vec![ss[0].clone(), frames.clone(), b.clone(), c(2)], DT::F32)?;
+    let total = ss[0].clone() * frames.clone() * b.clone();
+    let p = params::Stft::<Expr> {
+        batch: ss[0].clone(),
+        len: ss[1].clone(),
+        channels: c(channels),
+        n: c(len),
+        step: c(step),
+        frames,
+        bins: b,
+        has_window: c(window.is_some() as usize),
     }
-    .words();
+    .slots();
     let w = window.map_or(Binding::Dummy, |w| cx.bind(w));
-    if total > 0 {
-        cx.dispatch(
-            n,
-            Kernel::StftF32,
-            vec![cx.bind(signal), w, cx.bind(out)],
-            p,
-            groups_1d(total, 64),
-        );
+    if total != Expr::Const(0) {
+        let groups = groups_1d_sym(&total, 64);
+        cx.dispatch_sym(n, Kernel::StftF32, vec![cx.bind(signal), w, cx.bind(out)], p, groups);
     }
     Ok(())
 }

@@ -69,6 +69,7 @@ impl Ctx {
         if !names.is_empty() {
             for d in self.plan.dims.iter_mut().filter(|d| names.contains(&d.name)) {
                 d.min = d.min.max(min);
+                self.minima.insert(d.name.clone(), d.min);
             }
             return Ok(names.iter().map(|d| Expr::sym(d)).collect());
         }
@@ -92,6 +93,7 @@ impl Ctx {
         for k in 0..count {
             let dim = format!("{name}[{k}]");
             self.maxima.insert(dim.clone(), max as i64);
+            self.minima.insert(dim.clone(), min);
             self.plan.dims.push(crate::plan::DimDecl {
                 name: dim.clone(),
                 max,
@@ -143,7 +145,7 @@ impl Ctx {
     /// with a `values` dispatch that writes it for kernels that read it.
     pub(crate) fn add_sym_value(&mut self, n: &NodeInfo, name: &str, v: SymInts) -> R<()> {
         let v = SymInts {
-            values: v.values.iter().map(|e| e.simplify(&self.maxima)).collect(),
+            values: v.values.iter().map(|e| e.simplify_in(&self.minima, &self.maxima)).collect(),
             shape: v.shape,
         };
         if v.values.iter().all(|e| e.as_const().is_some()) {

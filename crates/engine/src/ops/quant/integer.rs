@@ -8,6 +8,7 @@ use m2w_model::{DType, NodeInfo};
 
 use super::{int_range, opt, quantized_type};
 use crate::ops::ctx::{Ctx, R, ins, out0};
+use crate::sym::{self, Expr};
 use crate::tensor::{DT, HostTensor, numel};
 
 /// `x - zero_point` as i32, the zero point viewed as `zp_view` (None: x as is). Folded on
@@ -30,8 +31,8 @@ pub(in crate::ops) fn centred(
         return Err("the zero point must be an integer".into());
     }
     let view = zp_view(&cx.shape(z)?);
-    let xs = cx.shape(x)?;
     if let (Some(xv), Some(zv)) = (cx.konst(x), cx.konst(z)) {
+        let xs = xv.shape.clone();
         let zv = crate::ops::host::expand(&zv.reshaped(view), &xs)?.as_i64();
         let v = xv.as_i64().iter().zip(&zv).map(|(a, b)| a - b).collect();
         cx.add_const(name, HostTensor::i64(xs, v));
@@ -65,7 +66,7 @@ fn integer_product(
     (b, b_zp): (&str, Option<&str>),
     out: &str,
 ) -> R<()> {
-    let a_view = if cx.shape(a)?.len() == 1 {
+    let a_view = if cx.sym_shape(a)?.len() == 1 {
         same
     } else {
         row_view
@@ -108,7 +109,7 @@ fn packed_product(
         Some(DType::U8) => false,
         _ => return Ok(false),
     };
-    let (Some(q), sa) = (cx.konst(b), cx.shape(a)?) else {
+    let (Some(q), sa) = (cx.konst(b), cx.sym_shape(a)?) else {
         return Ok(false);
     };
     let sb = q.shape.clone();
@@ -117,7 +118,7 @@ fn packed_product(
         [d, k, nn] if sa.len() == 2 => (*d, *k, *nn),
         _ => return Ok(false),
     };
-    if sa.last() != Some(&k) || cx.dt(a)? != DT::I32 {
+    if sa.last() != Some(&Expr::from(k)) || cx.dt(a)? != DT::I32 {
         return Ok(false);
     }
     let mut per_column = sb.clone();
@@ -132,8 +133,8 @@ fn packed_product(
             None => return Ok(false),
         },
     };
-    let rows = numel(&sa) / k.max(1);
-    if rows > 65535 * 16 || batch > 65535 {
+    let rows = sym::numel(&sa[..sa.len() - 1]);
+    if cx.at_max(&rows) > 65535 * 16 || batch > 65535 {
         return Ok(false);
     }
     let packed = format!("{b}::packed");
@@ -158,36 +159,33 @@ fn packed_product(
         cx.add_const(&zname, HostTensor::i64(vec![len], zero_points));
     }
     let mut oshape = if batch > 1 || sb.len() == 3 {
-        vec![batch, rows]
+        vec![Expr::from(batch), rows.clone()]
     } else {
         sa[..sa.len() - 1].to_vec()
     };
-    oshape.push(nn);
-    cx.new_tensor(out, oshape, DT::I32)?;
-    let p = params::MatmulInt8w {
-        m: rows as u32,
-        n: nn as u32,
-        k: k as u32,
-        a_batch_stride: 0,
-        zp_per_column: per_column as u32,
+    oshape.push(Expr::from(nn));
+    cx.new_tensor_sym(out, oshape, DT::I32)?;
+    let p = params::MatmulInt8w::<Expr> {
+        m: rows.clone(),
+        n: Expr::from(nn),
+        k: Expr::from(k),
+        a_batch_stride: Expr::Const(0),
+        zp_per_column: Expr::from(per_column as usize),
     }
-    .words();
-    if rows * nn > 0 {
-        cx.dispatch(
-            n,
-            if signed {
-                Kernel::MatmulIntI8w
-            } else {
-                Kernel::MatmulIntU8w
-            },
-            vec![cx.bind(a), cx.bind(&packed), cx.bind(&zname), cx.bind(out)],
-            p,
-            [
-                nn.div_ceil(16) as u32,
-                rows.div_ceil(16) as u32,
-                batch as u32,
-            ],
-        );
+    .slots();
+    if rows != Expr::Const(0) && nn > 0 {
+        let kernel = if signed {
+            Kernel::MatmulIntI8w
+        } else {
+            Kernel::MatmulIntU8w
+        };
+        let bindings = vec![cx.bind(a), cx.bind(&packed), cx.bind(&zname), cx.bind(out)];
+        let groups = [
+            Expr::from(nn.div_ceil(16)),
+            rows.ceil_div(16),
+            Expr::from(batch),
+        ];
+        cx.dispatch_sym(n, kernel, bindings, p, groups);
     }
     Ok(true)
 }
@@ -364,7 +362,7 @@ pub(super) fn lower_qlinear_conv(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     let acc = format!("{out}::acc");
     integer_conv(cx, n, (i[0], opt(n, 2)), (i[3], opt(n, 5)), opt(n, 8), &acc)?;
     // w_scale is per tensor or per output channel (axis 1 of the [N, M, ...] result).
-    let rank = cx.shape(&acc)?.len();
+    let rank = cx.sym_shape(&acc)?.len();
     let ws = cx.shape(i[4])?;
     let w_view = if numel(&ws) > 1 {
         let mut v = vec![1; rank - 1];
