@@ -189,7 +189,11 @@ fn dynamic(runs: usize) -> anyhow::Result<()> {
     use m2w_engine::gpu::{Gpu, Runner};
     use m2w_engine::{DT, HostTensor};
 
-    let path = m2w_setup::fixture("minilm-int8").map_err(|e| anyhow::anyhow!("{e}"))?;
+    // M2W_BENCH_MODEL names the file where the fixture cache is absent (the GPU machine).
+    let path = match std::env::var_os("M2W_BENCH_MODEL") {
+        Some(p) => std::path::PathBuf::from(p),
+        None => m2w_setup::fixture("minilm-int8").map_err(|e| anyhow::anyhow!("{e}"))?,
+    };
     let model = m2w_model::Model::open(&path)?;
     let graph = model.graph.as_ref().context("an ONNX graph")?;
     let gpu = Gpu::new().map_err(|e| anyhow::anyhow!(e))?;

@@ -138,6 +138,13 @@ pub(crate) enum Command {
         /// Fill an input with one value (`sr=16000`); repeatable.
         #[arg(long = "value", value_parser = parse_kv::<f64>)]
         values: Vec<(String, f64)>,
+        /// An input from a .npy file (`tokens=tokens.npy`); repeatable.
+        #[arg(long = "input", value_parser = parse_kv::<PathBuf>)]
+        inputs: Vec<(String, PathBuf)>,
+        /// Write this output of an end-to-end run as a 16-bit WAV at this rate
+        /// (`audio=24000`), in the validate folder.
+        #[arg(long, value_parser = parse_kv::<u32>)]
+        wav: Option<(String, u32)>,
         #[arg(long)]
         per_layer: bool,
         /// Per-checkpoint tolerance: PATTERN=ATOL,RTOL (glob on the name); repeatable.
@@ -146,6 +153,18 @@ pub(crate) enum Command {
         /// When the model cannot run: list every refused node, not five per op.
         #[arg(long)]
         verbose: bool,
+    },
+    /// Inputs of a Kokoro-style TTS model from a phoneme string and a voice of the
+    /// `kokoro-voices` pack: tokens.npy, style.npy and speed.npy (for `port --input`).
+    TtsInputs {
+        #[arg(long)]
+        phonemes: String,
+        #[arg(long, default_value = "jf_alpha")]
+        voice: String,
+        #[arg(long, default_value_t = 1.0)]
+        speed: f32,
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Phase 9: generate the npm package from a port folder's engine.
     Package {

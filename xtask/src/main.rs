@@ -16,7 +16,7 @@ use anyhow::Context;
 use clap::Parser;
 
 use cli::{Cli, Command};
-use phases::{engine, generate, port, reference, validate_options, verify_weights, write_reports};
+use phases::{PortArgs, engine, generate, port, reference, validate_options, verify_weights, write_reports};
 use tools::{conformance, demo, package_test, setup, test};
 
 /// An error that maps to exit code 2 (bad input / cannot be done).
@@ -217,13 +217,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             junit,
             html,
         } => {
-            let model = match (model, engine) {
-                (Some(m), _) => m,
-                (None, Some(e)) => m2w_port::engine_model(&e).map_err(port_err)?,
-                (None, None) => return Err(Usage("give --engine or --model".into()).into()),
-            };
             let opts = validate_options(per_layer, atol, rtol, &tol)?;
-            let report = m2w_port::validate_model(&model, &reference, &opts).map_err(port_err)?;
+            let report = match (model, engine) {
+                (Some(m), _) => m2w_port::validate_model(&m, &reference, &opts),
+                (None, Some(e)) => m2w_port::validate_engine(&e, &reference, &opts),
+                (None, None) => return Err(Usage("give --engine or --model".into()).into()),
+            }
+            .map_err(port_err)?;
             write_reports(&report, json, junit.as_deref(), html.as_deref())?;
             if report.failed > 0 {
                 let first = report
@@ -245,10 +245,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             dims,
             max_dims,
             values,
+            inputs,
+            wav,
             per_layer,
             tol,
             verbose,
-        } => port(&model, &out, dims, max_dims, values, per_layer, &tol, verbose),
+        } => port(
+            &model,
+            &out,
+            PortArgs {
+                dims,
+                max_dims,
+                values,
+                inputs,
+                wav,
+            },
+            per_layer,
+            &tol,
+            verbose,
+        ),
         Command::Package {
             port,
             name,
@@ -271,6 +286,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 s.files.len(),
                 out.display()
             );
+            Ok(())
+        }
+        Command::TtsInputs {
+            phonemes,
+            voice,
+            speed,
+            out,
+        } => {
+            let n = tools::tts_inputs(&phonemes, &voice, speed, &out)?;
+            println!("{n} phonemes, voice {voice}, speed {speed} -> {}", out.display());
             Ok(())
         }
         Command::PackageTest {

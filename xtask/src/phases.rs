@@ -182,23 +182,36 @@ pub(crate) fn write_reports(
 }
 
 /// Runs every phase (m2w_port::port::port), printing each step, the report and the verdict.
-#[allow(clippy::too_many_arguments)]
+/// What `port` is told about the model's inputs and outputs.
+#[derive(Default)]
+pub(crate) struct PortArgs {
+    pub dims: Vec<(String, u64)>,
+    pub max_dims: Vec<(String, u64)>,
+    pub values: Vec<(String, f64)>,
+    pub inputs: Vec<(String, std::path::PathBuf)>,
+    pub wav: Option<(String, u32)>,
+}
+
 pub(crate) fn port(
     model_path: &Path,
     out: &Path,
-    dims: Vec<(String, u64)>,
-    max_dims: Vec<(String, u64)>,
-    values: Vec<(String, f64)>,
+    args: PortArgs,
     per_layer: bool,
     tol: &[String],
     verbose: bool,
 ) -> anyhow::Result<()> {
     let t0 = std::time::Instant::now();
     let mut validate = validate_options(per_layer, None, None, tol)?;
-    validate.max_dims = max_dims.into_iter().map(|(k, v)| (k, v as usize)).collect();
+    validate.max_dims = args
+        .max_dims
+        .into_iter()
+        .map(|(k, v)| (k, v as usize))
+        .collect();
     let opts = m2w_port::port::PortOptions {
-        dims,
-        values,
+        dims: args.dims,
+        values: args.values,
+        inputs: args.inputs,
+        wav: args.wav,
         validate,
         verbose,
     };

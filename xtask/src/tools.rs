@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use crate::cli::{Cli, Command};
-use crate::phases::{port, validate_options};
+use crate::phases::{PortArgs, port, validate_options};
 use crate::{CheckFailed, Usage, port_err, run, setup_err, workspace_root};
 
 fn npm(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
@@ -176,7 +176,7 @@ pub(crate) fn demo() -> anyhow::Result<()> {
         model.display()
     );
     let out = workspace_root().join("target/demo/silero_vad_v6");
-    port(&model, &out, vec![], vec![], vec![], false, &[], false)?;
+    port(&model, &out, PortArgs::default(), false, &[], false)?;
     println!(
         "\nOutputs: inspect/ weights/ reference/ engine/ validate/{{report.json,junit.xml,report.html}} under {}",
         out.display()
@@ -241,4 +241,68 @@ pub(crate) fn test(extra: &[String]) -> anyhow::Result<()> {
         return Err(CheckFailed("cargo test failed".into()).into());
     }
     Ok(())
+}
+
+/// Inputs of a Kokoro-style TTS graph from a phoneme string: `tokens` [1, n + 2] (each
+/// phoneme's id in the voice pack's vocabulary, padded with 0 at both ends), `style`
+/// [1, 256] (the voice's style row for n phonemes), `speed` [1]. The voice pack is the
+/// `kokoro-voices` fixture (voices_ja.npz with vocab.json beside it). Writes tokens.npy,
+/// style.npy and speed.npy into `out`; returns the token count.
+pub(crate) fn tts_inputs(phonemes: &str, voice: &str, speed: f32, out: &Path) -> anyhow::Result<usize> {
+    use m2w_reference::HostTensor as T;
+    use std::io::Read;
+    let npz = m2w_setup::fixture("kokoro-voices").map_err(setup_err)?;
+    let vocab_path = npz.with_file_name("vocab.json");
+    let vocab: serde_json::Value = serde_json::from_slice(&std::fs::read(&vocab_path)?)?;
+    let vocab = vocab["vocab"]
+        .as_object()
+        .ok_or_else(|| Usage(format!("{}: no \"vocab\" object", vocab_path.display())))?;
+    let mut ids = vec![0i64];
+    let mut unknown = Vec::new();
+    for c in phonemes.chars() {
+        match vocab.get(&c.to_string()).and_then(|v| v.as_i64()) {
+            Some(id) => ids.push(id),
+            None => unknown.push(c),
+        }
+    }
+    if !unknown.is_empty() {
+        return Err(Usage(format!(
+            "phonemes {unknown:?} are not in the vocabulary ({})",
+            vocab_path.display()
+        ))
+        .into());
+    }
+    let n = ids.len() - 1;
+    if n == 0 {
+        return Err(Usage("no phonemes".into()).into());
+    }
+    ids.push(0);
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(&npz)?)?;
+    let names: Vec<String> = zip
+        .file_names()
+        .filter_map(|f| f.ok())
+        .filter_map(|f| f.strip_suffix(".npy").map(str::to_string))
+        .collect();
+    let mut bytes = Vec::new();
+    zip.by_name(&format!("{voice}.npy"))
+        .map_err(|_| Usage(format!("no voice {voice:?}; the pack has {}", names.join(", "))))?
+        .read_to_end(&mut bytes)?;
+    let pack = T::from_npy(&bytes)?;
+    let rows = pack.shape()[0] as usize;
+    let width = pack.to_f64().len() / rows.max(1);
+    let row = n.min(rows) - 1;
+    let style: Vec<f32> = pack.to_f64()[row * width..(row + 1) * width]
+        .iter()
+        .map(|&v| v as f32)
+        .collect();
+    std::fs::create_dir_all(out)?;
+    let write = |name: &str, t: T| -> anyhow::Result<()> {
+        std::fs::write(out.join(name), t.to_npy()?)?;
+        Ok(())
+    };
+    let len = ids.len() as u64;
+    write("tokens.npy", T::I64(vec![1, len], ids))?;
+    write("style.npy", T::F32(vec![1, width as u64], style))?;
+    write("speed.npy", T::F32(vec![1], vec![speed]))?;
+    Ok(n)
 }

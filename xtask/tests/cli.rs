@@ -623,3 +623,73 @@ fn port_refuses_an_unsupported_model_before_extract_with_a_grouped_error() {
     assert_eq!(v.status.code(), Some(2));
     assert!(!String::from_utf8_lossy(&v.stderr).contains("more (--verbose"));
 }
+
+/// Kokoro-82M int8, the whole graph (issue 13): one plan for every phoneme count up to 32
+/// and every frame count up to 160 (the frame count is read back at a sync point; the
+/// iSTFT's NonZero runs on the host). Three phoneme strings of different lengths with a
+/// real voice (`kokoro-voices`): the port validates every checkpoint per layer against
+/// ORT at the first and writes its audio as a WAV; the same engine plan (compiled again at
+/// its maxima and checked identical) is validated at the other two.
+#[test]
+#[ignore = "heavy (about 15 minutes on lavapipe): cargo xtask test -- --ignored kokoro"]
+fn kokoro_speaks_three_phoneme_strings_from_one_plan() {
+    let model = m2w_setup::fixture("kokoro-int8").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = |k: usize, phonemes: &str| {
+        let d = dir.path().join(format!("in{k}"));
+        let out = xtask()
+            .args(["tts-inputs", "--phonemes", phonemes, "--voice", "jf_alpha", "--out"])
+            .arg(&d)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        d
+    };
+    let feed = |cmd: &mut std::process::Command, d: &std::path::Path| {
+        for name in ["tokens", "style", "speed"] {
+            cmd.arg("--input").arg(format!("{name}={}", d.join(format!("{name}.npy")).display()));
+        }
+    };
+    let first = inputs(0, "koɲɲiʨiwa");
+    let port = dir.path().join("port");
+    let mut cmd = xtask();
+    cmd.arg("port").arg(&model).arg("--out").arg(&port).args([
+        "--max-dim",
+        "sequence_length=32",
+        "--max-dim",
+        "/encoder/Cast_1_output_0=160",
+        "--wav",
+        "audio=24000",
+    ]);
+    feed(&mut cmd, &first);
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("any size with sequence_length <= 32"), "{stdout}");
+    let validate_line = stdout.lines().find(|l| l.starts_with("[5/5]")).unwrap().to_string();
+    assert!(validate_line.contains(" 0 failed"), "{validate_line}");
+    let wav = std::fs::read(port.join("validate/audio.wav")).unwrap();
+    assert!(wav.starts_with(b"RIFF") && wav.len() > 44 + 2 * 2400, "a WAV of audio");
+    println!("{validate_line}");
+    for (k, phonemes) in [(1, "kʲoːwa ii teŋki desɯ ne."), (2, "arigatoː.")] {
+        let d = inputs(k, phonemes);
+        let reference = dir.path().join(format!("reference{k}"));
+        let mut r = xtask();
+        r.arg("reference").arg(&model).arg("--out").arg(&reference);
+        feed(&mut r, &d);
+        let out = r.output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = xtask()
+            .args(["validate", "--per-layer", "--engine"])
+            .arg(port.join("engine"))
+            .arg("--reference")
+            .arg(&reference)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{phonemes}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+        let last = stdout.lines().last().unwrap_or("").to_string();
+        assert!(last.contains(" 0 out of tolerance") || last.contains(" 0 failed"), "{phonemes}: {last}");
+        println!("{phonemes}: {last}");
+    }
+}

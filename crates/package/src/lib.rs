@@ -141,12 +141,37 @@ pub fn engine_ts(plan: &Plan) -> String {
     let dims: Vec<serde_json::Value> = plan
         .dims
         .iter()
-        .map(|d| serde_json::json!({"name": d.name, "max": d.max}))
+        .map(|d| serde_json::json!({"name": d.name, "min": d.min, "max": d.max, "atSync": d.at_sync}))
         .collect();
-    s.push_str("/** The named dims of the plan and their maxima (buffers are sized for them). */\n");
+    s.push_str("/** The named dims of the plan, their ranges (buffers are sized for the maxima), and\n * whether a sync point binds them (else an input's shape). */\n");
     s.push_str(&format!(
-        "export const DIMS: {{ name: string; max: number }}[] = {};\n",
+        "export const DIMS: {{ name: string; min: number; max: number; atSync: boolean }}[] = {};\n",
         serde_json::to_string(&dims).unwrap()
+    ));
+    let syncs: Vec<serde_json::Value> = plan
+        .syncs
+        .iter()
+        .map(|sp| match &sp.kind {
+            m2w_engine::plan::SyncKind::Values => {
+                let values: Vec<serde_json::Value> = plan
+                    .dims
+                    .iter()
+                    .filter_map(|d| match &d.value_of {
+                        Some((t, k)) if *t == sp.tensor => Some(serde_json::json!([d.name, k])),
+                        _ => None,
+                    })
+                    .collect();
+                serde_json::json!({"at": sp.at, "tensor": sp.tensor, "values": values})
+            }
+            m2w_engine::plan::SyncKind::NonZero { output, dim } => serde_json::json!(
+                {"at": sp.at, "tensor": sp.tensor, "nonzero": {"output": output, "dim": dim}}
+            ),
+        })
+        .collect();
+    s.push_str("/** Where the pass stops for the host: `tensor` is read back before dispatch `at`; its\n * values bind dims (`values`: [dim, element]) or a NonZero runs on the host. */\n");
+    s.push_str(&format!(
+        "export const SYNCS: {{ at: number; tensor: string; values?: [string, number][]; nonzero?: {{ output: string; dim: string }} }}[] = {};\n",
+        serde_json::to_string(&syncs).unwrap()
     ));
     let input_shapes: serde_json::Map<String, serde_json::Value> = plan
         .inputs
@@ -184,13 +209,16 @@ pub fn engine_ts(plan: &Plan) -> String {
     }
     s.push_str("};\n\n");
     s.push_str("/** Sizes that must agree for the model to take the bound dims: [a, b, node]. */\n");
-    s.push_str("export const CONSTRAINTS: [(d: Dims) => number, (d: Dims) => number, string][] = [\n");
+    s.push_str("export const CONSTRAINTS: [(d: Dims) => number, (d: Dims) => number, string, string[]][] = [\n");
     for c in &plan.constraints {
+        let mut syms = c.a.symbols();
+        syms.extend(c.b.symbols());
         s.push_str(&format!(
-            "  [(d) => {}, (d) => {}, {}],\n",
+            "  [(d) => {}, (d) => {}, {}, {}],\n",
             c.a.to_js(),
             c.b.to_js(),
-            ts_string(&c.node)
+            ts_string(&c.node),
+            serde_json::to_string(&syms).unwrap()
         ));
     }
     s.push_str("];\n\n");
@@ -227,7 +255,8 @@ pub fn engine_ts(plan: &Plan) -> String {
     }
     s.push_str("];\n\n");
     s.push_str("/** The forward pass in pipeline order: `dispatch(i, x, y, z)` records DISPATCHES[i] (counts for bound dims `d`; a zero count records nothing). */\n");
-    s.push_str("// eslint-disable-next-line @typescript-eslint/no-unused-vars\nexport function forward(dispatch: (i: number, x: number, y: number, z: number) => void, d: Dims = {}): void {\n");
+    s.push_str("// eslint-disable-next-line @typescript-eslint/no-unused-vars\nexport function forward(record: (i: number, x: number, y: number, z: number) => void, d: Dims = {}, from = 0, to = Infinity): void {\n");
+    s.push_str("  const dispatch = (i: number, x: number, y: number, z: number) => {\n    if (i >= from && i < to) record(i, x, y, z);\n  };\n");
     let mut last_node = String::new();
     for (i, d) in plan.dispatches.iter().enumerate() {
         if d.node != last_node {

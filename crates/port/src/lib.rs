@@ -137,6 +137,131 @@ pub fn engine_model(engine_dir: &Path) -> Result<PathBuf, PortError> {
         .model)
 }
 
+/// Validates an engine folder's own plan against a reference, which may be of other input
+/// sizes than the one the engine was built from: a symbolic plan is compiled again at the
+/// engine's maxima and must come out identical to its plan.json (so it is that plan that
+/// runs); a static plan is compiled for the reference's sizes as before.
+pub fn validate_engine(
+    engine_dir: &Path,
+    reference: &Path,
+    opts: &m2w_validate::Options,
+) -> Result<m2w_validate::Report, PortError> {
+    let model_path = engine_model(engine_dir)?;
+    let text = std::fs::read_to_string(engine_dir.join("plan.json"))
+        .map_err(|e| input(format!("{}: {e}", engine_dir.join("plan.json").display())))?;
+    let saved: m2w_engine::Plan =
+        serde_json::from_str(&text).map_err(|e| input(format!("plan.json: {e}")))?;
+    if saved.dims.is_empty() {
+        return validate_model(&model_path, reference, opts);
+    }
+    let mut opts = opts.clone();
+    opts.max_dims = saved.dims.iter().map(|d| (d.name.clone(), d.max)).collect();
+    let model = m2w_model::Model::open(&model_path)?;
+    let (mut plan, inputs, _) =
+        m2w_validate::compile_for_dims(&model, reference, &opts.max_dims)?;
+    plan.assign_buffers(true);
+    let same = serde_json::to_value(&plan).ok() == serde_json::to_value(&saved).ok();
+    if !same {
+        return Err(PortError::Check(format!(
+            "{}: compiling {} again at the engine's maxima gives another plan (a different m2w?); rebuild the engine",
+            engine_dir.display(),
+            model_path.display()
+        )));
+    }
+    let gpu = m2w_engine::gpu::Gpu::new().map_err(PortError::Input)?;
+    Ok(m2w_validate::validate(
+        &gpu, &model, plan, &inputs, reference, &opts,
+    )?)
+}
+
+/// A file name for a tensor name (`/dec/audio` -> `dec_audio`).
+pub fn file_stem(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .collect();
+    s.trim_matches('_').to_string()
+}
+
+/// Runs the engine end to end on the reference's inputs and writes `output` as a mono
+/// 16-bit PCM WAV at `rate` (values clamped to [-1, 1]); returns what it measured against
+/// ONNX Runtime's value of the same output.
+pub fn write_wav_of_run(
+    layout: &Layout,
+    model: &m2w_model::Model,
+    output: &str,
+    rate: u32,
+    path: &Path,
+) -> Result<String, PortError> {
+    let saved: m2w_engine::Plan = serde_json::from_str(
+        &std::fs::read_to_string(layout.engine().join("plan.json"))
+            .map_err(|e| input(format!("plan.json: {e}")))?,
+    )
+    .map_err(|e| input(format!("plan.json: {e}")))?;
+    let max_dims: Vec<(String, usize)> =
+        saved.dims.iter().map(|d| (d.name.clone(), d.max)).collect();
+    let (mut plan, inputs, _) =
+        m2w_validate::compile_for_dims(model, &layout.reference(), &max_dims)?;
+    if !plan.outputs.iter().any(|o| o == output) {
+        return Err(input(format!(
+            "--wav {output}: not an output of the model ({})",
+            plan.outputs.join(", ")
+        )));
+    }
+    plan.assign_buffers(true);
+    let gpu = m2w_engine::gpu::Gpu::new().map_err(PortError::Input)?;
+    let runner = m2w_engine::gpu::Runner::new(&gpu, plan).map_err(PortError::Input)?;
+    let got = runner
+        .run(&inputs, &[output.to_string()])
+        .map_err(PortError::Input)?;
+    let samples: Vec<f32> = got[output].as_f64().iter().map(|&v| v as f32).collect();
+    let mut bytes = Vec::with_capacity(44 + samples.len() * 2);
+    let data_len = (samples.len() * 2) as u32;
+    bytes.extend(b"RIFF");
+    bytes.extend((36 + data_len).to_le_bytes());
+    bytes.extend(b"WAVEfmt ");
+    bytes.extend(16u32.to_le_bytes());
+    bytes.extend(1u16.to_le_bytes()); // PCM
+    bytes.extend(1u16.to_le_bytes()); // mono
+    bytes.extend(rate.to_le_bytes());
+    bytes.extend((rate * 2).to_le_bytes());
+    bytes.extend(2u16.to_le_bytes());
+    bytes.extend(16u16.to_le_bytes());
+    bytes.extend(b"data");
+    bytes.extend(data_len.to_le_bytes());
+    for s in &samples {
+        bytes.extend(((s.clamp(-1.0, 1.0) * 32767.0).round() as i16).to_le_bytes());
+    }
+    m2w_model::io::write_atomic(path, &bytes).map_err(|e| input(format!("{}: {e}", path.display())))?;
+    // The same output from ONNX Runtime, for the record.
+    let index = m2w_reference::read_index(&layout.reference()).map_err(|e| input(e.to_string()))?;
+    let vs = index
+        .checkpoints
+        .iter()
+        .find(|c| c.output == output)
+        .and_then(|c| m2w_reference::HostTensor::read_npy(&layout.reference().join(&c.file)).ok())
+        .map(|t| {
+            let want = t.to_f64();
+            let worst = want
+                .iter()
+                .zip(&samples)
+                .map(|(a, &b)| (a - b as f64).abs())
+                .fold(0f64, f64::max);
+            let peak = want.iter().fold(0f64, |m, &v| m.max(v.abs()));
+            format!(
+                "end to end: max |engine - ORT| {worst:.2e} (peak {peak:.2e}), {} vs {} samples",
+                samples.len(),
+                want.len()
+            )
+        })
+        .unwrap_or_default();
+    Ok(format!(
+        "{} samples at {rate} Hz -> {} ({vs})",
+        samples.len(),
+        path.display()
+    ))
+}
+
 /// Validates the model's plan, compiled for the reference's inputs, against the reference
 /// (ONNX).
 pub fn validate_model(

@@ -14,6 +14,11 @@ pub struct PortOptions {
     pub dims: Vec<(String, u64)>,
     /// Inputs filled with one value (`sr=16000`).
     pub values: Vec<(String, f64)>,
+    /// Inputs given as .npy files (`tokens=tokens.npy`).
+    pub inputs: Vec<(String, std::path::PathBuf)>,
+    /// Write this float output of an end-to-end run as a mono 16-bit WAV at this sample
+    /// rate (`audio=24000`), next to the reports: the port's audio, heard.
+    pub wav: Option<(String, u32)>,
     /// Tolerances and mode of the validate phase. GGUF decoders are validated end to end,
     /// with 2e-3/2e-3 after the given overrides.
     pub validate: m2w_validate::Options,
@@ -183,7 +188,20 @@ pub fn port(
     let dims = &opts.dims;
     let values = &opts.values;
     let dir = layout.reference();
-    let st = stamp(&sha, &format!("reference {dims:?} {values:?} seed 0"));
+    let files: Vec<(String, String)> = opts
+        .inputs
+        .iter()
+        .map(|(k, p)| {
+            let digest = std::fs::read(p)
+                .map(|b| m2w_model::io::sha256_bytes(&b))
+                .unwrap_or_default();
+            (k.clone(), digest)
+        })
+        .collect();
+    let st = stamp(
+        &sha,
+        &format!("reference {dims:?} {values:?} {files:?} seed 0"),
+    );
     if fresh(&dir, &st) {
         step(3, "reference", true, skipped(&dir));
     } else {
@@ -191,6 +209,7 @@ pub fn port(
         let ref_opts = m2w_reference::onnx_ref::OnnxOptions {
             dims: dims.iter().cloned().collect(),
             fill: values.iter().cloned().collect(),
+            input_files: opts.inputs.iter().cloned().collect(),
             check_determinism: true,
             ..Default::default()
         };
@@ -284,14 +303,21 @@ pub fn port(
     } else {
         String::new()
     };
-    let report = crate::validate_model(model_path, &layout.reference(), &vopts)?;
+    let report = crate::validate_engine(&layout.engine(), &layout.reference(), &vopts)?;
     write_reports(&dir, "", &report)?;
+    let heard = match &opts.wav {
+        Some((output, rate)) => format!(
+            "; {}",
+            crate::write_wav_of_run(&layout, &model, output, *rate, &dir.join(format!("{}.wav", crate::file_stem(output))))?
+        ),
+        None => String::new(),
+    };
     step(
         5,
         "validate",
         false,
         format!(
-            "{} passed, {} failed, {} not compared ({}){why}",
+            "{} passed, {} failed, {} not compared ({}){why}{heard}",
             report.passed, report.failed, report.not_compared, report.mode
         ),
     );

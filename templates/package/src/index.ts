@@ -5,7 +5,7 @@
 
 import { SHADERS } from './shaders.js';
 import * as plan from './engine.js';
-import { bindDims, biggestBuffer, compilePipelines, encodeForward, numel, preparePlan, readTensors, requestDevice, setDims, shapeOf } from './runtime.js';
+import { bindDims, biggestBuffer, compilePipelines, encodeForward, encodeWithSyncs, numel, preparePlan, readTensors, requestDevice, setDims, shapeOf } from './runtime.js';
 import type { GPUAny, Input, LoadOptions, Model, TensorInfo } from './types.js';
 import { loadWeights } from './weights.js';
 
@@ -52,7 +52,8 @@ export async function loadModel(baseUrl: string, options: LoadOptions = {}): Pro
         const shape = shapeOf(plan, name, prepared.dims);
         device.queue.writeBuffer(prepared.bufferOf(name), 0, toWords(plan.TENSORS[name], shape, given(inputs[name]).data));
       }
-      encodeForward(device, prepared, pipelines);
+      if (plan.SYNCS.length) await encodeWithSyncs(device, prepared, pipelines);
+      else encodeForward(device, prepared, pipelines);
       const out = await readTensors(device, prepared, plan.OUTPUTS);
       lastRunMs = performance.now() - t0;
       return out;

@@ -18,19 +18,21 @@ export interface PlanTables {
   BUFFERS: BufferSlot[];
   DISPATCHES: DispatchInfo[];
   FLUSH_EVERY: number;
-  DIMS?: { name: string; max: number }[];
+  DIMS?: { name: string; min?: number; max: number; atSync?: boolean }[];
   INPUT_SHAPES?: Record<string, (string | number)[]>;
   SHAPES?: Record<string, (d: Dims) => number[]>;
   SHAPE_VALUES?: Record<string, (d: Dims) => number[]>;
-  CONSTRAINTS?: [(d: Dims) => number, (d: Dims) => number, string][];
+  CONSTRAINTS?: [(d: Dims) => number, (d: Dims) => number, string, string[]][];
+  SYNCS?: { at: number; tensor: string; values?: [string, number][]; nonzero?: { output: string; dim: string } }[];
   symbolicParams?(d: Dims, set: (i: number, word: number, value: number) => void): void;
-  forward(dispatch: (i: number, x: number, y: number, z: number) => void, d?: Dims): void;
+  forward(dispatch: (i: number, x: number, y: number, z: number) => void, d?: Dims, from?: number, to?: number): void;
 }
 
 /** The dims that inputs of these shapes bind; throws when an input's rank or a fixed size
  * differs, when two inputs disagree on a dim, or when a dim exceeds its maximum. */
 export function bindDims(tables: PlanTables, shapes: Record<string, number[]>): Dims {
-  const d: Dims = {};
+  // Dims bound at sync points start at their maxima (placeholders until the pass reaches them).
+  const d: Dims = Object.fromEntries((tables.DIMS ?? []).filter((x) => x.atSync).map((x) => [x.name, x.max]));
   for (const [name, want] of Object.entries(tables.INPUT_SHAPES ?? {})) {
     const got = shapes[name];
     if (!got) throw new Error(`input ${name} not given`);
@@ -45,11 +47,20 @@ export function bindDims(tables: PlanTables, shapes: Record<string, number[]>): 
       }
     });
   }
-  for (const { name, max } of tables.DIMS ?? []) {
+  for (const { name, min, max, atSync } of tables.DIMS ?? []) {
+    if (atSync) continue;
     if (!(name in d)) throw new Error(`no input binds dim ${name}`);
+    if (d[name] < (min ?? 0)) throw new Error(`dim ${name} = ${d[name]} is below its minimum ${min}`);
     if (d[name] > max) throw new Error(`dim ${name} = ${d[name]} exceeds its maximum ${max} (the buffers are sized for it; port with --max-dim ${name}=N to raise it)`);
   }
-  for (const [a, b, node] of tables.CONSTRAINTS ?? []) {
+  checkConstraints(tables, d, new Set((tables.DIMS ?? []).filter((x) => x.atSync).map((x) => x.name)));
+  return d;
+}
+
+/** Checks the constraints whose dims are all bound (none in `pending`). */
+function checkConstraints(tables: PlanTables, d: Dims, pending: Set<string>): void {
+  for (const [a, b, node, syms] of tables.CONSTRAINTS ?? []) {
+    if (syms.some((s) => pending.has(s))) continue;
     if (a(d) !== b(d)) throw new Error(`the model cannot take these sizes (${JSON.stringify(d)}): node ${node} needs two sizes to agree, here ${a(d)} and ${b(d)}`);
   }
   return d;
@@ -200,7 +211,7 @@ export function preparePlan(device: GPUAny, tables: PlanTables, pipelines: Recor
  * Records the plan's forward pass and submits it (FLUSH_EVERY dispatches per encoder);
  * `after` may add commands to the last encoder (copies that must see this pass's results).
  */
-export function encodeForward(device: GPUAny, plan: PreparedPlan, pipelines: Record<string, GPUAny>, after?: (encoder: GPUAny) => void): void {
+export function encodeForward(device: GPUAny, plan: PreparedPlan, pipelines: Record<string, GPUAny>, after?: (encoder: GPUAny) => void, from = 0, to = Infinity): void {
   let encoder = device.createCommandEncoder();
   let pass = encoder.beginComputePass();
   let recorded = 0;
@@ -216,7 +227,7 @@ export function encodeForward(device: GPUAny, plan: PreparedPlan, pipelines: Rec
       encoder = device.createCommandEncoder();
       pass = encoder.beginComputePass();
     }
-  }, plan.dims);
+  }, plan.dims, from, to);
   pass.end();
   after?.(encoder);
   device.queue.submit([encoder.finish()]);
@@ -242,6 +253,52 @@ export function submitChained(device: GPUAny, plan: PreparedPlan, pipelines: Rec
     staging.destroy();
     return out;
   });
+}
+
+/**
+ * The forward pass of a plan with sync points: each stretch up to a sync point is
+ * submitted, the sync tensor read back, the dims it decides bound (uniforms rewritten) or
+ * its NonZero computed and written, and the next stretch encoded for the new sizes.
+ */
+export async function encodeWithSyncs(device: GPUAny, plan: PreparedPlan, pipelines: Record<string, GPUAny>): Promise<void> {
+  const syncs = plan.tables.SYNCS ?? [];
+  const limits = Object.fromEntries((plan.tables.DIMS ?? []).map((x) => [x.name, x]));
+  let from = 0;
+  for (const [k, s] of syncs.entries()) {
+    encodeForward(device, plan, pipelines, undefined, from, s.at);
+    const t = (await readTensors(device, plan, [s.tensor]))[s.tensor];
+    const d: Dims = { ...plan.dims };
+    const set = (name: string, v: number) => {
+      const l = limits[name];
+      if (v < (l.min ?? 0) || v > l.max) throw new Error(`${name} is ${v} at run time; this model takes ${l.min ?? 0}..${l.max} (port with --max-dim "${name}=N" to raise it)`);
+      d[name] = v;
+    };
+    let write: [string, Int32Array] | undefined;
+    if (s.values) {
+      for (const [name, i] of s.values) set(name, Number(t[i]));
+    } else if (s.nonzero) {
+      // ONNX NonZero: [rank, count], the coordinates of each nonzero element, row-major.
+      const shape = t.shape.length ? t.shape : [1];
+      const hits: number[] = [];
+      for (let i = 0; i < t.length; i++) if (t[i] !== 0) hits.push(i);
+      const idx = new Int32Array(shape.length * hits.length);
+      hits.forEach((flat, j) => {
+        let rest = flat;
+        for (let a = shape.length - 1; a >= 0; a--) {
+          idx[a * hits.length + j] = rest % shape[a];
+          rest = Math.floor(rest / shape[a]);
+        }
+      });
+      set(s.nonzero.dim, hits.length);
+      write = [s.nonzero.output, idx];
+    }
+    const later = new Set(syncs.slice(k + 1).flatMap((l) => (l.values ? l.values.map(([n]) => n) : [l.nonzero!.dim])));
+    checkConstraints(plan.tables, d, later);
+    setDims(device, plan, d);
+    if (write && write[1].length) device.queue.writeBuffer(plan.bufferOf(write[0]), 0, write[1]);
+    from = s.at;
+  }
+  encodeForward(device, plan, pipelines, undefined, from);
 }
 
 /** Reads tensors back: `[name, byte offset, bytes]` ranges of their buffers. */
