@@ -111,7 +111,12 @@ pub struct Runner<'g> {
     pub plan: Plan,
     buffers: HashMap<String, wgpu::Buffer>,
     steps: Vec<Step>,
-    uniforms: Vec<wgpu::Buffer>,
+    /// Every dispatch's uniform block in one buffer, each at an aligned offset, so binding
+    /// new dims rewrites them with one write.
+    uniform: wgpu::Buffer,
+    uniform_offsets: Vec<u64>,
+    /// The buffer's contents as last written.
+    uniform_image: RefCell<Vec<u8>>,
     /// The dims the uniforms and workgroup counts are written for (the maxima until an
     /// input binds others; empty for a static plan).
     dims: RefCell<Bindings>,
@@ -218,23 +223,27 @@ impl<'g> Runner<'g> {
             mapped_at_creation: false,
         });
         let mut steps = Vec::with_capacity(plan.dispatches.len());
-        let mut uniforms = Vec::with_capacity(plan.dispatches.len());
+        let align = (gpu.limits.min_uniform_buffer_offset_alignment as u64).max(16);
+        let mut uniform_offsets = Vec::with_capacity(plan.dispatches.len());
+        let mut image: Vec<u8> = Vec::new();
         for d in &plan.dispatches {
+            let at = (image.len() as u64).div_ceil(align) * align;
+            image.resize(at as usize, 0);
+            uniform_offsets.push(at);
+            image.extend(d.params.iter().flat_map(|w| w.to_le_bytes()));
+            image.resize(at as usize + (d.params.len() * 4).max(16), 0);
+        }
+        let uniform = dev.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("params"),
+            size: (image.len() as u64).max(16).div_ceil(4) * 4,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        if !image.is_empty() {
+            gpu.queue.write_buffer(&uniform, 0, &image);
+        }
+        for (k, d) in plan.dispatches.iter().enumerate() {
             let pipeline = gpu.pipeline(d.kernel);
-            let uniform = dev.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("params"),
-                size: (d.params.len() * 4).max(16) as u64,
-                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            });
-            gpu.queue.write_buffer(
-                &uniform,
-                0,
-                &d.params
-                    .iter()
-                    .flat_map(|w| w.to_le_bytes())
-                    .collect::<Vec<u8>>(),
-            );
             let mut scratch = Vec::new();
             for b in &d.bindings {
                 if let Binding::Scratch(words) = b {
@@ -266,7 +275,11 @@ impl<'g> Runner<'g> {
             }
             entries.push(wgpu::BindGroupEntry {
                 binding: d.bindings.len() as u32,
-                resource: uniform.as_entire_binding(),
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &uniform,
+                    offset: uniform_offsets[k],
+                    size: std::num::NonZeroU64::new((d.params.len() * 4).max(16) as u64),
+                }),
             });
             let bind_group = dev.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some(&d.node),
@@ -278,14 +291,15 @@ impl<'g> Runner<'g> {
                 bind_group,
                 workgroups: Cell::new(d.workgroups),
             });
-            uniforms.push(uniform);
         }
         Ok(Runner {
             gpu,
             plan,
             buffers,
             steps,
-            uniforms,
+            uniform,
+            uniform_offsets,
+            uniform_image: RefCell::new(image),
             dims: RefCell::new(max),
         })
     }
@@ -302,14 +316,27 @@ impl<'g> Runner<'g> {
         if *self.dims.borrow() == *dims {
             return Ok(());
         }
-        for (i, d) in self.plan.dispatches.iter().enumerate() {
-            if !d.is_symbolic() {
-                continue;
+        // Every symbolic word into the host image, then one write of the span they cover.
+        let (mut lo, mut hi) = (usize::MAX, 0usize);
+        {
+            let mut image = self.uniform_image.borrow_mut();
+            for (i, d) in self.plan.dispatches.iter().enumerate() {
+                if !d.is_symbolic() {
+                    continue;
+                }
+                let at = self.uniform_offsets[i] as usize;
+                for (w, e) in &d.sym_params {
+                    let v = e.word(dims)?.to_le_bytes();
+                    image[at + 4 * w..at + 4 * w + 4].copy_from_slice(&v);
+                    lo = lo.min(at + 4 * w);
+                    hi = hi.max(at + 4 * w + 4);
+                }
+                self.steps[i].workgroups.set(d.workgroups_at(dims)?);
             }
-            if !d.sym_params.is_empty() {
-                self.set_params(i, &d.params_at(dims)?);
-            }
-            self.steps[i].workgroups.set(d.workgroups_at(dims)?);
+        }
+        if lo < hi {
+            let image = self.uniform_image.borrow();
+            self.gpu.queue.write_buffer(&self.uniform, lo as u64, &image[lo..hi]);
         }
         *self.dims.borrow_mut() = dims.clone();
         Ok(())
@@ -360,14 +387,11 @@ impl<'g> Runner<'g> {
     /// Replaces one dispatch's uniform block (values that change between runs: the position
     /// of a decode step).
     pub fn set_params(&self, dispatch: usize, params: &[u32]) {
-        self.gpu.queue.write_buffer(
-            &self.uniforms[dispatch],
-            0,
-            &params
-                .iter()
-                .flat_map(|w| w.to_le_bytes())
-                .collect::<Vec<u8>>(),
-        );
+        let bytes: Vec<u8> = params.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let at = self.uniform_offsets[dispatch];
+        self.uniform_image.borrow_mut()[at as usize..at as usize + bytes.len()]
+            .copy_from_slice(&bytes);
+        self.gpu.queue.write_buffer(&self.uniform, at, &bytes);
     }
 
     /// Runs dispatches `range` only (one node's, for per-layer validation).
