@@ -30,6 +30,24 @@ pub struct CaseResult {
     /// The op the case tests (its single node, or the op its name starts with).
     pub op: String,
     pub outcome: Outcome,
+    /// How a passing case's plan was made.
+    pub plan: PlanKind,
+    /// The general plan ran but answered wrong (the case then went to the specialised
+    /// plan): listed in OP_SUPPORT.md, as a wrong answer of the general path.
+    pub general_wrong: Option<String>,
+}
+
+/// How a case's plan was made: general (every input fed at run time; sizes decided by
+/// input values read back at sync points), or specialised (inputs that decide shapes or
+/// branches fixed at the test's values, as a fallback when the general plan cannot be
+/// built or run).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum PlanKind {
+    General,
+    GeneralWithSyncs,
+    Specialised,
+    /// The case did not pass.
+    None,
 }
 
 /// A TensorProto file of a test data set as a host tensor.
@@ -180,6 +198,36 @@ fn case_op(name: &str, model: Option<&m2w_model::Model>) -> String {
 /// Runs one node-test folder.
 pub fn run_case(gpu: &Gpu, dir: &Path) -> CaseResult {
     let (case, op, model) = open_case(dir);
+    let caught = |f: &dyn Fn() -> (Outcome, PlanKind)| match std::panic::catch_unwind(
+        std::panic::AssertUnwindSafe(f),
+    ) {
+        Ok(o) => o,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            (
+                Outcome::Fail(format!("panicked: {}", msg.lines().next().unwrap_or(""))),
+                PlanKind::None,
+            )
+        }
+    };
+    // The general plan first; the specialised one when it cannot be built or run.
+    let general_wrong = match caught(&|| run_general(gpu, dir, model.as_ref())) {
+        (Outcome::Pass, kind) => {
+            return CaseResult {
+                case,
+                op,
+                outcome: Outcome::Pass,
+                plan: kind,
+                general_wrong: None,
+            };
+        }
+        (Outcome::Fail(e), _) if e.starts_with("output ") => Some(e),
+        _ => None,
+    };
     let outcome = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         run_inner(gpu, dir, model.as_ref())
     })) {
@@ -193,7 +241,82 @@ pub fn run_case(gpu: &Gpu, dir: &Path) -> CaseResult {
             Outcome::Fail(format!("panicked: {}", msg.lines().next().unwrap_or("")))
         }
     };
-    CaseResult { case, op, outcome }
+    let plan = if outcome == Outcome::Pass {
+        PlanKind::Specialised
+    } else {
+        PlanKind::None
+    };
+    CaseResult {
+        case,
+        op,
+        outcome,
+        plan,
+        general_wrong,
+    }
+}
+
+/// The case with every input fed at run time: small integer inputs that decide sizes
+/// become value dims (at most 4x their test value, at least 16) read back at sync points.
+fn run_general(gpu: &Gpu, dir: &Path, model: Option<&m2w_model::Model>) -> (Outcome, PlanKind) {
+    let Some(model) = model else {
+        return (Outcome::Unsupported("unreadable".into()), PlanKind::None);
+    };
+    let Some(graph) = model.graph.as_ref() else {
+        return (Outcome::Unsupported("no graph".into()), PlanKind::None);
+    };
+    let data = dir.join("test_data_set_0");
+    let mut inputs = HashMap::new();
+    let mut shapes = BTreeMap::new();
+    let mut value_max = BTreeMap::new();
+    for (k, i) in graph.inputs.iter().enumerate() {
+        if matches!(
+            i.dtype.as_str(),
+            "sequence" | "optional" | "map" | "sparse_tensor"
+        ) {
+            return (Outcome::Unsupported("not a tensor input".into()), PlanKind::None);
+        }
+        let Ok(t) = read_pb(&data.join(format!("input_{k}.pb"))) else {
+            return (Outcome::Unsupported("input".into()), PlanKind::None);
+        };
+        if t.dt() == crate::DT::I32 && t.shape.len() <= 1 && t.len() <= 8 {
+            let top = t.as_i64().iter().map(|v| v.unsigned_abs()).max().unwrap_or(0);
+            value_max.insert(i.name.clone(), ((top as usize) * 4).max(16));
+        }
+        shapes.insert(i.name.clone(), (crate::sym::fixed(&t.shape), t.dt()));
+        inputs.insert(i.name.clone(), t);
+    }
+    let mut expected = Vec::new();
+    for (k, o) in graph.outputs.iter().enumerate() {
+        match read_pb(&data.join(format!("output_{k}.pb"))) {
+            Ok(t) => expected.push((o.name.clone(), t)),
+            Err(_) => return (Outcome::Unsupported("output".into()), PlanKind::None),
+        }
+    }
+    let plan = match crate::compile_symbolic_with(model, &shapes, &[], &value_max) {
+        Ok(p) => p,
+        Err(e) => return (Outcome::Unsupported(e.to_string()), PlanKind::None),
+    };
+    let kind = if plan.syncs.is_empty() {
+        PlanKind::General
+    } else {
+        PlanKind::GeneralWithSyncs
+    };
+    let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let outputs: Vec<String> = expected.iter().map(|(n, _)| n.clone()).collect();
+    let result = Runner::new(gpu, plan).and_then(|r| r.run(&inputs, &outputs));
+    if pollster::block_on(scope.pop()).is_some() {
+        return (Outcome::Fail("validation".into()), PlanKind::None);
+    }
+    let Ok(got) = result else {
+        return (Outcome::Fail("run".into()), PlanKind::None);
+    };
+    for (name, want) in &expected {
+        match got.get(name) {
+            Some(g) if compare(g, want).is_ok() => {}
+            _ => return (Outcome::Fail(format!("output {name}")), PlanKind::None),
+        }
+    }
+    (Outcome::Pass, kind)
 }
 
 /// A case compiled for its test data: the plan, the run-time inputs and the expected
@@ -372,6 +495,19 @@ pub fn op_support_markdown(results: &[CaseResult], adapter: &str) -> String {
         "**Total: {p} passed, {f} failed, {u} unsupported, of {} cases.**\n\n",
         results.len()
     ));
+    let kind = |k: PlanKind| results.iter().filter(|r| r.plan == k).count();
+    let (g, gs, sp) = (
+        kind(PlanKind::General),
+        kind(PlanKind::GeneralWithSyncs),
+        kind(PlanKind::Specialised),
+    );
+    s.push_str(&format!(
+        "Plans: {} passes with a general plan (every input fed at run time), {gs} of them \
+         needing a sync point (an input's values read back to decide sizes); {sp} pass only \
+         with the plan specialised to the test's values of the inputs that decide ranks, \
+         negative sizes or If branches (docs/DYNAMIC_SHAPES.md).\n\n",
+        g + gs
+    ));
     s.push_str(
         "The registry column is the op's family in m2w's op registry (`crates/engine/src/ops/`),\n\
          or `none` with the reason category when m2w has no lowering for it.\n\n",
@@ -384,6 +520,12 @@ pub fn op_support_markdown(results: &[CaseResult], adapter: &str) -> String {
     s.push_str("\n## Failures (wrong answers and run-time errors)\n\n");
     for r in results {
         if let Outcome::Fail(e) = &r.outcome {
+            s.push_str(&format!("- `{}`: {}\n", r.case, e.replace('|', "/")));
+        }
+    }
+    s.push_str("\n## Wrong answers of the general plan (passed when specialised)\n\n");
+    for r in results.iter().filter(|r| r.outcome == Outcome::Pass) {
+        if let Some(e) = &r.general_wrong {
             s.push_str(&format!("- `{}`: {}\n", r.case, e.replace('|', "/")));
         }
     }

@@ -159,20 +159,38 @@ fn a_folder_is_inspected_model_by_model() {
 
 #[test]
 fn markdown_and_table_name_every_flagged_op() {
-    // The whole Kokoro TTS: its NonZero (a data-dependent shape) is what m2w cannot run.
-    let report = inspect_path(&fixture("kokoro-int8")).unwrap();
+    // An op with a data-dependent output m2w has no lowering for (Unique) is flagged, in
+    // the Markdown and the table, with the engine's verdict port gives before extract.
+    use m2w_model::onnx_build::{FLOAT, model, node, value_info};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("unique.onnx");
+    let bytes = model(
+        vec![node("Unique", &["x"], &["y"], vec![])],
+        vec![],
+        vec![value_info("x", FLOAT, &[8])],
+        vec![value_info("y", FLOAT, &[-1])],
+        17,
+    );
+    std::fs::write(&path, bytes).unwrap();
+    let report = inspect_path(&path).unwrap();
     let md = m2w_inspect::markdown(&report);
     assert!(
-        md.contains("| NonZero | ai.onnx |") && md.contains("data-dependent"),
+        md.contains("| Unique | ai.onnx |") && md.contains("data-dependent"),
         "{md}"
     );
     let table = m2w_inspect::table(&report);
     assert!(table.contains("! special"), "{table}");
-    // The engine's verdict, the same one port gives before extract.
     assert!(
         table.contains("WebGPU: 1 node(s) in 1 op type(s) cannot run on WebGPU:")
-            && table.contains("ai.onnx::NonZero x 1"),
+            && table.contains("ai.onnx::Unique x 1"),
         "{table}"
+    );
+    // The whole Kokoro TTS runs (its NonZero at a sync point): nothing flagged.
+    let kokoro = inspect_path(&fixture("kokoro-int8")).unwrap();
+    assert!(
+        !m2w_inspect::table(&kokoro).contains("! "),
+        "{}",
+        m2w_inspect::table(&kokoro)
     );
     // Silero with `If` subgraphs: the registry runs If (its condition fixed at plan time).
     let silero_if = inspect_path(&fixture("silero-vad-if")).unwrap();

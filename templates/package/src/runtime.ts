@@ -63,7 +63,6 @@ function checkConstraints(tables: PlanTables, d: Dims, pending: Set<string>): vo
     if (syms.some((s) => pending.has(s))) continue;
     if (a(d) !== b(d)) throw new Error(`the model cannot take these sizes (${JSON.stringify(d)}): node ${node} needs two sizes to agree, here ${a(d)} and ${b(d)}`);
   }
-  return d;
 }
 
 /** A tensor's shape for bound dims. */

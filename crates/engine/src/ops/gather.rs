@@ -43,7 +43,7 @@ fn lower_gather(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     if axis == 0
         && s.len() == 2
         && let Some((q, scale, zp, signed, per_row)) =
-            super::quant::packed_8bit_with(cx, ins[0], 0, true)
+            super::quant::packed_8bit_with(cx, ins[0], 0, super::quant::Share::ZeroPoint)
     {
         let p = params::GatherQ8::<Expr> {
             n: total,

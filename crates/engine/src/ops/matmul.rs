@@ -146,14 +146,15 @@ pub(super) fn matmul(
         && !ta
         && !tb
         && sb.len() == 2
-        && let Some((q, scale, zp, signed)) = super::quant::packed_8bit(cx, b, 1)
+        && let Some((q, scale, zp, signed, per_column)) =
+            super::quant::packed_8bit_with(cx, b, 1, super::quant::Share::Both)
     {
         let rows = flat_output(cx, out, ba, sa.len() > 1, &m, &nn)?;
         let p = params::MatmulQ8::<Expr> {
             m: rows.clone(),
             n: nn.clone(),
             k: ka.clone(),
-            pad: Expr::Const(0),
+            per_column: Expr::from(per_column as usize),
         }
         .slots();
         if rows.clone() * nn.clone() != Expr::Const(0) {

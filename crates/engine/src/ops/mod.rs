@@ -240,7 +240,7 @@ pub fn flag(domain: &str, op_type: &str) -> OpFlag {
         ),
         "NonMaxSuppression" | "RoiAlign" | "Unique" | "StringNormalizer" | "TfIdfVectorizer"
         | "RandomNormal" | "RandomUniform" | "RandomNormalLike" | "RandomUniformLike"
-        | "Multinomial" | "Bernoulli" | "NonZero" => (
+        | "Multinomial" | "Bernoulli" => (
             "special",
             "data-dependent or random output: usually runs as CPU glue between GPU stages",
         ),

@@ -20,7 +20,7 @@ mod integer;
 mod packed;
 
 pub(super) use integer::{centred, times_weight};
-pub(super) use packed::{packed_8bit, packed_8bit_with};
+pub(super) use packed::{Share, packed_8bit, packed_8bit_with};
 
 use super::Registry;
 use super::conv::CONV_ATTRS;

@@ -19,17 +19,27 @@ pub(in crate::ops) fn packed_8bit(
     name: &str,
     axis: usize,
 ) -> Option<(String, String, String, bool)> {
-    packed_8bit_with(cx, name, axis, false).map(|(q, s, z, signed, _)| (q, s, z, signed))
+    packed_8bit_with(cx, name, axis, Share::Nothing).map(|(q, s, z, signed, _)| (q, s, z, signed))
 }
 
-/// [`packed_8bit`]; with `shared_zero_point`, a zero point that is the same for every
-/// index is kept as one value (the last element of the result is then false: not per
-/// index), for kernels that can read it so (`gather_*_rows_f32`).
+/// Which of a packed weight's parameters a kernel can read as one value when it is the
+/// same for every index.
+#[derive(Clone, Copy, PartialEq)]
+pub(in crate::ops) enum Share {
+    Nothing,
+    /// The zero point alone (`gather_*_rows_f32`: per-row scales stay).
+    ZeroPoint,
+    /// Scale and zero point together (`matmul_*8_f32`: a per-tensor quantization).
+    Both,
+}
+
+/// [`packed_8bit`]; parameters the kernel can `share` that are the same for every index
+/// are kept as one value (the last element of the result is then false: not per index).
 pub(in crate::ops) fn packed_8bit_with(
     cx: &mut Ctx,
     name: &str,
     axis: usize,
-    shared_zero_point: bool,
+    share: Share,
 ) -> Option<(String, String, String, bool, bool)> {
     let d = cx.dequantized.get(name)?.clone();
     let q = cx.konst(&d.q)?;
@@ -74,14 +84,30 @@ pub(in crate::ops) fn packed_8bit_with(
         format!("{name}::scale{axis}"),
         format!("{name}::zero_point{axis}"),
     );
-    cx.add_const(&sname, HostTensor::f32(vec![len], scale));
-    let uniform = zero_point.iter().all(|&z| z.to_bits() == zero_point[0].to_bits());
-    if shared_zero_point && uniform {
-        cx.add_const(&zname, HostTensor::f32(vec![1], vec![zero_point[0]]));
-        return Some((packed, sname, zname, d.signed, false));
-    }
-    cx.add_const(&zname, HostTensor::f32(vec![len], zero_point));
-    Some((packed, sname, zname, d.signed, true))
+    let uniform = |v: &[f32]| v.iter().all(|&x| x.to_bits() == v[0].to_bits());
+    let (zp_one, scale_one) = match share {
+        Share::Nothing => (false, false),
+        Share::ZeroPoint => (uniform(&zero_point), false),
+        Share::Both => {
+            let both = uniform(&zero_point) && uniform(&scale);
+            (both, both)
+        }
+    };
+    let one_or_all = |v: Vec<f32>, one: bool| {
+        if one {
+            HostTensor::f32(vec![1], vec![v[0]])
+        } else {
+            HostTensor::f32(vec![len], v)
+        }
+    };
+    // Names say which form: a shared value and a table never collide.
+    let (sname, zname) = (
+        if scale_one { format!("{sname}::one") } else { sname },
+        if zp_one { format!("{zname}::one") } else { zname },
+    );
+    cx.add_const(&sname, one_or_all(scale, scale_one));
+    cx.add_const(&zname, one_or_all(zero_point, zp_one));
+    Some((packed, sname, zname, d.signed, !zp_one))
 }
 
 /// com.microsoft MatMulNBits: `Y = A x dequantize(B)^T (+ bias)`, B [N, blocks, block *
