@@ -354,8 +354,11 @@ pub fn compile_for_dims(
             });
         for (name, file, _, _) in small {
             if let Ok(t) = m2w_reference::HostTensor::read_npy(&reference.join(file)) {
+                // Values past 2^31 (INT64_MAX as "to the end") are not sizes.
                 let top = t.to_f64().iter().fold(0f64, |m, &v| m.max(v));
-                value_max.insert(name.to_string(), ((top.max(0.0) as usize) * 4).max(16));
+                if top < (1u64 << 31) as f64 {
+                    value_max.insert(name.to_string(), ((top.max(0.0) as usize) * 4).max(16));
+                }
             }
         }
     }
