@@ -110,7 +110,7 @@ pub(crate) fn conformance(filter: Option<&str>, verbose: bool) -> anyhow::Result
     let unsup = results.len() - pass - fail;
     if verbose {
         for r in &results {
-            println!("{:<60} {:?}", r.case, r.outcome);
+            println!("{:<60} {:?} {:?}", r.case, r.plan, r.outcome);
         }
     }
     println!(

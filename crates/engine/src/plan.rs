@@ -441,13 +441,21 @@ impl Plan {
         self.buffers.iter().map(|b| b.bytes).sum()
     }
 
-    /// Bytes of a tensor at the dims' maxima (sizes grow with every dim).
+    /// Bytes a tensor may need for any binding of the dims within their ranges: the upper
+    /// bound of its element count over [min, max] of every dim (its value at the maxima when
+    /// the size grows with every dim, as sizes do; larger when a size picks among dims by
+    /// run-time values).
     pub fn max_bytes(&self, t: &str, max: &Bindings) -> u64 {
         let d = &self.tensors[t];
-        let n = sym::numel(&d.shape)
-            .eval(max)
-            .expect("every dim of a plan is declared");
-        d.dt.buffer_bytes(n.max(0) as usize)
+        let min: Bindings = self
+            .dims
+            .iter()
+            .map(|d| (d.name.clone(), d.min))
+            .collect();
+        let numel = sym::numel(&d.shape);
+        let at_max = numel.eval(max).expect("every dim of a plan is declared");
+        let bound = numel.bounds_in(&min, max).1;
+        d.dt.buffer_bytes(at_max.max(bound).max(0) as usize)
     }
 
     pub fn base_of<'a>(&'a self, name: &'a str) -> &'a str {

@@ -295,7 +295,13 @@ impl Ctx {
         }
         let both_fixed = a.as_const().is_some() && b.as_const().is_some();
         let agree_at_max = a.eval(&self.maxima).ok() == b.eval(&self.maxima).ok();
-        if both_fixed || !agree_at_max {
+        // Values read at run time have no joint maximum to agree at: checked when bound.
+        let read_at_run_time = a
+            .symbols()
+            .iter()
+            .chain(b.symbols().iter())
+            .any(|s| self.plan.dims.iter().any(|d| d.name == *s && d.at_sync));
+        if both_fixed || !(agree_at_max || read_at_run_time) {
             return false;
         }
         let known = self

@@ -103,12 +103,32 @@ fn reduce(cx: &mut Ctx, n: &NodeInfo, x: &str, out: &str) -> R<()> {
         "GlobalAveragePool" | "GlobalMaxPool" => ((2..s.len()).collect(), true),
         _ => {
             let from_input = cx.opset >= 18 || (op == "ReduceSum" && cx.opset >= 13);
-            let axes = if from_input {
+            let keep = attr_i(n, "keepdims", 1) != 0;
+            // An empty axes input (reduce everything, or nothing) decides no size.
+            let run_time = from_input
+                && n.inputs.get(1).is_some_and(|a| !a.is_empty())
+                && cx.konst(&n.inputs[1]).is_none()
+                && cx
+                    .sym_shape(&n.inputs[1])?
+                    .iter()
+                    .all(|d| d.as_const() != Some(0));
+            if run_time {
+                return reduce_over_run_time_axes(cx, n, x, out, keep);
+            }
+            let empty_input = from_input
+                && n.inputs.get(1).is_some_and(|a| !a.is_empty())
+                && cx
+                    .sym_shape(&n.inputs[1])?
+                    .iter()
+                    .any(|d| d.as_const() == Some(0));
+            let axes = if empty_input {
+                // No values to read: an empty axes list, whatever feeds it.
+                Some(vec![])
+            } else if from_input {
                 cx.const_ints(n, 1)?
             } else {
                 attr_ints(n, "axes")
             };
-            let keep = attr_i(n, "keepdims", 1) != 0;
             match axes {
                 Some(a) if !a.is_empty() => (
                     a.iter().map(|&x| norm_axis(x, s.len())).collect::<R<_>>()?,
@@ -232,6 +252,105 @@ fn reduce(cx: &mut Ctx, n: &NodeInfo, x: &str, out: &str) -> R<()> {
             p,
             groups_1d(total, 256),
         );
+    }
+    Ok(())
+}
+
+/// A reduction whose axes arrive at run time (an input, read back at a sync point): every
+/// dim takes part in both the kept and the reduced index spaces, with size 1 where it does
+/// not belong, decided per dim by `reduced_d = min(1, sum_k [axes_k == d])` over the
+/// value dims. Only keepdims = 1 (the output rank then does not depend on the values);
+/// negative axes are refused when read.
+fn reduce_over_run_time_axes(cx: &mut Ctx, n: &NodeInfo, x: &str, out: &str, keep: bool) -> R<()> {
+    let s = cx.sym_shape(x)?;
+    let dt = cx.dt(x)?;
+    let rank = s.len() as i64;
+    let axes = cx.shape_input(n, 1, -rank)?.ok_or("axes")?;
+    let one = Expr::Const(1);
+    // A negative axis counts from the end: a + rank * [a < 0], [a < 0] = min(max(-a, 0), 1).
+    let axes: Vec<Expr> = axes
+        .into_iter()
+        .map(|a| {
+            let negative = (Expr::Const(0) - a.clone()).max(Expr::Const(0)).min(one.clone());
+            a + Expr::Const(rank) * negative
+        })
+        .collect();
+    // [a == b] for integers: 1 - min(|a - b|, 1).
+    let eq = |a: &Expr, b: i64| {
+        let d = a.clone() - Expr::Const(b);
+        one.clone() - (d.clone().max(Expr::Const(0) - d)).min(one.clone())
+    };
+    let reduced: Vec<Expr> = (0..s.len())
+        .map(|d| {
+            axes.iter()
+                .fold(Expr::Const(0), |acc, a| acc + eq(a, d as i64))
+                .min(one.clone())
+        })
+        .collect();
+    let kept: Vec<Expr> = (0..s.len())
+        .map(|d| s[d].clone() - reduced[d].clone() * (s[d].clone() - one.clone()))
+        .collect();
+    let red: Vec<Expr> = (0..s.len())
+        .map(|d| one.clone() + reduced[d].clone() * (s[d].clone() - one.clone()))
+        .collect();
+    let kop = match n.op_type.as_str() {
+        "ReduceSum" => "sum",
+        "ReduceMean" => "mean",
+        "ReduceMax" => "max",
+        "ReduceMin" => "min",
+        "ReduceProd" => "prod",
+        "ReduceL1" => "l1",
+        "ReduceL2" => "l2",
+        "ReduceSumSquare" => "sum_square",
+        "ReduceLogSum" => "log_sum",
+        "ReduceLogSumExp" => "log_sum_exp",
+        other => return Err(format!("{other} over run-time axes is not supported")),
+    };
+    // The max or min of an empty set is -inf / +inf (ONNX), which the kernel's finite
+    // start value cannot give: refused where a reduced dim may be empty.
+    if matches!(kop, "max" | "min")
+        && s.iter().any(|d| d.bounds_in(&cx.minima, &cx.maxima).0 <= 0)
+    {
+        return Err("a max or min over run-time axes of a dim that may be empty".into());
+    }
+    let kernel = kernel_for("reduce", kop, dt.suffix())?;
+    // keepdims = 0 drops as many dims as there are axes (a fixed count); the j-th dim left
+    // is the dim d not reduced with j dims left before it. The element order is the same
+    // as with the reduced dims kept as 1.
+    let shape = if keep {
+        kept.clone()
+    } else {
+        let left = s.len().checked_sub(axes.len()).ok_or("more axes than dims")?;
+        (0..left)
+            .map(|j| {
+                let mut before = Expr::Const(0);
+                let mut dim = Expr::Const(0);
+                for d in 0..s.len() {
+                    let stays = one.clone() - reduced[d].clone();
+                    dim = dim + stays.clone() * eq(&before, j as i64) * s[d].clone();
+                    before = before + stays;
+                }
+                dim
+            })
+            .collect()
+    };
+    cx.new_tensor_sym(out, shape, dt)?;
+    let cs = contiguous_strides_sym(&s);
+    let total = sym::numel(&kept);
+    let p = params::Reduce::<Expr> {
+        n: total.clone(),
+        out_rank: Expr::from(s.len()),
+        red_rank: Expr::from(s.len()),
+        red_count: sym::numel(&red),
+        out_shape: vec8_sym(&kept),
+        out_strides: vec8_sym(&cs),
+        red_shape: vec8_sym(&red),
+        red_strides: vec8_sym(&cs),
+    }
+    .slots();
+    if total != Expr::Const(0) {
+        let groups = groups_1d_sym(&total, 256);
+        cx.dispatch_sym(n, kernel, vec![cx.bind(x), cx.bind(out)], p, groups);
     }
     Ok(())
 }

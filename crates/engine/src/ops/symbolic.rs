@@ -58,7 +58,6 @@ impl Ctx {
     /// the host binds them (each within [`min`, its declared maximum]). A maximum comes
     /// from the caller (`--max-dim "name=N"`); without one the node is refused.
     pub(crate) fn value_dims(&mut self, name: &str, min: i64) -> R<Vec<Expr>> {
-        let min = min.max(0);
         let names: Vec<String> = self
             .plan
             .dims
@@ -84,11 +83,13 @@ impl Ctx {
         if d.dt != DT::I32 {
             return Err(format!("'{name}' decides a shape at run time but is not integer"));
         }
+        // A negative minimum (axes counted from the end) is at most the maximum's size.
         let max = *self.value_max.get(name).ok_or_else(|| {
             format!(
                 "'{name}' decides a shape at run time: give its largest value with --max-dim \"{name}=N\""
             )
         })?;
+        let min = min.max(-(max as i64));
         let mut out = Vec::new();
         for k in 0..count {
             let dim = format!("{name}[{k}]");
