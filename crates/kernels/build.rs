@@ -279,13 +279,24 @@ fn run(root: &Path) -> Res<()> {
         } else {
             format!(
                 "<{}>",
-                generics.iter().map(|(g, d)| format!("{g} = {d}")).collect::<Vec<_>>().join(", ")
+                generics
+                    .iter()
+                    .map(|(g, d)| format!("{g} = {d}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         };
         let names = if generics.is_empty() {
             String::new()
         } else {
-            format!("<{}>", generics.iter().map(|(g, _)| *g).collect::<Vec<_>>().join(", "))
+            format!(
+                "<{}>",
+                generics
+                    .iter()
+                    .map(|(g, _)| *g)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
         };
         s.push_str("    #[derive(Clone, Copy, Debug, Default, PartialEq)]\n");
         writeln!(s, "    pub struct {ident}{decl} {{").unwrap();
@@ -314,13 +325,28 @@ fn run(root: &Path) -> Res<()> {
             .unwrap();
         }
         s.push_str("        ];\n\n        /// The uniform block as words (WGSL uniform layout, zero padding).\n        pub fn words(&self) -> Vec<u32> {\n            self.slots()\n        }\n    }\n\n");
-        let bounds: Vec<String> = generics.iter().map(|(g, _)| format!("{g}: Put<S>")).collect();
+        let bounds: Vec<String> = generics
+            .iter()
+            .map(|(g, _)| format!("{g}: Put<S>"))
+            .collect();
         let gen_impl = if generics.is_empty() {
             String::new()
         } else {
-            format!(", {}", generics.iter().map(|(g, _)| *g).collect::<Vec<_>>().join(", "))
+            format!(
+                ", {}",
+                generics
+                    .iter()
+                    .map(|(g, _)| *g)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
         };
-        writeln!(s, "    impl<{}> {ident}{names} {{", gen_impl.trim_start_matches(", ")).unwrap();
+        writeln!(
+            s,
+            "    impl<{}> {ident}{names} {{",
+            gen_impl.trim_start_matches(", ")
+        )
+        .unwrap();
         writeln!(
             s,
             "        /// The uniform block as slots of any type the fields pack into (padding is\n        /// `S::default()`).\n        pub fn slots<S: Clone + Default>(&self) -> Vec<S>\n        where\n            f32: Put<S>,{}\n        {{\n            let mut w = vec![S::default(); {words}];",

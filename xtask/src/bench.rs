@@ -201,20 +201,30 @@ fn dynamic(runs: usize) -> anyhow::Result<()> {
         let ids: Vec<i64> = (0..t).map(|k| 101 + (k as i64 * 7919) % 29000).collect();
         HashMap::from([
             ("input_ids".to_string(), HostTensor::i64(vec![1, t], ids)),
-            ("attention_mask".to_string(), HostTensor::i64(vec![1, t], vec![1; t])),
-            ("token_type_ids".to_string(), HostTensor::i64(vec![1, t], vec![0; t])),
+            (
+                "attention_mask".to_string(),
+                HostTensor::i64(vec![1, t], vec![1; t]),
+            ),
+            (
+                "token_type_ids".to_string(),
+                HostTensor::i64(vec![1, t], vec![0; t]),
+            ),
         ])
     };
     let maxima = BTreeMap::from([("batch".to_string(), 1), ("sequence".to_string(), 128)]);
     let t0 = Instant::now();
-    let (shapes, dims) = m2w_engine::symbolic_inputs(graph, &maxima).map_err(|e| anyhow::anyhow!(e))?;
-    let mut sym_plan = m2w_engine::compile_symbolic(&model, &shapes, &dims)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (shapes, dims) =
+        m2w_engine::symbolic_inputs(graph, &maxima).map_err(|e| anyhow::anyhow!(e))?;
+    let mut sym_plan =
+        m2w_engine::compile_symbolic(&model, &shapes, &dims).map_err(|e| anyhow::anyhow!("{e}"))?;
     sym_plan.assign_buffers(true);
     let sym_plan_ms = t0.elapsed().as_secs_f64() * 1e3;
     let outputs = sym_plan.outputs.clone();
     let symbolic = Runner::new(&gpu, sym_plan).map_err(|e| anyhow::anyhow!(e))?;
-    let time = |runner: &Runner, x: &HashMap<String, HostTensor>, before: Option<&HashMap<String, HostTensor>>| -> anyhow::Result<f64> {
+    let time = |runner: &Runner,
+                x: &HashMap<String, HostTensor>,
+                before: Option<&HashMap<String, HostTensor>>|
+     -> anyhow::Result<f64> {
         let mut v = Vec::new();
         for r in 0..runs + 2 {
             if let Some(b) = before {
@@ -229,7 +239,9 @@ fn dynamic(runs: usize) -> anyhow::Result<()> {
         Ok(median(v))
     };
     println!("adapter: {} ({:?})\n", gpu.info.name, gpu.info.backend);
-    println!("| tokens | static plan ms | symbolic plan ms | static run ms | symbolic run ms | ratio | symbolic run after a size change ms | ratio |");
+    println!(
+        "| tokens | static plan ms | symbolic plan ms | static run ms | symbolic run ms | ratio | symbolic run after a size change ms | ratio |"
+    );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (t, other) in [(16usize, 128usize), (128, 16)] {
         let fixed: BTreeMap<String, (Vec<usize>, DT)> = inputs(t)
@@ -251,6 +263,8 @@ fn dynamic(runs: usize) -> anyhow::Result<()> {
             y_switch / s_run
         );
     }
-    println!("\n{runs} timed runs each after 2 warm-up runs, medians; outputs read back every run.");
+    println!(
+        "\n{runs} timed runs each after 2 warm-up runs, medians; outputs read back every run."
+    );
     Ok(())
 }

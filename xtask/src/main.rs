@@ -16,7 +16,9 @@ use anyhow::Context;
 use clap::Parser;
 
 use cli::{Cli, Command};
-use phases::{PortArgs, engine, generate, port, reference, validate_options, verify_weights, write_reports};
+use phases::{
+    PortArgs, engine, generate, port, reference, validate_options, verify_weights, write_reports,
+};
 use tools::{conformance, demo, package_test, setup, test};
 
 /// An error that maps to exit code 2 (bad input / cannot be done).
@@ -295,7 +297,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             out,
         } => {
             let n = tools::tts_inputs(&phonemes, &voice, speed, &out)?;
-            println!("{n} phonemes, voice {voice}, speed {speed} -> {}", out.display());
+            println!(
+                "{n} phonemes, voice {voice}, speed {speed} -> {}",
+                out.display()
+            );
             Ok(())
         }
         Command::PackageTest {

@@ -68,7 +68,10 @@ pub(crate) fn package_test(
         let dir = std::fs::canonicalize(r).map_err(|e| Usage(format!("{}: {e}", r.display())))?;
         let dir = dir.to_string_lossy().into_owned();
         if dir.contains(',') {
-            return Err(Usage(format!("{dir}: a reference folder's path may not hold a comma")).into());
+            return Err(Usage(format!(
+                "{dir}: a reference folder's path may not hold a comma"
+            ))
+            .into());
         }
         dirs.push(dir);
     }
@@ -248,7 +251,12 @@ pub(crate) fn test(extra: &[String]) -> anyhow::Result<()> {
 /// [1, 256] (the voice's style row for n phonemes), `speed` [1]. The voice pack is the
 /// `kokoro-voices` fixture (voices_ja.npz with vocab.json beside it). Writes tokens.npy,
 /// style.npy and speed.npy into `out`; returns the token count.
-pub(crate) fn tts_inputs(phonemes: &str, voice: &str, speed: f32, out: &Path) -> anyhow::Result<usize> {
+pub(crate) fn tts_inputs(
+    phonemes: &str,
+    voice: &str,
+    speed: f32,
+    out: &Path,
+) -> anyhow::Result<usize> {
     use m2w_reference::HostTensor as T;
     use std::io::Read;
     let npz = m2w_setup::fixture("kokoro-voices").map_err(setup_err)?;
@@ -285,7 +293,12 @@ pub(crate) fn tts_inputs(phonemes: &str, voice: &str, speed: f32, out: &Path) ->
         .collect();
     let mut bytes = Vec::new();
     zip.by_name(&format!("{voice}.npy"))
-        .map_err(|_| Usage(format!("no voice {voice:?}; the pack has {}", names.join(", "))))?
+        .map_err(|_| {
+            Usage(format!(
+                "no voice {voice:?}; the pack has {}",
+                names.join(", ")
+            ))
+        })?
         .read_to_end(&mut bytes)?;
     let pack = T::from_npy(&bytes)?;
     let rows = pack.shape()[0] as usize;

@@ -638,16 +638,31 @@ fn kokoro_speaks_three_phoneme_strings_from_one_plan() {
     let inputs = |k: usize, phonemes: &str| {
         let d = dir.path().join(format!("in{k}"));
         let out = xtask()
-            .args(["tts-inputs", "--phonemes", phonemes, "--voice", "jf_alpha", "--out"])
+            .args([
+                "tts-inputs",
+                "--phonemes",
+                phonemes,
+                "--voice",
+                "jf_alpha",
+                "--out",
+            ])
             .arg(&d)
             .output()
             .unwrap();
-        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         d
     };
     let feed = |cmd: &mut std::process::Command, d: &std::path::Path| {
         for name in ["tokens", "style", "speed"] {
-            cmd.arg("--input").arg(format!("{name}={}", d.join(format!("{name}.npy")).display()));
+            cmd.arg("--input").arg(format!(
+                "{name}={}",
+                d.join(format!("{name}.npy")).display()
+            ));
         }
     };
     let first = inputs(0, "koɲɲiʨiwa");
@@ -664,12 +679,27 @@ fn kokoro_speaks_three_phoneme_strings_from_one_plan() {
     feed(&mut cmd, &first);
     let out = cmd.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("any size with sequence_length <= 32"), "{stdout}");
-    let validate_line = stdout.lines().find(|l| l.starts_with("[5/5]")).unwrap().to_string();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("any size with sequence_length <= 32"),
+        "{stdout}"
+    );
+    let validate_line = stdout
+        .lines()
+        .find(|l| l.starts_with("[5/5]"))
+        .unwrap()
+        .to_string();
     assert!(validate_line.contains(" 0 failed"), "{validate_line}");
     let wav = std::fs::read(port.join("validate/audio.wav")).unwrap();
-    assert!(wav.starts_with(b"RIFF") && wav.len() > 44 + 2 * 2400, "a WAV of audio");
+    assert!(
+        wav.starts_with(b"RIFF") && wav.len() > 44 + 2 * 2400,
+        "a WAV of audio"
+    );
     println!("{validate_line}");
     for (k, phonemes) in [(1, "kʲoːwa ii teŋki desɯ ne."), (2, "arigatoː.")] {
         let d = inputs(k, phonemes);
@@ -678,7 +708,12 @@ fn kokoro_speaks_three_phoneme_strings_from_one_plan() {
         r.arg("reference").arg(&model).arg("--out").arg(&reference);
         feed(&mut r, &d);
         let out = r.output().unwrap();
-        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let out = xtask()
             .args(["validate", "--per-layer", "--engine"])
             .arg(port.join("engine"))
@@ -687,9 +722,17 @@ fn kokoro_speaks_three_phoneme_strings_from_one_plan() {
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert_eq!(out.status.code(), Some(0), "{phonemes}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{phonemes}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let last = stdout.lines().last().unwrap_or("").to_string();
-        assert!(last.contains(" 0 out of tolerance") || last.contains(" 0 failed"), "{phonemes}: {last}");
+        assert!(
+            last.contains(" 0 out of tolerance") || last.contains(" 0 failed"),
+            "{phonemes}: {last}"
+        );
         println!("{phonemes}: {last}");
     }
 }

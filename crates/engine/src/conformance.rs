@@ -261,14 +261,22 @@ fn run_general(gpu: &Gpu, dir: &Path, model: Option<&m2w_model::Model>) -> (Outc
             i.dtype.as_str(),
             "sequence" | "optional" | "map" | "sparse_tensor"
         ) {
-            return (Outcome::Unsupported("not a tensor input".into()), PlanKind::None);
+            return (
+                Outcome::Unsupported("not a tensor input".into()),
+                PlanKind::None,
+            );
         }
         let Ok(t) = read_pb(&data.join(format!("input_{k}.pb"))) else {
             return (Outcome::Unsupported("input".into()), PlanKind::None);
         };
         if t.dt() == crate::DT::I32 && t.shape.len() <= 1 && t.len() <= 8 {
             // Values past 2^31 (INT64_MAX as "to the end") are not sizes.
-            let top = t.as_i64().iter().map(|v| v.unsigned_abs()).max().unwrap_or(0);
+            let top = t
+                .as_i64()
+                .iter()
+                .map(|v| v.unsigned_abs())
+                .max()
+                .unwrap_or(0);
             if top < 1 << 31 {
                 value_max.insert(i.name.clone(), ((top as usize) * 4).max(16));
             }

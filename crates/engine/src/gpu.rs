@@ -336,7 +336,9 @@ impl<'g> Runner<'g> {
         }
         if lo < hi {
             let image = self.uniform_image.borrow();
-            self.gpu.queue.write_buffer(&self.uniform, lo as u64, &image[lo..hi]);
+            self.gpu
+                .queue
+                .write_buffer(&self.uniform, lo as u64, &image[lo..hi]);
         }
         *self.dims.borrow_mut() = dims.clone();
         Ok(())

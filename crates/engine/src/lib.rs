@@ -390,7 +390,9 @@ fn compile_graph(
         .iter()
         .map(|d| {
             d.kernel != Kernel::Values
-                || d.bindings.iter().any(|b| matches!(b, plan::Binding::Tensor(t) if bound.contains(t)))
+                || d.bindings
+                    .iter()
+                    .any(|b| matches!(b, plan::Binding::Tensor(t) if bound.contains(t)))
         })
         .collect();
     // Sync points stay before the same dispatch.
@@ -398,7 +400,8 @@ fn compile_graph(
         s.at = keep[..s.at].iter().filter(|&&k| k).count();
     }
     let mut k = keep.iter();
-    plan.dispatches.retain(|_| *k.next().expect("one flag per dispatch"));
+    plan.dispatches
+        .retain(|_| *k.next().expect("one flag per dispatch"));
     // Constants no dispatch reads (weights folded into other constants, host-only shape
     // values) are not uploaded.
     let mut used: HashSet<String> = plan

@@ -324,7 +324,10 @@ impl Plan {
             if a != b {
                 return Err(format!(
                     "the model cannot take these sizes ({}): node {} needs {} = {}, here {a} and {b}",
-                    dims.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", "),
+                    dims.iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     c.node,
                     c.a,
                     c.b
@@ -447,11 +450,7 @@ impl Plan {
     /// run-time values).
     pub fn max_bytes(&self, t: &str, max: &Bindings) -> u64 {
         let d = &self.tensors[t];
-        let min: Bindings = self
-            .dims
-            .iter()
-            .map(|d| (d.name.clone(), d.min))
-            .collect();
+        let min: Bindings = self.dims.iter().map(|d| (d.name.clone(), d.min)).collect();
         let numel = sym::numel(&d.shape);
         let at_max = numel.eval(max).expect("every dim of a plan is declared");
         let bound = numel.bounds_in(&min, max).1;

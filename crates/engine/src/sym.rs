@@ -203,15 +203,26 @@ impl Expr {
         let clamp = |v: i128| v.clamp(-(BIG as i128), BIG as i128) as i64;
         match self {
             Expr::Const(v) => (*v, *v),
-            Expr::Sym(s) => (min.get(s).copied().unwrap_or(0), max.get(s).copied().unwrap_or(BIG)),
+            Expr::Sym(s) => (
+                min.get(s).copied().unwrap_or(0),
+                max.get(s).copied().unwrap_or(BIG),
+            ),
             Expr::Add(v) => v.iter().fold((0, 0), |(lo, hi), e| {
                 let (a, b) = e.bounds_in(min, max);
                 (clamp(lo as i128 + a as i128), clamp(hi as i128 + b as i128))
             }),
             Expr::Mul(v) => v.iter().fold((1, 1), |(lo, hi), e| {
                 let (a, b) = e.bounds_in(min, max);
-                let c = [lo as i128 * a as i128, lo as i128 * b as i128, hi as i128 * a as i128, hi as i128 * b as i128];
-                (clamp(*c.iter().min().unwrap()), clamp(*c.iter().max().unwrap()))
+                let c = [
+                    lo as i128 * a as i128,
+                    lo as i128 * b as i128,
+                    hi as i128 * a as i128,
+                    hi as i128 * b as i128,
+                ];
+                (
+                    clamp(*c.iter().min().unwrap()),
+                    clamp(*c.iter().max().unwrap()),
+                )
             }),
             Expr::FloorDiv(e, d) => {
                 let (a, b) = e.bounds_in(min, max);
@@ -542,7 +553,11 @@ pub fn as_fixed(shape: &[Expr]) -> Option<Vec<usize>> {
 pub fn show(shape: &[Expr]) -> String {
     format!(
         "[{}]",
-        shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+        shape
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     )
 }
 
@@ -619,8 +634,14 @@ mod tests {
         let max = Bindings::from([("sequence".to_string(), 128)]);
         let e = Expr::Const(0).max(Expr::Const(512).min(s()));
         assert_eq!(e.simplify(&max), s());
-        assert_eq!((s() - Expr::Const(1)).max(Expr::Const(0)).simplify(&max), (s() - Expr::Const(1)).max(Expr::Const(0)));
-        assert_eq!(s().min(Expr::Const(64)).simplify(&max), s().min(Expr::Const(64)));
+        assert_eq!(
+            (s() - Expr::Const(1)).max(Expr::Const(0)).simplify(&max),
+            (s() - Expr::Const(1)).max(Expr::Const(0))
+        );
+        assert_eq!(
+            s().min(Expr::Const(64)).simplify(&max),
+            s().min(Expr::Const(64))
+        );
         assert_eq!((Expr::Const(3) * s()).bounds(&max), (0, 384));
     }
 

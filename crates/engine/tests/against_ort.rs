@@ -95,9 +95,8 @@ fn compare_sizes(
                 continue;
             };
             compared += 1;
-            let want = to_engine(
-                &m2w_reference::HostTensor::read_npy(&dir.path().join(&c.file)).unwrap(),
-            );
+            let want =
+                to_engine(&m2w_reference::HostTensor::read_npy(&dir.path().join(&c.file)).unwrap());
             if g.shape != want.shape {
                 failures.push(format!(
                     "{tag} {}: shape {:?} vs {:?}",
@@ -183,7 +182,9 @@ fn minilm_int8_one_plan_matches_onnx_runtime_at_four_sequence_lengths() {
         &failures[..failures.len().min(10)]
     );
     assert!(n > 400, "{n} checkpoints compared");
-    println!("minilm-int8, one plan at 1/7/16/128 tokens: {n} checkpoints within tolerance, worst abs error {worst:.2e}");
+    println!(
+        "minilm-int8, one plan at 1/7/16/128 tokens: {n} checkpoints within tolerance, worst abs error {worst:.2e}"
+    );
 }
 
 /// One symbolic plan of the PP-OCRv4 detector (height and width up to 128) at three image
@@ -215,7 +216,9 @@ fn ppocr_det_one_plan_matches_onnx_runtime_at_three_image_sizes() {
         &failures[..failures.len().min(10)]
     );
     assert!(n > 300, "{n} checkpoints compared");
-    println!("ppocr-det, one plan at 64x64/96x128/128x32: {n} checkpoints within tolerance, worst abs error {worst:.2e}");
+    println!(
+        "ppocr-det, one plan at 64x64/96x128/128x32: {n} checkpoints within tolerance, worst abs error {worst:.2e}"
+    );
 }
 
 /// One symbolic plan of Silero VAD v6 for 1 to 4 windows of audio.
@@ -237,7 +240,9 @@ fn silero_vad_v6_one_plan_matches_onnx_runtime_at_three_batch_sizes() {
         &failures[..failures.len().min(10)]
     );
     assert!(n >= 60, "{n} checkpoints compared");
-    println!("silero-vad-v6, one plan at 1/3/4 windows: {n} checkpoints within tolerance, worst abs error {worst:.2e}");
+    println!(
+        "silero-vad-v6, one plan at 1/3/4 windows: {n} checkpoints within tolerance, worst abs error {worst:.2e}"
+    );
 }
 
 #[test]

@@ -42,12 +42,7 @@ fn node_tests_pass_at_least_the_floor_and_none_is_wrong() {
     // the general plan never answers wrong where the specialised one is right.
     let general = results
         .iter()
-        .filter(|r| {
-            matches!(
-                r.plan,
-                PlanKind::General | PlanKind::GeneralWithSyncs
-            )
-        })
+        .filter(|r| matches!(r.plan, PlanKind::General | PlanKind::GeneralWithSyncs))
         .count();
     let general_floor: usize = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),

@@ -82,7 +82,11 @@ fn workgroup_storage(plan: &Plan) -> u32 {
 fn shape_js(shape: &[m2w_engine::sym::Expr]) -> String {
     format!(
         "[{}]",
-        shape.iter().map(|e| e.to_js()).collect::<Vec<_>>().join(", ")
+        shape
+            .iter()
+            .map(|e| e.to_js())
+            .collect::<Vec<_>>()
+            .join(", ")
     )
 }
 
@@ -198,7 +202,11 @@ pub fn engine_ts(plan: &Plan) -> String {
     s.push_str("export const SHAPES: Record<string, (d: Dims) => number[]> = {\n");
     for (k, t) in &plan.tensors {
         if t.fixed_shape().is_none() {
-            s.push_str(&format!("  {}: (d) => {},\n", ts_string(k), shape_js(&t.shape)));
+            s.push_str(&format!(
+                "  {}: (d) => {},\n",
+                ts_string(k),
+                shape_js(&t.shape)
+            ));
         }
     }
     s.push_str("};\n\n");
@@ -208,7 +216,9 @@ pub fn engine_ts(plan: &Plan) -> String {
         s.push_str(&format!("  {}: (d) => {},\n", ts_string(k), shape_js(v)));
     }
     s.push_str("};\n\n");
-    s.push_str("/** Sizes that must agree for the model to take the bound dims: [a, b, node]. */\n");
+    s.push_str(
+        "/** Sizes that must agree for the model to take the bound dims: [a, b, node]. */\n",
+    );
     s.push_str("export const CONSTRAINTS: [(d: Dims) => number, (d: Dims) => number, string, string[]][] = [\n");
     for c in &plan.constraints {
         let mut syms = c.a.symbols();

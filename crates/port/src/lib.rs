@@ -157,8 +157,7 @@ pub fn validate_engine(
     let mut opts = opts.clone();
     opts.max_dims = saved.dims.iter().map(|d| (d.name.clone(), d.max)).collect();
     let model = m2w_model::Model::open(&model_path)?;
-    let (mut plan, inputs, _) =
-        m2w_validate::compile_for_dims(&model, reference, &opts.max_dims)?;
+    let (mut plan, inputs, _) = m2w_validate::compile_for_dims(&model, reference, &opts.max_dims)?;
     plan.assign_buffers(true);
     let same = serde_json::to_value(&plan).ok() == serde_json::to_value(&saved).ok();
     if !same {
@@ -178,7 +177,13 @@ pub fn validate_engine(
 pub fn file_stem(name: &str) -> String {
     let s: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     s.trim_matches('_').to_string()
 }
@@ -232,7 +237,8 @@ pub fn write_wav_of_run(
     for s in &samples {
         bytes.extend(((s.clamp(-1.0, 1.0) * 32767.0).round() as i16).to_le_bytes());
     }
-    m2w_model::io::write_atomic(path, &bytes).map_err(|e| input(format!("{}: {e}", path.display())))?;
+    m2w_model::io::write_atomic(path, &bytes)
+        .map_err(|e| input(format!("{}: {e}", path.display())))?;
     // The same output from ONNX Runtime, for the record.
     let index = m2w_reference::read_index(&layout.reference()).map_err(|e| input(e.to_string()))?;
     let vs = index

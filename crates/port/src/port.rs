@@ -308,7 +308,13 @@ pub fn port(
     let heard = match &opts.wav {
         Some((output, rate)) => format!(
             "; {}",
-            crate::write_wav_of_run(&layout, &model, output, *rate, &dir.join(format!("{}.wav", crate::file_stem(output))))?
+            crate::write_wav_of_run(
+                &layout,
+                &model,
+                output,
+                *rate,
+                &dir.join(format!("{}.wav", crate::file_stem(output)))
+            )?
         ),
         None => String::new(),
     };

@@ -327,7 +327,9 @@ pub fn compile_for_dims(
     // Sizes the reference gives each named dim.
     let mut maxima: BTreeMap<String, usize> = BTreeMap::new();
     for i in &graph.inputs {
-        let Some(t) = inputs.get(&i.name) else { continue };
+        let Some(t) = inputs.get(&i.name) else {
+            continue;
+        };
         for (d, &v) in i.shape.iter().zip(&t.shape) {
             if let m2w_model::Dim::Symbolic(name) = d {
                 maxima.entry(name.clone()).or_insert(v);
@@ -345,9 +347,21 @@ pub fn compile_for_dims(
         let small = index
             .inputs
             .iter()
-            .map(|i| (i.name.as_str(), i.file.as_str(), i.shape.clone(), i.dtype.as_str()))
+            .map(|i| {
+                (
+                    i.name.as_str(),
+                    i.file.as_str(),
+                    i.shape.clone(),
+                    i.dtype.as_str(),
+                )
+            })
             .chain(index.checkpoints.iter().map(|c| {
-                (c.output.as_str(), c.file.as_str(), c.shape.clone(), c.dtype.as_str())
+                (
+                    c.output.as_str(),
+                    c.file.as_str(),
+                    c.shape.clone(),
+                    c.dtype.as_str(),
+                )
             }))
             .filter(|(_, _, shape, dtype)| {
                 shape.iter().product::<u64>() <= 8 && shape.len() <= 1 && !dtype.starts_with('f')

@@ -492,7 +492,9 @@ impl Ctx {
 
     /// The value of a size at the dims' maxima (where choices on sizes are made).
     pub(crate) fn at_max(&self, e: &Expr) -> usize {
-        e.eval(&self.maxima).expect("every dim of the plan is declared").max(0) as usize
+        e.eval(&self.maxima)
+            .expect("every dim of the plan is declared")
+            .max(0) as usize
     }
 
     pub(crate) fn dt(&self, name: &str) -> R<DT> {
@@ -524,7 +526,10 @@ impl Ctx {
     }
 
     pub(crate) fn new_tensor_sym(&mut self, name: &str, shape: Vec<Expr>, dt: DT) -> R<()> {
-        let shape: Vec<Expr> = shape.iter().map(|d| d.simplify_in(&self.minima, &self.maxima)).collect();
+        let shape: Vec<Expr> = shape
+            .iter()
+            .map(|d| d.simplify_in(&self.minima, &self.maxima))
+            .collect();
         if shape.len() > MAX_RANK {
             return Err(format!("rank {} exceeds {MAX_RANK}", shape.len()));
         }
@@ -545,7 +550,10 @@ impl Ctx {
 
     /// `out` as a view of `of` with another shape of as many elements.
     pub(crate) fn view_sym(&mut self, out: &str, of: &str, shape: Vec<Expr>) -> R<()> {
-        let shape: Vec<Expr> = shape.iter().map(|d| d.simplify_in(&self.minima, &self.maxima)).collect();
+        let shape: Vec<Expr> = shape
+            .iter()
+            .map(|d| d.simplify_in(&self.minima, &self.maxima))
+            .collect();
         let d = self.desc(of)?.clone();
         if sym::numel(&shape) != sym::numel(&d.shape) {
             return Err(format!(
@@ -597,7 +605,10 @@ impl Ctx {
         workgroups: [Expr; 3],
     ) {
         debug_assert_eq!(params.len(), kernel.params_words(), "{kernel}");
-        let params: Vec<Expr> = params.iter().map(|e| e.simplify_in(&self.minima, &self.maxima)).collect();
+        let params: Vec<Expr> = params
+            .iter()
+            .map(|e| e.simplify_in(&self.minima, &self.maxima))
+            .collect();
         let workgroups = workgroups.map(|e| e.simplify_in(&self.minima, &self.maxima));
         let word = |e: &Expr| e.word(&self.maxima).expect("every dim is declared");
         let sym_params: Vec<(usize, Expr)> = params

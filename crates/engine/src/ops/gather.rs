@@ -7,8 +7,8 @@ use m2w_model::NodeInfo;
 
 use super::Registry;
 use super::ctx::{
-    Ctx, MAX_RANK, R, attr_i, attr_s, contiguous_strides_sym, host_input as get, ins,
-    norm_axis, out0, vec8_sym,
+    Ctx, MAX_RANK, R, attr_i, attr_s, contiguous_strides_sym, host_input as get, ins, norm_axis,
+    out0, vec8_sym,
 };
 use super::host::{gather_along, norm};
 use crate::plan::groups_1d_sym;
@@ -182,7 +182,8 @@ fn lower_scatter_nd(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     let mut want = is[..is.len() - 1].to_vec();
     want.extend(ds[k..].iter().cloned());
     let us = cx.sym_shape(updates)?;
-    let fits = us.len() == want.len() && (0..us.len()).all(|d| cx.assume_equal(n, &us[d], &want[d]));
+    let fits =
+        us.len() == want.len() && (0..us.len()).all(|d| cx.assume_equal(n, &us[d], &want[d]));
     if !fits {
         return Err(format!("updates must have shape {}", sym::show(&want)));
     }

@@ -8,13 +8,13 @@ use m2w_model::NodeInfo;
 
 use super::Registry;
 use super::ctx::{
-    Ctx, MAX_RANK, R, attr_f, attr_i, attr_ints, attr_s, broadcast,
-    broadcast_strides_sym, broadcast_sym, contiguous_strides, contiguous_strides_sym,
-    host_input as get, ins, kernel_for, norm_axis, out0, vec8_sym,
+    Ctx, MAX_RANK, R, attr_f, attr_i, attr_ints, attr_s, broadcast, broadcast_strides_sym,
+    broadcast_sym, contiguous_strides, contiguous_strides_sym, host_input as get, ins, kernel_for,
+    norm_axis, out0, vec8_sym,
 };
+use super::host::{expand, gather_strided, norm, slice_geometry};
 use crate::plan::groups_1d_sym;
 use crate::sym::{self, Expr};
-use super::host::{expand, gather_strided, norm, slice_geometry};
 use crate::tensor::{DT, Data, HostTensor, numel};
 
 pub(super) fn register(r: &mut Registry) {
@@ -88,16 +88,20 @@ fn lower_slice(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
         match (sym::as_fixed(&shape), consts(&starts), consts(&ends)) {
             (Some(_), Some(st), Some(en)) => (st, en, axes, steps),
             _ => {
-                let (oshape, offset, strides) = slice_geometry_sym(
-                    &shape,
-                    &starts,
-                    &ends,
-                    axes.as_deref(),
-                    steps.as_deref(),
-                )?;
+                let (oshape, offset, strides) =
+                    slice_geometry_sym(&shape, &starts, &ends, axes.as_deref(), steps.as_deref())?;
                 cx.new_tensor_sym(out, oshape.clone(), cx.dt(ins[0])?)?;
                 let dst = contiguous_strides_sym(&oshape);
-                return cx.copy_sym(n, ins[0], out, &oshape, offset, &strides, Expr::Const(0), &dst);
+                return cx.copy_sym(
+                    n,
+                    ins[0],
+                    out,
+                    &oshape,
+                    offset,
+                    &strides,
+                    Expr::Const(0),
+                    &dst,
+                );
             }
         }
     };

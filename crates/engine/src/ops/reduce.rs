@@ -271,7 +271,9 @@ fn reduce_over_run_time_axes(cx: &mut Ctx, n: &NodeInfo, x: &str, out: &str, kee
     let axes: Vec<Expr> = axes
         .into_iter()
         .map(|a| {
-            let negative = (Expr::Const(0) - a.clone()).max(Expr::Const(0)).min(one.clone());
+            let negative = (Expr::Const(0) - a.clone())
+                .max(Expr::Const(0))
+                .min(one.clone());
             a + Expr::Const(rank) * negative
         })
         .collect();
@@ -308,8 +310,7 @@ fn reduce_over_run_time_axes(cx: &mut Ctx, n: &NodeInfo, x: &str, out: &str, kee
     };
     // The max or min of an empty set is -inf / +inf (ONNX), which the kernel's finite
     // start value cannot give: refused where a reduced dim may be empty.
-    if matches!(kop, "max" | "min")
-        && s.iter().any(|d| d.bounds_in(&cx.minima, &cx.maxima).0 <= 0)
+    if matches!(kop, "max" | "min") && s.iter().any(|d| d.bounds_in(&cx.minima, &cx.maxima).0 <= 0)
     {
         return Err("a max or min over run-time axes of a dim that may be empty".into());
     }
@@ -320,7 +321,10 @@ fn reduce_over_run_time_axes(cx: &mut Ctx, n: &NodeInfo, x: &str, out: &str, kee
     let shape = if keep {
         kept.clone()
     } else {
-        let left = s.len().checked_sub(axes.len()).ok_or("more axes than dims")?;
+        let left = s
+            .len()
+            .checked_sub(axes.len())
+            .ok_or("more axes than dims")?;
         (0..left)
             .map(|j| {
                 let mut before = Expr::Const(0);

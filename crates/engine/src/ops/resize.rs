@@ -154,7 +154,9 @@ fn lower_resize(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
         // fractions (floor(x * 3/2) is exact integer arithmetic); the scales stay constants.
         let sc = scale.clone();
         if sizes_given(n, cx.opset) {
-            return Err("Resize to fixed sizes of a symbolic input is not supported (give scales)".into());
+            return Err(
+                "Resize to fixed sizes of a symbolic input is not supported (give scales)".into(),
+            );
         }
         let mut oshape: Vec<Expr> = ss[..rank - 2].to_vec();
         for d in rank - 2..rank {

@@ -272,9 +272,17 @@ fn lstm(cx: &mut Ctx, n: &NodeInfo, ins: &[&str]) -> R<()> {
     };
     let y = name(0, "y");
     let (dx, hx) = (Expr::from(dirs), Expr::from(hidden));
-    cx.new_tensor_sym(&y, vec![t.clone(), dx.clone(), b.clone(), hx.clone()], DT::F32)?;
+    cx.new_tensor_sym(
+        &y,
+        vec![t.clone(), dx.clone(), b.clone(), hx.clone()],
+        DT::F32,
+    )?;
     let state = format!("{}::state", n.label());
-    cx.new_tensor_sym(&state, vec![Expr::Const(2), dx.clone(), b.clone(), hx.clone()], DT::F32)?;
+    cx.new_tensor_sym(
+        &state,
+        vec![Expr::Const(2), dx.clone(), b.clone(), hx.clone()],
+        DT::F32,
+    )?;
     let bind_opt = |ctx: &Ctx, k: usize| opt(k).map(|s| ctx.bind(s)).unwrap_or(Binding::Dummy);
     let flag = |v: bool| Expr::from(v as usize);
     let p = params::Lstm::<Expr> {
@@ -309,7 +317,16 @@ fn lstm(cx: &mut Ctx, n: &NodeInfo, ins: &[&str]) -> R<()> {
             cx.new_tensor_sym(&o, vec![dx.clone(), b.clone(), hx.clone()], DT::F32)?;
             let len = dx.clone() * b.clone() * hx.clone();
             let off = Expr::Const(k as i64 - 1) * len.clone();
-            cx.copy_sym(n, &state, &o, &[len], off, &[one.clone()], Expr::Const(0), &[one.clone()])?;
+            cx.copy_sym(
+                n,
+                &state,
+                &o,
+                &[len],
+                off,
+                &[one.clone()],
+                Expr::Const(0),
+                &[one.clone()],
+            )?;
         }
     }
     Ok(())
@@ -471,7 +488,11 @@ fn lower_dynamic_quantize_lstm(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     };
     let y = name(0, "y");
     let (dx, hx) = (Expr::from(dirs), Expr::from(hidden));
-    cx.new_tensor_sym(&y, vec![t.clone(), dx.clone(), one.clone(), hx.clone()], DT::F32)?;
+    cx.new_tensor_sym(
+        &y,
+        vec![t.clone(), dx.clone(), one.clone(), hx.clone()],
+        DT::F32,
+    )?;
     let state = format!("{label}::state");
     cx.new_tensor(&state, vec![2, dirs, 1, hidden], DT::F32)?;
     let bind_opt = |ctx: &Ctx, k: usize| opt(k).map(|s| ctx.bind(s)).unwrap_or(Binding::Dummy);

@@ -215,10 +215,7 @@ fn squeeze_shape_sym(op: &str, s: &[Expr], axes: Option<&[i64]>) -> R<Vec<Expr>>
             }
             return Ok(s.iter().filter(|d| **d != one).cloned().collect());
         };
-        let ax: Vec<usize> = a
-            .iter()
-            .map(|&x| norm_axis(x, s.len()))
-            .collect::<R<_>>()?;
+        let ax: Vec<usize> = a.iter().map(|&x| norm_axis(x, s.len())).collect::<R<_>>()?;
         for &x in &ax {
             if s[x] != one {
                 return Err(format!("cannot squeeze axis {x} of size {}", s[x]));
@@ -275,7 +272,9 @@ fn lower_range(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
         let v = cx
             .shape_input(n, i, 0)?
             .ok_or("Range needs start, limit and delta")?;
-        v.first().cloned().ok_or_else(|| "an empty Range operand".to_string())
+        v.first()
+            .cloned()
+            .ok_or_else(|| "an empty Range operand".to_string())
     }
     let dt = cx.dt(ins(n)[0])?;
     if dt != DT::I32 {

@@ -65,7 +65,11 @@ fn lower_stft(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     let frames = ((ss[1].clone() - Expr::from(len)).floor_div(step as i64) + Expr::Const(1))
         .max(Expr::Const(0));
     let (c, b) = (|v: usize| Expr::from(v), Expr::from(bins));
-    cx.new_tensor_sym(out, vec![ss[0].clone(), frames.clone(), b.clone(), c(2)], DT::F32)?;
+    cx.new_tensor_sym(
+        out,
+        vec![ss[0].clone(), frames.clone(), b.clone(), c(2)],
+        DT::F32,
+    )?;
     let total = ss[0].clone() * frames.clone() * b.clone();
     let p = params::Stft::<Expr> {
         batch: ss[0].clone(),
@@ -81,7 +85,13 @@ fn lower_stft(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     let w = window.map_or(Binding::Dummy, |w| cx.bind(w));
     if total != Expr::Const(0) {
         let groups = groups_1d_sym(&total, 64);
-        cx.dispatch_sym(n, Kernel::StftF32, vec![cx.bind(signal), w, cx.bind(out)], p, groups);
+        cx.dispatch_sym(
+            n,
+            Kernel::StftF32,
+            vec![cx.bind(signal), w, cx.bind(out)],
+            p,
+            groups,
+        );
     }
     Ok(())
 }

@@ -66,7 +66,12 @@ impl Ctx {
             .map(|d| d.name.clone())
             .collect();
         if !names.is_empty() {
-            for d in self.plan.dims.iter_mut().filter(|d| names.contains(&d.name)) {
+            for d in self
+                .plan
+                .dims
+                .iter_mut()
+                .filter(|d| names.contains(&d.name))
+            {
                 d.min = d.min.max(min);
                 self.minima.insert(d.name.clone(), d.min);
             }
@@ -81,7 +86,9 @@ impl Ctx {
                 format!("'{name}' decides a shape at run time but is not a small vector")
             })?;
         if d.dt != DT::I32 {
-            return Err(format!("'{name}' decides a shape at run time but is not integer"));
+            return Err(format!(
+                "'{name}' decides a shape at run time but is not integer"
+            ));
         }
         // A negative minimum (axes counted from the end) is at most the maximum's size.
         let max = *self.value_max.get(name).ok_or_else(|| {
@@ -146,11 +153,19 @@ impl Ctx {
     /// with a `values` dispatch that writes it for kernels that read it.
     pub(crate) fn add_sym_value(&mut self, n: &NodeInfo, name: &str, v: SymInts) -> R<()> {
         let v = SymInts {
-            values: v.values.iter().map(|e| e.simplify_in(&self.minima, &self.maxima)).collect(),
+            values: v
+                .values
+                .iter()
+                .map(|e| e.simplify_in(&self.minima, &self.maxima))
+                .collect(),
             shape: v.shape,
         };
         if v.values.iter().all(|e| e.as_const().is_some()) {
-            let ints = v.values.iter().map(|e| e.as_const().expect("const")).collect();
+            let ints = v
+                .values
+                .iter()
+                .map(|e| e.as_const().expect("const"))
+                .collect();
             self.add_const(name, HostTensor::i64(v.shape, ints));
             return Ok(());
         }
@@ -239,7 +254,8 @@ fn zip(a: &SymInts, b: &SymInts, f: impl Fn(&Expr, &Expr) -> Option<Expr>) -> Op
     } else {
         (b.shape.clone(), b.values.len())
     };
-    if !(a.values.len() == len || a.values.len() == 1) || !(b.values.len() == len || b.values.len() == 1)
+    if !(a.values.len() == len || a.values.len() == 1)
+        || !(b.values.len() == len || b.values.len() == 1)
     {
         return None;
     }
@@ -304,7 +320,12 @@ fn fold(n: &NodeInfo, ins: &[Option<SymInts>], opset: i64) -> Option<R<SymInts>>
         "Squeeze" | "Unsqueeze" => {
             let axes = if opset >= 13 {
                 match get(1) {
-                    Some(a) => Some(a.values.iter().map(|e| e.as_const()).collect::<Option<Vec<_>>>()?),
+                    Some(a) => Some(
+                        a.values
+                            .iter()
+                            .map(|e| e.as_const())
+                            .collect::<Option<Vec<_>>>()?,
+                    ),
                     None => None,
                 }
             } else {
@@ -316,17 +337,28 @@ fn fold(n: &NodeInfo, ins: &[Option<SymInts>], opset: i64) -> Option<R<SymInts>>
             }
         }
         "Reshape" => {
-            let spec: Vec<i64> = get(1)?.values.iter().map(|e| e.as_const()).collect::<Option<_>>()?;
+            let spec: Vec<i64> = get(1)?
+                .values
+                .iter()
+                .map(|e| e.as_const())
+                .collect::<Option<_>>()?;
             match reshape_shape(&x.shape, &spec, attr_i(n, "allowzero", 0) != 0) {
                 Ok(s) => same(s),
                 Err(e) => return Some(Err(e)),
             }
         }
         "Concat" => {
-            if ins.iter().any(|i| i.as_ref().is_some_and(|i| i.shape.len() > 1)) {
+            if ins
+                .iter()
+                .any(|i| i.as_ref().is_some_and(|i| i.shape.len() > 1))
+            {
                 return None;
             }
-            let values: Vec<Expr> = ins.iter().flatten().flat_map(|i| i.values.clone()).collect();
+            let values: Vec<Expr> = ins
+                .iter()
+                .flatten()
+                .flat_map(|i| i.values.clone())
+                .collect();
             SymInts {
                 shape: vec![values.len()],
                 values,
@@ -397,9 +429,15 @@ fn fold(n: &NodeInfo, ins: &[Option<SymInts>], opset: i64) -> Option<R<SymInts>>
         "Min" if ins.len() == 2 => zip(x, get(1)?, |a, b| Some(a.clone().min(b.clone())))?,
         "Neg" => SymInts {
             shape: x.shape.clone(),
-            values: x.values.iter().map(|e| Expr::Const(0) - e.clone()).collect(),
+            values: x
+                .values
+                .iter()
+                .map(|e| Expr::Const(0) - e.clone())
+                .collect(),
         },
-        "Equal" => zip(x, get(1)?, |a, b| Some(Expr::from(decide_equal(a, b)? as i64)))?,
+        "Equal" => zip(x, get(1)?, |a, b| {
+            Some(Expr::from(decide_equal(a, b)? as i64))
+        })?,
         "Where" => {
             let (c, a, b) = (x, get(1)?, get(2)?);
             let len = c.values.len().max(a.values.len()).max(b.values.len());
@@ -454,27 +492,55 @@ mod tests {
     fn shape_chains_fold_to_expressions() {
         let shape = v(vec![Expr::Const(1), s(), Expr::Const(384)]);
         // Gather of one dim, then Concat into a Reshape target.
-        let g = fold(&node("Gather", 2), &[shape.clone(), v(vec![Expr::Const(1)])], 17)
-            .unwrap()
-            .unwrap();
-        assert_eq!(g.values, vec![s()]);
-        let c = fold(
-            &node("Concat", 3),
-            &[v(vec![Expr::Const(1)]), Some(g.clone()), v(vec![Expr::Const(12), Expr::Const(32)])],
+        let g = fold(
+            &node("Gather", 2),
+            &[shape.clone(), v(vec![Expr::Const(1)])],
             17,
         )
         .unwrap()
         .unwrap();
-        assert_eq!(c.values, vec![Expr::Const(1), s(), Expr::Const(12), Expr::Const(32)]);
-        let m = fold(&node("Mul", 2), &[Some(g.clone()), v(vec![Expr::Const(12)])], 17)
-            .unwrap()
-            .unwrap();
+        assert_eq!(g.values, vec![s()]);
+        let c = fold(
+            &node("Concat", 3),
+            &[
+                v(vec![Expr::Const(1)]),
+                Some(g.clone()),
+                v(vec![Expr::Const(12), Expr::Const(32)]),
+            ],
+            17,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            c.values,
+            vec![Expr::Const(1), s(), Expr::Const(12), Expr::Const(32)]
+        );
+        let m = fold(
+            &node("Mul", 2),
+            &[Some(g.clone()), v(vec![Expr::Const(12)])],
+            17,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(m.values, vec![Expr::Const(12) * s()]);
         // A dim is never -1; whether it is 8 depends on the binding; it equals itself.
-        let ne = fold(&node("Equal", 2), &[Some(g.clone()), v(vec![Expr::Const(-1)])], 17);
+        let ne = fold(
+            &node("Equal", 2),
+            &[Some(g.clone()), v(vec![Expr::Const(-1)])],
+            17,
+        );
         assert_eq!(ne.unwrap().unwrap().values, vec![Expr::Const(0)]);
-        assert!(fold(&node("Equal", 2), &[Some(g.clone()), v(vec![Expr::Const(8)])], 17).is_none());
-        let e = fold(&node("Equal", 2), &[Some(g.clone()), Some(g)], 17).unwrap().unwrap();
+        assert!(
+            fold(
+                &node("Equal", 2),
+                &[Some(g.clone()), v(vec![Expr::Const(8)])],
+                17
+            )
+            .is_none()
+        );
+        let e = fold(&node("Equal", 2), &[Some(g.clone()), Some(g)], 17)
+            .unwrap()
+            .unwrap();
         assert_eq!(e.values, vec![Expr::Const(1)]);
         // A cast to float is GPU data.
         let mut cast = node("Cast", 1);

@@ -128,9 +128,12 @@ impl NodeTest {
             .iter()
             .filter_map(|o| {
                 let base = plan.base_of(o);
-                plan.constants
-                    .get(base)
-                    .map(|c| (o.clone(), c.reshaped(plan.tensors[o].fixed_shape().expect("a static plan"))))
+                plan.constants.get(base).map(|c| {
+                    (
+                        o.clone(),
+                        c.reshaped(plan.tensors[o].fixed_shape().expect("a static plan")),
+                    )
+                })
             })
             .collect();
         let gpu = Gpu::new()?;

@@ -102,8 +102,16 @@ pub(in crate::ops) fn packed_8bit_with(
     };
     // Names say which form: a shared value and a table never collide.
     let (sname, zname) = (
-        if scale_one { format!("{sname}::one") } else { sname },
-        if zp_one { format!("{zname}::one") } else { zname },
+        if scale_one {
+            format!("{sname}::one")
+        } else {
+            sname
+        },
+        if zp_one {
+            format!("{zname}::one")
+        } else {
+            zname
+        },
     );
     cx.add_const(&sname, one_or_all(scale, scale_one));
     cx.add_const(&zname, one_or_all(zero_point, zp_one));
