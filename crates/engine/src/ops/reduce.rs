@@ -144,16 +144,6 @@ fn reduce(cx: &mut Ctx, n: &NodeInfo, x: &str, out: &str) -> R<()> {
         }
     };
     let kop = match op {
-        "ReduceSum" => "sum",
-        "ReduceMean" | "GlobalAveragePool" => "mean",
-        "ReduceMax" | "GlobalMaxPool" => "max",
-        "ReduceMin" => "min",
-        "ReduceProd" => "prod",
-        "ReduceL1" => "l1",
-        "ReduceL2" => "l2",
-        "ReduceSumSquare" => "sum_square",
-        "ReduceLogSum" => "log_sum",
-        "ReduceLogSumExp" => "log_sum_exp",
         "ArgMax" => {
             if attr_i(n, "select_last_index", 0) != 0 && dt == DT::F32 {
                 "argmax_last"
@@ -161,13 +151,14 @@ fn reduce(cx: &mut Ctx, n: &NodeInfo, x: &str, out: &str) -> R<()> {
                 "argmax"
             }
         }
-        _ => {
+        "ArgMin" => {
             if attr_i(n, "select_last_index", 0) != 0 && dt == DT::F32 {
                 "argmin_last"
             } else {
                 "argmin"
             }
         }
+        other => reduction_kernel_op(other).ok_or_else(|| format!("{other} is not a reduction"))?,
     };
     let kernel = kernel_for("reduce", kop, dt.suffix())?;
     if (op == "ArgMax" || op == "ArgMin") && attr_i(n, "select_last_index", 0) != 0 && dt != DT::F32
@@ -256,6 +247,23 @@ fn reduce(cx: &mut Ctx, n: &NodeInfo, x: &str, out: &str) -> R<()> {
     Ok(())
 }
 
+/// The `reduce_<op>` kernel of a reduction op (not the arg ops).
+fn reduction_kernel_op(op: &str) -> Option<&'static str> {
+    Some(match op {
+        "ReduceSum" => "sum",
+        "ReduceMean" | "GlobalAveragePool" => "mean",
+        "ReduceMax" | "GlobalMaxPool" => "max",
+        "ReduceMin" => "min",
+        "ReduceProd" => "prod",
+        "ReduceL1" => "l1",
+        "ReduceL2" => "l2",
+        "ReduceSumSquare" => "sum_square",
+        "ReduceLogSum" => "log_sum",
+        "ReduceLogSumExp" => "log_sum_exp",
+        _ => return None,
+    })
+}
+
 /// A reduction whose axes arrive at run time (an input, read back at a sync point): every
 /// dim takes part in both the kept and the reduced index spaces, with size 1 where it does
 /// not belong, decided per dim by `reduced_d = min(1, sum_k [axes_k == d])` over the
@@ -295,19 +303,8 @@ fn reduce_over_run_time_axes(cx: &mut Ctx, n: &NodeInfo, x: &str, out: &str, kee
     let red: Vec<Expr> = (0..s.len())
         .map(|d| one.clone() + reduced[d].clone() * (s[d].clone() - one.clone()))
         .collect();
-    let kop = match n.op_type.as_str() {
-        "ReduceSum" => "sum",
-        "ReduceMean" => "mean",
-        "ReduceMax" => "max",
-        "ReduceMin" => "min",
-        "ReduceProd" => "prod",
-        "ReduceL1" => "l1",
-        "ReduceL2" => "l2",
-        "ReduceSumSquare" => "sum_square",
-        "ReduceLogSum" => "log_sum",
-        "ReduceLogSumExp" => "log_sum_exp",
-        other => return Err(format!("{other} over run-time axes is not supported")),
-    };
+    let kop = reduction_kernel_op(&n.op_type)
+        .ok_or_else(|| format!("{} over run-time axes is not supported", n.op_type))?;
     // The max or min of an empty set is -inf / +inf (ONNX), which the kernel's finite
     // start value cannot give: refused where a reduced dim may be empty.
     if matches!(kop, "max" | "min") && s.iter().any(|d| d.bounds_in(&cx.minima, &cx.maxima).0 <= 0)
