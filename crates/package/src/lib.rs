@@ -106,10 +106,17 @@ pub fn engine_ts(plan: &Plan) -> String {
         .tensors
         .iter()
         .map(|(k, t)| {
-            (
-                k.clone(),
-                serde_json::json!({"shape": at_max(&t.shape), "dt": t.dt, "base": t.base}),
-            )
+            let shape = at_max(&t.shape);
+            let mut v = serde_json::json!({"shape": shape, "dt": t.dt, "base": t.base});
+            // A base tensor whose size picks among dims by run-time values may need more
+            // than its shape at the maxima (the plan's interval bound).
+            let at_max_bytes =
+                t.dt.buffer_bytes(shape.iter().product::<i64>().max(0) as usize);
+            let bound = plan.max_bytes(k, &max);
+            if t.base == *k && bound > at_max_bytes {
+                v["bytes"] = serde_json::json!(bound);
+            }
+            (k.clone(), v)
         })
         .collect();
     let buffers: Vec<serde_json::Value> = plan

@@ -86,7 +86,7 @@ export function fromWords(info: TensorInfo, words: ArrayBuffer): TensorData {
 
 /** Biggest buffer a plan allocates (bytes): what maxStorageBufferBindingSize must allow. */
 export function biggestBuffer(plan: PlanTables): number {
-  return Math.max(16, ...plan.BUFFERS.map((b) => b.bytes), ...Object.values(plan.TENSORS).map((t) => numel(t.shape) * 4));
+  return Math.max(16, ...plan.BUFFERS.map((b) => b.bytes), ...Object.values(plan.TENSORS).map((t) => Math.max(t.bytes ?? 0, numel(t.shape) * 4)));
 }
 
 export async function requestAdapter(): Promise<GPUAny> {
@@ -173,7 +173,7 @@ export function preparePlan(device: GPUAny, tables: PlanTables, pipelines: Recor
   };
   if (options.debug) {
     for (const [name, t] of Object.entries(tables.TENSORS)) {
-      if (t.base === name) buffers[name] = shared[name] ?? make(name, Math.max(4, numel(t.shape) * 4));
+      if (t.base === name) buffers[name] = shared[name] ?? make(name, Math.max(4, t.bytes ?? 0, numel(t.shape) * 4));
     }
   } else {
     for (const slot of tables.BUFFERS) {

@@ -13,6 +13,9 @@ export interface TensorInfo {
   dt: DType;
   /** The tensor whose buffer this one shares (views: Reshape, Squeeze, ...). */
   base: string;
+  /** Bytes its buffer needs when that is more than its shape at the maxima (a size that
+   * picks among dims by run-time values). */
+  bytes?: number;
 }
 
 export interface BufferSlot {
