@@ -286,17 +286,16 @@ fn run(root: &Path) -> Res<()> {
                     .join(", ")
             )
         };
-        let names = if generics.is_empty() {
+        // The parameter list without defaults: `U, I` (empty when there are none).
+        let list = generics
+            .iter()
+            .map(|(g, _)| *g)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let names = if list.is_empty() {
             String::new()
         } else {
-            format!(
-                "<{}>",
-                generics
-                    .iter()
-                    .map(|(g, _)| *g)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
+            format!("<{list}>")
         };
         s.push_str("    #[derive(Clone, Copy, Debug, Default, PartialEq)]\n");
         writeln!(s, "    pub struct {ident}{decl} {{").unwrap();
@@ -329,24 +328,7 @@ fn run(root: &Path) -> Res<()> {
             .iter()
             .map(|(g, _)| format!("{g}: Put<S>"))
             .collect();
-        let gen_impl = if generics.is_empty() {
-            String::new()
-        } else {
-            format!(
-                ", {}",
-                generics
-                    .iter()
-                    .map(|(g, _)| *g)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        };
-        writeln!(
-            s,
-            "    impl<{}> {ident}{names} {{",
-            gen_impl.trim_start_matches(", ")
-        )
-        .unwrap();
+        writeln!(s, "    impl<{list}> {ident}{names} {{").unwrap();
         writeln!(
             s,
             "        /// The uniform block as slots of any type the fields pack into (padding is\n        /// `S::default()`).\n        pub fn slots<S: Clone + Default>(&self) -> Vec<S>\n        where\n            f32: Put<S>,{}\n        {{\n            let mut w = vec![S::default(); {words}];",
