@@ -121,6 +121,10 @@ pub(crate) enum Command {
         junit: Option<PathBuf>,
         #[arg(long)]
         html: Option<PathBuf>,
+        /// Write the engine's values of every checkpoint out of tolerance into DIR, one .npy
+        /// each under the oracle's file name, to study beside the reference.
+        #[arg(long, value_name = "DIR")]
+        save_mismatches: Option<PathBuf>,
     },
     /// All phases: inspect -> extract -> reference -> engine -> validate, one folder each;
     /// phases whose inputs did not change are skipped.

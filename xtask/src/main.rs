@@ -218,8 +218,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             json,
             junit,
             html,
+            save_mismatches,
         } => {
-            let opts = validate_options(per_layer, atol, rtol, &tol)?;
+            let mut opts = validate_options(per_layer, atol, rtol, &tol)?;
+            opts.save_mismatches = save_mismatches;
             let report = match (model, engine) {
                 (Some(m), _) => m2w_port::validate_model(&m, &reference, &opts),
                 (None, Some(e)) => m2w_port::validate_engine(&e, &reference, &opts),

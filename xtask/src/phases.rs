@@ -141,6 +141,7 @@ pub(crate) fn validate_options(
         overrides: vec![],
         per_layer,
         max_dims: vec![],
+        save_mismatches: None,
     };
     for t in tol {
         let parsed = t.split_once('=').and_then(|(p, v)| {

@@ -53,6 +53,7 @@ impl EngineBuild {
             overrides: vec![],
             per_layer: false,
             max_dims: vec![],
+            save_mismatches: None,
         };
         Ok(m2w_validate::validate(
             &gpu,

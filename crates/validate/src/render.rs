@@ -46,6 +46,8 @@ pub fn table(r: &Report) -> String {
     for c in &r.checkpoints {
         let status = if !c.compared {
             "-"
+        } else if c.pass && c.tolerance_note.is_some() {
+            "ok*"
         } else if c.pass {
             "ok"
         } else {
@@ -64,6 +66,15 @@ pub fn table(r: &Report) -> String {
             c.nan_inf_engine,
             status
         );
+    }
+    let mut notes: Vec<&str> = r
+        .checkpoints
+        .iter()
+        .filter_map(|c| c.tolerance_note.as_deref())
+        .collect();
+    notes.dedup();
+    for n in notes {
+        let _ = writeln!(s, "  * tolerance widened by the op: {n}");
     }
     let _ = writeln!(
         s,

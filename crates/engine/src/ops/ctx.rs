@@ -41,6 +41,9 @@ pub struct Ctx {
     pub(crate) sym_values: BTreeMap<String, super::symbolic::SymInts>,
     /// Largest values of tensors that decide sizes at run time (by tensor name).
     pub value_max: BTreeMap<String, usize>,
+    /// Multiply-adds per thread in one dispatch of a recurrent kernel (see `rnn_chunks`);
+    /// tests lower it to cut every sequence into one-step chunks.
+    pub(crate) rnn_chunk_work: usize,
 }
 
 /// One subgraph: its nodes, its outputs, and the names local to it (its initializers and
@@ -257,6 +260,7 @@ impl Ctx {
             minima: Bindings::new(),
             sym_values: BTreeMap::new(),
             value_max: BTreeMap::new(),
+            rnn_chunk_work: 2048,
         }
     }
 

@@ -147,6 +147,42 @@ fn batch_first(cx: &mut Ctx, n: &NodeInfo, lower: impl Fn(&mut Ctx, &NodeInfo) -
     Ok(())
 }
 
+/// Dispatches a recurrent kernel over the sequence in chunks of steps, `params(first,
+/// count)` giving each chunk's uniforms; h (and c) pass from chunk to chunk through the
+/// kernel's state buffer. A kernel that loops over a whole long sequence in one dispatch
+/// goes wrong: Mesa's lavapipe returns zeros from every storage read once an invocation
+/// has run some 60 thousand loop iterations (measured: a hidden-256 LSTM broke at step 62),
+/// and browsers end dispatches that run for seconds. A chunk holds about
+/// `cx.rnn_chunk_work` (2048) multiply-adds per thread, `work_per_step` of them each step;
+/// a chunk past the bound length runs no workgroup.
+fn rnn_chunks(
+    cx: &mut Ctx,
+    n: &NodeInfo,
+    kernel: Kernel,
+    bindings: Vec<Binding>,
+    t: &Expr,
+    workgroups: Expr,
+    work_per_step: usize,
+    params: impl Fn(Expr, Expr) -> Vec<Expr>,
+) {
+    let chunk = (cx.rnn_chunk_work / work_per_step.max(1)).max(1);
+    let chunks = cx.at_max(t).div_ceil(chunk).max(1);
+    for k in 0..chunks {
+        let first = (k * chunk) as i64;
+        let live = (t.clone() + Expr::Const(-first))
+            .max(Expr::Const(0))
+            .min(Expr::Const(1));
+        let one = Expr::Const(1);
+        cx.dispatch_sym(
+            n,
+            kernel,
+            bindings.clone(),
+            params(Expr::Const(first), Expr::from(chunk)),
+            [workgroups.clone() * live, one.clone(), one],
+        );
+    }
+}
+
 /// GRU (3 gates) and RNN (1): the same inputs (X, W, R, B, sequence_lens, initial_h),
 /// outputs (Y, Y_h) and dispatch shape.
 fn recurrent(cx: &mut Ctx, n: &NodeInfo, gates: usize) -> R<()> {
@@ -193,35 +229,26 @@ fn recurrent(cx: &mut Ctx, n: &NodeInfo, gates: usize) -> R<()> {
     let bind_opt = |ctx: &Ctx, k: usize| opt(k).map(|s| ctx.bind(s)).unwrap_or(Binding::Dummy);
     // GRU and RNN uniforms share every field but GRU's reset mode.
     macro_rules! recurrent_params {
-        ($params:ident { $($extra:tt)* }) => {
-            params::$params {
-                t: t as u32,
-                b: b as u32,
-                i: i as u32,
-                h: hidden as u32,
-                d: dirs as u32,
-                has_bias: opt(3).is_some() as u32,
-                has_h0: opt(5).is_some() as u32,
-                has_seq_lens: opt(4).is_some() as u32,
-                reverse: (direction == "reverse") as u32,
+        ($params:ident, $first:expr, $count:expr, { $($extra:tt)* }) => {
+            params::$params::<Expr> {
+                t: Expr::from(t),
+                b: Expr::from(b),
+                i: Expr::from(i),
+                h: Expr::from(hidden),
+                d: Expr::from(dirs),
+                has_bias: Expr::from(opt(3).is_some() as usize),
+                has_h0: Expr::from(opt(5).is_some() as usize),
+                has_seq_lens: Expr::from(opt(4).is_some() as usize),
+                reverse: Expr::from((direction == "reverse") as usize),
                 clip: attr_f(n, "clip", 0.0),
+                first: $first,
+                count: $count,
                 $($extra)*
                 ..Default::default()
             }
-            .words()
+            .slots()
         };
     }
-    let (kernel, p) = if gates == 3 {
-        let lbr = (attr_i(n, "linear_before_reset", 0) != 0) as u32;
-        (
-            Kernel::GruF32,
-            recurrent_params!(Gru {
-                linear_before_reset: lbr,
-            }),
-        )
-    } else {
-        (Kernel::RnnF32, recurrent_params!(Rnn {}))
-    };
     let bindings = vec![
         cx.bind(ins[0]),
         cx.bind(ins[1]),
@@ -232,7 +259,36 @@ fn recurrent(cx: &mut Ctx, n: &NodeInfo, gates: usize) -> R<()> {
         cx.bind(&y),
         cx.bind(&state),
     ];
-    cx.dispatch(n, kernel, bindings, p, [(dirs * b) as u32, 1, 1]);
+    let t_expr = Expr::from(t);
+    let groups = Expr::from(dirs * b);
+    if gates == 3 {
+        let lbr = Expr::from((attr_i(n, "linear_before_reset", 0) != 0) as usize);
+        rnn_chunks(
+            cx,
+            n,
+            Kernel::GruF32,
+            bindings,
+            &t_expr,
+            groups,
+            3 * (i + 2 * hidden),
+            |first, count| {
+                recurrent_params!(Gru, first, count, {
+                    linear_before_reset: lbr.clone(),
+                })
+            },
+        );
+    } else {
+        rnn_chunks(
+            cx,
+            n,
+            Kernel::RnnF32,
+            bindings,
+            &t_expr,
+            groups,
+            i + hidden,
+            |first, count| recurrent_params!(Rnn, first, count, {}),
+        );
+    }
     Ok(())
 }
 
@@ -285,19 +341,6 @@ fn lstm(cx: &mut Ctx, n: &NodeInfo, ins: &[&str]) -> R<()> {
     )?;
     let bind_opt = |ctx: &Ctx, k: usize| opt(k).map(|s| ctx.bind(s)).unwrap_or(Binding::Dummy);
     let flag = |v: bool| Expr::from(v as usize);
-    let p = params::Lstm::<Expr> {
-        t,
-        b: b.clone(),
-        i,
-        h: hx.clone(),
-        d: dx.clone(),
-        has_bias: flag(opt(3).is_some()),
-        has_h0: flag(opt(5).is_some()),
-        has_c0: flag(opt(6).is_some()),
-        reverse: flag(reverse),
-        ..Default::default()
-    }
-    .slots();
     let bindings = vec![
         cx.bind(ins[0]),
         cx.bind(ins[1]),
@@ -309,8 +352,38 @@ fn lstm(cx: &mut Ctx, n: &NodeInfo, ins: &[&str]) -> R<()> {
         cx.bind(&state),
     ];
     let one = Expr::Const(1);
-    let groups = [dx.clone() * b.clone(), one.clone(), one.clone()];
-    cx.dispatch_sym(n, Kernel::LstmF32, bindings, p, groups);
+    let work = 4 * (cx.at_max(&i) + hidden);
+    let (has_bias, has_h0, has_c0) = (
+        flag(opt(3).is_some()),
+        flag(opt(5).is_some()),
+        flag(opt(6).is_some()),
+    );
+    rnn_chunks(
+        cx,
+        n,
+        Kernel::LstmF32,
+        bindings,
+        &t,
+        dx.clone() * b.clone(),
+        work,
+        |first, count| {
+            params::Lstm::<Expr> {
+                t: t.clone(),
+                b: b.clone(),
+                i: i.clone(),
+                h: hx.clone(),
+                d: dx.clone(),
+                has_bias: has_bias.clone(),
+                has_h0: has_h0.clone(),
+                has_c0: has_c0.clone(),
+                reverse: flag(reverse),
+                first,
+                count,
+                ..Default::default()
+            }
+            .slots()
+        },
+    );
     for k in [1usize, 2] {
         if let Some(o) = n.outputs.get(k).filter(|s| !s.is_empty()) {
             let o = o.clone();
@@ -497,17 +570,6 @@ fn lower_dynamic_quantize_lstm(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     cx.new_tensor(&state, vec![2, dirs, 1, hidden], DT::F32)?;
     let bind_opt = |ctx: &Ctx, k: usize| opt(k).map(|s| ctx.bind(s)).unwrap_or(Binding::Dummy);
     let flag = |v: bool| Expr::from(v as usize);
-    let p = params::LstmDynq::<Expr> {
-        t,
-        h: hx,
-        d: dx,
-        has_bias: flag(opt(3).is_some()),
-        has_h0: flag(opt(5).is_some()),
-        has_c0: flag(opt(6).is_some()),
-        reverse: flag(attr_s(n, "direction", "forward") == "reverse"),
-        ..Default::default()
-    }
-    .slots();
     let bindings = vec![
         cx.bind(&xw),
         cx.bind(&r_packed),
@@ -524,8 +586,36 @@ fn lower_dynamic_quantize_lstm(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     } else {
         Kernel::LstmDynqU8F32
     };
-    let groups = [Expr::from(dirs), one.clone(), one];
-    cx.dispatch_sym(n, kernel, bindings, p, groups);
+    let reverse = flag(attr_s(n, "direction", "forward") == "reverse");
+    let (has_bias, has_h0, has_c0) = (
+        flag(opt(3).is_some()),
+        flag(opt(5).is_some()),
+        flag(opt(6).is_some()),
+    );
+    rnn_chunks(
+        cx,
+        n,
+        kernel,
+        bindings,
+        &t,
+        dx.clone(),
+        4 * hidden,
+        |first, count| {
+            params::LstmDynq::<Expr> {
+                t: t.clone(),
+                h: hx.clone(),
+                d: dx.clone(),
+                has_bias: has_bias.clone(),
+                has_h0: has_h0.clone(),
+                has_c0: has_c0.clone(),
+                reverse: reverse.clone(),
+                first,
+                count,
+                ..Default::default()
+            }
+            .slots()
+        },
+    );
     for k in [1usize, 2] {
         if let Some(o) = n.outputs.get(k).filter(|s| !s.is_empty()) {
             let o = o.clone();

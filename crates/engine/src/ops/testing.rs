@@ -18,6 +18,7 @@ pub(crate) struct NodeTest {
     inputs: Vec<(String, HostTensor)>,
     consts: Vec<(String, HostTensor)>,
     declared: Vec<(String, DType)>,
+    rnn_chunk_work: Option<usize>,
 }
 
 /// A NodeTest of `op` with one output `y` at opset 21.
@@ -36,10 +37,18 @@ pub(crate) fn node(op: &str) -> NodeTest {
         inputs: vec![],
         consts: vec![],
         declared: vec![],
+        rnn_chunk_work: None,
     }
 }
 
 impl NodeTest {
+    /// Recurrent kernels cut the sequence into chunks of this many multiply-adds per
+    /// thread (1: one step per dispatch).
+    pub fn rnn_chunk_work(mut self, work: usize) -> Self {
+        self.rnn_chunk_work = Some(work);
+        self
+    }
+
     /// A run-time input.
     pub fn input(mut self, name: &str, t: HostTensor) -> Self {
         self.node.inputs.push(name.into());
@@ -100,6 +109,9 @@ impl NodeTest {
     pub fn plan(&self) -> Result<Plan, String> {
         let spec = find(&self.node.domain, &self.node.op_type, self.opset)?;
         let mut cx = Ctx::new(self.opset);
+        if let Some(w) = self.rnn_chunk_work {
+            cx.rnn_chunk_work = w;
+        }
         for (name, dtype) in &self.declared {
             cx.declare(name, *dtype);
         }

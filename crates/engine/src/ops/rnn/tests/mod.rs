@@ -110,8 +110,10 @@ fn lstm_forward_with_bias_and_initial_state() {
 #[test]
 fn lstm_bidirectional_runs_the_second_direction_in_reverse() {
     let p = weights(2);
+    // One step per dispatch: h and c pass between chunks through the state buffer.
     let got = lstm_node(&p, 2)
         .string("direction", "bidirectional")
+        .rnn_chunk_work(1)
         .run()
         .unwrap();
     let part = |v: &[f32], d: usize, n: usize| v[d * n..(d + 1) * n].to_vec();
@@ -245,6 +247,8 @@ fn gru_both_reset_modes_with_sequence_lengths_and_both_directions() {
                     },
                 )
                 .outputs(&["y", "y_h"])
+                // Both directions one step per dispatch, the forward one in one dispatch.
+                .rnn_chunk_work(if bidirectional { 1 } else { 1 << 20 })
                 .run()
                 .unwrap();
             let mut want_y = vec![0f32; T * d * B * H];
@@ -363,6 +367,7 @@ fn rnn_reverse_with_bias_initial_state_and_sequence_lengths() {
         .string("direction", "reverse")
         .int("hidden_size", H as i64)
         .outputs(&["y", "y_h"])
+        .rnn_chunk_work(1)
         .run()
         .unwrap();
     // CPU: h_t = tanh(W x_t + R h_{t-1} + Wb + Rb), from each row's last step down.
@@ -404,7 +409,16 @@ fn dyn_quant(v: &[f32]) -> (Vec<i64>, f32, i64) {
 
 #[test]
 fn dynamic_quantize_lstm_quantizes_x_once_and_h_every_step() {
-    let (t, i, h) = (3usize, 4usize, 5usize);
+    dynamic_quantize_lstm_against_cpu(3, 4, 5);
+}
+
+/// 150 steps of 256 units: in one dispatch, lavapipe's reads went to zero from step 62.
+#[test]
+fn dynamic_quantize_lstm_long_sequence_full_width() {
+    dynamic_quantize_lstm_against_cpu(150, 8, 256);
+}
+
+fn dynamic_quantize_lstm_against_cpu(t: usize, i: usize, h: usize) {
     let g = 4 * h;
     let x = values(t * i, 31);
     let w: Vec<i64> = (0..i * g).map(|k| ((k * 37) % 255) as i64 - 127).collect();
@@ -412,7 +426,7 @@ fn dynamic_quantize_lstm_quantizes_x_once_and_h_every_step() {
     let (wz, rz) = (3i64, -2i64);
     let (ws, rs) = (0.01f32, 0.02f32);
     let bias: Vec<f32> = values(2 * g, 32).iter().map(|v| v * 0.1).collect();
-    let got = node("DynamicQuantizeLSTM")
+    let nt = node("DynamicQuantizeLSTM")
         .domain("com.microsoft")
         .int("hidden_size", h as i64)
         .outputs(&["y", "y_h", "y_c"])
@@ -429,9 +443,8 @@ fn dynamic_quantize_lstm_quantizes_x_once_and_h_every_step() {
         .constant("ws", HostTensor::f32(vec![1], vec![ws]))
         .constant("wz", HostTensor::i64(vec![1], vec![wz]))
         .constant("rs", HostTensor::f32(vec![1], vec![rs]))
-        .constant("rz", HostTensor::i64(vec![1], vec![rz]))
-        .run()
-        .unwrap();
+        .constant("rz", HostTensor::i64(vec![1], vec![rz]));
+    let got = nt.run().unwrap();
     let (xq, xs, _) = dyn_quant(&x);
     let sig = |v: f32| 1.0 / (1.0 + (-v).exp());
     let (mut hv, mut c) = (vec![0f32; h], vec![0f32; h]);
