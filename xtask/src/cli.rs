@@ -186,6 +186,19 @@ pub(crate) enum Command {
         /// GGUF decoders: prompt tokens per prefill pass.
         #[arg(long, default_value_t = 16)]
         prefill_chunk: usize,
+        /// A Kokoro-style TTS: add a speaking demo (tts.html) with these voices (.npz of
+        /// style vectors per phoneme count; the vocabulary is vocab.json beside it).
+        #[arg(long, value_name = "NPZ")]
+        tts_voices: Option<PathBuf>,
+        /// The TTS model's token, style and speed inputs and audio output.
+        #[arg(long, default_value = "tokens,style,speed,audio")]
+        tts_names: String,
+        /// The TTS audio's sample rate.
+        #[arg(long, default_value_t = 24000)]
+        tts_rate: u32,
+        /// The phoneme string the demo page starts with.
+        #[arg(long, default_value = "")]
+        tts_sample: String,
     },
     /// Browser proof: build the package with npm and run its test in headless Chromium
     /// (WebGPU) against the port's reference: every checkpoint (tests/activation-match.spec.ts)
@@ -204,6 +217,16 @@ pub(crate) enum Command {
         /// Per-checkpoint tolerance NAME=ATOL,RTOL; repeatable.
         #[arg(long = "tol")]
         tol: Vec<String>,
+        /// Run layer by layer, each node fed the oracle values of its inputs (as `validate
+        /// --per-layer`): for models whose own dynamic quantization makes an end-to-end
+        /// pass drift from the reference.
+        #[arg(long)]
+        per_layer: bool,
+        /// A TTS package's demo page: the audio its page must play for the first
+        /// reference's inputs (.npy), e.g. PORT/validate/audio.npy, the validated engine's
+        /// end-to-end samples; default: the reference's own output.
+        #[arg(long, value_name = "NPY")]
+        tts_audio: Option<PathBuf>,
     },
     /// Generate text natively on wgpu from a GGUF llama-family model (tokens stream out).
     Generate {

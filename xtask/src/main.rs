@@ -274,13 +274,32 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             out,
             context,
             prefill_chunk,
+            tts_voices,
+            tts_names,
+            tts_rate,
+            tts_sample,
         } => {
             let llm = m2w_package::llm::LlmOptions {
                 prefill_chunk,
                 context,
             };
+            let demo = match tts_voices {
+                Some(npz) => Some(tools::tts_demo(
+                    &port.join("engine"),
+                    &name,
+                    &npz,
+                    &tts_names,
+                    tts_rate,
+                    &tts_sample,
+                )?),
+                None => None,
+            };
             let s = m2w_package::generate(&port.join("engine"), &name, &out, &llm)
                 .map_err(|e| Usage(e.to_string()))?;
+            if let Some(files) = &demo {
+                m2w_package::tts::write_demo(&out, files).map_err(|e| Usage(e.to_string()))?;
+                println!("speaking demo: {}", out.join("tts.html").display());
+            }
             println!(
                 "package {name}: {} dispatches, {} kernels ({} bytes of WGSL), {} bytes of weights, {} files -> {}",
                 s.dispatches,
@@ -310,7 +329,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             reference,
             screenshot,
             tol,
-        } => package_test(&package, &reference, screenshot.as_deref(), &tol),
+            per_layer,
+            tts_audio,
+        } => package_test(
+            &package,
+            &reference,
+            screenshot.as_deref(),
+            &tol,
+            per_layer,
+            tts_audio.as_deref(),
+        ),
         Command::Generate {
             model,
             prompt,

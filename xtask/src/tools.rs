@@ -34,6 +34,8 @@ pub(crate) fn package_test(
     references: &[std::path::PathBuf],
     screenshot: Option<&Path>,
     tol: &[String],
+    per_layer: bool,
+    tts_audio: Option<&Path>,
 ) -> anyhow::Result<()> {
     if !Path::new("/usr/bin/chromium").exists() && std::env::var_os("CHROMIUM").is_none() {
         return Err(Usage(
@@ -82,13 +84,17 @@ pub(crate) fn package_test(
     if let Some(s) = screenshot {
         cmd.arg(s);
     }
-    let status = cmd
-        .current_dir(package)
+    cmd.current_dir(package)
         .env(
             "M2W_TOLERANCES",
             serde_json::Value::Object(tolerances).to_string(),
         )
-        .status()?;
+        .env("M2W_PER_LAYER", if per_layer { "1" } else { "0" });
+    if let Some(a) = tts_audio {
+        let a = std::fs::canonicalize(a).map_err(|e| Usage(format!("{}: {e}", a.display())))?;
+        cmd.env("M2W_TTS_AUDIO", a);
+    }
+    let status = cmd.status()?;
     if !status.success() {
         return Err(CheckFailed("the browser test failed".into()).into());
     }
@@ -111,13 +117,19 @@ pub(crate) fn conformance(filter: Option<&str>, verbose: bool) -> anyhow::Result
         .filter(|r| matches!(r.outcome, Outcome::Fail(_)))
         .count();
     let unsup = results.len() - pass - fail;
+    let general = results
+        .iter()
+        .filter(|r| {
+            r.outcome == Outcome::Pass && r.plan != m2w_engine::conformance::PlanKind::Specialised
+        })
+        .count();
     if verbose {
         for r in &results {
             println!("{:<60} {:?} {:?}", r.case, r.plan, r.outcome);
         }
     }
     println!(
-        "conformance on {adapter}: {pass} passed, {fail} failed, {unsup} unsupported of {} cases ({:.0} s)",
+        "conformance on {adapter}: {general} passed with general plans ({pass} with either plan), {fail} failed, {unsup} unsupported of {} cases ({:.0} s)",
         results.len(),
         t.elapsed().as_secs_f64()
     );
@@ -258,13 +270,8 @@ pub(crate) fn tts_inputs(
     out: &Path,
 ) -> anyhow::Result<usize> {
     use m2w_reference::HostTensor as T;
-    use std::io::Read;
     let npz = m2w_setup::fixture("kokoro-voices").map_err(setup_err)?;
-    let vocab_path = npz.with_file_name("vocab.json");
-    let vocab: serde_json::Value = serde_json::from_slice(&std::fs::read(&vocab_path)?)?;
-    let vocab = vocab["vocab"]
-        .as_object()
-        .ok_or_else(|| Usage(format!("{}: no \"vocab\" object", vocab_path.display())))?;
+    let (vocab, vocab_path) = read_vocab(&npz)?;
     let mut ids = vec![0i64];
     let mut unknown = Vec::new();
     for c in phonemes.chars() {
@@ -285,29 +292,17 @@ pub(crate) fn tts_inputs(
         return Err(Usage("no phonemes".into()).into());
     }
     ids.push(0);
-    let mut zip = zip::ZipArchive::new(std::fs::File::open(&npz)?)?;
-    let names: Vec<String> = zip
-        .file_names()
-        .filter_map(|f| f.ok())
-        .filter_map(|f| f.strip_suffix(".npy").map(str::to_string))
-        .collect();
-    let mut bytes = Vec::new();
-    zip.by_name(&format!("{voice}.npy"))
-        .map_err(|_| {
-            Usage(format!(
-                "no voice {voice:?}; the pack has {}",
-                names.join(", ")
-            ))
-        })?
-        .read_to_end(&mut bytes)?;
-    let pack = T::from_npy(&bytes)?;
-    let rows = pack.shape()[0] as usize;
-    let width = pack.to_f64().len() / rows.max(1);
+    let voices = read_voices(&npz)?;
+    let pack = voices.iter().find(|v| v.name == voice).ok_or_else(|| {
+        let names: Vec<&str> = voices.iter().map(|v| v.name.as_str()).collect();
+        Usage(format!(
+            "no voice {voice:?}; the pack has {}",
+            names.join(", ")
+        ))
+    })?;
+    let (rows, width) = (pack.rows, pack.width);
     let row = n.min(rows) - 1;
-    let style: Vec<f32> = pack.to_f64()[row * width..(row + 1) * width]
-        .iter()
-        .map(|&v| v as f32)
-        .collect();
+    let style: Vec<f32> = pack.values[row * width..(row + 1) * width].to_vec();
     std::fs::create_dir_all(out)?;
     let write = |name: &str, t: T| -> anyhow::Result<()> {
         std::fs::write(out.join(name), t.to_npy()?)?;
@@ -318,4 +313,84 @@ pub(crate) fn tts_inputs(
     write("style.npy", T::F32(vec![1, width as u64], style))?;
     write("speed.npy", T::F32(vec![1], vec![speed]))?;
     Ok(n)
+}
+
+/// The phoneme vocabulary beside a voice pack (vocab.json: `{"vocab": {phoneme: id}}`).
+fn read_vocab(
+    npz: &Path,
+) -> anyhow::Result<(
+    serde_json::Map<String, serde_json::Value>,
+    std::path::PathBuf,
+)> {
+    let path = npz.with_file_name("vocab.json");
+    let v: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&path).map_err(|e| Usage(format!("{}: {e}", path.display())))?,
+    )
+    .map_err(|e| Usage(format!("{}: {e}", path.display())))?;
+    let vocab = v["vocab"]
+        .as_object()
+        .cloned()
+        .ok_or_else(|| Usage(format!("{}: no \"vocab\" object", path.display())))?;
+    Ok((vocab, path))
+}
+
+/// Every voice of an .npz pack: style vectors per phoneme count, [rows, (1,) width].
+fn read_voices(npz: &Path) -> anyhow::Result<Vec<m2w_package::tts::Voice>> {
+    use std::io::Read;
+    let file = std::fs::File::open(npz).map_err(|e| Usage(format!("{}: {e}", npz.display())))?;
+    let mut zip = zip::ZipArchive::new(file)
+        .map_err(|e| Usage(format!("{}: not an .npz ({e})", npz.display())))?;
+    let names: Vec<String> = zip
+        .file_names()
+        .filter_map(|f| f.ok())
+        .filter_map(|f| f.strip_suffix(".npy").map(str::to_string))
+        .collect();
+    let mut voices = Vec::new();
+    for name in names {
+        let mut bytes = Vec::new();
+        zip.by_name(&format!("{name}.npy"))?
+            .read_to_end(&mut bytes)?;
+        let t = m2w_reference::HostTensor::from_npy(&bytes)?;
+        let rows = t.shape().first().copied().unwrap_or(0) as usize;
+        let values: Vec<f32> = t.to_f64().iter().map(|&v| v as f32).collect();
+        let width = values.len() / rows.max(1);
+        voices.push(m2w_package::tts::Voice {
+            name,
+            rows,
+            width,
+            values,
+        });
+    }
+    voices.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(voices)
+}
+
+/// The speaking demo's files for `package --tts-voices`.
+pub(crate) fn tts_demo(
+    engine_dir: &Path,
+    name: &str,
+    npz: &Path,
+    names: &str,
+    rate: u32,
+    sample: &str,
+) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let parts: Vec<&str> = names.split(',').map(str::trim).collect();
+    let [tokens, style, speed, audio] = parts[..] else {
+        return Err(Usage(format!(
+            "--tts-names {names:?}: give four names, tokens,style,speed,audio"
+        ))
+        .into());
+    };
+    let (vocab, _) = read_vocab(npz)?;
+    let opts = m2w_package::tts::TtsOptions {
+        tokens: tokens.into(),
+        style: style.into(),
+        speed: speed.into(),
+        audio: audio.into(),
+        rate,
+        vocab,
+        sample: sample.into(),
+        voices: read_voices(npz)?,
+    };
+    m2w_package::tts::demo_files(engine_dir, name, &opts).map_err(|e| Usage(e.to_string()).into())
 }

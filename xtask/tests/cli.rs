@@ -701,7 +701,7 @@ fn kokoro_speaks_three_phoneme_strings_from_one_plan() {
         "a WAV of audio"
     );
     println!("{validate_line}");
-    for (k, phonemes) in [(1, "kʲoːwa ii teŋki desɯ ne."), (2, "arigatoː.")] {
+    for (k, phonemes) in [(1, "kʲoːwa ii teŋki desɯ ne."), (2, "ariɡatoː.")] {
         let d = inputs(k, phonemes);
         let reference = dir.path().join(format!("reference{k}"));
         let mut r = xtask();

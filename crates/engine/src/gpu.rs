@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use crate::plan::{Binding, Plan};
-use crate::sym::Bindings;
+use crate::sym::{Bindings, Expr};
 use crate::tensor::HostTensor;
 
 /// Dispatches recorded per command encoder before it is submitted.
@@ -120,6 +120,13 @@ pub struct Runner<'g> {
     /// The dims the uniforms and workgroup counts are written for (the maxima until an
     /// input binds others; empty for a static plan).
     dims: RefCell<Bindings>,
+    /// The distinct expressions of every symbolic word and workgroup count (a plan repeats
+    /// a few, `sequence * 384` hundreds of times), evaluated once each per new binding.
+    sym_exprs: Vec<Expr>,
+    /// (byte offset in the uniform image, expression) per symbolic word.
+    sym_words: Vec<(usize, usize)>,
+    /// (step, expression per dimension) per dispatch whose workgroup count is symbolic.
+    sym_groups: Vec<(usize, [usize; 3])>,
 }
 
 fn words_of(bytes: &[u8]) -> Vec<u32> {
@@ -292,6 +299,24 @@ impl<'g> Runner<'g> {
                 workgroups: Cell::new(d.workgroups),
             });
         }
+        let mut index: HashMap<Expr, usize> = HashMap::new();
+        let mut sym_exprs = Vec::new();
+        let mut intern = |e: &Expr| {
+            *index.entry(e.clone()).or_insert_with(|| {
+                sym_exprs.push(e.clone());
+                sym_exprs.len() - 1
+            })
+        };
+        let (mut sym_words, mut sym_groups) = (Vec::new(), Vec::new());
+        for (i, d) in plan.dispatches.iter().enumerate() {
+            let at = uniform_offsets[i] as usize;
+            for (w, e) in &d.sym_params {
+                sym_words.push((at + 4 * w, intern(e)));
+            }
+            if let Some(g) = &d.sym_workgroups {
+                sym_groups.push((i, [intern(&g[0]), intern(&g[1]), intern(&g[2])]));
+            }
+        }
         Ok(Runner {
             gpu,
             plan,
@@ -301,6 +326,9 @@ impl<'g> Runner<'g> {
             uniform_offsets,
             uniform_image: RefCell::new(image),
             dims: RefCell::new(max),
+            sym_exprs,
+            sym_words,
+            sym_groups,
         })
     }
 
@@ -316,22 +344,28 @@ impl<'g> Runner<'g> {
         if *self.dims.borrow() == *dims {
             return Ok(());
         }
-        // Every symbolic word into the host image, then one write of the span they cover.
+        // Each distinct expression once; every symbolic word into the host image, then one
+        // write of the span the changed words cover.
+        let values = self
+            .sym_exprs
+            .iter()
+            .map(|e| e.word(dims))
+            .collect::<Result<Vec<u32>, String>>()?;
         let (mut lo, mut hi) = (usize::MAX, 0usize);
         {
             let mut image = self.uniform_image.borrow_mut();
-            for (i, d) in self.plan.dispatches.iter().enumerate() {
-                if !d.is_symbolic() {
-                    continue;
+            for &(at, e) in &self.sym_words {
+                let v = values[e].to_le_bytes();
+                if image[at..at + 4] != v {
+                    image[at..at + 4].copy_from_slice(&v);
+                    lo = lo.min(at);
+                    hi = hi.max(at + 4);
                 }
-                let at = self.uniform_offsets[i] as usize;
-                for (w, e) in &d.sym_params {
-                    let v = e.word(dims)?.to_le_bytes();
-                    image[at + 4 * w..at + 4 * w + 4].copy_from_slice(&v);
-                    lo = lo.min(at + 4 * w);
-                    hi = hi.max(at + 4 * w + 4);
-                }
-                self.steps[i].workgroups.set(d.workgroups_at(dims)?);
+            }
+            for &(step, [x, y, z]) in &self.sym_groups {
+                self.steps[step]
+                    .workgroups
+                    .set([values[x], values[y], values[z]]);
             }
         }
         if lo < hi {

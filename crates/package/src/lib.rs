@@ -33,6 +33,7 @@ const RUNTIME_TS: &str = include_str!("../../../templates/package/src/runtime.ts
 const HARNESS_TS: &str = include_str!("../../../templates/package/tests/harness.ts");
 
 pub mod llm;
+pub mod tts;
 
 /// Dispatches recorded per command encoder before it is submitted (as the native runner).
 pub const FLUSH_EVERY: usize = 256;
@@ -359,6 +360,53 @@ fn write_files(out: &Path, files: &[(&str, Vec<u8>)]) -> Result<(), PackageError
     )
 }
 
+/// What the browser proof's per-layer mode runs (`package-test --per-layer`, as native
+/// `validate --per-layer`): the plan's dispatches in runs of one graph node each, with the
+/// node's inputs that have buffers (their oracle values are written first), its outputs
+/// (compared after), and the tolerance its op needs when a rule widens it.
+fn layers_json(plan: &Plan, model_path: &Path) -> Result<String, PackageError> {
+    let model = m2w_model::Model::open(model_path).map_err(|e| {
+        PackageError::Input(format!(
+            "{}: {e} (the model the engine was built from)",
+            model_path.display()
+        ))
+    })?;
+    let nodes: std::collections::HashMap<String, &m2w_model::NodeInfo> = model
+        .graph
+        .iter()
+        .flat_map(|g| g.nodes.iter())
+        .filter(|n| n.scope.is_empty())
+        .map(|n| (n.label(), n))
+        .collect();
+    let buffered = |t: &String| {
+        !t.is_empty()
+            && plan.tensors.contains_key(t)
+            && !plan.constants.contains_key(plan.base_of(t))
+    };
+    let mut layers = Vec::new();
+    let d = &plan.dispatches;
+    let mut start = 0;
+    while start < d.len() {
+        let mut end = start;
+        while end < d.len() && d[end].node == d[start].node {
+            end += 1;
+        }
+        let mut layer = serde_json::json!({"from": start, "to": end});
+        if let Some(n) = nodes.get(&d[start].node) {
+            layer["inputs"] =
+                serde_json::json!(n.inputs.iter().filter(|t| buffered(t)).collect::<Vec<_>>());
+            layer["outputs"] =
+                serde_json::json!(n.outputs.iter().filter(|t| buffered(t)).collect::<Vec<_>>());
+            if let Some(atol) = m2w_validate::internal_quantization_atol(&model, n) {
+                layer["atol"] = serde_json::json!(atol);
+            }
+        }
+        layers.push(layer);
+        start = end;
+    }
+    Ok(serde_json::to_string(&layers).unwrap())
+}
+
 /// Generates the package for the engine folder `engine_dir` into `out` (replaced atomically).
 /// `llm` sets the context and prefill chunk of a GGUF decoder's package (ignored otherwise).
 pub fn generate(
@@ -420,6 +468,10 @@ pub fn generate(
             subst(SPEC_TS).into_bytes(),
         ),
         ("tests/harness.ts", HARNESS_TS.as_bytes().to_vec()),
+        (
+            "tests/layers.json",
+            layers_json(&plan, &engine.model)?.into_bytes(),
+        ),
         ("weights/constants.json", constants_json),
         ("weights/constants.bin", constants_bin.clone()),
     ];

@@ -239,6 +239,13 @@ pub fn write_wav_of_run(
     }
     m2w_model::io::write_atomic(path, &bytes)
         .map_err(|e| input(format!("{}: {e}", path.display())))?;
+    // The float samples too (the browser demo's oracle: `package-test --tts-audio`).
+    let npy = m2w_reference::HostTensor::F32(vec![samples.len() as u64], samples.clone())
+        .to_npy()
+        .map_err(|e| input(e.to_string()))?;
+    let npy_path = path.with_extension("npy");
+    m2w_model::io::write_atomic(&npy_path, &npy)
+        .map_err(|e| input(format!("{}: {e}", npy_path.display())))?;
     // The same output from ONNX Runtime, for the record.
     let index = m2w_reference::read_index(&layout.reference()).map_err(|e| input(e.to_string()))?;
     let vs = index

@@ -320,7 +320,10 @@ pub fn to_engine(t: &m2w_reference::HostTensor) -> HostTensor {
 /// differ in the last bits, round it to neighbouring integers, and every gate moves by up to
 /// one step of h (|h| <= 1: at most 2/255) times the largest |R_scale * (R - R_zero_point)|.
 /// That shift, not f32 noise, is the error one faithful engine can show.
-fn internal_quantization_atol(model: &m2w_model::Model, node: &m2w_model::NodeInfo) -> Option<f64> {
+pub fn internal_quantization_atol(
+    model: &m2w_model::Model,
+    node: &m2w_model::NodeInfo,
+) -> Option<f64> {
     if node.op_type != "DynamicQuantizeLSTM" {
         return None;
     }
@@ -847,7 +850,58 @@ pub fn validate_llama(
 
 #[cfg(test)]
 mod tests {
-    use super::{Tolerance, compare};
+    use super::{Tolerance, compare, internal_quantization_atol};
+    use m2w_model::onnx::proto;
+    use m2w_model::onnx_build as b;
+
+    fn raw(name: &str, dtype: i32, dims: &[i64], bytes: Vec<u8>) -> proto::TensorProto {
+        proto::TensorProto {
+            name: Some(name.into()),
+            dims: dims.to_vec(),
+            data_type: Some(dtype),
+            raw_data: Some(bytes),
+            ..Default::default()
+        }
+    }
+
+    /// One flip of h moves a gate by a uint8 step of h (2/255 for |h| <= 1) times the largest
+    /// |R_scale * (R - R_zero_point)|; other ops get no rule.
+    #[test]
+    fn dynamic_quantize_lstm_checkpoints_get_one_flip_of_tolerance() {
+        const INT8: i32 = 3;
+        let r: Vec<i8> = vec![-100, 7, 60, 127];
+        let inits = vec![
+            raw("w", INT8, &[1, 1, 4], vec![1, 2, 3, 4]),
+            raw("r", INT8, &[1, 1, 4], r.iter().map(|&v| v as u8).collect()),
+            raw("ws", b::FLOAT, &[1], 0.5f32.to_le_bytes().to_vec()),
+            raw("rs", b::FLOAT, &[1], 0.02f32.to_le_bytes().to_vec()),
+            raw("z", INT8, &[1], vec![(-3i8) as u8]),
+        ];
+        let lstm = b::node(
+            "DynamicQuantizeLSTM",
+            &["x", "w", "r", "", "", "", "", "", "ws", "z", "rs", "z"],
+            &["y"],
+            vec![b::attr_int("hidden_size", 1)],
+        );
+        let relu = b::node("Relu", &["y"], &["out"], vec![]);
+        let bytes = b::model(
+            vec![lstm, relu],
+            inits,
+            vec![b::value_info("x", b::FLOAT, &[2, 1, 1])],
+            vec![b::value_info("out", b::FLOAT, &[2, 1, 1, 1])],
+            17,
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.onnx");
+        std::fs::write(&path, bytes).unwrap();
+        let model = m2w_model::Model::open(&path).unwrap();
+        let nodes = &model.graph.as_ref().unwrap().nodes;
+        let atol = internal_quantization_atol(&model, &nodes[0]).unwrap();
+        // The largest |R - zp| is |127 - (-3)| = 130.
+        let want = 2.0 / 255.0 * (0.02f32 * 130.0) as f64;
+        assert!((atol - want).abs() < 1e-9, "{atol} vs {want}");
+        assert_eq!(internal_quantization_atol(&model, &nodes[1]), None);
+    }
 
     #[test]
     fn an_infinity_or_nan_is_matched_exactly_whatever_the_tolerance() {

@@ -5,7 +5,7 @@
 
 import { SHADERS } from './shaders.js';
 import * as plan from './engine.js';
-import { bindDims, biggestBuffer, compilePipelines, encodeForward, encodeWithSyncs, numel, preparePlan, readTensors, requestDevice, setDims, shapeOf } from './runtime.js';
+import { applySync, bindDims, biggestBuffer, compilePipelines, encodeForward, encodeWithSyncs, numel, preparePlan, readTensors, requestDevice, setDims, shapeOf } from './runtime.js';
 import type { GPUAny, Input, LoadOptions, Model, TensorInfo } from './types.js';
 import { loadWeights } from './weights.js';
 
@@ -31,6 +31,36 @@ export async function loadModel(baseUrl: string, options: LoadOptions = {}): Pro
     if (b && c.bytes > 0) device.queue.writeBuffer(b, 0, blob, c.offset, c.bytes);
   }
 
+  const given = (x: Input) => ('data' in x && 'shape' in x ? x : { data: x as ArrayLike<number | bigint>, shape: undefined });
+  // Sizes the plan for the inputs' shapes and writes them.
+  const bind = (inputs: Record<string, Input>) => {
+    const shapes: Record<string, number[]> = {};
+    for (const name of plan.INPUTS) {
+      if (!(name in inputs)) throw new Error(`input ${name} not given`);
+      shapes[name] = given(inputs[name]).shape ?? plan.TENSORS[name].shape;
+    }
+    setDims(device, prepared, bindDims(plan, shapes));
+    for (const name of plan.INPUTS) {
+      const shape = shapeOf(plan, name, prepared.dims);
+      device.queue.writeBuffer(prepared.bufferOf(name), 0, toWords(plan.TENSORS[name], shape, given(inputs[name]).data));
+    }
+  };
+  let nextSync = 0;
+  const layers = {
+    bind(inputs: Record<string, Input>) {
+      bind(inputs);
+      nextSync = 0;
+    },
+    write(name: string, words: Uint32Array, offsetWords = 0) {
+      if (!plan.TENSORS[name]) throw new Error(`no tensor ${name}`);
+      device.queue.writeBuffer(prepared.bufferOf(name), offsetWords * 4, words);
+    },
+    async dispatch(from: number, to: number) {
+      while (nextSync < plan.SYNCS.length && plan.SYNCS[nextSync].at <= from) await applySync(device, prepared, nextSync++);
+      encodeForward(device, prepared, pipelines, undefined, from, to);
+    },
+  };
+
   let lastRunMs = 0;
   const model: Model = {
     inputs: Object.fromEntries(plan.INPUTS.map((n) => [n, plan.TENSORS[n]])),
@@ -41,17 +71,7 @@ export async function loadModel(baseUrl: string, options: LoadOptions = {}): Pro
     },
     async run(inputs) {
       const t0 = performance.now();
-      const given = (x: Input) => ('data' in x && 'shape' in x ? x : { data: x as ArrayLike<number | bigint>, shape: undefined });
-      const shapes: Record<string, number[]> = {};
-      for (const name of plan.INPUTS) {
-        if (!(name in inputs)) throw new Error(`input ${name} not given`);
-        shapes[name] = given(inputs[name]).shape ?? plan.TENSORS[name].shape;
-      }
-      setDims(device, prepared, bindDims(plan, shapes));
-      for (const name of plan.INPUTS) {
-        const shape = shapeOf(plan, name, prepared.dims);
-        device.queue.writeBuffer(prepared.bufferOf(name), 0, toWords(plan.TENSORS[name], shape, given(inputs[name]).data));
-      }
+      bind(inputs);
       if (plan.SYNCS.length) await encodeWithSyncs(device, prepared, pipelines);
       else encodeForward(device, prepared, pipelines);
       const out = await readTensors(device, prepared, plan.OUTPUTS);
@@ -59,6 +79,7 @@ export async function loadModel(baseUrl: string, options: LoadOptions = {}): Pro
       return out;
     },
     capture: (names) => readTensors(device, prepared, names),
+    layers: options.debug ? layers : undefined,
     destroy() {
       for (const b of owned) b.destroy();
       device.destroy();

@@ -261,43 +261,51 @@ export function submitChained(device: GPUAny, plan: PreparedPlan, pipelines: Rec
  */
 export async function encodeWithSyncs(device: GPUAny, plan: PreparedPlan, pipelines: Record<string, GPUAny>): Promise<void> {
   const syncs = plan.tables.SYNCS ?? [];
-  const limits = Object.fromEntries((plan.tables.DIMS ?? []).map((x) => [x.name, x]));
   let from = 0;
   for (const [k, s] of syncs.entries()) {
     encodeForward(device, plan, pipelines, undefined, from, s.at);
-    const t = (await readTensors(device, plan, [s.tensor]))[s.tensor];
-    const d: Dims = { ...plan.dims };
-    const set = (name: string, v: number) => {
-      const l = limits[name];
-      if (v < (l.min ?? 0) || v > l.max) throw new Error(`${name} is ${v} at run time; this model takes ${l.min ?? 0}..${l.max} (port with --max-dim "${name}=N" to raise it)`);
-      d[name] = v;
-    };
-    let write: [string, Int32Array] | undefined;
-    if (s.values) {
-      for (const [name, i] of s.values) set(name, Number(t[i]));
-    } else if (s.nonzero) {
-      // ONNX NonZero: [rank, count], the coordinates of each nonzero element, row-major.
-      const shape = t.shape.length ? t.shape : [1];
-      const hits: number[] = [];
-      for (let i = 0; i < t.length; i++) if (t[i] !== 0) hits.push(i);
-      const idx = new Int32Array(shape.length * hits.length);
-      hits.forEach((flat, j) => {
-        let rest = flat;
-        for (let a = shape.length - 1; a >= 0; a--) {
-          idx[a * hits.length + j] = rest % shape[a];
-          rest = Math.floor(rest / shape[a]);
-        }
-      });
-      set(s.nonzero.dim, hits.length);
-      write = [s.nonzero.output, idx];
-    }
-    const later = new Set(syncs.slice(k + 1).flatMap((l) => (l.values ? l.values.map(([n]) => n) : [l.nonzero!.dim])));
-    checkConstraints(plan.tables, d, later);
-    setDims(device, plan, d);
-    if (write && write[1].length) device.queue.writeBuffer(plan.bufferOf(write[0]), 0, write[1]);
+    await applySync(device, plan, k);
     from = s.at;
   }
   encodeForward(device, plan, pipelines, undefined, from);
+}
+
+/** Sync point k, once the dispatches before it ran: reads its tensor back, binds the dims
+ * it decides (uniforms rewritten) or computes and writes its NonZero. */
+export async function applySync(device: GPUAny, plan: PreparedPlan, k: number): Promise<void> {
+  const syncs = plan.tables.SYNCS ?? [];
+  const s = syncs[k];
+  const limits = Object.fromEntries((plan.tables.DIMS ?? []).map((x) => [x.name, x]));
+  const t = (await readTensors(device, plan, [s.tensor]))[s.tensor];
+  const d: Dims = { ...plan.dims };
+  const set = (name: string, v: number) => {
+    const l = limits[name];
+    if (v < (l.min ?? 0) || v > l.max) throw new Error(`${name} is ${v} at run time; this model takes ${l.min ?? 0}..${l.max} (port with --max-dim "${name}=N" to raise it)`);
+    d[name] = v;
+  };
+  let write: [string, Int32Array] | undefined;
+  if (s.values) {
+    for (const [name, i] of s.values) set(name, Number(t[i]));
+  } else if (s.nonzero) {
+    // ONNX NonZero: [rank, count], the coordinates of each nonzero element, row-major.
+    const shape = t.shape.length ? t.shape : [1];
+    const hits: number[] = [];
+    for (let i = 0; i < t.length; i++) if (t[i] !== 0) hits.push(i);
+    const idx = new Int32Array(shape.length * hits.length);
+    hits.forEach((flat, j) => {
+      let rest = flat;
+      for (let a = shape.length - 1; a >= 0; a--) {
+        idx[a * hits.length + j] = rest % shape[a];
+        rest = Math.floor(rest / shape[a]);
+      }
+    });
+    set(s.nonzero.dim, hits.length);
+    write = [s.nonzero.output, idx];
+  }
+  const later = new Set(syncs.slice(k + 1).flatMap((l) => (l.values ? l.values.map(([n]) => n) : [l.nonzero!.dim])));
+  checkConstraints(plan.tables, d, later);
+  setDims(device, plan, d);
+  if (write && write[1].length) device.queue.writeBuffer(plan.bufferOf(write[0]), 0, write[1]);
 }
 
 /** Reads tensors back: `[name, byte offset, bytes]` ranges of their buffers. */

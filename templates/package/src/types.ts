@@ -61,6 +61,14 @@ export interface Model {
   run(inputs: Record<string, Input>): Promise<Record<string, Tensor>>;
   /** Reads any tensor after `run` (every checkpoint with `debug: true`). */
   capture(names: string[]): Promise<Record<string, Tensor>>;
+  /** Layer by layer (with `debug: true`), as a per-layer validation runs: `bind` sizes the
+   * plan for inputs and writes them, `write` replaces a tensor's values (its oracle), and
+   * `dispatch` runs dispatches [from, to) after the sync points before `from`. */
+  readonly layers?: {
+    bind(inputs: Record<string, Input>): void;
+    write(name: string, words: Uint32Array, offsetWords?: number): void;
+    dispatch(from: number, to: number): Promise<void>;
+  };
   /** Milliseconds of the last `run`, from submit to results. */
   readonly lastRunMs: number;
   destroy(): void;

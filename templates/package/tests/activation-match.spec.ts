@@ -6,6 +6,9 @@
 // screenshotted. Usage: node build-tests/activation-match.spec.js PACKAGE_DIR REFERENCE_DIR[,REFERENCE_DIR...] [SCREENSHOT]
 // Several reference folders (the same model at different input sizes) run through one
 // loaded model: a package whose plan has dims takes every size up to their maxima.
+// M2W_PER_LAYER=1 runs layer by layer (tests/layers.json), each node fed the oracle values of
+// its inputs, as `validate --per-layer` does natively: for models whose own dynamic
+// quantization makes an end-to-end pass drift from the reference.
 import fs from 'node:fs';
 import path from 'node:path';
 import { launchChromium, serve } from './harness.js';
@@ -16,6 +19,7 @@ const [pkgDir, refDirs, shot] = process.argv.slice(2);
 const refs = refDirs.split(',');
 const refDir = refs[0];
 const tolerances = JSON.parse(process.env.M2W_TOLERANCES ?? '{}');
+const perLayer = process.env.M2W_PER_LAYER === '1';
 
 function parseNpy(buf) {
   if (buf.readUInt32BE(0) !== 0x934e554d) throw new Error('not an npy file');
@@ -33,6 +37,22 @@ function parseNpy(buf) {
   else if (descr === '|b1' || descr === '|u1') values = Array.from(new Uint8Array(copy));
   else throw new Error(`npy dtype ${descr} not handled`);
   return { shape, values };
+}
+
+/** An .npy file's values as the 32-bit words the engine stores (f32 bits, integers as i32,
+ * booleans as 0/1). */
+function npyWords(buf) {
+  const headerLen = buf[6] === 1 ? buf.readUInt16LE(8) : buf.readUInt32LE(8);
+  const start = buf[6] === 1 ? 10 : 12;
+  const header = buf.toString('latin1', start, start + headerLen);
+  const descr = /'descr':\s*'([^']+)'/.exec(header)[1];
+  const data = buf.subarray(start + headerLen);
+  const copy = data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength);
+  if (descr === '<f4' || descr === '<i4') return new Uint32Array(copy);
+  if (descr === '<i8') return new Uint32Array(Int32Array.from(new BigInt64Array(copy), Number).buffer);
+  if (descr === '|i1') return new Uint32Array(Int32Array.from(new Int8Array(copy)).buffer);
+  if (descr === '|b1' || descr === '|u1') return Uint32Array.from(new Uint8Array(copy));
+  throw new Error(`npy dtype ${descr} not handled`);
 }
 
 // /ref/ is the reference folder (the .npy oracles).
@@ -84,18 +104,13 @@ try {
     if (kind === 'Int32Array') return Array.from(new Int32Array(buf));
     return Array.from(new Uint32Array(buf));
   };
-  for (const { dir, index, inputs, names } of runs) {
-  await page.evaluate(async (inputs) => { await window.__model.run(inputs); }, inputs);
-  if (runs.length > 1) console.log(`\n${dir}: inputs ${index.inputs.map((i) => `${i.name} [${i.shape}]`).join(', ')}`);
-  const wanted = new Set(names);
-  for (const c of index.checkpoints) {
-    if (!wanted.has(c.output)) continue;
+  const check = async (c, dir, atolOf) => {
     const entry = await capture(c.output);
-    if (!entry) continue;
+    if (!entry) return;
     const got = decode(entry);
     const npy = parseNpy(fs.readFileSync(path.join(dir, c.file)));
     const want = npy.values;
-    const [atol, rtol] = tolerances[c.output] ?? [ATOL, RTOL];
+    const [atol, rtol] = tolerances[c.output] ?? [Math.max(ATOL, atolOf ?? 0), RTOL];
     let worst = 0;
     let ok = got.length === want.length && entry.shape.length === npy.shape.length && entry.shape.every((d, k) => d === npy.shape[k]);
     for (let i = 0; i < want.length; i++) {
@@ -106,9 +121,122 @@ try {
     if (ok) passed++;
     else failed++;
     console.log(`${String(c.index).padStart(4)}  ${c.op_type.padEnd(16)} ${c.output.padEnd(48)} ${worst.toExponential(3).padStart(11)}  ${ok ? 'ok' : 'FAIL'}`);
+  };
+  // Oracle values into the engine's buffer, in pieces (one message stays small).
+  const write = async (name, words) => {
+    const PIECE = 1 << 22;
+    for (let at = 0; at < words.length || at === 0; at += PIECE) {
+      const part = words.subarray(at, Math.min(words.length, at + PIECE));
+      const b64 = Buffer.from(part.buffer, part.byteOffset, part.byteLength).toString('base64');
+      await page.evaluate(([n, b64, at]) => {
+        const raw = atob(b64);
+        const u = new Uint8Array(raw.length);
+        for (let i = 0; i < raw.length; i++) u[i] = raw.charCodeAt(i);
+        window.__model.layers.write(n, new Uint32Array(u.buffer), at);
+      }, [name, b64, at]);
+      if (words.length === 0) break;
+    }
+  };
+  const layers = perLayer ? JSON.parse(fs.readFileSync(path.join(pkgDir, 'tests', 'layers.json'), 'utf8')) : [];
+  if (perLayer) console.log(`per layer: ${layers.length} runs of dispatches, each node fed its inputs' oracle values`);
+  for (const { dir, index, inputs, names } of runs) {
+  if (runs.length > 1) console.log(`\n${dir}: inputs ${index.inputs.map((i) => `${i.name} [${i.shape}]`).join(', ')}`);
+  const wanted = new Set(names);
+  if (perLayer) {
+    await page.evaluate(async (inputs) => { window.__model.layers.bind(inputs); }, inputs);
+    const byOutput = new Map(index.checkpoints.map((c) => [c.output, c]));
+    const given = new Set(index.inputs.map((i) => i.name));
+    const done = new Set();
+    for (const layer of layers) {
+      for (const i of layer.inputs ?? []) {
+        const c = byOutput.get(i);
+        if (c && !given.has(i)) await write(i, npyWords(fs.readFileSync(path.join(dir, c.file))));
+      }
+      await page.evaluate(async ([a, b]) => { await window.__model.layers.dispatch(a, b); }, [layer.from, layer.to]);
+      for (const o of layer.outputs ?? []) {
+        const c = byOutput.get(o);
+        if (c && wanted.has(o) && !done.has(o)) {
+          done.add(o);
+          await check(c, dir, layer.atol);
+        }
+      }
+    }
+    // Views of outputs (Reshape etc.) have no dispatch of their own: read them at the end.
+    for (const c of index.checkpoints) if (wanted.has(c.output) && !done.has(c.output)) await check(c, dir);
+    continue;
+  }
+  await page.evaluate(async (inputs) => { await window.__model.run(inputs); }, inputs);
+  for (const c of index.checkpoints) {
+    if (!wanted.has(c.output)) continue;
+    await check(c, dir);
   }
   }
-  if (shot) {
+  // A TTS package's speaking demo (tts.html): the first reference's tokens, style and speed
+  // mapped back to phonemes, voice and speed, typed into the page; the audio it plays must
+  // match the reference's samples (same length, each within TTS_ATOL).
+  if (fs.existsSync(path.join(pkgDir, 'tts.html'))) {
+    const cfg = JSON.parse(fs.readFileSync(path.join(pkgDir, 'tts', 'tts.json'), 'utf8'));
+    const raw = fs.readFileSync(path.join(pkgDir, 'tts', 'voices.bin'));
+    const pack = new Float32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength));
+    const { dir, index, inputs } = runs[0];
+    const phonemeOf = new Map(Object.entries(cfg.vocab).map(([p, id]) => [id, p]));
+    const ids = Array.from(inputs[cfg.tokens].data, Number);
+    const phonemes = ids.slice(1, -1).map((id) => phonemeOf.get(id)).join('');
+    const style = inputs[cfg.style].data;
+    const voice = cfg.voices.find((v) => Array.from({ length: v.rows }, (_, r) => r).some((r) => style.every((x, k) => pack[v.offset + r * v.width + k] === x)));
+    if (!voice) throw new Error('the reference style vector is none of the package voices');
+    const speed = Number(inputs[cfg.speed].data[0]);
+    const demo = await browser.newPage();
+    demo.on('console', (m) => { if (m.type() === 'error') console.error('tts page:', m.text()); });
+    await demo.goto(`${origin}/tts.html`);
+    await demo.waitForSelector('#speak:not([disabled])', { timeout: 600000 });
+    await demo.fill('#phonemes', phonemes);
+    await demo.selectOption('#voice', voice.name);
+    await demo.fill('#speed', String(speed));
+    await demo.click('#speak');
+    await demo.waitForFunction(() => /^(done|error)/.test(document.getElementById('status').textContent), null, { timeout: 1800000 });
+    const status = await demo.textContent('#status');
+    console.log(`\ntts page: "${phonemes}" with ${voice.name} at speed ${speed}: ${status}`);
+    const b64 = await demo.evaluate(() => {
+      const a = window.__audio;
+      const b = new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+      let s = '';
+      for (let i = 0; i < b.length; i += 0x8000) s += String.fromCharCode.apply(null, b.subarray(i, i + 0x8000));
+      return btoa(s);
+    });
+    const bytes = Buffer.from(b64, 'base64');
+    const got = new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
+    const c = index.checkpoints.find((x) => x.output === cfg.audio);
+    const reference = parseNpy(fs.readFileSync(path.join(dir, c.file))).values;
+    // The oracle: M2W_TTS_AUDIO (the validated engine's own end-to-end samples, when the
+    // model's run-time quantization lets an end-to-end pass drift from the reference's),
+    // else the reference's output.
+    const oracle = process.env.M2W_TTS_AUDIO;
+    const want = oracle ? parseNpy(fs.readFileSync(oracle)).values : reference;
+    const TTS_ATOL = Number(process.env.M2W_TTS_ATOL ?? '1e-3');
+    const stats = (a, b) => {
+      let worst = 0;
+      let sum = 0;
+      for (let i = 0; i < Math.min(a.length, b.length); i++) {
+        const e = Math.abs(a[i] - b[i]);
+        worst = Math.max(worst, Number.isNaN(e) ? Infinity : e);
+        sum += e;
+      }
+      return { worst, mean: sum / Math.max(1, b.length) };
+    };
+    const { worst, mean } = stats(got, want);
+    const ok = got.length === want.length && worst <= TTS_ATOL;
+    console.log(`tts audio against ${oracle ?? 'the reference'}: ${got.length} samples (${want.length}), max abs ${worst.toExponential(3)}, mean abs ${mean.toExponential(3)}, tolerance ${TTS_ATOL}: ${ok ? 'ok' : 'FAIL'}`);
+    if (oracle) {
+      const r = stats(got, reference);
+      console.log(`tts audio against the reference runtime (for the record): ${got.length} vs ${reference.length} samples, max abs ${r.worst.toExponential(3)} over the common length`);
+    }
+    if (ok) passed++;
+    else failed++;
+    if (shot) await demo.screenshot({ path: shot.replace(/(\.png)?$/, '-tts.png'), fullPage: true });
+  }
+  // (A TTS package's screenshot is its speaking demo's, above.)
+  if (shot && !fs.existsSync(path.join(pkgDir, 'tts.html'))) {
     const demo = await browser.newPage();
     await demo.goto(`${origin}/index.html`);
     await demo.waitForSelector('#run:not([disabled])', { timeout: 60000 });
