@@ -260,7 +260,7 @@ impl Ctx {
             minima: Bindings::new(),
             sym_values: BTreeMap::new(),
             value_max: BTreeMap::new(),
-            rnn_chunk_work: 2048,
+            rnn_chunk_work: 16384,
         }
     }
 

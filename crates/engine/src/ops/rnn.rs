@@ -153,7 +153,7 @@ fn batch_first(cx: &mut Ctx, n: &NodeInfo, lower: impl Fn(&mut Ctx, &NodeInfo) -
 /// goes wrong: Mesa's lavapipe returns zeros from every storage read once an invocation
 /// has run some 60 thousand loop iterations (measured: a hidden-256 LSTM broke at step 62),
 /// and browsers end dispatches that run for seconds. A chunk holds about
-/// `cx.rnn_chunk_work` (2048) multiply-adds per thread, `work_per_step` of them each step;
+/// `cx.rnn_chunk_work` (16384, a quarter of where lavapipe broke) multiply-adds per thread, `work_per_step` of them each step;
 /// a chunk past the bound length runs no workgroup.
 fn rnn_chunks(
     cx: &mut Ctx,
