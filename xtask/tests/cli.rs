@@ -735,4 +735,55 @@ fn kokoro_speaks_three_phoneme_strings_from_one_plan() {
         );
         println!("{phonemes}: {last}");
     }
+    // In headless Chromium from one package build: every checkpoint layer by layer for two
+    // phoneme strings of different lengths, and the speaking demo (phonemes typed in, voice
+    // picked) playing the samples the validated engine computes.
+    let pkg = dir.path().join("pkg");
+    let voices = m2w_setup::fixture("kokoro-voices").unwrap();
+    let out = xtask()
+        .args([
+            "package",
+            "--name",
+            "kokoro",
+            "--tts-sample",
+            "koɲɲiʨiwa",
+            "--port",
+        ])
+        .arg(&port)
+        .arg("--out")
+        .arg(&pkg)
+        .arg("--tts-voices")
+        .arg(&voices)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = xtask()
+        .args(["package-test", "--per-layer", "--package"])
+        .arg(&pkg)
+        .arg("--reference")
+        .arg(port.join("reference"))
+        .arg("--reference")
+        .arg(dir.path().join("reference2"))
+        .arg("--tts-audio")
+        .arg(port.join("validate/audio.npy"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in stdout
+        .lines()
+        .filter(|l| l.starts_with("tts ") || l.starts_with("browser checkpoints"))
+    {
+        println!("{line}");
+    }
 }

@@ -235,12 +235,17 @@ pub fn port(
             opts.validate.max_dims
         ),
     );
-    if fresh(&dir, &st) {
+    // Compiled every time (seconds): the stamp cannot see a newer m2w lowering the same
+    // model differently, the saved plan can.
+    let (mut plan, _, static_why) =
+        m2w_validate::compile_for_dims(&model, &layout.reference(), &opts.validate.max_dims)?;
+    plan.assign_buffers(true);
+    let saved = std::fs::read_to_string(dir.join("plan.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+    if fresh(&dir, &st) && saved == serde_json::to_value(&plan).ok() {
         step(4, "engine", true, skipped(&dir));
     } else {
-        let (mut plan, _, static_why) =
-            m2w_validate::compile_for_dims(&model, &layout.reference(), &opts.validate.max_dims)?;
-        plan.assign_buffers(true);
         m2w_engine::write_engine_dir(&dir, &plan, model_path).map_err(PortError::Input)?;
         mark(&dir, &st).map_err(input)?;
         // Inputs that decide a shape or an If's branch are fixed at the reference's values.

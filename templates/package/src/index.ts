@@ -5,7 +5,7 @@
 
 import { SHADERS } from './shaders.js';
 import * as plan from './engine.js';
-import { applySync, bindDims, biggestBuffer, compilePipelines, encodeForward, encodeWithSyncs, numel, preparePlan, readTensors, requestDevice, setDims, shapeOf } from './runtime.js';
+import { applySync, bindDims, biggestBuffer, compilePipelines, encodeForward, encodeWithSyncs, numel, preparePlan, readTensors, requestDevice, setDims, shapeOf, storageBuffersPerStage } from './runtime.js';
 import type { GPUAny, Input, LoadOptions, Model, TensorInfo } from './types.js';
 import { loadWeights } from './weights.js';
 
@@ -20,7 +20,7 @@ function toWords(info: TensorInfo, shape: number[], values: ArrayLike<number | b
 }
 
 export async function loadModel(baseUrl: string, options: LoadOptions = {}): Promise<Model> {
-  const device = await requestDevice(plan.WORKGROUP_STORAGE_BYTES, biggestBuffer(plan), options.onDeviceLost);
+  const device = await requestDevice(plan.WORKGROUP_STORAGE_BYTES, biggestBuffer(plan), options.onDeviceLost, undefined, storageBuffersPerStage(plan));
   const pipelines = await compilePipelines(device, SHADERS, plan.DISPATCHES.map((d) => d.kernel));
   const owned: GPUAny[] = [];
   const prepared = preparePlan(device, plan, pipelines, owned, { debug: options.debug });

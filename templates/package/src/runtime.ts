@@ -89,6 +89,11 @@ export function biggestBuffer(plan: PlanTables): number {
   return Math.max(16, ...plan.BUFFERS.map((b) => b.bytes), ...Object.values(plan.TENSORS).map((t) => Math.max(t.bytes ?? 0, numel(t.shape) * 4)));
 }
 
+/** Most storage buffers one kernel of a plan binds (WebGPU's default per-stage limit is 8). */
+export function storageBuffersPerStage(plan: PlanTables): number {
+  return Math.max(0, ...plan.DISPATCHES.map((d) => d.bindings.length));
+}
+
 export async function requestAdapter(): Promise<GPUAny> {
   const gpu = (navigator as GPUAny).gpu;
   if (!gpu) throw new Error('WebGPU is not available in this browser (Chrome 113+, Safari iOS 26+)');
@@ -103,9 +108,10 @@ export function isCpuAdapter(adapter: GPUAny): boolean {
   return Boolean(adapter.isFallbackAdapter) || /swiftshader|llvmpipe|lavapipe/i.test(`${info.vendor ?? ''} ${info.architecture ?? ''} ${info.description ?? ''}`);
 }
 
-export async function requestDevice(workgroupStorage: number, biggest: number, onDeviceLost?: (message: string) => void, adapter?: GPUAny): Promise<GPUAny> {
+export async function requestDevice(workgroupStorage: number, biggest: number, onDeviceLost?: (message: string) => void, adapter?: GPUAny, storageBuffers = 8): Promise<GPUAny> {
   adapter = adapter ?? (await requestAdapter());
   const need: Record<string, number> = { maxComputeWorkgroupStorageSize: workgroupStorage, maxStorageBufferBindingSize: biggest, maxBufferSize: biggest };
+  if (storageBuffers > 8) need.maxStorageBuffersPerShaderStage = storageBuffers;
   for (const [k, v] of Object.entries(need)) {
     if (adapter.limits[k] < v) throw new Error(`this device offers ${k} = ${adapter.limits[k]}, the model needs ${v}`);
   }

@@ -541,17 +541,27 @@ fn lower_dynamic_quantize_lstm(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
         }
         None => vec![0; dirs * 4 * hidden],
     };
-    let rz_name = format!("{label}::r_zero_point");
-    cx.add_const(
-        &rz_name,
-        crate::tensor::HostTensor::i64(vec![dirs, 4 * hidden], r_zero),
-    );
     let r_scale = opt(10).ok_or("R_scale is required")?;
     let rs = cx.konst(r_scale).ok_or("R_scale must be a constant")?;
-    let rs = super::host::expand(&rs.reshaped(per_direction(&rs.shape)), &per_column)?
-        .reshaped(vec![dirs, 4 * hidden]);
-    let rs_name = format!("{label}::r_scale");
-    cx.add_const(&rs_name, rs);
+    let rs = super::host::expand(&rs.reshaped(per_direction(&rs.shape)), &per_column)?;
+    // R's zero points (small integers, exact as f32) and scales in one buffer, [D, 2, 4H]:
+    // the kernel then binds 8 storage buffers, WebGPU's default limit per stage.
+    let columns = 4 * hidden;
+    let rs = rs.as_f64();
+    let r_quant: Vec<f32> = (0..dirs)
+        .flat_map(|d| {
+            let zeros = r_zero[d * columns..(d + 1) * columns]
+                .iter()
+                .map(|&z| z as f32);
+            let scales = rs[d * columns..(d + 1) * columns].iter().map(|&v| v as f32);
+            zeros.chain(scales).collect::<Vec<f32>>()
+        })
+        .collect();
+    let rq_name = format!("{label}::r_quant");
+    cx.add_const(
+        &rq_name,
+        crate::tensor::HostTensor::f32(vec![dirs, 2, columns], r_quant),
+    );
     let name = |k: usize, tag: &str| {
         n.outputs
             .get(k)
@@ -573,8 +583,7 @@ fn lower_dynamic_quantize_lstm(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     let bindings = vec![
         cx.bind(&xw),
         cx.bind(&r_packed),
-        cx.bind(&rz_name),
-        cx.bind(&rs_name),
+        cx.bind(&rq_name),
         bind_opt(cx, 3),
         bind_opt(cx, 5),
         bind_opt(cx, 6),
