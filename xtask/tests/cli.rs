@@ -629,9 +629,11 @@ fn port_refuses_an_unsupported_model_before_extract_with_a_grouped_error() {
 /// iSTFT's NonZero runs on the host). Three phoneme strings of different lengths with a
 /// real voice (`kokoro-voices`): the port validates every checkpoint per layer against
 /// ORT at the first and writes its audio as a WAV; the same engine plan (compiled again at
-/// its maxima and checked identical) is validated at the other two.
+/// its maxima and checked identical) is validated at the other two. Then one package build
+/// in headless Chromium: every checkpoint per layer at the first and third strings, and the
+/// speaking demo page against the engine's audio.
 #[test]
-#[ignore = "heavy (about 15 minutes on lavapipe): cargo xtask test -- --ignored kokoro"]
+#[ignore = "heavy (about 50 minutes on lavapipe and SwiftShader): cargo xtask test -- --ignored kokoro"]
 fn kokoro_speaks_three_phoneme_strings_from_one_plan() {
     let model = m2w_setup::fixture("kokoro-int8").unwrap();
     let dir = tempfile::tempdir().unwrap();

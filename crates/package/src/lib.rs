@@ -363,7 +363,7 @@ fn write_files(out: &Path, files: &[(&str, Vec<u8>)]) -> Result<(), PackageError
 /// What the browser proof's per-layer mode runs (`package-test --per-layer`, as native
 /// `validate --per-layer`): the plan's dispatches in runs of one graph node each, with the
 /// node's inputs that have buffers (their oracle values are written first), its outputs
-/// (compared after), and the tolerance its op needs when a rule widens it.
+/// (compared after), and the tolerance of each output a rule widens (`rounding_atol`).
 fn layers_json(plan: &Plan, model_path: &Path) -> Result<String, PackageError> {
     let model = m2w_model::Model::open(model_path).map_err(|e| {
         PackageError::Input(format!(
@@ -397,8 +397,16 @@ fn layers_json(plan: &Plan, model_path: &Path) -> Result<String, PackageError> {
                 serde_json::json!(n.inputs.iter().filter(|t| buffered(t)).collect::<Vec<_>>());
             layer["outputs"] =
                 serde_json::json!(n.outputs.iter().filter(|t| buffered(t)).collect::<Vec<_>>());
-            if let Some(atol) = m2w_validate::internal_quantization_atol(&model, n) {
-                layer["atol"] = serde_json::json!(atol);
+            let atol: serde_json::Map<String, serde_json::Value> = n
+                .outputs
+                .iter()
+                .filter_map(|o| {
+                    m2w_validate::rounding_atol(&model, n, o)
+                        .map(|(a, _)| (o.clone(), serde_json::json!(a)))
+                })
+                .collect();
+            if !atol.is_empty() {
+                layer["atol"] = serde_json::Value::Object(atol);
             }
         }
         layers.push(layer);

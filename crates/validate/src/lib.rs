@@ -313,20 +313,47 @@ pub fn to_engine(t: &m2w_reference::HostTensor) -> HostTensor {
     }
 }
 
-/// The absolute tolerance an op that quantizes values it computes itself needs, when no
-/// `--tol` names its checkpoint. com.microsoft DynamicQuantizeLSTM quantizes h to uint8
-/// before every step; where h / scale lands within float noise of a rounding tie (it
-/// happens: Kokoro's encoder, 93 steps), the engine and ONNX Runtime, whose sigmoid and tanh
-/// differ in the last bits, round it to neighbouring integers, and every gate moves by up to
-/// one step of h (|h| <= 1: at most 2/255) times the largest |R_scale * (R - R_zero_point)|.
-/// That shift, not f32 noise, is the error one faithful engine can show.
-pub fn internal_quantization_atol(
+/// The absolute tolerance (and why) a checkpoint needs when an op rounds a quotient it
+/// computes at run time, when no `--tol` names the checkpoint.
+/// - QuantizeLinear's and DynamicQuantizeLinear's integers (and the latter's zero point):
+///   one step. WGSL's division is accurate to 2.5 ULP, not correctly rounded, so a quotient
+///   within float noise of a rounding tie may round either way (SwiftShader's does, where
+///   lavapipe's and ONNX Runtime's agree).
+/// - com.microsoft DynamicQuantizeLSTM quantizes h to uint8 before every step; where h /
+///   scale lands within float noise of a tie (it happens: Kokoro's encoder, 93 steps), the
+///   engine and ONNX Runtime, whose sigmoid and tanh differ in the last bits, round it to
+///   neighbouring integers, and every gate moves by up to one step of h (|h| <= 1: at most
+///   2/255) times the largest |R_scale * (R - R_zero_point)|.
+pub fn rounding_atol(
     model: &m2w_model::Model,
     node: &m2w_model::NodeInfo,
-) -> Option<f64> {
-    if node.op_type != "DynamicQuantizeLSTM" {
-        return None;
+    output: &str,
+) -> Option<(f64, String)> {
+    let k = node.outputs.iter().position(|o| o == output)?;
+    match (node.op_type.as_str(), k) {
+        ("QuantizeLinear", 0) | ("DynamicQuantizeLinear", 0 | 2) => Some((
+            1.0,
+            format!(
+                "{}: one integer step (a quotient near a rounding tie)",
+                node.op_type
+            ),
+        )),
+        ("DynamicQuantizeLSTM", _) => {
+            let atol = dynamic_quantize_lstm_atol(model, node)?;
+            Some((
+                atol,
+                format!(
+                    "{}: atol {atol:.3e}, one rounding flip of the state it quantizes every step",
+                    node.op_type
+                ),
+            ))
+        }
+        _ => None,
     }
+}
+
+/// One flip of DynamicQuantizeLSTM's quantized h: 2/255 * max |R_scale * (R - R_zero_point)|.
+fn dynamic_quantize_lstm_atol(model: &m2w_model::Model, node: &m2w_model::NodeInfo) -> Option<f64> {
     let read = |k: usize| -> Option<Vec<f32>> {
         let name = node.inputs.get(k).filter(|s| !s.is_empty())?;
         model.read_f32(model.tensor(name)?).ok()
@@ -604,14 +631,11 @@ pub fn validate(
                 .nodes
                 .iter()
                 .find(|n| n.scope.is_empty() && n.outputs.contains(&c.output))
-            && let Some(atol) = internal_quantization_atol(model, node)
+            && let Some((atol, why)) = rounding_atol(model, node, &c.output)
             && atol > tol.atol
         {
             tol.atol = atol;
-            tolerance_note = Some(format!(
-                "{}: atol {atol:.3e}, one rounding flip of the state it quantizes every step",
-                node.op_type
-            ));
+            tolerance_note = Some(why);
         }
         let mut r = CheckpointReport {
             index: c.index,
@@ -850,7 +874,7 @@ pub fn validate_llama(
 
 #[cfg(test)]
 mod tests {
-    use super::{Tolerance, compare, internal_quantization_atol};
+    use super::{Tolerance, compare, rounding_atol};
     use m2w_model::onnx::proto;
     use m2w_model::onnx_build as b;
 
@@ -896,11 +920,11 @@ mod tests {
         std::fs::write(&path, bytes).unwrap();
         let model = m2w_model::Model::open(&path).unwrap();
         let nodes = &model.graph.as_ref().unwrap().nodes;
-        let atol = internal_quantization_atol(&model, &nodes[0]).unwrap();
+        let (atol, _) = rounding_atol(&model, &nodes[0], "y").unwrap();
         // The largest |R - zp| is |127 - (-3)| = 130.
         let want = 2.0 / 255.0 * (0.02f32 * 130.0) as f64;
         assert!((atol - want).abs() < 1e-9, "{atol} vs {want}");
-        assert_eq!(internal_quantization_atol(&model, &nodes[1]), None);
+        assert_eq!(rounding_atol(&model, &nodes[1], "out"), None);
     }
 
     #[test]

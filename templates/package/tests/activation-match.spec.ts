@@ -35,6 +35,10 @@ function parseNpy(buf) {
   else if (descr === '<i8') values = Array.from(new BigInt64Array(copy), Number);
   else if (descr === '<i4') values = Array.from(new Int32Array(copy));
   else if (descr === '|b1' || descr === '|u1') values = Array.from(new Uint8Array(copy));
+  else if (descr === '|i1') values = Array.from(new Int8Array(copy));
+  else if (descr === '<i2') values = Array.from(new Int16Array(copy));
+  else if (descr === '<u2') values = Array.from(new Uint16Array(copy));
+  else if (descr === '<f8') values = Array.from(new Float64Array(copy));
   else throw new Error(`npy dtype ${descr} not handled`);
   return { shape, values };
 }
@@ -51,7 +55,10 @@ function npyWords(buf) {
   if (descr === '<f4' || descr === '<i4') return new Uint32Array(copy);
   if (descr === '<i8') return new Uint32Array(Int32Array.from(new BigInt64Array(copy), Number).buffer);
   if (descr === '|i1') return new Uint32Array(Int32Array.from(new Int8Array(copy)).buffer);
+  if (descr === '<i2') return new Uint32Array(Int32Array.from(new Int16Array(copy)).buffer);
   if (descr === '|b1' || descr === '|u1') return Uint32Array.from(new Uint8Array(copy));
+  if (descr === '<u2') return Uint32Array.from(new Uint16Array(copy));
+  if (descr === '<f8') return new Uint32Array(Float32Array.from(new Float64Array(copy)).buffer);
   throw new Error(`npy dtype ${descr} not handled`);
 }
 
@@ -157,7 +164,7 @@ try {
         const c = byOutput.get(o);
         if (c && wanted.has(o) && !done.has(o)) {
           done.add(o);
-          await check(c, dir, layer.atol);
+          await check(c, dir, layer.atol?.[o]);
         }
       }
     }
