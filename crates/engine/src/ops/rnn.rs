@@ -353,11 +353,7 @@ fn lstm(cx: &mut Ctx, n: &NodeInfo, ins: &[&str]) -> R<()> {
     ];
     let one = Expr::Const(1);
     let work = 4 * (cx.at_max(&i) + hidden);
-    let (has_bias, has_h0, has_c0) = (
-        flag(opt(3).is_some()),
-        flag(opt(5).is_some()),
-        flag(opt(6).is_some()),
-    );
+    let [has_bias, has_h0, has_c0] = [3, 5, 6].map(|k| flag(opt(k).is_some()));
     rnn_chunks(
         cx,
         n,
@@ -596,11 +592,7 @@ fn lower_dynamic_quantize_lstm(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
         Kernel::LstmDynqU8F32
     };
     let reverse = flag(attr_s(n, "direction", "forward") == "reverse");
-    let (has_bias, has_h0, has_c0) = (
-        flag(opt(3).is_some()),
-        flag(opt(5).is_some()),
-        flag(opt(6).is_some()),
-    );
+    let [has_bias, has_h0, has_c0] = [3, 5, 6].map(|k| flag(opt(k).is_some()));
     rnn_chunks(
         cx,
         n,
