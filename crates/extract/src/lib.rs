@@ -35,7 +35,9 @@ use m2w_model::{DType, InputError, Model, TensorEntry};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub use pack::{pack_q4_0, pack_q4_1, pack_q8_0, unpack_q4_0, unpack_q4_1, unpack_q8_0};
+pub use pack::{
+    BlockKind, pack_q4_0, pack_q4_1, pack_q8_0, unpack_q4_0, unpack_q4_1, unpack_q8_0,
+};
 pub use verify::{VerifyReport, verify};
 
 pub const SCHEMA: &str = "m2w.weights/1";
@@ -109,7 +111,8 @@ pub struct TensorInfo {
     /// Source tensors it was made from (one, or q/scale/zero-point of a folded pattern).
     pub source: Vec<String>,
     pub shape: Vec<u64>,
-    /// f32, f16, i32, u32, or a packed block type: q8_0, q4_0, q4_1 (docs/WEIGHTS.md).
+    /// f32, f16, i32, u32, or a packed block type: q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k,
+    /// q6_k (docs/WEIGHTS.md).
     pub gpu_dtype: String,
     pub file: String,
     pub offset: u64,
@@ -330,21 +333,14 @@ pub(crate) fn convert(
                 transform: format!("{} -> u32 (widened)", t.dtype),
             }
         }
-        DType::Q8_0 => Converted {
-            gpu_dtype: "q8_0".into(),
-            bytes: pack::pack_q8_0(&raw()?),
-            transform: "q8_0 repacked: 9 u32 words a block (f32 scale, 32 x i8)".into(),
-        },
-        DType::Q4_0 => Converted {
-            gpu_dtype: "q4_0".into(),
-            bytes: pack::pack_q4_0(&raw()?),
-            transform: "q4_0 repacked: 5 u32 words a block (f32 scale, 32 x u4)".into(),
-        },
-        DType::Q4_1 => Converted {
-            gpu_dtype: "q4_1".into(),
-            bytes: pack::pack_q4_1(&raw()?),
-            transform: "q4_1 repacked: 6 u32 words a block (f32 scale, f32 min, 32 x u4)".into(),
-        },
+        d if pack::BlockKind::of(d).is_some() => {
+            let kind = pack::BlockKind::of(d).expect("checked");
+            Converted {
+                gpu_dtype: kind.name().into(),
+                bytes: kind.pack(&raw()?),
+                transform: kind.transform(),
+            }
+        }
         d if d.is_gguf_block() => float_out(
             &model.read_f32(t)?,
             precision,

@@ -47,20 +47,10 @@ fn decode_written(t: &TensorInfo, bytes: &[u8]) -> Option<Values> {
         "u32" => ints(4, &|c| u32::from_le_bytes(c.try_into().unwrap()) as i128),
         "i64" => ints(8, &|c| i64::from_le_bytes(c.try_into().unwrap()) as i128),
         "u64" => ints(8, &|c| u64::from_le_bytes(c.try_into().unwrap()) as i128),
-        "q8_0" => Values::Float(
-            pack::unpack_q8_0(bytes)
-                .into_iter()
-                .map(f64::from)
-                .collect(),
-        ),
-        "q4_0" => Values::Float(
-            pack::unpack_q4_0(bytes)
-                .into_iter()
-                .map(f64::from)
-                .collect(),
-        ),
-        "q4_1" => Values::Float(
-            pack::unpack_q4_1(bytes)
+        kind if pack::BlockKind::from_name(kind).is_some() => Values::Float(
+            pack::BlockKind::from_name(kind)
+                .expect("checked")
+                .unpack(bytes)
                 .into_iter()
                 .map(f64::from)
                 .collect(),

@@ -7,9 +7,13 @@
 //!
 //! The architecture is read from the GGUF metadata by the parser the engine uses too
 //! ([`m2w_model::llama_config`]: block count, head counts, RoPE base and dimension, RMS
-//! epsilon), with its one allow-list and its refusals. RoPE is ggml's "normal" mode
-//! (adjacent pairs), which is what the GGUF converter permutes Q/K weights for. The LM head
-//! is `output.weight`, or the token embedding when the file has none (tied).
+//! epsilon, the family's features), with its one allow-list and its refusals. RoPE is
+//! ggml's "normal" mode (adjacent pairs, which the converter permutes llama's Q/K weights
+//! for) or its NEOX mode (Gemma, Qwen: dims i and i + d/2). Gemma 3's extras follow
+//! llama.cpp: embedding times sqrt(width), per-head RMS norms of q and k, norms of the
+//! attention and FFN outputs before their residual adds, GELU-tanh gating, sliding-window
+//! layers with their own RoPE base. The LM head is `output.weight`, or the token embedding
+//! when the file has none (tied).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -25,13 +29,19 @@ fn cerr(e: candle_core::Error) -> RefError {
     RefError::Runtime(format!("candle: {e}"))
 }
 
-pub use m2w_model::llama_config::LlamaConfig;
+pub use m2w_model::llama_config::{Activation, LlamaConfig};
 
 struct Layer {
     attn_norm: Tensor,
     wq: Tensor,
     wk: Tensor,
     wv: Tensor,
+    /// q/k/v biases (Qwen 2).
+    bias: Option<[Tensor; 3]>,
+    /// Per-head RMS norm weights of q and k (Gemma 3, Qwen 3).
+    qk_norm: Option<[Tensor; 2]>,
+    /// Norms of the attention and FFN outputs (Gemma 3).
+    post_norms: Option<[Tensor; 2]>,
     wo: Tensor,
     ffn_norm: Tensor,
     w_gate: Tensor,
@@ -51,6 +61,11 @@ pub struct Llama {
     pub tokens: Vec<String>,
     pub merges: Vec<String>,
     pub token_types: Vec<i32>,
+    /// `tokenizer.ggml.model`: "gpt2" (byte-level BPE) or "llama" (SentencePiece).
+    pub tokenizer_model: String,
+    pub scores: Vec<f32>,
+    pub unk: Option<u32>,
+    pub add_space_prefix: bool,
 }
 
 /// K/V of every layer for the positions seen so far: [kv_heads, T, head_dim].
@@ -98,11 +113,35 @@ impl Llama {
         let mut ls = Vec::with_capacity(layers);
         for l in 0..layers {
             let p = format!("blk.{l}");
+            let mut get3 = |names: &[&str]| -> Result<Vec<Tensor>, RefError> {
+                names.iter().map(|n| get(&format!("{p}.{n}"))).collect()
+            };
+            let bias = if config.qkv_bias {
+                let v = get3(&["attn_q.bias", "attn_k.bias", "attn_v.bias"])?;
+                Some([v[0].clone(), v[1].clone(), v[2].clone()])
+            } else {
+                None
+            };
+            let qk_norm = if config.qk_norm {
+                let v = get3(&["attn_q_norm.weight", "attn_k_norm.weight"])?;
+                Some([v[0].clone(), v[1].clone()])
+            } else {
+                None
+            };
+            let post_norms = if config.post_norms {
+                let v = get3(&["post_attention_norm.weight", "post_ffw_norm.weight"])?;
+                Some([v[0].clone(), v[1].clone()])
+            } else {
+                None
+            };
             ls.push(Layer {
                 attn_norm: get(&format!("{p}.attn_norm.weight"))?,
                 wq: get(&format!("{p}.attn_q.weight"))?,
                 wk: get(&format!("{p}.attn_k.weight"))?,
                 wv: get(&format!("{p}.attn_v.weight"))?,
+                bias,
+                qk_norm,
+                post_norms,
                 wo: get(&format!("{p}.attn_output.weight"))?,
                 ffn_norm: get(&format!("{p}.ffn_norm.weight"))?,
                 w_gate: get(&format!("{p}.ffn_gate.weight"))?,
@@ -123,6 +162,27 @@ impl Llama {
             .and_then(|v| v.to_vec().ok())
             .map(|a| a.iter().filter_map(|x| x.to_i32().ok()).collect())
             .unwrap_or_default();
+        let scores = content
+            .metadata
+            .get("tokenizer.ggml.scores")
+            .and_then(|v| v.to_vec().ok())
+            .map(|a| a.iter().filter_map(|x| x.to_f32().ok()).collect())
+            .unwrap_or_default();
+        let tokenizer_model = content
+            .metadata
+            .get("tokenizer.ggml.model")
+            .and_then(|v| v.to_string().ok().cloned())
+            .unwrap_or_else(|| "gpt2".into());
+        let unk = content
+            .metadata
+            .get("tokenizer.ggml.unknown_token_id")
+            .and_then(|v| v.to_u32().ok());
+        // SentencePiece's default is a leading space; GGUFs that differ say so.
+        let add_space_prefix = content
+            .metadata
+            .get("tokenizer.ggml.add_space_prefix")
+            .and_then(|v| v.to_bool().ok())
+            .unwrap_or(tokenizer_model == "llama");
         Ok(Llama {
             config,
             embedding,
@@ -133,6 +193,10 @@ impl Llama {
             tokens,
             merges,
             token_types,
+            tokenizer_model,
+            scores,
+            unk,
+            add_space_prefix,
         })
     }
 
@@ -150,22 +214,35 @@ impl Llama {
         x.broadcast_mul(&inv)?.broadcast_mul(w)
     }
 
-    /// ggml "normal" RoPE: pairs (2i, 2i+1) of the first `rope_dim` dims of each head are
-    /// rotated by pos * base^(-2i/rope_dim). `x`: [T, heads * head_dim].
-    fn rope(&self, x: &Tensor, heads: usize, start: usize) -> candle_core::Result<Tensor> {
+    /// RoPE: pair i of the first `rope_dim` dims of each head is rotated by
+    /// pos * base^(-2i/rope_dim); the pair is dims (2i, 2i+1) in ggml's "normal" mode and
+    /// (i, i + rope_dim/2) in its NEOX mode. `x`: [T, heads * head_dim].
+    fn rope(
+        &self,
+        x: &Tensor,
+        heads: usize,
+        start: usize,
+        rope_base: f32,
+    ) -> candle_core::Result<Tensor> {
         let c = &self.config;
         let t = x.dim(0)?;
         let mut v = x.to_vec2::<f32>()?;
+        let half = c.rope_dim / 2;
         for (p, row) in v.iter_mut().enumerate() {
             let pos = (start + p) as f32;
             for h in 0..heads {
                 let base = h * c.head_dim;
-                for i in 0..c.rope_dim / 2 {
-                    let theta = pos * c.rope_base.powf(-2.0 * i as f32 / c.rope_dim as f32);
+                for i in 0..half {
+                    let theta = pos * rope_base.powf(-2.0 * i as f32 / c.rope_dim as f32);
                     let (s, co) = theta.sin_cos();
-                    let (a, b) = (row[base + 2 * i], row[base + 2 * i + 1]);
-                    row[base + 2 * i] = a * co - b * s;
-                    row[base + 2 * i + 1] = a * s + b * co;
+                    let (i0, i1) = if c.rope_neox {
+                        (base + i, base + i + half)
+                    } else {
+                        (base + 2 * i, base + 2 * i + 1)
+                    };
+                    let (a, b) = (row[i0], row[i1]);
+                    row[i0] = a * co - b * s;
+                    row[i1] = a * s + b * co;
                 }
             }
         }
@@ -190,21 +267,40 @@ impl Llama {
         let mut stages: Stages = Vec::new();
         let idx = Tensor::from_vec(ids.to_vec(), t, &dev)?;
         let mut x = self.embedding.index_select(&idx, 0)?;
+        if c.embed_scale != 1.0 {
+            x = (x * f64::from(c.embed_scale))?;
+        }
         stages.push(("token_embd".into(), x.clone()));
         let group = c.heads / c.kv_heads;
-        let scale = 1.0 / (c.head_dim as f64).sqrt();
+        let scale = f64::from(c.attn_scale);
         for (l, w) in self.layers.iter().enumerate() {
             let p = format!("blk.{l}");
             let h = self.rms_norm(&x, &w.attn_norm)?;
             stages.push((format!("{p}.attn_norm"), h.clone()));
-            let q = h.matmul(&w.wq.t()?)?;
-            let k = h.matmul(&w.wk.t()?)?;
-            let v = h.matmul(&w.wv.t()?)?;
+            let mut q = h.matmul(&w.wq.t()?)?;
+            let mut k = h.matmul(&w.wk.t()?)?;
+            let mut v = h.matmul(&w.wv.t()?)?;
+            if let Some([bq, bk, bv]) = &w.bias {
+                q = q.broadcast_add(bq)?;
+                k = k.broadcast_add(bk)?;
+                v = v.broadcast_add(bv)?;
+            }
             stages.push((format!("{p}.q"), q.clone()));
             stages.push((format!("{p}.k"), k.clone()));
             stages.push((format!("{p}.v"), v.clone()));
-            let q = self.rope(&q, c.heads, start)?;
-            let k = self.rope(&k, c.kv_heads, start)?;
+            if let Some([nq, nk]) = &w.qk_norm {
+                // Per head: [T, heads * head_dim] as [T * heads, head_dim].
+                q = self
+                    .rms_norm(&q.reshape((t * c.heads, c.head_dim))?, nq)?
+                    .reshape((t, c.heads * c.head_dim))?;
+                k = self
+                    .rms_norm(&k.reshape((t * c.kv_heads, c.head_dim))?, nk)?
+                    .reshape((t, c.kv_heads * c.head_dim))?;
+                stages.push((format!("{p}.q_normed"), q.clone()));
+                stages.push((format!("{p}.k_normed"), k.clone()));
+            }
+            let q = self.rope(&q, c.heads, start, c.layer_rope_base[l])?;
+            let k = self.rope(&k, c.kv_heads, start, c.layer_rope_base[l])?;
             stages.push((format!("{p}.q_rope"), q.clone()));
             stages.push((format!("{p}.k_rope"), k.clone()));
             // [heads, T, head_dim]
@@ -233,10 +329,14 @@ impl Llama {
             let total = start + t;
             // Grouped-query attention: query head h reads kv head h / group.
             let mut heads_out = Vec::with_capacity(c.heads);
+            // Causal, and within the layer's sliding window when it has one: query i sees
+            // keys j with pos - window < j <= pos.
+            let window = c.layer_window[l];
             let mask: Vec<f32> = (0..t)
                 .flat_map(|i| {
+                    let pos = start + i;
                     (0..total).map(move |j| {
-                        if j > start + i {
+                        if j > pos || (window > 0 && j + window <= pos) {
                             f32::NEG_INFINITY
                         } else {
                             0.0
@@ -258,8 +358,12 @@ impl Llama {
             }
             let attn = Tensor::cat(&heads_out, 1)?; // [T, heads * head_dim]
             stages.push((format!("{p}.attn_out"), attn.clone()));
-            let proj = attn.matmul(&w.wo.t()?)?;
+            let mut proj = attn.matmul(&w.wo.t()?)?;
             stages.push((format!("{p}.attn_proj"), proj.clone()));
+            if let Some([post_attn, _]) = &w.post_norms {
+                proj = self.rms_norm(&proj, post_attn)?;
+                stages.push((format!("{p}.attn_post_norm"), proj.clone()));
+            }
             x = (x + proj)?;
             stages.push((format!("{p}.attn_residual"), x.clone()));
             let h = self.rms_norm(&x, &w.ffn_norm)?;
@@ -268,10 +372,19 @@ impl Llama {
             let up = h.matmul(&w.w_up.t()?)?;
             stages.push((format!("{p}.gate"), gate.clone()));
             stages.push((format!("{p}.up"), up.clone()));
-            let act = (gate.silu()? * up)?;
+            let gated = match c.activation {
+                Activation::Silu => gate.silu()?,
+                // ggml's gelu: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+                Activation::GeluTanh => gate.gelu()?,
+            };
+            let act = (gated * up)?;
             stages.push((format!("{p}.ffn_act"), act.clone()));
-            let down = act.matmul(&w.w_down.t()?)?;
+            let mut down = act.matmul(&w.w_down.t()?)?;
             stages.push((format!("{p}.down"), down.clone()));
+            if let Some([_, post_ffw]) = &w.post_norms {
+                down = self.rms_norm(&down, post_ffw)?;
+                stages.push((format!("{p}.ffn_post_norm"), down.clone()));
+            }
             x = (x + down)?;
             stages.push((format!("{p}.ffn_residual"), x.clone()));
         }

@@ -1,6 +1,8 @@
-//! The GGUF's own tokenizer (byte-level BPE: `tokenizer.ggml.model = "gpt2"`), built with
-//! the `tokenizers` crate from the vocabulary and merges stored in the file. Control tokens
-//! (`token_type` 3, e.g. `<|im_start|>`) are special tokens, never split.
+//! The GGUF's own tokenizer: byte-level BPE (`tokenizer.ggml.model = "gpt2"`), built with
+//! the `tokenizers` crate from the vocabulary and merges stored in the file, or
+//! SentencePiece-style (`"llama"`: Llama 2, Gemma; [`crate::spm`]) from its pieces and
+//! scores. Control tokens (`token_type` 3, e.g. `<|im_start|>`) are special tokens, never
+//! split.
 
 use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
@@ -12,7 +14,12 @@ use crate::RefError;
 use crate::llama::Llama;
 
 pub struct GgufTokenizer {
-    inner: Tokenizer,
+    inner: Inner,
+}
+
+enum Inner {
+    Bpe(Box<Tokenizer>),
+    Spm(crate::spm::Spm),
 }
 
 fn terr(e: impl std::fmt::Display) -> RefError {
@@ -61,24 +68,49 @@ impl GgufTokenizer {
             .map(|(t, _)| AddedToken::from(t.clone(), true))
             .collect();
         inner.add_special_tokens(specials).map_err(terr)?;
-        Ok(GgufTokenizer { inner })
+        Ok(GgufTokenizer {
+            inner: Inner::Bpe(Box::new(inner)),
+        })
     }
 
+    /// The tokenizer the GGUF's `tokenizer.ggml.model` names; any other model is refused.
     pub fn from_llama(m: &Llama) -> Result<GgufTokenizer, RefError> {
-        Self::new(&m.tokens, &m.merges, &m.token_types)
+        match m.tokenizer_model.as_str() {
+            "gpt2" => Self::new(&m.tokens, &m.merges, &m.token_types),
+            "llama" => {
+                if m.tokens.is_empty() {
+                    return Err(RefError::Usage(
+                        "the GGUF has no tokenizer.ggml.tokens".into(),
+                    ));
+                }
+                Ok(GgufTokenizer {
+                    inner: Inner::Spm(crate::spm::Spm::new(
+                        &m.tokens,
+                        &m.scores,
+                        &m.token_types,
+                        m.unk,
+                        m.add_space_prefix,
+                    )),
+                })
+            }
+            other => Err(RefError::Usage(format!(
+                "tokenizer.ggml.model {other:?}: m2w reads \"gpt2\" (byte-level BPE) and \"llama\" (SentencePiece) vocabularies"
+            ))),
+        }
     }
 
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, RefError> {
-        Ok(self
-            .inner
-            .encode(text, false)
-            .map_err(terr)?
-            .get_ids()
-            .to_vec())
+        match &self.inner {
+            Inner::Bpe(t) => Ok(t.encode(text, false).map_err(terr)?.get_ids().to_vec()),
+            Inner::Spm(t) => Ok(t.encode(text)),
+        }
     }
 
     pub fn decode(&self, ids: &[u32]) -> Result<String, RefError> {
-        self.inner.decode(ids, false).map_err(terr)
+        match &self.inner {
+            Inner::Bpe(t) => t.decode(ids, false).map_err(terr),
+            Inner::Spm(t) => Ok(t.decode(ids)),
+        }
     }
 }
 

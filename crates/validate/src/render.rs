@@ -50,6 +50,8 @@ pub fn table(r: &Report) -> String {
             "ok*"
         } else if c.pass {
             "ok"
+        } else if c.problem.is_some() {
+            "FAIL (shape)"
         } else {
             "FAIL"
         };

@@ -6,12 +6,15 @@ use std::collections::HashMap;
 use m2w_kernels::{Kernel, params};
 
 use crate::plan::{Binding, Dispatch, Plan, TensorDesc, groups_1d};
-use crate::tensor::DT;
+use crate::tensor::{DT, HostTensor};
+use m2w_model::llama_config::Activation;
 
 pub(super) struct Builder {
     pub(super) plan: Plan,
     pub(super) gemv_max_tokens: usize,
     pub(super) kinds: HashMap<String, &'static str>,
+    /// Weights larger than one binding may be, as row slices: (constant, first row, rows).
+    pub(super) slices: HashMap<String, Vec<(String, usize, usize)>>,
 }
 
 /// The kernels that read projection weights of block type `kind`.
@@ -20,37 +23,30 @@ struct QuantKernels {
     gemv: Kernel,
     gemv_qkv: Kernel,
     gemv_swiglu: Kernel,
+    gemv_geglu: Kernel,
+}
+
+/// A kernel of the family `prefix` for block type `kind` (`gemv` + `q4_k` = `gemv_q4_k_f32`).
+fn kernel_for(prefix: &str, kind: &str) -> Kernel {
+    // build_with refuses weights of any kind without kernels up front (weights.rs).
+    format!("{prefix}_{kind}_f32")
+        .parse()
+        .unwrap_or_else(|_| unreachable!("no {prefix} kernel reads {kind} weights"))
 }
 
 fn quant_kernels(kind: &str) -> QuantKernels {
-    let k = |matmul, gemv, gemv_qkv, gemv_swiglu| QuantKernels {
-        matmul,
-        gemv,
-        gemv_qkv,
-        gemv_swiglu,
-    };
-    match kind {
-        "q8_0" => k(
-            Kernel::MatmulQ80F32,
-            Kernel::GemvQ80F32,
-            Kernel::GemvQkvQ80F32,
-            Kernel::GemvSwigluQ80F32,
-        ),
-        "q4_1" => k(
-            Kernel::MatmulQ41F32,
-            Kernel::GemvQ41F32,
-            Kernel::GemvQkvQ41F32,
-            Kernel::GemvSwigluQ41F32,
-        ),
-        "q4_0" => k(
-            Kernel::MatmulQ40F32,
-            Kernel::GemvQ40F32,
-            Kernel::GemvQkvQ40F32,
-            Kernel::GemvSwigluQ40F32,
-        ),
-        // build_with refuses projection weights of any other kind up front.
-        other => unreachable!("no matmul kernels read {other} weights"),
+    QuantKernels {
+        matmul: kernel_for("matmul", kind),
+        gemv: kernel_for("gemv", kind),
+        gemv_qkv: kernel_for("gemv_qkv", kind),
+        gemv_swiglu: kernel_for("gemv_swiglu", kind),
+        gemv_geglu: kernel_for("gemv_geglu", kind),
     }
+}
+
+/// The embedding lookup of a table of block type `kind`.
+pub(super) fn embed_kernel(kind: &str) -> Kernel {
+    kernel_for("embed", kind)
 }
 
 /// The uniform word that holds field `field` of `kernel`'s Params.
@@ -214,9 +210,10 @@ impl Builder {
         );
     }
 
-    /// gate, up = x Wg^T, x Wu^T and act = silu(gate) * up: one dispatch for few tokens.
+    /// gate, up = x Wg^T, x Wu^T and act = f(gate) * up (SiLU or GELU-tanh): one dispatch
+    /// for few tokens.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn swiglu(
+    pub(super) fn gated_ffn(
         &mut self,
         out: [&str; 3],
         x: &str,
@@ -224,20 +221,30 @@ impl Builder {
         t: usize,
         n: usize,
         k: usize,
+        activation: Activation,
     ) {
         let Some(kind) = self.fused_kind(t, &w) else {
             self.matmul(out[0], x, w[0], t, n, k);
             self.matmul(out[1], x, w[1], t, n, k);
-            self.ew(out[2], Kernel::EwSiluMulF32, out[0], out[1], vec![t, n]);
+            let ew = match activation {
+                Activation::Silu => Kernel::EwSiluMulF32,
+                Activation::GeluTanh => Kernel::EwGeluTanhMulF32,
+            };
+            self.ew(out[2], ew, out[0], out[1], vec![t, n]);
             return;
         };
         for o in out {
             self.tensor(o, vec![t, n], DT::F32);
         }
+        let kernels = quant_kernels(kind);
+        let (kernel, op) = match activation {
+            Activation::Silu => (kernels.gemv_swiglu, "MatMul gate/up + SwiGLU"),
+            Activation::GeluTanh => (kernels.gemv_geglu, "MatMul gate/up + GeGLU"),
+        };
         self.dispatch(
             out[2],
-            "MatMul gate/up + SwiGLU",
-            quant_kernels(kind).gemv_swiglu,
+            op,
+            kernel,
             vec![x, w[0], w[1], out[0], out[1], out[2]],
             params::GemvSwigluQ {
                 t: t as u32,
@@ -253,27 +260,86 @@ impl Builder {
     pub(super) fn matmul(&mut self, out: &str, x: &str, w: &str, t: usize, n: usize, k: usize) {
         self.tensor(out, vec![t, n], DT::F32);
         let kind = self.kinds[w];
+        let slices = self
+            .slices
+            .get(w)
+            .cloned()
+            .unwrap_or_else(|| vec![(w.to_string(), 0, n)]);
         // A few tokens (decode): one workgroup per output, the row's blocks spread over its
-        // threads; more tokens: one thread per output.
-        let (pt, pn, pk) = (t as u32, n as u32, k as u32);
-        let (kernel, params, groups) = if t <= self.gemv_max_tokens && kind != "f32" {
-            let p = params::GemvQ {
-                t: pt,
-                n: pn,
-                k: pk,
-                pad: 0,
+        // threads; more tokens: one thread per output. A sliced weight writes its columns
+        // of the one output slice by slice.
+        for (slice, n0, rows) in slices {
+            let (pt, pn, pk) = (t as u32, rows as u32, k as u32);
+            let (n0, ld) = (n0 as u32, n as u32);
+            let (kernel, params, groups) = if t <= self.gemv_max_tokens && kind != "f32" {
+                let p = params::GemvQ {
+                    t: pt,
+                    n: pn,
+                    k: pk,
+                    n0,
+                    ld,
+                };
+                (quant_kernels(kind).gemv, p.words(), groups_1d(t * rows, 1))
+            } else {
+                let p = params::Qmatmul {
+                    t: pt,
+                    n: pn,
+                    k: pk,
+                    n0,
+                    ld,
+                };
+                (quant_kernels(kind).matmul, p.words(), groups_1d(t * rows, 64))
             };
-            (quant_kernels(kind).gemv, p.words(), groups_1d(t * n, 1))
-        } else {
-            let p = params::Qmatmul {
-                t: pt,
-                n: pn,
-                k: pk,
-                pad: 0,
-            };
-            (quant_kernels(kind).matmul, p.words(), groups_1d(t * n, 64))
-        };
-        self.dispatch(out, "MatMul", kernel, vec![x, w, out], params, groups);
+            self.dispatch(out, "MatMul", kernel, vec![x, &slice, out], params, groups);
+        }
+    }
+
+    /// out[t] = scale * table[ids[t]] from a packed table (sliced when large).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn embed(
+        &mut self,
+        out: &str,
+        ids: &str,
+        table: &str,
+        t: usize,
+        d: usize,
+        vocab: usize,
+        scale: f32,
+    ) {
+        // The unit vector the embedding kernel dots a block's quarters with (see embed_q).
+        if !self.plan.constants.contains_key("unit_vector") {
+            let mut unit = vec![0f32; 64];
+            unit[32] = 1.0;
+            self.tensor("unit_vector", vec![64], DT::F32);
+            self.plan
+                .constants
+                .insert("unit_vector".into(), HostTensor::f32(vec![64], unit));
+        }
+        self.tensor(out, vec![t, d], DT::F32);
+        let kernel = embed_kernel(self.kinds[table]);
+        let slices = self
+            .slices
+            .get(table)
+            .cloned()
+            .unwrap_or_else(|| vec![(table.to_string(), 0, vocab)]);
+        for (slice, row0, rows) in slices {
+            self.dispatch(
+                out,
+                "Embedding",
+                kernel,
+                vec![ids, &slice, "unit_vector", out],
+                params::EmbedQ {
+                    t: t as u32,
+                    d: d as u32,
+                    v: vocab as u32,
+                    scale,
+                    row0: row0 as u32,
+                    rows: rows as u32,
+                }
+                .words(),
+                groups_1d(t * d, 256),
+            );
+        }
     }
 
     pub(super) fn ew(&mut self, out: &str, kernel: Kernel, a: &str, b: &str, shape: Vec<usize>) {
@@ -305,6 +371,29 @@ impl Builder {
             vec![a, b, "", out],
             p.words(),
             groups_1d(n, 256),
+        );
+    }
+
+    /// out[t, :] = x[t, :] + bias (a projection's bias, broadcast over the rows).
+    pub(super) fn add_rows(&mut self, out: &str, x: &str, bias: &str, rows: usize, len: usize) {
+        self.tensor(out, vec![rows, len], DT::F32);
+        let p = params::Elementwise {
+            n: (rows * len) as u32,
+            rank: 2,
+            p0: 0.0,
+            p1: 0.0,
+            shape: [[rows as u32, len as u32, 0, 0], [0; 4]],
+            a_strides: [[len as u32, 1, 0, 0], [0; 4]],
+            b_strides: [[0, 1, 0, 0], [0; 4]],
+            c_strides: [[0; 4]; 2],
+        };
+        self.dispatch(
+            out,
+            "Add bias",
+            Kernel::EwAddF32,
+            vec![x, bias, "", out],
+            p.words(),
+            groups_1d(rows * len, 256),
         );
     }
 }

@@ -35,3 +35,6 @@ pub const MAX_TOP_K: usize = 64;
 
 /// Token counts up to which the quantized matmuls run as GEMV (a workgroup per output).
 pub const GEMV_MAX_TOKENS: usize = 4;
+
+#[cfg(test)]
+mod tests;

@@ -7,7 +7,7 @@ use m2w_kernels::{Kernel, params};
 use m2w_model::Model;
 
 use super::builder::{Builder, param_word};
-use super::weights::weight;
+use super::weights::{MAX_BINDING_BYTES, split_rows, weight};
 use super::{Config, GEMV_MAX_TOKENS, MAX_TOP_K, config};
 use crate::plan::{Plan, TensorDesc, groups_1d};
 use crate::tensor::DT;
@@ -48,6 +48,7 @@ pub fn build_with(
             syncs: vec![],
         },
         kinds: HashMap::new(),
+        slices: HashMap::new(),
         gemv_max_tokens,
     };
     for e in &model.tensors {
@@ -60,11 +61,25 @@ pub fn build_with(
                 base: e.name.clone(),
             },
         );
-        b.plan.constants.insert(e.name.clone(), h);
         b.kinds.insert(e.name.clone(), kind);
-    }
-    if b.kinds.get("token_embd.weight") != Some(&"q8_0") {
-        return Err("the embedding lookup kernel reads q8_0 token embeddings only (so far)".into());
+        // A packed table past the binding size every WebGPU device allows (a large
+        // vocabulary's embedding / LM head) is kept as row slices, each its own constant.
+        let rows = e.shape.first().map_or(1, |&r| r as usize);
+        match split_rows(&e.name, &h, rows, MAX_BINDING_BYTES) {
+            Some(slices) if kind != "f32" => {
+                let mut names = Vec::new();
+                for (name, row0, n, part) in slices {
+                    b.tensor(&name, part.shape.clone(), part.dt());
+                    b.plan.constants.insert(name.clone(), part);
+                    names.push((name, row0, n));
+                }
+                b.plan.tensors.remove(&e.name);
+                b.slices.insert(e.name.clone(), names);
+            }
+            _ => {
+                b.plan.constants.insert(e.name.clone(), h);
+            }
+        }
     }
     // The matmul kernels read packed blocks: a float projection weight has no kernel yet.
     // Every such tensor is named in one error, before any GPU work.
@@ -74,7 +89,7 @@ pub fn build_with(
     } else {
         "token_embd.weight"
     };
-    let mut projections = vec![head.to_string()];
+    let mut projections = vec![head.to_string(), "token_embd.weight".to_string()];
     for l in 0..c.layers {
         for w in [
             "attn_q",
@@ -88,17 +103,25 @@ pub fn build_with(
             projections.push(format!("blk.{l}.{w}.weight"));
         }
     }
+    projections.dedup();
     for w in &projections {
         match b.kinds.get(w.as_str()) {
             None => missing.push(format!("{w}: absent")),
             Some(&"f32") => missing.push(format!(
-                "{w}: stored as float (the matmul kernels read q8_0, q4_0 or q4_1 blocks)"
+                "{w}: stored as float (the matmul and embedding kernels read packed blocks)"
             )),
             Some(_) => {}
         }
     }
+    let mut norms = vec!["attn_norm", "ffn_norm"];
+    if c.qk_norm {
+        norms.extend(["attn_q_norm", "attn_k_norm"]);
+    }
+    if c.post_norms {
+        norms.extend(["post_attention_norm", "post_ffw_norm"]);
+    }
     for l in 0..c.layers {
-        for w in ["attn_norm", "ffn_norm"] {
+        for w in &norms {
             if !b.kinds.contains_key(format!("blk.{l}.{w}.weight").as_str()) {
                 missing.push(format!("blk.{l}.{w}.weight: absent"));
             }
@@ -112,22 +135,17 @@ pub fn build_with(
         ));
     }
     let (d, hd, kvd) = (c.dim, c.head_dim, c.kv_heads * c.head_dim);
+    let qd = c.heads * hd;
     b.tensor("token_ids", vec![t], DT::I32);
     b.plan.inputs.push("token_ids".into());
-    b.tensor("token_embd", vec![t, d], DT::F32);
-    b.dispatch(
+    b.embed(
         "token_embd",
-        "Embedding",
-        Kernel::EmbedQ80,
-        vec!["token_ids", "token_embd.weight", "token_embd"],
-        params::EmbedQ80 {
-            t: t as u32,
-            d: d as u32,
-            v: c.vocab as u32,
-            pad: 0,
-        }
-        .words(),
-        groups_1d(t * d, 256),
+        "token_ids",
+        "token_embd.weight",
+        t,
+        d,
+        c.vocab,
+        c.embed_scale,
     );
     // The residual stream and its normalised copy: each layer's closing residual add is
     // fused with the next norm (the next layer's attn_norm, or output_norm).
@@ -136,18 +154,46 @@ pub fn build_with(
     for l in 0..c.layers {
         let p = |s: &str| format!("blk.{l}.{s}");
         let w = |s: &str| format!("blk.{l}.{s}.weight");
+        // Stages as the reference names them: q/k/v are the projections with their biases,
+        // q_normed/k_normed the per-head QK-norm (what RoPE turns).
+        let raw = |s: &str| {
+            if c.qkv_bias {
+                p(&format!("{s}_nobias"))
+            } else {
+                p(s)
+            }
+        };
         b.qkv(
-            [&p("q"), &p("k"), &p("v")],
+            [&raw("q"), &raw("k"), &raw("v")],
             &p("attn_norm"),
             [&w("attn_q"), &w("attn_k"), &w("attn_v")],
             t,
-            c.heads * hd,
+            qd,
             kvd,
             d,
         );
+        if c.qkv_bias {
+            for (s, n) in [("q", qd), ("k", kvd), ("v", kvd)] {
+                b.add_rows(&p(s), &raw(s), &format!("blk.{l}.attn_{s}.bias"), t, n);
+            }
+        }
+        let (q_in, k_in) = if c.qk_norm {
+            b.rmsnorm(&p("q_normed"), &p("q"), &w("attn_q_norm"), t * c.heads, hd, c.eps);
+            b.rmsnorm(
+                &p("k_normed"),
+                &p("k"),
+                &w("attn_k_norm"),
+                t * c.kv_heads,
+                hd,
+                c.eps,
+            );
+            (p("q_normed"), p("k_normed"))
+        } else {
+            (p("q"), p("k"))
+        };
         // RoPE on q and k, and this step's keys and values appended to the caches
         // [kv_heads, ctx, head_dim]: one dispatch.
-        b.tensor(&p("q_rope"), vec![t, c.heads * hd], DT::F32);
+        b.tensor(&p("q_rope"), vec![t, qd], DT::F32);
         b.tensor(&p("k_rope"), vec![t, kvd], DT::F32);
         b.tensor(&p("k_cache"), vec![c.kv_heads, ctx, hd], DT::F32);
         b.tensor(&p("v_cache"), vec![c.kv_heads, ctx, hd], DT::F32);
@@ -156,8 +202,8 @@ pub fn build_with(
             "RoPE",
             Kernel::RopeQkvCacheF32,
             vec![
-                &p("q"),
-                &p("k"),
+                &q_in,
+                &k_in,
                 &p("v"),
                 &p("q_rope"),
                 &p("k_rope"),
@@ -172,13 +218,13 @@ pub fn build_with(
                 rope_dim: c.rope_dim as u32,
                 start: start as u32,
                 ctx: ctx as u32,
-                base: c.rope_base,
+                base: c.layer_rope_base[l],
+                neox: c.rope_neox as u32,
             }
             .words(),
             groups_1d(t * (c.heads + c.kv_heads) * hd / 2, 64),
         );
-        b.tensor(&p("attn_out"), vec![t, c.heads * hd], DT::F32);
-        let scale = 1.0 / (hd as f32).sqrt();
+        b.tensor(&p("attn_out"), vec![t, qd], DT::F32);
         b.dispatch(
             &p("attn_out"),
             "Attention",
@@ -191,39 +237,59 @@ pub fn build_with(
                 head_dim: hd as u32,
                 start: start as u32,
                 ctx: ctx as u32,
-                scale,
-                pad: 0,
+                scale: c.attn_scale,
+                window: c.layer_window[l] as u32,
             }
             .words(),
             groups_1d(t * c.heads, 1),
         );
-        b.matmul(
-            &p("attn_proj"),
-            &p("attn_out"),
-            &w("attn_output"),
-            t,
-            d,
-            c.heads * hd,
-        );
+        b.matmul(&p("attn_proj"), &p("attn_out"), &w("attn_output"), t, d, qd);
+        let attn_branch = if c.post_norms {
+            b.rmsnorm(
+                &p("attn_post_norm"),
+                &p("attn_proj"),
+                &w("post_attention_norm"),
+                t,
+                d,
+                c.eps,
+            );
+            p("attn_post_norm")
+        } else {
+            p("attn_proj")
+        };
         b.add_rmsnorm(
             &p("attn_residual"),
             &p("ffn_norm"),
             &x,
-            &p("attn_proj"),
+            &attn_branch,
             &w("ffn_norm"),
             t,
             d,
             c.eps,
         );
-        b.swiglu(
+        b.gated_ffn(
             [&p("gate"), &p("up"), &p("ffn_act")],
             &p("ffn_norm"),
             [&w("ffn_gate"), &w("ffn_up")],
             t,
             c.ffn,
             d,
+            c.activation,
         );
         b.matmul(&p("down"), &p("ffn_act"), &w("ffn_down"), t, d, c.ffn);
+        let ffn_branch = if c.post_norms {
+            b.rmsnorm(
+                &p("ffn_post_norm"),
+                &p("down"),
+                &w("post_ffw_norm"),
+                t,
+                d,
+                c.eps,
+            );
+            p("ffn_post_norm")
+        } else {
+            p("down")
+        };
         let (next_norm, next_weight) = if l + 1 < c.layers {
             (
                 format!("blk.{}.attn_norm", l + 1),
@@ -236,7 +302,7 @@ pub fn build_with(
             &p("ffn_residual"),
             &next_norm,
             &p("attn_residual"),
-            &p("down"),
+            &ffn_branch,
             &next_weight,
             t,
             d,

@@ -1,0 +1,233 @@
+//! Every block type's kernels (embedding, GEMV, fused q/k/v, fused gate/up, prefill
+//! matmul) on the adapter against a CPU product over `BlockKind::unpack`, the CPU image of
+//! the dequantization that extract's verify checks against candle's on every fixture block.
+
+use std::collections::HashMap;
+
+use m2w_extract::BlockKind;
+use m2w_model::llama_config::Activation;
+
+use super::builder::{Builder, embed_kernel};
+use crate::gpu::{Gpu, Runner};
+use crate::plan::{Plan, groups_1d};
+use crate::tensor::{DT, HostTensor};
+
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> u32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) as u32
+    }
+    fn f(&mut self) -> f32 {
+        self.next() as f32 / (1u64 << 31) as f32 * 2.0 - 1.0
+    }
+}
+
+/// `blocks` random GGUF blocks of `kind` whose f16 scales are finite: normal ones, and one
+/// block in seven with a subnormal scale (a tiny block still dequantizes exactly).
+fn random_blocks(kind: BlockKind, blocks: usize, rng: &mut Lcg) -> Vec<u8> {
+    let n = kind.gguf_bytes();
+    let mut raw: Vec<u8> = (0..blocks * n).map(|_| rng.next() as u8).collect();
+    let scales: &[usize] = match kind {
+        BlockKind::Q8_0 | BlockKind::Q4_0 | BlockKind::Q5_0 => &[0],
+        BlockKind::Q4_1 | BlockKind::Q5_1 | BlockKind::Q4K | BlockKind::Q5K => &[0, 2],
+        BlockKind::Q6K => &[208],
+    };
+    for (b, block) in raw.chunks_exact_mut(n).enumerate() {
+        for &at in scales {
+            let v = if b % 7 == 3 {
+                half::f16::from_bits(0x0003 | (rng.next() as u16 & 0x8000))
+            } else {
+                half::f16::from_f32(rng.f() * 0.05)
+            };
+            block[at..at + 2].copy_from_slice(&v.to_le_bytes());
+        }
+    }
+    raw
+}
+
+fn words(bytes: &[u8]) -> HostTensor {
+    let v: Vec<i64> = bytes
+        .chunks_exact(4)
+        .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64)
+        .collect();
+    HostTensor::i64(vec![v.len()], v)
+}
+
+fn builder() -> Builder {
+    Builder {
+        plan: Plan {
+            tensors: Default::default(),
+            buffers: vec![],
+            constants: Default::default(),
+            inputs: vec![],
+            outputs: vec![],
+            dispatches: vec![],
+            dims: vec![],
+            shape_values: Default::default(),
+            constraints: vec![],
+            syncs: vec![],
+        },
+        kinds: HashMap::new(),
+        slices: HashMap::new(),
+        gemv_max_tokens: 4,
+    }
+}
+
+fn matmul_cpu(x: &[f32], w: &[f32], t: usize, n: usize, k: usize) -> Vec<f32> {
+    let mut y = vec![0f32; t * n];
+    for i in 0..t {
+        for j in 0..n {
+            y[i * n + j] = (0..k).map(|e| x[i * k + e] * w[j * k + e]).sum();
+        }
+    }
+    y
+}
+
+fn assert_close(what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    for (i, (a, b)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-4 + 1e-4 * b.abs(),
+            "{what}[{i}]: gpu {a} vs cpu {b}"
+        );
+    }
+}
+
+#[test]
+fn every_block_kind_runs_on_every_kernel_family() {
+    let gpu = Gpu::new().unwrap();
+    let mut rng = Lcg(7);
+    let (n, k, rows) = (3usize, 512usize, 5usize);
+    for kind in BlockKind::ALL {
+        let name = kind.name();
+        let per_row = k / kind.weights();
+        let mut weights = HashMap::new();
+        let mut b = builder();
+        for w in ["w0", "w1", "w2"] {
+            let raw = random_blocks(kind, n * per_row, &mut rng);
+            let packed = kind.pack(&raw);
+            assert_eq!(packed.len(), n * per_row * kind.packed_bytes());
+            b.tensor(w, vec![packed.len() / 4], DT::I32);
+            b.plan.constants.insert(w.into(), words(&packed));
+            b.kinds.insert(w.into(), name);
+            weights.insert(w, kind.unpack(&packed));
+        }
+        // w0 again as one-row slices (how a table past one binding runs).
+        let w0_words = b.plan.constants["w0"].clone();
+        let row_bytes = w0_words.len() * 4 / n;
+        let slices = super::weights::split_rows("ws", &w0_words, n, row_bytes).unwrap();
+        assert_eq!(slices.len(), n);
+        let mut names = Vec::new();
+        for (name, row0, rows, part) in slices {
+            b.tensor(&name, part.shape.clone(), DT::I32);
+            b.plan.constants.insert(name.clone(), part);
+            names.push((name, row0, rows));
+        }
+        b.slices.insert("ws".into(), names);
+        b.kinds.insert("ws".into(), name);
+        b.embed("emb_sliced", "ids", "ws", 3, k, n, 0.5);
+        // The embedding table is w0's rows; ids include an out-of-range one (zeros).
+        let mut unit = vec![0f32; 64];
+        unit[32] = 1.0;
+        b.tensor("unit_vector", vec![64], DT::F32);
+        b.plan
+            .constants
+            .insert("unit_vector".into(), HostTensor::f32(vec![64], unit));
+        b.tensor("ids", vec![3], DT::I32);
+        b.tensor("emb", vec![3, k], DT::F32);
+        b.dispatch(
+            "emb",
+            "Embedding",
+            embed_kernel(name),
+            vec!["ids", "w0", "unit_vector", "emb"],
+            m2w_kernels::params::EmbedQ {
+                t: 3,
+                d: k as u32,
+                v: n as u32,
+                scale: 0.5,
+                row0: 0,
+                rows: n as u32,
+            }
+            .words(),
+            groups_1d(3 * k, 256),
+        );
+        for t in [1, rows] {
+            let x = format!("x{t}");
+            b.tensor(&x, vec![t, k], DT::F32);
+            b.plan.inputs.push(x.clone());
+            b.matmul(&format!("y{t}"), &x, "w0", t, n, k);
+            b.matmul(&format!("ys{t}"), &x, "ws", t, n, k);
+            b.qkv(
+                [&format!("q{t}"), &format!("k{t}"), &format!("v{t}")],
+                &x,
+                ["w0", "w1", "w2"],
+                t,
+                n,
+                n,
+                k,
+            );
+            b.gated_ffn(
+                [&format!("g{t}"), &format!("u{t}"), &format!("a{t}")],
+                &x,
+                ["w1", "w2"],
+                t,
+                n,
+                k,
+                Activation::GeluTanh,
+            );
+        }
+        b.plan.inputs.push("ids".into());
+        let mut plan = b.plan;
+        plan.outputs = plan.tensors.keys().cloned().collect();
+        plan.assign_buffers(false);
+        let runner = Runner::new(&gpu, plan).unwrap();
+        let mut feed = HashMap::new();
+        let mut xs = HashMap::new();
+        for t in [1, rows] {
+            let x: Vec<f32> = (0..t * k).map(|_| rng.f()).collect();
+            feed.insert(format!("x{t}"), HostTensor::f32(vec![t, k], x.clone()));
+            xs.insert(t, x);
+        }
+        feed.insert("ids".into(), HostTensor::i64(vec![3], vec![2, 0, 3]));
+        let read: Vec<String> = ["emb", "emb_sliced"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([1, rows].iter().flat_map(|t| {
+                ["y", "ys", "q", "k", "v", "g", "u", "a"].map(|p| format!("{p}{t}"))
+            }))
+            .collect();
+        let out = runner.run(&feed, &read).unwrap();
+        let f = |s: &str| -> Vec<f32> { out[s].as_f64().iter().map(|&v| v as f32).collect() };
+        let w0 = &weights["w0"];
+        let mut want_emb: Vec<f32> = w0[2 * k..3 * k].iter().map(|v| 0.5 * v).collect();
+        want_emb.extend(w0[..k].iter().map(|v| 0.5 * v));
+        want_emb.extend(vec![0.0; k]);
+        assert_eq!(f("emb"), want_emb, "{name}: embedding rows");
+        assert_eq!(f("emb_sliced"), want_emb, "{name}: embedding rows, sliced table");
+        for t in [1, rows] {
+            let x = &xs[&t];
+            let mm = |w: &str| matmul_cpu(x, &weights[w], t, n, k);
+            let what = |s: &str| format!("{name} {s} (T = {t})");
+            assert_close(&what("matmul"), &f(&format!("y{t}")), &mm("w0"));
+            assert_eq!(f(&format!("ys{t}")), f(&format!("y{t}")), "{name}: sliced weight");
+            assert_close(&what("q"), &f(&format!("q{t}")), &mm("w0"));
+            assert_close(&what("k"), &f(&format!("k{t}")), &mm("w1"));
+            assert_close(&what("v"), &f(&format!("v{t}")), &mm("w2"));
+            let (g, u) = (mm("w1"), mm("w2"));
+            assert_close(&what("gate"), &f(&format!("g{t}")), &g);
+            assert_close(&what("up"), &f(&format!("u{t}")), &u);
+            let act: Vec<f32> = g
+                .iter()
+                .zip(&u)
+                .map(|(g, u)| {
+                    0.5 * g * (1.0 + (0.797_884_6 * (g + 0.044715 * g * g * g)).tanh()) * u
+                })
+                .collect();
+            assert_close(&what("GeGLU"), &f(&format!("a{t}")), &act);
+        }
+    }
+}
