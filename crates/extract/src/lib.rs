@@ -35,9 +35,7 @@ use m2w_model::{DType, InputError, Model, TensorEntry};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub use pack::{
-    BlockKind, pack_q4_0, pack_q4_1, pack_q8_0, unpack_q4_0, unpack_q4_1, unpack_q8_0,
-};
+pub use pack::{BlockKind, pack_q4_0, pack_q4_1, pack_q8_0, unpack_q4_0, unpack_q4_1, unpack_q8_0};
 pub use verify::{VerifyReport, verify};
 
 pub const SCHEMA: &str = "m2w.weights/1";

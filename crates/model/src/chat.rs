@@ -1,76 +1,159 @@
-//! Chat formats of GGUF decoders: how one user turn is wrapped before tokenizing, and which
-//! tokens end a turn. ChatML (`<|im_start|>role\n...<|im_end|>`) is the only one so far;
-//! it is recognised from the `tokenizer.chat_template` metadata.
+//! Chat templates of GGUF decoders: the model's own Jinja `tokenizer.chat_template`, or when
+//! the file has none the family's published template that m2w keeps (`templates/chat/`),
+//! rendered by minijinja with Hugging Face's settings (trim_blocks, lstrip_blocks,
+//! `raise_exception`, Python string methods); and which tokens end a turn.
 
 use crate::Model;
 
-/// The token that ends a ChatML turn; generation stops there whenever the vocabulary has it.
-pub const CHATML_END: &str = "<|im_end|>";
+/// Tokens that end a chat turn in the families m2w runs (ChatML, Gemma, Llama 3, Phi).
+/// Generation stops at each one the vocabulary has.
+pub const END_OF_TURN: [&str; 4] = ["<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|end|>"];
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ChatFormat {
-    ChatMl,
+/// The templates m2w keeps for families whose files may lack one, by architecture.
+const KEPT: [(&str, &str, &str); 1] = [(
+    "gemma3",
+    "gemma3.jinja",
+    include_str!("../../../templates/chat/gemma3.jinja"),
+)];
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChatTemplate {
+    pub source: String,
+    /// Where it came from, for reports: "the model's tokenizer.chat_template" or
+    /// "m2w's templates/chat/gemma3.jinja (the file has none)".
+    pub origin: String,
 }
 
-impl ChatFormat {
-    /// The format of a Jinja chat template, when m2w knows it.
-    pub fn from_template(template: &str) -> Option<ChatFormat> {
-        template
-            .contains("<|im_start|>")
-            .then_some(ChatFormat::ChatMl)
-    }
+/// One chat message: `role` and `content` (a string, or a list of `{type, text}` parts).
+pub type Message = serde_json::Value;
 
-    /// The format named by a model's `tokenizer.chat_template`, when m2w knows it.
-    pub fn of_model(model: &Model) -> Option<ChatFormat> {
-        model
+impl ChatTemplate {
+    /// The model's template, else the one m2w keeps for its family, else none.
+    pub fn of_model(model: &Model) -> Option<ChatTemplate> {
+        if let Some(t) = model
             .metadata
             .get("tokenizer.chat_template")
             .and_then(|v| v.as_str())
-            .and_then(ChatFormat::from_template)
+        {
+            return Some(ChatTemplate {
+                source: t.to_string(),
+                origin: "the model's tokenizer.chat_template".into(),
+            });
+        }
+        let arch = model
+            .metadata
+            .get("general.architecture")
+            .and_then(|v| v.as_str())?;
+        Self::kept(arch)
     }
 
-    /// The name the generated package uses (`chatFormat`).
-    pub fn name(self) -> &'static str {
-        match self {
-            ChatFormat::ChatMl => "chatml",
-        }
+    /// The template m2w keeps for architecture `arch`.
+    pub fn kept(arch: &str) -> Option<ChatTemplate> {
+        KEPT.iter()
+            .find(|(a, _, _)| *a == arch)
+            .map(|(_, file, source)| ChatTemplate {
+                source: source.to_string(),
+                origin: format!("m2w's templates/chat/{file} (the file has none)"),
+            })
+    }
+
+    /// The conversation as the model reads it; `bos`/`eos` are the vocabulary's texts.
+    pub fn render(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+        bos: &str,
+        eos: &str,
+    ) -> Result<String, String> {
+        let mut env = minijinja::Environment::new();
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    msg,
+                ))
+            },
+        );
+        env.add_template("chat", &self.source)
+            .map_err(|e| format!("chat template ({}): {e}", self.origin))?;
+        let t = env.get_template("chat").expect("just added");
+        t.render(minijinja::context! {
+            messages => messages,
+            add_generation_prompt => add_generation_prompt,
+            bos_token => bos,
+            eos_token => eos,
+        })
+        .map_err(|e| format!("chat template ({}): {e}", self.origin))
     }
 
     /// One user turn, ready for the assistant's answer.
-    pub fn user_turn(self, prompt: &str) -> String {
-        match self {
-            ChatFormat::ChatMl => {
-                format!("<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n")
-            }
-        }
+    pub fn user_turn(&self, prompt: &str, bos: &str, eos: &str) -> Result<String, String> {
+        self.render(
+            &[serde_json::json!({"role": "user", "content": prompt})],
+            true,
+            bos,
+            eos,
+        )
     }
 }
 
-/// Default stop tokens: end of sequence, then the end of a chat turn when the vocabulary
-/// has one (and it is not the same token).
-pub fn stop_tokens(eos: Option<u32>, end_of_turn: Option<u32>) -> Vec<u32> {
+/// Default stop tokens: end of sequence, then each end-of-turn token the vocabulary has.
+pub fn stop_tokens(eos: Option<u32>, end_of_turn: &[u32]) -> Vec<u32> {
     let mut stop: Vec<u32> = eos.into_iter().collect();
-    if let Some(end) = end_of_turn
-        && !stop.contains(&end)
-    {
-        stop.push(end);
+    for &end in end_of_turn {
+        if !stop.contains(&end) {
+            stop.push(end);
+        }
     }
     stop
+}
+
+/// The ids of the [`END_OF_TURN`] tokens a vocabulary has.
+pub fn end_of_turn_ids(tokens: &[String]) -> Vec<u32> {
+    END_OF_TURN
+        .iter()
+        .filter_map(|e| tokens.iter().position(|t| t == e).map(|i| i as u32))
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
-    fn chatml_wraps_one_user_turn() {
-        let f = ChatFormat::from_template("{% for m in messages %}<|im_start|>{{m.role}}").unwrap();
+    fn chatml_and_gemma_templates_render_turns() {
+        let chatml = ChatTemplate {
+            source: "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}".into(),
+            origin: "test".into(),
+        };
         assert_eq!(
-            f.user_turn("Hi"),
+            chatml.user_turn("Hi", "", "").unwrap(),
             "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
         );
-        assert_eq!(ChatFormat::from_template("[INST]"), None);
-        assert_eq!(stop_tokens(Some(2), Some(2)), vec![2]);
-        assert_eq!(stop_tokens(Some(0), Some(2)), vec![0, 2]);
+        let gemma = ChatTemplate::kept("gemma3").unwrap();
+        let msgs = [
+            json!({"role": "system", "content": "Be brief."}),
+            json!({"role": "user", "content": " Hi "}),
+        ];
+        assert_eq!(
+            gemma.render(&msgs, true, "<bos>", "<eos>").unwrap(),
+            "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\n"
+        );
+        let e = gemma
+            .render(
+                &[json!({"role": "assistant", "content": "x"})],
+                true,
+                "",
+                "",
+            )
+            .unwrap_err();
+        assert!(e.contains("must alternate"), "{e}");
+        assert_eq!(stop_tokens(Some(2), &[2]), vec![2]);
+        assert_eq!(stop_tokens(Some(0), &[2, 5]), vec![0, 2, 5]);
     }
 }

@@ -186,8 +186,10 @@ impl LlamaConfig {
         }
         // Per-layer features are read from the tensors; a file has them in every layer or
         // in none.
-        let every = |suffix: &str| (0..layers).all(|l| tensor(&format!("blk.{l}.{suffix}")).is_some());
-        let some = |suffix: &str| (0..layers).any(|l| tensor(&format!("blk.{l}.{suffix}")).is_some());
+        let every =
+            |suffix: &str| (0..layers).all(|l| tensor(&format!("blk.{l}.{suffix}")).is_some());
+        let some =
+            |suffix: &str| (0..layers).any(|l| tensor(&format!("blk.{l}.{suffix}")).is_some());
         let mut feature = |suffixes: &[&str], what: &str| -> bool {
             let all = suffixes.iter().all(|s| every(s));
             if !all && suffixes.iter().any(|s| some(s)) {

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use m2w_model::chat::{CHATML_END, ChatFormat, stop_tokens};
+use m2w_model::chat::{ChatTemplate, end_of_turn_ids, stop_tokens};
 
 use crate::PortError;
 
@@ -19,22 +19,32 @@ pub struct GenerateStats {
     pub adapter: String,
 }
 
-/// The text the model is fed: the prompt itself, or with `chat` one user turn in the
-/// model's chat format (an error when m2w does not know that format).
+/// The text the model is fed: the prompt itself, or with `chat` one user turn rendered by
+/// the model's chat template (its own, or the one m2w keeps for its family).
 pub fn prompt_text(
     model: &m2w_model::Model,
+    tokens: &[String],
+    config: &m2w_model::llama_config::LlamaConfig,
     prompt: &str,
     chat: bool,
 ) -> Result<String, PortError> {
     if !chat {
         return Ok(prompt.to_string());
     }
-    match ChatFormat::of_model(model) {
-        Some(f) => Ok(f.user_turn(prompt)),
-        None => Err(PortError::Input(
-            "--chat knows the ChatML format only; this model's template differs".into(),
-        )),
-    }
+    let Some(template) = ChatTemplate::of_model(model) else {
+        return Err(PortError::Input(
+            "--chat: the model has no tokenizer.chat_template and m2w keeps none for its family"
+                .into(),
+        ));
+    };
+    let text = |id: Option<u32>| {
+        id.and_then(|i| tokens.get(i as usize))
+            .cloned()
+            .unwrap_or_default()
+    };
+    template
+        .user_turn(prompt, &text(config.bos), &text(config.eos))
+        .map_err(PortError::Input)
 }
 
 /// Generates up to `max_new` tokens after `prompt`. `on_ready` is called once the decoder is
@@ -52,10 +62,13 @@ pub fn generate(
     let model = m2w_model::Model::open(model_path)?;
     let llama = m2w_reference::llama::Llama::load(model_path)?;
     let tok = m2w_reference::tokenizer::GgufTokenizer::from_llama(&llama)?;
-    let text = prompt_text(&model, prompt, chat)?;
+    let text = prompt_text(&model, &llama.tokens, &llama.config, prompt, chat)?;
     let mut ids = Vec::new();
+    // A chat template that writes the BOS text itself already has it.
+    let bos_text = llama.config.bos.and_then(|b| llama.tokens.get(b as usize));
     if llama.config.add_bos
         && let Some(b) = llama.config.bos
+        && !bos_text.is_some_and(|t| !t.is_empty() && text.starts_with(t.as_str()))
     {
         ids.push(b);
     }
@@ -63,12 +76,7 @@ pub fn generate(
     let gpu = m2w_engine::gpu::Gpu::new().map_err(PortError::Input)?;
     let dec = m2w_engine::llama::Decoder::new(&gpu, &model, ids.len(), ids.len() + max_new + 1)
         .map_err(PortError::Input)?;
-    let end_of_turn = llama
-        .tokens
-        .iter()
-        .position(|t| t == CHATML_END)
-        .map(|i| i as u32);
-    let stop = stop_tokens(llama.config.eos, end_of_turn);
+    let stop = stop_tokens(llama.config.eos, &end_of_turn_ids(&llama.tokens));
     let t0 = std::time::Instant::now();
     on_ready();
     let mut shown = String::new();

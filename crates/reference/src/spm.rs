@@ -257,13 +257,26 @@ mod tests {
     fn toy() -> Spm {
         // a, b, c, ab, abc, ▁, ▁a, <0x41>.. bytes for 'X' (0x58), control <s>, user "\n\n".
         let pieces: Vec<String> = [
-            "<unk>", "<s>", "a", "b", "c", "ab", "bc", "abc", "\u{2581}", "\u{2581}a", "<0x58>",
-            "\n\n", "\n",
+            "<unk>",
+            "<s>",
+            "a",
+            "b",
+            "c",
+            "ab",
+            "bc",
+            "abc",
+            "\u{2581}",
+            "\u{2581}a",
+            "<0x58>",
+            "\n\n",
+            "\n",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let scores = [0.0, 0.0, -1.0, -1.0, -1.0, -2.0, -1.5, -3.0, -1.0, -2.5, 0.0, 0.0, -1.0];
+        let scores = [
+            0.0, 0.0, -1.0, -1.0, -1.0, -2.0, -1.5, -3.0, -1.0, -2.5, 0.0, 0.0, -1.0,
+        ];
         let types = [2, 3, 1, 1, 1, 1, 1, 1, 1, 1, 6, 4, 1];
         Spm::new(&pieces, &scores, &types, Some(0), false)
     }

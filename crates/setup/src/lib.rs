@@ -108,11 +108,11 @@ pub struct Derive {
     pub script: String,
     pub file: String,
     pub requirements: Vec<String>,
-    /// The script computes with ONNX Runtime (calibration, MLAS block quantization), whose
-    /// float results may differ
-    /// in the last bits from one CPU to another, and so may the file: a different sha256
-    /// is then reported and the file used as made (the tests' oracle is ORT running this
-    /// same file, so what they prove does not depend on the bytes).
+    /// The script computes in floating point (ONNX Runtime's calibration and block
+    /// quantization, numpy's BLAS), whose results may differ in the last bits from one CPU
+    /// to another, and so may the file: a different sha256 is then reported and the file
+    /// used as made (the tests compare with tolerances, or run ORT on this same file, so
+    /// what they prove does not depend on the bytes).
     #[serde(default)]
     pub cpu_dependent: bool,
 }
@@ -524,7 +524,7 @@ fn derived(fx: &Fixture, d: &Derive) -> Result<PathBuf, SetupError> {
     let check = |path: &Path| match check_sha(path, expected, &what) {
         Err(SetupError::Mismatch { actual, .. }) if d.cpu_dependent => {
             eprintln!(
-                "m2w: {what}: sha256 {actual}, not the pinned {expected}: {} computes with ONNX Runtime, whose float results may vary with the CPU; used as made (the tests compare with ORT on this same file)",
+                "m2w: {what}: sha256 {actual}, not the pinned {expected}: {} computes in floating point (ONNX Runtime, numpy's BLAS), whose last bits may vary with the CPU; used as made (the tests compare with tolerances)",
                 d.script
             );
             Ok(())

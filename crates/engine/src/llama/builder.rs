@@ -288,7 +288,11 @@ impl Builder {
                     n0,
                     ld,
                 };
-                (quant_kernels(kind).matmul, p.words(), groups_1d(t * rows, 64))
+                (
+                    quant_kernels(kind).matmul,
+                    p.words(),
+                    groups_1d(t * rows, 64),
+                )
             };
             self.dispatch(out, "MatMul", kernel, vec![x, &slice, out], params, groups);
         }

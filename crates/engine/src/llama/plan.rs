@@ -178,7 +178,14 @@ pub fn build_with(
             }
         }
         let (q_in, k_in) = if c.qk_norm {
-            b.rmsnorm(&p("q_normed"), &p("q"), &w("attn_q_norm"), t * c.heads, hd, c.eps);
+            b.rmsnorm(
+                &p("q_normed"),
+                &p("q"),
+                &w("attn_q_norm"),
+                t * c.heads,
+                hd,
+                c.eps,
+            );
             b.rmsnorm(
                 &p("k_normed"),
                 &p("k"),

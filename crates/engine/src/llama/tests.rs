@@ -193,13 +193,14 @@ fn every_block_kind_runs_on_every_kernel_family() {
             xs.insert(t, x);
         }
         feed.insert("ids".into(), HostTensor::i64(vec![3], vec![2, 0, 3]));
-        let read: Vec<String> = ["emb", "emb_sliced"]
-            .iter()
-            .map(|s| s.to_string())
-            .chain([1, rows].iter().flat_map(|t| {
-                ["y", "ys", "q", "k", "v", "g", "u", "a"].map(|p| format!("{p}{t}"))
-            }))
-            .collect();
+        let read: Vec<String> =
+            ["emb", "emb_sliced"]
+                .iter()
+                .map(|s| s.to_string())
+                .chain([1, rows].iter().flat_map(|t| {
+                    ["y", "ys", "q", "k", "v", "g", "u", "a"].map(|p| format!("{p}{t}"))
+                }))
+                .collect();
         let out = runner.run(&feed, &read).unwrap();
         let f = |s: &str| -> Vec<f32> { out[s].as_f64().iter().map(|&v| v as f32).collect() };
         let w0 = &weights["w0"];
@@ -207,13 +208,21 @@ fn every_block_kind_runs_on_every_kernel_family() {
         want_emb.extend(w0[..k].iter().map(|v| 0.5 * v));
         want_emb.extend(vec![0.0; k]);
         assert_eq!(f("emb"), want_emb, "{name}: embedding rows");
-        assert_eq!(f("emb_sliced"), want_emb, "{name}: embedding rows, sliced table");
+        assert_eq!(
+            f("emb_sliced"),
+            want_emb,
+            "{name}: embedding rows, sliced table"
+        );
         for t in [1, rows] {
             let x = &xs[&t];
             let mm = |w: &str| matmul_cpu(x, &weights[w], t, n, k);
             let what = |s: &str| format!("{name} {s} (T = {t})");
             assert_close(&what("matmul"), &f(&format!("y{t}")), &mm("w0"));
-            assert_eq!(f(&format!("ys{t}")), f(&format!("y{t}")), "{name}: sliced weight");
+            assert_eq!(
+                f(&format!("ys{t}")),
+                f(&format!("y{t}")),
+                "{name}: sliced weight"
+            );
             assert_close(&what("q"), &f(&format!("q{t}")), &mm("w0"));
             assert_close(&what("k"), &f(&format!("k{t}")), &mm("w1"));
             assert_close(&what("v"), &f(&format!("v{t}")), &mm("w2"));
