@@ -267,7 +267,7 @@ pub(crate) enum Command {
     },
     /// Fetch (or check) the fixture models of fixtures/fixtures.json into the cache.
     Fixtures {
-        /// Only these fixtures (default: all).
+        /// Only these fixtures (default: all but the heavy ones, which are fetched only by name).
         names: Vec<String>,
         /// Print the cached path of each fixture.
         #[arg(long)]

@@ -166,7 +166,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Fixtures { names, list } => {
             let all = m2w_setup::fixture_list();
             let names: Vec<String> = if names.is_empty() {
-                all.fixtures.iter().map(|f| f.name.clone()).collect()
+                all.fixtures
+                    .iter()
+                    .filter(|f| !f.heavy)
+                    .map(|f| f.name.clone())
+                    .collect()
             } else {
                 names
             };

@@ -2,7 +2,9 @@
 //! tokens/s of a GGUF llama on the best wgpu adapter. Each decode step reads the argmax back
 //! (what generation needs): one step at a time (`step`: write the token, run, read) and
 //! pipelined (`greedy`: the next pass is submitted before the previous token is read), plus
-//! a GPU-timestamp profile of one decode pass per kernel.
+//! a GPU-timestamp profile of one decode pass per kernel; and the achieved weight bandwidth
+//! (packed weight bytes a decode pass reads x tokens/s) against the device's buffer-copy
+//! bandwidth measured in the same run.
 
 use std::time::Instant;
 
@@ -112,14 +114,77 @@ fn main() {
         cpu.as_secs_f64() * 1e3 / passes as f64,
         t.elapsed().as_secs_f64() * 1e3 / passes as f64
     );
+    // Weight bytes one decode pass reads: every packed weight a matmul / GEMV kernel binds
+    // (each once), plus one embedding row.
+    let plan = &dec.decode.plan;
+    let mut read: std::collections::BTreeSet<&str> = Default::default();
+    for d in &plan.dispatches {
+        let name = d.kernel.name();
+        if name.starts_with("gemv") || name.starts_with("matmul_q") {
+            for b in &d.bindings {
+                if let m2w_engine::plan::Binding::Tensor(t) = b
+                    && plan.constants.contains_key(t.as_str())
+                {
+                    read.insert(t.as_str());
+                }
+            }
+        }
+    }
+    let weight_bytes: u64 = read
+        .iter()
+        .map(|t| plan.constants[*t].len() as u64 * 4)
+        .sum();
+    let copy_gbs = copy_bandwidth(&gpu);
+    println!(
+        "weights read per decode token: {:.1} MiB ({} tensors); device buffer copy: {copy_gbs:.0} GB/s (bytes read + written)",
+        weight_bytes as f64 / (1 << 20) as f64,
+        read.len()
+    );
     prefill_ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
     decode_tps.sort_by(|a, b| a.partial_cmp(b).unwrap());
     pipelined_tps.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let pm = prefill_ms[prefill_ms.len() / 2];
     let dm = decode_tps[decode_tps.len() / 2];
     let pp = pipelined_tps[pipelined_tps.len() / 2];
+    let achieved = weight_bytes as f64 * pp / 1e9;
     println!(
-        "RESULT prefill_ms={pm:.2} prefill_tok_s={:.0} decode_tok_s={dm:.1} decode_pipelined_tok_s={pp:.1}",
-        prompt_len as f64 * 1e3 / pm
+        "RESULT prefill_ms={pm:.2} prefill_tok_s={:.0} decode_tok_s={dm:.1} decode_pipelined_tok_s={pp:.1} weight_gb_s={achieved:.0} copy_gb_s={copy_gbs:.0} fraction={:.2}",
+        prompt_len as f64 * 1e3 / pm,
+        achieved / copy_gbs
     );
+}
+
+/// Buffer-to-buffer copy bandwidth of the device (GB/s, bytes read + written): 512 MiB copied
+/// 8 times, median of 3 rounds.
+fn copy_bandwidth(gpu: &m2w_engine::gpu::Gpu) -> f64 {
+    let size: u64 = 512 << 20;
+    let make = |usage| {
+        gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("bandwidth"),
+            size,
+            usage,
+            mapped_at_creation: false,
+        })
+    };
+    let src = make(wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::STORAGE);
+    let dst = make(wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::STORAGE);
+    let mut rounds = Vec::new();
+    for round in 0..4 {
+        let mut enc = gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        for _ in 0..8 {
+            enc.copy_buffer_to_buffer(&src, 0, &dst, 0, size);
+        }
+        let t = Instant::now();
+        gpu.queue.submit([enc.finish()]);
+        gpu.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .expect("poll");
+        if round > 0 {
+            rounds.push(2.0 * 8.0 * size as f64 / t.elapsed().as_secs_f64() / 1e9);
+        }
+    }
+    rounds.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    rounds[1]
 }

@@ -165,3 +165,38 @@ fn gpu_top_k_equals_a_cpu_sort_and_sampling_through_it_matches_the_full_row() {
     }
     assert_eq!(via_gpu, want, "sampled tokens: GPU top-k vs the whole row");
 }
+
+/// Gemma 3 270M Q4_K_M (Q4_K, Q6_K, Q5_0 and Q8_0 blocks; head width 256, QK-norm, post
+/// norms, GELU-tanh gate, sliding-window layers, a 262144-row tied embedding kept as row
+/// slices): every prefill and decode stage against candle, and 24 greedy tokens.
+#[test]
+fn gemma3_prefill_decode_and_greedy_match_candle() {
+    let path = m2w_setup::fixture("gemma3-270m-q4_k_m")
+        .unwrap_or_else(|e| panic!("fixture: {e} (run `cargo xtask fixtures`)"));
+    let dir = tempfile::tempdir().unwrap();
+    let run =
+        m2w_reference::llama::reference(&path, dir.path(), "The capital of France is", 4).unwrap();
+    let model = m2w_model::Model::open(&path).unwrap();
+    let gpu = Gpu::new().unwrap();
+    let n = run.prompt_ids.len();
+    let dec = Decoder::new(&gpu, &model, n, n + 30).unwrap();
+    let first = dec.run_prefill(&run.prompt_ids).unwrap();
+    for (pass, runner) in [("prefill", &dec.prefill), ("decode", &dec.decode)] {
+        if pass == "decode" {
+            dec.step(first, n).unwrap();
+        }
+        let (count, worst, failures) = compare_pass(runner, &dir.path().join(pass));
+        assert!(
+            failures.is_empty(),
+            "{pass}: {} of {count} stages differ: {:#?}",
+            failures.len(),
+            &failures[..failures.len().min(8)]
+        );
+        println!("{pass}: {count} stages within tolerance, worst abs error {worst:.2e}");
+    }
+    assert_eq!(first, run.generated_ids[0], "first greedy token");
+    let llama = m2w_reference::llama::Llama::load(&path).unwrap();
+    let want = llama.greedy_until(&run.prompt_ids, 24, None).unwrap();
+    let got = dec.greedy(&run.prompt_ids, 24, None).unwrap();
+    assert_eq!(got, want, "greedy tokens differ from candle's");
+}

@@ -346,4 +346,38 @@ mod tests {
             assert!(e.contains(want), "{want} not in {e}");
         }
     }
+
+    #[test]
+    fn gemma3_features_come_from_the_family_and_the_tensors() {
+        let (mut md, mut tensors) = smollm_like("gemma3");
+        md.insert("gemma3.attention.key_length".into(), json!(32));
+        md.insert("gemma3.attention.sliding_window".into(), json!(512));
+        md.insert("gemma3.block_count".into(), json!(6));
+        for l in 0..6 {
+            for n in [
+                "attn_q_norm",
+                "attn_k_norm",
+                "post_attention_norm",
+                "post_ffw_norm",
+            ] {
+                let mut t = tensors[0].clone();
+                t.name = format!("blk.{l}.{n}.weight");
+                tensors.push(t);
+            }
+        }
+        let c = LlamaConfig::from_metadata(&md, &tensors).unwrap();
+        assert_eq!(c.head_dim, 32, "key_length, not width / heads");
+        assert!(c.rope_neox && c.qk_norm && c.post_norms && !c.qkv_bias);
+        assert_eq!(c.activation, Activation::GeluTanh);
+        assert_eq!(c.embed_scale, 8.0);
+        assert_eq!(c.attn_scale, 1.0 / 32f32.sqrt());
+        // Every sixth layer global with the file's RoPE base, the others windowed.
+        assert_eq!(c.layer_window, vec![512, 512, 512, 512, 512, 0]);
+        assert_eq!(c.layer_rope_base[0], 10000.0);
+        assert_eq!(c.layer_rope_base[5], 100000.0);
+        // A QK-norm in some layers only is refused, never half-applied.
+        tensors.retain(|t| t.name != "blk.3.attn_k_norm.weight");
+        let e = LlamaConfig::from_metadata(&md, &tensors).unwrap_err();
+        assert!(e.contains("QK-norm in some layers only"), "{e}");
+    }
 }

@@ -373,7 +373,7 @@ fn port_gguf(
     let dir = layout.reference();
     let st = stamp(
         sha,
-        &format!("llama reference {GGUF_PROMPT:?} {GGUF_MAX_NEW}, tokenizer cases"),
+        &format!("llama reference {GGUF_PROMPT:?} {GGUF_MAX_NEW}, tokenizer and chat cases"),
     );
     if fresh(&dir, &st) {
         step(3, "reference", true, dir.display().to_string());
@@ -385,8 +385,12 @@ fn port_gguf(
             "reference",
             false,
             format!(
-                "candle llama: {} prefill + {} decode stages, greedy {:?}",
-                run.prefill_checkpoints, run.decode_checkpoints, run.generated_text
+                "candle llama: {} prefill + {} decode stages, greedy {:?}; chat template: {}",
+                run.prefill_checkpoints,
+                run.decode_checkpoints,
+                run.generated_text,
+                m2w_model::chat::ChatTemplate::of_model(model)
+                    .map_or("none".to_string(), |t| t.origin)
             ),
         );
     }

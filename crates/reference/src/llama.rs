@@ -63,6 +63,8 @@ pub struct Llama {
     pub token_types: Vec<i32>,
     /// `tokenizer.ggml.model`: "gpt2" (byte-level BPE) or "llama" (SentencePiece).
     pub tokenizer_model: String,
+    /// `tokenizer.ggml.pre`: the byte-level BPE's pre-tokenizer ("smollm", "qwen2"...).
+    pub tokenizer_pre: String,
     pub scores: Vec<f32>,
     pub unk: Option<u32>,
     pub add_space_prefix: bool,
@@ -173,6 +175,11 @@ impl Llama {
             .get("tokenizer.ggml.model")
             .and_then(|v| v.to_string().ok().cloned())
             .unwrap_or_else(|| "gpt2".into());
+        let tokenizer_pre = content
+            .metadata
+            .get("tokenizer.ggml.pre")
+            .and_then(|v| v.to_string().ok().cloned())
+            .unwrap_or_default();
         let unk = content
             .metadata
             .get("tokenizer.ggml.unknown_token_id")
@@ -194,6 +201,7 @@ impl Llama {
             merges,
             token_types,
             tokenizer_model,
+            tokenizer_pre,
             scores,
             unk,
             add_space_prefix,
@@ -540,6 +548,31 @@ impl GenerationJson {
     }
 }
 
+/// Conversations a chat template is rendered on: one turn, a system prompt, several turns,
+/// content as parts, whitespace the templates trim.
+pub fn chat_conversations() -> Vec<Vec<serde_json::Value>> {
+    use serde_json::json;
+    vec![
+        vec![json!({"role": "user", "content": "Hi"})],
+        vec![json!({"role": "user", "content": "  What is the capital of France?  \n"})],
+        vec![
+            json!({"role": "system", "content": "You are terse."}),
+            json!({"role": "user", "content": "Name a colour."}),
+        ],
+        vec![
+            json!({"role": "user", "content": "One"}),
+            json!({"role": "assistant", "content": "Two"}),
+            json!({"role": "user", "content": "Three"}),
+        ],
+        vec![
+            json!({"role": "system", "content": "Answer in French."}),
+            json!({"role": "user", "content": "Hello"}),
+            json!({"role": "assistant", "content": "Bonjour"}),
+            json!({"role": "user", "content": "Thanks\n"}),
+        ],
+    ]
+}
+
 /// Prefill + one decode step dumped under `out/prefill` and `out/decode`, plus a greedy
 /// continuation of `max_new` tokens in `out/generation.json`. Each pass runs twice and must
 /// give bit-identical stages.
@@ -615,6 +648,32 @@ pub fn reference(
         let cases = crate::tokenizer::cases_json(&tok, 300)?;
         let text = serde_json::to_string_pretty(&cases).expect("serialises") + "\n";
         std::fs::write(&p, text).map_err(|e| RefError::Io(p, e))?;
+        // The chat template (the model's, or the family's that m2w keeps) rendered by
+        // minijinja: the oracle of the package's TypeScript Jinja.
+        if let Some(template) = m2w_model::chat::ChatTemplate::of_model(&model) {
+            let text_of = |id: Option<u32>| {
+                id.and_then(|i| llama.tokens.get(i as usize))
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            let (bos, eos) = (text_of(llama.config.bos), text_of(llama.config.eos));
+            let mut cases = Vec::new();
+            for messages in chat_conversations() {
+                for generation_prompt in [true, false] {
+                    let text = template
+                        .render(&messages, generation_prompt, &bos, &eos)
+                        .map_err(RefError::Usage)?;
+                    cases.push(serde_json::json!({
+                        "messages": messages, "add_generation_prompt": generation_prompt,
+                        "bos_token": bos, "eos_token": eos, "text": text,
+                    }));
+                }
+            }
+            let doc = serde_json::json!({"origin": template.origin, "cases": cases});
+            let p = dir.join("chat-cases.json");
+            let text = serde_json::to_string_pretty(&doc).expect("serialises") + "\n";
+            std::fs::write(&p, text).map_err(|e| RefError::Io(p, e))?;
+        }
         run.write(dir)
     })?;
     Ok(run)

@@ -4,10 +4,15 @@
 //! scores. Control tokens (`token_type` 3, e.g. `<|im_start|>`) are special tokens, never
 //! split.
 
+use tokenizers::SplitDelimiterBehavior;
 use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+
+/// Qwen 2's pre-tokenizer split (its tokenizer.json; llama.cpp's "qwen2").
+pub const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 use tokenizers::{AddedToken, Tokenizer};
 
 use crate::RefError;
@@ -27,10 +32,12 @@ fn terr(e: impl std::fmt::Display) -> RefError {
 }
 
 impl GgufTokenizer {
+    /// A byte-level BPE; `pre` is `tokenizer.ggml.pre`, which names the pre-tokenizer.
     pub fn new(
         tokens: &[String],
         merges: &[String],
         token_types: &[i32],
+        pre: &str,
     ) -> Result<GgufTokenizer, RefError> {
         if tokens.is_empty() {
             return Err(RefError::Usage(
@@ -54,12 +61,33 @@ impl GgufTokenizer {
             .build()
             .map_err(terr)?;
         let mut inner = Tokenizer::new(bpe);
-        // The smollm/gpt2 pre-tokenizer: digits split one by one, then GPT-2's byte-level
-        // regex split, no prefix space.
-        inner.with_pre_tokenizer(Some(Sequence::new(vec![
-            Digits::new(true).into(),
-            ByteLevel::new(false, true, true).into(),
-        ])));
+        match pre {
+            // Qwen 2's split (as its tokenizer.json): contractions, letters with one leading
+            // non-letter, single digits, punctuation runs, newlines; then bytes, no regex.
+            "qwen2" => inner.with_pre_tokenizer(Some(Sequence::new(vec![
+                Split::new(
+                    SplitPattern::Regex(QWEN2_SPLIT.into()),
+                    SplitDelimiterBehavior::Isolated,
+                    false,
+                )
+                .map_err(terr)?
+                .into(),
+                ByteLevel::new(false, false, false).into(),
+            ]))),
+            // The smollm/gpt2 pre-tokenizer: digits split one by one, then GPT-2's
+            // byte-level regex split, no prefix space.
+            "smollm" | "gpt2" | "default" | "" => {
+                inner.with_pre_tokenizer(Some(Sequence::new(vec![
+                    Digits::new(true).into(),
+                    ByteLevel::new(false, true, true).into(),
+                ])))
+            }
+            other => {
+                return Err(RefError::Usage(format!(
+                    "tokenizer.ggml.pre {other:?}: m2w's byte-level BPE knows the smollm/gpt2 and qwen2 pre-tokenizers"
+                )));
+            }
+        };
         inner.with_decoder(Some(ByteLevel::new(false, true, true)));
         let specials: Vec<AddedToken> = tokens
             .iter()
@@ -76,7 +104,7 @@ impl GgufTokenizer {
     /// The tokenizer the GGUF's `tokenizer.ggml.model` names; any other model is refused.
     pub fn from_llama(m: &Llama) -> Result<GgufTokenizer, RefError> {
         match m.tokenizer_model.as_str() {
-            "gpt2" => Self::new(&m.tokens, &m.merges, &m.token_types),
+            "gpt2" => Self::new(&m.tokens, &m.merges, &m.token_types, &m.tokenizer_pre),
             "llama" => {
                 if m.tokens.is_empty() {
                     return Err(RefError::Usage(

@@ -87,6 +87,10 @@ pub struct Fixture {
     pub parts: Vec<Part>,
     #[serde(default)]
     pub file: Option<String>,
+    /// Too large for the default test run (a 1 GB model): fetched only when named, by the
+    /// ignored tests and the GPU benchmark that use it.
+    #[serde(default)]
+    pub heavy: bool,
     #[serde(rename = "use")]
     pub purpose: String,
 }

@@ -15,17 +15,19 @@ import * as fallbackDecodePlan from './decode_fallback.js';
 import { CONFIG } from './config.js';
 import { GPUBufferUsage, biggestBuffer, compilePipelines, encodeForward, isCpuAdapter, numel, preparePlan, readRanges, requestAdapter, requestDevice, submitChained } from './runtime.js';
 import type { PlanTables, PreparedPlan } from './runtime.js';
-import { BpeTokenizer } from './tokenizer.js';
-import type { TokenizerData } from './tokenizer.js';
+import { createTokenizer } from './tokenizer.js';
+import type { Tokenizer, TokenizerData } from './tokenizer.js';
+import { ChatTemplate } from './jinja.js';
 import type { GPUAny, LoadOptions } from './types.js';
 import { loadWeights } from './weights.js';
 
-export { BpeTokenizer } from './tokenizer.js';
+export { BpeTokenizer, SpmTokenizer, createTokenizer } from './tokenizer.js';
+export { ChatTemplate } from './jinja.js';
 export type { LoadOptions } from './types.js';
 
 export interface ChatMessage {
-  role: 'system' | 'user' | 'assistant';
-  content: string;
+  role: 'system' | 'user' | 'assistant' | string;
+  content: string | { type: string; text?: string }[];
 }
 
 export interface GenerateOptions {
@@ -74,7 +76,7 @@ export interface LlmLoadOptions extends LoadOptions {
 }
 
 export interface LLM {
-  readonly tokenizer: BpeTokenizer;
+  readonly tokenizer: Tokenizer;
   /** The decode kernels in use. */
   readonly kernels: 'gpu' | 'fallback';
   readonly contextLength: number;
@@ -149,8 +151,10 @@ export class Sampler {
   }
 }
 
-function chatml(messages: ChatMessage[]): string {
-  return messages.map((m) => `<|im_start|>${m.role}\n${m.content}<|im_end|>\n`).join('') + '<|im_start|>assistant\n';
+/** The conversation as the model reads it, through its own chat template. */
+export function renderChat(messages: ChatMessage[], addGenerationPrompt = true): string {
+  if (CONFIG.chatTemplate === null) throw new Error('this model has no chat template (none in the file, none kept by m2w for its family)');
+  return new ChatTemplate(CONFIG.chatTemplate).render({ messages, add_generation_prompt: addGenerationPrompt, bos_token: CONFIG.bosText, eos_token: CONFIG.eosText });
 }
 
 export async function loadLLM(baseUrl: string, options: LlmLoadOptions = {}): Promise<LLM> {
@@ -163,7 +167,7 @@ export async function loadLLM(baseUrl: string, options: LlmLoadOptions = {}): Pr
   const base = baseUrl.replace(/\/$/, '');
   const tokenizerResponse = await fetch(`${base}/tokenizer.json`);
   if (!tokenizerResponse.ok) throw new Error(`${base}/tokenizer.json: HTTP ${tokenizerResponse.status}`);
-  const tokenizer = new BpeTokenizer((await tokenizerResponse.json()) as TokenizerData);
+  const tokenizer = createTokenizer((await tokenizerResponse.json()) as TokenizerData);
   const { index, blob } = await loadWeights(baseUrl, options.onProgress);
 
   // Weights and caches: one buffer each, shared by both plans.
@@ -318,10 +322,11 @@ export async function loadLLM(baseUrl: string, options: LlmLoadOptions = {}): Pr
   const encodePrompt = (prompt: string | ChatMessage[], chat = false): number[] => {
     let text: string;
     if (typeof prompt !== 'string' || chat) {
-      if (CONFIG.chatFormat !== 'chatml') throw new Error('this model has no chat template m2w knows (ChatML)');
-      text = chatml(typeof prompt === 'string' ? [{ role: 'user', content: prompt }] : prompt);
+      text = renderChat(typeof prompt === 'string' ? [{ role: 'user', content: prompt }] : prompt);
     } else text = prompt;
-    return [...(CONFIG.addBos && CONFIG.bos !== null ? [CONFIG.bos] : []), ...tokenizer.encode(text)];
+    // A template that writes the BOS text itself already has it (as the native path).
+    const bosWritten = CONFIG.bosText !== '' && text.startsWith(CONFIG.bosText);
+    return [...(CONFIG.addBos && CONFIG.bos !== null && !bosWritten ? [CONFIG.bos] : []), ...tokenizer.encode(text)];
   };
 
   return {

@@ -24,12 +24,39 @@
 //   from_utf8_lossy does not do; decode keeps it.
 
 export interface TokenizerData {
+  /** `tokenizer.ggml.model`: "gpt2" (byte-level BPE, the default) or "llama" (SentencePiece). */
+  model?: string;
+  /** `tokenizer.ggml.pre`: the byte-level BPE's pre-tokenizer ("smollm" by default, "qwen2"). */
+  pre?: string;
   tokens: string[];
   merges: string[];
   types: number[];
+  /** SentencePiece: piece scores, the unknown token, whether a text starts with a space. */
+  scores?: number[];
+  unk?: number | null;
+  addSpacePrefix?: boolean;
+}
+
+/** What the package needs of a tokenizer, whichever kind the model has. */
+export interface Tokenizer {
+  encode(text: string): number[];
+  decode(ids: number[]): string;
+  tokenBytes(id: number): Uint8Array;
+}
+
+/** The tokenizer the model's data names. */
+export function createTokenizer(data: TokenizerData): Tokenizer {
+  if ((data.model ?? 'gpt2') === 'llama') return new SpmTokenizer(data);
+  return new BpeTokenizer(data);
 }
 
 const CONTROL = 3;
+
+// Qwen 2's pre-tokenizer (tokenizer.ggml.pre = "qwen2"): its tokenizer.json's Split regex,
+// Isolated, then ByteLevel without a regex. The case-insensitive contractions (?i:'s|...) are
+// spelled with character classes; \s and \S as \p{White_Space}, as above.
+const QWEN2_RE =
+  /'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD]|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\p{White_Space}\p{L}\p{N}]+[\r\n]*|\p{White_Space}*[\r\n]+|\p{White_Space}+(?!\P{White_Space})|\p{White_Space}+/gu;
 
 // Pre-tokenizer: Digits(individual_digits=true) + the GPT-2 ByteLevel regex, in one pattern.
 const PIECE_RE =
@@ -60,12 +87,14 @@ export class BpeTokenizer {
   private readonly special: RegExp | null;
   private readonly specialIds = new Map<string, number>();
   private readonly cache = new Map<string, number[]>();
+  private readonly pieces: RegExp;
   private readonly bytesCache: (Uint8Array | undefined)[];
   private readonly decoder = new TextDecoder('utf-8', { fatal: false, ignoreBOM: true });
 
   constructor(data: TokenizerData) {
     this.tokens = data.tokens;
     this.types = data.types;
+    this.pieces = data.pre === 'qwen2' ? QWEN2_RE : PIECE_RE;
     this.bytesCache = new Array(data.tokens.length);
     const vocab = new Map<string, number>();
     data.tokens.forEach((t, i) => vocab.set(t, i));
@@ -167,7 +196,7 @@ export class BpeTokenizer {
   }
 
   private encodeText(text: string, ids: number[]): void {
-    for (const m of text.matchAll(PIECE_RE)) {
+    for (const m of text.matchAll(this.pieces)) {
       const piece = m[0];
       let word = this.cache.get(piece);
       if (word === undefined) {
@@ -267,5 +296,182 @@ export class BpeTokenizer {
     const out: number[] = [];
     for (let i = 0; i >= 0; i = next[i]) out.push(sym[i]);
     return out;
+  }
+}
+
+const NORMAL = 1;
+const USER_DEFINED = 4;
+const UNUSED = 5;
+const BYTE = 6;
+const SPACE = '\u2581';
+
+function escapeRe(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\\/]/g, '\\$&');
+}
+
+// SentencePiece-style tokenizer (tokenizer.ggml.model = "llama": Llama 2, Gemma), written to
+// give exactly the ids of m2w's Rust reference (crates/reference/src/spm.rs), which is checked
+// against SentencePiece itself:
+//   control tokens (type 3) in the text are tokens, leftmost-longest; the text between them is
+//   encoded on its own: spaces become U+2581 (and a text starts with one if addSpacePrefix),
+//   user-defined pieces (type 4) are taken whole (longest first), the rest starts as single
+//   code points; adjacent symbols merge while their concatenation is a normal, user-defined or
+//   unused piece, best score first, leftmost on ties; what is no piece falls back to its UTF-8
+//   bytes (<0xAB> pieces), else to the unknown token.
+export class SpmTokenizer {
+  private readonly tokens: string[];
+  private readonly types: number[];
+  private readonly mergeable = new Map<string, { id: number; score: number }>();
+  private readonly userDefined: string[] = [];
+  private readonly byteIds = new Int32Array(256).fill(-1);
+  private readonly unk: number;
+  private readonly addSpacePrefix: boolean;
+  private readonly special: RegExp | null;
+  private readonly specialIds = new Map<string, number>();
+  private readonly decoder = new TextDecoder('utf-8', { fatal: false, ignoreBOM: true });
+
+  constructor(data: TokenizerData) {
+    this.tokens = data.tokens;
+    this.types = data.types;
+    this.unk = data.unk ?? -1;
+    this.addSpacePrefix = data.addSpacePrefix ?? true;
+    const scores = data.scores ?? [];
+    const specials: string[] = [];
+    data.tokens.forEach((t, i) => {
+      const ty = data.types[i] ?? NORMAL;
+      if (ty === CONTROL) {
+        if (t.length > 0 && !this.specialIds.has(t)) {
+          this.specialIds.set(t, i);
+          specials.push(t);
+        }
+      } else if (ty === BYTE) {
+        const m = /^<0x([0-9A-Fa-f]{2})>$/.exec(t);
+        if (m) this.byteIds[parseInt(m[1], 16)] = i;
+      } else {
+        if (ty === USER_DEFINED && t.length > 0) this.userDefined.push(t);
+        if ((ty === NORMAL || ty === USER_DEFINED || ty === UNUSED) && !this.mergeable.has(t)) {
+          this.mergeable.set(t, { id: i, score: scores[i] ?? 0 });
+        }
+      }
+    });
+    this.userDefined.sort((a, b) => utf8.encode(b).length - utf8.encode(a).length);
+    specials.sort((x, y) => y.length - x.length);
+    this.special = specials.length ? new RegExp(specials.map(escapeRe).join('|'), 'g') : null;
+  }
+
+  encode(text: string): number[] {
+    const ids: number[] = [];
+    let last = 0;
+    let first = true;
+    if (this.special) {
+      for (const m of text.matchAll(this.special)) {
+        const at = m.index ?? 0;
+        if (at > last) this.encodeSegment(text.slice(last, at), first, ids);
+        ids.push(this.specialIds.get(m[0]) as number);
+        first = false;
+        last = at + m[0].length;
+      }
+    }
+    if (last < text.length) this.encodeSegment(text.slice(last), first, ids);
+    return ids;
+  }
+
+  private encodeSegment(text: string, first: boolean, ids: number[]): void {
+    const normalized = (this.addSpacePrefix && first ? SPACE : '') + text.replaceAll(' ', SPACE);
+    const sym: string[] = [];
+    for (let at = 0; at < normalized.length; ) {
+      const tail = normalized.slice(at);
+      const user = this.userDefined.find((u) => tail.startsWith(u));
+      const piece = user ?? String.fromCodePoint(tail.codePointAt(0) as number);
+      sym.push(piece);
+      at += piece.length;
+    }
+    const n = sym.length;
+    const next = Int32Array.from({ length: n }, (_, i) => i + 1);
+    const prev = Int32Array.from({ length: n }, (_, i) => i - 1);
+    // Max-heap of candidate merges keyed (score desc, left asc); `len` spots stale entries.
+    type Cand = { score: number; left: number; len: number };
+    const heap: Cand[] = [];
+    const better = (a: Cand, b: Cand) => a.score > b.score || (a.score === b.score && a.left < b.left);
+    const push = (c: Cand) => {
+      heap.push(c);
+      for (let i = heap.length - 1; i > 0; ) {
+        const p = (i - 1) >> 1;
+        if (!better(heap[i], heap[p])) break;
+        [heap[i], heap[p]] = [heap[p], heap[i]];
+        i = p;
+      }
+    };
+    const pop = (): Cand => {
+      const top = heap[0];
+      const end = heap.pop() as Cand;
+      if (heap.length > 0) {
+        heap[0] = end;
+        for (let i = 0; ; ) {
+          const l = 2 * i + 1;
+          const r = l + 1;
+          let m = i;
+          if (l < heap.length && better(heap[l], heap[m])) m = l;
+          if (r < heap.length && better(heap[r], heap[m])) m = r;
+          if (m === i) break;
+          [heap[i], heap[m]] = [heap[m], heap[i]];
+          i = m;
+        }
+      }
+      return top;
+    };
+    const candidate = (l: number, r: number) => {
+      const joined = sym[l] + sym[r];
+      const hit = this.mergeable.get(joined);
+      if (hit) push({ score: hit.score, left: l, len: joined.length });
+    };
+    for (let i = 0; i + 1 < n; i++) candidate(i, i + 1);
+    while (heap.length > 0) {
+      const c = pop();
+      const l = c.left;
+      const r = next[l];
+      if (sym[l].length === 0 || r >= n || sym[l].length + sym[r].length !== c.len) continue;
+      sym[l] += sym[r];
+      sym[r] = '';
+      next[l] = next[r];
+      if (next[l] < n) prev[next[l]] = l;
+      if (prev[l] >= 0) candidate(prev[l], l);
+      if (next[l] < n) candidate(l, next[l]);
+    }
+    for (let i = 0; i < n; i = next[i]) {
+      const hit = this.mergeable.get(sym[i]);
+      if (hit) {
+        ids.push(hit.id);
+        continue;
+      }
+      for (const b of utf8.encode(sym[i])) {
+        if (this.byteIds[b] >= 0) ids.push(this.byteIds[b]);
+        else {
+          if (this.unk >= 0) ids.push(this.unk);
+          break;
+        }
+      }
+    }
+  }
+
+  decode(ids: number[]): string {
+    const parts: number[] = [];
+    for (const id of ids) {
+      if (!Number.isInteger(id) || id < 0 || id >= this.tokens.length) continue;
+      for (const b of this.tokenBytes(id)) parts.push(b);
+    }
+    const text = this.decoder.decode(Uint8Array.from(parts));
+    return this.addSpacePrefix && text.startsWith(' ') ? text.slice(1) : text;
+  }
+
+  /** Bytes of one token (for streaming text that splits a UTF-8 character across tokens). */
+  tokenBytes(id: number): Uint8Array {
+    const tok = this.tokens[id];
+    if (tok === undefined) return new Uint8Array(0);
+    if (this.types[id] === BYTE) {
+      const m = /^<0x([0-9A-Fa-f]{2})>$/.exec(tok);
+      if (m) return Uint8Array.of(parseInt(m[1], 16));
+    }
+    return utf8.encode(tok.replaceAll(SPACE, ' '));
   }
 }

@@ -1,8 +1,10 @@
 // @ts-nocheck -- run by node after `tsc --noCheck`; the package itself is strictly typed.
 //
 // Proof for {{NAME}} (a GGUF decoder): (1) the package's TypeScript tokenizer, run in node,
-// gives the ids the `tokenizers` crate gave for every text of the port's
-// reference/tokenizer-cases.json and decodes them back; (2) in headless Chromium (WebGPU) the
+// gives the ids the reference's tokenizer gave (the `tokenizers` crate for byte-level BPE,
+// m2w's SentencePiece, checked against SentencePiece, for "llama" vocabularies) for every text
+// of the port's reference/tokenizer-cases.json and decodes them back, and its Jinja renders the
+// chat template as minijinja does (reference/chat-cases.json); (2) in headless Chromium (WebGPU) the
 // package encodes the reference prompt to the same ids and its greedy continuation is the
 // candle reference's token for token (reference/generation.json); (3) the chat page answers
 // and is screenshotted.
@@ -16,8 +18,11 @@ const [pkgDir, refDir, shot] = process.argv.slice(2);
 let failed = 0;
 
 // (1) Tokenizer, in node: no GPU needed.
-const { BpeTokenizer } = await import(pathToFileURL(path.join(pkgDir, 'dist', 'tokenizer.js')).href);
-const tokenizer = new BpeTokenizer(JSON.parse(fs.readFileSync(path.join(pkgDir, 'weights', 'tokenizer.json'), 'utf8')));
+const { createTokenizer } = await import(pathToFileURL(path.join(pkgDir, 'dist', 'tokenizer.js')).href);
+const tokenizerData = JSON.parse(fs.readFileSync(path.join(pkgDir, 'weights', 'tokenizer.json'), 'utf8'));
+const tokenizer = createTokenizer(tokenizerData);
+// SentencePiece writes spaces as U+2581: a literal U+2581 in a text decodes as a space.
+const decodedForm = (text) => (tokenizerData.model === 'llama' ? text.replaceAll('\u2581', ' ') : text);
 const cases = JSON.parse(fs.readFileSync(path.join(refDir, 'tokenizer-cases.json'), 'utf8'));
 let encoded = 0;
 let decoded = 0;
@@ -28,13 +33,33 @@ for (const c of cases) {
     failed++;
     console.log(`tokenizer: ${JSON.stringify(c.text)}\n  ours   ${JSON.stringify(got)}\n  crate  ${JSON.stringify(c.ids)}`);
   }
-  if (tokenizer.decode(c.ids) === c.text) decoded++;
+  if (tokenizer.decode(c.ids) === decodedForm(c.text)) decoded++;
   else {
     failed++;
     console.log(`tokenizer: decode of ${JSON.stringify(c.text)} gave ${JSON.stringify(tokenizer.decode(c.ids))}`);
   }
 }
-console.log(`tokenizer: ${encoded}/${cases.length} texts encode to the tokenizers crate's ids, ${decoded}/${cases.length} decode back`);
+console.log(`tokenizer: ${encoded}/${cases.length} texts encode to the reference's ids (tokenizers crate / m2w's SentencePiece), ${decoded}/${cases.length} decode back`);
+
+// The chat template, in node: the package's Jinja against minijinja's rendering (which m2w
+// checks against jinja2) of the same template on the port's conversations.
+const chatCases = path.join(refDir, 'chat-cases.json');
+if (fs.existsSync(chatCases)) {
+  const { ChatTemplate } = await import(pathToFileURL(path.join(pkgDir, 'dist', 'jinja.js')).href);
+  const { CONFIG } = await import(pathToFileURL(path.join(pkgDir, 'dist', 'config.js')).href);
+  const doc = JSON.parse(fs.readFileSync(chatCases, 'utf8'));
+  const template = new ChatTemplate(CONFIG.chatTemplate);
+  let same = 0;
+  for (const c of doc.cases) {
+    const got = template.render({ messages: c.messages, add_generation_prompt: c.add_generation_prompt, bos_token: c.bos_token, eos_token: c.eos_token });
+    if (got === c.text) same++;
+    else {
+      failed++;
+      console.log(`chat template: ${JSON.stringify(c.messages)}\n  ours       ${JSON.stringify(got)}\n  minijinja  ${JSON.stringify(c.text)}`);
+    }
+  }
+  console.log(`chat template (${doc.origin}): ${same}/${doc.cases.length} conversations render as minijinja does`);
+} else console.log('chat template: none (the model has none and m2w keeps none for its family)');
 
 // The sampler, in node, against the native one: `cargo xtask package-test` writes draws of
 // m2w's Rust sampler on synthetic logits to build-tests/sampler-cases.json.
