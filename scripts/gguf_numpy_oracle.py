@@ -19,7 +19,7 @@ writes into DIR:
   ../templates/chat/*.jinja.
 
 The forward pass reads the family from general.architecture and does what the published
-model does: llama (adjacent-pair RoPE), qwen2 (q/k/v biases, NEOX RoPE), qwen3 (QK-norm),
+model does: llama (adjacent-pair RoPE; Llama 3.x's rope_freqs factors when present), qwen2 (q/k/v biases, NEOX RoPE), qwen3 (QK-norm),
 gemma3 (embedding times sqrt(width), QK-norm, post-attention and post-FFN norms, GELU-tanh
 gate, every sixth layer global and the others within attention.sliding_window with RoPE
 base 10000, queries scaled by head_dim^-0.5).
@@ -61,11 +61,13 @@ def rms(x, w, eps):
     return (x / np.sqrt((x * x).mean(-1, keepdims=True) + np.float32(eps))) * w
 
 
-def rope(x, pos, base, dims, neox):
-    # x: [T, H, hd]
+def rope(x, pos, base, dims, neox, freqs=None):
+    # x: [T, H, hd]; freqs: Llama 3.x's per-pair factors (rope_freqs.weight) or None
     half = dims // 2
     i = np.arange(half, dtype=np.float32)
     inv = np.power(np.float32(base), -2.0 * i / np.float32(dims)).astype(np.float32)
+    if freqs is not None:
+        inv = inv / freqs.reshape(-1)[:half]
     ang = pos[:, None].astype(np.float32) * inv[None, :]
     c, s = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
     y = x.copy()
@@ -117,6 +119,7 @@ class Model:
                 "ffn_norm.weight", "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight",
                 "post_ffw_norm.weight"]})
         self.out_norm = self.w("output_norm.weight")
+        self.freqs = self.w("rope_freqs.weight") if self.w.has("rope_freqs.weight") else None
         self.tokens = field(r, "tokenizer.ggml.tokens")
         self.scores = field(r, "tokenizer.ggml.scores")
         self.types = field(r, "tokenizer.ggml.token_type")
@@ -144,8 +147,8 @@ class Model:
             if b["attn_q_norm.weight"] is not None:
                 q = rms(q, b["attn_q_norm.weight"], self.eps)
                 k = rms(k, b["attn_k_norm.weight"], self.eps)
-            q = rope(q, pos, self.layer_base[l], self.rope_dims, self.neox)
-            k = rope(k, pos, self.layer_base[l], self.rope_dims, self.neox)
+            q = rope(q, pos, self.layer_base[l], self.rope_dims, self.neox, self.freqs)
+            k = rope(k, pos, self.layer_base[l], self.rope_dims, self.neox, self.freqs)
             mask = pos[None, :] > pos[:, None]
             if self.window[l]:
                 mask |= pos[None, :] <= pos[:, None] - self.window[l]

@@ -233,7 +233,8 @@ pub(crate) enum Command {
         model: PathBuf,
         #[arg(long)]
         prompt: String,
-        /// Wrap the prompt in the model's chat format (ChatML models).
+        /// Render the prompt as one user turn through the model's chat template (its own, or
+        /// the one m2w keeps for its family).
         #[arg(long)]
         chat: bool,
         #[arg(long, default_value_t = 64)]

@@ -789,3 +789,60 @@ fn kokoro_speaks_three_phoneme_strings_from_one_plan() {
         println!("{line}");
     }
 }
+
+/// Qwen2.5-Coder-1.5B-Instruct Q4_K_M (qwen2: q/k/v biases, NEOX RoPE, Q4_K and Q6_K blocks,
+/// a 151936-row Q6_K LM head kept as row slices, byte-level BPE with the qwen2
+/// pre-tokenizer, the file's ChatML template): `port` passes every prefill and decode stage
+/// against candle and 32 greedy tokens, and `generate --chat` answers through the template.
+#[test]
+#[ignore = "heavy (a 1.1 GB model, several minutes on lavapipe): cargo xtask test -- --ignored qwen"]
+fn qwen2_5_coder_q4_k_m_ports_every_stage() {
+    let model = m2w_setup::fixture("qwen2.5-coder-1.5b-q4_k_m").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = xtask()
+        .arg("port")
+        .arg(&model)
+        .arg("--out")
+        .arg(dir.path().join("port"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let validate = stdout.lines().find(|l| l.starts_with("[5/5]")).unwrap();
+    assert!(
+        validate.contains(" 0 failed") && validate.contains("greedy 32 tokens identical"),
+        "{validate}"
+    );
+    let reference = stdout.lines().find(|l| l.starts_with("[3/5]")).unwrap();
+    assert!(
+        reference.contains("chat template: the model's tokenizer.chat_template"),
+        "{reference}"
+    );
+    println!("{reference}\n{validate}");
+    let out = xtask()
+        .args(["generate"])
+        .arg(&model)
+        .args([
+            "--prompt",
+            "Write a Python function that adds two numbers.",
+            "--chat",
+            "--max-new",
+            "24",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("def "), "{text}");
+    println!("{text}");
+}

@@ -200,3 +200,34 @@ fn gemma3_prefill_decode_and_greedy_match_candle() {
     let got = dec.greedy(&run.prompt_ids, 24, None).unwrap();
     assert_eq!(got, want, "greedy tokens differ from candle's");
 }
+
+/// What m2w cannot run is known from the metadata and tensor list, before extract: every
+/// reason at once (here an unknown architecture, a block type no kernel reads, and an unknown
+/// pre-tokenizer), and nothing for a file it runs.
+#[test]
+fn gguf_precheck_names_every_reason_before_any_weight_is_read() {
+    let mut model = m2w_model::Model::open(&smollm2()).unwrap();
+    assert_eq!(m2w_engine::llama::precheck(&model), Ok(()));
+    let q = model
+        .tensors
+        .iter_mut()
+        .find(|t| t.name == "blk.3.ffn_down.weight")
+        .unwrap();
+    q.dtype = m2w_model::DType::Q2K;
+    model.metadata.insert(
+        "tokenizer.ggml.pre".into(),
+        serde_json::json!("deepseek-llm"),
+    );
+    let e = m2w_engine::llama::precheck(&model).unwrap_err();
+    for want in ["q2_k", "blk.3.ffn_down.weight", "deepseek-llm"] {
+        assert!(e.contains(want), "{want} not in {e}");
+    }
+    model
+        .metadata
+        .insert("general.architecture".into(), serde_json::json!("granite"));
+    let e = m2w_engine::llama::precheck(&model).unwrap_err();
+    assert!(
+        e.contains("\"granite\" is not one m2w runs") && e.contains("deepseek-llm"),
+        "{e}"
+    );
+}

@@ -339,6 +339,15 @@ pub fn inspect_model(model: &Model) -> Result<ModelReport, InputError> {
     tied.sort();
 
     let gguf = (model.format == Format::Gguf).then(|| gguf_summary(model));
+    if gguf.is_some() {
+        // The engine's verdict from the metadata and tensor list, as `port` checks it.
+        notes.push(match m2w_engine::llama::precheck(model) {
+            Ok(()) => {
+                "WebGPU: m2w runs this decoder (family, block types and tokenizer known)".into()
+            }
+            Err(e) => format!("WebGPU: {e}"),
+        });
+    }
     if let Some(g) = &gguf
         && g.tied_embedding_head
     {

@@ -5,9 +5,10 @@
 //! One builder serves every family: a family is data ([`Family`]: RoPE pairing, the FFN
 //! activation, embedding scale, sliding-window pattern), and the features a file carries
 //! are read from its tensors (QK-norm, post-attention / post-FFN norms, q/k/v biases).
-//! Anything that changes the math and is not implemented (granite's multipliers, RoPE
-//! scaling, per-dimension RoPE frequencies, logit soft-capping) is refused here with one
-//! error naming every such feature, never ignored.
+//! Llama 3.x's per-dimension RoPE frequencies come as the `rope_freqs.weight` tensor. Anything
+//! that changes the math and is not implemented (granite's multipliers, RoPE scaling types,
+//! logit soft-capping) is refused here with one error naming every such feature, never
+//! ignored.
 
 use std::collections::BTreeMap;
 
@@ -80,6 +81,9 @@ pub struct LlamaConfig {
     pub rope_base: f32,
     pub rope_dim: usize,
     pub rope_neox: bool,
+    /// `rope_freqs.weight` ([rope_dim / 2] f32, Llama 3.x): pair i turns by
+    /// pos * base^(-2i/rope_dim) / rope_freqs[i].
+    pub rope_freqs: bool,
     /// RMS norm epsilon (GGUF stores it as f32).
     pub eps: f32,
     pub activation: Activation,
@@ -166,9 +170,6 @@ impl LlamaConfig {
         {
             unsupported.push(format!("rope.scaling.type {t:?}"));
         }
-        if tensor("rope_freqs.weight").is_some() {
-            unsupported.push("rope_freqs.weight (per-dimension RoPE frequencies)".into());
-        }
         for k in ["final_logit_softcapping", "attn_logit_softcapping"] {
             if md(&format!("{arch}.{k}")).is_some_and(|v| v != 0.0) {
                 unsupported.push(format!("{k} (logit soft-capping)"));
@@ -209,6 +210,21 @@ impl LlamaConfig {
         if some("attn_output.bias") || some("ffn_up.bias") {
             unsupported.push("output or FFN projection biases".into());
         }
+        let rope_dim = md(&format!("{arch}.rope.dimension_count"))
+            .map(|v| v as usize)
+            .unwrap_or(head_dim);
+        let rope_freqs = match tensor("rope_freqs.weight") {
+            None => false,
+            Some(t) if t.shape.iter().product::<u64>() as usize == rope_dim / 2 => true,
+            Some(t) => {
+                unsupported.push(format!(
+                    "rope_freqs.weight of shape {:?} (expected {} values: one per RoPE pair)",
+                    t.shape,
+                    rope_dim / 2
+                ));
+                false
+            }
+        };
         if !unsupported.is_empty() {
             return Err(format!("not supported yet: {}", unsupported.join("; ")));
         }
@@ -245,10 +261,9 @@ impl LlamaConfig {
             ffn: need("feed_forward_length")? as usize,
             vocab: emb.shape[0] as usize,
             rope_base,
-            rope_dim: md(&format!("{arch}.rope.dimension_count"))
-                .map(|v| v as usize)
-                .unwrap_or(head_dim),
+            rope_dim,
             rope_neox: fam.rope_neox,
+            rope_freqs,
             eps: md(&format!("{arch}.attention.layer_norm_rms_epsilon")).unwrap_or(1e-5) as f32,
             activation: fam.activation,
             embed_scale: if fam.embed_scale {
@@ -329,7 +344,7 @@ mod tests {
     }
 
     #[test]
-    fn rope_scaling_rope_freqs_and_key_length_are_refused_together() {
+    fn rope_scaling_misshapen_rope_freqs_and_key_length_are_refused_together() {
         let (mut md, mut tensors) = smollm_like("llama");
         md.insert("llama.rope.scaling.type".into(), json!("linear"));
         md.insert("llama.attention.key_length".into(), json!(40));
@@ -341,7 +356,7 @@ mod tests {
         for want in [
             "head dimension 40",
             "rope.scaling.type \"linear\"",
-            "rope_freqs.weight",
+            "rope_freqs.weight of shape",
         ] {
             assert!(e.contains(want), "{want} not in {e}");
         }

@@ -154,6 +154,11 @@ pub fn port(
         }
     }
 
+    if model.format == m2w_model::Format::Gguf {
+        m2w_engine::llama::precheck(&model)
+            .map_err(|e| PortError::Input(format!("{}: {e}", model_path.display())))?;
+    }
+
     let dir = layout.weights();
     let st = stamp(&sha, "extract f32");
     if fresh(&dir, &st) {

@@ -57,6 +57,8 @@ pub struct Llama {
     output_norm: Tensor,
     /// [vocab, dim]; the embedding itself when tied.
     lm_head: Tensor,
+    /// Llama 3.x's per-pair RoPE frequency factors (`rope_freqs.weight`).
+    rope_freqs: Option<Vec<f32>>,
     pub tied_head: bool,
     pub tokens: Vec<String>,
     pub merges: Vec<String>,
@@ -152,6 +154,16 @@ impl Llama {
             });
         }
         let output_norm = get("output_norm.weight")?;
+        let rope_freqs = if config.rope_freqs {
+            Some(
+                get("rope_freqs.weight")?
+                    .flatten_all()
+                    .and_then(|t| t.to_vec1::<f32>())
+                    .map_err(cerr)?,
+            )
+        } else {
+            None
+        };
         let (lm_head, tied_head) = if content.tensor_infos.contains_key("output.weight") {
             (get("output.weight")?, false)
         } else {
@@ -196,6 +208,7 @@ impl Llama {
             layers: ls,
             output_norm,
             lm_head,
+            rope_freqs,
             tied_head,
             tokens,
             merges,
@@ -223,8 +236,9 @@ impl Llama {
     }
 
     /// RoPE: pair i of the first `rope_dim` dims of each head is rotated by
-    /// pos * base^(-2i/rope_dim); the pair is dims (2i, 2i+1) in ggml's "normal" mode and
-    /// (i, i + rope_dim/2) in its NEOX mode. `x`: [T, heads * head_dim].
+    /// pos * base^(-2i/rope_dim) (divided by `rope_freqs[i]` when the file has them, Llama 3.x);
+    /// the pair is dims (2i, 2i+1) in ggml's "normal" mode and (i, i + rope_dim/2) in its NEOX
+    /// mode. `x`: [T, heads * head_dim].
     fn rope(
         &self,
         x: &Tensor,
@@ -241,7 +255,10 @@ impl Llama {
             for h in 0..heads {
                 let base = h * c.head_dim;
                 for i in 0..half {
-                    let theta = pos * rope_base.powf(-2.0 * i as f32 / c.rope_dim as f32);
+                    let mut theta = pos * rope_base.powf(-2.0 * i as f32 / c.rope_dim as f32);
+                    if let Some(f) = &self.rope_freqs {
+                        theta /= f[i];
+                    }
                     let (s, co) = theta.sin_cos();
                     let (i0, i1) = if c.rope_neox {
                         (base + i, base + i + half)

@@ -24,7 +24,7 @@ pub struct GgufTokenizer {
 
 enum Inner {
     Bpe(Box<Tokenizer>),
-    Spm(crate::spm::Spm),
+    Spm(Box<crate::spm::Spm>),
 }
 
 fn terr(e: impl std::fmt::Display) -> RefError {
@@ -112,13 +112,13 @@ impl GgufTokenizer {
                     ));
                 }
                 Ok(GgufTokenizer {
-                    inner: Inner::Spm(crate::spm::Spm::new(
+                    inner: Inner::Spm(Box::new(crate::spm::Spm::new(
                         &m.tokens,
                         &m.scores,
                         &m.token_types,
                         m.unk,
                         m.add_space_prefix,
-                    )),
+                    ))),
                 })
             }
             other => Err(RefError::Usage(format!(

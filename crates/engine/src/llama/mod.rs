@@ -30,6 +30,75 @@ pub fn config(model: &Model) -> Result<Config, String> {
     Config::from_model(model)
 }
 
+/// Whether m2w runs this GGUF decoder, from its metadata and tensor list alone (no weight
+/// is read): the family and its features, every projection weight's block type, the norms
+/// the features need, and the tokenizer kind. The error lists every reason; `port` calls
+/// this before extract, `inspect` prints it.
+pub fn precheck(model: &Model) -> Result<(), String> {
+    let mut reasons = Vec::new();
+    let c = match config(model) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            reasons.push(e);
+            None
+        }
+    };
+    let tensor = |n: &str| model.tensors.iter().find(|t| t.name == n);
+    if let Some(c) = &c {
+        let mut names = vec!["token_embd.weight".to_string()];
+        if tensor("output.weight").is_some() {
+            names.push("output.weight".into());
+        }
+        for l in 0..c.layers {
+            for w in [
+                "attn_q",
+                "attn_k",
+                "attn_v",
+                "attn_output",
+                "ffn_gate",
+                "ffn_up",
+                "ffn_down",
+            ] {
+                names.push(format!("blk.{l}.{w}.weight"));
+            }
+        }
+        let mut by_type: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for n in &names {
+            match tensor(n) {
+                None => by_type.entry("absent".into()).or_default().push(n.clone()),
+                Some(t) if m2w_extract::BlockKind::of(t.dtype).is_none() => {
+                    by_type.entry(t.dtype.name()).or_default().push(n.clone())
+                }
+                Some(_) => {}
+            }
+        }
+        for (ty, list) in by_type {
+            let shown: Vec<&str> = list.iter().take(3).map(String::as_str).collect();
+            reasons.push(format!(
+                "{} projection weight(s) {ty} ({}{}): the kernels read q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k",
+                list.len(),
+                shown.join(", "),
+                if list.len() > 3 { ", ..." } else { "" }
+            ));
+        }
+    }
+    let md = |k: &str| model.metadata.get(k).and_then(|v| v.as_str()).unwrap_or("");
+    match (md("tokenizer.ggml.model"), md("tokenizer.ggml.pre")) {
+        ("llama", _) | ("gpt2", "" | "default" | "gpt2" | "smollm" | "qwen2") => {}
+        (m, p) => reasons.push(format!(
+            "tokenizer {m:?} (pre {p:?}): m2w reads SentencePiece (\"llama\") and byte-level BPE (\"gpt2\" with the gpt2/smollm or qwen2 pre-tokenizer)"
+        )),
+    }
+    if reasons.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "m2w cannot run this GGUF decoder yet: {}",
+            reasons.join("; ")
+        ))
+    }
+}
+
 /// The largest top-k the plans select on the GPU (larger k reads the whole logits row).
 pub const MAX_TOP_K: usize = 64;
 

@@ -216,6 +216,11 @@ pub fn build_with(
                 &p("k_rope"),
                 &p("k_cache"),
                 &p("v_cache"),
+                if c.rope_freqs {
+                    "rope_freqs.weight"
+                } else {
+                    ""
+                },
             ],
             params::RopeQkvCache {
                 t: t as u32,
@@ -227,6 +232,7 @@ pub fn build_with(
                 ctx: ctx as u32,
                 base: c.layer_rope_base[l],
                 neox: c.rope_neox as u32,
+                has_freqs: c.rope_freqs as u32,
             }
             .words(),
             groups_1d(t * (c.heads + c.kv_heads) * hd / 2, 64),

@@ -240,3 +240,135 @@ fn every_block_kind_runs_on_every_kernel_family() {
         }
     }
 }
+
+/// RoPE + cache append in both pairings (ggml's normal and NEOX), with and without Llama
+/// 3.x's per-pair frequency factors, on a partial rotary dimension, against the CPU formula.
+#[test]
+fn rope_pairs_frequency_factors_and_cache_slots() {
+    let gpu = Gpu::new().unwrap();
+    let (t, heads, kv, hd, rope_dim, start, ctx) =
+        (2usize, 2usize, 1usize, 16usize, 12usize, 3usize, 8usize);
+    let base = 500000.0f32;
+    let mut rng = Lcg(3);
+    for neox in [false, true] {
+        for with_freqs in [false, true] {
+            let mut b = builder();
+            let q: Vec<f32> = (0..t * heads * hd).map(|_| rng.f()).collect();
+            let k: Vec<f32> = (0..t * kv * hd).map(|_| rng.f()).collect();
+            let v: Vec<f32> = (0..t * kv * hd).map(|_| rng.f()).collect();
+            let freqs: Vec<f32> = (0..rope_dim / 2).map(|i| 1.0 + i as f32 * 0.75).collect();
+            for (name, n) in [("q", heads * hd), ("k", kv * hd), ("v", kv * hd)] {
+                b.tensor(name, vec![t, n], DT::F32);
+                b.plan.inputs.push(name.into());
+            }
+            b.tensor("freqs", vec![rope_dim / 2], DT::F32);
+            b.plan.constants.insert(
+                "freqs".into(),
+                HostTensor::f32(vec![rope_dim / 2], freqs.clone()),
+            );
+            b.tensor("q_rope", vec![t, heads * hd], DT::F32);
+            b.tensor("k_rope", vec![t, kv * hd], DT::F32);
+            b.tensor("k_cache", vec![kv, ctx, hd], DT::F32);
+            b.tensor("v_cache", vec![kv, ctx, hd], DT::F32);
+            b.dispatch(
+                "q_rope",
+                "RoPE",
+                m2w_kernels::Kernel::RopeQkvCacheF32,
+                vec![
+                    "q",
+                    "k",
+                    "v",
+                    "q_rope",
+                    "k_rope",
+                    "k_cache",
+                    "v_cache",
+                    if with_freqs { "freqs" } else { "" },
+                ],
+                m2w_kernels::params::RopeQkvCache {
+                    t: t as u32,
+                    heads: heads as u32,
+                    kv_heads: kv as u32,
+                    head_dim: hd as u32,
+                    rope_dim: rope_dim as u32,
+                    start: start as u32,
+                    ctx: ctx as u32,
+                    base,
+                    neox: neox as u32,
+                    has_freqs: with_freqs as u32,
+                }
+                .words(),
+                groups_1d(t * (heads + kv) * hd / 2, 64),
+            );
+            let mut plan = b.plan;
+            plan.outputs = vec![
+                "q_rope".into(),
+                "k_rope".into(),
+                "k_cache".into(),
+                "v_cache".into(),
+            ];
+            plan.assign_buffers(false);
+            let runner = Runner::new(&gpu, plan).unwrap();
+            let feed = HashMap::from([
+                (
+                    "q".to_string(),
+                    HostTensor::f32(vec![t, heads * hd], q.clone()),
+                ),
+                (
+                    "k".to_string(),
+                    HostTensor::f32(vec![t, kv * hd], k.clone()),
+                ),
+                (
+                    "v".to_string(),
+                    HostTensor::f32(vec![t, kv * hd], v.clone()),
+                ),
+            ]);
+            let names: Vec<String> = ["q_rope", "k_rope", "k_cache", "v_cache"]
+                .map(String::from)
+                .into();
+            let out = runner.run(&feed, &names).unwrap();
+            let f = |s: &str| -> Vec<f32> { out[s].as_f64().iter().map(|&v| v as f32).collect() };
+            let rotate = |x: &[f32], n_heads: usize| -> Vec<f32> {
+                let mut y = x.to_vec();
+                for tt in 0..t {
+                    for h in 0..n_heads {
+                        let at = (tt * n_heads + h) * hd;
+                        for i in 0..rope_dim / 2 {
+                            let mut theta =
+                                (start + tt) as f32 * base.powf(-2.0 * i as f32 / rope_dim as f32);
+                            if with_freqs {
+                                theta /= freqs[i];
+                            }
+                            let (i0, i1) = if neox {
+                                (i, i + rope_dim / 2)
+                            } else {
+                                (2 * i, 2 * i + 1)
+                            };
+                            let (a, bb) = (x[at + i0], x[at + i1]);
+                            y[at + i0] = a * theta.cos() - bb * theta.sin();
+                            y[at + i1] = a * theta.sin() + bb * theta.cos();
+                        }
+                    }
+                }
+                y
+            };
+            let what = format!("neox {neox}, freqs {with_freqs}");
+            assert_close(&format!("{what}: q"), &f("q_rope"), &rotate(&q, heads));
+            let kr = rotate(&k, kv);
+            assert_close(&format!("{what}: k"), &f("k_rope"), &kr);
+            let (kc, vc) = (f("k_cache"), f("v_cache"));
+            for tt in 0..t {
+                let slot = (start + tt) * hd;
+                assert_close(
+                    &format!("{what}: k cache"),
+                    &kc[slot..slot + hd],
+                    &kr[tt * hd..(tt + 1) * hd],
+                );
+                assert_eq!(
+                    &vc[slot..slot + hd],
+                    &v[tt * hd..(tt + 1) * hd],
+                    "{what}: v cache"
+                );
+            }
+        }
+    }
+}
