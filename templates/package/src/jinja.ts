@@ -19,35 +19,58 @@ interface Token {
 
 class TemplateError extends Error {}
 
+/** Where the tag opened at `from` ends (the index after its closer), skipping string
+ * literals, so a `}}` inside a quoted string does not close it. */
+function tagEnd(src: string, from: number, closer: string): number {
+  let quote = '';
+  for (let i = from; i < src.length; i++) {
+    const c = src[i];
+    if (quote) {
+      if (c === '\\') i++;
+      else if (c === quote) quote = '';
+    } else if (c === '"' || c === "'") quote = c;
+    else if (src.startsWith(closer, i)) return i + closer.length;
+  }
+  throw new TemplateError(`unclosed tag at ${JSON.stringify(src.slice(from - 2, from + 20))}`);
+}
+
 /** Splits the source into text, {{ expr }} and {% stmt %} with Jinja's whitespace rules. */
 function lex(src: string): Token[] {
   const out: Token[] = [];
-  const re = /\{\{(-?)([\s\S]*?)(-?)\}\}|\{%(-?)([\s\S]*?)(-?)%\}|\{#(-?)[\s\S]*?(-?)#\}/g;
   let last = 0;
   let trimNext = false; // "-" before the closing delimiter of the previous tag
   let newlineNext = false; // trim_blocks after a block tag
+  const open = /\{\{|\{%|\{#/g;
   let m: RegExpExecArray | null;
-  while ((m = re.exec(src)) !== null) {
-    let text = src.slice(last, m.index);
+  while ((m = open.exec(src)) !== null) {
+    const at = m.index;
+    const kind = m[0];
+    const closer = kind === '{{' ? '}}' : kind === '{%' ? '%}' : '#}';
+    const end = kind === '{#' ? src.indexOf('#}', at + 2) + 2 : tagEnd(src, at + 2, closer);
+    if (end < 2) throw new TemplateError('unclosed comment');
+    let inner = src.slice(at + 2, end - 2);
+    const leftDash = inner.startsWith('-');
+    const rightDash = inner.endsWith('-');
+    if (leftDash) inner = inner.slice(1);
+    if (rightDash) inner = inner.slice(0, -1);
+    let text = src.slice(last, at);
     if (trimNext) text = text.replace(/^\s+/, '');
     else if (newlineNext) text = text.replace(/^\r?\n/, '');
-    const isExpr = m[0].startsWith('{{');
-    const isBlock = m[0].startsWith('{%') || m[0].startsWith('{#');
-    const leftDash = (isExpr ? m[1] : m[0].startsWith('{%') ? m[4] : m[7]) === '-';
-    const rightDash = (isExpr ? m[3] : m[0].startsWith('{%') ? m[6] : m[8]) === '-';
+    const isBlock = kind !== '{{';
     if (leftDash) text = text.replace(/\s+$/, '');
     else if (isBlock) {
       // lstrip_blocks: spaces and tabs from the start of a line up to a block tag.
-      let q = m.index;
+      let q = at;
       while (q > last && (src[q - 1] === ' ' || src[q - 1] === '\t')) q--;
       if (q === 0 || src[q - 1] === '\n') text = text.replace(/[ \t]*$/, '');
     }
     if (text) out.push({ kind: 'text', value: text });
-    if (isExpr) out.push({ kind: 'expr', value: m[2] });
-    else if (m[0].startsWith('{%')) out.push({ kind: 'stmt', value: m[5].trim() });
+    if (kind === '{{') out.push({ kind: 'expr', value: inner });
+    else if (kind === '{%') out.push({ kind: 'stmt', value: inner.trim() });
     trimNext = rightDash;
     newlineNext = isBlock;
-    last = re.lastIndex;
+    last = end;
+    open.lastIndex = end;
   }
   let tail = src.slice(last);
   if (trimNext) tail = tail.replace(/^\s+/, '');
