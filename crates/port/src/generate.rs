@@ -64,11 +64,11 @@ pub fn generate(
     let tok = m2w_reference::tokenizer::GgufTokenizer::from_llama(&llama)?;
     let text = prompt_text(&model, &llama.tokens, &llama.config, prompt, chat)?;
     let mut ids = Vec::new();
-    // A chat template that writes the BOS text itself already has it.
-    let bos_text = llama.config.bos.and_then(|b| llama.tokens.get(b as usize));
-    if llama.config.add_bos
+    // A chat template writes the specials it wants (Gemma's starts with {{ bos_token }}), as
+    // Hugging Face tokenizes a rendered chat without adding any.
+    if !chat
+        && llama.config.add_bos
         && let Some(b) = llama.config.bos
-        && !bos_text.is_some_and(|t| !t.is_empty() && text.starts_with(t.as_str()))
     {
         ids.push(b);
     }

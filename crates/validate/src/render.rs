@@ -69,12 +69,17 @@ pub fn table(r: &Report) -> String {
             status
         );
     }
-    let mut notes: Vec<&str> = r
+    // Each rule once, however many checkpoints it widened (in the order first met).
+    let mut notes: Vec<&str> = Vec::new();
+    for n in r
         .checkpoints
         .iter()
         .filter_map(|c| c.tolerance_note.as_deref())
-        .collect();
-    notes.dedup();
+    {
+        if !notes.contains(&n) {
+            notes.push(n);
+        }
+    }
     for n in notes {
         let _ = writeln!(s, "  * tolerance widened by the op: {n}");
     }

@@ -79,6 +79,51 @@ fn a_corrupted_oracle_file_is_the_first_and_only_failure() {
     );
 }
 
+/// A size the engine computed that differs from the oracle's (a data-dependent length after
+/// values drifted) is a failed checkpoint with its problem stated, not an aborted report.
+#[test]
+fn a_checkpoint_of_another_shape_fails_with_its_problem_and_the_report_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = reference(dir.path());
+    let index = m2w_reference::read_index(&r).unwrap();
+    let victim = index
+        .checkpoints
+        .iter()
+        .find(|c| c.op_type == "Relu")
+        .unwrap()
+        .clone();
+    let path = r.join(&victim.file);
+    let mut t = m2w_reference::HostTensor::read_npy(&path).unwrap();
+    if let m2w_reference::HostTensor::F32(shape, v) = &mut t {
+        *shape.last_mut().unwrap() += 1;
+        let extra = v.len() / (*shape.last().unwrap() as usize - 1);
+        v.extend(std::iter::repeat_n(0.0, extra));
+    }
+    std::fs::write(&path, t.to_npy().unwrap()).unwrap();
+    let report = run(&r, &Options::default(), |_| {});
+    assert_eq!(report.exit_code(), 1);
+    assert_eq!(
+        (report.passed, report.failed),
+        (26, 1),
+        "{}",
+        render::table(&report)
+    );
+    let bad = report
+        .checkpoints
+        .iter()
+        .find(|c| c.name == victim.output)
+        .unwrap();
+    assert!(
+        bad.problem.as_deref().unwrap_or("").contains("shape"),
+        "{:?}",
+        bad.problem
+    );
+    assert!(render::table(&report).contains("FAIL (shape)"));
+    let first = report.first_failure.as_ref().unwrap();
+    assert_eq!(first.name, victim.output);
+    assert!(first.hint.contains("shape"), "{}", first.hint);
+}
+
 #[test]
 fn a_kernel_with_a_wrong_constant_is_named_first_in_both_modes() {
     let dir = tempfile::tempdir().unwrap();

@@ -320,13 +320,13 @@ export async function loadLLM(baseUrl: string, options: LlmLoadOptions = {}): Pr
   }
 
   const encodePrompt = (prompt: string | ChatMessage[], chat = false): number[] => {
-    let text: string;
+    // A chat template writes the specials it wants (Gemma's starts with {{ bos_token }}), as
+    // Hugging Face tokenizes a rendered chat without adding any; a plain prompt gets the BOS
+    // the model asks for.
     if (typeof prompt !== 'string' || chat) {
-      text = renderChat(typeof prompt === 'string' ? [{ role: 'user', content: prompt }] : prompt);
-    } else text = prompt;
-    // A template that writes the BOS text itself already has it (as the native path).
-    const bosWritten = CONFIG.bosText !== '' && text.startsWith(CONFIG.bosText);
-    return [...(CONFIG.addBos && CONFIG.bos !== null && !bosWritten ? [CONFIG.bos] : []), ...tokenizer.encode(text)];
+      return tokenizer.encode(renderChat(typeof prompt === 'string' ? [{ role: 'user', content: prompt }] : prompt));
+    }
+    return [...(CONFIG.addBos && CONFIG.bos !== null ? [CONFIG.bos] : []), ...tokenizer.encode(prompt)];
   };
 
   return {
