@@ -222,9 +222,10 @@ pub(crate) enum Command {
         /// pass drift from the reference.
         #[arg(long)]
         per_layer: bool,
-        /// A TTS package's demo page: the audio its page must play for the first
-        /// reference's inputs (.npy), e.g. PORT/validate/audio.npy, the validated engine's
-        /// end-to-end samples; default: the reference's own output.
+        /// A TTS package's demo page: the native engine's end-to-end samples for the first
+        /// reference's inputs (.npy, e.g. PORT/validate/audio.npy), compared with what the page
+        /// plays for the record. The page's gate is that it feeds the engine exactly the
+        /// reference's inputs and plays what the engine computes (proven per layer).
         #[arg(long, value_name = "NPY")]
         tts_audio: Option<PathBuf>,
     },

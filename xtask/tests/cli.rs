@@ -258,14 +258,14 @@ fn port_of_minilm_and_ppocr_passes_at_the_stated_tolerances() {
 
 /// The quantized forms users ship, derived from MiniLM with onnxruntime's own quantizers
 /// (scripts/derive_quantized_minilm.py), the three graphs of DeepFilterNet3 (GRU, Einsum,
-/// ConvTranspose) and Kokoro's static front half (DynamicQuantizeLSTM, MatMulInteger,
-/// DynamicQuantizeLinear, com.microsoft fusions): every checkpoint against ONNX Runtime
-/// running the same file.
+/// ConvTranspose), Kokoro's static front half (DynamicQuantizeLSTM, MatMulInteger,
+/// DynamicQuantizeLinear, com.microsoft fusions) and the int8 T5 titler's encoder and decoder:
+/// every checkpoint against ONNX Runtime running the same file.
 /// Graphs that quantize activations at run time are judged per layer (port says why).
 #[test]
 fn port_of_quantized_minilms_and_deepfilternet3_passes_every_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&str, &[&str], &str); 11] = [
+    let cases: [(&str, &[&str], &str); 13] = [
         ("minilm-q4-sym", &["--dim", "sequence=16"], "(end-to-end)"),
         ("minilm-q4-asym", &["--dim", "sequence=16"], "(end-to-end)"),
         (
@@ -282,6 +282,30 @@ fn port_of_quantized_minilms_and_deepfilternet3_passes_every_checkpoint() {
         ("dfn3-erb-dec", &["--dim", "S=10"], "(end-to-end)"),
         ("dfn3-df-dec", &["--dim", "S=10"], "(end-to-end)"),
         ("kokoro-front-16", &[], "(per-layer); per layer because"),
+        // The T5 titler's two graphs on their own (the generation loop is issue 15's): its
+        // relative-position buckets cast -inf to int64 for positions a Where discards.
+        (
+            "t5-titler-encoder",
+            &[
+                "--dim",
+                "batch_size=1",
+                "--dim",
+                "encoder_sequence_length=12",
+            ],
+            "(per-layer); per layer because",
+        ),
+        (
+            "t5-titler-decoder",
+            &[
+                "--dim",
+                "batch_size=1",
+                "--dim",
+                "encoder_sequence_length=12",
+                "--dim",
+                "decoder_sequence_length=5",
+            ],
+            "(per-layer); per layer because",
+        ),
         // Per-channel QDQ conv weights stay int8; the one checkpoint where large terms
         // cancel takes the f32 detector's stated tolerance (README).
         (
@@ -541,7 +565,8 @@ fn ppocr_package_passes_every_checkpoint_in_headless_chromium() {
 
 /// The LLM path end to end: every prefill and decode stage against candle, the greedy tokens
 /// natively; then the npm package: its TypeScript tokenizer against the `tokenizers` crate on
-/// 300 texts, the same greedy tokens in headless Chromium, and its chat page answering.
+/// 300 texts, its Jinja against minijinja on the model's chat template, the same greedy tokens
+/// in headless Chromium, and its chat page answering through the template.
 #[test]
 fn smollm2_gguf_port_validates_every_stage_and_its_package_generates_the_same_tokens_in_chromium() {
     let gguf = m2w_setup::fixture("smollm2-q4_1").unwrap();
@@ -553,7 +578,9 @@ fn smollm2_gguf_port_validates_every_stage_and_its_package_generates_the_same_to
     assert!(port.contains("tokens identical"), "{port}");
     assert!(port.contains("validate  prefill"), "{port}");
     for want in [
-        "tokenizer: 300/300 texts encode to the tokenizers crate's ids, 300/300 decode back",
+        "tokenizer: 300/300 texts encode to the reference's ids",
+        "300/300 decode back",
+        "chat template (the model's tokenizer.chat_template): 10/10 conversations render as minijinja does",
         "sampler: 10/10 cases draw the native sampler's tokens",
         "greedy: 30/30 tokens equal to the candle reference",
         "decode kernels: first 3 tokens equal",
@@ -845,4 +872,76 @@ fn qwen2_5_coder_q4_k_m_ports_every_stage() {
     );
     assert!(text.contains("def "), "{text}");
     println!("{text}");
+}
+
+/// The package's TypeScript Unigram tokenizer (templates/package/src/unigram.ts: T5's
+/// precompiled-charsmap normalizer, Metaspace, Viterbi, fused unknowns, the post-processor's
+/// </s>) gives the `tokenizers` crate's ids for every sample text, with the int8 T5 titler's
+/// own tokenizer.json; compiled with the packages' TypeScript and run in node.
+#[test]
+fn typescript_unigram_tokenizer_equals_the_tokenizers_crate() {
+    let encoder = m2w_setup::fixture("t5-titler-encoder").unwrap();
+    let json = encoder.parent().unwrap().join("tokenizer.json");
+    let dir = tempfile::tempdir().unwrap();
+    let cases = m2w_reference::tokenizer::tokenizer_json_cases(&json, 320).unwrap();
+    std::fs::write(dir.path().join("cases.json"), cases.to_string()).unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    std::fs::copy(
+        root.join("templates/package/src/unigram.ts"),
+        dir.path().join("unigram.ts"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("package.json"),
+        r#"{"name": "unigram-check", "private": true, "type": "module", "devDependencies": {"typescript": "5.9.3"}}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("check.mjs"),
+        r#"import fs from 'node:fs';
+import { UnigramTokenizer } from './unigram.js';
+const tok = new UnigramTokenizer(JSON.parse(fs.readFileSync(process.argv[2], 'utf8')));
+const cases = JSON.parse(fs.readFileSync('cases.json', 'utf8'));
+let same = 0;
+for (const c of cases) {
+  const got = tok.encode(c.text);
+  if (JSON.stringify(got) === JSON.stringify(c.ids)) same++;
+  else console.log(`${JSON.stringify(c.text)}\n  ours  ${JSON.stringify(got)}\n  crate ${JSON.stringify(c.ids)}`);
+}
+console.log(`unigram: ${same}/${cases.length}`);
+"#,
+    )
+    .unwrap();
+    let run = |cmd: &str, args: &[&str]| {
+        let out = std::process::Command::new(cmd)
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{cmd} {args:?}: {text}");
+        text
+    };
+    run("npm", &["install", "--silent", "--no-audit", "--no-fund"]);
+    run(
+        "npx",
+        &[
+            "tsc",
+            "--strict",
+            "--target",
+            "es2022",
+            "--module",
+            "es2022",
+            "--lib",
+            "es2022,dom",
+            "unigram.ts",
+        ],
+    );
+    let text = run("node", &["check.mjs", json.to_str().unwrap()]);
+    println!("{text}");
+    assert!(text.contains("unigram: 320/320"), "{text}");
 }

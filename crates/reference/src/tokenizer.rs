@@ -284,3 +284,26 @@ pub fn cases_json(tok: &GgufTokenizer, n: usize) -> Result<serde_json::Value, Re
         .collect::<Result<Vec<_>, RefError>>()
         .map(serde_json::Value::Array)
 }
+
+/// `[{text, ids}]` for [`sample_texts`] through a Hugging Face `tokenizer.json` (the
+/// `tokenizers` crate, special tokens added as its post-processor says): the oracle of the
+/// package's TypeScript tokenizers for ONNX pipelines (T5's Unigram).
+pub fn tokenizer_json_cases(
+    tokenizer_json: &std::path::Path,
+    n: usize,
+) -> Result<serde_json::Value, RefError> {
+    let tok = Tokenizer::from_file(tokenizer_json)
+        .map_err(|e| RefError::Usage(format!("{}: {e}", tokenizer_json.display())))?;
+    sample_texts(n)
+        .into_iter()
+        .map(|text| {
+            let ids = tok
+                .encode(text.as_str(), true)
+                .map_err(terr)?
+                .get_ids()
+                .to_vec();
+            Ok(serde_json::json!({"text": text, "ids": ids}))
+        })
+        .collect::<Result<Vec<_>, RefError>>()
+        .map(serde_json::Value::Array)
+}
