@@ -60,6 +60,27 @@ pub(super) fn param_word(kernel: Kernel, field: &str) -> usize {
 }
 
 impl Builder {
+    /// An empty plan whose quantized matmuls run as GEMV up to `gemv_max_tokens` tokens.
+    pub(super) fn new(gemv_max_tokens: usize) -> Builder {
+        Builder {
+            plan: Plan {
+                tensors: Default::default(),
+                buffers: vec![],
+                constants: Default::default(),
+                inputs: vec![],
+                outputs: vec![],
+                dispatches: vec![],
+                dims: vec![],
+                shape_values: Default::default(),
+                constraints: vec![],
+                syncs: vec![],
+            },
+            kinds: HashMap::new(),
+            slices: HashMap::new(),
+            gemv_max_tokens,
+        }
+    }
+
     pub(super) fn tensor(&mut self, name: &str, shape: Vec<usize>, dt: DT) {
         self.plan.tensors.insert(
             name.into(),

@@ -30,6 +30,29 @@ pub fn config(model: &Model) -> Result<Config, String> {
     Config::from_model(model)
 }
 
+/// The weights the matmul and embedding kernels read: the embedding, the LM head (the
+/// embedding itself when tied) and every layer's seven projections.
+pub(crate) fn projection_names(c: &Config, has_output: bool) -> Vec<String> {
+    let mut names = vec!["token_embd.weight".to_string()];
+    if has_output {
+        names.push("output.weight".into());
+    }
+    for l in 0..c.layers {
+        for w in [
+            "attn_q",
+            "attn_k",
+            "attn_v",
+            "attn_output",
+            "ffn_gate",
+            "ffn_up",
+            "ffn_down",
+        ] {
+            names.push(format!("blk.{l}.{w}.weight"));
+        }
+    }
+    names
+}
+
 /// Whether m2w runs this GGUF decoder, from its metadata and tensor list alone (no weight
 /// is read): the family and its features, every projection weight's block type, the norms
 /// the features need, and the tokenizer kind. The error lists every reason; `port` calls
@@ -45,23 +68,7 @@ pub fn precheck(model: &Model) -> Result<(), String> {
     };
     let tensor = |n: &str| model.tensors.iter().find(|t| t.name == n);
     if let Some(c) = &c {
-        let mut names = vec!["token_embd.weight".to_string()];
-        if tensor("output.weight").is_some() {
-            names.push("output.weight".into());
-        }
-        for l in 0..c.layers {
-            for w in [
-                "attn_q",
-                "attn_k",
-                "attn_v",
-                "attn_output",
-                "ffn_gate",
-                "ffn_up",
-                "ffn_down",
-            ] {
-                names.push(format!("blk.{l}.{w}.weight"));
-            }
-        }
+        let names = projection_names(c, tensor("output.weight").is_some());
         let mut by_type: std::collections::BTreeMap<String, Vec<String>> = Default::default();
         for n in &names {
             match tensor(n) {

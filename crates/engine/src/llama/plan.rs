@@ -1,8 +1,6 @@
 //! Plan construction: a plan for T tokens at a start position, its caches, and the uniform
 //! words that hold the position.
 
-use std::collections::HashMap;
-
 use m2w_kernels::{Kernel, params};
 use m2w_model::Model;
 
@@ -34,23 +32,7 @@ pub fn build_with(
             start + t
         ));
     }
-    let mut b = Builder {
-        plan: Plan {
-            tensors: Default::default(),
-            buffers: vec![],
-            constants: Default::default(),
-            inputs: vec![],
-            outputs: vec![],
-            dispatches: vec![],
-            dims: vec![],
-            shape_values: Default::default(),
-            constraints: vec![],
-            syncs: vec![],
-        },
-        kinds: HashMap::new(),
-        slices: HashMap::new(),
-        gemv_max_tokens,
-    };
+    let mut b = Builder::new(gemv_max_tokens);
     for e in &model.tensors {
         let (h, kind) = weight(model, e)?;
         b.plan.tensors.insert(
@@ -89,21 +71,7 @@ pub fn build_with(
     } else {
         "token_embd.weight"
     };
-    let mut projections = vec![head.to_string(), "token_embd.weight".to_string()];
-    for l in 0..c.layers {
-        for w in [
-            "attn_q",
-            "attn_k",
-            "attn_v",
-            "attn_output",
-            "ffn_gate",
-            "ffn_up",
-            "ffn_down",
-        ] {
-            projections.push(format!("blk.{l}.{w}.weight"));
-        }
-    }
-    projections.dedup();
+    let projections = super::projection_names(&c, b.kinds.contains_key("output.weight"));
     for w in &projections {
         match b.kinds.get(w.as_str()) {
             None => missing.push(format!("{w}: absent")),

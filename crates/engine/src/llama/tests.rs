@@ -9,7 +9,7 @@ use m2w_model::llama_config::Activation;
 
 use super::builder::{Builder, embed_kernel};
 use crate::gpu::{Gpu, Runner};
-use crate::plan::{Plan, groups_1d};
+use crate::plan::groups_1d;
 use crate::tensor::{DT, HostTensor};
 
 struct Lcg(u64);
@@ -58,23 +58,7 @@ fn words(bytes: &[u8]) -> HostTensor {
 }
 
 fn builder() -> Builder {
-    Builder {
-        plan: Plan {
-            tensors: Default::default(),
-            buffers: vec![],
-            constants: Default::default(),
-            inputs: vec![],
-            outputs: vec![],
-            dispatches: vec![],
-            dims: vec![],
-            shape_values: Default::default(),
-            constraints: vec![],
-            syncs: vec![],
-        },
-        kinds: HashMap::new(),
-        slices: HashMap::new(),
-        gemv_max_tokens: 4,
-    }
+    Builder::new(4)
 }
 
 fn matmul_cpu(x: &[f32], w: &[f32], t: usize, n: usize, k: usize) -> Vec<f32> {
