@@ -146,7 +146,7 @@ pub struct BufferSlot {
     pub tensors: Vec<String>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Plan {
     pub tensors: BTreeMap<String, TensorDesc>,
     /// Set by [`Plan::assign_buffers`]; empty means one buffer per base tensor.

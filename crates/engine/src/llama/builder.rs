@@ -63,18 +63,7 @@ impl Builder {
     /// An empty plan whose quantized matmuls run as GEMV up to `gemv_max_tokens` tokens.
     pub(super) fn new(gemv_max_tokens: usize) -> Builder {
         Builder {
-            plan: Plan {
-                tensors: Default::default(),
-                buffers: vec![],
-                constants: Default::default(),
-                inputs: vec![],
-                outputs: vec![],
-                dispatches: vec![],
-                dims: vec![],
-                shape_values: Default::default(),
-                constraints: vec![],
-                syncs: vec![],
-            },
+            plan: Plan::default(),
             kinds: HashMap::new(),
             slices: HashMap::new(),
             gemv_max_tokens,

@@ -239,18 +239,7 @@ pub(crate) fn attr_s(n: &NodeInfo, k: &str, d: &str) -> String {
 impl Ctx {
     pub fn new(opset: i64) -> Ctx {
         Ctx {
-            plan: Plan {
-                tensors: BTreeMap::new(),
-                buffers: vec![],
-                constants: BTreeMap::new(),
-                inputs: vec![],
-                outputs: vec![],
-                dispatches: vec![],
-                dims: vec![],
-                shape_values: Default::default(),
-                constraints: vec![],
-                syncs: vec![],
-            },
+            plan: Plan::default(),
             opset,
             declared: BTreeMap::new(),
             dequantized: BTreeMap::new(),
