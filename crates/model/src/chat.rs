@@ -78,6 +78,7 @@ impl ChatTemplate {
                 ))
             },
         );
+        env.add_filter("tojson", python_tojson);
         env.add_template("chat", &self.source)
             .map_err(|e| format!("chat template ({}): {e}", self.origin))?;
         let t = env.get_template("chat").expect("just added");
@@ -99,6 +100,70 @@ impl ChatTemplate {
             eos,
         )
     }
+}
+
+/// `tojson` as Hugging Face's chat templates get it: Python's `json.dumps(x,
+/// ensure_ascii=False, indent=indent)`, whose separators are ", " and ": " (", " is "," when
+/// indented), not minijinja's compact, HTML-escaped JSON. Tool-calling templates print tool
+/// signatures and arguments with it, and the model was trained on Python's spacing.
+fn python_tojson(
+    value: minijinja::Value,
+    indent: Option<usize>,
+    kwargs: minijinja::value::Kwargs,
+) -> Result<minijinja::Value, minijinja::Error> {
+    let indent = match indent {
+        Some(n) => Some(n),
+        None => kwargs.get::<Option<usize>>("indent")?,
+    };
+    kwargs.assert_all_used()?;
+    struct Spaced;
+    impl serde_json::ser::Formatter for Spaced {
+        fn begin_array_value<W: ?Sized + std::io::Write>(
+            &mut self,
+            w: &mut W,
+            first: bool,
+        ) -> std::io::Result<()> {
+            if first { Ok(()) } else { w.write_all(b", ") }
+        }
+        fn begin_object_key<W: ?Sized + std::io::Write>(
+            &mut self,
+            w: &mut W,
+            first: bool,
+        ) -> std::io::Result<()> {
+            if first { Ok(()) } else { w.write_all(b", ") }
+        }
+        fn begin_object_value<W: ?Sized + std::io::Write>(
+            &mut self,
+            w: &mut W,
+        ) -> std::io::Result<()> {
+            w.write_all(b": ")
+        }
+    }
+    let mut out = Vec::new();
+    let done = match indent {
+        Some(n) => {
+            let pad = " ".repeat(n);
+            let f = serde_json::ser::PrettyFormatter::with_indent(pad.as_bytes());
+            serde::Serialize::serialize(
+                &value,
+                &mut serde_json::Serializer::with_formatter(&mut out, f),
+            )
+        }
+        None => serde::Serialize::serialize(
+            &value,
+            &mut serde_json::Serializer::with_formatter(&mut out, Spaced),
+        ),
+    };
+    done.map_err(|e| {
+        minijinja::Error::new(
+            minijinja::ErrorKind::InvalidOperation,
+            "cannot serialize to JSON",
+        )
+        .with_source(e)
+    })?;
+    Ok(minijinja::Value::from_safe_string(
+        String::from_utf8(out).expect("serde_json writes UTF-8"),
+    ))
 }
 
 /// Default stop tokens: end of sequence, then each end-of-turn token the vocabulary has.
@@ -153,6 +218,22 @@ mod tests {
             )
             .unwrap_err();
         assert!(e.contains("must alternate"), "{e}");
+        // tojson with Python's spacing, keys in their order, non-ASCII kept.
+        let tool = json!({"name": "météo", "args": {"city": "Paris", "days": [1, 2]}});
+        let env_out = {
+            let mut env = minijinja::Environment::new();
+            env.add_filter("tojson", python_tojson);
+            env.add_template("t", "{{ tool | tojson }}|{{ tool | tojson(indent=2) }}")
+                .unwrap();
+            env.get_template("t")
+                .unwrap()
+                .render(minijinja::context! { tool => tool })
+                .unwrap()
+        };
+        assert_eq!(
+            env_out,
+            "{\"name\": \"météo\", \"args\": {\"city\": \"Paris\", \"days\": [1, 2]}}|{\n  \"name\": \"météo\",\n  \"args\": {\n    \"city\": \"Paris\",\n    \"days\": [\n      1,\n      2\n    ]\n  }\n}"
+        );
         assert_eq!(stop_tokens(Some(2), &[2]), vec![2]);
         assert_eq!(stop_tokens(Some(0), &[2, 5]), vec![0, 2, 5]);
     }

@@ -400,8 +400,23 @@ function str(v: Value): string {
   return toJson(v);
 }
 
-function toJson(v: Value, indent?: number): string {
-  return JSON.stringify(v, null, indent);
+/** Python's json.dumps(v, ensure_ascii=False, indent=indent), what Hugging Face's `tojson`
+ * is: ", " and ": " between items (",\n" when indented), keys in insertion order. */
+function toJson(v: Value, indent?: number, level = 0): string {
+  if (v === undefined || v === null) return 'null';
+  if (typeof v === 'boolean' || typeof v === 'number') return JSON.stringify(v) ?? 'null';
+  if (typeof v === 'string') return JSON.stringify(v);
+  const nl = indent === undefined ? '' : '\n' + ' '.repeat(indent * (level + 1));
+  const close = indent === undefined ? '' : '\n' + ' '.repeat(indent * level);
+  const sep = indent === undefined ? ', ' : ',';
+  if (Array.isArray(v)) {
+    if (v.length === 0) return '[]';
+    return '[' + v.map((x) => nl + toJson(x, indent, level + 1)).join(sep) + close + ']';
+  }
+  if (v instanceof Namespace) return toJson(v.attrs, indent, level);
+  const entries = Object.entries(v as Record<string, Value>);
+  if (entries.length === 0) return '{}';
+  return '{' + entries.map(([k, x]) => nl + JSON.stringify(k) + ': ' + toJson(x, indent, level + 1)).join(sep) + close + '}';
 }
 
 function equal(a: Value, b: Value): boolean {
