@@ -127,11 +127,26 @@ pub(crate) enum Command {
         save_mismatches: Option<PathBuf>,
     },
     /// All phases: inspect -> extract -> reference -> engine -> validate, one folder each;
-    /// phases whose inputs did not change are skipped.
+    /// phases whose inputs did not change are skipped. A folder of ONNX graphs (or
+    /// `--graph` repeated) is a generation pipeline: the graphs are wired from their input
+    /// names and the folder's configs (or its pipeline.json), the greedy loop runs through
+    /// ONNX Runtime and on the GPU, and each graph is validated at the loop's first and
+    /// last step.
     Port {
-        model: PathBuf,
+        /// A model file, or a folder of ONNX graphs forming a generation pipeline.
+        #[arg(required_unless_present = "graphs")]
+        model: Option<PathBuf>,
         #[arg(long)]
         out: PathBuf,
+        /// A graph of a generation pipeline, NAME=FILE; repeatable (instead of a folder).
+        #[arg(long = "graph", value_parser = parse_kv::<PathBuf>, conflicts_with = "model")]
+        graphs: Vec<(String, PathBuf)>,
+        /// A pipeline's tokenizer.json (default: the one beside the graphs).
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
+        /// A pipeline's prompts (texts); repeatable. Default: five built-in texts.
+        #[arg(long = "prompt")]
+        prompts: Vec<String>,
         /// Symbolic dim values for the reference inputs (`sequence=16`); repeatable.
         #[arg(long = "dim", value_parser = parse_kv::<u64>)]
         dims: Vec<(String, u64)>,

@@ -17,7 +17,8 @@ use clap::Parser;
 
 use cli::{Cli, Command};
 use phases::{
-    PortArgs, engine, generate, port, reference, validate_options, verify_weights, write_reports,
+    PortArgs, PortSource, engine, generate, port, reference, validate_options, verify_weights,
+    write_reports,
 };
 use tools::{conformance, demo, package_test, setup, test};
 
@@ -250,6 +251,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Port {
             model,
             out,
+            graphs,
+            tokenizer,
+            prompts,
             dims,
             max_dims,
             values,
@@ -259,7 +263,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             tol,
             verbose,
         } => port(
-            &model,
+            PortSource {
+                model,
+                graphs,
+                tokenizer,
+                prompts,
+            },
             &out,
             PortArgs {
                 dims,

@@ -193,8 +193,17 @@ pub(crate) struct PortArgs {
     pub wav: Option<(String, u32)>,
 }
 
+/// What `port` runs on: a model file, or the graphs of a generation pipeline (a folder,
+/// or `--graph` repeated).
+pub(crate) struct PortSource {
+    pub model: Option<std::path::PathBuf>,
+    pub graphs: Vec<(String, std::path::PathBuf)>,
+    pub tokenizer: Option<std::path::PathBuf>,
+    pub prompts: Vec<String>,
+}
+
 pub(crate) fn port(
-    model_path: &Path,
+    source: PortSource,
     out: &Path,
     args: PortArgs,
     per_layer: bool,
@@ -216,6 +225,62 @@ pub(crate) fn port(
         validate,
         verbose,
     };
+    let pipeline = match &source.model {
+        Some(m) if m.is_dir() => Some(m2w_port::pipeline::Source::folder(m).map_err(port_err)?),
+        Some(_) => None,
+        None => {
+            let folder = source.graphs[0]
+                .1
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
+            Some(m2w_port::pipeline::Source {
+                graphs: source.graphs.clone(),
+                folder,
+                tokenizer: None,
+            })
+        }
+    };
+    if let Some(mut src) = pipeline {
+        if !opts.dims.is_empty() || !opts.values.is_empty() || !opts.inputs.is_empty() {
+            return Err(Usage(
+                "--dim, --value and --input do not apply to a pipeline: its loop makes every graph's inputs from the prompts".into(),
+            )
+            .into());
+        }
+        src.tokenizer = source.tokenizer.clone();
+        let prompts: Vec<String> = if source.prompts.is_empty() {
+            m2w_port::pipeline::DEFAULT_PROMPTS
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        } else {
+            source.prompts.clone()
+        };
+        let outcome = m2w_port::pipeline::port_pipeline(&src, out, &opts, &prompts, &mut |line| {
+            println!("{line}")
+        })
+        .map_err(port_err)?;
+        for r in &outcome.reports {
+            if let Some(f) = &r.report.first_failure {
+                println!(
+                    "{} step {}: first failing checkpoint {} ({})",
+                    r.graph, r.step, f.name, f.hint
+                );
+            }
+        }
+        println!(
+            "port finished in {:.1} s -> {} (greedy tokens in {})",
+            t0.elapsed().as_secs_f64(),
+            out.display(),
+            out.join("validate/generation.json").display()
+        );
+        return match outcome.failure() {
+            Some(why) => Err(CheckFailed(why).into()),
+            None => Ok(()),
+        };
+    }
+    let model_path = source.model.as_deref().expect("a model or graphs");
     let outcome = m2w_port::port::port(model_path, out, &opts, &mut |s| {
         println!(
             "[{}/5] {:<9} {}{}",

@@ -191,7 +191,19 @@ pub(crate) fn demo() -> anyhow::Result<()> {
         model.display()
     );
     let out = workspace_root().join("target/demo/silero_vad_v6");
-    port(&model, &out, PortArgs::default(), false, &[], false)?;
+    port(
+        crate::phases::PortSource {
+            model: Some(model.clone()),
+            graphs: vec![],
+            tokenizer: None,
+            prompts: vec![],
+        },
+        &out,
+        PortArgs::default(),
+        false,
+        &[],
+        false,
+    )?;
     println!(
         "\nOutputs: inspect/ weights/ reference/ engine/ validate/{{report.json,junit.xml,report.html}} under {}",
         out.display()

@@ -18,6 +18,7 @@ pub mod llama_config;
 pub mod names;
 pub mod onnx;
 pub mod onnx_build;
+pub mod pipeline;
 pub mod quant;
 pub mod safetensors_file;
 

@@ -343,7 +343,7 @@ pub fn port(
 /// The ops (with counts) that quantize values computed at run time: DynamicQuantizeLinear,
 /// DynamicQuantizeLSTM, and QuantizeLinear of anything but a weight. Their integer outputs are exact functions
 /// of their inputs, so engine and reference agree only when fed the same inputs.
-fn run_time_quantizers(model: &m2w_model::Model) -> Vec<String> {
+pub(crate) fn run_time_quantizers(model: &m2w_model::Model) -> Vec<String> {
     let Some(graph) = &model.graph else {
         return vec![];
     };

@@ -13,6 +13,7 @@ pub mod index;
 pub mod llama;
 pub mod npy;
 pub mod onnx_ref;
+pub mod pipeline;
 pub mod spm;
 pub mod tokenizer;
 

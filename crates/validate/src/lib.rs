@@ -315,10 +315,11 @@ pub fn to_engine(t: &m2w_reference::HostTensor) -> HostTensor {
     }
 }
 
-/// Writes an engine value as `.npy` (float as f32, integers as i64, booleans as bool).
-fn save_engine_value(dir: &Path, file: &str, t: &HostTensor) -> Result<(), ValidateError> {
+/// An engine value as an oracle-side tensor (float as f32, integers as i64, booleans as
+/// bool): the inverse of [`to_engine`].
+pub fn to_oracle(t: &HostTensor) -> m2w_reference::HostTensor {
     let shape: Vec<u64> = t.shape.iter().map(|&d| d as u64).collect();
-    let npy = match t.dt() {
+    match t.dt() {
         DT::F32 | DT::F16 => {
             m2w_reference::HostTensor::F32(shape, t.as_f64().iter().map(|&x| x as f32).collect())
         }
@@ -326,7 +327,12 @@ fn save_engine_value(dir: &Path, file: &str, t: &HostTensor) -> Result<(), Valid
             m2w_reference::HostTensor::Bool(shape, t.as_i64().iter().map(|&x| x != 0).collect())
         }
         _ => m2w_reference::HostTensor::I64(shape, t.as_i64()),
-    };
+    }
+}
+
+/// Writes an engine value as `.npy` ([`to_oracle`]).
+fn save_engine_value(dir: &Path, file: &str, t: &HostTensor) -> Result<(), ValidateError> {
+    let npy = to_oracle(t);
     let bytes = npy.to_npy().map_err(bad)?;
     std::fs::create_dir_all(dir).map_err(|e| bad(format!("{}: {e}", dir.display())))?;
     let path = dir.join(file);
