@@ -365,6 +365,15 @@ pub fn open_session(lib: &Path, model_bytes: &[u8], what: &Path) -> Result<Sessi
     let mut builder = builder
         .with_optimization_level(GraphOptimizationLevel::Disable)
         .map_err(|e| RefError::Runtime(e.to_string()))?;
+    // A model given as bytes finds its external data beside the file it came from.
+    if let Some(folder) = what.parent().filter(|p| !p.as_os_str().is_empty()) {
+        builder = builder
+            .with_config_entry(
+                "session.model_external_initializers_file_folder_path",
+                folder.to_string_lossy(),
+            )
+            .map_err(|e| RefError::Runtime(e.to_string()))?;
+    }
     builder.commit_from_memory(model_bytes).map_err(|e| {
         RefError::Load(format!(
             "{}: ONNX Runtime cannot load this model: {e}",
