@@ -111,7 +111,8 @@ pub(crate) enum Command {
         /// f32 relative tolerance (default 1e-3).
         #[arg(long)]
         rtol: Option<f64>,
-        /// Per-checkpoint tolerance: PATTERN=ATOL,RTOL (glob on the name); repeatable.
+        /// Per-checkpoint tolerance: PATTERN=ATOL,RTOL[,SCALED] (glob on the name; SCALED
+        /// raises ATOL to SCALED x the checkpoint's largest |value|); repeatable.
         #[arg(long = "tol")]
         tol: Vec<String>,
         /// Print the JSON report (schema m2w.validate/1) instead of the table.
@@ -166,7 +167,8 @@ pub(crate) enum Command {
         wav: Option<(String, u32)>,
         #[arg(long)]
         per_layer: bool,
-        /// Per-checkpoint tolerance: PATTERN=ATOL,RTOL (glob on the name); repeatable.
+        /// Per-checkpoint tolerance: PATTERN=ATOL,RTOL[,SCALED] (glob on the name; SCALED
+        /// raises ATOL to SCALED x the checkpoint's largest |value|); repeatable.
         #[arg(long = "tol")]
         tol: Vec<String>,
         /// When the model cannot run: list every refused node, not five per op.

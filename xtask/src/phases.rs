@@ -137,25 +137,37 @@ pub(crate) fn validate_options(
         f32: Some(m2w_validate::Tolerance {
             atol: atol.unwrap_or(d.atol),
             rtol: rtol.unwrap_or(d.rtol),
+            scaled: d.scaled,
         }),
         overrides: vec![],
         per_layer,
         max_dims: vec![],
+        empty_dims: vec![],
         save_mismatches: None,
     };
     for t in tol {
         let parsed = t.split_once('=').and_then(|(p, v)| {
-            let (a, r) = v.split_once(',')?;
+            let parts: Vec<&str> = v.split(',').collect();
+            if !(2..=3).contains(&parts.len()) {
+                return None;
+            }
             Some((
                 p.to_string(),
                 m2w_validate::Tolerance {
-                    atol: a.parse().ok()?,
-                    rtol: r.parse().ok()?,
+                    atol: parts[0].parse().ok()?,
+                    rtol: parts[1].parse().ok()?,
+                    scaled: match parts.get(2) {
+                        Some(s) => s.parse().ok()?,
+                        None => 0.0,
+                    },
                 },
             ))
         });
-        opts.overrides
-            .push(parsed.ok_or_else(|| Usage(format!("--tol {t:?}: expected PATTERN=ATOL,RTOL")))?);
+        opts.overrides.push(
+            parsed.ok_or_else(|| {
+                Usage(format!("--tol {t:?}: expected PATTERN=ATOL,RTOL[,SCALED]"))
+            })?,
+        );
     }
     Ok(opts)
 }

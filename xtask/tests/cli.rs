@@ -891,6 +891,60 @@ fn kokoro_speaks_three_phoneme_strings_from_one_plan() {
     }
 }
 
+/// SmolLM2-135M as an ONNX decoder with a KV cache in optimum's layout (derived from the
+/// GGUF fixture by scripts/derive_smollm2_onnx.py): the folder is wired from its names and
+/// configs (new tokens, context mask, positions, `past_key_values.N.*` <- `present.N.*`),
+/// one symbolic plan takes the empty cache of the first step and the long one of the last,
+/// every checkpoint of both steps passes against ONNX Runtime, and the GPU loop's
+/// greedy tokens equal ONNX Runtime's loop on five texts, 32 tokens each at most.
+#[test]
+#[ignore = "heavy (651 MB of f32 weights, several minutes on lavapipe): cargo xtask test -- --ignored smollm2_onnx"]
+fn smollm2_onnx_kv_pipeline_generates_as_onnx_runtime_loops() {
+    let model = m2w_setup::fixture("smollm2-onnx-kv").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = dir.path().join("port");
+    let out = xtask()
+        .arg("port")
+        .arg(model.parent().unwrap())
+        .arg("--out")
+        .arg(&port)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("past_key_values.0.key <- previous:present.0.key"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("any size with"),
+        "one symbolic plan: {stdout}"
+    );
+    let validated: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("[5/5] validate") || l.starts_with("model step "))
+        .collect();
+    assert_eq!(validated.len(), 2, "{stdout}");
+    for l in &validated {
+        assert!(l.contains(" 0 failed") && !l.contains(" 0 passed"), "{l}");
+    }
+    let compared: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(port.join("validate/generation.json")).unwrap(),
+    )
+    .unwrap();
+    let compared = compared.as_array().unwrap();
+    assert_eq!(compared.len(), 5);
+    for c in compared {
+        assert_eq!(c["verdict"], "identical", "{c}");
+    }
+}
+
 /// Qwen2.5-Coder-1.5B-Instruct Q4_K_M (qwen2: q/k/v biases, NEOX RoPE, Q4_K and Q6_K blocks,
 /// a 151936-row Q6_K LM head kept as row slices, byte-level BPE with the qwen2
 /// pre-tokenizer, the file's ChatML template): `port` passes every prefill and decode stage

@@ -164,6 +164,17 @@ pub fn symbolic_inputs(
 ) -> Result<(BTreeMap<String, (Vec<sym::Expr>, DT)>, Vec<(String, usize)>), String> {
     let mut inputs = BTreeMap::new();
     let mut dims: Vec<(String, usize)> = Vec::new();
+    // Plain dim names, for names that are sums of them (optimum's
+    // `past_sequence_length + sequence_length`).
+    let plain: HashSet<&str> = graph
+        .inputs
+        .iter()
+        .flat_map(|i| i.shape.iter())
+        .filter_map(|d| match d {
+            m2w_model::Dim::Symbolic(n) if !n.contains('+') => Some(n.as_str()),
+            _ => None,
+        })
+        .collect();
     for i in &graph.inputs {
         let dt = input_dt(&i.dtype)
             .ok_or_else(|| format!("input '{}' is of type {}, not supported", i.name, i.dtype))?;
@@ -171,6 +182,9 @@ pub fn symbolic_inputs(
         for d in &i.shape {
             shape.push(match d {
                 m2w_model::Dim::Fixed(v) if *v >= 0 => sym::Expr::Const(*v),
+                m2w_model::Dim::Symbolic(name) if dim_sum(name, &plain).is_some() => {
+                    dim_sum(name, &plain).expect("checked")
+                }
                 m2w_model::Dim::Symbolic(name) if name != "?" && !name.is_empty() => {
                     let max = *maxima.get(name).ok_or_else(|| {
                         format!(
@@ -196,6 +210,31 @@ pub fn symbolic_inputs(
     Ok((inputs, dims))
 }
 
+/// A dim named as a sum of other dims and integers (`past_sequence_length + sequence_length`,
+/// `past_sequence_length + 1`: how optimum states a relation between dims) as that sum;
+/// None for a plain name or anything else.
+fn dim_sum(name: &str, plain: &HashSet<&str>) -> Option<sym::Expr> {
+    if !name.contains('+') {
+        return None;
+    }
+    let mut acc: Option<sym::Expr> = None;
+    for term in name.split('+') {
+        let t = term.trim();
+        let e = if let Ok(v) = t.parse::<i64>() {
+            sym::Expr::Const(v)
+        } else if plain.contains(t) {
+            sym::Expr::sym(t)
+        } else {
+            return None;
+        };
+        acc = Some(match acc {
+            None => e,
+            Some(a) => a + e,
+        });
+    }
+    acc
+}
+
 /// Compiles the main graph for inputs of the given shapes and dtypes.
 pub fn compile(
     model: &Model,
@@ -216,7 +255,7 @@ pub fn compile_specialized(
         .iter()
         .map(|(k, (s, dt))| (k.clone(), (sym::fixed(s), *dt)))
         .collect();
-    compile_graph(model, &inputs, &[], fixed, &BTreeMap::new())
+    compile_graph(model, &inputs, &[], fixed, &BTreeMap::new(), &[])
 }
 
 /// Compiles the main graph once for every size of its named dims: input shapes may name
@@ -227,7 +266,7 @@ pub fn compile_symbolic(
     inputs: &BTreeMap<String, (Vec<sym::Expr>, DT)>,
     dims: &[(String, usize)],
 ) -> Result<Plan, CompileError> {
-    compile_graph(model, inputs, dims, &BTreeMap::new(), &BTreeMap::new())
+    compile_graph(model, inputs, dims, &BTreeMap::new(), &BTreeMap::new(), &[])
 }
 
 /// [`compile_symbolic`] where small integer tensors computed at run time may decide sizes
@@ -239,7 +278,19 @@ pub fn compile_symbolic_with(
     dims: &[(String, usize)],
     value_max: &BTreeMap<String, usize>,
 ) -> Result<Plan, CompileError> {
-    compile_graph(model, inputs, dims, &BTreeMap::new(), value_max)
+    compile_graph(model, inputs, dims, &BTreeMap::new(), value_max, &[])
+}
+
+/// [`compile_symbolic_with`] where the input dims named in `empty` may be 0 (a KV cache
+/// before the first token); the others are at least 1.
+pub fn compile_symbolic_empty(
+    model: &Model,
+    inputs: &BTreeMap<String, (Vec<sym::Expr>, DT)>,
+    dims: &[(String, usize)],
+    value_max: &BTreeMap<String, usize>,
+    empty: &[String],
+) -> Result<Plan, CompileError> {
+    compile_graph(model, inputs, dims, &BTreeMap::new(), value_max, empty)
 }
 
 fn compile_graph(
@@ -248,6 +299,7 @@ fn compile_graph(
     dims: &[(String, usize)],
     fixed: &BTreeMap<String, HostTensor>,
     value_max: &BTreeMap<String, usize>,
+    empty: &[String],
 ) -> Result<Plan, CompileError> {
     let graph = model
         .graph
@@ -263,6 +315,9 @@ fn compile_graph(
     ctx.value_max = value_max.clone();
     for (name, max) in dims {
         ctx.add_dim(name, *max);
+        if empty.contains(name) {
+            ctx.allow_empty(name);
+        }
     }
     let mut unsupported = Vec::new();
     let mut poisoned: HashSet<String> = HashSet::new();
@@ -497,4 +552,57 @@ pub fn write_engine_dir(
         };
         w(engine_json::FILE, engine.to_text().as_bytes())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(name: &str, dims: &[&str]) -> m2w_model::ValueInfo {
+        m2w_model::ValueInfo {
+            name: name.into(),
+            dtype: "i64".into(),
+            shape: dims
+                .iter()
+                .map(|d| m2w_model::Dim::Symbolic(d.to_string()))
+                .collect(),
+        }
+    }
+
+    /// optimum names a mask's length `past_sequence_length + sequence_length`: that is the
+    /// sum of the two dims, not a dim of its own; a name with an unknown term stays a name.
+    #[test]
+    fn a_dim_named_as_a_sum_of_dims_is_that_sum() {
+        let graph = m2w_model::GraphInfo {
+            inputs: vec![
+                input("ids", &["batch", "seq"]),
+                input("past", &["batch", "past"]),
+                input("mask", &["batch", "past + seq"]),
+                input("next", &["batch", "past + 1"]),
+                input("other", &["batch", "past + unknown"]),
+            ],
+            ..Default::default()
+        };
+        let maxima: BTreeMap<String, usize> = [
+            ("batch", 1),
+            ("seq", 8),
+            ("past", 16),
+            ("past + unknown", 5),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let (inputs, dims) = symbolic_inputs(&graph, &maxima).unwrap();
+        let names: Vec<&str> = dims.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["batch", "seq", "past", "past + unknown"]);
+        let at = |seq: i64, past: i64| -> sym::Bindings {
+            [("batch", 1), ("seq", seq), ("past", past)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect()
+        };
+        assert_eq!(inputs["mask"].0[1].eval(&at(3, 0)).unwrap(), 3);
+        assert_eq!(inputs["mask"].0[1].eval(&at(1, 7)).unwrap(), 8);
+        assert_eq!(inputs["next"].0[1].eval(&at(1, 7)).unwrap(), 8);
+    }
 }

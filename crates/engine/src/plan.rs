@@ -175,6 +175,15 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The input dims that may be 0 (see `compile_symbolic_empty`).
+    pub fn empty_input_dims(&self) -> Vec<String> {
+        self.dims
+            .iter()
+            .filter(|d| d.min == 0 && !d.at_sync && d.value_of.is_none())
+            .map(|d| d.name.clone())
+            .collect()
+    }
+
     /// Every dim at its maximum (what buffers are sized for).
     pub fn max_bindings(&self) -> Bindings {
         self.dims

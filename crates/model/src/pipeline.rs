@@ -691,6 +691,31 @@ impl Pipeline {
         }
     }
 
+    /// The named dims each graph's caches start at 0 with (the axes after the batch of its
+    /// `previous:` inputs), by graph: their plans must take 0 there.
+    pub fn empty_dims(&self, infos: &BTreeMap<String, GraphInfo>) -> BTreeMap<String, Vec<String>> {
+        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for g in &self.graphs {
+            let Some(info) = infos.get(&g.name) else {
+                continue;
+            };
+            for i in &info.inputs {
+                if !matches!(g.inputs.get(&i.name), Some(Feed::Previous { .. })) {
+                    continue;
+                }
+                for d in i.shape.iter().skip(1) {
+                    if let Dim::Symbolic(s) = d {
+                        let list = out.entry(g.name.clone()).or_default();
+                        if !list.contains(s) {
+                            list.push(s.clone());
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Maxima of every graph's named dims, by graph: the token axis (1) of token, mask and
     /// position feeds, the batch axis (0) at 1, a cache's axes after the batch at the
     /// stream's length, and an input fed by another graph's output takes that output's
@@ -900,6 +925,7 @@ mod tests {
         assert!(p.start.is_empty());
         assert_eq!(p.stop, vec![2, 7]);
         let infos = [("model".to_string(), dec.clone())].into_iter().collect();
+        assert_eq!(p.empty_dims(&infos)["model"], vec!["past".to_string()]);
         let dims = &p.max_dims(&infos)["model"];
         assert_eq!(dims["past"], DEFAULT_MAX_PROMPT + DEFAULT_MAX_NEW_TOKENS);
     }

@@ -29,7 +29,7 @@ pub fn build_engine(
     reuse: bool,
 ) -> Result<EngineBuild, PortError> {
     let model = m2w_model::Model::open(model_path)?;
-    let (mut plan, inputs, _) = m2w_validate::compile_for_dims(&model, reference, &[])?;
+    let (mut plan, inputs, _) = m2w_validate::compile_for_dims(&model, reference, &[], &[])?;
     let check_plan = plan.clone();
     plan.assign_buffers(reuse);
     let kernels = plan.kernels().len();
@@ -53,6 +53,7 @@ impl EngineBuild {
             overrides: vec![],
             per_layer: false,
             max_dims: vec![],
+            empty_dims: vec![],
             save_mismatches: None,
         };
         Ok(m2w_validate::validate(

@@ -157,8 +157,10 @@ pub fn validate_engine(
     }
     let mut opts = opts.clone();
     opts.max_dims = saved.dims.iter().map(|d| (d.name.clone(), d.max)).collect();
+    opts.empty_dims = saved.empty_input_dims();
     let model = m2w_model::Model::open(&model_path)?;
-    let (mut plan, inputs, _) = m2w_validate::compile_for_dims(&model, reference, &opts.max_dims)?;
+    let (mut plan, inputs, _) =
+        m2w_validate::compile_for_dims(&model, reference, &opts.max_dims, &opts.empty_dims)?;
     plan.assign_buffers(true);
     let same = serde_json::to_value(&plan).ok() == serde_json::to_value(&saved).ok();
     if !same {
@@ -206,8 +208,12 @@ pub fn write_wav_of_run(
     .map_err(|e| input(format!("plan.json: {e}")))?;
     let max_dims: Vec<(String, usize)> =
         saved.dims.iter().map(|d| (d.name.clone(), d.max)).collect();
-    let (mut plan, inputs, _) =
-        m2w_validate::compile_for_dims(model, &layout.reference(), &max_dims)?;
+    let (mut plan, inputs, _) = m2w_validate::compile_for_dims(
+        model,
+        &layout.reference(),
+        &max_dims,
+        &saved.empty_input_dims(),
+    )?;
     if !plan.outputs.iter().any(|o| o == output) {
         return Err(input(format!(
             "--wav {output}: not an output of the model ({})",
@@ -284,7 +290,8 @@ pub fn validate_model(
     opts: &m2w_validate::Options,
 ) -> Result<m2w_validate::Report, PortError> {
     let model = m2w_model::Model::open(model_path)?;
-    let (plan, inputs, _) = m2w_validate::compile_for_dims(&model, reference, &opts.max_dims)?;
+    let (plan, inputs, _) =
+        m2w_validate::compile_for_dims(&model, reference, &opts.max_dims, &opts.empty_dims)?;
     let gpu = m2w_engine::gpu::Gpu::new().map_err(PortError::Input)?;
     Ok(m2w_validate::validate(
         &gpu, &model, plan, &inputs, reference, opts,

@@ -28,6 +28,25 @@ pub const DEFAULT_PROMPTS: [&str; 5] = [
     "Download the quarterly sales report, compare it with last year and email a summary.",
 ];
 
+/// The pipelines' f32 checkpoints also take an error up to this times the checkpoint's
+/// largest |value| ([`m2w_validate::Tolerance::scaled`]): generation runs deep f32 stacks
+/// whose activations hold outliers (SmolLM2's residual stream reaches 2e4), and two f32
+/// sums in different orders differ by up to about K·u of their terms' magnitudes: 1e-4 is
+/// K·u for reductions of about 1700 terms.
+pub const SCALED_F32: f64 = 1e-4;
+
+/// The validate options of a pipeline's graphs: the user's, with [`SCALED_F32`] where the
+/// f32 tolerance has no scaled part.
+fn pipeline_validate(opts: &m2w_validate::Options) -> m2w_validate::Options {
+    let mut v = opts.clone();
+    let mut f32 = v.f32.unwrap_or(m2w_validate::F32_DEFAULT);
+    if f32.scaled == 0.0 {
+        f32.scaled = SCALED_F32;
+    }
+    v.f32 = Some(f32);
+    v
+}
+
 /// Where the graphs of a pipeline are.
 #[derive(Clone, Debug)]
 pub struct Source {
@@ -270,8 +289,12 @@ impl<'g> GpuGraphs<'g> {
             .map_err(|e| input(format!("{}: plan.json: {e}", g.name)))?;
             let max: Vec<(String, usize)> =
                 saved.dims.iter().map(|d| (d.name.clone(), d.max)).collect();
-            let (mut plan, _, _) =
-                m2w_validate::compile_for_dims(&opened.models[&g.name], &layout.reference(), &max)?;
+            let (mut plan, _, _) = m2w_validate::compile_for_dims(
+                &opened.models[&g.name],
+                &layout.reference(),
+                &max,
+                &saved.empty_input_dims(),
+            )?;
             plan.assign_buffers(true);
             let r = m2w_engine::gpu::Runner::new(gpu, plan).map_err(PortError::Input)?;
             runners.insert(g.name.clone(), r);
@@ -340,6 +363,11 @@ pub fn port_pipeline(
     for n in &p.notes {
         say(format!("  {n}"));
     }
+    let f32 = pipeline_validate(&opts.validate).f32.expect("set");
+    say(format!(
+        "  f32 checkpoints: |engine - ORT| <= max({}, {} x the checkpoint's largest |value|) + {} x |ORT|",
+        f32.atol, f32.scaled, f32.rtol
+    ));
     for g in &p.graphs {
         let wires: Vec<String> = g
             .inputs
@@ -412,6 +440,7 @@ pub fn port_pipeline(
     // Each graph as a port of its own, from its inputs at the loop's first step, with the
     // pipeline's maxima; then its last step against the same engine.
     let maxima = p.max_dims(&opened.infos);
+    let empty = p.empty_dims(&opened.infos);
     let mut reports = Vec::new();
     for g in &p.graphs {
         let steps: Vec<&m2w_reference::pipeline::RecordedStep> = record
@@ -424,6 +453,7 @@ pub fn port_pipeline(
             .find(|r| r.step == 0)
             .ok_or_else(|| input(format!("{}: the reference recorded no first step", g.name)))?;
         let mut gopts = opts.clone();
+        gopts.validate = pipeline_validate(&opts.validate);
         gopts.dims.clear();
         gopts.values.clear();
         gopts.inputs = first
@@ -436,6 +466,7 @@ pub fn port_pipeline(
             max.insert(k.clone(), *v);
         }
         gopts.validate.max_dims = max.into_iter().collect();
+        gopts.validate.empty_dims = empty.get(&g.name).cloned().unwrap_or_default();
         let gdir = out.join(&g.name);
         let outcome = crate::port::port(&g.file, &gdir, &gopts, &mut |s| {
             say(format!(
@@ -489,7 +520,7 @@ pub fn port_pipeline(
                 )?;
                 mark(&dir, &lst).map_err(input)?;
             }
-            let mut vopts = opts.validate.clone();
+            let mut vopts = pipeline_validate(&opts.validate);
             if !crate::port::run_time_quantizers(&opened.models[&g.name]).is_empty() {
                 vopts.per_layer = true;
             }

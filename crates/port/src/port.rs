@@ -242,8 +242,12 @@ pub fn port(
     );
     // Compiled every time (seconds): the stamp cannot see a newer m2w lowering the same
     // model differently, the saved plan can.
-    let (mut plan, _, static_why) =
-        m2w_validate::compile_for_dims(&model, &layout.reference(), &opts.validate.max_dims)?;
+    let (mut plan, _, static_why) = m2w_validate::compile_for_dims(
+        &model,
+        &layout.reference(),
+        &opts.validate.max_dims,
+        &opts.validate.empty_dims,
+    )?;
     plan.assign_buffers(true);
     let saved = std::fs::read_to_string(dir.join("plan.json"))
         .ok()
@@ -424,6 +428,7 @@ fn port_gguf(
         m2w_validate::Tolerance {
             atol: 2e-3,
             rtol: 2e-3,
+            scaled: 0.0,
         },
     ));
     let gpu = m2w_engine::gpu::Gpu::new().map_err(PortError::Input)?;

@@ -325,6 +325,14 @@ impl Ctx {
         });
     }
 
+    /// Lets an input dim be 0 (a KV cache before the first token).
+    pub fn allow_empty(&mut self, name: &str) {
+        self.minima.insert(name.into(), 0);
+        for d in self.plan.dims.iter_mut().filter(|d| d.name == name) {
+            d.min = 0;
+        }
+    }
+
     /// Makes a subgraph available to control-flow lowerings.
     pub fn add_subgraph(&mut self, scope: &str, sub: Subgraph) {
         self.subgraphs.insert(scope.into(), sub);
