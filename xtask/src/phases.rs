@@ -293,20 +293,8 @@ pub(crate) fn port(
         };
     }
     let model_path = source.model.as_deref().expect("a model or graphs");
-    let outcome = m2w_port::port::port(model_path, out, &opts, &mut |s| {
-        println!(
-            "[{}/5] {:<9} {}{}",
-            s.index,
-            s.phase,
-            if s.skipped {
-                "unchanged, skipped: "
-            } else {
-                ""
-            },
-            s.summary
-        )
-    })
-    .map_err(port_err)?;
+    let outcome =
+        m2w_port::port::port(model_path, out, &opts, &mut |s| println!("{s}")).map_err(port_err)?;
     match &outcome {
         m2w_port::port::PortOutcome::Graph(report) => {
             print!("\n{}", m2w_validate::render::table(report));

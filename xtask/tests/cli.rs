@@ -351,6 +351,48 @@ fn port_of_quantized_minilms_and_deepfilternet3_passes_every_checkpoint() {
     }
 }
 
+/// `port` of a generation pipeline (`args` before `--out`): exit 0, and every validation
+/// (`[5/5] validate` of each graph at the loop's first step, lines starting with
+/// `last_step` for its last step: `validations` in all) with checkpoints passed and none
+/// failed. Returns the output and validate/generation.json's five prompts.
+fn port_pipeline(
+    args: &[std::ffi::OsString],
+    port: &std::path::Path,
+    last_step: &str,
+    validations: usize,
+) -> (String, Vec<serde_json::Value>) {
+    let out = xtask()
+        .arg("port")
+        .args(args)
+        .arg("--out")
+        .arg(port)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("{stdout}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let validated: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("[5/5] validate") || l.starts_with(last_step))
+        .collect();
+    assert_eq!(validated.len(), validations, "{stdout}");
+    for l in &validated {
+        assert!(l.contains(" 0 failed") && !l.contains(" 0 passed"), "{l}");
+    }
+    let compared: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(port.join("validate/generation.json")).unwrap(),
+    )
+    .unwrap();
+    let compared = compared.as_array().unwrap().clone();
+    assert_eq!(compared.len(), 5);
+    (stdout, compared)
+}
+
 /// A generation pipeline: the int8 T5 titler's encoder and decoder (`--graph` twice, its
 /// tokenizer.json) wired from their input names, the greedy loop run by ONNX Runtime and by
 /// the GPU engines on five texts, every checkpoint of both graphs at the loop's first step
@@ -363,25 +405,18 @@ fn t5_titler_pipeline_generates_as_onnx_runtime_loops() {
     let decoder = m2w_setup::fixture("t5-titler-decoder").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let port = dir.path().join("port");
-    let out = xtask()
-        .arg("port")
-        .arg("--graph")
-        .arg(format!("encoder={}", encoder.display()))
-        .arg("--graph")
-        .arg(format!("decoder={}", decoder.display()))
-        .arg("--tokenizer")
-        .arg(encoder.parent().unwrap().join("tokenizer.json"))
-        .arg("--out")
-        .arg(&port)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (stdout, compared) = port_pipeline(
+        &[
+            "--graph".into(),
+            format!("encoder={}", encoder.display()).into(),
+            "--graph".into(),
+            format!("decoder={}", decoder.display()).into(),
+            "--tokenizer".into(),
+            encoder.parent().unwrap().join("tokenizer.json").into(),
+        ],
+        &port,
+        "decoder step ",
+        3,
     );
     assert!(
         stdout.contains("encoder (once) -> decoder (per step); start [0], stop [1]"),
@@ -391,23 +426,8 @@ fn t5_titler_pipeline_generates_as_onnx_runtime_loops() {
         stdout.contains("encoder_hidden_states <- encoder:last_hidden_state"),
         "{stdout}"
     );
-    // Both graphs at the first step, the decoder again at the last.
-    let validated: Vec<&str> = stdout
-        .lines()
-        .filter(|l| l.contains("[5/5] validate") || l.starts_with("decoder step "))
-        .collect();
-    assert_eq!(validated.len(), 3, "{stdout}");
-    for l in &validated {
-        assert!(l.contains(" 0 failed") && !l.contains(" 0 passed"), "{l}");
-    }
-    let compared: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(port.join("validate/generation.json")).unwrap(),
-    )
-    .unwrap();
-    let compared = compared.as_array().unwrap();
-    assert_eq!(compared.len(), 5);
     let mut identical = 0;
-    for c in compared {
+    for c in &compared {
         let verdict = c["verdict"].as_str().unwrap();
         assert!(verdict == "identical" || verdict == "near tie", "{c}");
         assert!(!c["reference"].as_array().unwrap().is_empty(), "{c}");
@@ -903,21 +923,8 @@ fn smollm2_onnx_kv_pipeline_generates_as_onnx_runtime_loops() {
     let model = m2w_setup::fixture("smollm2-onnx-kv").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let port = dir.path().join("port");
-    let out = xtask()
-        .arg("port")
-        .arg(model.parent().unwrap())
-        .arg("--out")
-        .arg(&port)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (stdout, compared) =
+        port_pipeline(&[model.parent().unwrap().into()], &port, "model step ", 2);
     assert!(
         stdout.contains("past_key_values.0.key <- previous:present.0.key"),
         "{stdout}"
@@ -926,21 +933,7 @@ fn smollm2_onnx_kv_pipeline_generates_as_onnx_runtime_loops() {
         stdout.contains("any size with"),
         "one symbolic plan: {stdout}"
     );
-    let validated: Vec<&str> = stdout
-        .lines()
-        .filter(|l| l.contains("[5/5] validate") || l.starts_with("model step "))
-        .collect();
-    assert_eq!(validated.len(), 2, "{stdout}");
-    for l in &validated {
-        assert!(l.contains(" 0 failed") && !l.contains(" 0 passed"), "{l}");
-    }
-    let compared: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(port.join("validate/generation.json")).unwrap(),
-    )
-    .unwrap();
-    let compared = compared.as_array().unwrap();
-    assert_eq!(compared.len(), 5);
-    for c in compared {
+    for c in &compared {
         assert_eq!(c["verdict"], "identical", "{c}");
     }
 }

@@ -469,18 +469,7 @@ pub fn port_pipeline(
         gopts.validate.empty_dims = empty.get(&g.name).cloned().unwrap_or_default();
         let gdir = out.join(&g.name);
         let outcome = crate::port::port(&g.file, &gdir, &gopts, &mut |s| {
-            say(format!(
-                "{} [{}/5] {:<9} {}{}",
-                g.name,
-                s.index,
-                s.phase,
-                if s.skipped {
-                    "unchanged, skipped: "
-                } else {
-                    ""
-                },
-                s.summary
-            ))
+            say(format!("{} {s}", g.name))
         })?;
         let PortOutcome::Graph(report) = outcome else {
             return Err(input(format!("{}: not an ONNX graph", g.name)));

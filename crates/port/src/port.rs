@@ -47,6 +47,24 @@ pub struct LlamaOutcome {
     pub greedy_reference: Vec<u32>,
 }
 
+impl std::fmt::Display for Step {
+    /// `[3/5] reference <summary>`, as the CLI prints a step.
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(
+            f,
+            "[{}/5] {:<9} {}{}",
+            self.index,
+            self.phase,
+            if self.skipped {
+                "unchanged, skipped: "
+            } else {
+                ""
+            },
+            self.summary
+        )
+    }
+}
+
 /// What the validate phase found (returned once per port: its size does not matter).
 #[derive(Clone, Debug)]
 #[allow(clippy::large_enum_variant)]
