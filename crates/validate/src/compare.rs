@@ -1,0 +1,237 @@
+//! The element-wise comparison every checkpoint goes through: tolerances, the pattern
+//! match that picks one, the statistics and the hint from the error's shape.
+
+use serde::Serialize;
+
+/// An element passes when |engine - reference| <= atol' + rtol * |reference|, where
+/// atol' = max(atol, scaled * the largest finite |reference| of the checkpoint).
+///
+/// `scaled` is for deep f32 stacks whose activations hold outliers (LLM residual streams
+/// of 2e4): two f32 sums of the same terms in different orders differ by up to about K·u
+/// times the terms' magnitudes (u = 6e-8, K the reduction's length), so an element near
+/// zero in a tensor of large values carries an error set by the tensor's scale, not its
+/// own.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Tolerance {
+    pub atol: f64,
+    pub rtol: f64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub scaled: f64,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
+}
+
+/// Defaults: f32 atol 1e-4 / rtol 1e-3 (both sides accumulate in f32, in different orders);
+/// integers and booleans exact.
+pub const F32_DEFAULT: Tolerance = Tolerance {
+    atol: 1e-4,
+    rtol: 1e-3,
+    scaled: 0.0,
+};
+pub const EXACT: Tolerance = Tolerance {
+    atol: 0.0,
+    rtol: 0.0,
+    scaled: 0.0,
+};
+
+/// `*` matches any run of characters, `?` one character.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            pi += 1;
+            mark = ti;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+/// Statistics of engine values `a` against reference `b`.
+pub fn compare(a: &[f64], b: &[f64], tol: Tolerance) -> (f64, f64, f64, usize, usize, usize, bool) {
+    let (mut max_abs, mut sum, mut max_rel, mut worst, mut nan_a, mut nan_b) =
+        (0f64, 0f64, 0f64, 0usize, 0usize, 0usize);
+    let mut pass = a.len() == b.len();
+    let scale = b
+        .iter()
+        .filter(|v| v.is_finite())
+        .fold(0f64, |m, v| m.max(v.abs()));
+    let atol = tol.atol.max(tol.scaled * scale);
+    for (i, (&x, &y)) in a.iter().zip(b).enumerate() {
+        if !x.is_finite() {
+            nan_a += 1;
+        }
+        if !y.is_finite() {
+            nan_b += 1;
+        }
+        let same = x == y || (x.is_nan() && y.is_nan());
+        // A NaN or an infinity that is not matched exactly is an infinite error: no
+        // tolerance lets 3.4e38 pass for +inf or a number for NaN.
+        let err = if same {
+            0.0
+        } else if !x.is_finite() || !y.is_finite() {
+            f64::INFINITY
+        } else {
+            (x - y).abs()
+        };
+        sum += err;
+        if err > max_abs || (i == 0 && err > 0.0) {
+            max_abs = err;
+            worst = i;
+        }
+        if y != 0.0 {
+            max_rel = max_rel.max(err / y.abs());
+        }
+        if !m2w_engine::tensor::within(x, y, atol, tol.rtol) {
+            pass = false;
+        }
+    }
+    (
+        max_abs,
+        if a.is_empty() {
+            0.0
+        } else {
+            sum / a.len() as f64
+        },
+        max_rel,
+        worst,
+        nan_a,
+        nan_b,
+        pass,
+    )
+}
+
+/// A hint from the shape of the error (the porting method's error-magnitude guide).
+pub fn diagnose(a: &[f64], b: &[f64], inputs_ok: bool) -> String {
+    if !inputs_ok {
+        return "an input of this node already differs: the bug is upstream; fix the first failing input first".into();
+    }
+    if a.iter().any(|v| !v.is_finite()) && b.iter().all(|v| v.is_finite()) {
+        return "NaN/Inf only on the engine side: an unclamped exp/tanh, a division by zero or an uninitialised buffer".into();
+    }
+    let ratios: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .filter(|(_, y)| y.abs() > 1e-6)
+        .map(|(x, y)| x / y)
+        .collect();
+    if ratios.len() > 4 {
+        let mean = ratios.iter().sum::<f64>() / ratios.len() as f64;
+        let spread = ratios.iter().map(|r| (r - mean).abs()).fold(0f64, f64::max);
+        if spread < 1e-2 * mean.abs().max(1e-6) && (mean - 1.0).abs() > 1e-2 {
+            let named = [
+                (2.0, "2"),
+                (0.5, "1/2"),
+                (8.0, "sqrt(64)"),
+                (0.125, "1/sqrt(64)"),
+                (std::f64::consts::SQRT_2, "sqrt(2)"),
+            ]
+            .iter()
+            .find(|(v, _)| (mean - v).abs() < 1e-2 * v)
+            .map(|(_, n)| format!(" (~{n})"))
+            .unwrap_or_default();
+            return format!(
+                "engine = {mean:.4} x reference everywhere{named}: a missing or extra scale (1/sqrt(d), 2, a norm constant)"
+            );
+        }
+        if mean.abs() > 100.0 || (mean != 0.0 && mean.abs() < 0.01) {
+            return format!(
+                "off by a factor ~{mean:.3e}: wrong or undequantized weights, or the wrong weight tensor"
+            );
+        }
+    }
+    let tol = |x: f64, y: f64| (x - y).abs() <= 1e-4 + 1e-3 * y.abs();
+    let failing = a.iter().zip(b).filter(|(x, y)| !tol(**x, **y)).count();
+    let scale = b.iter().fold(0f64, |m, y| m.max(y.abs()));
+    let max_err = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f64, f64::max);
+    if failing * 100 < a.len().max(1) && max_err < 1e-5 * scale {
+        return format!(
+            "{failing} isolated element(s) near zero in a tensor of scale {scale:.3e} (max error {max_err:.1e} = {:.1e} of the scale): f32 summation-order noise where large terms cancel; judge this checkpoint with an absolute tolerance (--tol NAME={:.0e},1e-3)",
+            max_err / scale,
+            (max_err * 2.0).max(1e-4)
+        );
+    }
+    let good_prefix = a.iter().zip(b).take_while(|(x, y)| tol(**x, **y)).count();
+    let rest_failing = a
+        .iter()
+        .zip(b)
+        .skip(good_prefix)
+        .filter(|(x, y)| !tol(**x, **y))
+        .count();
+    if good_prefix > 0
+        && good_prefix >= a.len() / 16
+        && good_prefix < a.len()
+        && rest_failing * 2 > a.len() - good_prefix
+    {
+        return format!(
+            "the first {good_prefix} elements are right, then wrong: a stride, offset or buffer-size bug"
+        );
+    }
+    let mean_abs_ref = b.iter().map(|v| v.abs()).sum::<f64>() / b.len().max(1) as f64;
+    let mean_err = a.iter().zip(b).map(|(x, y)| (x - y).abs()).sum::<f64>() / a.len().max(1) as f64;
+    if mean_err > 0.5 * mean_abs_ref {
+        return "errors as large as the values themselves: a wrong or uninitialised buffer, or the wrong bind group".into();
+    }
+    "a small systematic difference: a wrong activation or approximation, padding, or an off-by-one in indexing".into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Tolerance, compare};
+
+    #[test]
+    fn a_scaled_tolerance_follows_the_largest_value_of_the_tensor() {
+        let tol = Tolerance {
+            atol: 1e-4,
+            rtol: 1e-3,
+            scaled: 1e-4,
+        };
+        // An error of 0.01 on an element near 0: within 1e-4 x 2e4 = 2 ...
+        assert!(compare(&[0.01, 2e4], &[0.0, 2e4], tol).6);
+        // ... not when the tensor is small, nor beyond the scaled bound.
+        assert!(!compare(&[0.01, 2.0], &[0.0, 2.0], tol).6);
+        assert!(!compare(&[3.0, 2e4], &[0.0, 2e4], tol).6);
+        // Without it, elementwise only.
+        assert!(!compare(&[0.01, 2e4], &[0.0, 2e4], super::F32_DEFAULT).6);
+        // An infinite reference value sets no scale.
+        assert!(!compare(&[0.01, f64::INFINITY], &[0.0, f64::INFINITY], tol).6);
+    }
+
+    #[test]
+    fn an_infinity_or_nan_is_matched_exactly_whatever_the_tolerance() {
+        let tol = Tolerance {
+            atol: 1e-4,
+            rtol: 1e-3,
+            scaled: 0.0,
+        };
+        let pass = |a: &[f64], b: &[f64]| compare(a, b, tol).6;
+        assert!(!pass(&[3.4e38], &[f64::INFINITY]));
+        assert!(!pass(&[-3.4e38], &[f64::NEG_INFINITY]));
+        assert!(!pass(&[f64::INFINITY], &[f64::NEG_INFINITY]));
+        assert!(!pass(&[0.0], &[f64::NAN]));
+        assert!(!pass(&[f64::NAN], &[0.0]));
+        assert!(pass(&[f64::INFINITY, f64::NAN], &[f64::INFINITY, f64::NAN]));
+        assert!(pass(&[1.0005], &[1.0]));
+        // The error statistic of a non-finite mismatch is infinite.
+        assert_eq!(compare(&[3.4e38], &[f64::INFINITY], tol).0, f64::INFINITY);
+    }
+}
