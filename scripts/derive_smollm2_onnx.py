@@ -22,12 +22,17 @@ Face's halves.
 Pins: python 3.11, gguf==0.17.1, numpy==2.4.6, onnx==1.22.0, protobuf==7.36.2
 (+ pyyaml, tqdm for gguf; ml_dtypes, typing_extensions for onnx).
 
-    python scripts/derive_smollm2_onnx.py --src SmolLM2-135M-Instruct.Q4_1.gguf --out DIR
+    python scripts/derive_smollm2_onnx.py --src SmolLM2-135M-Instruct.Q4_1.gguf --out DIR [--layout split]
 
 writes DIR/model.onnx (+ model.onnx.data: the weights as external data), config.json,
 generation_config.json and tokenizer.json (the GGUF's byte-level BPE with SmolLM2's
 pre-tokenizer: digits one by one, then GPT-2's byte-level split; control tokens as special
 added tokens).
+
+--layout split writes the split-graph runtime's structure instead: DIR/embed.onnx (input_ids
+-> inputs_embeds, the embedding Gather alone) and DIR/decoder.onnx (the same decoder taking
+inputs_embeds [batch_size, sequence_length, 576] in place of input_ids), each with its
+external data.
 """
 import argparse
 import json
@@ -114,7 +119,29 @@ def rotate_half(g, x, half, base):
     return g.op("Concat", [n, a], base, axis=-1)
 
 
-def build(src):
+def embed_graph(src):
+    """The embedding alone: input_ids -> inputs_embeds (a split graph's first model)."""
+    r = GGUFReader(src)
+    t = {x.name: x for x in r.tensors}
+    x = t["token_embd.weight"]
+    table = dequantize(x.data, x.tensor_type).astype(np.float32).reshape([int(d) for d in reversed(x.shape)])
+    g = Graph()
+    g.weight("model.embed_tokens.weight", table)
+    g.nodes.append(helper.make_node("Gather", ["model.embed_tokens.weight", "input_ids"], ["inputs_embeds"],
+                                    name=g.unique("model/embed_tokens", "Gather"), axis=0))
+    B, S = "batch_size", "sequence_length"
+    graph = helper.make_graph(
+        g.nodes, "main_graph",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [B, S])],
+        [helper.make_tensor_value_info("inputs_embeds", TensorProto.FLOAT, [B, S, table.shape[1]])],
+        g.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)],
+                              producer_name="pytorch", producer_version="2.5.1")
+    model.ir_version = 8
+    return model
+
+
+def build(src, split=False):
     r = GGUFReader(src)
     t = {x.name: x for x in r.tensors}
 
@@ -133,16 +160,21 @@ def build(src):
     vocab = int(field(r, "llama.vocab_size"))
 
     g = Graph()
-    g.weight("model.embed_tokens.weight", w("token_embd.weight"))
+    if not split:
+        g.weight("model.embed_tokens.weight", w("token_embd.weight"))
     inv_freq = (1.0 / base_freq ** (np.arange(0, hd, 2, dtype=np.int64).astype(np.float32) / hd)).astype(np.float32)
 
     # Sizes, as traced: batch and length of the new tokens, past length from the cache.
-    bsz = g.dim("input_ids", 0, "model")
-    seq = g.dim("input_ids", 1, "model")
+    first = "inputs_embeds" if split else "input_ids"
+    bsz = g.dim(first, 0, "model")
+    seq = g.dim(first, 1, "model")
     past = g.dim("past_key_values.0.key", 2, "model")
     total = g.op("Add", [past, seq], "model")
 
-    h = g.op("Gather", ["model.embed_tokens.weight", "input_ids"], "model/embed_tokens", axis=0)
+    if split:
+        h = "inputs_embeds"
+    else:
+        h = g.op("Gather", ["model.embed_tokens.weight", "input_ids"], "model/embed_tokens", axis=0)
 
     # The 4D causal mask: query i (absolute past + i) sees key j when j <= past + i and
     # attention_mask[j] is 1; else float32 min.
@@ -244,7 +276,8 @@ def build(src):
     B, S, P = "batch_size", "sequence_length", "past_sequence_length"
     T = "past_sequence_length + sequence_length"
     inputs = [
-        helper.make_tensor_value_info("input_ids", TensorProto.INT64, [B, S]),
+        helper.make_tensor_value_info("inputs_embeds", TensorProto.FLOAT, [B, S, width]) if split
+        else helper.make_tensor_value_info("input_ids", TensorProto.INT64, [B, S]),
         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, [B, T]),
         helper.make_tensor_value_info("position_ids", TensorProto.INT64, [B, S]),
     ]
@@ -296,16 +329,20 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--src", required=True)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--layout", choices=["optimum", "split"], default="optimum")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
-    r, model, c = build(a.src)
-    onnx.checker.check_model(model, full_check=False) if model.ByteSize() < 2**31 else None
-    # onnx appends to an existing data file: start from none.
-    for name in ("model.onnx", "model.onnx.data"):
-        if os.path.exists(os.path.join(a.out, name)):
-            os.remove(os.path.join(a.out, name))
-    onnx.save_model(model, os.path.join(a.out, "model.onnx"), save_as_external_data=True,
-                    all_tensors_to_one_file=True, location="model.onnx.data", size_threshold=1024)
+    split = a.layout == "split"
+    r, model, c = build(a.src, split)
+    graphs = [("decoder.onnx", model), ("embed.onnx", embed_graph(a.src))] if split else [("model.onnx", model)]
+    for name, m in graphs:
+        onnx.checker.check_model(m, full_check=False) if m.ByteSize() < 2**31 else None
+        # onnx appends to an existing data file: start from none.
+        for f in (name, name + ".data"):
+            if os.path.exists(os.path.join(a.out, f)):
+                os.remove(os.path.join(a.out, f))
+        onnx.save_model(m, os.path.join(a.out, name), save_as_external_data=True,
+                        all_tensors_to_one_file=True, location=name + ".data", size_threshold=1024)
     bos = int(field(r, "tokenizer.ggml.bos_token_id"))
     eos = int(field(r, "tokenizer.ggml.eos_token_id"))
     config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama",

@@ -189,7 +189,8 @@ pub(crate) enum Command {
     },
     /// Phase 9: generate the npm package from a port folder's engine.
     Package {
-        /// A port folder (cargo xtask port): its engine/ is packaged.
+        /// A port folder (cargo xtask port): its engine/ is packaged, or, for a pipeline, every
+        /// graph's engine with the loop and the tokenizer.
         #[arg(long)]
         port: PathBuf,
         /// npm package name.

@@ -307,8 +307,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 )?),
                 None => None,
             };
-            let s = m2w_package::generate(&port.join("engine"), &name, &out, &llm)
-                .map_err(|e| Usage(e.to_string()))?;
+            let s = if m2w_package::pipeline::is_pipeline(&port) {
+                m2w_package::pipeline::generate(&port, &name, &out)
+            } else {
+                m2w_package::generate(&port.join("engine"), &name, &out, &llm)
+            }
+            .map_err(|e| Usage(e.to_string()))?;
             if let Some(files) = &demo {
                 m2w_package::tts::write_demo(&out, files).map_err(|e| Usage(e.to_string()))?;
                 println!("speaking demo: {}", out.join("tts.html").display());

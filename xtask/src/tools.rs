@@ -57,8 +57,11 @@ pub(crate) fn package_test(
     }
     npm(package, &["run", "--silent", "build"])?;
     npm(package, &["run", "--silent", "build:tests"])?;
-    // LLM packages prove generation (generate.spec), the others every checkpoint.
-    let spec = if package.join("tests/generate.spec.ts").is_file() {
+    // Pipeline and LLM packages prove generation (pipeline.spec, generate.spec), the others
+    // every checkpoint.
+    let spec = if package.join("tests/pipeline.spec.ts").is_file() {
+        "build-tests/pipeline.spec.js"
+    } else if package.join("tests/generate.spec.ts").is_file() {
         m2w_port::sampler::write_sampler_cases(&package.join("build-tests/sampler-cases.json"))
             .map_err(port_err)?;
         "build-tests/generate.spec.js"
@@ -95,10 +98,59 @@ pub(crate) fn package_test(
         cmd.env("M2W_TTS_AUDIO", a);
     }
     let status = cmd.status()?;
+    let judged = if spec == "build-tests/pipeline.spec.js" {
+        judge_browser_runs(package, &references[0])?
+    } else {
+        Ok(())
+    };
     if !status.success() {
         return Err(CheckFailed("the browser test failed".into()).into());
     }
-    Ok(())
+    judged
+}
+
+/// A pipeline package's greedy runs in the browser (`build-tests/pipeline-runs.json` and the
+/// logits rows beside it) judged against ONNX Runtime's loop as the port judges its engine.
+fn judge_browser_runs(package: &Path, port: &Path) -> anyhow::Result<anyhow::Result<()>> {
+    let dir = package.join("build-tests");
+    let runs: serde_json::Value = match std::fs::read(dir.join("pipeline-runs.json")) {
+        Ok(b) => serde_json::from_slice(&b)?,
+        Err(_) => {
+            return Ok(Err(
+                CheckFailed("the browser test wrote no runs".into()).into()
+            ));
+        }
+    };
+    let mut parsed = Vec::new();
+    for r in runs.as_array().into_iter().flatten() {
+        let tokens: Vec<i64> = serde_json::from_value(r["tokens"].clone())?;
+        let file = dir.join(r["logits"].as_str().unwrap_or_default());
+        let bytes = std::fs::read(&file).map_err(|e| Usage(format!("{}: {e}", file.display())))?;
+        let values: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let width = values.len() / tokens.len().max(1);
+        let rows = values.chunks(width.max(1)).map(|c| c.to_vec()).collect();
+        parsed.push((tokens, rows));
+    }
+    let partings = m2w_port::pipeline::judge_runs(port, &parsed).map_err(port_err)?;
+    let mut differ = 0;
+    for (k, p) in partings.iter().enumerate() {
+        println!(
+            "browser run {k} against ONNX Runtime: {p}; the browser moved leading margins up to {:.3}, ONNX Runtime itself up to {:.3}",
+            p.noise, p.reference_noise
+        );
+        differ += usize::from(p.verdict == "DIFFER");
+    }
+    Ok(if differ > 0 {
+        Err(CheckFailed(format!(
+            "{differ} browser run(s) differ from ONNX Runtime's loop beyond a near tie"
+        ))
+        .into())
+    } else {
+        Ok(())
+    })
 }
 
 pub(crate) fn conformance(filter: Option<&str>, verbose: bool) -> anyhow::Result<()> {

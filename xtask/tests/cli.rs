@@ -393,18 +393,11 @@ fn port_pipeline(
     (stdout, compared)
 }
 
-/// A generation pipeline: the int8 T5 titler's encoder and decoder (`--graph` twice, its
-/// tokenizer.json) wired from their input names, the greedy loop run by ONNX Runtime and by
-/// the GPU engines on five texts, every checkpoint of both graphs at the loop's first step
-/// and of the decoder at its last step against ONNX Runtime (per layer: both quantize
-/// activations at run time), and each text's tokens equal to ONNX Runtime's or parted at a
-/// near tie (ONNX Runtime's margin there within the noise measured without that step).
-#[test]
-fn t5_titler_pipeline_generates_as_onnx_runtime_loops() {
+/// Ports the int8 T5 titler's encoder and decoder as one pipeline into `port` (see the test
+/// below) and checks the port's gate; returns validate/generation.json's five prompts.
+fn port_t5_titler(port: &std::path::Path) -> Vec<serde_json::Value> {
     let encoder = m2w_setup::fixture("t5-titler-encoder").unwrap();
     let decoder = m2w_setup::fixture("t5-titler-decoder").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let port = dir.path().join("port");
     let (stdout, compared) = port_pipeline(
         &[
             "--graph".into(),
@@ -414,7 +407,7 @@ fn t5_titler_pipeline_generates_as_onnx_runtime_loops() {
             "--tokenizer".into(),
             encoder.parent().unwrap().join("tokenizer.json").into(),
         ],
-        &port,
+        port,
         "decoder step ",
         3,
     );
@@ -437,12 +430,99 @@ fn t5_titler_pipeline_generates_as_onnx_runtime_loops() {
         identical >= 1,
         "no text generated identically: {compared:?}"
     );
+    compared
+}
+
+/// Packages a pipeline's port folder and runs its browser proof on the first `prompts`
+/// reference prompts (a screenshot of the demo page with `shot`); returns the output.
+fn package_pipeline(
+    port: &std::path::Path,
+    pkg: &std::path::Path,
+    prompts: usize,
+    shot: Option<&std::path::Path>,
+) -> String {
+    let out = xtask()
+        .args(["package", "--port"])
+        .arg(port)
+        .args(["--name", "pipeline-under-test", "--out"])
+        .arg(pkg)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut cmd = xtask();
+    cmd.args(["package-test", "--package"])
+        .arg(pkg)
+        .arg("--reference")
+        .arg(port)
+        .env("M2W_PROMPTS", prompts.to_string());
+    if let Some(s) = shot {
+        cmd.arg("--screenshot").arg(s);
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("{stdout}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("pipeline package: all checks passed"),
+        "{stdout}"
+    );
+    let judged = stdout
+        .lines()
+        .filter(|l| l.starts_with("browser run "))
+        .count();
+    assert_eq!(judged, prompts, "{stdout}");
+    stdout
+}
+
+/// A generation pipeline: the int8 T5 titler's encoder and decoder (`--graph` twice, its
+/// tokenizer.json) wired from their input names, the greedy loop run by ONNX Runtime and by
+/// the GPU engines on five texts, every checkpoint of both graphs at the loop's first step
+/// and of the decoder at its last step against ONNX Runtime (per layer: both quantize
+/// activations at run time), and each text's tokens equal to ONNX Runtime's or parted at a
+/// near tie (ONNX Runtime's margin there within the noise measured without that step).
+/// Then its package in headless Chromium on the first text (the ignored test below runs
+/// all five): the TypeScript Unigram tokenizer gives the crate's ids for every prompt and
+/// text, and the browser's greedy run is judged against ONNX Runtime's loop as the port's.
+#[test]
+fn t5_titler_pipeline_generates_as_onnx_runtime_loops() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = dir.path().join("port");
+    port_t5_titler(&port);
     // The resolved manifest is written for the user to start from, and reads back.
     let manifest = std::fs::read_to_string(port.join("pipeline.json")).unwrap();
     assert!(
         manifest.contains("\"schema\": \"m2w.pipeline/1\""),
         "{manifest}"
     );
+    let stdout = package_pipeline(&port, &dir.path().join("pkg"), 1, None);
+    assert!(
+        stdout.contains("tokenizer: 5/5 prompts encode to the tokenizers crate's ids, 5/5 outputs decode to its text"),
+        "{stdout}"
+    );
+}
+
+/// The T5 titler's package on all five texts in headless Chromium, and its demo page
+/// (heavy: about 10 minutes of SwiftShader).
+#[test]
+#[ignore = "heavy: cargo xtask test -- --ignored t5_titler_package"]
+fn t5_titler_package_generates_as_onnx_runtime_loops_in_chromium() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = dir.path().join("port");
+    port_t5_titler(&port);
+    let shot = dir.path().join("demo.png");
+    let stdout = package_pipeline(&port, &dir.path().join("pkg"), 5, Some(&shot));
+    assert!(stdout.contains("demo page: "), "{stdout}");
+    assert!(shot.is_file());
 }
 
 /// A graph whose inputs cannot all be wired is refused before any ONNX Runtime or GPU
@@ -938,6 +1018,38 @@ fn smollm2_onnx_kv_pipeline_generates_as_onnx_runtime_loops() {
     }
 }
 
+/// The split-graph runtime's structure of the same decoder (fixture `smollm2-onnx-split`):
+/// an embed graph (input_ids -> inputs_embeds) and the decoder taking inputs_embeds, wired
+/// from their names as two step graphs (the embed first, on the new tokens); every
+/// checkpoint of both at the first and last step passes against ONNX Runtime, and the GPU
+/// loop's greedy tokens equal ONNX Runtime's loop on five texts.
+#[test]
+#[ignore = "heavy (764 MB of f32 weights, several minutes on lavapipe): cargo xtask test -- --ignored smollm2_onnx"]
+fn smollm2_onnx_split_pipeline_generates_as_onnx_runtime_loops() {
+    let model = m2w_setup::fixture("smollm2-onnx-split").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = dir.path().join("port");
+    let (stdout, compared) =
+        port_pipeline(&[model.parent().unwrap().into()], &port, "decoder step ", 3);
+    assert!(
+        stdout.contains("embed (per step) -> decoder (per step)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("input_ids <- new_tokens"), "{stdout}");
+    assert!(
+        stdout.contains("inputs_embeds <- embed:inputs_embeds"),
+        "{stdout}"
+    );
+    let embed_step = stdout
+        .lines()
+        .find(|l| l.starts_with("embed step "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(embed_step.contains(" 0 failed"), "{embed_step}");
+    for c in &compared {
+        assert_eq!(c["verdict"], "identical", "{c}");
+    }
+}
+
 /// Qwen2.5-Coder-1.5B-Instruct Q4_K_M (qwen2: q/k/v biases, NEOX RoPE, Q4_K and Q6_K blocks,
 /// a 151936-row Q6_K LM head kept as row slices, byte-level BPE with the qwen2
 /// pre-tokenizer, the file's ChatML template): `port` passes every prefill and decode stage
@@ -995,41 +1107,56 @@ fn qwen2_5_coder_q4_k_m_ports_every_stage() {
     println!("{text}");
 }
 
-/// The package's TypeScript Unigram tokenizer (templates/package/src/unigram.ts: T5's
-/// precompiled-charsmap normalizer, Metaspace, Viterbi, fused unknowns, the post-processor's
-/// </s>) gives the `tokenizers` crate's ids for every sample text, with the int8 T5 titler's
-/// own tokenizer.json; compiled with the packages' TypeScript and run in node.
+/// The pipeline packages' TypeScript tokenizers (templates/package/src/hf_tokenizer.ts over
+/// unigram.ts and tokenizer.ts) give the `tokenizers` crate's ids for every sample text of two
+/// tokenizer.json files: the int8 T5 titler's own (Unigram: precompiled-charsmap normalizer,
+/// Metaspace, Viterbi, fused unknowns, the post-processor's </s>) and SmolLM2's byte-level
+/// BPE as the crate itself serialises it from the GGUF's vocabulary; compiled with the
+/// packages' TypeScript and run in node.
 #[test]
-fn typescript_unigram_tokenizer_equals_the_tokenizers_crate() {
-    let encoder = m2w_setup::fixture("t5-titler-encoder").unwrap();
-    let json = encoder.parent().unwrap().join("tokenizer.json");
+fn typescript_tokenizers_of_tokenizer_json_equal_the_tokenizers_crate() {
     let dir = tempfile::tempdir().unwrap();
-    let cases = m2w_reference::tokenizer::tokenizer_json_cases(&json, 320).unwrap();
-    std::fs::write(dir.path().join("cases.json"), cases.to_string()).unwrap();
+    let t5 = m2w_setup::fixture("t5-titler-encoder")
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("tokenizer.json");
+    let gguf =
+        m2w_reference::llama::Llama::load(&m2w_setup::fixture("smollm2-q4_1").unwrap()).unwrap();
+    let bpe = dir.path().join("smollm2-tokenizer.json");
+    let json = m2w_reference::tokenizer::GgufTokenizer::from_llama(&gguf)
+        .unwrap()
+        .tokenizer_json()
+        .unwrap()
+        .unwrap();
+    std::fs::write(&bpe, json).unwrap();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    std::fs::copy(
-        root.join("templates/package/src/unigram.ts"),
-        dir.path().join("unigram.ts"),
-    )
-    .unwrap();
+    for f in ["hf_tokenizer.ts", "unigram.ts", "tokenizer.ts"] {
+        std::fs::copy(
+            root.join("templates/package/src").join(f),
+            dir.path().join(f),
+        )
+        .unwrap();
+    }
     std::fs::write(
         dir.path().join("package.json"),
-        r#"{"name": "unigram-check", "private": true, "type": "module", "devDependencies": {"typescript": "5.9.3"}}"#,
+        r#"{"name": "tokenizer-check", "private": true, "type": "module", "devDependencies": {"typescript": "5.9.3"}}"#,
     )
     .unwrap();
     std::fs::write(
         dir.path().join("check.mjs"),
         r#"import fs from 'node:fs';
-import { UnigramTokenizer } from './unigram.js';
-const tok = new UnigramTokenizer(JSON.parse(fs.readFileSync(process.argv[2], 'utf8')));
-const cases = JSON.parse(fs.readFileSync('cases.json', 'utf8'));
+import { fromTokenizerJson } from './hf_tokenizer.js';
+const [json, casesFile, label] = process.argv.slice(2);
+const tok = fromTokenizerJson(JSON.parse(fs.readFileSync(json, 'utf8')));
+const cases = JSON.parse(fs.readFileSync(casesFile, 'utf8'));
 let same = 0;
 for (const c of cases) {
   const got = tok.encode(c.text);
   if (JSON.stringify(got) === JSON.stringify(c.ids)) same++;
   else console.log(`${JSON.stringify(c.text)}\n  ours  ${JSON.stringify(got)}\n  crate ${JSON.stringify(c.ids)}`);
 }
-console.log(`unigram: ${same}/${cases.length}`);
+console.log(`${label}: ${same}/${cases.length}`);
 "#,
     )
     .unwrap();
@@ -1059,10 +1186,23 @@ console.log(`unigram: ${same}/${cases.length}`);
             "es2022",
             "--lib",
             "es2022,dom",
-            "unigram.ts",
+            "hf_tokenizer.ts",
         ],
     );
-    let text = run("node", &["check.mjs", json.to_str().unwrap()]);
-    println!("{text}");
-    assert!(text.contains("unigram: 320/320"), "{text}");
+    for (label, json) in [("unigram", &t5), ("bpe", &bpe)] {
+        let cases = m2w_reference::tokenizer::tokenizer_json_cases(json, 320).unwrap();
+        let file = dir.path().join(format!("{label}-cases.json"));
+        std::fs::write(&file, cases.to_string()).unwrap();
+        let text = run(
+            "node",
+            &[
+                "check.mjs",
+                json.to_str().unwrap(),
+                file.to_str().unwrap(),
+                label,
+            ],
+        );
+        println!("{text}");
+        assert!(text.contains(&format!("{label}: 320/320")), "{text}");
+    }
 }

@@ -30,9 +30,11 @@ const TSCONFIG_TESTS: &str = include_str!("../../../templates/package/tsconfig.t
 const INDEX_HTML: &str = include_str!("../../../templates/package/index.html");
 const SPEC_TS: &str = include_str!("../../../templates/package/tests/activation-match.spec.ts");
 const RUNTIME_TS: &str = include_str!("../../../templates/package/src/runtime.ts");
+const SAMPLER_TS: &str = include_str!("../../../templates/package/src/sampler.ts");
 const HARNESS_TS: &str = include_str!("../../../templates/package/tests/harness.ts");
 
 pub mod llm;
+pub mod pipeline;
 pub mod tts;
 
 /// Dispatches recorded per command encoder before it is submitted (as the native runner).

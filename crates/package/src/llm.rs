@@ -184,6 +184,7 @@ pub fn generate(
         ("src/runtime.ts", crate::RUNTIME_TS.as_bytes().to_vec()),
         ("src/tokenizer.ts", TOKENIZER_TS.as_bytes().to_vec()),
         ("src/jinja.ts", JINJA_TS.as_bytes().to_vec()),
+        ("src/sampler.ts", crate::SAMPLER_TS.as_bytes().to_vec()),
         ("src/index.ts", subst(LLM_TS).into_bytes()),
         ("src/config.ts", config_ts.into_bytes()),
         ("src/shaders.ts", shaders.clone().into_bytes()),

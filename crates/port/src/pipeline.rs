@@ -180,6 +180,21 @@ pub struct Parting {
     pub verdict: String,
 }
 
+impl std::fmt::Display for Parting {
+    /// The verdict, and where the runs part.
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "{}", self.verdict)?;
+        match (self.at, self.margin) {
+            (Some(d), Some(m)) => write!(
+                f,
+                " (parts at step {d}, where ONNX Runtime's margin is {m:.3})"
+            ),
+            (Some(d), None) => write!(f, " (parts at step {d})"),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Compares two greedy runs that start from the same prompt: where they part and whether
 /// ONNX Runtime's margin there is within the noise measured without that step: the
 /// engine's on the steps before, or ONNX Runtime's own (`reference_self_noise`).
@@ -239,6 +254,51 @@ pub fn compare_runs(
         out.verdict = "near tie".into();
     }
     out
+}
+
+/// ONNX Runtime's logits rows for prompt `k` of the reference folder `ref_dir`, one per step.
+pub fn reference_rows(ref_dir: &Path, k: usize) -> Result<Vec<Vec<f32>>, PortError> {
+    let ort =
+        m2w_reference::HostTensor::read_npy(&ref_dir.join(m2w_reference::pipeline::logits_file(k)))
+            .map_err(|e| input(format!("{}: {e}", ref_dir.display())))?;
+    let width = ort.shape().get(1).copied().unwrap_or(0) as usize;
+    Ok(ort
+        .to_f64()
+        .chunks(width.max(1))
+        .map(|c| c.iter().map(|&v| v as f32).collect())
+        .collect())
+}
+
+/// Judges other greedy runs of a pipeline port's reference prompts (`port`: the port
+/// folder), as the port judges its own engine's: each run's tokens with the logits row
+/// behind each (a package's run in a browser), in prompt order; fewer runs than prompts
+/// judge the first ones.
+pub fn judge_runs(
+    port: &Path,
+    runs: &[(Vec<i64>, Vec<Vec<f32>>)],
+) -> Result<Vec<Parting>, PortError> {
+    let ref_dir = port.join("reference");
+    let record = LoopRecord::read(&ref_dir)?;
+    if runs.len() > record.prompts.len() {
+        return Err(input(format!(
+            "{} runs for the reference's {} prompts",
+            runs.len(),
+            record.prompts.len()
+        )));
+    }
+    runs.iter()
+        .zip(&record.prompts)
+        .enumerate()
+        .map(|(k, ((tokens, rows), r))| {
+            Ok(compare_runs(
+                &r.generated.tokens,
+                &reference_rows(&ref_dir, k)?,
+                &r.generated.self_noise,
+                tokens,
+                rows,
+            ))
+        })
+        .collect()
 }
 
 /// What the pipeline's port found.
@@ -545,17 +605,7 @@ pub fn port_pipeline(
         .map_err(PortError::Input)?;
         let engine_text = m2w_reference::pipeline::decode(&tok, &g.tokens)?;
         let identical = g.tokens == r.generated.tokens;
-        let k = compared.len();
-        let ort = m2w_reference::HostTensor::read_npy(
-            &ref_dir.join(m2w_reference::pipeline::logits_file(k)),
-        )
-        .map_err(|e| input(format!("{}: {e}", ref_dir.display())))?;
-        let width = ort.shape().get(1).copied().unwrap_or(0) as usize;
-        let ort_rows: Vec<Vec<f32>> = ort
-            .to_f64()
-            .chunks(width.max(1))
-            .map(|c| c.iter().map(|&v| v as f32).collect())
-            .collect();
+        let ort_rows = reference_rows(&ref_dir, compared.len())?;
         let parting = compare_runs(
             &r.generated.tokens,
             &ort_rows,
@@ -563,6 +613,13 @@ pub fn port_pipeline(
             &g.tokens,
             &g.logits,
         );
+        say(format!(
+            "engine loop: {} tokens {:?}: {parting}; leading margins moved by the engine up to {:.3}, by ONNX Runtime itself up to {:.3}",
+            g.tokens.len(),
+            engine_text,
+            parting.noise,
+            parting.reference_noise
+        ));
         let Parting {
             noise: logits_noise,
             reference_noise,
@@ -570,17 +627,6 @@ pub fn port_pipeline(
             margin,
             verdict,
         } = parting;
-        say(format!(
-            "engine loop: {} tokens {:?}: {verdict}{}; leading margins moved by the engine up to {logits_noise:.3}, by ONNX Runtime itself up to {reference_noise:.3}",
-            g.tokens.len(),
-            engine_text,
-            match (first_divergence, margin) {
-                (Some(d), Some(m)) =>
-                    format!(" (parts at step {d}, where ONNX Runtime's margin is {m:.3})"),
-                (Some(d), None) => format!(" (parts at step {d})"),
-                _ => String::new(),
-            }
-        ));
         compared.push(Compared {
             text: r.text.clone(),
             reference: r.generated.tokens.clone(),

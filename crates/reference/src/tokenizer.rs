@@ -140,6 +140,15 @@ impl GgufTokenizer {
             Inner::Spm(t) => Ok(t.decode(ids)),
         }
     }
+
+    /// A byte-level BPE as the `tokenizers` crate writes it to a tokenizer.json (the
+    /// Hugging Face form of the GGUF's vocabulary); None for SentencePiece.
+    pub fn tokenizer_json(&self) -> Result<Option<String>, RefError> {
+        match &self.inner {
+            Inner::Bpe(t) => t.to_string(false).map(Some).map_err(terr),
+            Inner::Spm(_) => Ok(None),
+        }
+    }
 }
 
 /// Texts a tokenizer port is checked on: hand-picked edge cases (contractions, digit runs,

@@ -102,8 +102,8 @@ pub struct Part {
     pub path: String,
 }
 
-/// A fixture made by `python <script> --src <from's file> --out DIR`, which writes `file`
-/// (and possibly siblings) into DIR; the script runs in a virtual environment with exactly
+/// A fixture made by `python <script> --src <from's file> --out DIR [args]`, which writes
+/// `file` (and possibly siblings) into DIR; the script runs in a virtual environment with exactly
 /// `requirements` installed, cached by their hash.
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct Derive {
@@ -111,6 +111,9 @@ pub struct Derive {
     /// Repository-relative path of the script.
     pub script: String,
     pub file: String,
+    /// More arguments of the script (one script, several fixtures: `--layout split`).
+    #[serde(default)]
+    pub args: Vec<String>,
     pub requirements: Vec<String>,
     /// The script computes in floating point (ONNX Runtime's calibration and block
     /// quantization, numpy's BLAS), whose results may differ in the last bits from one CPU
@@ -519,10 +522,11 @@ fn derived(fx: &Fixture, d: &Derive) -> Result<PathBuf, SetupError> {
     let _guard = FETCH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let what = format!("fixture {}", fx.name);
     let expected = fx.sha256.as_deref().unwrap_or("");
-    let stem = Path::new(&d.script)
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| fx.name.clone());
+    // A script's fixtures made with arguments get folders of their own.
+    let stem = match Path::new(&d.script).file_stem() {
+        Some(s) if d.args.is_empty() => s.to_string_lossy().into_owned(),
+        _ => fx.name.clone(),
+    };
     let dir = cache_dir().join("fixtures").join(&stem);
     let dest = dir.join(&d.file);
     let check = |path: &Path| match check_sha(path, expected, &what) {
@@ -551,6 +555,7 @@ fn derived(fx: &Fixture, d: &Derive) -> Result<PathBuf, SetupError> {
         .arg(&src)
         .arg("--out")
         .arg(&tmp)
+        .args(&d.args)
         .output()
         .map_err(|e| SetupError::Fetch(format!("cannot run {}: {e}", d.script)))?;
     if !out.status.success() {

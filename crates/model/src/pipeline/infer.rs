@@ -166,6 +166,12 @@ pub fn infer(
             .iter()
             .any(|s| run_of(s) == Run::Step && s.has_input("encoder_hidden_states"));
     let embed = shapes.iter().find(|s| embeds_step(s));
+    let embeds_for_cache = |s: &Shape| {
+        embeds_step(s)
+            && shapes
+                .iter()
+                .any(|o| o.has_past() && o.has_input("inputs_embeds"))
+    };
 
     let mut specs = Vec::new();
     for s in &shapes {
@@ -176,7 +182,8 @@ pub fn infer(
             let feed = match (run, n) {
                 (Run::Once, "input_ids") => Some(Feed::Prompt),
                 (Run::Once, "attention_mask") => Some(Feed::PromptMask),
-                (Run::Step, "input_ids") => Some(if s.has_past() {
+                // An embed graph feeds the graph with the cache: the same new tokens.
+                (Run::Step, "input_ids") => Some(if s.has_past() || embeds_for_cache(s) {
                     Feed::NewTokens
                 } else {
                     Feed::Sequence

@@ -149,6 +149,46 @@ fn a_decoder_with_a_cache_feeds_its_presents_back() {
     assert_eq!(dims["past"], DEFAULT_MAX_PROMPT + DEFAULT_MAX_NEW_TOKENS);
 }
 
+/// The split-graph runtime's structure: an embed graph whose inputs_embeds a decoder with a
+/// cache reads runs per step before it, on the same new tokens.
+#[test]
+fn an_embed_graph_runs_per_step_on_the_tokens_its_cached_decoder_takes() {
+    let dir = tempfile::tempdir().unwrap();
+    let embed = graph(
+        vec![vi("input_ids", "i64", &["batch", "seq"])],
+        vec![vi("inputs_embeds", "f32", &["batch", "seq", "8"])],
+    );
+    let dec = graph(
+        vec![
+            vi("inputs_embeds", "f32", &["batch", "seq", "8"]),
+            vi("attention_mask", "i64", &["batch", "total"]),
+            vi("past_key_values.0.key", "f32", &["batch", "1", "past", "8"]),
+        ],
+        vec![
+            vi("logits", "f32", &["batch", "seq", "100"]),
+            vi("present.0.key", "f32", &["batch", "1", "total", "8"]),
+        ],
+    );
+    let p = infer(
+        &[
+            named(dir.path().join("decoder.onnx"), &dec),
+            named(dir.path().join("embed.onnx"), &embed),
+        ],
+        dir.path(),
+        None,
+    )
+    .unwrap();
+    let names: Vec<&str> = p.graphs.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(names, ["embed", "decoder"]);
+    assert!(p.graphs.iter().all(|g| g.run == Run::Step));
+    assert_eq!(p.graphs[0].inputs["input_ids"], Feed::NewTokens);
+    assert_eq!(
+        p.graphs[1].inputs["inputs_embeds"].to_string(),
+        "embed:inputs_embeds"
+    );
+    assert_eq!(p.graphs[1].logits.as_deref(), Some("logits"));
+}
+
 #[test]
 fn what_cannot_be_wired_is_listed_in_one_error_and_a_manifest_fills_it() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,0 +1,238 @@
+// {{NAME}}: {{MODEL}}, a generation pipeline of ONNX graphs ported to WebGPU by m2w.
+//
+// pipeline_config.ts holds the manifest the port resolved (m2w.pipeline/1): which graph runs
+// once per prompt (an encoder) and which every step (a decoder), and where each input comes
+// from. Every graph is one plan (graphN.ts) on one device; the loop is the native one
+// (m2w_reference::pipeline::generate), token for token: the step stream starts with the
+// start tokens (or the prompt, for a decoder-only model), each step feeds the graphs, and
+// the last position of the logits picks the next token. Values between graphs go through
+// the host for now.
+
+import { SHADERS } from './shaders.js';
+import { GRAPHS, PIPELINE } from './pipeline_config.js';
+import type { GraphConfig } from './pipeline_config.js';
+import { bindDims, biggestBuffer, compilePipelines, encodeForward, encodeWithSyncs, numel, preparePlan, readTensors, requestDevice, setDims, shapeOf, storageBuffersPerStage } from './runtime.js';
+import type { PreparedPlan } from './runtime.js';
+import { Sampler } from './sampler.js';
+import type { SamplingOptions } from './sampler.js';
+import { fromTokenizerJson } from './hf_tokenizer.js';
+import type { TextTokenizer } from './hf_tokenizer.js';
+import type { GPUAny, LoadOptions, TensorInfo } from './types.js';
+import { loadWeights } from './weights.js';
+
+export { Sampler } from './sampler.js';
+export { fromTokenizerJson } from './hf_tokenizer.js';
+export type { SamplingOptions } from './sampler.js';
+export type { TextTokenizer } from './hf_tokenizer.js';
+export type { LoadOptions, Tensor } from './types.js';
+
+export interface GenerateOptions extends SamplingOptions {
+  /** New tokens at most (default: the manifest's max_new_tokens, which the engines are sized for). */
+  maxNewTokens?: number;
+  /** Seed of the sampler (same seed, same logits: same tokens). */
+  seed?: number;
+  /** Stop token ids (default: the manifest's; [] never stops). */
+  stop?: number[];
+  /** Called for each new token with the text it adds (held back while it ends inside a character). */
+  onToken?: (text: string, id: number) => void;
+  /** Stops early when aborted. */
+  signal?: AbortSignal;
+  /** Called with the logits row that picks each new token (scores, or a check against a reference). */
+  onLogits?: (row: Float32Array, step: number) => void;
+}
+
+export interface GenerateResult {
+  text: string;
+  /** New token ids (the stop token included when one ended the run). */
+  tokens: number[];
+  promptTokens: number;
+  finish: 'stop' | 'length' | 'abort';
+  /** Milliseconds in the graphs that run once (encoders), then in the steps. */
+  onceMs: number;
+  stepsMs: number;
+  tokensPerSecond: number;
+}
+
+export interface Pipeline {
+  readonly tokenizer: TextTokenizer;
+  readonly graphs: string[];
+  /** The longest prompt and the most new tokens the engines are sized for. */
+  readonly maxPrompt: number;
+  readonly maxNewTokens: number;
+  generate(prompt: string, options?: GenerateOptions): Promise<GenerateResult>;
+  /** Generation from token ids (what the tests compare with ONNX Runtime's loop). */
+  generateIds(promptIds: number[], options?: GenerateOptions): Promise<GenerateResult>;
+  destroy(): void;
+}
+
+/** Values by "graph:output", each with its shape. */
+type Values = Map<string, { data: ArrayLike<number>; shape: number[] }>;
+
+function words(info: TensorInfo, data: ArrayLike<number>): Uint32Array {
+  if (info.dt === 'f32') return new Uint32Array(Float32Array.from(data).buffer);
+  if (info.dt === 'i32') return new Uint32Array(Int32Array.from(data).buffer);
+  if (info.dt === 'bool') return Uint32Array.from(data, (v) => (v !== 0 ? 1 : 0));
+  throw new Error(`an input of type ${info.dt} cannot be fed`);
+}
+
+/** The first largest value of the last row (a NaN wins, as numpy's argmax and the native loop). */
+export function argmaxLast(row: ArrayLike<number>): number {
+  let best = 0;
+  for (let i = 0; i < row.length; i++) {
+    if (Number.isNaN(row[i])) return i;
+    if (row[i] > row[best]) best = i;
+  }
+  return best;
+}
+
+export async function loadPipeline(baseUrl: string, options: LoadOptions = {}): Promise<Pipeline> {
+  const plans = GRAPHS.map((g) => g.plan);
+  const device = await requestDevice(Math.max(...plans.map((p) => p.WORKGROUP_STORAGE_BYTES)), Math.max(...plans.map(biggestBuffer)), options.onDeviceLost, undefined, Math.max(...plans.map(storageBuffersPerStage)));
+  const pipelines = await compilePipelines(device, SHADERS, plans.flatMap((p) => p.DISPATCHES.map((d) => d.kernel)));
+  const base = baseUrl.replace(/\/$/, '');
+  const tokenizerResponse = await fetch(`${base}/tokenizer.json`);
+  if (!tokenizerResponse.ok) throw new Error(`${base}/tokenizer.json: HTTP ${tokenizerResponse.status}`);
+  const tokenizer = fromTokenizerJson(await tokenizerResponse.json());
+  const owned: GPUAny[] = [];
+  const prepared: PreparedPlan[] = [];
+  const loaded: number[] = GRAPHS.map(() => 0);
+  const totals: number[] = GRAPHS.map(() => 0);
+  for (const [k, g] of GRAPHS.entries()) {
+    const p = preparePlan(device, g.plan, pipelines, owned, { debug: options.debug });
+    const { index, blob } = await loadWeights(`${base}/${g.weights}`, (l, t) => {
+      loaded[k] = l;
+      totals[k] = t;
+      options.onProgress?.(loaded.reduce((a, b) => a + b, 0), totals.reduce((a, b) => a + b, 0));
+    });
+    for (const c of index) {
+      const b = p.bufferOf(c.name);
+      if (b && c.bytes > 0) device.queue.writeBuffer(b, 0, blob, c.offset, c.bytes);
+    }
+    prepared.push(p);
+  }
+
+  // A graph's input given the stream so far (`fed`: tokens the step graphs have seen).
+  const feedValue = (g: GraphConfig, input: GraphConfig['inputs'][number], promptIds: number[], stream: number[], fed: number, values: Values, previous: Values) => {
+    const fresh = stream.slice(Math.min(fed, stream.length));
+    const row = (v: number[]) => ({ data: v, shape: [1, v.length] });
+    const f = input.feed;
+    if (f === 'prompt') return row(promptIds);
+    if (f === 'prompt_mask') return row(promptIds.map(() => 1));
+    if (f === 'sequence') return row(stream);
+    if (f === 'new_tokens') return row(fresh);
+    if (f === 'context_mask') return row(new Array(fed + fresh.length).fill(1));
+    if (f === 'positions') return row(fresh.map((_, i) => fed + i));
+    if (f === 'has_past') return { data: [fed > 0 ? 1 : 0], shape: [1] };
+    if (f.startsWith('previous:')) {
+      const v = previous.get(`${g.name}:${f.slice('previous:'.length)}`);
+      if (v) return v;
+      // Empty along its growing axes at the first step; batch 1.
+      return { data: [], shape: input.shape.map((d, k) => (typeof d === 'number' ? d : k === 0 ? 1 : 0)) };
+    }
+    const v = values.get(f);
+    if (!v) throw new Error(`${g.name}.${input.name}: ${f} was not computed`);
+    return v;
+  };
+
+  const wanted = (g: GraphConfig): string[] => {
+    const w = new Set<string>();
+    for (const other of GRAPHS) for (const i of other.inputs) if (i.feed.startsWith(`${g.name}:`)) w.add(i.feed.slice(g.name.length + 1));
+    for (const i of g.inputs) if (i.feed.startsWith('previous:')) w.add(i.feed.slice('previous:'.length));
+    if (g.name === PIPELINE.logits.graph) w.add(PIPELINE.logits.output);
+    return [...w];
+  };
+
+  const runGraph = async (k: number, promptIds: number[], stream: number[], fed: number, values: Values, previous: Values) => {
+    const g = GRAPHS[k];
+    const p = prepared[k];
+    const given: Record<string, { data: ArrayLike<number>; shape: number[] }> = {};
+    for (const input of g.inputs) if (g.plan.INPUTS.includes(input.name)) given[input.name] = feedValue(g, input, promptIds, stream, fed, values, previous);
+    setDims(device, p, bindDims(g.plan, Object.fromEntries(Object.entries(given).map(([n, v]) => [n, v.shape]))));
+    for (const [name, v] of Object.entries(given)) {
+      const n = numel(shapeOf(g.plan, name, p.dims));
+      if (v.data.length !== n) throw new Error(`${g.name}.${name}: ${v.data.length} values for shape [${v.shape}]`);
+      if (n > 0) device.queue.writeBuffer(p.bufferOf(name), 0, words(g.plan.TENSORS[name], v.data));
+    }
+    if (g.plan.SYNCS?.length) await encodeWithSyncs(device, p, pipelines);
+    else encodeForward(device, p, pipelines);
+    const out = await readTensors(device, p, wanted(g));
+    for (const [name, t] of Object.entries(out)) values.set(`${g.name}:${name}`, { data: t, shape: t.shape });
+  };
+
+  let busy = false;
+  async function run(promptIds: number[], o: GenerateOptions): Promise<GenerateResult> {
+    const maxNew = o.maxNewTokens ?? PIPELINE.maxNewTokens;
+    if (!Number.isInteger(maxNew) || maxNew < 0) throw new Error(`maxNewTokens must be a whole number >= 0, got ${maxNew}`);
+    if (maxNew > PIPELINE.maxNewTokens) throw new Error(`maxNewTokens ${maxNew}: the engines are sized for ${PIPELINE.maxNewTokens} (port with a larger max_new_tokens in pipeline.json)`);
+    if (promptIds.length === 0 && PIPELINE.start.length === 0) throw new Error('the prompt has no tokens');
+    if (promptIds.length > PIPELINE.maxPrompt) throw new Error(`the prompt has ${promptIds.length} tokens; the engines are sized for ${PIPELINE.maxPrompt} (port with a larger max_prompt in pipeline.json)`);
+    const stop = new Set(o.stop ?? PIPELINE.stop);
+    const sampled = (o.temperature ?? 0) > 0 || (o.repetitionPenalty ?? 1) !== 1;
+    const sampler = new Sampler(o.seed ?? 0);
+    const stream = PIPELINE.start.length ? [...PIPELINE.start] : [...promptIds];
+    const values: Values = new Map();
+    let previous: Values = new Map();
+    const t0 = performance.now();
+    for (const [k, g] of GRAPHS.entries()) if (g.run === 'once') await runGraph(k, promptIds, stream, 0, values, previous);
+    const onceMs = performance.now() - t0;
+    const t1 = performance.now();
+    const tokens: number[] = [];
+    let text = '';
+    let finish: GenerateResult['finish'] = 'length';
+    let fed = 0;
+    while (tokens.length < maxNew) {
+      if (o.signal?.aborted) {
+        finish = 'abort';
+        break;
+      }
+      for (const [k, g] of GRAPHS.entries()) if (g.run === 'step') await runGraph(k, promptIds, stream, fed, values, previous);
+      const logits = values.get(`${PIPELINE.logits.graph}:${PIPELINE.logits.output}`)!;
+      const width = logits.shape[logits.shape.length - 1];
+      const at = logits.data.length - width;
+      const row = Float32Array.from({ length: width }, (_, i) => logits.data[at + i]);
+      o.onLogits?.(row, tokens.length);
+      const next = sampled ? sampler.pick(row, [...promptIds, ...tokens], o) : argmaxLast(row);
+      // This step's outputs are the next step's caches.
+      previous = new Map([...values].filter(([key]) => GRAPHS.some((g) => g.run === 'step' && key.startsWith(`${g.name}:`))));
+      fed = stream.length;
+      stream.push(next);
+      tokens.push(next);
+      if (stop.has(next)) {
+        finish = 'stop';
+        break;
+      }
+      // The text so far, less what was already given out; held while it ends mid-character.
+      const now = tokenizer.decode(tokens);
+      if (now.startsWith(text) && !now.endsWith('\uFFFD')) {
+        if (now.length > text.length) o.onToken?.(now.slice(text.length), next);
+        text = now;
+      }
+    }
+    text = tokenizer.decode(tokens);
+    const stepsMs = performance.now() - t1;
+    return { text, tokens, promptTokens: promptIds.length, finish, onceMs, stepsMs, tokensPerSecond: tokens.length > 0 ? (tokens.length * 1000) / stepsMs : 0 };
+  }
+
+  async function generateIds(promptIds: number[], o: GenerateOptions = {}): Promise<GenerateResult> {
+    if (busy) throw new Error('a generation is already running on this pipeline (await it, or abort it)');
+    busy = true;
+    try {
+      return await run(promptIds, o);
+    } finally {
+      busy = false;
+    }
+  }
+
+  return {
+    tokenizer,
+    graphs: GRAPHS.map((g) => g.name),
+    maxPrompt: PIPELINE.maxPrompt,
+    maxNewTokens: PIPELINE.maxNewTokens,
+    generateIds,
+    generate: (prompt, o = {}) => generateIds(tokenizer.encode(prompt), o),
+    destroy() {
+      for (const b of owned) b.destroy();
+      device.destroy();
+    },
+  };
+}
