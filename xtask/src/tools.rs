@@ -264,6 +264,32 @@ pub(crate) fn demo() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The test harness's own flags that `cargo xtask test -- --ignored qwen` may give without
+/// a second `--`.
+const HARNESS_FLAGS: [&str; 5] = [
+    "--ignored",
+    "--include-ignored",
+    "--nocapture",
+    "--exact",
+    "--show-output",
+];
+
+/// `extra` as cargo test takes it: the harness's flags after a `--` (unless one is there).
+fn cargo_test_args(extra: &[String]) -> Vec<String> {
+    if extra.iter().any(|a| a == "--") {
+        return extra.to_vec();
+    }
+    let (harness, cargo): (Vec<&String>, Vec<&String>) = extra
+        .iter()
+        .partition(|a| HARNESS_FLAGS.contains(&a.as_str()) || a.starts_with("--test-threads"));
+    let mut out: Vec<String> = cargo.into_iter().cloned().collect();
+    if !harness.is_empty() {
+        out.push("--".into());
+        out.extend(harness.into_iter().cloned());
+    }
+    out
+}
+
 pub(crate) fn test(extra: &[String]) -> anyhow::Result<()> {
     println!("m2w test: fetching fixtures (cached after the first run)");
     run(Cli {
@@ -289,7 +315,7 @@ pub(crate) fn test(extra: &[String]) -> anyhow::Result<()> {
     // Doc tests are skipped (there are none), so the last line is a real total.
     let mut child = std::process::Command::new(cargo)
         .args(["test", "--workspace", "--lib", "--bins", "--tests"])
-        .args(extra)
+        .args(cargo_test_args(extra))
         .current_dir(workspace_root())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -457,4 +483,26 @@ pub(crate) fn tts_demo(
         voices: read_voices(npz)?,
     };
     m2w_package::tts::demo_files(engine_dir, name, &opts).map_err(|e| Usage(e.to_string()).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cargo_test_args;
+
+    #[test]
+    fn harness_flags_go_after_a_double_dash_unless_one_is_given() {
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            cargo_test_args(&args(&["--ignored", "qwen", "--nocapture"])),
+            args(&["qwen", "--", "--ignored", "--nocapture"])
+        );
+        assert_eq!(
+            cargo_test_args(&args(&["qwen", "--", "--ignored"])),
+            args(&["qwen", "--", "--ignored"])
+        );
+        assert_eq!(
+            cargo_test_args(&args(&["--no-fail-fast"])),
+            args(&["--no-fail-fast"])
+        );
+    }
 }

@@ -1,11 +1,12 @@
-//! com.microsoft GatherBlockQuantized (quantized embeddings in onnxruntime-genai and
-//! transformers.js exports) against ONNX Runtime: small models with uint8 tables holding
-//! 4-bit pairs (with and without packed zero points), 8-bit values and int4 values, run
-//! through ORT and the engine and compared.
+//! com.microsoft ops of onnxruntime-genai and transformers.js exports against ONNX Runtime:
+//! GatherBlockQuantized (quantized embeddings: uint8 tables holding 4-bit pairs with and
+//! without packed zero points, 8-bit values, int4 values), GroupQueryAttention (prompt and
+//! decode steps, with and without rotary), RotaryEmbedding and SimplifiedLayerNormalization;
+//! small models run through ORT and the engine and compared checkpoint by checkpoint.
 
 use m2w_engine::gpu::Gpu;
 use m2w_model::onnx::proto;
-use m2w_model::onnx_build::{FLOAT, INT64, attr_int, node, value_info};
+use m2w_model::onnx_build::{FLOAT, INT32, INT64, attr_int, node, value_info};
 use m2w_validate::{Options, compile_for, validate};
 
 const UINT8: i32 = 2;
@@ -162,4 +163,216 @@ fn gather_block_quantized_matches_onnx_runtime() {
             report.first_failure
         );
     }
+}
+
+/// Deterministic floats in [-1, 1).
+fn floats(n: usize, seed: u32) -> Vec<f32> {
+    bytes(n, seed)
+        .into_iter()
+        .map(|b| b as f32 / 128.0 - 1.0)
+        .collect()
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// cos and sin of positions 0..positions at frequencies 10000^(-2i/d), [positions, d/2].
+fn rotary_caches(positions: usize, d: usize) -> (Vec<f32>, Vec<f32>) {
+    let mut cos = Vec::new();
+    let mut sin = Vec::new();
+    for p in 0..positions {
+        for i in 0..d / 2 {
+            let angle = p as f32 * 10000f32.powf(-((2 * i) as f32) / d as f32);
+            cos.push(angle.cos());
+            sin.push(angle.sin());
+        }
+    }
+    (cos, sin)
+}
+
+/// One com.microsoft (or ONNX Runtime standard-domain) node over `inputs` (name, ONNX type,
+/// value) and initializers, run by ONNX Runtime and by the engine: every output passes.
+fn check_node(
+    label: &str,
+    node: proto::NodeProto,
+    inits: Vec<proto::TensorProto>,
+    inputs: Vec<(&str, i32, m2w_reference::HostTensor)>,
+    outputs: Vec<(&str, Vec<i64>)>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.onnx");
+    let dims =
+        |t: &m2w_reference::HostTensor| t.shape().iter().map(|&d| d as i64).collect::<Vec<_>>();
+    let model = proto::ModelProto {
+        ir_version: Some(9),
+        opset_import: ["", "com.microsoft"]
+            .iter()
+            .zip([21, 1])
+            .map(|(d, v)| proto::OperatorSetIdProto {
+                domain: Some(d.to_string()),
+                version: Some(v),
+            })
+            .collect(),
+        graph: Some(proto::GraphProto {
+            name: Some("g".into()),
+            node: vec![node],
+            initializer: inits,
+            input: inputs
+                .iter()
+                .map(|(n, ty, t)| value_info(n, *ty, &dims(t)))
+                .collect(),
+            output: outputs
+                .iter()
+                .map(|(n, d)| value_info(n, FLOAT, d))
+                .collect(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    std::fs::write(&path, m2w_model::onnx::encode(&model)).unwrap();
+    let mut files = std::collections::BTreeMap::new();
+    for (name, _, t) in &inputs {
+        let npy = dir.path().join(format!("{name}.npy"));
+        std::fs::write(&npy, t.to_npy().unwrap()).unwrap();
+        files.insert(name.to_string(), npy);
+    }
+    let lib = m2w_setup::onnxruntime_library().unwrap();
+    let reference = dir.path().join("reference");
+    let opts = m2w_reference::onnx_ref::OnnxOptions {
+        input_files: files,
+        ..Default::default()
+    };
+    m2w_reference::onnx_ref::reference(&lib, &path, &reference, &opts)
+        .unwrap_or_else(|e| panic!("{label}: {e}"));
+    let m = m2w_model::Model::open(&path).unwrap();
+    let (plan, given) = compile_for(&m, &reference).unwrap_or_else(|e| panic!("{label}: {e}"));
+    let gpu = Gpu::new().unwrap();
+    let report = validate(&gpu, &m, plan, &given, &reference, &Options::default()).unwrap();
+    assert_eq!(
+        (report.passed, report.failed),
+        (outputs.len(), 0),
+        "{label}: {:?}",
+        report.first_failure
+    );
+}
+
+#[test]
+fn group_query_attention_matches_onnx_runtime() {
+    let (heads, kv, d) = (4i64, 2i64, 16i64);
+    let (cos, sin) = rotary_caches(16, d as usize);
+    // (label, new tokens, past tokens, do_rotary, scale)
+    let cases = [
+        ("prompt of 4, rotary", 4i64, 0i64, 1i64, 0.0f32),
+        ("decode step at 5, rotary", 1, 5, 1, 0.0),
+        ("3 new after 2, no rotary, scale 0.3", 3, 2, 0, 0.3),
+    ];
+    for (k, (label, s, p, rotary, scale)) in cases.into_iter().enumerate() {
+        let t = |shape: Vec<i64>, seed: u32| {
+            let n = shape.iter().product::<i64>() as usize;
+            m2w_reference::HostTensor::F32(
+                shape.iter().map(|&x| x as u64).collect(),
+                floats(n, seed + 10 * k as u32),
+            )
+        };
+        let mut attrs = vec![
+            attr_int("num_heads", heads),
+            attr_int("kv_num_heads", kv),
+            attr_int("do_rotary", rotary),
+        ];
+        if scale != 0.0 {
+            attrs.push(proto::AttributeProto {
+                name: Some("scale".into()),
+                r#type: Some(1),
+                f: Some(scale),
+                ..Default::default()
+            });
+        }
+        let mut gqa = node(
+            "GroupQueryAttention",
+            &[
+                "q",
+                "k",
+                "v",
+                "past_key",
+                "past_value",
+                "seqlens_k",
+                "total_len",
+                "cos_cache",
+                "sin_cache",
+            ],
+            &["out", "present_key", "present_value"],
+            attrs,
+        );
+        gqa.domain = Some("com.microsoft".into());
+        let inits = vec![
+            tensor("cos_cache", FLOAT, &[16, d / 2], f32_bytes(&cos)),
+            tensor("sin_cache", FLOAT, &[16, d / 2], f32_bytes(&sin)),
+        ];
+        let inputs = vec![
+            ("q", FLOAT, t(vec![1, s, heads * d], 1)),
+            ("k", FLOAT, t(vec![1, s, kv * d], 2)),
+            ("v", FLOAT, t(vec![1, s, kv * d], 3)),
+            ("past_key", FLOAT, t(vec![1, kv, p, d], 4)),
+            ("past_value", FLOAT, t(vec![1, kv, p, d], 5)),
+            (
+                "seqlens_k",
+                INT32,
+                m2w_reference::HostTensor::I32(vec![1], vec![(p + s - 1) as i32]),
+            ),
+            (
+                "total_len",
+                INT32,
+                m2w_reference::HostTensor::I32(vec![], vec![(p + s) as i32]),
+            ),
+        ];
+        let outputs = vec![
+            ("out", vec![1, s, heads * d]),
+            ("present_key", vec![1, kv, p + s, d]),
+            ("present_value", vec![1, kv, p + s, d]),
+        ];
+        check_node(label, gqa, inits, inputs, outputs);
+    }
+}
+
+#[test]
+fn rotary_embedding_and_simplified_layer_norm_match_onnx_runtime() {
+    let d = 8i64;
+    let (cos, sin) = rotary_caches(16, d as usize);
+    let x = m2w_reference::HostTensor::F32(vec![1, 3, 16], floats(48, 7));
+    let pos = m2w_reference::HostTensor::I64(vec![1, 3], vec![2, 3, 9]);
+    let mut rope = node(
+        "RotaryEmbedding",
+        &["x", "pos", "cos_cache", "sin_cache"],
+        &["y"],
+        vec![attr_int("num_heads", 2)],
+    );
+    rope.domain = Some("com.microsoft".into());
+    check_node(
+        "RotaryEmbedding [1,3,16], 2 heads",
+        rope,
+        vec![
+            tensor("cos_cache", FLOAT, &[16, d / 2], f32_bytes(&cos)),
+            tensor("sin_cache", FLOAT, &[16, d / 2], f32_bytes(&sin)),
+        ],
+        vec![("x", FLOAT, x), ("pos", INT64, pos)],
+        vec![("y", vec![1, 3, 16])],
+    );
+    let norm = node(
+        "SimplifiedLayerNormalization",
+        &["x", "gamma"],
+        &["y"],
+        vec![attr_int("axis", -1)],
+    );
+    check_node(
+        "SimplifiedLayerNormalization",
+        norm,
+        vec![tensor("gamma", FLOAT, &[8], f32_bytes(&floats(8, 3)))],
+        vec![(
+            "x",
+            FLOAT,
+            m2w_reference::HostTensor::F32(vec![2, 3, 8], floats(48, 9)),
+        )],
+        vec![("y", vec![2, 3, 8])],
+    );
 }

@@ -12,7 +12,10 @@ use crate::tensor::DT;
 
 const MS: &str = "com.microsoft";
 
+mod attention;
+
 pub(super) fn register(r: &mut Registry) {
+    attention::register(r);
     r.contrib(MS, "FastGelu", &[], lower_gelu);
     r.contrib(MS, "Gelu", &[], lower_gelu);
     r.contrib(MS, "BiasGelu", &[], lower_gelu);
