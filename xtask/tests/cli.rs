@@ -1050,6 +1050,65 @@ fn smollm2_onnx_split_pipeline_generates_as_onnx_runtime_loops() {
     }
 }
 
+/// SmolLM2-135M in onnxruntime-genai's INT4 layout (fixture `smollm2-onnx-genai`: packed
+/// q|k|v MatMulNBits, GroupQueryAttention with rotary, SkipSimplifiedLayerNormalization, a
+/// GatherBlockQuantized tied embedding), checked at derive time against the plain-op layout
+/// with the same 4-bit weights through ONNX Runtime. The folder is wired from its names (no
+/// position_ids: GroupQueryAttention places the tokens from attention_mask), one symbolic
+/// plan takes the empty cache and the long one, every checkpoint of the first and last step
+/// passes against ONNX Runtime, and the GPU loop's tokens equal ONNX Runtime's on five texts.
+/// Returns the port folder's parent (kept for the package test) and the port folder.
+fn port_smollm2_genai() -> (tempfile::TempDir, std::path::PathBuf) {
+    let model = m2w_setup::fixture("smollm2-onnx-genai").unwrap();
+    let check: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(model.parent().unwrap().join("derive-check.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(check["genai_tokens"], check["plain_op_tokens"], "{check}");
+    assert!(
+        check["max_abs_logit_difference"].as_f64().unwrap() <= 2e-3,
+        "{check}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let port = dir.path().join("port");
+    let (stdout, compared) =
+        port_pipeline(&[model.parent().unwrap().into()], &port, "model step ", 2);
+    assert!(
+        stdout.contains("past_key_values.0.key <- previous:present.0.key"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("any size with"),
+        "one symbolic plan: {stdout}"
+    );
+    for c in &compared {
+        assert_eq!(c["verdict"], "identical", "{c}");
+    }
+    (dir, port)
+}
+
+#[test]
+fn smollm2_onnx_genai_int4_pipeline_generates_as_onnx_runtime_loops() {
+    port_smollm2_genai();
+}
+
+/// The 4-bit genai layout's package (at most 120 MB of weights) on five texts in headless
+/// Chromium, and its demo page.
+#[test]
+#[ignore = "heavy (SwiftShader): cargo xtask test -- --ignored smollm2_onnx_genai_package"]
+fn smollm2_onnx_genai_package_generates_as_onnx_runtime_loops_in_chromium() {
+    let (dir, port) = port_smollm2_genai();
+    let pkg = dir.path().join("pkg");
+    let shot = dir.path().join("demo.png");
+    let stdout = package_pipeline(&port, &pkg, 5, Some(&shot));
+    assert!(stdout.contains("demo page: "), "{stdout}");
+    let weights: u64 = std::fs::read_dir(pkg.join("weights/g0"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(weights <= 120 << 20, "{weights} bytes of weights");
+}
+
 /// Qwen2.5-Coder-1.5B-Instruct Q4_K_M (qwen2: q/k/v biases, NEOX RoPE, Q4_K and Q6_K blocks,
 /// a 151936-row Q6_K LM head kept as row slices, byte-level BPE with the qwen2
 /// pre-tokenizer, the file's ChatML template): `port` passes every prefill and decode stage

@@ -261,13 +261,15 @@ fn check_node(
 fn group_query_attention_matches_onnx_runtime() {
     let (heads, kv, d) = (4i64, 2i64, 16i64);
     let (cos, sin) = rotary_caches(16, d as usize);
-    // (label, new tokens, past tokens, do_rotary, scale)
+    // (label, new tokens, past tokens, do_rotary, scale, packed QKV)
     let cases = [
-        ("prompt of 4, rotary", 4i64, 0i64, 1i64, 0.0f32),
-        ("decode step at 5, rotary", 1, 5, 1, 0.0),
-        ("3 new after 2, no rotary, scale 0.3", 3, 2, 0, 0.3),
+        ("prompt of 4, rotary", 4i64, 0i64, 1i64, 0.0f32, false),
+        ("decode step at 5, rotary", 1, 5, 1, 0.0, false),
+        ("3 new after 2, no rotary, scale 0.3", 3, 2, 0, 0.3, false),
+        ("packed QKV, prompt of 3, rotary", 3, 0, 1, 0.0, true),
+        ("packed QKV, decode step at 3, rotary", 1, 3, 1, 0.0, true),
     ];
-    for (k, (label, s, p, rotary, scale)) in cases.into_iter().enumerate() {
+    for (k, (label, s, p, rotary, scale, packed)) in cases.into_iter().enumerate() {
         let t = |shape: Vec<i64>, seed: u32| {
             let n = shape.iter().product::<i64>() as usize;
             m2w_reference::HostTensor::F32(
@@ -288,12 +290,13 @@ fn group_query_attention_matches_onnx_runtime() {
                 ..Default::default()
             });
         }
+        let (key, value) = if packed { ("", "") } else { ("k", "v") };
         let mut gqa = node(
             "GroupQueryAttention",
             &[
                 "q",
-                "k",
-                "v",
+                key,
+                value,
                 "past_key",
                 "past_value",
                 "seqlens_k",
@@ -309,10 +312,14 @@ fn group_query_attention_matches_onnx_runtime() {
             tensor("cos_cache", FLOAT, &[16, d / 2], f32_bytes(&cos)),
             tensor("sin_cache", FLOAT, &[16, d / 2], f32_bytes(&sin)),
         ];
-        let inputs = vec![
-            ("q", FLOAT, t(vec![1, s, heads * d], 1)),
-            ("k", FLOAT, t(vec![1, s, kv * d], 2)),
-            ("v", FLOAT, t(vec![1, s, kv * d], 3)),
+        let mut inputs = vec![("q", FLOAT, t(vec![1, s, heads * d], 1))];
+        if packed {
+            inputs[0] = ("q", FLOAT, t(vec![1, s, (heads + 2 * kv) * d], 1));
+        } else {
+            inputs.push(("k", FLOAT, t(vec![1, s, kv * d], 2)));
+            inputs.push(("v", FLOAT, t(vec![1, s, kv * d], 3)));
+        }
+        inputs.extend([
             ("past_key", FLOAT, t(vec![1, kv, p, d], 4)),
             ("past_value", FLOAT, t(vec![1, kv, p, d], 5)),
             (
@@ -325,7 +332,7 @@ fn group_query_attention_matches_onnx_runtime() {
                 INT32,
                 m2w_reference::HostTensor::I32(vec![], vec![(p + s) as i32]),
             ),
-        ];
+        ]);
         let outputs = vec![
             ("out", vec![1, s, heads * d]),
             ("present_key", vec![1, kv, p + s, d]),

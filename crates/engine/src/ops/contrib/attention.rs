@@ -4,7 +4,8 @@
 //! and ONNX Runtime's SimplifiedLayerNormalization (RMS norm). Semantics follow ONNX
 //! Runtime's contrib-op docs and CPU kernels.
 //!
-//! GroupQueryAttention(query [B,S,H*D], key [B,S,KV*D], value [B,S,KV*D], past_key and
+//! GroupQueryAttention(query [B,S,H*D], key [B,S,KV*D], value [B,S,KV*D] (or the three
+//! packed in the query, [B,S,(H+2KV)*D]), past_key and
 //! past_value [B,KV,P,D], seqlens_k [B] int32, total_sequence_length, cos_cache and
 //! sin_cache [max positions, D/2]) -> output [B,S,H*D], present_key and present_value
 //! [B,KV,P+S,D]:
@@ -221,25 +222,34 @@ fn gqa(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     if rotary && attr_i(n, "rotary_interleaved", 0) != 0 {
         return Err("interleaved rotary is not supported".into());
     }
-    let (q, k, v) = match (input(n, 0), input(n, 1), input(n, 2)) {
-        (Some(q), Some(k), Some(v)) => (q, k, v),
-        _ => return Err("packed QKV (no key and value inputs) is not supported".into()),
+    let query = input(n, 0).ok_or("takes a query")?;
+    let packed = match (input(n, 1), input(n, 2)) {
+        (Some(k), Some(v)) => Some((k, v)),
+        (None, None) => None,
+        _ => return Err("takes both key and value, or neither (packed QKV)".into()),
     };
     let (past_k, past_v, seqlens) = match (input(n, 3), input(n, 4), input(n, 5)) {
         (Some(a), Some(b), Some(c)) => (a, b, c),
         _ => return Err("takes past_key, past_value and seqlens_k".into()),
     };
-    let width = cx
-        .sym_shape(q)?
+    // Packed QKV: the query holds the query heads, then the key heads, then the value heads.
+    let fused = cx
+        .sym_shape(query)?
         .get(2)
         .and_then(|e| e.as_const())
         .ok_or("the query's hidden size must be fixed")?;
-    if width % heads != 0 {
+    let parts = if packed.is_some() {
+        heads
+    } else {
+        heads + 2 * kv
+    };
+    if fused % parts != 0 {
         return Err(format!(
-            "hidden size {width} is not a multiple of {heads} heads"
+            "hidden size {fused} is not a multiple of {parts} heads"
         ));
     }
-    let d = width / heads;
+    let d = fused / parts;
+    let width = heads * d;
     let group = heads / kv;
     let scale = attr_f(n, "scale", 0.0);
     let scale = if scale == 0.0 {
@@ -260,6 +270,22 @@ fn gqa(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
         })
         .collect();
     let mut x = Expand::new(cx, n);
+    let (q, k, v) = match packed {
+        Some((k, v)) => (query.to_string(), k.to_string(), v.to_string()),
+        None => {
+            let last = x.ints(&[-1]);
+            let mut cut = |from: i64, to: i64| -> R<String> {
+                let (a, b) = (x.ints(&[from]), x.ints(&[to]));
+                x.op("Slice", &[query, &a, &b, &last], &[])
+            };
+            (
+                cut(0, width)?,
+                cut(width, width + kv * d)?,
+                cut(width + kv * d, width + 2 * kv * d)?,
+            )
+        }
+    };
+    let (q, k, v) = (q.as_str(), k.as_str(), v.as_str());
 
     // Positions of the new tokens: past .. past + S.
     let past = x.dim(past_k, 2)?;

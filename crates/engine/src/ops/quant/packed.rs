@@ -7,6 +7,7 @@ use m2w_model::{DType, NodeInfo};
 
 use super::opt;
 use crate::ops::ctx::{Ctx, R, attr_i, ins, out0};
+use crate::sym::{self, Expr};
 use crate::tensor::{DT, HostTensor, numel};
 
 /// A constant folded from 8-bit values (see `Ctx::dequantized`) as its packed bytes
@@ -148,9 +149,9 @@ pub(super) fn lower_matmul_nbits(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     if cx.dt(a)? != DT::F32 || cx.dt(scales)? != DT::F32 {
         return Err("only float A and scales".into());
     }
-    let sa = cx.shape(a)?;
-    if sa.last() != Some(&k) {
-        return Err(format!("A {sa:?} does not end in K = {k}"));
+    let sa = cx.sym_shape(a)?;
+    if sa.last().and_then(|e| e.as_const()) != Some(k as i64) {
+        return Err(format!("A {} does not end in K = {k}", sym::show(&sa)));
     }
     let blocks = k.div_ceil(block);
     let bits = bits as usize;
@@ -206,41 +207,41 @@ pub(super) fn lower_matmul_nbits(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
         Some(_) => return Err("the bias must be float".into()),
         None => crate::plan::Binding::Dummy,
     };
-    let rows = numel(&sa) / k.max(1);
-    if rows > 65535 {
-        return Err(format!("{rows} rows exceed one dispatch (65535)"));
+    // Rows of A: any leading dims, symbolic ones too (a prompt, then one token).
+    let rows = sym::numel(&sa[..sa.len() - 1]);
+    if cx.at_max(&rows) > 65535 {
+        return Err(format!(
+            "{} rows exceed one dispatch (65535)",
+            cx.at_max(&rows)
+        ));
     }
     let mut oshape = sa[..sa.len() - 1].to_vec();
-    oshape.push(nn);
-    cx.new_tensor(out, oshape, DT::F32)?;
-    let p = params::MatmulNbits {
-        m: rows as u32,
-        n: nn as u32,
-        k: k as u32,
-        block: block as u32,
-        blocks: blocks as u32,
-        has_bias: opt(n, 5).is_some() as u32,
-        has_zp: zero_points.is_some() as u32,
-        zp_row_bytes: zrow as u32,
+    oshape.push(Expr::from(nn));
+    cx.new_tensor_sym(out, oshape, DT::F32)?;
+    let p = params::MatmulNbits::<Expr> {
+        m: rows.clone(),
+        n: Expr::from(nn),
+        k: Expr::from(k),
+        block: Expr::from(block),
+        blocks: Expr::from(blocks),
+        has_bias: Expr::from(opt(n, 5).is_some() as usize),
+        has_zp: Expr::from(zero_points.is_some() as usize),
+        zp_row_bytes: Expr::from(zrow),
     }
-    .words();
-    if rows * nn > 0 {
-        cx.dispatch(
-            n,
-            kernel,
-            vec![
-                cx.bind(a),
-                cx.bind(&qname),
-                cx.bind(scales),
-                zero_points
-                    .as_deref()
-                    .map_or(crate::plan::Binding::Dummy, |z| cx.bind(z)),
-                bias,
-                cx.bind(out),
-            ],
-            p,
-            [nn.div_ceil(64) as u32, rows as u32, 1],
-        );
+    .slots();
+    if rows != Expr::Const(0) && nn > 0 {
+        let bindings = vec![
+            cx.bind(a),
+            cx.bind(&qname),
+            cx.bind(scales),
+            zero_points
+                .as_deref()
+                .map_or(crate::plan::Binding::Dummy, |z| cx.bind(z)),
+            bias,
+            cx.bind(out),
+        ];
+        let groups = [Expr::from(nn.div_ceil(64)), rows, Expr::Const(1)];
+        cx.dispatch_sym(n, kernel, bindings, p, groups);
     }
     Ok(())
 }
@@ -342,33 +343,29 @@ pub(super) fn lower_gather_block_quantized(cx: &mut Ctx, n: &NodeInfo) -> R<()> 
     }
     let zname = format!("{out}::zero_point");
     cx.add_const(&zname, HostTensor::f32(vec![rows * blocks], zero_points));
-    let is = cx.shape(idx)?;
-    let mut oshape = is.clone();
-    oshape.push(k);
-    cx.new_tensor(out, oshape.clone(), DT::F32)?;
-    let total = numel(&oshape);
-    let p = params::GatherBlock {
-        n: total as u32,
-        rows: rows as u32,
-        k: k as u32,
-        block: block as u32,
-        blocks: blocks as u32,
+    // Any number of indices, symbolic ones too (a prompt, then one token).
+    let mut oshape = cx.sym_shape(idx)?;
+    oshape.push(Expr::from(k));
+    cx.new_tensor_sym(out, oshape.clone(), DT::F32)?;
+    let total = sym::numel(&oshape);
+    let p = params::GatherBlock::<Expr> {
+        n: total.clone(),
+        rows: Expr::from(rows),
+        k: Expr::from(k),
+        block: Expr::from(block),
+        blocks: Expr::from(blocks),
     }
-    .words();
-    if total > 0 {
-        cx.dispatch(
-            n,
-            kernel,
-            vec![
-                cx.bind(&packed),
-                cx.bind(idx),
-                cx.bind(scales),
-                cx.bind(&zname),
-                cx.bind(out),
-            ],
-            p,
-            crate::plan::groups_1d(total, 256),
-        );
+    .slots();
+    if total != Expr::Const(0) {
+        let bindings = vec![
+            cx.bind(&packed),
+            cx.bind(idx),
+            cx.bind(scales),
+            cx.bind(&zname),
+            cx.bind(out),
+        ];
+        let groups = crate::plan::groups_1d_sym(&total, 256);
+        cx.dispatch_sym(n, kernel, bindings, p, groups);
     }
     Ok(())
 }
