@@ -25,6 +25,18 @@ pub const SCHEMA: &str = "m2w.inspect/1";
 pub struct Report {
     pub schema: &'static str,
     pub models: Vec<ModelReport>,
+    /// A folder of ONNX graphs that make a generation pipeline (a graph with logits or a
+    /// cache): how it would run, inferred from the names (a pipeline.json overrides).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<PipelineFlow>,
+}
+
+/// The data flow between a folder's graphs, or why it cannot be wired.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PipelineFlow {
+    Wired(m2w_model::pipeline::Pipeline),
+    Unwired(String),
 }
 
 #[derive(Debug, Serialize)]
@@ -144,13 +156,45 @@ pub fn inspect_path(path: &Path) -> Result<Report, InputError> {
         vec![path.to_path_buf()]
     };
     let mut models = Vec::new();
+    let mut graphs = Vec::new();
     for f in files {
         let model = Model::open(&f)?;
         models.push(inspect_model(&model)?);
+        if let Some(g) = model.graph {
+            graphs.push((m2w_model::pipeline::graph_name(&f), f, g));
+        }
     }
     Ok(Report {
         schema: SCHEMA,
         models,
+        pipeline: if path.is_dir() {
+            pipeline_flow(path, &graphs)
+        } else {
+            None
+        },
+    })
+}
+
+/// How a folder's graphs would run as a generation pipeline, when any of them makes logits
+/// or reads a cache (`m2w_model::pipeline::infer`, as `port FOLDER` wires them).
+fn pipeline_flow(
+    folder: &Path,
+    graphs: &[(String, std::path::PathBuf, m2w_model::GraphInfo)],
+) -> Option<PipelineFlow> {
+    let generates = graphs.iter().any(|(_, _, g)| {
+        g.outputs.iter().any(|o| o.name == "logits")
+            || g.inputs.iter().any(|i| i.name.starts_with("past_key"))
+    });
+    if !generates {
+        return None;
+    }
+    let listed: Vec<(String, std::path::PathBuf, &m2w_model::GraphInfo)> = graphs
+        .iter()
+        .map(|(n, f, g)| (n.clone(), f.clone(), g))
+        .collect();
+    Some(match m2w_model::pipeline::infer(&listed, folder, None) {
+        Ok(p) => PipelineFlow::Wired(p),
+        Err(e) => PipelineFlow::Unwired(e.to_string()),
     })
 }
 

@@ -237,6 +237,46 @@ pub fn table(report: &Report) -> String {
         }
         s.push('\n');
     }
+    match &report.pipeline {
+        Some(crate::PipelineFlow::Wired(p)) => {
+            let runs: Vec<String> = p
+                .graphs
+                .iter()
+                .map(|g| {
+                    let when = match g.run {
+                        m2w_model::pipeline::Run::Once => "once",
+                        m2w_model::pipeline::Run::Step => "per step",
+                    };
+                    format!("{} ({when})", g.name)
+                })
+                .collect();
+            let _ = writeln!(
+                s,
+                "pipeline (from the names; a pipeline.json overrides): {}; start {:?}, stop {:?}",
+                runs.join(" -> "),
+                p.start,
+                p.stop
+            );
+            for g in &p.graphs {
+                let wires: Vec<String> = g
+                    .inputs
+                    .iter()
+                    .map(|(k, f)| format!("{k} <- {f}"))
+                    .collect();
+                let _ = writeln!(s, "  {}: {}", g.name, wires.join(", "));
+                if let Some(l) = &g.logits {
+                    let _ = writeln!(s, "  {}: {l} picks the next token", g.name);
+                }
+            }
+            for n in &p.notes {
+                let _ = writeln!(s, "  {n}");
+            }
+        }
+        Some(crate::PipelineFlow::Unwired(e)) => {
+            let _ = writeln!(s, "pipeline: cannot be wired: {e}");
+        }
+        None => {}
+    }
     s
 }
 
