@@ -156,7 +156,9 @@ def quantize_q4(w, block=32):
     return packed, scale.reshape(-1)
 
 
-def build_genai(src):
+def open_gguf(src):
+    """The GGUF reader, its tensors by name, a reader of one tensor dequantized to float32
+    in numpy's (row-major) shape, and the llama hyper-parameters."""
     r = GGUFReader(src)
     t = {x.name: x for x in r.tensors}
 
@@ -165,15 +167,21 @@ def build_genai(src):
         return dequantize(x.data, x.tensor_type).astype(np.float32).reshape(
             [int(d) for d in reversed(x.shape)])
 
-    layers = int(field(r, "llama.block_count"))
     width = int(field(r, "llama.embedding_length"))
     heads = int(field(r, "llama.attention.head_count"))
-    kv = int(field(r, "llama.attention.head_count_kv"))
-    hd = width // heads
-    eps = float(field(r, "llama.attention.layer_norm_rms_epsilon"))
-    theta = float(field(r, "llama.rope.freq_base"))
-    vocab = int(field(r, "llama.vocab_size"))
-    context = int(field(r, "llama.context_length"))
+    hp = dict(layers=int(field(r, "llama.block_count")), width=width, heads=heads,
+              kv=int(field(r, "llama.attention.head_count_kv")), hd=width // heads,
+              eps=float(field(r, "llama.attention.layer_norm_rms_epsilon")),
+              base=float(field(r, "llama.rope.freq_base")),
+              vocab=int(field(r, "llama.vocab_size")),
+              context=int(field(r, "llama.context_length")))
+    return r, t, w, hp
+
+
+def build_genai(src):
+    r, t, w, hp = open_gguf(src)
+    layers, width, heads, kv, hd = hp["layers"], hp["width"], hp["heads"], hp["kv"], hp["hd"]
+    eps, theta, vocab, context = hp["eps"], hp["base"], hp["vocab"], hp["context"]
     nodes, inits = [], []
     consts = {}
 
@@ -291,7 +299,7 @@ def build_genai(src):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)],
                               producer_name="onnxruntime-genai")
     model.ir_version = 10
-    return r, model, dict(layers=layers, width=width, heads=heads, kv=kv, hd=hd, eps=eps, base=theta, vocab=vocab)
+    return r, model, hp
 
 
 def embed_graph(src):
@@ -328,22 +336,9 @@ def build(src, split=False, q4=False):
     """The optimum layout; `q4`: every MatMul weight (and the tied embedding) as the 4-bit
     layout dequantizes it, the plain-op oracle of --layout genai."""
     mm = dequantize_q4 if q4 else (lambda x: x)
-    r = GGUFReader(src)
-    t = {x.name: x for x in r.tensors}
-
-    def w(name):
-        x = t[name]
-        return dequantize(x.data, x.tensor_type).astype(np.float32).reshape(
-            [int(d) for d in reversed(x.shape)])
-
-    layers = int(field(r, "llama.block_count"))
-    width = int(field(r, "llama.embedding_length"))
-    heads = int(field(r, "llama.attention.head_count"))
-    kv = int(field(r, "llama.attention.head_count_kv"))
-    hd = width // heads
-    eps = float(field(r, "llama.attention.layer_norm_rms_epsilon"))
-    base_freq = float(field(r, "llama.rope.freq_base"))
-    vocab = int(field(r, "llama.vocab_size"))
+    r, t, w, hp = open_gguf(src)
+    layers, width, heads, kv, hd = hp["layers"], hp["width"], hp["heads"], hp["kv"], hp["hd"]
+    eps, base_freq, vocab = hp["eps"], hp["base"], hp["vocab"]
 
     g = Graph()
     if not split:
@@ -478,8 +473,7 @@ def build(src, split=False, q4=False):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)],
                               producer_name="pytorch", producer_version="2.5.1")
     model.ir_version = 8
-    return r, model, dict(layers=layers, width=width, heads=heads, kv=kv, hd=hd, eps=eps,
-                          base=base_freq, vocab=vocab)
+    return r, model, hp
 
 
 def tokenizer_json(r):

@@ -239,31 +239,15 @@ pub fn table(report: &Report) -> String {
     }
     match &report.pipeline {
         Some(crate::PipelineFlow::Wired(p)) => {
-            let runs: Vec<String> = p
-                .graphs
-                .iter()
-                .map(|g| {
-                    let when = match g.run {
-                        m2w_model::pipeline::Run::Once => "once",
-                        m2w_model::pipeline::Run::Step => "per step",
-                    };
-                    format!("{} ({when})", g.name)
-                })
-                .collect();
             let _ = writeln!(
                 s,
                 "pipeline (from the names; a pipeline.json overrides): {}; start {:?}, stop {:?}",
-                runs.join(" -> "),
+                p.flow(),
                 p.start,
                 p.stop
             );
             for g in &p.graphs {
-                let wires: Vec<String> = g
-                    .inputs
-                    .iter()
-                    .map(|(k, f)| format!("{k} <- {f}"))
-                    .collect();
-                let _ = writeln!(s, "  {}: {}", g.name, wires.join(", "));
+                let _ = writeln!(s, "  {}: {}", g.name, g.wiring());
                 if let Some(l) = &g.logits {
                     let _ = writeln!(s, "  {}: {l} picks the next token", g.name);
                 }

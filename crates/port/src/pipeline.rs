@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use m2w_model::pipeline::{GraphSpec, Pipeline, Run};
+use m2w_model::pipeline::{GraphSpec, Pipeline};
 use m2w_reference::pipeline::{GraphRunner, LoopRecord};
 
 use crate::port::{PortOptions, PortOutcome};
@@ -402,19 +402,7 @@ pub fn port_pipeline(
     let p = &opened.pipeline;
     say(format!(
         "pipeline: {}; start {:?}, stop {:?}, up to {} new tokens, prompts up to {} tokens",
-        p.graphs
-            .iter()
-            .map(|g| format!(
-                "{} ({})",
-                g.name,
-                if g.run == Run::Once {
-                    "once"
-                } else {
-                    "per step"
-                }
-            ))
-            .collect::<Vec<_>>()
-            .join(" -> "),
+        p.flow(),
         p.start,
         p.stop,
         p.max_new_tokens,
@@ -429,12 +417,7 @@ pub fn port_pipeline(
         f32.atol, f32.scaled, f32.rtol
     ));
     for g in &p.graphs {
-        let wires: Vec<String> = g
-            .inputs
-            .iter()
-            .map(|(k, f)| format!("{k} <- {f}"))
-            .collect();
-        say(format!("  {}: {}", g.name, wires.join(", ")));
+        say(format!("  {}: {}", g.name, g.wiring()));
     }
     // What cannot run is refused before any ORT or GPU work, every graph at once.
     let mut refused = Vec::new();

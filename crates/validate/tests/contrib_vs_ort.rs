@@ -90,11 +90,7 @@ fn gather_block_quantized_matches_onnx_runtime() {
             None,
         ),
     ];
-    let gpu = Gpu::new().unwrap();
-    let lib = m2w_setup::onnxruntime_library().unwrap();
     for (label, dtype, bits, data, dims, zp) in cases {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("gbq.onnx");
         let mut inits = vec![
             tensor("data", dtype, &dims, data),
             tensor(
@@ -121,46 +117,14 @@ fn gather_block_quantized_matches_onnx_runtime() {
             ],
         );
         gbq.domain = Some("com.microsoft".into());
-        let model = proto::ModelProto {
-            ir_version: Some(9),
-            opset_import: ["", "com.microsoft"]
-                .iter()
-                .zip([17, 1])
-                .map(|(d, v)| proto::OperatorSetIdProto {
-                    domain: Some(d.to_string()),
-                    version: Some(v),
-                })
-                .collect(),
-            graph: Some(proto::GraphProto {
-                name: Some("g".into()),
-                node: vec![gbq],
-                initializer: inits,
-                input: vec![value_info("idx", INT64, &[2, 3])],
-                output: vec![value_info("y", FLOAT, &[2, 3, k as i64])],
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        std::fs::write(&path, m2w_model::onnx::encode(&model)).unwrap();
         // Indices in range, one negative (counted from the end).
         let idx = m2w_reference::HostTensor::I64(vec![2, 3], vec![0, 9, 3, -1, 5, 2]);
-        let npy = dir.path().join("idx.npy");
-        std::fs::write(&npy, idx.to_npy().unwrap()).unwrap();
-        let opts = m2w_reference::onnx_ref::OnnxOptions {
-            input_files: [("idx".to_string(), npy)].into(),
-            ..Default::default()
-        };
-        let reference = dir.path().join("reference");
-        m2w_reference::onnx_ref::reference(&lib, &path, &reference, &opts)
-            .unwrap_or_else(|e| panic!("{label}: {e}"));
-        let m = m2w_model::Model::open(&path).unwrap();
-        let (plan, inputs) = compile_for(&m, &reference).unwrap_or_else(|e| panic!("{label}: {e}"));
-        let report = validate(&gpu, &m, plan, &inputs, &reference, &Options::default()).unwrap();
-        assert_eq!(
-            (report.passed, report.failed),
-            (1, 0),
-            "{label}: {:?}",
-            report.first_failure
+        check_node(
+            label,
+            gbq,
+            inits,
+            vec![("idx", INT64, idx)],
+            vec![("y", vec![2, 3, k as i64])],
         );
     }
 }

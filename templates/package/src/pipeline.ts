@@ -5,13 +5,14 @@
 // from. Every graph is one plan (graphN.ts) on one device; the loop is the native one
 // (m2w_reference::pipeline::generate), token for token: the step stream starts with the
 // start tokens (or the prompt, for a decoder-only model), each step feeds the graphs, and
-// the last position of the logits picks the next token. Values between graphs go through
-// the host for now.
+// the last position of the logits picks the next token. Values between graphs (encoder
+// states, embeddings, KV caches) are copied buffer to buffer on the GPU; a step reads back
+// only the logits row that picks its token.
 
 import { SHADERS } from './shaders.js';
 import { GRAPHS, PIPELINE } from './pipeline_config.js';
 import type { GraphConfig } from './pipeline_config.js';
-import { bindDims, biggestBuffer, compilePipelines, encodeForward, encodeWithSyncs, numel, preparePlan, readTensors, requestDevice, setDims, shapeOf, storageBuffersPerStage } from './runtime.js';
+import { bindDims, biggestBuffer, compilePipelines, encodeForward, encodeWithSyncs, numel, preparePlan, readRanges, readTensors, requestDevice, setDims, shapeOf, storageBuffersPerStage } from './runtime.js';
 import type { PreparedPlan } from './runtime.js';
 import { Sampler } from './sampler.js';
 import type { SamplingOptions } from './sampler.js';
@@ -65,8 +66,12 @@ export interface Pipeline {
   destroy(): void;
 }
 
-/** Values by "graph:output", each with its shape. */
-type Values = Map<string, { data: ArrayLike<number>; shape: number[] }>;
+/** A value made on the host (token ids, masks, positions, an empty cache), with its shape. */
+type HostValue = { data: ArrayLike<number>; shape: number[] };
+/** A graph's output left where the graph wrote it: plan `graph`'s tensor, with its shape. */
+type GpuValue = { graph: number; tensor: string; shape: number[] };
+/** Values by "graph:output". */
+type Values = Map<string, HostValue | GpuValue>;
 
 function words(info: TensorInfo, data: ArrayLike<number>): Uint32Array {
   if (info.dt === 'f32') return new Uint32Array(Float32Array.from(data).buffer);
@@ -134,6 +139,20 @@ export async function loadPipeline(baseUrl: string, options: LoadOptions = {}): 
     return v;
   };
 
+  // Inputs from other graphs' outputs (encoder states, embeddings) and this graph's own
+  // previous outputs (KV caches) are copied buffer to buffer on the GPU: nothing of them
+  // goes through the host. Inputs and outputs have buffers of their own in every plan.
+  const copyIn = (k: number, copies: [GpuValue, string][]) => {
+    const encoder = device.createCommandEncoder();
+    for (const [src, name] of copies) {
+      const from = prepared[src.graph].bufferOf(src.tensor);
+      const to = prepared[k].bufferOf(name);
+      const bytes = numel(src.shape) * 4;
+      if (from !== to && bytes > 0) encoder.copyBufferToBuffer(from, 0, to, 0, bytes);
+    }
+    device.queue.submit([encoder.finish()]);
+  };
+
   const wanted = (g: GraphConfig): string[] => {
     const w = new Set<string>();
     for (const other of GRAPHS) for (const i of other.inputs) if (i.feed.startsWith(`${g.name}:`)) w.add(i.feed.slice(g.name.length + 1));
@@ -145,18 +164,38 @@ export async function loadPipeline(baseUrl: string, options: LoadOptions = {}): 
   const runGraph = async (k: number, promptIds: number[], stream: number[], fed: number, values: Values, previous: Values) => {
     const g = GRAPHS[k];
     const p = prepared[k];
-    const given: Record<string, { data: ArrayLike<number>; shape: number[] }> = {};
+    const given: Record<string, HostValue | GpuValue> = {};
     for (const input of g.inputs) if (g.plan.INPUTS.includes(input.name)) given[input.name] = feedValue(g, input, promptIds, stream, fed, values, previous);
     setDims(device, p, bindDims(g.plan, Object.fromEntries(Object.entries(given).map(([n, v]) => [n, v.shape]))));
+    const copies: [GpuValue, string][] = [];
     for (const [name, v] of Object.entries(given)) {
+      if ('tensor' in v) {
+        copies.push([v, name]);
+        continue;
+      }
       const n = numel(shapeOf(g.plan, name, p.dims));
       if (v.data.length !== n) throw new Error(`${g.name}.${name}: ${v.data.length} values for shape [${v.shape}]`);
       if (n > 0) device.queue.writeBuffer(p.bufferOf(name), 0, words(g.plan.TENSORS[name], v.data));
     }
+    if (copies.length) copyIn(k, copies);
     if (g.plan.SYNCS?.length) await encodeWithSyncs(device, p, pipelines);
     else encodeForward(device, p, pipelines);
-    const out = await readTensors(device, p, wanted(g));
-    for (const [name, t] of Object.entries(out)) values.set(`${g.name}:${name}`, { data: t, shape: t.shape });
+    // Outputs stay on the GPU; the few computed on the host (shape values) are read.
+    const host = wanted(g).filter((name) => g.plan.SHAPE_VALUES?.[g.plan.TENSORS[name]?.base ?? name]);
+    for (const [name, t] of Object.entries(await readTensors(device, p, host))) values.set(`${g.name}:${name}`, { data: t, shape: t.shape });
+    for (const name of wanted(g)) if (!host.includes(name)) values.set(`${g.name}:${name}`, { graph: k, tensor: name, shape: shapeOf(g.plan, name, p.dims) });
+  };
+
+  /** The last row of the logits: the only values a step reads back. */
+  const lastRow = async (v: HostValue | GpuValue): Promise<Float32Array> => {
+    const width = v.shape[v.shape.length - 1];
+    if (!('tensor' in v)) {
+      const at = v.data.length - width;
+      return Float32Array.from({ length: width }, (_, i) => v.data[at + i]);
+    }
+    const at = (numel(v.shape) - width) * 4;
+    const [bytes] = await readRanges(device, prepared[v.graph], [[v.tensor, at, width * 4]]);
+    return new Float32Array(bytes);
   };
 
   let busy = false;
@@ -186,10 +225,7 @@ export async function loadPipeline(baseUrl: string, options: LoadOptions = {}): 
         break;
       }
       for (const [k, g] of GRAPHS.entries()) if (g.run === 'step') await runGraph(k, promptIds, stream, fed, values, previous);
-      const logits = values.get(`${PIPELINE.logits.graph}:${PIPELINE.logits.output}`)!;
-      const width = logits.shape[logits.shape.length - 1];
-      const at = logits.data.length - width;
-      const row = Float32Array.from({ length: width }, (_, i) => logits.data[at + i]);
+      const row = await lastRow(values.get(`${PIPELINE.logits.graph}:${PIPELINE.logits.output}`)!);
       o.onLogits?.(row, tokens.length);
       const next = sampled ? sampler.pick(row, [...promptIds, ...tokens], o) : argmaxLast(row);
       // This step's outputs are the next step's caches.

@@ -148,6 +148,17 @@ pub struct GraphSpec {
     pub logits: Option<String>,
 }
 
+impl GraphSpec {
+    /// Every input with its feed: `input_ids <- new_tokens, past_key_values.0.key <- ...`.
+    pub fn wiring(&self) -> String {
+        self.inputs
+            .iter()
+            .map(|(k, f)| format!("{k} <- {f}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 /// A generation pipeline: its graphs, how values flow between them, and the loop.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Pipeline {
@@ -172,6 +183,21 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// The graphs in order with when each runs: `encoder (once) -> decoder (per step)`.
+    pub fn flow(&self) -> String {
+        self.graphs
+            .iter()
+            .map(|g| {
+                let when = match g.run {
+                    Run::Once => "once",
+                    Run::Step => "per step",
+                };
+                format!("{} ({when})", g.name)
+            })
+            .collect::<Vec<_>>()
+            .join(" -> ")
+    }
+
     pub fn graph(&self, name: &str) -> Option<&GraphSpec> {
         self.graphs.iter().find(|g| g.name == name)
     }
