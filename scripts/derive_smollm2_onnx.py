@@ -25,7 +25,8 @@ Pins: python 3.11, gguf==0.17.1, numpy==2.4.6, onnx==1.22.0, protobuf==7.36.2
     python scripts/derive_smollm2_onnx.py --src SmolLM2-135M-Instruct.Q4_1.gguf --out DIR [--layout split]
 
 writes DIR/model.onnx (+ model.onnx.data: the weights as external data), config.json,
-generation_config.json and tokenizer.json (the GGUF's byte-level BPE with SmolLM2's
+generation_config.json, tokenizer_config.json (the GGUF's chat template) and tokenizer.json
+(the GGUF's byte-level BPE with SmolLM2's
 pre-tokenizer: digits one by one, then GPT-2's byte-level split; control tokens as special
 added tokens).
 
@@ -591,6 +592,13 @@ def main():
         json.dump({"bos_token_id": bos, "eos_token_id": eos}, f, indent=2)
     with open(os.path.join(a.out, "tokenizer.json"), "w", encoding="utf-8") as f:
         json.dump(tokenizer_json(r), f, ensure_ascii=False)
+    # The chat template as Hugging Face ships it: tokenizer_config.json.
+    tokens = list(field(r, "tokenizer.ggml.tokens"))
+    template = field(r, "tokenizer.chat_template")
+    if template is not None:
+        with open(os.path.join(a.out, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+            json.dump({"chat_template": template, "bos_token": tokens[bos], "eos_token": tokens[eos]},
+                      f, ensure_ascii=False, indent=2)
 
 
 if __name__ == "__main__":

@@ -60,6 +60,7 @@ pub(crate) fn package_test(
     // Pipeline and LLM packages prove generation (pipeline.spec, generate.spec), the others
     // every checkpoint.
     let spec = if package.join("tests/pipeline.spec.ts").is_file() {
+        write_pipeline_chat_cases(package, &references[0])?;
         "build-tests/pipeline.spec.js"
     } else if package.join("tests/generate.spec.ts").is_file() {
         m2w_port::sampler::write_sampler_cases(&package.join("build-tests/sampler-cases.json"))
@@ -107,6 +108,45 @@ pub(crate) fn package_test(
         return Err(CheckFailed("the browser test failed".into()).into());
     }
     judged
+}
+
+/// The oracle of a pipeline package's chat: each conversation of the reference's set
+/// rendered by minijinja through the model's tokenizer_config.json template, and its ids
+/// by the `tokenizers` crate without added specials (`build-tests/chat-cases.json`; none
+/// when the model has no template).
+fn write_pipeline_chat_cases(package: &Path, port: &Path) -> anyhow::Result<()> {
+    let manifest = port.join(m2w_model::pipeline::MANIFEST);
+    let p: m2w_model::pipeline::Pipeline = serde_json::from_slice(
+        &std::fs::read(&manifest).map_err(|e| Usage(format!("{}: {e}", manifest.display())))?,
+    )
+    .map_err(|e| Usage(format!("{}: {e}", manifest.display())))?;
+    let out = package.join("build-tests/chat-cases.json");
+    let Some((template, bos, eos)) = m2w_package::pipeline::chat_template(&p) else {
+        let _ = std::fs::remove_file(&out);
+        return Ok(());
+    };
+    let tok = m2w_reference::pipeline::tokenizer(&p).map_err(|e| Usage(e.to_string()))?;
+    let mut cases = Vec::new();
+    for messages in m2w_reference::llama::chat_conversations() {
+        for generation_prompt in [true, false] {
+            let text = template
+                .render(&messages, generation_prompt, &bos, &eos)
+                .map_err(Usage)?;
+            let ids = tok
+                .encode(text.as_str(), false)
+                .map_err(|e| Usage(format!("tokenizer: {e}")))?
+                .get_ids()
+                .to_vec();
+            cases.push(serde_json::json!({
+                "messages": messages, "add_generation_prompt": generation_prompt,
+                "text": text, "ids": ids,
+            }));
+        }
+    }
+    std::fs::create_dir_all(package.join("build-tests"))?;
+    let doc = serde_json::json!({"origin": template.origin, "cases": cases});
+    std::fs::write(&out, serde_json::to_string_pretty(&doc)? + "\n")?;
+    Ok(())
 }
 
 /// A pipeline package's greedy runs in the browser (`build-tests/pipeline-runs.json` and the

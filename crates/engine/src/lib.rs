@@ -497,21 +497,43 @@ pub struct ConstantEntry {
 
 /// The plan's constants as GPU words in one blob (sorted by name) and their index.
 pub fn constants_blob(plan: &Plan) -> (Vec<u8>, Vec<ConstantEntry>) {
+    use std::hash::{Hash, Hasher};
     let mut blob = Vec::new();
     let mut index = Vec::new();
+    // Constants with the same bytes are stored once (a tied embedding gathered from the
+    // lm_head's packed weight): later entries point at the first one's offset.
+    let mut seen: std::collections::HashMap<u64, Vec<(usize, usize)>> = Default::default();
     for (name, t) in &plan.constants {
-        while blob.len() % 256 != 0 {
-            blob.push(0);
-        }
         let words = t.to_words();
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        bytes.hash(&mut h);
+        let key = h.finish();
+        let stored = seen
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .find(|&&(at, len)| len == bytes.len() && blob[at..at + len] == bytes[..])
+            .map(|&(at, _)| at);
+        let offset = match stored {
+            Some(at) => at,
+            None => {
+                while blob.len() % 256 != 0 {
+                    blob.push(0);
+                }
+                let at = blob.len();
+                blob.extend_from_slice(&bytes);
+                seen.entry(key).or_default().push((at, bytes.len()));
+                at
+            }
+        };
         index.push(ConstantEntry {
             name: name.clone(),
             dt: t.dt(),
             shape: t.shape.clone(),
-            offset: blob.len(),
-            bytes: words.len() * 4,
+            offset,
+            bytes: bytes.len(),
         });
-        blob.extend(words.iter().flat_map(|w| w.to_le_bytes()));
     }
     (blob, index)
 }

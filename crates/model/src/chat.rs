@@ -47,6 +47,39 @@ impl ChatTemplate {
         Self::kept(arch)
     }
 
+    /// The chat template of a Hugging Face `tokenizer_config.json` (`chat_template`: a
+    /// string, or named templates of which "default" or else the first), with the texts of
+    /// its bos and eos tokens; None when the file or its template is missing.
+    pub fn of_tokenizer_config(path: &std::path::Path) -> Option<(ChatTemplate, String, String)> {
+        let doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+        let source = match &doc["chat_template"] {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Array(named) => named
+                .iter()
+                .find(|t| t["name"] == "default")
+                .or_else(|| named.first())?["template"]
+                .as_str()?
+                .to_string(),
+            _ => return None,
+        };
+        // A token is its text, or an object with its `content`.
+        let text = |v: &serde_json::Value| {
+            v.as_str()
+                .or_else(|| v["content"].as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        Some((
+            ChatTemplate {
+                source,
+                origin: format!("{}'s chat_template", path.display()),
+            },
+            text(&doc["bos_token"]),
+            text(&doc["eos_token"]),
+        ))
+    }
+
     /// The template m2w keeps for architecture `arch`.
     pub fn kept(arch: &str) -> Option<ChatTemplate> {
         KEPT.iter()

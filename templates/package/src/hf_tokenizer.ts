@@ -8,9 +8,10 @@ import { UnigramTokenizer } from './unigram.js';
 import type { UnigramData } from './unigram.js';
 
 /** Text to ids as the model's tokenizer.json gives them (its post-processor's special
- * tokens included), and back (special tokens skipped, as `decode(ids, true)`). */
+ * tokens included unless `addSpecial` is false, as for a rendered chat), and back (special
+ * tokens skipped, as `decode(ids, true)`). */
 export interface TextTokenizer {
-  encode(text: string): number[];
+  encode(text: string, addSpecial?: boolean): number[];
   decode(ids: number[]): string;
   isSpecial(id: number): boolean;
 }
@@ -66,7 +67,7 @@ function bpe(json: Json): TextTokenizer {
   const special = new Set<number>(added.filter((t) => t.special).map((t) => t.id));
   const [before, after] = template(json.post_processor, ids);
   return {
-    encode: (text) => [...before, ...inner.encode(text), ...after],
+    encode: (text, addSpecial = true) => (addSpecial ? [...before, ...inner.encode(text), ...after] : inner.encode(text)),
     decode: (list) => inner.decode(list.filter((i) => !special.has(i))),
     isSpecial: (id) => special.has(id),
   };
@@ -76,7 +77,7 @@ function unigram(json: Json): TextTokenizer {
   const inner = new UnigramTokenizer(json as UnigramData);
   const special = new Set<number>((json.added_tokens ?? []).filter((t: Json) => t.special).map((t: Json) => t.id));
   return {
-    encode: (text) => inner.encode(text, true),
+    encode: (text, addSpecial = true) => inner.encode(text, addSpecial),
     decode: (ids) => inner.decode(ids, true),
     isSpecial: (id) => special.has(id),
   };

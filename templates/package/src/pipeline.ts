@@ -10,7 +10,8 @@
 // only the logits row that picks its token.
 
 import { SHADERS } from './shaders.js';
-import { GRAPHS, PIPELINE } from './pipeline_config.js';
+import { CHAT, GRAPHS, PIPELINE } from './pipeline_config.js';
+import { ChatTemplate } from './jinja.js';
 import type { GraphConfig } from './pipeline_config.js';
 import { bindDims, biggestBuffer, compilePipelines, encodeForward, encodeWithSyncs, numel, preparePlan, readRanges, readTensors, requestDevice, setDims, shapeOf, storageBuffersPerStage } from './runtime.js';
 import type { PreparedPlan } from './runtime.js';
@@ -26,6 +27,18 @@ export { fromTokenizerJson } from './hf_tokenizer.js';
 export type { SamplingOptions } from './sampler.js';
 export type { TextTokenizer } from './hf_tokenizer.js';
 export type { LoadOptions, Tensor } from './types.js';
+export { ChatTemplate } from './jinja.js';
+
+export interface ChatMessage {
+  role: 'system' | 'user' | 'assistant' | string;
+  content: string | { type: string; text?: string }[];
+}
+
+/** The conversation as the model reads it, through its own chat template (tokenizer_config.json). */
+export function renderChat(messages: ChatMessage[], addGenerationPrompt = true): string {
+  if (!CHAT) throw new Error('this model has no chat template (no chat_template in a tokenizer_config.json beside its tokenizer.json)');
+  return new ChatTemplate(CHAT.template).render({ messages, add_generation_prompt: addGenerationPrompt, bos_token: CHAT.bosText, eos_token: CHAT.eosText });
+}
 
 export interface GenerateOptions extends SamplingOptions {
   /** New tokens at most (default: the manifest's max_new_tokens, which the engines are sized for). */
@@ -63,6 +76,10 @@ export interface Pipeline {
   generate(prompt: string, options?: GenerateOptions): Promise<GenerateResult>;
   /** Generation from token ids (what the tests compare with ONNX Runtime's loop). */
   generateIds(promptIds: number[], options?: GenerateOptions): Promise<GenerateResult>;
+  /** A conversation in the model's chat template, answered as the assistant. */
+  chat(messages: ChatMessage[], options?: GenerateOptions): Promise<GenerateResult>;
+  /** The ids `chat` generates from: the rendered conversation, tokenized without added specials. */
+  encodeChat(messages: ChatMessage[]): number[];
   destroy(): void;
 }
 
@@ -266,6 +283,9 @@ export async function loadPipeline(baseUrl: string, options: LoadOptions = {}): 
     maxNewTokens: PIPELINE.maxNewTokens,
     generateIds,
     generate: (prompt, o = {}) => generateIds(tokenizer.encode(prompt), o),
+    // As Hugging Face's apply_chat_template: the template writes the specials it wants.
+    encodeChat: (messages) => tokenizer.encode(renderChat(messages), false),
+    chat: (messages, o = {}) => generateIds(tokenizer.encode(renderChat(messages), false), o),
     destroy() {
       for (const b of owned) b.destroy();
       device.destroy();
