@@ -1080,9 +1080,28 @@ fn port_smollm2_genai() -> (tempfile::TempDir, std::path::PathBuf) {
     port_cached_decoder(&model)
 }
 
+/// Then its package in headless Chromium on the first text (the ignored test below runs all
+/// five): the byte-level BPE of its tokenizer.json, the chat template of its
+/// tokenizer_config.json against minijinja and the tokenizers crate, chat(), and the greedy
+/// run judged against ONNX Runtime's loop.
 #[test]
 fn smollm2_onnx_genai_int4_pipeline_generates_as_onnx_runtime_loops() {
-    port_smollm2_genai();
+    let (dir, port) = port_smollm2_genai();
+    let stdout = package_pipeline(&port, &dir.path().join("pkg"), 1, None);
+    assert!(
+        stdout.contains(
+            "10/10 conversations render as minijinja does, 10/10 tokenize to the crate's ids"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("chat(): the conversation's ids are the crate's"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("browser run 0 against ONNX Runtime: identical"),
+        "{stdout}"
+    );
 }
 
 /// The 4-bit genai layout's package (at most 120 MB of weights) on five texts in headless
