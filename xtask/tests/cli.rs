@@ -716,7 +716,9 @@ fn minilm_q4_package_passes_every_checkpoint_in_headless_chromium() {
         &["sequence=16"],
     );
     assert!(
-        stdout.contains("browser checkpoints: 249 passed, 0 failed"),
+        // MatMulNBits takes symbolic rows, so the plan is general: every GPU-computed
+        // checkpoint and the shape values evaluated on the host, as the int8 MiniLM's.
+        stdout.contains("browser checkpoints: 303 passed, 0 failed"),
         "{stdout}"
     );
 }
