@@ -332,4 +332,30 @@ impl Model {
     pub fn file_sha256(&self) -> Result<String, InputError> {
         io::sha256_file(&self.path)
     }
+
+    /// The file's sha256, or, when tensors live in external data files, one sha256 over
+    /// the file's and each data file's: what a port's stamps key on, so that new weights
+    /// beside an unchanged graph make a new port.
+    pub fn sources_sha256(&self) -> Result<String, InputError> {
+        let mut files: Vec<&str> = self
+            .tensors
+            .iter()
+            .filter_map(|t| match &t.storage {
+                Storage::ExternalData { file, .. } => Some(file.as_str()),
+                _ => None,
+            })
+            .collect();
+        files.sort();
+        files.dedup();
+        let own = self.file_sha256()?;
+        if files.is_empty() {
+            return Ok(own);
+        }
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let mut all = own;
+        for f in files {
+            all.push_str(&io::sha256_file(&dir.join(f))?);
+        }
+        Ok(io::sha256_bytes(all.as_bytes()))
+    }
 }

@@ -186,6 +186,32 @@ fn external_data_is_read_like_embedded_data() {
     }
 }
 
+/// A port's stamps key on the graph and its external data: new weights beside an unchanged
+/// graph change the sources' sha256, not the file's.
+#[test]
+fn new_external_weights_change_the_sources_sha256() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model_path, data_path) = to_external(dir.path(), "weights.data");
+    let before = Model::open(&model_path).unwrap();
+    let (file, sources) = (
+        before.file_sha256().unwrap(),
+        before.sources_sha256().unwrap(),
+    );
+    assert_ne!(file, sources);
+    let mut data = std::fs::read(&data_path).unwrap();
+    let last = data.len() - 1;
+    data[last] ^= 1;
+    std::fs::write(&data_path, data).unwrap();
+    let after = Model::open(&model_path).unwrap();
+    assert_eq!(after.file_sha256().unwrap(), file);
+    assert_ne!(after.sources_sha256().unwrap(), sources);
+    let embedded = Model::open(&fixture("silero-vad-v6")).unwrap();
+    assert_eq!(
+        embedded.sources_sha256().unwrap(),
+        embedded.file_sha256().unwrap()
+    );
+}
+
 #[test]
 fn missing_short_or_escaping_external_data_is_rejected() {
     let dir = tempfile::tempdir().unwrap();

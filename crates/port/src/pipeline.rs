@@ -450,7 +450,7 @@ pub fn port_pipeline(
     // The loop through ONNX Runtime.
     let mut shas = String::new();
     for g in &p.graphs {
-        shas.push_str(&opened.models[&g.name].file_sha256()?);
+        shas.push_str(&opened.models[&g.name].sources_sha256()?);
     }
     let tok_sha = match &p.tokenizer {
         Some(t) => std::fs::read(t)

@@ -105,7 +105,7 @@ pub fn port(
     on_step: &mut dyn FnMut(&Step),
 ) -> Result<PortOutcome, PortError> {
     let model = m2w_model::Model::open(model_path)?;
-    let sha = model.file_sha256()?;
+    let sha = model.sources_sha256()?;
     std::fs::create_dir_all(out).map_err(|e| input(format!("{}: {e}", out.display())))?;
     let layout = Layout::new(out);
     let mut step = |index: usize, phase: &'static str, skipped: bool, summary: String| {
