@@ -13,7 +13,7 @@ import { SHADERS } from './shaders.js';
 import { CHAT, GRAPHS, PIPELINE } from './pipeline_config.js';
 import { ChatTemplate } from './jinja.js';
 import type { GraphConfig } from './pipeline_config.js';
-import { bindDims, biggestBuffer, compilePipelines, encodeForward, encodeWithSyncs, numel, preparePlan, readRanges, readTensors, requestDevice, setDims, shapeOf, storageBuffersPerStage } from './runtime.js';
+import { GPUBufferUsage, bindDims, biggestBuffer, compilePipelines, encodeForward, encodeWithSyncs, numel, preparePlan, readRanges, readTensors, requestDevice, setDims, shapeOf, storageBuffersPerStage } from './runtime.js';
 import type { PreparedPlan } from './runtime.js';
 import { Sampler } from './sampler.js';
 import type { SamplingOptions } from './sampler.js';
@@ -120,15 +120,35 @@ export async function loadPipeline(baseUrl: string, options: LoadOptions = {}): 
   const loaded: number[] = GRAPHS.map(() => 0);
   const totals: number[] = GRAPHS.map(() => 0);
   for (const [k, g] of GRAPHS.entries()) {
-    const p = preparePlan(device, g.plan, pipelines, owned, { debug: options.debug });
     const { index, blob } = await loadWeights(`${base}/${g.weights}`, (l, t) => {
       loaded[k] = l;
       totals[k] = t;
       options.onProgress?.(loaded.reduce((a, b) => a + b, 0), totals.reduce((a, b) => a + b, 0));
     });
-    for (const c of index) {
-      const b = p.bufferOf(c.name);
-      if (b && c.bytes > 0) device.queue.writeBuffer(b, 0, blob, c.offset, c.bytes);
+    // Constants stored once in constants.bin (the same bytes: a tied embedding and the
+    // lm_head reading one 4-bit weight) share one GPU buffer, written once.
+    const slotBytes = new Map<string, number>();
+    for (const slot of g.plan.BUFFERS) for (const t of slot.tensors) slotBytes.set(t, slot.bytes);
+    const byOffset = new Map<number, typeof index>();
+    for (const c of index) if (c.bytes > 0) byOffset.set(c.offset, [...(byOffset.get(c.offset) ?? []), c]);
+    const shared: Record<string, GPUAny> = {};
+    for (const group of byOffset.values()) {
+      if (group.length < 2) continue;
+      const size = Math.max(...group.map((c) => Math.max(c.bytes, slotBytes.get(c.name) ?? 0)));
+      const b = device.createBuffer({ label: group[0].name, size, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
+      owned.push(b);
+      for (const c of group) shared[c.name] = b;
+    }
+    const p = preparePlan(device, g.plan, pipelines, owned, { debug: options.debug, shared });
+    for (const group of byOffset.values()) {
+      const names = group.filter((c) => p.bufferOf(c.name));
+      const written = new Set<GPUAny>();
+      for (const c of names) {
+        const b = p.bufferOf(c.name);
+        if (written.has(b)) continue;
+        written.add(b);
+        device.queue.writeBuffer(b, 0, blob, c.offset, c.bytes);
+      }
     }
     prepared.push(p);
   }
