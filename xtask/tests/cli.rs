@@ -7,6 +7,21 @@ fn xtask() -> Command {
     Command::new(env!("CARGO_BIN_EXE_xtask"))
 }
 
+/// Runs `cmd`, prints and returns its stdout, and fails the test (with stdout and stderr)
+/// unless it exits 0.
+fn succeeds(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("{stdout}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 fn bundled() -> std::path::PathBuf {
     m2w_setup::bundled_model()
 }
@@ -361,21 +376,7 @@ fn port_pipeline(
     last_step: &str,
     validations: usize,
 ) -> (String, Vec<serde_json::Value>) {
-    let out = xtask()
-        .arg("port")
-        .args(args)
-        .arg("--out")
-        .arg(port)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    println!("{stdout}");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeds(xtask().arg("port").args(args).arg("--out").arg(port));
     let validated: Vec<&str> = stdout
         .lines()
         .filter(|l| l.contains("[5/5] validate") || l.starts_with(last_step))
@@ -441,18 +442,12 @@ fn package_pipeline(
     prompts: usize,
     shot: Option<&std::path::Path>,
 ) -> String {
-    let out = xtask()
-        .args(["package", "--port"])
-        .arg(port)
-        .args(["--name", "pipeline-under-test", "--out"])
-        .arg(pkg)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    succeeds(
+        xtask()
+            .args(["package", "--port"])
+            .arg(port)
+            .args(["--name", "pipeline-under-test", "--out"])
+            .arg(pkg),
     );
     let mut cmd = xtask();
     cmd.args(["package-test", "--package"])
@@ -463,15 +458,7 @@ fn package_pipeline(
     if let Some(s) = shot {
         cmd.arg("--screenshot").arg(s);
     }
-    let out = cmd.output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    println!("{stdout}");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeds(&mut cmd);
     assert!(
         stdout.contains("pipeline package: all checks passed"),
         "{stdout}"
