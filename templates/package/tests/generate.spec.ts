@@ -12,7 +12,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { launchChromium, serve } from './harness.js';
+import { driveDemo, launchChromium, serve } from './harness.js';
 
 const [pkgDir, refDir, shot] = process.argv.slice(2);
 let failed = 0;
@@ -131,15 +131,9 @@ try {
 
   // (3) The chat page.
   if (shot) {
-    const demo = await browser.newPage();
-    await demo.goto(`${origin}/index.html`);
-    await demo.waitForSelector('#send:not([disabled])', { timeout: 120000 });
-    await demo.click('#send');
-    await demo.waitForFunction(() => /^(done|Error)/.test(document.getElementById('status').textContent), null, { timeout: 300000 });
-    const status = await demo.textContent('#status');
-    console.log(`chat page: ${JSON.stringify(await demo.textContent('.assistant'))} [${status}]`);
+    const { status, text } = await driveDemo(browser, origin, shot, '#send', '.assistant');
+    console.log(`chat page: ${JSON.stringify(text)} [${status}]`);
     if (!status.startsWith('done')) failed++;
-    await demo.screenshot({ path: shot, fullPage: true });
   }
 } finally {
   await browser.close();

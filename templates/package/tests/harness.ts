@@ -45,3 +45,20 @@ export function launchChromium() {
     args: ['--headless=new', '--no-sandbox', '--enable-unsafe-webgpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'],
   });
 }
+
+/**
+ * Drives a package's demo page (index.html): waits until `button` is enabled (the model
+ * loaded), clicks it, waits until #status starts with "done" or "Error", screenshots to
+ * `shot`. Returns the status and the text of `output`.
+ */
+export async function driveDemo(browser, origin, shot, button, output) {
+  const demo = await browser.newPage();
+  await demo.goto(`${origin}/index.html`);
+  await demo.waitForSelector(`${button}:not([disabled])`, { timeout: 120000 });
+  await demo.click(button);
+  await demo.waitForFunction(() => /^(done|Error)/.test(document.getElementById('status').textContent), null, { timeout: 300000 });
+  const status = await demo.textContent('#status');
+  const text = await demo.textContent(output);
+  await demo.screenshot({ path: shot, fullPage: true });
+  return { status, text };
+}

@@ -16,7 +16,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { launchChromium, serve } from './harness.js';
+import { driveDemo, launchChromium, serve } from './harness.js';
 
 const [pkgDir, refArg, shot] = process.argv.slice(2);
 const portDir = refArg.split(',')[0];
@@ -146,15 +146,9 @@ try {
 
   // (3) The demo page.
   if (shot) {
-    const demo = await browser.newPage();
-    await demo.goto(`${origin}/index.html`);
-    await demo.waitForSelector('#run:not([disabled])', { timeout: 120000 });
-    await demo.click('#run');
-    await demo.waitForFunction(() => /^(done|Error)/.test(document.getElementById('status').textContent), null, { timeout: 300000 });
-    const status = await demo.textContent('#status');
-    console.log(`demo page: ${JSON.stringify(await demo.textContent('#output'))} [${status}]`);
+    const { status, text } = await driveDemo(browser, origin, shot, '#run', '#output');
+    console.log(`demo page: ${JSON.stringify(text)} [${status}]`);
     if (!status.startsWith('done')) failed++;
-    await demo.screenshot({ path: shot, fullPage: true });
   }
 } finally {
   await browser.close();
