@@ -237,29 +237,8 @@ pub fn table(report: &Report) -> String {
         }
         s.push('\n');
     }
-    match &report.pipeline {
-        Some(crate::PipelineFlow::Wired(p)) => {
-            let _ = writeln!(
-                s,
-                "pipeline (from the names; a pipeline.json overrides): {}; start {:?}, stop {:?}",
-                p.flow(),
-                p.start,
-                p.stop
-            );
-            for g in &p.graphs {
-                let _ = writeln!(s, "  {}: {}", g.name, g.wiring());
-                if let Some(l) = &g.logits {
-                    let _ = writeln!(s, "  {}: {l} picks the next token", g.name);
-                }
-            }
-            for n in &p.notes {
-                let _ = writeln!(s, "  {n}");
-            }
-        }
-        Some(crate::PipelineFlow::Unwired(e)) => {
-            let _ = writeln!(s, "pipeline: cannot be wired: {e}");
-        }
-        None => {}
+    for line in pipeline_lines(report) {
+        let _ = writeln!(s, "{line}");
     }
     s
 }
@@ -386,5 +365,41 @@ pub fn markdown(report: &Report) -> String {
         }
         s.push('\n');
     }
+    let lines = pipeline_lines(report);
+    if let Some((first, rest)) = lines.split_first() {
+        let _ = writeln!(s, "### Pipeline\n\n{first}\n");
+        for l in rest {
+            let _ = writeln!(s, "- {}", l.trim_start());
+        }
+        s.push('\n');
+    }
     s
+}
+
+/// How a folder's graphs run as a generation pipeline: a heading line, then one line per
+/// graph (its inputs' feeds), its logits, and the notes; or why they cannot be wired.
+fn pipeline_lines(report: &Report) -> Vec<String> {
+    let mut out = Vec::new();
+    match &report.pipeline {
+        Some(crate::PipelineFlow::Wired(p)) => {
+            out.push(format!(
+                "pipeline (from the names; a pipeline.json overrides): {}; start {:?}, stop {:?}",
+                p.flow(),
+                p.start,
+                p.stop
+            ));
+            for g in &p.graphs {
+                out.push(format!("  {}: {}", g.name, g.wiring()));
+                if let Some(l) = &g.logits {
+                    out.push(format!("  {}: {l} picks the next token", g.name));
+                }
+            }
+            out.extend(p.notes.iter().map(|n| format!("  {n}")));
+        }
+        Some(crate::PipelineFlow::Unwired(e)) => {
+            out.push(format!("pipeline: cannot be wired: {e}"));
+        }
+        None => {}
+    }
+    out
 }

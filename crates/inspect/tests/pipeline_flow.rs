@@ -57,6 +57,12 @@ fn a_folder_of_an_embed_graph_and_a_cached_decoder_shows_its_data_flow() {
         text.contains("past_key_values.0.key <- previous:present.0.key"),
         "{text}"
     );
+    let md = m2w_inspect::markdown(&report);
+    assert!(
+        md.contains("### Pipeline\n\npipeline (from the names"),
+        "{md}"
+    );
+    assert!(md.contains("- embed: input_ids <- new_tokens"), "{md}");
     // One graph alone is no pipeline to show.
     std::fs::remove_file(dir.path().join("decoder.onnx")).unwrap();
     let report = m2w_inspect::inspect_path(dir.path()).unwrap();
