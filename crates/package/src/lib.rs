@@ -81,6 +81,17 @@ fn workgroup_storage(plan: &Plan) -> u32 {
         .fold(16384, u32::max)
 }
 
+/// A shape as the package declares it: a number is fixed, a string names the dim it binds.
+fn declared_shape(shape: &[m2w_engine::sym::Expr]) -> serde_json::Value {
+    shape
+        .iter()
+        .map(|e| match e {
+            m2w_engine::sym::Expr::Sym(name) => serde_json::json!(name),
+            e => serde_json::json!(e.as_const().unwrap_or(-1)),
+        })
+        .collect()
+}
+
 /// A shape as a JavaScript array over the dims object `d`.
 fn shape_js(shape: &[m2w_engine::sym::Expr]) -> String {
     format!(
@@ -190,17 +201,7 @@ pub fn engine_ts(plan: &Plan) -> String {
     let input_shapes: serde_json::Map<String, serde_json::Value> = plan
         .inputs
         .iter()
-        .map(|n| {
-            let dims: Vec<serde_json::Value> = plan.tensors[n]
-                .shape
-                .iter()
-                .map(|e| match e {
-                    m2w_engine::sym::Expr::Sym(name) => serde_json::json!(name),
-                    e => serde_json::json!(e.as_const().unwrap_or(-1)),
-                })
-                .collect();
-            (n.clone(), serde_json::Value::Array(dims))
-        })
+        .map(|n| (n.clone(), declared_shape(&plan.tensors[n].shape)))
         .collect();
     s.push_str("/** Each input's shape: a number is fixed, a string names the dim it binds. */\n");
     s.push_str(&format!(

@@ -67,14 +67,7 @@ fn config_ts(p: &Pipeline, plans: &[Plan]) -> Result<String, PackageError> {
                     g.name
                 ))
             })?;
-            let shape: Vec<serde_json::Value> = plan.tensors[name]
-                .shape
-                .iter()
-                .map(|e| match e {
-                    m2w_engine::sym::Expr::Sym(n) => serde_json::json!(n),
-                    e => serde_json::json!(e.as_const().unwrap_or(-1)),
-                })
-                .collect();
+            let shape = crate::declared_shape(&plan.tensors[name].shape);
             inputs
                 .push(serde_json::json!({"name": name, "feed": feed.to_string(), "shape": shape}));
         }
