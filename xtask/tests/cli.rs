@@ -1009,6 +1009,11 @@ fn port_cached_decoder(model: &std::path::Path) -> (tempfile::TempDir, std::path
         stdout.contains("any size with"),
         "one symbolic plan: {stdout}"
     );
+    // 30 layers' keys and values: each present a view of its past's buffer.
+    assert!(
+        stdout.contains("; 60 KV caches appended in place"),
+        "{stdout}"
+    );
     for c in &compared {
         assert_eq!(c["verdict"], "identical", "{c}");
     }

@@ -129,6 +129,22 @@ pub struct Runner<'g> {
     sym_groups: Vec<(usize, [usize; 3])>,
 }
 
+/// `t`'s words as they lie in its plan tensor's buffer: scattered at its strides when it
+/// is strided (an in-place cache; the gaps are rows the run appends to, written as 0).
+fn buffer_image(desc: &crate::plan::TensorDesc, t: &HostTensor) -> Vec<u32> {
+    let words = t.to_words();
+    match desc.element_offsets(&t.shape) {
+        None => words,
+        Some(offsets) => {
+            let mut image = vec![0u32; offsets.iter().max().map_or(0, |m| m + 1)];
+            for (w, k) in words.iter().zip(offsets) {
+                image[k] = *w;
+            }
+            image
+        }
+    }
+}
+
 fn words_of(bytes: &[u8]) -> Vec<u32> {
     bytes
         .chunks_exact(4)
@@ -406,7 +422,7 @@ impl<'g> Runner<'g> {
         if n != t.len() {
             return Err(format!("'{name}' has {n} elements, the value {}", t.len()));
         }
-        let words = t.to_words();
+        let words = buffer_image(&self.plan.tensors[name], t);
         if !words.is_empty() {
             self.gpu.queue.write_buffer(
                 &self.buffers[self.plan.base_of(name)],
@@ -467,7 +483,7 @@ impl<'g> Runner<'g> {
         self.bind_dims(&dims)?;
         for name in &self.plan.inputs {
             let t = &inputs[name];
-            let words = t.to_words();
+            let words = buffer_image(&self.plan.tensors[name], t);
             if !words.is_empty() {
                 self.gpu.queue.write_buffer(
                     &self.buffers[name],
@@ -761,7 +777,12 @@ impl<'g> Runner<'g> {
                 continue;
             }
             let src = &self.buffers[self.plan.base_of(name)];
-            let bytes = desc.dt.buffer_bytes(n);
+            // A strided view (an in-place cache) is read whole and gathered here.
+            let offsets = desc.element_offsets(&shape);
+            let bytes = match &offsets {
+                Some(o) => 4 * (o.iter().max().map_or(0, |m| m + 1) as u64),
+                None => desc.dt.buffer_bytes(n),
+            };
             let staging = dev.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("staging"),
                 size: bytes,
@@ -769,22 +790,25 @@ impl<'g> Runner<'g> {
                 mapped_at_creation: false,
             });
             enc.copy_buffer_to_buffer(src, 0, &staging, 0, bytes);
-            pending.push((name.clone(), desc.dt, shape, staging));
+            pending.push((name.clone(), desc.dt, shape, staging, offsets));
         }
         self.gpu.queue.submit([enc.finish()]);
-        for (_, _, _, staging) in &pending {
+        for (_, _, _, staging, _) in &pending {
             staging.slice(..).map_async(wgpu::MapMode::Read, |_| {});
         }
         dev.poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| format!("device poll failed: {e}"))?;
-        for (name, dt, shape, staging) in pending {
-            let words = {
+        for (name, dt, shape, staging, offsets) in pending {
+            let mut words = {
                 let view = staging
                     .slice(..)
                     .get_mapped_range()
                     .map_err(|e| format!("cannot map the read-back buffer: {e:?}"))?;
                 words_of(&view)
             };
+            if let Some(o) = offsets {
+                words = o.iter().map(|&k| words[k]).collect();
+            }
             staging.unmap();
             out.insert(name, HostTensor::from_words(dt, shape, &words));
         }

@@ -313,6 +313,7 @@ fn compile_graph(
         .unwrap_or(1);
     let mut ctx = ops::Ctx::new(opset);
     ctx.value_max = value_max.clone();
+    ctx.graph_outputs = graph.outputs.iter().map(|o| o.name.clone()).collect();
     for (name, max) in dims {
         ctx.add_dim(name, *max);
         if empty.contains(name) {

@@ -20,6 +20,15 @@ pub struct TensorDesc {
     pub dt: DT,
     /// The tensor whose buffer this one uses (itself for a base tensor).
     pub base: String,
+    /// Element strides when the layout is not the shape's row-major order: a KV cache
+    /// appended in place keeps its rows at a pitch sized for the whole context (see
+    /// `Ctx::append_in_place`). None: row-major.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strides: Option<Vec<i64>>,
+    /// Elements a base tensor's buffer holds when views of it reach past its own shape
+    /// (the context an in-place cache is sized for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extent: Option<u64>,
 }
 
 impl TensorDesc {
@@ -31,6 +40,37 @@ impl TensorDesc {
     /// The shape for bound dims.
     pub fn shape_at(&self, dims: &Bindings) -> Result<Vec<usize>, String> {
         self.shape.iter().map(|d| d.size(dims)).collect()
+    }
+
+    /// A row-major tensor of its own buffer (`base` names itself, or the tensor it views).
+    pub fn row_major(shape: Vec<Expr>, dt: DT, base: String) -> TensorDesc {
+        TensorDesc {
+            shape,
+            dt,
+            base,
+            strides: None,
+            extent: None,
+        }
+    }
+
+    /// The buffer element of each element of a `shape` (bound) tensor, in row-major order:
+    /// None when it is row-major.
+    pub fn element_offsets(&self, shape: &[usize]) -> Option<Vec<usize>> {
+        let strides = self.strides.as_ref()?;
+        let n: usize = shape.iter().product();
+        let mut out = Vec::with_capacity(n);
+        let mut idx = vec![0usize; shape.len()];
+        for _ in 0..n {
+            out.push(idx.iter().zip(strides).map(|(&i, &s)| i * s as usize).sum());
+            for d in (0..shape.len()).rev() {
+                idx[d] += 1;
+                if idx[d] < shape[d] {
+                    break;
+                }
+                idx[d] = 0;
+            }
+        }
+        Some(out)
     }
 }
 
@@ -459,11 +499,29 @@ impl Plan {
     /// run-time values).
     pub fn max_bytes(&self, t: &str, max: &Bindings) -> u64 {
         let d = &self.tensors[t];
+        if let Some(e) = d.extent {
+            return d.dt.buffer_bytes(e as usize);
+        }
         let min: Bindings = self.dims.iter().map(|d| (d.name.clone(), d.min)).collect();
         let numel = sym::numel(&d.shape);
         let at_max = numel.eval(max).expect("every dim of a plan is declared");
         let bound = numel.bounds_in(&min, max).1;
         d.dt.buffer_bytes(at_max.max(bound).max(0) as usize)
+    }
+
+    /// (past input, present output) of each KV cache appended in place: the output is a
+    /// view of the input's buffer (see the engine's `ops::strided`).
+    pub fn in_place_caches(&self) -> Vec<(String, String)> {
+        self.outputs
+            .iter()
+            .filter_map(|o| {
+                let base = self.base_of(o);
+                (base != o
+                    && self.inputs.iter().any(|i| i == base)
+                    && self.tensors[base].strides.is_some())
+                .then(|| (base.to_string(), o.clone()))
+            })
+            .collect()
     }
 
     pub fn base_of<'a>(&'a self, name: &'a str) -> &'a str {

@@ -71,10 +71,21 @@ pub fn attr_tensor(name: &str, t: proto::TensorProto) -> proto::AttributeProto {
 
 /// A graph input or output of element type `elem` and fixed dims.
 pub fn value_info(name: &str, elem: i32, dims: &[i64]) -> proto::ValueInfoProto {
+    let dims: Vec<String> = dims.iter().map(i64::to_string).collect();
+    let dims: Vec<&str> = dims.iter().map(String::as_str).collect();
+    value_info_sym(name, elem, &dims)
+}
+
+/// A graph input or output whose dims are sizes ("4") or named dims ("past_sequence").
+pub fn value_info_sym(name: &str, elem: i32, dims: &[&str]) -> proto::ValueInfoProto {
+    use proto::tensor_shape_proto::dimension::Value;
     let dim = dims
         .iter()
-        .map(|&d| proto::tensor_shape_proto::Dimension {
-            value: Some(proto::tensor_shape_proto::dimension::Value::DimValue(d)),
+        .map(|d| proto::tensor_shape_proto::Dimension {
+            value: Some(match d.parse::<i64>() {
+                Ok(v) => Value::DimValue(v),
+                Err(_) => Value::DimParam(d.to_string()),
+            }),
             ..Default::default()
         })
         .collect();

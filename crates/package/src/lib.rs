@@ -130,6 +130,9 @@ pub fn engine_ts(plan: &Plan) -> String {
             if t.base == *k && bound > at_max_bytes {
                 v["bytes"] = serde_json::json!(bound);
             }
+            if let Some(strides) = &t.strides {
+                v["strides"] = serde_json::json!(strides);
+            }
             (k.clone(), v)
         })
         .collect();

@@ -308,12 +308,16 @@ pub fn port(
         } else {
             String::new()
         };
+        let caches = match plan.in_place_caches().len() {
+            0 => String::new(),
+            n => format!("; {n} KV caches appended in place (present is past's buffer)"),
+        };
         step(
             4,
             "engine",
             false,
             format!(
-                "{} dispatches, {} buffers, {} bytes{fixed}{sizes}",
+                "{} dispatches, {} buffers, {} bytes{fixed}{caches}{sizes}",
                 plan.dispatches.len(),
                 plan.buffers.len(),
                 plan.buffer_bytes()

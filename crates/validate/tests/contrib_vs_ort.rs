@@ -6,8 +6,8 @@
 
 use m2w_engine::gpu::Gpu;
 use m2w_model::onnx::proto;
-use m2w_model::onnx_build::{FLOAT, INT32, INT64, attr_int, node, value_info};
-use m2w_validate::{Options, compile_for, validate};
+use m2w_model::onnx_build::{FLOAT, INT32, INT64, attr_int, attr_ints, ints, node, value_info_sym};
+use m2w_validate::{Options, compile_for_dims, validate};
 
 const UINT8: i32 = 2;
 const INT4: i32 = 22;
@@ -164,10 +164,39 @@ fn check_node(
     inputs: Vec<(&str, i32, m2w_reference::HostTensor)>,
     outputs: Vec<(&str, Vec<i64>)>,
 ) {
+    let fixed = |d: &[i64]| d.iter().map(i64::to_string).collect::<Vec<_>>();
+    let declared: Vec<Vec<String>> = inputs
+        .iter()
+        .map(|(_, _, t)| fixed(&t.shape().iter().map(|&d| d as i64).collect::<Vec<_>>()))
+        .collect();
+    let outs: Vec<(&str, Vec<String>)> = outputs.iter().map(|(n, d)| (*n, fixed(d))).collect();
+    let ins: Vec<(&str, i32, Vec<String>, m2w_reference::HostTensor)> = inputs
+        .into_iter()
+        .zip(declared)
+        .map(|((n, ty, t), d)| (n, ty, d, t))
+        .collect();
+    check_graph(label, vec![node], inits, ins, outs, &[], &[]);
+}
+
+/// A graph of `nodes` whose inputs (name, ONNX type, declared dims, value) and outputs
+/// (name, declared dims) may name dims, run by ONNX Runtime and by the engine (compiled
+/// for `max_dims`, with `empty` dims allowed to be 0): every output passes. Returns the
+/// engine's plan.
+fn strs(d: &[String]) -> Vec<&str> {
+    d.iter().map(String::as_str).collect()
+}
+
+fn check_graph(
+    label: &str,
+    nodes: Vec<proto::NodeProto>,
+    inits: Vec<proto::TensorProto>,
+    inputs: Vec<(&str, i32, Vec<String>, m2w_reference::HostTensor)>,
+    outputs: Vec<(&str, Vec<String>)>,
+    max_dims: &[(&str, usize)],
+    empty: &[&str],
+) -> m2w_engine::Plan {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("node.onnx");
-    let dims =
-        |t: &m2w_reference::HostTensor| t.shape().iter().map(|&d| d as i64).collect::<Vec<_>>();
     let model = proto::ModelProto {
         ir_version: Some(9),
         opset_import: ["", "com.microsoft"]
@@ -180,15 +209,15 @@ fn check_node(
             .collect(),
         graph: Some(proto::GraphProto {
             name: Some("g".into()),
-            node: vec![node],
+            node: nodes,
             initializer: inits,
             input: inputs
                 .iter()
-                .map(|(n, ty, t)| value_info(n, *ty, &dims(t)))
+                .map(|(n, ty, d, _)| value_info_sym(n, *ty, &strs(d)))
                 .collect(),
             output: outputs
                 .iter()
-                .map(|(n, d)| value_info(n, FLOAT, d))
+                .map(|(n, d)| value_info_sym(n, FLOAT, &strs(d)))
                 .collect(),
             ..Default::default()
         }),
@@ -196,7 +225,7 @@ fn check_node(
     };
     std::fs::write(&path, m2w_model::onnx::encode(&model)).unwrap();
     let mut files = std::collections::BTreeMap::new();
-    for (name, _, t) in &inputs {
+    for (name, _, _, t) in &inputs {
         let npy = dir.path().join(format!("{name}.npy"));
         std::fs::write(&npy, t.to_npy().unwrap()).unwrap();
         files.insert(name.to_string(), npy);
@@ -210,15 +239,29 @@ fn check_node(
     m2w_reference::onnx_ref::reference(&lib, &path, &reference, &opts)
         .unwrap_or_else(|e| panic!("{label}: {e}"));
     let m = m2w_model::Model::open(&path).unwrap();
-    let (plan, given) = compile_for(&m, &reference).unwrap_or_else(|e| panic!("{label}: {e}"));
+    let max: Vec<(String, usize)> = max_dims.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    let empty: Vec<String> = empty.iter().map(|s| s.to_string()).collect();
+    let (plan, given, _) =
+        compile_for_dims(&m, &reference, &max, &empty).unwrap_or_else(|e| panic!("{label}: {e}"));
     let gpu = Gpu::new().unwrap();
-    let report = validate(&gpu, &m, plan, &given, &reference, &Options::default()).unwrap();
-    assert_eq!(
-        (report.passed, report.failed),
-        (outputs.len(), 0),
-        "{label}: {:?}",
+    let report = validate(
+        &gpu,
+        &m,
+        plan.clone(),
+        &given,
+        &reference,
+        &Options::default(),
+    )
+    .unwrap();
+    // Every output and every intermediate the reference dumped.
+    assert!(
+        report.failed == 0 && report.passed >= outputs.len(),
+        "{label}: {} passed, {} failed: {:?}",
+        report.passed,
+        report.failed,
         report.first_failure
     );
+    plan
 }
 
 #[test]
@@ -346,4 +389,268 @@ fn rotary_embedding_and_simplified_layer_norm_match_onnx_runtime() {
         )],
         vec![("y", vec![2, 3, 8])],
     );
+}
+
+/// `present = Concat(past, new)` as a graph output over a past whose length is a dim:
+/// the engine appends in place (present is a view of past's buffer, sized for the
+/// context) and every reader of the strided cache gives ONNX Runtime's values: the
+/// exporters' repeat_kv (Unsqueeze, Expand, Reshape), a Transpose read by MatMul, and an
+/// op that takes a row-major copy (Mul). Empty past, one new token, several.
+#[test]
+fn kv_caches_appended_in_place_match_onnx_runtime() {
+    let dims = |d: &[&str]| d.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    for (k, (p, s)) in [(0i64, 3i64), (3, 1), (5, 2)].into_iter().enumerate() {
+        let t = |shape: Vec<i64>, seed: u32| {
+            let n = shape.iter().product::<i64>() as usize;
+            m2w_reference::HostTensor::F32(
+                shape.iter().map(|&x| x as u64).collect(),
+                floats(n, seed + 10 * k as u32),
+            )
+        };
+        let mut nodes = vec![
+            node(
+                "Concat",
+                &["past_key", "k"],
+                &["present_key"],
+                vec![attr_int("axis", 2)],
+            ),
+            node(
+                "Concat",
+                &["past_value", "v"],
+                &["present_value"],
+                vec![attr_int("axis", -2)],
+            ),
+            node("Mul", &["present_value", "two"], &["doubled"], vec![]),
+            node(
+                "Transpose",
+                &["present_key"],
+                &["key_t"],
+                vec![attr_ints("perm", &[0, 1, 3, 2])],
+            ),
+            node("MatMul", &["q2", "key_t"], &["direct"], vec![]),
+        ];
+        // repeat_kv as the exporters write it: 2 key/value heads for 4 query heads.
+        for x in ["key", "value"] {
+            let (u, e, r) = (format!("{x}_5"), format!("{x}_rep5"), format!("{x}_rep"));
+            nodes.push(node(
+                "Unsqueeze",
+                &[&format!("present_{x}"), "axis2"],
+                &[&u],
+                vec![],
+            ));
+            nodes.push(node("Expand", &[&u, "repeat"], &[&e], vec![]));
+            nodes.push(node("Reshape", &[&e, "heads"], &[&r], vec![]));
+        }
+        nodes.extend([
+            node(
+                "Transpose",
+                &["key_rep"],
+                &["kt"],
+                vec![attr_ints("perm", &[0, 1, 3, 2])],
+            ),
+            node("MatMul", &["q", "kt"], &["scores"], vec![]),
+            node(
+                "Softmax",
+                &["scores"],
+                &["probs"],
+                vec![attr_int("axis", -1)],
+            ),
+            node("MatMul", &["probs", "value_rep"], &["out"], vec![]),
+        ]);
+        let inits = vec![
+            ints("axis2", &[2]),
+            ints("repeat", &[1, 1, 2, 1, 1]),
+            ints("heads", &[0, 4, -1, 4]),
+            tensor("two", FLOAT, &[], f32_bytes(&[2.0])),
+        ];
+        let inputs = vec![
+            (
+                "q",
+                FLOAT,
+                dims(&["1", "4", "seq", "4"]),
+                t(vec![1, 4, s, 4], 1),
+            ),
+            (
+                "q2",
+                FLOAT,
+                dims(&["1", "2", "seq", "4"]),
+                t(vec![1, 2, s, 4], 2),
+            ),
+            (
+                "k",
+                FLOAT,
+                dims(&["1", "2", "seq", "4"]),
+                t(vec![1, 2, s, 4], 3),
+            ),
+            (
+                "v",
+                FLOAT,
+                dims(&["1", "2", "seq", "4"]),
+                t(vec![1, 2, s, 4], 4),
+            ),
+            (
+                "past_key",
+                FLOAT,
+                dims(&["1", "2", "past", "4"]),
+                t(vec![1, 2, p, 4], 5),
+            ),
+            (
+                "past_value",
+                FLOAT,
+                dims(&["1", "2", "past", "4"]),
+                t(vec![1, 2, p, 4], 6),
+            ),
+        ];
+        let total = dims(&["1", "2", "total", "4"]);
+        let outputs = vec![
+            ("out", dims(&["1", "4", "seq", "4"])),
+            ("present_key", total.clone()),
+            ("present_value", total.clone()),
+            ("doubled", total),
+            ("direct", dims(&["1", "2", "seq", "total"])),
+        ];
+        let label = format!("past {p}, {s} new");
+        let plan = check_graph(
+            &label,
+            nodes,
+            inits,
+            inputs,
+            outputs,
+            &[("past", 8), ("seq", 4)],
+            &["past"],
+        );
+        assert_in_place(
+            &plan,
+            &label,
+            &[("past_key", "present_key"), ("past_value", "present_value")],
+        );
+    }
+}
+
+/// Each (past, present) pair shares one buffer at a pitch for the whole context, and the
+/// plan writes only the new rows into it (one strided copy of `new`, no copy of past).
+fn assert_in_place(plan: &m2w_engine::Plan, label: &str, pairs: &[(&str, &str)]) {
+    for (past, present) in pairs {
+        let (a, b) = (&plan.tensors[*past], &plan.tensors[*present]);
+        assert_eq!(b.base, *past, "{label}: {present} is not appended in place");
+        assert!(
+            a.strides.is_some() && a.extent.is_some(),
+            "{label}: {past} has no pitch"
+        );
+        let writes: Vec<&str> = plan
+            .dispatches
+            .iter()
+            .filter(|d| {
+                d.bindings.last() == Some(&m2w_engine::plan::Binding::Tensor(present.to_string()))
+            })
+            .map(|d| d.node.as_str())
+            .collect();
+        assert_eq!(writes.len(), 1, "{label}: {present} written by {writes:?}");
+    }
+}
+
+/// GroupQueryAttention over a past whose length is a dim: its present_key/value are
+/// appended in place, and the attention reads the strided cache without a copy.
+#[test]
+fn group_query_attention_appends_its_cache_in_place() {
+    let (heads, kv, d) = (4i64, 2i64, 16i64);
+    let (cos, sin) = rotary_caches(16, d as usize);
+    let dims = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let (hd, kvd) = ((heads * d).to_string(), (kv * d).to_string());
+    for (k, (p, s)) in [(0i64, 4i64), (5, 1)].into_iter().enumerate() {
+        let t = |shape: Vec<i64>, seed: u32| {
+            let n = shape.iter().product::<i64>() as usize;
+            m2w_reference::HostTensor::F32(
+                shape.iter().map(|&x| x as u64).collect(),
+                floats(n, seed + 10 * k as u32),
+            )
+        };
+        let mut gqa = node(
+            "GroupQueryAttention",
+            &[
+                "q",
+                "k",
+                "v",
+                "past_key",
+                "past_value",
+                "seqlens_k",
+                "total_len",
+                "cos_cache",
+                "sin_cache",
+            ],
+            &["out", "present_key", "present_value"],
+            vec![
+                attr_int("num_heads", heads),
+                attr_int("kv_num_heads", kv),
+                attr_int("do_rotary", 1),
+            ],
+        );
+        gqa.domain = Some("com.microsoft".into());
+        let inits = vec![
+            tensor("cos_cache", FLOAT, &[16, d / 2], f32_bytes(&cos)),
+            tensor("sin_cache", FLOAT, &[16, d / 2], f32_bytes(&sin)),
+        ];
+        let past = dims(&["1", &kv.to_string(), "past", &d.to_string()]);
+        let inputs = vec![
+            (
+                "q",
+                FLOAT,
+                dims(&["1", "seq", &hd]),
+                t(vec![1, s, heads * d], 1),
+            ),
+            (
+                "k",
+                FLOAT,
+                dims(&["1", "seq", &kvd]),
+                t(vec![1, s, kv * d], 2),
+            ),
+            (
+                "v",
+                FLOAT,
+                dims(&["1", "seq", &kvd]),
+                t(vec![1, s, kv * d], 3),
+            ),
+            ("past_key", FLOAT, past.clone(), t(vec![1, kv, p, d], 4)),
+            ("past_value", FLOAT, past, t(vec![1, kv, p, d], 5)),
+            (
+                "seqlens_k",
+                INT32,
+                dims(&["1"]),
+                m2w_reference::HostTensor::I32(vec![1], vec![(p + s - 1) as i32]),
+            ),
+            (
+                "total_len",
+                INT32,
+                vec![],
+                m2w_reference::HostTensor::I32(vec![], vec![(p + s) as i32]),
+            ),
+        ];
+        let present = dims(&["1", &kv.to_string(), "total", &d.to_string()]);
+        let outputs = vec![
+            ("out", dims(&["1", "seq", &hd])),
+            ("present_key", present.clone()),
+            ("present_value", present),
+        ];
+        let label = format!("GroupQueryAttention, past {p}, {s} new");
+        let plan = check_graph(
+            &label,
+            vec![gqa],
+            inits,
+            inputs,
+            outputs,
+            &[("past", 8), ("seq", 4)],
+            &["past"],
+        );
+        assert_in_place(
+            &plan,
+            &label,
+            &[("past_key", "present_key"), ("past_value", "present_value")],
+        );
+        let copies = plan
+            .dispatches
+            .iter()
+            .filter(|x| x.bindings.iter().any(|b| matches!(b, m2w_engine::plan::Binding::Tensor(t) if t.contains("row_major"))))
+            .count();
+        assert_eq!(copies, 0, "{label}: the attention copied its cache");
+    }
 }

@@ -5,7 +5,7 @@
 
 import { SHADERS } from './shaders.js';
 import * as plan from './engine.js';
-import { applySync, bindDims, biggestBuffer, compilePipelines, encodeForward, encodeWithSyncs, numel, preparePlan, readTensors, requestDevice, setDims, shapeOf, storageBuffersPerStage } from './runtime.js';
+import { applySync, bindDims, biggestBuffer, compilePipelines, encodeForward, encodeWithSyncs, numel, preparePlan, readTensors, requestDevice, setDims, shapeOf, storageBuffersPerStage, writeTensor } from './runtime.js';
 import type { GPUAny, Input, LoadOptions, Model, TensorInfo } from './types.js';
 import { loadWeights } from './weights.js';
 
@@ -42,7 +42,7 @@ export async function loadModel(baseUrl: string, options: LoadOptions = {}): Pro
     setDims(device, prepared, bindDims(plan, shapes));
     for (const name of plan.INPUTS) {
       const shape = shapeOf(plan, name, prepared.dims);
-      device.queue.writeBuffer(prepared.bufferOf(name), 0, toWords(plan.TENSORS[name], shape, given(inputs[name]).data));
+      writeTensor(device, prepared, name, toWords(plan.TENSORS[name], shape, given(inputs[name]).data));
     }
   };
   let nextSync = 0;
@@ -53,7 +53,11 @@ export async function loadModel(baseUrl: string, options: LoadOptions = {}): Pro
     },
     write(name: string, words: Uint32Array, offsetWords = 0) {
       if (!plan.TENSORS[name]) throw new Error(`no tensor ${name}`);
-      device.queue.writeBuffer(prepared.bufferOf(name), offsetWords * 4, words);
+      if (plan.TENSORS[name].strides) {
+        // A strided view (a KV cache appended in place) is written whole, at its strides.
+        if (offsetWords !== 0) throw new Error(`${name} is strided: write it whole`);
+        writeTensor(device, prepared, name, words);
+      } else device.queue.writeBuffer(prepared.bufferOf(name), offsetWords * 4, words);
     },
     async dispatch(from: number, to: number) {
       while (nextSync < plan.SYNCS.length && plan.SYNCS[nextSync].at <= from) await applySync(device, prepared, nextSync++);

@@ -13,7 +13,7 @@ import { SHADERS } from './shaders.js';
 import { CHAT, GRAPHS, PIPELINE } from './pipeline_config.js';
 import { ChatTemplate } from './jinja.js';
 import type { GraphConfig } from './pipeline_config.js';
-import { GPUBufferUsage, bindDims, biggestBuffer, compilePipelines, encodeForward, encodeWithSyncs, numel, preparePlan, readRanges, readTensors, requestDevice, setDims, shapeOf, storageBuffersPerStage } from './runtime.js';
+import { GPUBufferUsage, bindDims, biggestBuffer, compilePipelines, elementOffsets, encodeForward, encodeWithSyncs, numel, preparePlan, readRanges, readTensors, requestDevice, setDims, shapeOf, storageBuffersPerStage, writeTensor } from './runtime.js';
 import type { PreparedPlan } from './runtime.js';
 import { Sampler } from './sampler.js';
 import type { SamplingOptions } from './sampler.js';
@@ -176,16 +176,23 @@ export async function loadPipeline(baseUrl: string, options: LoadOptions = {}): 
     return v;
   };
 
-  // Inputs from other graphs' outputs (encoder states, embeddings) and this graph's own
-  // previous outputs (KV caches) are copied buffer to buffer on the GPU: nothing of them
-  // goes through the host. Inputs and outputs have buffers of their own in every plan.
+  // Inputs from other graphs' outputs (encoder states, embeddings) are copied buffer to
+  // buffer on the GPU: nothing of them goes through the host. A KV cache the plan appends
+  // in place (present a view of past's buffer, sized for the context) is already where
+  // the next step reads it: the same buffer, nothing copied. Inputs and outputs have
+  // buffers of their own in every plan.
   const copyIn = (k: number, copies: [GpuValue, string][]) => {
     const encoder = device.createCommandEncoder();
     for (const [src, name] of copies) {
       const from = prepared[src.graph].bufferOf(src.tensor);
       const to = prepared[k].bufferOf(name);
-      const bytes = numel(src.shape) * 4;
-      if (from !== to && bytes > 0) encoder.copyBufferToBuffer(from, 0, to, 0, bytes);
+      if (from === to) continue;
+      const [a, b] = [GRAPHS[src.graph].plan.TENSORS[src.tensor], GRAPHS[k].plan.TENSORS[name]];
+      if (String(a.strides) !== String(b.strides)) throw new Error(`${GRAPHS[k].name}.${name}: ${src.tensor} is laid out at other strides`);
+      // Same strides: the same elements of the buffer, up to the last one.
+      const offsets = elementOffsets(a, src.shape);
+      const bytes = (offsets ? offsets.reduce((m, o) => Math.max(m, o + 1), 0) : numel(src.shape)) * 4;
+      if (bytes > 0) encoder.copyBufferToBuffer(from, 0, to, 0, bytes);
     }
     device.queue.submit([encoder.finish()]);
   };
@@ -212,7 +219,7 @@ export async function loadPipeline(baseUrl: string, options: LoadOptions = {}): 
       }
       const n = numel(shapeOf(g.plan, name, p.dims));
       if (v.data.length !== n) throw new Error(`${g.name}.${name}: ${v.data.length} values for shape [${v.shape}]`);
-      if (n > 0) device.queue.writeBuffer(p.bufferOf(name), 0, words(g.plan.TENSORS[name], v.data));
+      if (n > 0) writeTensor(device, p, name, words(g.plan.TENSORS[name], v.data));
     }
     if (copies.length) copyIn(k, copies);
     if (g.plan.SYNCS?.length) await encodeWithSyncs(device, p, pipelines);

@@ -78,6 +78,37 @@ export function numel(shape: number[]): number {
   return shape.reduce((a, b) => a * b, 1);
 }
 
+/** The buffer element of each element of a tensor of this shape, in row-major order, when
+ * it is strided (a KV cache appended in place); undefined when it is row-major. */
+export function elementOffsets(info: TensorInfo, shape: number[]): number[] | undefined {
+  const strides = info.strides;
+  if (!strides) return undefined;
+  const out: number[] = new Array(numel(shape));
+  const idx = shape.map(() => 0);
+  for (let e = 0; e < out.length; e++) {
+    out[e] = idx.reduce((a, i, d) => a + i * strides[d], 0);
+    for (let d = shape.length - 1; d >= 0; d--) {
+      if (++idx[d] < shape[d]) break;
+      idx[d] = 0;
+    }
+  }
+  return out;
+}
+
+/** Writes a tensor's 32-bit words (row-major, for the bound dims) into its buffer: scattered
+ * at its strides when it is strided. */
+export function writeTensor(device: GPUAny, plan: PreparedPlan, name: string, words: Uint32Array): void {
+  const info = plan.tables.TENSORS[name];
+  if (!info) throw new Error(`no tensor ${name}`);
+  const offsets = elementOffsets(info, shapeOf(plan.tables, name, plan.dims));
+  let image = words;
+  if (offsets) {
+    image = new Uint32Array(offsets.reduce((m, o) => Math.max(m, o + 1), 0));
+    offsets.forEach((o, e) => (image[o] = words[e]));
+  }
+  if (image.length) device.queue.writeBuffer(plan.bufferOf(name), 0, image);
+}
+
 export function fromWords(info: TensorInfo, words: ArrayBuffer): TensorData {
   if (info.dt === 'f32') return new Float32Array(words);
   if (info.dt === 'i32') return new Int32Array(words);
@@ -340,14 +371,22 @@ export async function readRanges(device: GPUAny, plan: PreparedPlan, ranges: [st
 export async function readTensors(device: GPUAny, plan: PreparedPlan, names: string[]): Promise<Record<string, Tensor>> {
   const hostValue = (n: string) => plan.tables.SHAPE_VALUES?.[plan.tables.TENSORS[n]?.base ?? n];
   const onGpu = names.filter((n) => !hostValue(n));
-  const ranges: [string, number, number][] = onGpu.map((n) => {
+  // A strided view (a KV cache appended in place) is read whole and gathered here.
+  const offsets = onGpu.map((n) => {
     if (!plan.tables.TENSORS[n]) throw new Error(`no tensor ${n}`);
-    return [n, 0, numel(shapeOf(plan.tables, n, plan.dims)) * 4];
+    return elementOffsets(plan.tables.TENSORS[n], shapeOf(plan.tables, n, plan.dims));
+  });
+  const ranges: [string, number, number][] = onGpu.map((n, i) => {
+    const o = offsets[i];
+    return [n, 0, (o ? o.reduce((m, x) => Math.max(m, x + 1), 0) : numel(shapeOf(plan.tables, n, plan.dims))) * 4];
   });
   const got = await readRanges(device, plan, ranges);
   const out: Record<string, Tensor> = {};
   onGpu.forEach((n, i) => {
-    out[n] = Object.assign(fromWords(plan.tables.TENSORS[n], got[i]), { shape: shapeOf(plan.tables, n, plan.dims) });
+    const o = offsets[i];
+    const whole = new Uint32Array(got[i]);
+    const words = o ? Uint32Array.from(o, (k) => whole[k]).buffer : got[i];
+    out[n] = Object.assign(fromWords(plan.tables.TENSORS[n], words), { shape: shapeOf(plan.tables, n, plan.dims) });
   });
   for (const n of names) {
     const f = hostValue(n);

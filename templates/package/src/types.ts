@@ -14,8 +14,11 @@ export interface TensorInfo {
   /** The tensor whose buffer this one shares (views: Reshape, Squeeze, ...). */
   base: string;
   /** Bytes its buffer needs when that is more than its shape at the maxima (a size that
-   * picks among dims by run-time values). */
+   * picks among dims by run-time values, or the context of a KV cache appended in place). */
   bytes?: number;
+  /** Element strides when the layout is not row-major: a KV cache appended in place keeps
+   * its rows at a pitch sized for the whole context, and its present is a view of it. */
+  strides?: number[];
 }
 
 export interface BufferSlot {

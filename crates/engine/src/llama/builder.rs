@@ -73,11 +73,7 @@ impl Builder {
     pub(super) fn tensor(&mut self, name: &str, shape: Vec<usize>, dt: DT) {
         self.plan.tensors.insert(
             name.into(),
-            TensorDesc {
-                shape: crate::sym::fixed(&shape),
-                dt,
-                base: name.into(),
-            },
+            TensorDesc::row_major(crate::sym::fixed(&shape), dt, name.into()),
         );
     }
 

@@ -37,11 +37,7 @@ pub fn build_with(
         let (h, kind) = weight(model, e)?;
         b.plan.tensors.insert(
             e.name.clone(),
-            TensorDesc {
-                shape: crate::sym::fixed(&h.shape),
-                dt: h.dt(),
-                base: e.name.clone(),
-            },
+            TensorDesc::row_major(crate::sym::fixed(&h.shape), h.dt(), e.name.clone()),
         );
         b.kinds.insert(e.name.clone(), kind);
         // A packed table past the binding size every WebGPU device allows (a large

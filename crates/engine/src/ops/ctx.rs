@@ -44,6 +44,8 @@ pub struct Ctx {
     /// Multiply-adds per thread in one dispatch of a recurrent kernel (see `rnn_chunks`);
     /// tests lower it to cut every sequence into one-step chunks.
     pub(crate) rnn_chunk_work: usize,
+    /// The graph's outputs: a Concat(input, new) that is one is appended in place.
+    pub(crate) graph_outputs: std::collections::HashSet<String>,
 }
 
 /// One subgraph: its nodes, its outputs, and the names local to it (its initializers and
@@ -250,6 +252,7 @@ impl Ctx {
             sym_values: BTreeMap::new(),
             value_max: BTreeMap::new(),
             rnn_chunk_work: 16384,
+            graph_outputs: Default::default(),
         }
     }
 
@@ -443,25 +446,16 @@ impl Ctx {
 
     /// An input whose dims may be named dims of the plan.
     pub fn add_input_sym(&mut self, name: &str, shape: Vec<Expr>, dt: DT) {
-        self.plan.tensors.insert(
-            name.into(),
-            TensorDesc {
-                shape,
-                dt,
-                base: name.into(),
-            },
-        );
+        self.plan
+            .tensors
+            .insert(name.into(), TensorDesc::row_major(shape, dt, name.into()));
         self.plan.inputs.push(name.into());
     }
 
     pub fn add_const(&mut self, name: &str, t: HostTensor) {
         self.plan.tensors.insert(
             name.into(),
-            TensorDesc {
-                shape: sym::fixed(&t.shape),
-                dt: t.dt(),
-                base: name.into(),
-            },
+            TensorDesc::row_major(sym::fixed(&t.shape), t.dt(), name.into()),
         );
         self.plan.constants.insert(name.into(), t);
     }
@@ -534,14 +528,9 @@ impl Ctx {
         if shape.len() > MAX_RANK {
             return Err(format!("rank {} exceeds {MAX_RANK}", shape.len()));
         }
-        self.plan.tensors.insert(
-            name.into(),
-            TensorDesc {
-                shape,
-                dt,
-                base: name.into(),
-            },
-        );
+        self.plan
+            .tensors
+            .insert(name.into(), TensorDesc::row_major(shape, dt, name.into()));
         Ok(())
     }
 
@@ -563,14 +552,22 @@ impl Ctx {
                 sym::show(&shape)
             ));
         }
-        self.plan.tensors.insert(
-            out.into(),
-            TensorDesc {
-                shape,
-                dt: d.dt,
-                base: d.base,
-            },
-        );
+        // A strided view (an in-place cache) stays one when only unit dims come or go.
+        let strides = match &d.strides {
+            None => None,
+            Some(s) => Some(
+                super::strided::unit_dims_moved(&d.shape, s, &shape).ok_or_else(|| {
+                    format!(
+                        "cannot view {} (strided) as {}",
+                        sym::show(&d.shape),
+                        sym::show(&shape)
+                    )
+                })?,
+            ),
+        };
+        let mut desc = TensorDesc::row_major(shape, d.dt, d.base);
+        desc.strides = strides;
+        self.plan.tensors.insert(out.into(), desc);
         Ok(())
     }
 

@@ -8,6 +8,7 @@ use m2w_model::NodeInfo;
 
 use super::Registry;
 use super::ctx::{Ctx, R, attr_f, attr_i, broadcast_strides_sym, broadcast_sym, ins, out0};
+use super::strided;
 use crate::sym::{self, Expr};
 use crate::tensor::{DT, HostTensor};
 
@@ -142,7 +143,10 @@ pub(super) fn matmul(
     let bb = &b2[..b2.len() - 2];
     let div = |e: &Expr, d: i64| e.clone().ceil_div(d);
     // A weight folded from 8-bit values stays 8-bit: dequantized in registers.
+    // An in-place KV cache (strided) is read by the general kernel, which takes strides.
+    let strided = cx.is_strided(a) || cx.is_strided(b);
     if dt == DT::F32
+        && !strided
         && !ta
         && !tb
         && sb.len() == 2
@@ -178,7 +182,7 @@ pub(super) fn matmul(
     // product on the register-blocked kernel (82% of cuBLAS SGEMM on the H100,
     // bench/RESULTS.md); the rest use the general tiled kernel.
     let work = cx.at_max(&(m.clone() * ka.clone() * nn.clone()));
-    if dt == DT::F32 && !ta && !tb && sb.len() == 2 && work >= 1 << 15 {
+    if dt == DT::F32 && !strided && !ta && !tb && sb.len() == 2 && work >= 1 << 15 {
         let rows = flat_output(cx, out, ba, sa.len() > 1, &m, &nn)?;
         let p = params::MatmulF32Rb::<Expr> {
             m: rows.clone(),
@@ -206,24 +210,42 @@ pub(super) fn matmul(
         oshape.push(nn.clone());
     }
     cx.new_tensor_sym(out, oshape, dt)?;
-    let (a_rs, a_cs) = if ta {
+    let (mut a_rs, mut a_cs) = if ta {
         (one.clone(), m.clone())
     } else {
         (ka.clone(), one.clone())
     };
-    let (b_rs, b_cs) = if tb {
+    let (mut b_rs, mut b_cs) = if tb {
         (one.clone(), kb.clone())
     } else {
         (nn.clone(), one.clone())
     };
-    let abs: Vec<Expr> = broadcast_strides_sym(ba, &batch)
+    let mut abs: Vec<Expr> = broadcast_strides_sym(ba, &batch)
         .into_iter()
         .map(|s| s * m.clone() * ka.clone())
         .collect();
-    let bbs: Vec<Expr> = broadcast_strides_sym(bb, &batch)
+    let mut bbs: Vec<Expr> = broadcast_strides_sym(bb, &batch)
         .into_iter()
         .map(|s| s * kb.clone() * nn.clone())
         .collect();
+    // A strided operand (rank >= 2, see `reads_strided`): its own strides.
+    let own = |cx: &Ctx, x: &str, batch_dims: &[Expr], t: bool| -> R<(Expr, Expr, Vec<Expr>)> {
+        let s = cx.strides_sym(x)?;
+        let r = s.len();
+        let (rows, cols) = (s[r - 2].clone(), s[r - 1].clone());
+        let (rs, cs) = if t { (cols, rows) } else { (rows, cols) };
+        Ok((
+            rs,
+            cs,
+            strided::broadcast_strides_of(batch_dims, &s[..r - 2], &batch),
+        ))
+    };
+    if cx.is_strided(a) {
+        (a_rs, a_cs, abs) = own(cx, a, ba, ta)?;
+    }
+    if cx.is_strided(b) {
+        (b_rs, b_cs, bbs) = own(cx, b, bb, tb)?;
+    }
     let vec4 = |v: &[Expr]| {
         let mut a: [Expr; 4] = Default::default();
         for (k, x) in v.iter().take(4).enumerate() {

@@ -31,6 +31,7 @@ mod rnn;
 mod shape;
 mod softmax;
 mod spectral;
+mod strided;
 mod symbolic;
 #[cfg(test)]
 mod testing;
@@ -430,6 +431,9 @@ impl Ctx {
         for i in n.inputs.iter().filter(|i| !i.is_empty()) {
             self.desc(i)?;
         }
+        // Ops that cannot read an in-place cache's strided layout read a row-major copy.
+        let row_major = self.row_major_inputs(n)?;
+        let n = row_major.as_ref().unwrap_or(n);
         if let Some(done) = self.try_sym_fold(n) {
             done?;
             self.declare_outputs(n);

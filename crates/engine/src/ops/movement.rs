@@ -8,9 +8,9 @@ use m2w_model::NodeInfo;
 
 use super::Registry;
 use super::ctx::{
-    Ctx, MAX_RANK, R, attr_f, attr_i, attr_ints, attr_s, broadcast, broadcast_strides_sym,
-    broadcast_sym, contiguous_strides, contiguous_strides_sym, host_input as get, ins, kernel_for,
-    norm_axis, out0, vec8_sym,
+    Ctx, MAX_RANK, R, attr_f, attr_i, attr_ints, attr_s, broadcast, broadcast_sym,
+    contiguous_strides, contiguous_strides_sym, host_input as get, ins, kernel_for, norm_axis,
+    out0, vec8_sym,
 };
 use super::host::{expand, gather_strided, norm, slice_geometry};
 use crate::plan::groups_1d_sym;
@@ -48,6 +48,9 @@ fn lower_transpose(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     };
     if perm.len() != s.len() {
         return Err(format!("perm {perm:?} does not match rank {}", s.len()));
+    }
+    if cx.is_strided(ins[0]) {
+        return cx.permuted_view(out0(n), ins[0], &perm);
     }
     cx.permute(n, ins[0], out0(n), &perm)
 }
@@ -127,6 +130,7 @@ fn lower_expand(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
     let s = cx.sym_shape(ins[0])?;
     let target = cx.shape_input(n, 1, 0)?.ok_or("Expand needs a shape")?;
     let oshape = broadcast_sym(&[&s, &target])?;
+    let src = super::strided::broadcast_strides_of(&s, &cx.strides_sym(ins[0])?, &oshape);
     cx.new_tensor_sym(out, oshape.clone(), cx.dt(ins[0])?)?;
     cx.copy_sym(
         n,
@@ -134,7 +138,7 @@ fn lower_expand(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
         out,
         &oshape,
         Expr::Const(0),
-        &broadcast_strides_sym(&s, &oshape),
+        &src,
         Expr::Const(0),
         &contiguous_strides_sym(&oshape),
     )
@@ -160,6 +164,9 @@ fn lower_concat(cx: &mut Ctx, n: &NodeInfo) -> R<()> {
             ));
         }
         oshape[axis] = oshape[axis].clone() + s[axis].clone();
+    }
+    if cx.append_in_place(n, &parts, axis, out, &oshape)? {
+        return Ok(());
     }
     cx.new_tensor_sym(out, oshape.clone(), cx.dt(parts[0])?)?;
     let ostrides = contiguous_strides_sym(&oshape);
