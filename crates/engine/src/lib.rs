@@ -313,7 +313,19 @@ fn compile_graph(
         .unwrap_or(1);
     let mut ctx = ops::Ctx::new(opset);
     ctx.value_max = value_max.clone();
+    // The graph's outputs, and what reaches one unchanged through Identity (optimum's
+    // decoders write `present.N.* = Identity(Concat(past, new))`).
     ctx.graph_outputs = graph.outputs.iter().map(|o| o.name.clone()).collect();
+    for n in graph.nodes.iter().rev().filter(|n| n.scope.is_empty()) {
+        if n.op_type == "Identity"
+            && n.outputs
+                .first()
+                .is_some_and(|o| ctx.graph_outputs.contains(o))
+            && let Some(i) = n.inputs.first()
+        {
+            ctx.graph_outputs.insert(i.clone());
+        }
+    }
     for (name, max) in dims {
         ctx.add_dim(name, *max);
         if empty.contains(name) {

@@ -405,3 +405,90 @@ fn elementwise_past_65535_workgroups_and_layernorm() {
     }
     assert_close(&y, &[rows, len], &want, 1e-4);
 }
+
+/// numpy's argmax of a row: the first NaN, else the first largest value (-0.0 == +0.0).
+fn numpy_argmax(row: &[f32]) -> i64 {
+    if let Some(i) = row.iter().position(|v| v.is_nan()) {
+        return i as i64;
+    }
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best as i64
+}
+
+/// `argmax_exact_f32` (the token a generation loop picks on the GPU) is numpy's argmax on
+/// rows built to break float comparisons: NaNs of any payload and sign (the first wins),
+/// infinities, -0.0 before +0.0, ties across the threads' shares, all -inf, rows shorter
+/// and longer than a workgroup, a vocabulary-sized row.
+#[test]
+fn argmax_exact_is_numpy_argmax_with_nans_infinities_and_signed_zeros() {
+    use m2w_engine::plan::{Binding, Dispatch, Plan, TensorDesc};
+    let mut rng = Rng(0x9e3779b97f4a7c15);
+    let nan_payload = f32::from_bits(0x7fc0_1234);
+    let negative_nan = f32::from_bits(0xffc0_0001);
+    let mut rows: Vec<Vec<f32>> = vec![
+        vec![1.0, f32::NAN, 3.0, f32::NAN],
+        vec![5.0, 2.0, negative_nan, 9.0],
+        vec![f32::INFINITY, 1.0, f32::INFINITY, nan_payload],
+        vec![-0.0, 0.0, -1.0],
+        vec![f32::NEG_INFINITY; 7],
+        vec![-3.0, f32::NEG_INFINITY, f32::MIN, -f32::MIN_POSITIVE],
+        vec![2.5; 300],
+        rng.vec(1000),
+        rng.vec(49152),
+    ];
+    // The same maximum in several threads' shares, first at 700.
+    let mut ties = rng.vec(1024);
+    for i in [700, 701, 957, 1023] {
+        ties[i] = 7.0;
+    }
+    rows.push(ties);
+    let mut late_nan = rng.vec(5000);
+    late_nan[4999] = f32::NAN;
+    late_nan[3] = f32::INFINITY;
+    rows.push(late_nan);
+    let gpu = Gpu::new().unwrap();
+    for (k, row) in rows.iter().enumerate() {
+        let len = row.len();
+        let mut plan = Plan::default();
+        plan.tensors.insert(
+            "x".into(),
+            TensorDesc::row_major(m2w_engine::sym::fixed(&[1, len]), DT::F32, "x".into()),
+        );
+        plan.tensors.insert(
+            "out".into(),
+            TensorDesc::row_major(m2w_engine::sym::fixed(&[1]), DT::I32, "out".into()),
+        );
+        plan.inputs = vec!["x".into()];
+        plan.outputs = vec!["out".into()];
+        plan.dispatches.push(Dispatch {
+            node: "argmax".into(),
+            op_type: "ArgMax".into(),
+            kernel: m2w_engine::Kernel::ArgmaxExactF32,
+            bindings: vec![Binding::Tensor("x".into()), Binding::Tensor("out".into())],
+            params: m2w_kernels::params::ArgmaxExact {
+                rows: 1,
+                len: len as u32,
+                first: 0,
+                pad: 0,
+            }
+            .words(),
+            workgroups: [1, 1, 1],
+            sym_params: vec![],
+            sym_workgroups: None,
+        });
+        plan.assign_buffers(true);
+        let runner = Runner::new(&gpu, plan).unwrap();
+        let inputs = HashMap::from([("x".to_string(), HostTensor::f32(vec![1, len], row.clone()))]);
+        let out = runner.run(&inputs, &["out".to_string()]).unwrap();
+        assert_eq!(
+            out["out"].as_i64(),
+            vec![numpy_argmax(row)],
+            "row {k} of {len} values"
+        );
+    }
+}

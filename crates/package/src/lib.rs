@@ -54,8 +54,12 @@ fn ts_string(s: &str) -> String {
 }
 
 /// `src/shaders.ts`: every kernel the plan uses, once, as a template literal.
-pub fn shaders_ts(plans: &[&Plan]) -> String {
-    let mut kernels: Vec<m2w_kernels::Kernel> = plans.iter().flat_map(|p| p.kernels()).collect();
+pub fn shaders_ts(plans: &[&Plan], extra: &[m2w_kernels::Kernel]) -> String {
+    let mut kernels: Vec<m2w_kernels::Kernel> = plans
+        .iter()
+        .flat_map(|p| p.kernels())
+        .chain(extra.iter().copied())
+        .collect();
     kernels.sort_by_key(|k| k.name());
     kernels.dedup();
     let mut s = String::from(
@@ -453,7 +457,7 @@ pub fn generate(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let shaders = shaders_ts(&[&plan]);
+    let shaders = shaders_ts(&[&plan], &[]);
     let subst = |t: &str| subst(t, name, &model, "activation-match.spec.js");
     let files: Vec<(&str, Vec<u8>)> = vec![
         ("package.json", subst(PACKAGE_JSON).into_bytes()),

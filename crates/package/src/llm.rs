@@ -155,7 +155,7 @@ pub fn generate(
     .expect("json");
     let (blob, index) = m2w_engine::constants_blob(decode);
     let constants_json = serde_json::to_string_pretty(&index).expect("json") + "\n";
-    let shaders = shaders_ts(&[prefill, decode, fallback]);
+    let shaders = shaders_ts(&[prefill, decode, fallback], &[]);
     let model_name = model_path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -183,7 +183,8 @@ pub fn generate(port: &Path, name: &str, out: &Path) -> Result<Summary, PackageE
         weights.push((read("constants.json")?, read("constants.bin")?));
     }
     let plan_refs: Vec<&Plan> = plans.iter().collect();
-    let shaders = shaders_ts(&plan_refs);
+    // The loop picks greedy tokens on the GPU (`pipeline.ts`).
+    let shaders = shaders_ts(&plan_refs, &[m2w_kernels::Kernel::ArgmaxExactF32]);
     let config = config_ts(&p, &plans)?;
     let weight_bytes: usize = weights.iter().map(|(_, b)| b.len()).sum();
     let model = p

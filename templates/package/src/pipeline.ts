@@ -13,7 +13,7 @@ import { SHADERS } from './shaders.js';
 import { CHAT, GRAPHS, PIPELINE } from './pipeline_config.js';
 import { ChatTemplate } from './jinja.js';
 import type { GraphConfig } from './pipeline_config.js';
-import { GPUBufferUsage, bindDims, biggestBuffer, compilePipelines, elementOffsets, encodeForward, encodeWithSyncs, numel, preparePlan, readRanges, readTensors, requestDevice, setDims, shapeOf, storageBuffersPerStage, writeTensor } from './runtime.js';
+import { GPUBufferUsage, bindDims, biggestBuffer, compilePipelines, elementOffsets, encodeForward, encodeWithSyncs, numel, preparePlan, readBuffer, readRanges, readTensors, requestDevice, setDims, shapeOf, storageBuffersPerStage, writeTensor } from './runtime.js';
 import type { PreparedPlan } from './runtime.js';
 import { Sampler } from './sampler.js';
 import type { SamplingOptions } from './sampler.js';
@@ -110,7 +110,7 @@ export function argmaxLast(row: ArrayLike<number>): number {
 export async function loadPipeline(baseUrl: string, options: LoadOptions = {}): Promise<Pipeline> {
   const plans = GRAPHS.map((g) => g.plan);
   const device = await requestDevice(Math.max(...plans.map((p) => p.WORKGROUP_STORAGE_BYTES)), Math.max(...plans.map(biggestBuffer)), options.onDeviceLost, undefined, Math.max(...plans.map(storageBuffersPerStage)));
-  const pipelines = await compilePipelines(device, SHADERS, plans.flatMap((p) => p.DISPATCHES.map((d) => d.kernel)));
+  const pipelines = await compilePipelines(device, SHADERS, [...plans.flatMap((p) => p.DISPATCHES.map((d) => d.kernel)), 'argmax_exact_f32']);
   const base = baseUrl.replace(/\/$/, '');
   const tokenizerResponse = await fetch(`${base}/tokenizer.json`);
   if (!tokenizerResponse.ok) throw new Error(`${base}/tokenizer.json: HTTP ${tokenizerResponse.status}`);
@@ -242,6 +242,32 @@ export async function loadPipeline(baseUrl: string, options: LoadOptions = {}): 
     return new Float32Array(bytes);
   };
 
+  // Greedy tokens are picked on the GPU (argmax_exact_f32: numpy's argmax, the first NaN
+  // wins, as argmaxLast and the native loop): a step reads back 4 bytes. The logits row
+  // comes back only when sampling or onLogits wants it.
+  const logitsGraph = GRAPHS.findIndex((g) => g.name === PIPELINE.logits.graph);
+  const picked = device.createBuffer({ label: 'picked token', size: 16, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
+  const pickParams = device.createBuffer({ label: 'argmax params', size: 16, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+  owned.push(picked, pickParams);
+  const pickGroup = device.createBindGroup({
+    label: 'argmax',
+    layout: pipelines.argmax_exact_f32.getBindGroupLayout(0),
+    entries: [prepared[logitsGraph].bufferOf(PIPELINE.logits.output), picked, pickParams].map((buffer, binding) => ({ binding, resource: { buffer } })),
+  });
+  const pickOnGpu = async (v: GpuValue): Promise<number> => {
+    const width = v.shape[v.shape.length - 1];
+    const rows = numel(v.shape) / width;
+    device.queue.writeBuffer(pickParams, 0, Uint32Array.of(rows, width, rows - 1, 0));
+    const encoder = device.createCommandEncoder();
+    const pass = encoder.beginComputePass();
+    pass.setPipeline(pipelines.argmax_exact_f32);
+    pass.setBindGroup(0, pickGroup);
+    pass.dispatchWorkgroups(1);
+    pass.end();
+    device.queue.submit([encoder.finish()]);
+    return new Int32Array(await readBuffer(device, picked, 4))[0];
+  };
+
   let busy = false;
   async function run(promptIds: number[], o: GenerateOptions): Promise<GenerateResult> {
     const maxNew = o.maxNewTokens ?? PIPELINE.maxNewTokens;
@@ -269,9 +295,14 @@ export async function loadPipeline(baseUrl: string, options: LoadOptions = {}): 
         break;
       }
       for (const [k, g] of GRAPHS.entries()) if (g.run === 'step') await runGraph(k, promptIds, stream, fed, values, previous);
-      const row = await lastRow(values.get(`${PIPELINE.logits.graph}:${PIPELINE.logits.output}`)!);
-      o.onLogits?.(row, tokens.length);
-      const next = sampled ? sampler.pick(row, [...promptIds, ...tokens], o) : argmaxLast(row);
+      const logits = values.get(`${PIPELINE.logits.graph}:${PIPELINE.logits.output}`)!;
+      let next: number;
+      if ('tensor' in logits && logits.tensor === PIPELINE.logits.output && !sampled && !o.onLogits) next = await pickOnGpu(logits);
+      else {
+        const row = await lastRow(logits);
+        o.onLogits?.(row, tokens.length);
+        next = sampled ? sampler.pick(row, [...promptIds, ...tokens], o) : argmaxLast(row);
+      }
       // This step's outputs are the next step's caches.
       previous = new Map([...values].filter(([key]) => GRAPHS.some((g) => g.run === 'step' && key.startsWith(`${g.name}:`))));
       fed = stream.length;

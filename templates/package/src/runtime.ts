@@ -345,6 +345,19 @@ export async function applySync(device: GPUAny, plan: PreparedPlan, k: number): 
   if (write && write[1].length) device.queue.writeBuffer(plan.bufferOf(write[0]), 0, write[1]);
 }
 
+/** The first `bytes` of a buffer, read back. */
+export async function readBuffer(device: GPUAny, buffer: GPUAny, bytes: number): Promise<ArrayBuffer> {
+  const staging = device.createBuffer({ size: Math.max(4, bytes), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  const encoder = device.createCommandEncoder();
+  encoder.copyBufferToBuffer(buffer, 0, staging, 0, Math.max(4, bytes));
+  device.queue.submit([encoder.finish()]);
+  await staging.mapAsync(GPUMapMode.READ);
+  const out = staging.getMappedRange(0, Math.max(4, bytes)).slice(0, bytes);
+  staging.unmap();
+  staging.destroy();
+  return out;
+}
+
 /** Reads tensors back: `[name, byte offset, bytes]` ranges of their buffers. */
 export async function readRanges(device: GPUAny, plan: PreparedPlan, ranges: [string, number, number][]): Promise<ArrayBuffer[]> {
   const encoder = device.createCommandEncoder();

@@ -12,8 +12,9 @@
 //! step twice on the same past gives the same present.
 //!
 //! The layout is onnxruntime-genai's `past_present_share_buffer`, reached from the plain
-//! Concat so both exporters' layouts get it. Readers: views that only add or drop unit
-//! dims (Unsqueeze, Squeeze), Transpose (its strides permuted: no copy), Expand (one
+//! Concat so both exporters' layouts get it (present may be the Concat's output or an
+//! Identity of it). Readers: views that only add or drop unit dims (Identity, Unsqueeze,
+//! Squeeze), Transpose (its strides permuted: no copy), Expand (one
 //! strided copy, as before) and MatMul's general kernel (which takes strides) read the
 //! strided layout directly; every other op is given a row-major copy first
 //! ([`Ctx::row_major_inputs`]), so any graph stays correct.
@@ -94,7 +95,7 @@ impl Ctx {
     /// Whether `n` reads its strided inputs itself (else it gets row-major copies).
     fn reads_strided(&self, n: &NodeInfo) -> bool {
         match n.op_type.as_str() {
-            "Unsqueeze" | "Squeeze" | "Transpose" | "Expand" => n.domain.is_empty(),
+            "Identity" | "Unsqueeze" | "Squeeze" | "Transpose" | "Expand" => n.domain.is_empty(),
             // The general kernel takes strides for matrices; a vector operand does not.
             "MatMul" => {
                 n.domain.is_empty()
