@@ -228,10 +228,24 @@ pub fn inspect_model(model: &Model) -> Result<ModelReport, InputError> {
     let mut components: BTreeMap<String, Component> = BTreeMap::new();
     for t in &model.tensors {
         let role = roles.get(t.name.as_str()).cloned();
-        let quantization = match (&role, t.dtype.is_gguf_block()) {
-            (Some(r), _) => r.clone(),
-            (None, true) => format!("gguf block {}", t.dtype),
-            (None, false) => "none".to_string(),
+        let quantization = match (&role, t.dtype.is_gguf_block(), &t.quantization) {
+            (Some(r), _, _) => r.clone(),
+            (None, true, _) => format!("gguf block {}", t.dtype),
+            // TFLite: the tensor's own scale and zero point.
+            (None, false, Some(q)) => match q.axis {
+                Some(axis) => format!(
+                    "{} per-axis (axis {axis}, {} scales)",
+                    t.dtype,
+                    q.scale.len()
+                ),
+                None => format!(
+                    "{} per-tensor (scale {}, zero point {})",
+                    t.dtype,
+                    q.scale[0],
+                    q.zero_point.first().copied().unwrap_or(0)
+                ),
+            },
+            (None, false, None) => "none".to_string(),
         };
         let param = is_parameter(t.dtype, role.is_some() || t.dtype.is_gguf_block());
         totals.weights += 1;
@@ -267,6 +281,7 @@ pub fn inspect_model(model: &Model) -> Result<ModelReport, InputError> {
                 Storage::ExternalData { file, .. } => format!("external: {file}"),
                 Storage::Gguf { .. } => "gguf".into(),
                 Storage::Safetensors { .. } => "safetensors".into(),
+                Storage::Tflite { .. } => "tflite buffer".into(),
             },
             quantization,
         });

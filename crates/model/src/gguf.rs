@@ -135,6 +135,7 @@ pub fn open(path: &Path) -> Result<Model, InputError> {
             },
             bytes,
             scope: String::new(),
+            quantization: None,
         });
     }
     // candle keeps tensors in a HashMap; the file's data order is the stable order.

@@ -21,6 +21,10 @@ pub mod onnx_build;
 pub mod pipeline;
 pub mod quant;
 pub mod safetensors_file;
+pub mod tflite;
+#[allow(clippy::all, unused, missing_docs)]
+#[rustfmt::skip]
+mod tflite_schema;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -35,6 +39,7 @@ pub enum Format {
     Onnx,
     Gguf,
     Safetensors,
+    Tflite,
 }
 
 impl Format {
@@ -43,6 +48,9 @@ impl Format {
     pub fn detect(path: &Path, head: &[u8]) -> Result<Format, InputError> {
         if head.starts_with(b"GGUF") {
             return Ok(Format::Gguf);
+        }
+        if head.get(4..8) == Some(tflite::IDENTIFIER.as_slice()) {
+            return Ok(Format::Tflite);
         }
         let ext = path
             .extension()
@@ -55,12 +63,12 @@ impl Format {
             "safetensors" => Ok(Format::Safetensors),
             "tflite" => Err(InputError::new(
                 path,
-                "TFLite models are not supported yet (planned: a later phase adds a TFLite reader)",
+                "not a TFLite model (no TFL3 identifier at byte 4)",
             )),
             _ => Err(InputError::new(
                 path,
                 format!(
-                    "unknown model format (extension {:?}); expected .onnx, .gguf or .safetensors",
+                    "unknown model format (extension {:?}); expected .onnx, .gguf, .safetensors or .tflite",
                     ext
                 ),
             )),
@@ -82,6 +90,8 @@ pub enum Storage {
     Gguf { offset: u64 },
     /// safetensors data section.
     Safetensors { offset: u64 },
+    /// TFLite buffer: its bytes at this offset from the file's start.
+    Tflite { offset: u64 },
 }
 
 /// One weight tensor of a model, with its storage shape and dtype.
@@ -99,6 +109,21 @@ pub struct TensorEntry {
     /// For ONNX: the graph scope ("" for the main graph).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub scope: String,
+    /// How the stored integers map to real values (TFLite): None for a float tensor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<Quantization>,
+}
+
+/// Affine quantization of a stored tensor: real = scale * (q - zero_point), one scale per
+/// tensor or, along `axis`, one per slice.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Quantization {
+    pub scale: Vec<f32>,
+    /// Empty means 0.
+    pub zero_point: Vec<i64>,
+    /// The axis of per-axis quantization (None: one scale for the tensor).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub axis: Option<i64>,
 }
 
 impl TensorEntry {
@@ -226,6 +251,7 @@ enum Source {
     Onnx(onnx::OnnxSource),
     Gguf(gguf::GgufSource),
     Safetensors(safetensors_file::SafetensorsSource),
+    Tflite(tflite::TfliteSource),
 }
 
 /// Raw tensor bytes in the source layout (little-endian, row-major; GGUF blocks as stored).
@@ -258,6 +284,7 @@ impl Model {
             Format::Onnx => onnx::open(path),
             Format::Gguf => gguf::open(path),
             Format::Safetensors => safetensors_file::open(path),
+            Format::Tflite => tflite::open(path),
         }
     }
 
@@ -283,7 +310,7 @@ impl Model {
         if out.is_empty() {
             return Err(InputError::new(
                 dir,
-                "folder holds no model file (.onnx, .gguf, .safetensors)",
+                "folder holds no model file (.onnx, .gguf, .safetensors, .tflite)",
             ));
         }
         Ok(out)
@@ -300,6 +327,7 @@ impl Model {
             Source::Onnx(s) => s.read(&self.path, entry)?,
             Source::Gguf(s) => s.read(&self.path, entry)?,
             Source::Safetensors(s) => s.read(&self.path, entry)?,
+            Source::Tflite(s) => s.read(&self.path, entry)?,
         };
         Ok(RawTensor {
             dtype: entry.dtype,

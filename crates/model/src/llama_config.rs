@@ -318,6 +318,7 @@ mod tests {
             storage: Storage::Gguf { offset: 0 },
             bytes: 0,
             scope: String::new(),
+            quantization: None,
         };
         (md, vec![emb])
     }

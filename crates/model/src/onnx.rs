@@ -316,6 +316,7 @@ impl Walker<'_> {
             storage,
             bytes,
             scope: scope.to_string(),
+            quantization: None,
         });
         self.tensors.insert(key, t);
         Ok(())

@@ -69,6 +69,7 @@ pub fn open(path: &Path) -> Result<Model, InputError> {
             },
             bytes: view.data().len() as u64,
             scope: String::new(),
+            quantization: None,
         });
     }
     let metadata = meta

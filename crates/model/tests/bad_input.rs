@@ -98,10 +98,48 @@ fn wrong_magic_and_random_bytes_are_rejected() {
         &write(dir.path(), "model.bin", b"xxxx"),
         "unknown model format",
     );
+    // Detected by its identifier, whatever the name; 8 bytes are no flatbuffer.
     expect_error(
-        &write(dir.path(), "m.tflite", b"xxxxTFL3"),
-        "TFLite models are not supported yet",
+        &write(dir.path(), "m.bin", b"xxxxTFL3"),
+        "not a valid TFLite model",
     );
+    expect_error(
+        &write(dir.path(), "m.tflite", b"xxxxTFL4"),
+        "no TFL3 identifier",
+    );
+}
+
+/// A real TFLite file truncated at several points, with its root offset pointing past the
+/// end, and with bytes flipped: an error naming the file, never a panic.
+#[test]
+fn broken_tflite_files_are_refused_without_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(fixture("palm-detection-lite")).unwrap();
+    for cut in [9, 64, 4096, bytes.len() / 2, bytes.len() - 7] {
+        let p = write(dir.path(), &format!("cut{cut}.tflite"), &bytes[..cut]);
+        expect_error(&p, "not a valid TFLite model");
+    }
+    let mut root = bytes.clone();
+    root[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+    expect_error(
+        &write(dir.path(), "root.tflite", &root),
+        "not a valid TFLite model",
+    );
+    // Flipped bytes either still read (a flatbuffer has slack) or give one error line.
+    for (k, at) in [100usize, 1000, 20_000, 300_000, 1_000_000]
+        .into_iter()
+        .enumerate()
+    {
+        let mut flipped = bytes.clone();
+        flipped[at] ^= 0xff;
+        let p = write(dir.path(), &format!("flip{k}.tflite"), &flipped);
+        let result = std::panic::catch_unwind(|| Model::open(&p).map(|_| ()));
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => assert!(!e.to_string().contains('\n'), "{e}"),
+            Err(_) => panic!("flipping byte {at} made the reader panic"),
+        }
+    }
 }
 
 fn silero_proto() -> proto::ModelProto {

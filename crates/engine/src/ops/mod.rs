@@ -226,6 +226,12 @@ pub fn flag(domain: &str, op_type: &str) -> OpFlag {
             reason: String::new(),
         };
     }
+    if domain == "tflite" {
+        return OpFlag {
+            kind: "tflite",
+            reason: "TFLite builtin op: the engine has no TFLite lowering yet (the reader lists the model; porting it waits for the TFLite lowering)".into(),
+        };
+    }
     if !standard(domain) {
         return OpFlag {
             kind: "contrib",
