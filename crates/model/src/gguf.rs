@@ -165,21 +165,13 @@ pub fn open(path: &Path) -> Result<Model, InputError> {
 
 impl GgufSource {
     pub(crate) fn read(&self, path: &Path, entry: &TensorEntry) -> Result<Vec<u8>, InputError> {
-        use std::io::{Read, Seek, SeekFrom};
         let Storage::Gguf { offset } = entry.storage else {
             return Err(InputError::new(
                 path,
                 format!("'{}' is not a GGUF tensor", entry.name),
             ));
         };
-        let mut f = std::fs::File::open(path)
-            .map_err(|e| InputError::new(path, format!("cannot open: {e}")))?;
-        f.seek(SeekFrom::Start(self.data_offset + offset))
-            .map_err(|e| InputError::new(path, format!("cannot seek: {e}")))?;
-        let mut buf = vec![0u8; entry.bytes as usize];
-        f.read_exact(&mut buf)
-            .map_err(|e| InputError::new(path, format!("tensor '{}' is short: {e}", entry.name)))?;
-        Ok(buf)
+        crate::io::read_tensor_at(path, self.data_offset + offset, entry)
     }
 
     /// Dequantizes with candle (our independent reference for every block layout).

@@ -25,6 +25,23 @@ pub fn sha256_file(path: &Path) -> Result<String, InputError> {
     Ok(hex(&h.finalize()))
 }
 
+/// `entry`'s stored bytes: `entry.bytes` of them at byte `offset` of the file.
+pub(crate) fn read_tensor_at(
+    path: &Path,
+    offset: u64,
+    entry: &crate::TensorEntry,
+) -> Result<Vec<u8>, InputError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path)
+        .map_err(|e| InputError::new(path, format!("cannot open: {e}")))?;
+    f.seek(SeekFrom::Start(offset))
+        .map_err(|e| InputError::new(path, format!("cannot seek: {e}")))?;
+    let mut buf = vec![0u8; entry.bytes as usize];
+    f.read_exact(&mut buf)
+        .map_err(|e| InputError::new(path, format!("tensor '{}' is short: {e}", entry.name)))?;
+    Ok(buf)
+}
+
 pub fn sha256_bytes(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }

@@ -109,20 +109,12 @@ pub fn open(path: &Path) -> Result<Model, InputError> {
 
 impl SafetensorsSource {
     pub(crate) fn read(&self, path: &Path, entry: &TensorEntry) -> Result<Vec<u8>, InputError> {
-        use std::io::{Read, Seek, SeekFrom};
         let Storage::Safetensors { offset } = entry.storage else {
             return Err(InputError::new(
                 path,
                 format!("'{}' is not a safetensors tensor", entry.name),
             ));
         };
-        let mut f = std::fs::File::open(path)
-            .map_err(|e| InputError::new(path, format!("cannot open: {e}")))?;
-        f.seek(SeekFrom::Start(self.data_start + offset))
-            .map_err(|e| InputError::new(path, format!("cannot seek: {e}")))?;
-        let mut buf = vec![0u8; entry.bytes as usize];
-        f.read_exact(&mut buf)
-            .map_err(|e| InputError::new(path, format!("tensor '{}' is short: {e}", entry.name)))?;
-        Ok(buf)
+        crate::io::read_tensor_at(path, self.data_start + offset, entry)
     }
 }

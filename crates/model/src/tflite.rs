@@ -577,21 +577,13 @@ fn attributes(o: &tflite::BuiltinOptionsRef<'_>) -> planus::Result<BTreeMap<Stri
 
 impl TfliteSource {
     pub(crate) fn read(&self, path: &Path, entry: &TensorEntry) -> Result<Vec<u8>, InputError> {
-        use std::io::{Read, Seek, SeekFrom};
         let Storage::Tflite { offset } = entry.storage else {
             return Err(InputError::new(
                 path,
                 format!("'{}' is not a TFLite tensor", entry.name),
             ));
         };
-        let mut f = std::fs::File::open(path)
-            .map_err(|e| InputError::new(path, format!("cannot open: {e}")))?;
-        f.seek(SeekFrom::Start(offset))
-            .map_err(|e| InputError::new(path, format!("cannot seek: {e}")))?;
-        let mut buf = vec![0u8; entry.bytes as usize];
-        f.read_exact(&mut buf)
-            .map_err(|e| InputError::new(path, format!("tensor '{}' is short: {e}", entry.name)))?;
-        Ok(buf)
+        crate::io::read_tensor_at(path, offset, entry)
     }
 }
 

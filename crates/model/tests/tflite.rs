@@ -15,6 +15,10 @@ fn open(name: &str) -> Model {
     Model::open(&path).unwrap_or_else(|e| panic!("{e}"))
 }
 
+fn counts(v: &[(&str, usize)]) -> BTreeMap<String, usize> {
+    v.iter().map(|(k, n)| (k.to_string(), *n)).collect()
+}
+
 fn op_counts(m: &Model) -> BTreeMap<String, usize> {
     let mut c = BTreeMap::new();
     for n in &m.graph.as_ref().unwrap().nodes {
@@ -60,7 +64,7 @@ fn check_fp16_weights(m: &Model) -> usize {
 fn palm_detection_lite_reads_as_litert_sees_it() {
     let m = open("palm-detection-lite");
     assert_eq!(m.format, Format::Tflite);
-    let want: BTreeMap<String, usize> = [
+    let want = counts(&[
         ("ADD", 25),
         ("CONCATENATION", 2),
         ("CONV_2D", 30),
@@ -71,10 +75,7 @@ fn palm_detection_lite_reads_as_litert_sees_it() {
         ("PRELU", 26),
         ("RESHAPE", 4),
         ("RESIZE_BILINEAR", 2),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    ]);
     assert_eq!(op_counts(&m), want);
     let g = m.graph.as_ref().unwrap();
     assert_eq!(
@@ -122,7 +123,7 @@ fn palm_detection_lite_reads_as_litert_sees_it() {
 #[test]
 fn hand_landmark_lite_reads_as_litert_sees_it() {
     let m = open("hand-landmark-lite");
-    let want: BTreeMap<String, usize> = [
+    let want = counts(&[
         ("ADD", 10),
         ("CONV_2D", 31),
         ("DEPTHWISE_CONV_2D", 16),
@@ -131,10 +132,7 @@ fn hand_landmark_lite_reads_as_litert_sees_it() {
         ("LOGISTIC", 2),
         ("MAX_POOL_2D", 1),
         ("MEAN", 1),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    ]);
     assert_eq!(op_counts(&m), want);
     let g = m.graph.as_ref().unwrap();
     assert_eq!(

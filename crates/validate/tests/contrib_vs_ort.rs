@@ -460,43 +460,25 @@ fn kv_caches_appended_in_place_match_onnx_runtime() {
             ints("heads", &[0, 4, -1, 4]),
             tensor("two", FLOAT, &[], f32_bytes(&[2.0])),
         ];
+        // Inputs of f32 values whose declared dims name `seq` and `past`.
+        let input = |name: &'static str, declared: [&str; 4], seed: u32| {
+            let shape = declared
+                .iter()
+                .map(|d| match *d {
+                    "seq" => s,
+                    "past" => p,
+                    n => n.parse().unwrap(),
+                })
+                .collect();
+            (name, FLOAT, dims(&declared), t(shape, seed))
+        };
         let inputs = vec![
-            (
-                "q",
-                FLOAT,
-                dims(&["1", "4", "seq", "4"]),
-                t(vec![1, 4, s, 4], 1),
-            ),
-            (
-                "q2",
-                FLOAT,
-                dims(&["1", "2", "seq", "4"]),
-                t(vec![1, 2, s, 4], 2),
-            ),
-            (
-                "k",
-                FLOAT,
-                dims(&["1", "2", "seq", "4"]),
-                t(vec![1, 2, s, 4], 3),
-            ),
-            (
-                "v",
-                FLOAT,
-                dims(&["1", "2", "seq", "4"]),
-                t(vec![1, 2, s, 4], 4),
-            ),
-            (
-                "past_key",
-                FLOAT,
-                dims(&["1", "2", "past", "4"]),
-                t(vec![1, 2, p, 4], 5),
-            ),
-            (
-                "past_value",
-                FLOAT,
-                dims(&["1", "2", "past", "4"]),
-                t(vec![1, 2, p, 4], 6),
-            ),
+            input("q", ["1", "4", "seq", "4"], 1),
+            input("q2", ["1", "2", "seq", "4"], 2),
+            input("k", ["1", "2", "seq", "4"], 3),
+            input("v", ["1", "2", "seq", "4"], 4),
+            input("past_key", ["1", "2", "past", "4"], 5),
+            input("past_value", ["1", "2", "past", "4"], 6),
         ];
         let total = dims(&["1", "2", "total", "4"]);
         let outputs = vec![
@@ -507,29 +489,38 @@ fn kv_caches_appended_in_place_match_onnx_runtime() {
             ("direct", dims(&["1", "2", "seq", "total"])),
         ];
         let label = format!("past {p}, {s} new");
-        let plan = check_graph(
-            &label,
-            nodes,
-            inits,
-            inputs,
-            outputs,
-            &[("past", 8), ("seq", 4)],
-            &["past"],
-        );
-        assert_in_place(
-            &plan,
-            &label,
-            &[("past_key", "present_key"), ("past_value", "present_value")],
-        );
+        check_cache_graph(&label, nodes, inits, inputs, outputs);
     }
+}
+
+/// [`check_graph`] of an attention over `past_key`/`past_value` (length `past`, up to 8,
+/// may be 0) and `seq` new tokens (up to 4), then [`assert_in_place`] of both caches.
+fn check_cache_graph(
+    label: &str,
+    nodes: Vec<proto::NodeProto>,
+    inits: Vec<proto::TensorProto>,
+    inputs: Vec<(&str, i32, Vec<String>, m2w_reference::HostTensor)>,
+    outputs: Vec<(&str, Vec<String>)>,
+) -> m2w_engine::Plan {
+    let plan = check_graph(
+        label,
+        nodes,
+        inits,
+        inputs,
+        outputs,
+        &[("past", 8), ("seq", 4)],
+        &["past"],
+    );
+    assert_in_place(&plan, label);
+    plan
 }
 
 /// Each (past, present) pair shares one buffer at a pitch for the whole context, and the
 /// plan writes only the new rows into it (one strided copy of `new`, no copy of past).
-fn assert_in_place(plan: &m2w_engine::Plan, label: &str, pairs: &[(&str, &str)]) {
-    for (past, present) in pairs {
-        let (a, b) = (&plan.tensors[*past], &plan.tensors[*present]);
-        assert_eq!(b.base, *past, "{label}: {present} is not appended in place");
+fn assert_in_place(plan: &m2w_engine::Plan, label: &str) {
+    for (past, present) in [("past_key", "present_key"), ("past_value", "present_value")] {
+        let (a, b) = (&plan.tensors[past], &plan.tensors[present]);
+        assert_eq!(b.base, past, "{label}: {present} is not appended in place");
         assert!(
             a.strides.is_some() && a.extent.is_some(),
             "{label}: {past} has no pitch"
@@ -538,7 +529,7 @@ fn assert_in_place(plan: &m2w_engine::Plan, label: &str, pairs: &[(&str, &str)])
             .dispatches
             .iter()
             .filter(|d| {
-                matches!(d.bindings.last(), Some(m2w_engine::plan::Binding::Tensor(t)) if plan.base_of(t) == *past)
+                matches!(d.bindings.last(), Some(m2w_engine::plan::Binding::Tensor(t)) if plan.base_of(t) == past)
             })
             .map(|d| d.node.as_str())
             .collect();
@@ -633,20 +624,7 @@ fn group_query_attention_appends_its_cache_in_place() {
             ("present_value", present),
         ];
         let label = format!("GroupQueryAttention, past {p}, {s} new");
-        let plan = check_graph(
-            &label,
-            vec![gqa],
-            inits,
-            inputs,
-            outputs,
-            &[("past", 8), ("seq", 4)],
-            &["past"],
-        );
-        assert_in_place(
-            &plan,
-            &label,
-            &[("past_key", "present_key"), ("past_value", "present_value")],
-        );
+        let plan = check_cache_graph(&label, vec![gqa], inits, inputs, outputs);
         let copies = plan
             .dispatches
             .iter()
