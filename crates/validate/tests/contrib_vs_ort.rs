@@ -137,6 +137,12 @@ fn floats(n: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
+/// A tensor of `shape` holding [`floats`] of `seed`.
+fn random_f32(shape: &[i64], seed: u32) -> m2w_reference::HostTensor {
+    let n = shape.iter().product::<i64>() as usize;
+    m2w_reference::HostTensor::F32(shape.iter().map(|&x| x as u64).collect(), floats(n, seed))
+}
+
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
@@ -277,13 +283,7 @@ fn group_query_attention_matches_onnx_runtime() {
         ("packed QKV, decode step at 3, rotary", 1, 3, 1, 0.0, true),
     ];
     for (k, (label, s, p, rotary, scale, packed)) in cases.into_iter().enumerate() {
-        let t = |shape: Vec<i64>, seed: u32| {
-            let n = shape.iter().product::<i64>() as usize;
-            m2w_reference::HostTensor::F32(
-                shape.iter().map(|&x| x as u64).collect(),
-                floats(n, seed + 10 * k as u32),
-            )
-        };
+        let t = |shape: Vec<i64>, seed: u32| random_f32(&shape, seed + 10 * k as u32);
         let mut attrs = vec![
             attr_int("num_heads", heads),
             attr_int("kv_num_heads", kv),
@@ -400,13 +400,7 @@ fn rotary_embedding_and_simplified_layer_norm_match_onnx_runtime() {
 fn kv_caches_appended_in_place_match_onnx_runtime() {
     let dims = |d: &[&str]| d.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     for (k, (p, s)) in [(0i64, 3i64), (3, 1), (5, 2)].into_iter().enumerate() {
-        let t = |shape: Vec<i64>, seed: u32| {
-            let n = shape.iter().product::<i64>() as usize;
-            m2w_reference::HostTensor::F32(
-                shape.iter().map(|&x| x as u64).collect(),
-                floats(n, seed + 10 * k as u32),
-            )
-        };
+        let t = |shape: Vec<i64>, seed: u32| random_f32(&shape, seed + 10 * k as u32);
         let mut nodes = vec![
             node(
                 "Concat",
@@ -550,13 +544,7 @@ fn group_query_attention_appends_its_cache_in_place() {
     let dims = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let (hd, kvd) = ((heads * d).to_string(), (kv * d).to_string());
     for (k, (p, s)) in [(0i64, 4i64), (5, 1)].into_iter().enumerate() {
-        let t = |shape: Vec<i64>, seed: u32| {
-            let n = shape.iter().product::<i64>() as usize;
-            m2w_reference::HostTensor::F32(
-                shape.iter().map(|&x| x as u64).collect(),
-                floats(n, seed + 10 * k as u32),
-            )
-        };
+        let t = |shape: Vec<i64>, seed: u32| random_f32(&shape, seed + 10 * k as u32);
         let mut gqa = node(
             "GroupQueryAttention",
             &[
