@@ -203,3 +203,44 @@ fn markdown_and_table_name_every_flagged_op() {
         m2w_inspect::table(&v6)
     );
 }
+
+/// A folder of MediaPipe's two TFLite models: each inspected with its operators (every one
+/// flagged as waiting for the TFLite lowering), its fp16 weights and its inputs and outputs
+/// (the counts LiteRT's interpreter gives, as in crates/model/tests/tflite.rs).
+#[test]
+fn a_folder_of_tflite_models_is_inspected_model_by_model() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        fixture("palm-detection-lite"),
+        dir.path().join("a_palm.tflite"),
+    )
+    .unwrap();
+    std::fs::copy(
+        fixture("hand-landmark-lite"),
+        dir.path().join("b_hand.tflite"),
+    )
+    .unwrap();
+    let report = inspect_path(dir.path()).unwrap();
+    let seen: Vec<(&str, usize, usize, usize)> = report
+        .models
+        .iter()
+        .map(|m| {
+            let waiting =
+                |o: &m2w_inspect::OpCount| o.flag.as_ref().is_some_and(|f| f.kind == "tflite");
+            assert!(m.ops.iter().all(waiting), "{:?}", m.ops);
+            (
+                m.file.as_str(),
+                m.ops.iter().map(|o| o.count).sum(),
+                m.totals.tensors_by_dtype["f16"],
+                m.outputs.len(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("a_palm.tflite", 232, 113, 2),
+            ("b_hand.tflite", 167, 102, 4)
+        ]
+    );
+}
