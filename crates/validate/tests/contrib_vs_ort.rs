@@ -161,6 +161,38 @@ fn rotary_caches(positions: usize, d: usize) -> (Vec<f32>, Vec<f32>) {
     (cos, sin)
 }
 
+/// `cos_cache` and `sin_cache` initializers: [`rotary_caches`] of 16 positions, head width `d`.
+fn rotary_inits(d: i64) -> Vec<proto::TensorProto> {
+    let (cos, sin) = rotary_caches(16, d as usize);
+    vec![
+        tensor("cos_cache", FLOAT, &[16, d / 2], f32_bytes(&cos)),
+        tensor("sin_cache", FLOAT, &[16, d / 2], f32_bytes(&sin)),
+    ]
+}
+
+/// A com.microsoft GroupQueryAttention node over the tests' input names (`key` and
+/// `value` empty for packed QKV), writing `out`, `present_key` and `present_value`.
+fn gqa_node(key: &str, value: &str, attrs: Vec<proto::AttributeProto>) -> proto::NodeProto {
+    let mut gqa = node(
+        "GroupQueryAttention",
+        &[
+            "q",
+            key,
+            value,
+            "past_key",
+            "past_value",
+            "seqlens_k",
+            "total_len",
+            "cos_cache",
+            "sin_cache",
+        ],
+        &["out", "present_key", "present_value"],
+        attrs,
+    );
+    gqa.domain = Some("com.microsoft".into());
+    gqa
+}
+
 /// One com.microsoft (or ONNX Runtime standard-domain) node over `inputs` (name, ONNX type,
 /// value) and initializers, run by ONNX Runtime and by the engine: every output passes.
 fn check_node(
@@ -273,7 +305,6 @@ fn check_graph(
 #[test]
 fn group_query_attention_matches_onnx_runtime() {
     let (heads, kv, d) = (4i64, 2i64, 16i64);
-    let (cos, sin) = rotary_caches(16, d as usize);
     // (label, new tokens, past tokens, do_rotary, scale, packed QKV)
     let cases = [
         ("prompt of 4, rotary", 4i64, 0i64, 1i64, 0.0f32, false),
@@ -298,27 +329,8 @@ fn group_query_attention_matches_onnx_runtime() {
             });
         }
         let (key, value) = if packed { ("", "") } else { ("k", "v") };
-        let mut gqa = node(
-            "GroupQueryAttention",
-            &[
-                "q",
-                key,
-                value,
-                "past_key",
-                "past_value",
-                "seqlens_k",
-                "total_len",
-                "cos_cache",
-                "sin_cache",
-            ],
-            &["out", "present_key", "present_value"],
-            attrs,
-        );
-        gqa.domain = Some("com.microsoft".into());
-        let inits = vec![
-            tensor("cos_cache", FLOAT, &[16, d / 2], f32_bytes(&cos)),
-            tensor("sin_cache", FLOAT, &[16, d / 2], f32_bytes(&sin)),
-        ];
+        let gqa = gqa_node(key, value, attrs);
+        let inits = rotary_inits(d);
         let mut inputs = vec![("q", FLOAT, t(vec![1, s, heads * d], 1))];
         if packed {
             inputs[0] = ("q", FLOAT, t(vec![1, s, (heads + 2 * kv) * d], 1));
@@ -352,7 +364,6 @@ fn group_query_attention_matches_onnx_runtime() {
 #[test]
 fn rotary_embedding_and_simplified_layer_norm_match_onnx_runtime() {
     let d = 8i64;
-    let (cos, sin) = rotary_caches(16, d as usize);
     let x = m2w_reference::HostTensor::F32(vec![1, 3, 16], floats(48, 7));
     let pos = m2w_reference::HostTensor::I64(vec![1, 3], vec![2, 3, 9]);
     let mut rope = node(
@@ -365,10 +376,7 @@ fn rotary_embedding_and_simplified_layer_norm_match_onnx_runtime() {
     check_node(
         "RotaryEmbedding [1,3,16], 2 heads",
         rope,
-        vec![
-            tensor("cos_cache", FLOAT, &[16, d / 2], f32_bytes(&cos)),
-            tensor("sin_cache", FLOAT, &[16, d / 2], f32_bytes(&sin)),
-        ],
+        rotary_inits(d),
         vec![("x", FLOAT, x), ("pos", INT64, pos)],
         vec![("y", vec![1, 3, 16])],
     );
@@ -540,36 +548,20 @@ fn assert_in_place(plan: &m2w_engine::Plan, label: &str) {
 #[test]
 fn group_query_attention_appends_its_cache_in_place() {
     let (heads, kv, d) = (4i64, 2i64, 16i64);
-    let (cos, sin) = rotary_caches(16, d as usize);
     let dims = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let (hd, kvd) = ((heads * d).to_string(), (kv * d).to_string());
     for (k, (p, s)) in [(0i64, 4i64), (5, 1)].into_iter().enumerate() {
         let t = |shape: Vec<i64>, seed: u32| random_f32(&shape, seed + 10 * k as u32);
-        let mut gqa = node(
-            "GroupQueryAttention",
-            &[
-                "q",
-                "k",
-                "v",
-                "past_key",
-                "past_value",
-                "seqlens_k",
-                "total_len",
-                "cos_cache",
-                "sin_cache",
-            ],
-            &["out", "present_key", "present_value"],
+        let gqa = gqa_node(
+            "k",
+            "v",
             vec![
                 attr_int("num_heads", heads),
                 attr_int("kv_num_heads", kv),
                 attr_int("do_rotary", 1),
             ],
         );
-        gqa.domain = Some("com.microsoft".into());
-        let inits = vec![
-            tensor("cos_cache", FLOAT, &[16, d / 2], f32_bytes(&cos)),
-            tensor("sin_cache", FLOAT, &[16, d / 2], f32_bytes(&sin)),
-        ];
+        let inits = rotary_inits(d);
         let past = dims(&["1", &kv.to_string(), "past", &d.to_string()]);
         let inputs = vec![
             (
