@@ -15,6 +15,7 @@ pub mod ops;
 pub mod plan;
 pub mod sym;
 pub mod tensor;
+pub mod tflite;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -43,6 +44,14 @@ impl std::fmt::Display for CompileError {
             CompileError::Invalid(s) => f.write_str(s),
         }
     }
+}
+
+/// Lowers a format's graph onto the registry's ONNX ops where the format has a
+/// front-end ([`tflite`]); ONNX and GGUF models are left as they are. Run before
+/// [`ops::precheck`], compile and validate; a node that cannot be lowered refuses the
+/// model with every such node listed.
+pub fn lower_source(model: &mut Model) -> Result<(), CompileError> {
+    tflite::lower(model).map_err(CompileError::Unsupported)
 }
 
 /// A weight as a host constant.

@@ -214,6 +214,52 @@ impl HostTensor {
             data: self.data.clone(),
         }
     }
+
+    /// The tensor transposed: output dim `d` is input dim `perm[d]` (ONNX Transpose).
+    /// None when `perm` is not a permutation of the dims.
+    pub fn permuted(&self, perm: &[usize]) -> Option<HostTensor> {
+        let rank = self.shape.len();
+        let mut seen = vec![false; rank];
+        if perm.len() != rank
+            || perm
+                .iter()
+                .any(|&p| p >= rank || std::mem::replace(&mut seen[p], true))
+        {
+            return None;
+        }
+        let t = self.unpacked();
+        let mut strides = vec![1usize; rank];
+        for d in (0..rank.saturating_sub(1)).rev() {
+            strides[d] = strides[d + 1] * t.shape[d + 1];
+        }
+        let shape: Vec<usize> = perm.iter().map(|&p| t.shape[p]).collect();
+        let n = numel(&shape);
+        // Source offset of each output element, walking the output in row-major order.
+        let mut offsets = Vec::with_capacity(n);
+        let mut idx = vec![0usize; rank];
+        for _ in 0..n {
+            offsets.push(
+                idx.iter()
+                    .zip(perm)
+                    .map(|(&i, &p)| i * strides[p])
+                    .sum::<usize>(),
+            );
+            for d in (0..rank).rev() {
+                idx[d] += 1;
+                if idx[d] < shape[d] {
+                    break;
+                }
+                idx[d] = 0;
+            }
+        }
+        let data = match &t.data {
+            Data::F32(v) => Data::F32(offsets.iter().map(|&o| v[o]).collect()),
+            Data::I64(v) => Data::I64(offsets.iter().map(|&o| v[o]).collect()),
+            Data::Bool(v) => Data::Bool(offsets.iter().map(|&o| v[o]).collect()),
+            Data::Packed { .. } => return None,
+        };
+        Some(HostTensor { shape, data })
+    }
 }
 
 /// Whether `got` matches `want` element-wise: within `atol + rtol * |want|` for finite

@@ -282,6 +282,7 @@ pub fn inspect_model(model: &Model) -> Result<ModelReport, InputError> {
                 Storage::Gguf { .. } => "gguf".into(),
                 Storage::Safetensors { .. } => "safetensors".into(),
                 Storage::Tflite { .. } => "tflite buffer".into(),
+                Storage::Derived => "derived (lowering)".into(),
             },
             quantization,
         });

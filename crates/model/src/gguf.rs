@@ -160,6 +160,7 @@ pub fn open(path: &Path) -> Result<Model, InputError> {
             data_offset: content.tensor_data_offset,
             infos: content.tensor_infos,
         }),
+        derived: Default::default(),
     })
 }
 

@@ -92,6 +92,9 @@ pub enum Storage {
     Safetensors { offset: u64 },
     /// TFLite buffer: its bytes at this offset from the file's start.
     Tflite { offset: u64 },
+    /// Made in memory by a front-end's lowering (a layout's pads, a target shape), not
+    /// read from the file: [`Model::add_derived`].
+    Derived,
 }
 
 /// One weight tensor of a model, with its storage shape and dtype.
@@ -228,6 +231,16 @@ pub struct GraphInfo {
     /// scope its nodes carry.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub subgraph_outputs: BTreeMap<String, Vec<String>>,
+    /// The declared shape of every value, by name, where the format records one (TFLite
+    /// stores a shape with each tensor; ONNX's value_info is not read).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub value_shapes: BTreeMap<String, Vec<i64>>,
+    /// Values a front-end's lowering holds in another layout than the source model: the
+    /// lowered value `name` is the source's tensor of that name transposed by the
+    /// permutation (TFLite's NHWC feature maps held as NCHW: `[0, 3, 1, 2]`). Oracle
+    /// values are permuted the same way before they are compared.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub layouts: BTreeMap<String, Vec<usize>>,
 }
 
 /// A model file read into the format-neutral view.
@@ -245,6 +258,8 @@ pub struct Model {
     /// `config.json` beside a safetensors file, when present.
     pub config: Option<serde_json::Value>,
     source: Source,
+    /// Bytes of the [`Storage::Derived`] tensors, by name.
+    derived: BTreeMap<String, Vec<u8>>,
 }
 
 enum Source {
@@ -316,6 +331,22 @@ impl Model {
         Ok(out)
     }
 
+    /// Adds a tensor made in memory (a front-end's lowering: pads, target shapes, scales),
+    /// little-endian bytes of `dtype` in row-major order; it reads back like a weight.
+    pub fn add_derived(&mut self, name: &str, dtype: DType, shape: Vec<u64>, bytes: Vec<u8>) {
+        self.tensors.retain(|t| t.name != name);
+        self.tensors.push(TensorEntry {
+            name: name.to_string(),
+            shape,
+            dtype,
+            storage: Storage::Derived,
+            bytes: bytes.len() as u64,
+            scope: String::new(),
+            quantization: None,
+        });
+        self.derived.insert(name.to_string(), bytes);
+    }
+
     pub fn tensor(&self, name: &str) -> Option<&TensorEntry> {
         self.tensors.iter().find(|t| t.name == name)
     }
@@ -324,6 +355,14 @@ impl Model {
     /// little-endian bytes of the declared dtype).
     pub fn read_raw(&self, entry: &TensorEntry) -> Result<RawTensor, InputError> {
         let bytes = match &self.source {
+            _ if entry.storage == Storage::Derived => {
+                self.derived.get(&entry.name).cloned().ok_or_else(|| {
+                    InputError::new(
+                        &self.path,
+                        format!("derived tensor '{}' has no bytes", entry.name),
+                    )
+                })?
+            }
             Source::Onnx(s) => s.read(&self.path, entry)?,
             Source::Gguf(s) => s.read(&self.path, entry)?,
             Source::Safetensors(s) => s.read(&self.path, entry)?,

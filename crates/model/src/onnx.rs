@@ -103,6 +103,7 @@ pub fn open(path: &Path) -> Result<Model, InputError> {
         inputs,
         outputs,
         subgraph_outputs: w.subgraph_outputs,
+        ..Default::default()
     };
     Ok(Model {
         path: path.to_path_buf(),
@@ -121,6 +122,7 @@ pub fn open(path: &Path) -> Result<Model, InputError> {
             tensors: w.tensors,
             dir,
         }),
+        derived: Default::default(),
     })
 }
 

@@ -104,6 +104,7 @@ pub fn open(path: &Path) -> Result<Model, InputError> {
         array_lengths: Default::default(),
         config,
         source: Source::Safetensors(SafetensorsSource { data_start }),
+        derived: Default::default(),
     })
 }
 

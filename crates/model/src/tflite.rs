@@ -135,6 +135,7 @@ pub fn open(path: &Path) -> Result<Model, InputError> {
     let mut tensors = Vec::new();
     let mut names: Vec<String> = Vec::new();
     let mut shapes: Vec<(Vec<i32>, DType)> = Vec::new();
+    let mut value_shapes: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     for (k, t) in main
         .tensors()
         .map_err(err("tensors"))?
@@ -210,6 +211,7 @@ pub fn open(path: &Path) -> Result<Model, InputError> {
                 quantization: quantization(path, &name, &t)?,
             });
         }
+        value_shapes.insert(name.clone(), shape.iter().map(|&d| d as i64).collect());
         names.push(name);
         shapes.push((shape, dtype));
     }
@@ -339,11 +341,14 @@ pub fn open(path: &Path) -> Result<Model, InputError> {
             inputs,
             outputs,
             subgraph_outputs: BTreeMap::new(),
+            value_shapes,
+            layouts: BTreeMap::new(),
         }),
         metadata,
         array_lengths: BTreeMap::new(),
         config: None,
         source: Source::Tflite(TfliteSource),
+        derived: BTreeMap::new(),
     })
 }
 

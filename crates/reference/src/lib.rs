@@ -3,9 +3,11 @@
 //! - ONNX models run through ONNX Runtime with every node output captured
 //!   ([`onnx_ref::reference`]);
 //! - GGUF llama-family models run through a llama forward pass written on candle-core
-//!   ([`llama`]), dumping every stage of every layer.
+//!   ([`llama`]), dumping every stage of every layer;
+//! - TFLite models run through LiteRT's own interpreter (pinned `ai-edge-litert`, every
+//!   intermediate tensor kept, no delegate) ([`tflite_ref::reference`]).
 //!
-//! Both write the same folder layout: `inputs/*.npy`, `NNN_<name>.npy` in pipeline order
+//! All write the same folder layout: `inputs/*.npy`, `NNN_<name>.npy` in pipeline order
 //! and `index.json` ([`index::Index`]). The folder is built under a temporary name and
 //! renamed, so a failed run leaves nothing half-written.
 
@@ -15,6 +17,7 @@ pub mod npy;
 pub mod onnx_ref;
 pub mod pipeline;
 pub mod spm;
+pub mod tflite_ref;
 pub mod tokenizer;
 
 use std::path::{Path, PathBuf};

@@ -76,7 +76,7 @@ impl Rng {
 }
 
 /// The shape an input gets: declared dims, `--dim` values, or printed defaults.
-fn resolve_shape(
+pub(crate) fn resolve_shape(
     input: &m2w_model::ValueInfo,
     opts: &OnnxOptions,
     used: &mut BTreeMap<String, u64>,
@@ -171,7 +171,7 @@ fn integer_rule(model: &Model, input: &str) -> (Option<u64>, String) {
     (None, "ones".into())
 }
 
-fn make_input(
+pub(crate) fn make_input(
     model: &Model,
     input: &m2w_model::ValueInfo,
     shape: Vec<u64>,

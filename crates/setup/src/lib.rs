@@ -580,6 +580,29 @@ pub fn onnxruntime_library() -> Result<PathBuf, SetupError> {
     fixture("onnxruntime-lib")
 }
 
+/// LiteRT's Python interpreter, pinned with its dependencies: the TFLite oracle.
+pub const LITERT_REQUIREMENTS: &[&str] = &[
+    "ai-edge-litert==2.3.0",
+    "numpy==2.4.6",
+    "backports.strenum==1.2.8",
+    "flatbuffers==25.12.19",
+    "ml_dtypes==0.6.0",
+    "protobuf==7.36.2",
+    "tqdm==4.70.1",
+    "typing_extensions==4.16.0",
+];
+
+/// The TFLite reference runner: a Python with [`LITERT_REQUIREMENTS`] (a cached virtual
+/// environment, made on first use) and the script that drives LiteRT
+/// (`scripts/litert_reference.py`).
+pub fn litert_runner() -> Result<(PathBuf, PathBuf), SetupError> {
+    let reqs: Vec<String> = LITERT_REQUIREMENTS.iter().map(|s| s.to_string()).collect();
+    let _guard = FETCH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let python = python_env(&reqs)?;
+    let script = repo_root().join("scripts/litert_reference.py");
+    Ok((python, std::fs::canonicalize(&script).unwrap_or(script)))
+}
+
 /// The repository's bundled default model (no download).
 pub fn bundled_model() -> PathBuf {
     let p =

@@ -326,12 +326,24 @@ pub fn validate(
             index.model.file
         )));
     }
-    let oracle = |file: &str| -> Result<HostTensor, ValidateError> {
+    // An oracle value in the engine's layout: a front-end may hold a value transposed
+    // (TFLite's NHWC feature maps as NCHW), recorded in the graph's layouts.
+    let oracle_of = |name: &str, file: &str| -> Result<HostTensor, ValidateError> {
         let p = reference.join(file);
-        Ok(to_engine(
+        let t = to_engine(
             &m2w_reference::HostTensor::read_npy(&p)
                 .map_err(|e| bad(format!("{}: {e}", p.display())))?,
-        ))
+        );
+        match graph.layouts.get(name) {
+            Some(perm) => t.permuted(perm).ok_or_else(|| {
+                bad(format!(
+                    "{}: shape {:?} does not take the layout {perm:?} of '{name}'",
+                    p.display(),
+                    t.shape
+                ))
+            }),
+            None => Ok(t),
+        }
     };
     // Debug capture reads every checkpoint: no buffer sharing.
     plan.assign_buffers(false);
@@ -379,7 +391,7 @@ pub fn validate(
                         && runner.plan.tensors.contains_key(i)
                         && !runner.plan.constants.contains_key(runner.plan.base_of(i))
                     {
-                        runner.write(i, &oracle(&c.file)?).map_err(bad)?;
+                        runner.write(i, &oracle_of(i, &c.file)?).map_err(bad)?;
                     }
                 }
                 runner.run_dispatches(start..end);
@@ -441,7 +453,7 @@ pub fn validate(
             problem: None,
         };
         if let Some(g) = got.get(&c.output) {
-            let want = oracle(&c.file)?;
+            let want = oracle_of(&c.output, &c.file)?;
             r.compared = true;
             if g.shape != want.shape {
                 // A size the engine computed (a data-dependent length: a Range's limit, a

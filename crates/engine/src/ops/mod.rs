@@ -227,9 +227,16 @@ pub fn flag(domain: &str, op_type: &str) -> OpFlag {
         };
     }
     if domain == "tflite" {
-        return OpFlag {
-            kind: "tflite",
-            reason: "TFLite builtin op: the engine has no TFLite lowering yet (the reader lists the model; porting it waits for the TFLite lowering)".into(),
+        return if crate::tflite::supported(op_type) {
+            OpFlag {
+                kind: "supported",
+                reason: String::new(),
+            }
+        } else {
+            OpFlag {
+                kind: "tflite",
+                reason: "TFLite builtin op with no lowering onto the engine's ops yet (docs/TFLITE.md lists those that have one)".into(),
+            }
         };
     }
     if !standard(domain) {
