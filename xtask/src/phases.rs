@@ -17,9 +17,8 @@ pub(crate) fn reference(
     prompt: &str,
     max_new: usize,
 ) -> anyhow::Result<()> {
-    let is_gguf =
-        m2w_model::Model::open(model).map_err(input_err)?.format == m2w_model::Format::Gguf;
-    if is_gguf {
+    let format = m2w_model::Model::open(model).map_err(input_err)?.format;
+    if format == m2w_model::Format::Gguf {
         let run = m2w_reference::llama::reference(model, out, prompt, max_new).map_err(ref_err)?;
         println!(
             "candle llama reference: prompt {:?} = {:?}; {} prefill + {} decode checkpoints (each pass run twice, bit-identical)",
@@ -38,7 +37,6 @@ pub(crate) fn reference(
         );
         return Ok(());
     }
-    let lib = m2w_setup::onnxruntime_library().map_err(setup_err)?;
     let opts = m2w_reference::onnx_ref::OnnxOptions {
         dims: dims.into_iter().collect(),
         input_files: inputs.into_iter().collect(),
@@ -46,7 +44,15 @@ pub(crate) fn reference(
         seed,
         check_determinism,
     };
-    let index = m2w_reference::onnx_ref::reference(&lib, model, out, &opts).map_err(ref_err)?;
+    let index = if format == m2w_model::Format::Tflite {
+        // LiteRT's runner always runs twice and compares.
+        let (python, script) = m2w_setup::litert_runner().map_err(setup_err)?;
+        m2w_reference::tflite_ref::reference(&python, &script, model, out, &opts)
+            .map_err(ref_err)?
+    } else {
+        let lib = m2w_setup::onnxruntime_library().map_err(setup_err)?;
+        m2w_reference::onnx_ref::reference(&lib, model, out, &opts).map_err(ref_err)?
+    };
     for i in &index.inputs {
         println!("input {} {} {:?}: {}", i.name, i.dtype, i.shape, i.how);
     }
@@ -60,11 +66,11 @@ pub(crate) fn reference(
             .join(", ")
     );
     println!(
-        "{} checkpoints ({} graph outputs), {} values inside subgraphs not captured{} -> {}",
+        "{} checkpoints ({} graph outputs), {} values not captured (inside subgraphs, or weights only){} -> {}",
         index.checkpoints.len(),
         index.checkpoints.iter().filter(|c| c.graph_output).count(),
         index.not_captured.len(),
-        if check_determinism {
+        if index.determinism_checked {
             "; determinism check passed (two runs bit-identical)"
         } else {
             ""

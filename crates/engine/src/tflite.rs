@@ -375,7 +375,7 @@ impl Lowering<'_> {
         };
         self.push_with(n.label(), op, inputs, vec![core.clone()], attrs);
         if act != "NONE" {
-            self.activation(&format!("{}#act", n.label()), act, &core, &target)?;
+            self.activation(&format!("{}#act", n.label()), act, true, &core, &target)?;
         }
         if nchw {
             self.held.insert(out.to_string(), target.clone());
@@ -395,7 +395,14 @@ impl Lowering<'_> {
     }
 
     /// TFLite's activation functions (fused or as ops) as registry ops.
-    fn activation(&mut self, name: &str, act: &str, x: &str, out: &str) -> Result<(), String> {
+    fn activation(
+        &mut self,
+        name: &str,
+        act: &str,
+        fused: bool,
+        x: &str,
+        out: &str,
+    ) -> Result<(), String> {
         let clip = |cx: &mut Self, lo: f32, hi: f32| {
             let lo = cx.derived_f32(format!("{name}#min"), vec![], &[lo]);
             let hi = cx.derived_f32(format!("{name}#max"), vec![], &[hi]);
@@ -411,8 +418,15 @@ impl Lowering<'_> {
             "RELU6" => clip(self, 0.0, 6.0),
             "RELU_N1_TO_1" => clip(self, -1.0, 1.0),
             "RELU_0_TO_1" => clip(self, 0.0, 1.0),
-            "TANH" => self.push(name.into(), "Tanh", vec![x.into()], vec![out.into()]),
-            other => return Err(format!("fused activation {other} is not supported")),
+            // As an op; fused into another op LiteRT's float kernels ignore it (they
+            // clamp to the RELU family's ranges only), so a fused TANH is refused below
+            // rather than given a meaning the reference does not have.
+            "TANH" if !fused => self.push(name.into(), "Tanh", vec![x.into()], vec![out.into()]),
+            other => {
+                return Err(format!(
+                    "fused activation {other} is not supported (LiteRT's kernels apply only NONE, RELU, RELU_N1_TO_1, RELU6 and RELU_0_TO_1 when fused)"
+                ));
+            }
         }
         Ok(())
     }
@@ -469,7 +483,7 @@ fn unary(cx: &mut Lowering, n: &NodeInfo) -> Result<(), String> {
     let name = n.label();
     match n.op_type.as_str() {
         "RELU" | "RELU6" | "RELU_N1_TO_1" | "RELU_0_TO_1" | "TANH" => {
-            cx.activation(&name, &n.op_type, &xin, &target)?
+            cx.activation(&name, &n.op_type, false, &xin, &target)?
         }
         "RSQRT" => {
             let root = format!("{out}#sqrt");

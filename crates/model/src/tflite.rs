@@ -22,6 +22,10 @@ use crate::{
     Storage, TensorEntry, ValueInfo,
 };
 
+/// The flatbuffer types planus generates from `schema/tflite.fbs`, readers and owned
+/// builders both: tests write small TFLite models with them.
+pub use crate::tflite_schema::tflite as schema;
+
 /// The file identifier at bytes 4..8 of every TFLite model.
 pub const IDENTIFIER: &[u8; 4] = b"TFL3";
 

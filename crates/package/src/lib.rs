@@ -375,12 +375,15 @@ fn write_files(out: &Path, files: &[(&str, Vec<u8>)]) -> Result<(), PackageError
 /// node's inputs that have buffers (their oracle values are written first), its outputs
 /// (compared after), and the tolerance of each output a rule widens (`rounding_atol`).
 fn layers_json(plan: &Plan, model_path: &Path) -> Result<String, PackageError> {
-    let model = m2w_model::Model::open(model_path).map_err(|e| {
+    let mut model = m2w_model::Model::open(model_path).map_err(|e| {
         PackageError::Input(format!(
             "{}: {e} (the model the engine was built from)",
             model_path.display()
         ))
     })?;
+    // The plan's nodes are the lowered graph's (a TFLite front-end's ONNX ops).
+    m2w_engine::lower_source(&mut model)
+        .map_err(|e| PackageError::Input(format!("{}: {e}", model_path.display())))?;
     let nodes: std::collections::HashMap<String, &m2w_model::NodeInfo> = model
         .graph
         .iter()

@@ -28,7 +28,7 @@ pub fn build_engine(
     out: &Path,
     reuse: bool,
 ) -> Result<EngineBuild, PortError> {
-    let model = m2w_model::Model::open(model_path)?;
+    let model = crate::open_for_engine(model_path)?;
     let (mut plan, inputs, _) = m2w_validate::compile_for_dims(&model, reference, &[], &[])?;
     let check_plan = plan.clone();
     plan.assign_buffers(reuse);

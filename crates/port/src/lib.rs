@@ -41,6 +41,15 @@ pub(crate) fn input(e: impl std::fmt::Display) -> PortError {
     PortError::Input(e.to_string())
 }
 
+/// Opens a model as the engine sees it: a TFLite graph lowered onto the registry's ops
+/// (its front-end); other formats as read.
+pub fn open_for_engine(path: &Path) -> Result<m2w_model::Model, PortError> {
+    let mut model = m2w_model::Model::open(path)?;
+    m2w_engine::lower_source(&mut model)
+        .map_err(|e| PortError::Input(format!("{}: {e}", path.display())))?;
+    Ok(model)
+}
+
 impl From<m2w_model::InputError> for PortError {
     fn from(e: m2w_model::InputError) -> PortError {
         input(e)
@@ -158,7 +167,7 @@ pub fn validate_engine(
     let mut opts = opts.clone();
     opts.max_dims = saved.dims.iter().map(|d| (d.name.clone(), d.max)).collect();
     opts.empty_dims = saved.empty_input_dims();
-    let model = m2w_model::Model::open(&model_path)?;
+    let model = open_for_engine(&model_path)?;
     let (mut plan, inputs, _) =
         m2w_validate::compile_for_dims(&model, reference, &opts.max_dims, &opts.empty_dims)?;
     plan.assign_buffers(true);
@@ -289,7 +298,7 @@ pub fn validate_model(
     reference: &Path,
     opts: &m2w_validate::Options,
 ) -> Result<m2w_validate::Report, PortError> {
-    let model = m2w_model::Model::open(model_path)?;
+    let model = open_for_engine(model_path)?;
     let (plan, inputs, _) =
         m2w_validate::compile_for_dims(&model, reference, &opts.max_dims, &opts.empty_dims)?;
     let gpu = m2w_engine::gpu::Gpu::new().map_err(PortError::Input)?;

@@ -104,7 +104,7 @@ pub fn port(
     opts: &PortOptions,
     on_step: &mut dyn FnMut(&Step),
 ) -> Result<PortOutcome, PortError> {
-    let model = m2w_model::Model::open(model_path)?;
+    let mut model = m2w_model::Model::open(model_path)?;
     let sha = model.sources_sha256()?;
     std::fs::create_dir_all(out).map_err(|e| input(format!("{}: {e}", out.display())))?;
     let layout = Layout::new(out);
@@ -156,19 +156,29 @@ pub fn port(
 
     // What cannot run is known from the graph alone: refuse before extract and the
     // reference spend any time (compile finds the same and more once shapes are bound).
+    // A TFLite graph is first lowered onto the registry's ops (its front-end).
+    let refusal = |list: &[m2w_engine::Unsupported]| {
+        let r = m2w_engine::ops::Refusal(list);
+        PortError::Input(format!(
+            "{}: {}",
+            model_path.display(),
+            if opts.verbose {
+                format!("{r:#}")
+            } else {
+                r.to_string()
+            }
+        ))
+    };
+    if let Err(e) = m2w_engine::lower_source(&mut model) {
+        return Err(match e {
+            m2w_engine::CompileError::Unsupported(list) => refusal(&list),
+            other => PortError::Input(format!("{}: {other}", model_path.display())),
+        });
+    }
     if let Some(graph) = &model.graph {
         let refused = m2w_engine::ops::precheck(graph);
         if !refused.is_empty() {
-            let r = m2w_engine::ops::Refusal(&refused);
-            return Err(PortError::Input(format!(
-                "{}: {}",
-                model_path.display(),
-                if opts.verbose {
-                    format!("{r:#}")
-                } else {
-                    r.to_string()
-                }
-            )));
+            return Err(refusal(&refused));
         }
     }
 
@@ -228,7 +238,6 @@ pub fn port(
     if fresh(&dir, &st) {
         step(3, "reference", true, skipped(&dir));
     } else {
-        let lib = m2w_setup::onnxruntime_library()?;
         let ref_opts = m2w_reference::onnx_ref::OnnxOptions {
             dims: dims.iter().cloned().collect(),
             fill: values.iter().cloned().collect(),
@@ -236,14 +245,28 @@ pub fn port(
             check_determinism: true,
             ..Default::default()
         };
-        let index = m2w_reference::onnx_ref::reference(&lib, model_path, &dir, &ref_opts)?;
+        let (index, runtime) = if model.format == m2w_model::Format::Tflite {
+            let (python, script) = m2w_setup::litert_runner()?;
+            (
+                m2w_reference::tflite_ref::reference(
+                    &python, &script, model_path, &dir, &ref_opts,
+                )?,
+                "LiteRT",
+            )
+        } else {
+            let lib = m2w_setup::onnxruntime_library()?;
+            (
+                m2w_reference::onnx_ref::reference(&lib, model_path, &dir, &ref_opts)?,
+                "ONNX Runtime",
+            )
+        };
         mark(&dir, &st).map_err(input)?;
         step(
             3,
             "reference",
             false,
             format!(
-                "{} checkpoints through ONNX Runtime, deterministic",
+                "{} checkpoints through {runtime}, deterministic",
                 index.checkpoints.len()
             ),
         );
