@@ -27,6 +27,14 @@ mod tests {
         assert_eq!(flag_for("", "FancyNewOp").unwrap().kind, "missing");
         assert!(flag_for("", "MatMul").is_none());
         assert!(flag_for("ai.onnx", "Conv").is_none());
+        // TFLite ops: lowered by the front-end, or flagged as waiting for a lowering.
+        assert!(flag_for("tflite", "DEPTHWISE_CONV_2D").is_none());
+        assert_eq!(
+            flag_for("tflite", "UNIDIRECTIONAL_SEQUENCE_LSTM")
+                .unwrap()
+                .kind,
+            "tflite"
+        );
         // The engine has an LSTM kernel: no longer flagged.
         assert!(flag_for("", "LSTM").is_none());
     }

@@ -205,8 +205,8 @@ fn markdown_and_table_name_every_flagged_op() {
 }
 
 /// A folder of MediaPipe's two TFLite models: each inspected with its operators (every one
-/// flagged as waiting for the TFLite lowering), its fp16 weights and its inputs and outputs
-/// (the counts LiteRT's interpreter gives, as in crates/model/tests/tflite.rs).
+/// lowered by the TFLite front-end, so none flagged), its fp16 weights and its inputs and
+/// outputs (the counts LiteRT's interpreter gives, as in crates/model/tests/tflite.rs).
 #[test]
 fn a_folder_of_tflite_models_is_inspected_model_by_model() {
     let dir = tempfile::tempdir().unwrap();
@@ -225,9 +225,7 @@ fn a_folder_of_tflite_models_is_inspected_model_by_model() {
         .models
         .iter()
         .map(|m| {
-            let waiting =
-                |o: &m2w_inspect::OpCount| o.flag.as_ref().is_some_and(|f| f.kind == "tflite");
-            assert!(m.ops.iter().all(waiting), "{:?}", m.ops);
+            assert!(m.ops.iter().all(|o| o.flag.is_none()), "{:?}", m.ops);
             (
                 m.file.as_str(),
                 m.ops.iter().map(|o| o.count).sum(),
