@@ -29,6 +29,39 @@ pub struct Report {
     /// cache): how it would run, inferred from the names (a pipeline.json overrides).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pipeline: Option<PipelineFlow>,
+    /// A folder of models that is not a generation pipeline: which values pass from one
+    /// model to another by name, and which inputs and outputs are left to the code around
+    /// them (glue: a crop of the camera frame, decoded detections).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_flow: Option<DataFlow>,
+}
+
+/// The values between a folder's models.
+#[derive(Debug, Serialize)]
+pub struct DataFlow {
+    /// An output of one model that another model reads by name, with the same shape.
+    pub edges: Vec<Edge>,
+    /// Inputs no model of the folder produces: fed from outside or made by glue.
+    pub external_inputs: Vec<Port>,
+    /// Outputs no model of the folder reads: results, or values glue consumes.
+    pub final_outputs: Vec<Port>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Edge {
+    pub from_model: String,
+    pub output: String,
+    pub to_model: String,
+    pub input: String,
+}
+
+/// One model's input or output, with what its shape says it holds.
+#[derive(Debug, Serialize)]
+pub struct Port {
+    pub model: String,
+    pub name: String,
+    pub shape: Vec<Dim>,
+    pub holds: String,
 }
 
 /// The data flow between a folder's graphs, or why it cannot be wired.
@@ -172,7 +205,86 @@ pub fn inspect_path(path: &Path) -> Result<Report, InputError> {
         } else {
             None
         },
+        data_flow: None,
     })
+    .map(|mut r| {
+        if path.is_dir() && r.pipeline.is_none() && r.models.len() > 1 {
+            r.data_flow = Some(data_flow(&r.models));
+        }
+        r
+    })
+}
+
+/// Edges by name and shape between the models of a folder; what is left is external.
+fn data_flow(models: &[ModelReport]) -> DataFlow {
+    let mut flow = DataFlow {
+        edges: Vec::new(),
+        external_inputs: Vec::new(),
+        final_outputs: Vec::new(),
+    };
+    let port = |m: &ModelReport, v: &ValueInfo| Port {
+        model: m.file.clone(),
+        name: v.name.clone(),
+        shape: v.shape.clone(),
+        holds: holds(&v.shape),
+    };
+    for m in models {
+        for i in &m.inputs {
+            let from = models.iter().filter(|o| o.file != m.file).find_map(|o| {
+                o.outputs
+                    .iter()
+                    .find(|v| v.name == i.name && v.shape == i.shape)
+                    .map(|v| (o, v))
+            });
+            match from {
+                Some((o, v)) => flow.edges.push(Edge {
+                    from_model: o.file.clone(),
+                    output: v.name.clone(),
+                    to_model: m.file.clone(),
+                    input: i.name.clone(),
+                }),
+                None => flow.external_inputs.push(port(m, i)),
+            }
+        }
+    }
+    for m in models {
+        for o in &m.outputs {
+            let read = flow
+                .edges
+                .iter()
+                .any(|e| e.from_model == m.file && e.output == o.name);
+            if !read {
+                flow.final_outputs.push(port(m, o));
+            }
+        }
+    }
+    flow
+}
+
+/// What a value's shape says it holds, in a few words.
+fn holds(shape: &[Dim]) -> String {
+    let fixed: Option<Vec<i64>> = shape
+        .iter()
+        .map(|d| match d {
+            Dim::Fixed(v) => Some(*v),
+            _ => None,
+        })
+        .collect();
+    let Some(s) = fixed else {
+        return format!("{} dims, some named", shape.len());
+    };
+    match s.as_slice() {
+        [1, h, w, c] if matches!(c, 1 | 3 | 4) && *h > 8 && *w > 8 => {
+            format!("an image, {h}x{w}x{c} NHWC (a frame, or a crop of one made by glue)")
+        }
+        [1, c, h, w] if matches!(c, 1 | 3 | 4) && *h > 8 && *w > 8 => {
+            format!("an image, {c}x{h}x{w} NCHW (a frame, or a crop of one made by glue)")
+        }
+        [1, n, 1] if *n >= 100 => format!("one value for each of {n} anchors or positions"),
+        [1, n, k] if *n >= 100 => format!("{k} values for each of {n} anchors or positions"),
+        [1, k] | [k] => format!("a vector of {k}"),
+        _ => format!("a tensor {s:?}"),
+    }
 }
 
 /// How a folder's graphs would run as a generation pipeline, when any of them makes logits

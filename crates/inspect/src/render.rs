@@ -367,7 +367,12 @@ pub fn markdown(report: &Report) -> String {
     }
     let lines = pipeline_lines(report);
     if let Some((first, rest)) = lines.split_first() {
-        let _ = writeln!(s, "### Pipeline\n\n{first}\n");
+        let heading = if report.data_flow.is_some() {
+            "Data flow"
+        } else {
+            "Pipeline"
+        };
+        let _ = writeln!(s, "### {heading}\n\n{first}\n");
         for l in rest {
             let _ = writeln!(s, "- {}", l.trim_start());
         }
@@ -400,6 +405,35 @@ fn pipeline_lines(report: &Report) -> Vec<String> {
             out.push(format!("pipeline: cannot be wired: {e}"));
         }
         None => {}
+    }
+    if let Some(f) = &report.data_flow {
+        out.push(format!(
+            "data flow between the models: {} value(s) pass from one model to another by name{}",
+            f.edges.len(),
+            if f.edges.is_empty() {
+                "; the code around them (glue) makes every input and reads every output"
+            } else {
+                ""
+            }
+        ));
+        for e in &f.edges {
+            out.push(format!(
+                "  {}:{} -> {}:{}",
+                e.from_model, e.output, e.to_model, e.input
+            ));
+        }
+        for p in &f.external_inputs {
+            out.push(format!(
+                "  in  {}:{} {:?}: {}",
+                p.model, p.name, p.shape, p.holds
+            ));
+        }
+        for p in &f.final_outputs {
+            out.push(format!(
+                "  out {}:{} {:?}: {}",
+                p.model, p.name, p.shape, p.holds
+            ));
+        }
     }
     out
 }

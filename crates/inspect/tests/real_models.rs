@@ -241,4 +241,44 @@ fn a_folder_of_tflite_models_is_inspected_model_by_model() {
             ("b_hand.tflite", 167, 102, 4)
         ]
     );
+    // No value passes between them by name: the glue makes the landmark model's input (a
+    // crop of the frame) and reads the detector's per-anchor outputs.
+    let flow = report.data_flow.as_ref().expect("a folder of two models");
+    assert!(flow.edges.is_empty());
+    let holds = |ports: &[m2w_inspect::Port]| -> Vec<(String, String)> {
+        ports
+            .iter()
+            .map(|p| (format!("{}:{}", p.model, p.name), p.holds.clone()))
+            .collect()
+    };
+    let inputs = holds(&flow.external_inputs);
+    assert_eq!(inputs.len(), 2);
+    assert!(
+        inputs[0].1.starts_with("an image, 192x192x3 NHWC"),
+        "{inputs:?}"
+    );
+    assert!(
+        inputs[1].1.starts_with("an image, 224x224x3 NHWC"),
+        "{inputs:?}"
+    );
+    let outputs = holds(&flow.final_outputs);
+    assert_eq!(
+        outputs[..2],
+        [
+            (
+                "a_palm.tflite:Identity".to_string(),
+                "18 values for each of 2016 anchors or positions".to_string()
+            ),
+            (
+                "a_palm.tflite:Identity_1".to_string(),
+                "one value for each of 2016 anchors or positions".to_string()
+            )
+        ]
+    );
+    assert_eq!(outputs.len(), 6);
+    let text = m2w_inspect::table(&report);
+    assert!(
+        text.contains("data flow between the models: 0 value(s)"),
+        "{text}"
+    );
 }

@@ -53,9 +53,13 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SetupError + '_ {
 pub struct Package {
     pub name: String,
     pub version: String,
+    /// The package file: a wheel (PyPI) or a tarball (npm, `name-version.tgz`).
     pub wheel: String,
     pub wheel_sha256: String,
     pub licence: String,
+    /// "" for PyPI, "npm" for the npm registry (fetched with `npm pack`).
+    #[serde(default)]
+    pub registry: String,
 }
 
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -122,6 +126,11 @@ pub struct Derive {
     /// what they prove does not depend on the bytes).
     #[serde(default)]
     pub cpu_dependent: bool,
+    /// Install exactly `requirements`, none of their declared dependencies (`pip install
+    /// --no-deps`): for a package whose declared dependencies are far more than the
+    /// script needs (mediapipe's jax), the list pins everything that is imported.
+    #[serde(default)]
+    pub no_deps: bool,
 }
 
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -176,6 +185,9 @@ pub fn wheel(pkg: &Package) -> Result<PathBuf, SetupError> {
         return Ok(dest);
     }
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    if pkg.registry == "npm" {
+        return npm_tarball(pkg, &dir, &dest);
+    }
     let tmp = dir.join(format!(".download-{}-{}", pkg.name, std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
@@ -238,6 +250,68 @@ pub fn wheel(pkg: &Package) -> Result<PathBuf, SetupError> {
         .and_then(|_| std::fs::rename(&got, &dest).map_err(io_err(&dest)));
     let _ = std::fs::remove_dir_all(&tmp);
     r.map(|_| dest)
+}
+
+/// An npm package's tarball, fetched with `npm pack` (the registry's own client) and
+/// pinned by its sha256.
+fn npm_tarball(pkg: &Package, dir: &Path, dest: &Path) -> Result<PathBuf, SetupError> {
+    let tmp = dir.join(format!(".npm-{}-{}", pkg.name, std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+    let spec = format!("{}@{}", pkg.name, pkg.version);
+    eprintln!("m2w: fetching {spec} from npm (npm pack, pinned by sha256)");
+    let out = std::process::Command::new("npm")
+        .args(["pack", "--silent", &spec, "--pack-destination"])
+        .arg(&tmp)
+        .output()
+        .map_err(|e| {
+            SetupError::Fetch(format!(
+                "cannot run `npm pack` to fetch {spec}: {e}. Install Node.js with npm."
+            ))
+        });
+    let got = tmp.join(&pkg.wheel);
+    let result = out.and_then(|out| {
+        if !out.status.success() || !got.is_file() {
+            return Err(SetupError::Fetch(format!(
+                "could not fetch {spec} (wanted {}). npm said: {}",
+                pkg.wheel,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        check_sha(&got, &pkg.wheel_sha256, &pkg.wheel)?;
+        std::fs::rename(&got, dest).map_err(io_err(dest))
+    });
+    let _ = std::fs::remove_dir_all(&tmp);
+    result.map(|_| dest.to_path_buf())
+}
+
+/// The members of a package tarball (npm) under `prefix`, extracted into `to`; returns
+/// how many.
+fn untar_tree(tgz: &Path, prefix: &str, to: &Path) -> Result<usize, SetupError> {
+    let f = std::fs::File::open(tgz).map_err(io_err(tgz))?;
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(f));
+    let bad = |e: std::io::Error| SetupError::Fetch(format!("{}: {e}", tgz.display()));
+    let mut count = 0;
+    for entry in tar.entries().map_err(bad)? {
+        let mut entry = entry.map_err(bad)?;
+        let path = entry.path().map_err(bad)?.to_string_lossy().into_owned();
+        let path = path.trim_start_matches("./");
+        if !path.starts_with(prefix)
+            || path.ends_with('/')
+            || path.split('/').any(|s| s == "..")
+            || !entry.header().entry_type().is_file()
+        {
+            continue;
+        }
+        let dest = to.join(path);
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+        }
+        let mut out = std::fs::File::create(&dest).map_err(io_err(&dest))?;
+        std::io::copy(&mut entry, &mut out).map_err(io_err(&dest))?;
+        count += 1;
+    }
+    Ok(count)
 }
 
 fn check_sha(path: &Path, expected: &str, what: &str) -> Result<(), SetupError> {
@@ -307,11 +381,22 @@ pub fn fixture(name: &str) -> Result<PathBuf, SetupError> {
             return Ok(root);
         }
         let whl = wheel(pkg)?;
-        let mut zip = open_zip(&whl)?;
         let tmp = cache_dir()
             .join("fixtures")
             .join(format!(".{}-{}", fx.name, std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
+        if pkg.registry == "npm" {
+            let count = untar_tree(&whl, tree, &tmp)?;
+            std::fs::write(
+                tmp.join(".complete"),
+                format!("{count} files from {}\n", pkg.wheel),
+            )
+            .map_err(io_err(&tmp))?;
+            let _ = std::fs::remove_dir_all(&base);
+            std::fs::rename(&tmp, &base).map_err(io_err(&base))?;
+            return Ok(root);
+        }
+        let mut zip = open_zip(&whl)?;
         let names: Vec<String> = zip
             .file_names()
             .filter_map(|n| n.ok().map(|n| n.into_owned()))
@@ -461,8 +546,13 @@ fn repo_root() -> PathBuf {
 
 /// A Python with exactly `requirements` installed: a virtual environment under the cache,
 /// named by the hash of the requirements, made once.
-fn python_env(requirements: &[String]) -> Result<PathBuf, SetupError> {
-    let key: String = Sha256::digest(requirements.join("\n").as_bytes())
+fn python_env(requirements: &[String], no_deps: bool) -> Result<PathBuf, SetupError> {
+    let key_text = format!(
+        "{}{}",
+        requirements.join("\n"),
+        if no_deps { "\n--no-deps" } else { "" }
+    );
+    let key: String = Sha256::digest(key_text.as_bytes())
         .iter()
         .take(6)
         .map(|b| format!("{b:02x}"))
@@ -508,6 +598,7 @@ fn python_env(requirements: &[String]) -> Result<PathBuf, SetupError> {
                 "--quiet",
                 "--disable-pip-version-check",
             ])
+            .args(no_deps.then_some("--no-deps"))
             .args(requirements),
         "pip install",
     )?;
@@ -543,7 +634,7 @@ fn derived(fx: &Fixture, d: &Derive) -> Result<PathBuf, SetupError> {
         check(&dest)?;
         return Ok(dest);
     }
-    let python = python_env(&d.requirements)?;
+    let python = python_env(&d.requirements, d.no_deps)?;
     let tmp = cache_dir()
         .join("fixtures")
         .join(format!(".{stem}-{}", std::process::id()));
@@ -598,7 +689,7 @@ pub const LITERT_REQUIREMENTS: &[&str] = &[
 pub fn litert_runner() -> Result<(PathBuf, PathBuf), SetupError> {
     let reqs: Vec<String> = LITERT_REQUIREMENTS.iter().map(|s| s.to_string()).collect();
     let _guard = FETCH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let python = python_env(&reqs)?;
+    let python = python_env(&reqs, false)?;
     let script = repo_root().join("scripts/litert_reference.py");
     Ok((python, std::fs::canonicalize(&script).unwrap_or(script)))
 }
