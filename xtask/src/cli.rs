@@ -190,7 +190,8 @@ pub(crate) enum Command {
     /// Phase 9: generate the npm package from a port folder's engine.
     Package {
         /// A port folder (cargo xtask port): its engine/ is packaged, or, for a pipeline, every
-        /// graph's engine with the loop and the tokenizer.
+        /// graph's engine with the loop and the tokenizer, or, for hand tracking (a folder
+        /// of a palm detector and a hand landmark model), both engines with the glue.
         #[arg(long)]
         port: PathBuf,
         /// npm package name.
@@ -226,7 +227,8 @@ pub(crate) enum Command {
         package: PathBuf,
         /// The reference folder (PORT/reference); repeatable: references of the same model
         /// at other input sizes (`cargo xtask reference --dim`) run through one loaded
-        /// package, which must take every size.
+        /// package, which must take every size. A hand-tracking package takes MediaPipe's
+        /// oracle folder (fixture hands-oracle), then the photos' folder (the demo's image).
         #[arg(long, required = true)]
         reference: Vec<PathBuf>,
         /// Save a screenshot of the demo page here.

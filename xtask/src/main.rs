@@ -307,7 +307,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 )?),
                 None => None,
             };
-            let s = if m2w_package::pipeline::is_pipeline(&port) {
+            let s = if m2w_package::hands::is_hands(&port) {
+                m2w_package::hands::generate(&port, &name, &out)
+            } else if m2w_package::pipeline::is_pipeline(&port) {
                 m2w_package::pipeline::generate(&port, &name, &out)
             } else {
                 m2w_package::generate(&port.join("engine"), &name, &out, &llm)

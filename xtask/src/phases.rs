@@ -243,6 +243,38 @@ pub(crate) fn port(
         validate,
         verbose,
     };
+    // A folder of a palm detector and a hand landmark model: MediaPipe's hand tracking.
+    if let Some(folder) = source.model.as_deref().filter(|m| m.is_dir())
+        && let Some((detector, landmarks)) = m2w_port::hands::find_pair(
+            folder,
+            &m2w_vision::hands::HandsConfig::mediapipe_lite(),
+        )
+    {
+        let outcomes =
+            m2w_port::hands::port_hands(&detector, &landmarks, out, &opts, &mut |line| {
+                println!("{line}")
+            })
+            .map_err(port_err)?;
+        let mut failures = Vec::new();
+        for (role, outcome) in &outcomes {
+            if let m2w_port::port::PortOutcome::Graph(report) = outcome {
+                print!("\n{role}:\n{}", m2w_validate::render::table(report));
+            }
+            if let Some(why) = outcome.failure() {
+                failures.push(format!("{role}: {why}"));
+            }
+        }
+        println!(
+            "port finished in {:.1} s -> {} (package it: cargo xtask package {})",
+            t0.elapsed().as_secs_f64(),
+            out.display(),
+            out.display()
+        );
+        return match failures.is_empty() {
+            true => Ok(()),
+            false => Err(CheckFailed(failures.join("; ")).into()),
+        };
+    }
     let pipeline = match &source.model {
         Some(m) if m.is_dir() => Some(m2w_port::pipeline::Source::folder(m).map_err(port_err)?),
         Some(_) => None,

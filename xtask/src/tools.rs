@@ -59,7 +59,9 @@ pub(crate) fn package_test(
     npm(package, &["run", "--silent", "build:tests"])?;
     // Pipeline and LLM packages prove generation (pipeline.spec, generate.spec), the others
     // every checkpoint.
-    let spec = if package.join("tests/pipeline.spec.ts").is_file() {
+    let spec = if package.join("tests/hands.spec.ts").is_file() {
+        "build-tests/hands.spec.js"
+    } else if package.join("tests/pipeline.spec.ts").is_file() {
         write_pipeline_chat_cases(package, &references[0])?;
         "build-tests/pipeline.spec.js"
     } else if package.join("tests/generate.spec.ts").is_file() {

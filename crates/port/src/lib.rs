@@ -16,6 +16,7 @@
 
 pub mod engine;
 pub mod generate;
+pub mod hands;
 pub mod pipeline;
 pub mod port;
 pub mod sampler;
