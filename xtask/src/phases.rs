@@ -245,10 +245,8 @@ pub(crate) fn port(
     };
     // A folder of a palm detector and a hand landmark model: MediaPipe's hand tracking.
     if let Some(folder) = source.model.as_deref().filter(|m| m.is_dir())
-        && let Some((detector, landmarks)) = m2w_port::hands::find_pair(
-            folder,
-            &m2w_vision::hands::HandsConfig::mediapipe_lite(),
-        )
+        && let Some((detector, landmarks)) =
+            m2w_port::hands::find_pair(folder, &m2w_vision::hands::HandsConfig::mediapipe_lite())
     {
         let outcomes =
             m2w_port::hands::port_hands(&detector, &landmarks, out, &opts, &mut |line| {

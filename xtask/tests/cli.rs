@@ -667,6 +667,84 @@ fn silero_package_passes_every_checkpoint_in_headless_chromium() {
     );
 }
 
+/// MediaPipe's hand tracking from a folder of its two TFLite models (issue 16): `port`
+/// recognises the pair, ports each (every operator against LiteRT) and writes hands.json;
+/// `package` makes one package with both plans and the glue; in headless Chromium its
+/// detectHands() on three real photos matches MediaPipe's own solution (as many hands, the
+/// same label, palms, regions and every landmark within 0.5 px), and the demo page draws
+/// the landmarks on a photo the browser decodes.
+#[test]
+fn hand_tracking_package_matches_mediapipe_in_headless_chromium() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    for f in ["palm-detection-lite", "hand-landmark-lite"] {
+        let src = m2w_setup::fixture(f).unwrap();
+        std::fs::copy(&src, models.join(src.file_name().unwrap())).unwrap();
+    }
+    let port = dir.path().join("port");
+    let out = xtask()
+        .arg("port")
+        .arg(&models)
+        .arg("--out")
+        .arg(&port)
+        // The palm detector end to end: f32 noise on activations of 1e3 (docs/TFLITE.md).
+        .args(["--tol", "*=1e-4,1e-3,1e-5"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("119 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("65 passed, 0 failed"), "{stdout}");
+    let pkg = dir.path().join("pkg");
+    let out = xtask()
+        .args(["package", "--port"])
+        .arg(&port)
+        .args(["--name", "hands-webgpu", "--out"])
+        .arg(&pkg)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let oracle = m2w_setup::fixture("hands-oracle").unwrap();
+    let photos = m2w_setup::fixture("fingerpose-photos").unwrap();
+    let shot = dir.path().join("demo.png");
+    let out = xtask()
+        .args(["package-test", "--package"])
+        .arg(&pkg)
+        .arg("--reference")
+        .arg(oracle.parent().unwrap())
+        .arg("--reference")
+        .arg(&photos)
+        .arg("--screenshot")
+        .arg(&shot)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("browser hands: 3 photos, 3 match MediaPipe"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("demo page: done in"), "{stdout}");
+    assert!(stdout.contains("1 hand(s) Right"), "{stdout}");
+    assert!(std::fs::read(&shot).unwrap().starts_with(b"\x89PNG"));
+}
+
 /// One MiniLM package for every sequence length up to 128 (issue 13): ported at 16 tokens,
 /// then run in the browser at 16, 1, 7 and 128 tokens from the same build, every
 /// checkpoint of each against ORT at that length.

@@ -92,7 +92,10 @@ pub fn generate(port: &Path, name: &str, out: &Path) -> Result<Summary, PackageE
         plans.iter().map(|p| p.dispatches.len()).sum::<usize>()
     );
     let mut files: Vec<(String, Vec<u8>)> = vec![
-        ("package.json".into(), subst(crate::PACKAGE_JSON).into_bytes()),
+        (
+            "package.json".into(),
+            subst(crate::PACKAGE_JSON).into_bytes(),
+        ),
         ("tsconfig.json".into(), crate::TSCONFIG.as_bytes().to_vec()),
         (
             "tsconfig.tests.json".into(),
@@ -101,8 +104,14 @@ pub fn generate(port: &Path, name: &str, out: &Path) -> Result<Summary, PackageE
         ("README.md".into(), readme.into_bytes()),
         ("index.html".into(), subst(HANDS_HTML).into_bytes()),
         ("src/types.ts".into(), subst(crate::TYPES_TS).into_bytes()),
-        ("src/weights.ts".into(), subst(crate::WEIGHTS_TS).into_bytes()),
-        ("src/runtime.ts".into(), crate::RUNTIME_TS.as_bytes().to_vec()),
+        (
+            "src/weights.ts".into(),
+            subst(crate::WEIGHTS_TS).into_bytes(),
+        ),
+        (
+            "src/runtime.ts".into(),
+            crate::RUNTIME_TS.as_bytes().to_vec(),
+        ),
         ("src/vision.ts".into(), VISION_TS.as_bytes().to_vec()),
         ("src/index.ts".into(), subst(HANDS_TS).into_bytes()),
         ("src/hands_config.ts".into(), config.into_bytes()),
@@ -111,7 +120,10 @@ pub fn generate(port: &Path, name: &str, out: &Path) -> Result<Summary, PackageE
             "tests/hands.spec.ts".into(),
             subst(HANDS_SPEC_TS).into_bytes(),
         ),
-        ("tests/harness.ts".into(), crate::HARNESS_TS.as_bytes().to_vec()),
+        (
+            "tests/harness.ts".into(),
+            crate::HARNESS_TS.as_bytes().to_vec(),
+        ),
     ];
     for (k, plan) in plans.iter().enumerate() {
         files.push((format!("src/graph{k}.ts"), engine_ts(plan).into_bytes()));

@@ -69,8 +69,7 @@ pub fn find_pair(folder: &Path, cfg: &HandsConfig) -> Option<(PathBuf, PathBuf)>
         };
         if is_detector && input_ok(cfg.detector_input.width, cfg.detector_input.height) {
             detector = Some(f);
-        } else if is_landmarks && input_ok(cfg.landmark_input.width, cfg.landmark_input.height)
-        {
+        } else if is_landmarks && input_ok(cfg.landmark_input.width, cfg.landmark_input.height) {
             landmarks = Some(f);
         }
     }
