@@ -8,8 +8,9 @@ a delegated partition read back as zeros). Runs twice in two interpreters and li
 tensors that differ between them.
 
 Writes into --out: one NNN.npy per operator output in execution order, and litert.json:
-  {"runtime": "...", "checkpoints": [{"op_index", "op_type", "tensor", "file", "shape",
-  "dtype"}], "differ": [tensor names]}
+  {"runtime": "...", "checkpoints": [{"op_index", "op_type", "tensor" (its index in the
+  primary subgraph: m2w names it as its reader does), "file", "shape", "dtype"}],
+  "differ": [tensor indices]}
 """
 
 import argparse
@@ -37,8 +38,7 @@ def run(model, inputs):
         for t in op["outputs"]:
             if t < 0:
                 continue
-            detail = it._get_tensor_details(t, 0)
-            values.append((op["index"], op["op_name"], detail["name"], it.get_tensor(t)))
+            values.append((op["index"], op["op_name"], int(t), it.get_tensor(t)))
     return values
 
 

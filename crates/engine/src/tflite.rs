@@ -49,6 +49,7 @@ const OPS: &[(&str, &str, Translate)] = &[
     ("PRELU", "PRelu", binary),
     ("CONV_2D", "Conv", conv),
     ("DEPTHWISE_CONV_2D", "Conv (group = channels)", conv),
+    ("TRANSPOSE_CONV", "ConvTranspose", transpose_conv),
     ("MAX_POOL_2D", "MaxPool", pool),
     ("AVERAGE_POOL_2D", "AveragePool", pool),
     ("RESIZE_BILINEAR", "Resize (linear)", resize),
@@ -68,9 +69,15 @@ const OPS: &[(&str, &str, Translate)] = &[
     ("REDUCE_PROD", "ReduceProd", reduce),
     ("SOFTMAX", "Softmax", softmax),
     ("TRANSPOSE", "Transpose", transpose),
+    ("STRIDED_SLICE", "Slice, Reshape", strided_slice),
     ("DEPTH_TO_SPACE", "DepthToSpace (DCR)", depth_space),
     ("SPACE_TO_DEPTH", "SpaceToDepth", depth_space),
     ("DEQUANTIZE", "Cast / DequantizeLinear", dequantize),
+    (
+        "DENSIFY",
+        "Identity (the reader makes sparse weights dense)",
+        densify,
+    ),
     ("LOGISTIC", "Sigmoid", unary),
     ("TANH", "Tanh", unary),
     ("RELU", "Relu", unary),
@@ -121,6 +128,7 @@ pub fn lower(model: &mut Model) -> Result<(), Vec<Unsupported>> {
         nodes: Vec::new(),
         derived: Vec::new(),
         layouts: BTreeMap::new(),
+        passed_on: HashMap::new(),
     };
     let mut refused = Vec::new();
     for n in &graph.nodes {
@@ -174,6 +182,8 @@ struct Lowering<'m> {
     nodes: Vec<NodeInfo>,
     derived: Vec<(String, DType, Vec<u64>, Vec<u8>)>,
     layouts: BTreeMap<String, Vec<usize>>,
+    /// Values that are a weight passed on unchanged (DENSIFY's output), by the weight.
+    passed_on: HashMap<String, String>,
 }
 
 fn attr_s<'a>(n: &'a NodeInfo, k: &str) -> &'a str {
@@ -615,6 +625,64 @@ fn conv(cx: &mut Lowering, n: &NodeInfo) -> Result<(), String> {
     cx.emit(n, "Conv", inputs, attrs, out, true)
 }
 
+/// TRANSPOSE_CONV (output shape, weights `[O, KH, KW, I]`, input, bias): ConvTranspose with
+/// the pads LiteRT computes from the output shape (SAME: those of the convolution it
+/// inverts), the rows past the kernels' reach as output padding.
+fn transpose_conv(cx: &mut Lowering, n: &NodeInfo) -> Result<(), String> {
+    let (w, x) = (input(n, 1)?, input(n, 2)?);
+    let out = out0(n)?;
+    let xs = cx.shape(x)?;
+    let ws = cx.shape(w)?;
+    let os = cx.shape(out)?;
+    if xs.len() != 4 || ws.len() != 4 || os.len() != 4 || ws[3] != xs[3] {
+        return Err(format!(
+            "input {xs:?}, weights {ws:?} and output {os:?} must be rank 4, the weights [O, H, W, I]"
+        ));
+    }
+    let same = match attr_s(n, "padding") {
+        "SAME" => true,
+        "VALID" => false,
+        other => return Err(format!("padding '{other}' is not supported")),
+    };
+    let strides = [attr_i(n, "stride_h", 1), attr_i(n, "stride_w", 1)];
+    if strides.iter().any(|&s| s < 1) {
+        return Err(format!("strides {strides:?}"));
+    }
+    let (mut lo, mut hi, mut extra) = ([0i64; 2], [0i64; 2], [0i64; 2]);
+    for d in 0..2 {
+        let (size, k, s, i) = (os[1 + d], ws[1 + d], strides[d], xs[1 + d]);
+        if same {
+            let conv_out = (size + s - 1) / s;
+            lo[d] = ((conv_out - 1) * s + k - size).max(0) / 2;
+        }
+        let rest = (i - 1) * s + k - lo[d] - size;
+        if rest >= 0 {
+            hi[d] = rest;
+        } else {
+            extra[d] = -rest;
+        }
+    }
+    let xin = cx.nchw(x)?;
+    let wt = format!("{w}#iohw");
+    cx.push_with(
+        wt.clone(),
+        "Transpose",
+        vec![w.into()],
+        vec![wt.clone()],
+        vec![("perm", perm_ints(&[3, 0, 1, 2]))],
+    );
+    let mut inputs = vec![xin, wt];
+    if let Ok(b) = input(n, 3) {
+        inputs.push(b.to_string());
+    }
+    let attrs = vec![
+        ("strides", ints(&strides)),
+        ("pads", ints(&[lo[0], lo[1], hi[0], hi[1]])),
+        ("output_padding", ints(&extra)),
+    ];
+    cx.emit(n, "ConvTranspose", inputs, attrs, out, true)
+}
+
 fn pool(cx: &mut Lowering, n: &NodeInfo) -> Result<(), String> {
     let x = cx.nchw(input(n, 0)?)?;
     let out = out0(n)?;
@@ -911,6 +979,84 @@ fn transpose(cx: &mut Lowering, n: &NodeInfo) -> Result<(), String> {
     )
 }
 
+/// STRIDED_SLICE over constant begin, end and strides: a Slice of the NHWC value (begin
+/// and end masks as the whole axis, a shrunk axis as one element), then a Reshape to the
+/// declared output shape, which drops the shrunk axes. Ellipsis, new axes and `offset` are
+/// refused.
+fn strided_slice(cx: &mut Lowering, n: &NodeInfo) -> Result<(), String> {
+    for mask in ["ellipsis_mask", "new_axis_mask"] {
+        if attr_i(n, mask, 0) != 0 {
+            return Err(format!("{mask} is not supported"));
+        }
+    }
+    if attr_i(n, "offset", 0) != 0 {
+        return Err("offset is not supported".into());
+    }
+    let x = input(n, 0)?;
+    let out = out0(n)?;
+    let xs = cx.shape(x)?;
+    let begin = cx.const_i64(input(n, 1)?)?;
+    let end = cx.const_i64(input(n, 2)?)?;
+    let strides = match input(n, 3) {
+        Ok(t) => cx.const_i64(t)?,
+        Err(_) => vec![1; begin.len()],
+    };
+    if begin.len() != end.len() || begin.len() != strides.len() || begin.len() > xs.len() {
+        return Err(format!(
+            "begin {begin:?}, end {end:?}, strides {strides:?} for rank {}",
+            xs.len()
+        ));
+    }
+    let bit = |mask: &str, i: usize| attr_i(n, mask, 0) >> i & 1 == 1;
+    let (mut starts, mut ends) = (Vec::new(), Vec::new());
+    for i in 0..begin.len() {
+        let step = strides[i];
+        if step == 0 {
+            return Err("a stride of 0".into());
+        }
+        // The ends a mask means: the whole axis in the step's direction.
+        let (first, past) = if step > 0 {
+            (0, i64::MAX)
+        } else {
+            (-1, i64::MIN)
+        };
+        let b = if bit("begin_mask", i) {
+            first
+        } else {
+            begin[i]
+        };
+        let e = if bit("shrink_axis_mask", i) {
+            // One element: b, even when b is negative (-1 is the last).
+            if b == -1 { i64::MAX } else { b + 1 }
+        } else if bit("end_mask", i) {
+            past
+        } else {
+            end[i]
+        };
+        starts.push(b);
+        ends.push(e);
+    }
+    let xin = cx.nhwc(x);
+    let axes: Vec<i64> = (0..begin.len() as i64).collect();
+    let sliced = format!("{out}#slice");
+    let inputs = vec![
+        xin,
+        cx.derived_i64(format!("{out}#starts"), &starts),
+        cx.derived_i64(format!("{out}#ends"), &ends),
+        cx.derived_i64(format!("{out}#axes"), &axes),
+        cx.derived_i64(format!("{out}#steps"), &strides),
+    ];
+    cx.push(n.label(), "Slice", inputs, vec![sliced.clone()]);
+    let shape = cx.derived_i64(format!("{out}#shape"), &cx.shape(out)?);
+    cx.push(
+        format!("{}#shape", n.label()),
+        "Reshape",
+        vec![sliced, shape],
+        vec![out.into()],
+    );
+    Ok(())
+}
+
 /// DEPTH_TO_SPACE / SPACE_TO_DEPTH: TFLite's NHWC channel order is ONNX's DCR on NCHW.
 fn depth_space(cx: &mut Lowering, n: &NodeInfo) -> Result<(), String> {
     let x = cx.nchw(input(n, 0)?)?;
@@ -925,13 +1071,26 @@ fn depth_space(cx: &mut Lowering, n: &NodeInfo) -> Result<(), String> {
     cx.emit(n, op, vec![x], attrs, out, true)
 }
 
+/// DENSIFY: the reader made the sparse weight dense already; this passes it on.
+fn densify(cx: &mut Lowering, n: &NodeInfo) -> Result<(), String> {
+    let x = input(n, 0)?;
+    if cx.model.tensor(x).is_none() {
+        return Err("DENSIFY of a value computed at run time (sparse weights only)".into());
+    }
+    let out = out0(n)?;
+    cx.passed_on.insert(out.to_string(), x.to_string());
+    cx.emit(n, "Identity", vec![x.to_string()], Vec::new(), out, false)
+}
+
 /// DEQUANTIZE: fp16 weights become f32 (a Cast that folds at plan time); 8-bit ones go
 /// through DequantizeLinear with their scale and zero point (per tensor or per axis).
 fn dequantize(cx: &mut Lowering, n: &NodeInfo) -> Result<(), String> {
     let x = input(n, 0)?;
     let out = out0(n)?;
     let xin = cx.nhwc(x);
-    let entry = cx.model.tensor(x);
+    // A weight, or a weight passed on by DENSIFY.
+    let source = cx.passed_on.get(x).map(String::as_str).unwrap_or(x);
+    let entry = cx.model.tensor(source);
     let dtype = entry.map(|t| t.dtype);
     if dtype == Some(DType::F16) || dtype == Some(DType::BF16) {
         return cx.emit(
@@ -945,8 +1104,11 @@ fn dequantize(cx: &mut Lowering, n: &NodeInfo) -> Result<(), String> {
     }
     let Some(q) = entry.and_then(|t| t.quantization.clone()) else {
         return Err(format!(
-            "DEQUANTIZE of '{x}' ({}): only fp16 weights and quantized 8-bit weights are lowered",
-            dtype.map(|d| d.name()).unwrap_or("an activation".into())
+            "DEQUANTIZE of {}: only fp16 weights and quantized 8-bit weights are lowered",
+            match dtype {
+                Some(d) => format!("a {d} weight without quantization"),
+                None => "a value computed at run time".into(),
+            }
         ));
     };
     let dtype = dtype.expect("a weight");

@@ -140,6 +140,8 @@ pub fn open(path: &Path) -> Result<Model, InputError> {
     let mut names: Vec<String> = Vec::new();
     let mut shapes: Vec<(Vec<i32>, DType)> = Vec::new();
     let mut value_shapes: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    let mut derived: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
     for (k, t) in main
         .tensors()
         .map_err(err("tensors"))?
@@ -148,16 +150,7 @@ pub fn open(path: &Path) -> Result<Model, InputError> {
         .enumerate()
     {
         let t = t.map_err(err("tensor"))?;
-        let name = t
-            .name()
-            .map_err(err("tensor name"))?
-            .unwrap_or("")
-            .to_string();
-        let name = if name.is_empty() {
-            format!("tensor_{k}")
-        } else {
-            name
-        };
+        let name = unique_name(t.name().map_err(err("tensor name"))?, k, &mut seen);
         let ty = t.type_().map_err(err(&format!("tensor '{name}' type")))?;
         let dtype = dtype_of(ty).ok_or_else(|| {
             InputError::new(
@@ -185,7 +178,36 @@ pub fn open(path: &Path) -> Result<Model, InputError> {
                 )
             })?,
         };
-        if let Some((offset, size)) = stored {
+        let sparsity = t
+            .sparsity()
+            .map_err(err(&format!("tensor '{name}' sparsity")))?;
+        if let (Some((offset, size)), Some(sp)) = (stored, sparsity) {
+            // Sparse weights are made dense here, once: the graph then reads a plain
+            // weight (DENSIFY passes it on).
+            if shape.iter().any(|&d| d < 0) {
+                return Err(InputError::new(
+                    path,
+                    format!("weight '{name}' has a negative dim {shape:?}"),
+                ));
+            }
+            let elem = dtype.elem_bytes().ok_or_else(|| {
+                InputError::new(path, format!("sparse weight '{name}' of type {dtype}"))
+            })? as usize;
+            let stored_bytes = &bytes[offset as usize..(offset + size) as usize];
+            let dense_shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+            let dense = densify(&dense_shape, &sp, stored_bytes, elem)
+                .map_err(|e| InputError::new(path, format!("sparse weight '{name}': {e}")))?;
+            tensors.push(TensorEntry {
+                name: name.clone(),
+                shape: dense_shape.iter().map(|&d| d as u64).collect(),
+                dtype,
+                storage: Storage::Derived,
+                bytes: dense.len() as u64,
+                scope: String::new(),
+                quantization: quantization(path, &name, &t)?,
+            });
+            derived.insert(name.clone(), dense);
+        } else if let Some((offset, size)) = stored {
             if shape.iter().any(|&d| d < 0) {
                 return Err(InputError::new(
                     path,
@@ -352,8 +374,218 @@ pub fn open(path: &Path) -> Result<Model, InputError> {
         array_lengths: BTreeMap::new(),
         config: None,
         source: Source::Tflite(TfliteSource),
-        derived: BTreeMap::new(),
+        derived,
     })
+}
+
+/// The name m2w gives tensor `k` of the primary subgraph. Names identify values in m2w;
+/// TFLite's may repeat (a converter's DENSIFY output may share its input's name), so a
+/// repeat gets its tensor index (`NAME#K`), an empty name `tensor_K`.
+fn unique_name(
+    raw: Option<&str>,
+    k: usize,
+    seen: &mut std::collections::HashSet<String>,
+) -> String {
+    match raw.unwrap_or("") {
+        "" => format!("tensor_{k}"),
+        name if !seen.insert(name.to_string()) => format!("{name}#{k}"),
+        name => name.to_string(),
+    }
+}
+
+/// Every tensor of the primary subgraph by index, named as [`open`] names them: what the
+/// reference maps LiteRT's tensor indices through.
+pub fn tensor_names(path: &Path) -> Result<Vec<String>, InputError> {
+    let bytes =
+        std::fs::read(path).map_err(|e| InputError::new(path, format!("cannot read: {e}")))?;
+    let model = tflite::ModelRef::read_as_root(&bytes).map_err(|e| bad(path, "root", e))?;
+    let main = model
+        .subgraphs()
+        .map_err(|e| bad(path, "subgraphs", e))?
+        .and_then(|s| s.iter().next())
+        .ok_or_else(|| InputError::new(path, "not a valid TFLite model: no subgraph"))?
+        .map_err(|e| bad(path, "subgraph 0", e))?;
+    let mut seen = std::collections::HashSet::new();
+    let mut names = Vec::new();
+    for (k, t) in main
+        .tensors()
+        .map_err(|e| bad(path, "tensors", e))?
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let t = t.map_err(|e| bad(path, "tensor", e))?;
+        names.push(unique_name(
+            t.name().map_err(|e| bad(path, "tensor name", e))?,
+            k,
+            &mut seen,
+        ));
+    }
+    Ok(names)
+}
+
+/// One level of a sparse tensor: a dense level's size, or a CSR level's segments and
+/// indices.
+enum Level {
+    Dense(usize),
+    Csr(Vec<usize>, Vec<usize>),
+}
+
+fn index_vector(v: Option<tflite::SparseIndexVectorRef<'_>>) -> planus::Result<Vec<usize>> {
+    use tflite::SparseIndexVectorRef as V;
+    Ok(match v {
+        None => Vec::new(),
+        Some(V::Int32Vector(x)) => x
+            .values()?
+            .map(|v| v.iter().map(|i| i.max(0) as usize).collect())
+            .unwrap_or_default(),
+        Some(V::Uint16Vector(x)) => x
+            .values()?
+            .map(|v| v.iter().map(usize::from).collect())
+            .unwrap_or_default(),
+        Some(V::Uint8Vector(x)) => x
+            .values()?
+            .map(|v| v.iter().map(|&i| i as usize).collect())
+            .unwrap_or_default(),
+    })
+}
+
+/// LiteRT's sparse-to-dense conversion (its FormatConverter): the stored values are in
+/// traversal order, each level DENSE (every index) or SPARSE_CSR (the indices of
+/// `segments[parent]..segments[parent + 1]`); levels past the dense rank are blocks of
+/// the dims `block_map` names. Every index is checked, so a bad file is an error.
+fn densify(
+    shape: &[usize],
+    sp: &tflite::SparsityParametersRef<'_>,
+    values: &[u8],
+    elem: usize,
+) -> Result<Vec<u8>, String> {
+    let bad = |e: planus::Error| e.to_string();
+    let order: Vec<usize> = sp
+        .traversal_order()
+        .map_err(bad)?
+        .map(|v| v.iter().map(|i| i.max(0) as usize).collect())
+        .unwrap_or_default();
+    let block_map: Vec<usize> = sp
+        .block_map()
+        .map_err(bad)?
+        .map(|v| v.iter().map(|i| i.max(0) as usize).collect())
+        .unwrap_or_default();
+    let mut levels = Vec::new();
+    for m in sp.dim_metadata().map_err(bad)?.into_iter().flatten() {
+        let m = m.map_err(bad)?;
+        levels.push(match m.format().map_err(bad)? {
+            tflite::DimensionType::Dense => {
+                Level::Dense(m.dense_size().map_err(bad)?.max(0) as usize)
+            }
+            tflite::DimensionType::SparseCsr => Level::Csr(
+                index_vector(m.array_segments().map_err(bad)?).map_err(bad)?,
+                index_vector(m.array_indices().map_err(bad)?).map_err(bad)?,
+            ),
+        });
+    }
+    let rank = shape.len();
+    if order.len() != levels.len()
+        || order.len() < rank
+        || order.len() - rank != block_map.len()
+        || order.iter().any(|&o| o >= order.len())
+        || block_map.iter().any(|&b| b >= rank)
+    {
+        return Err(format!(
+            "traversal order {order:?}, block map {block_map:?} and {} levels do not fit rank {rank}",
+            levels.len()
+        ));
+    }
+    let block_size: Vec<usize> = (rank..order.len())
+        .map(|l| match levels[l] {
+            Level::Dense(n) => Ok(n),
+            Level::Csr(..) => Err("a sparse block level".to_string()),
+        })
+        .collect::<Result<_, _>>()?;
+    let total: usize = shape.iter().product();
+    let mut dense = vec![0u8; total * elem];
+    let mut next = 0usize;
+    let mut indices = vec![0usize; order.len()];
+    struct Walk<'a> {
+        shape: &'a [usize],
+        order: &'a [usize],
+        block_map: &'a [usize],
+        block_size: &'a [usize],
+        levels: &'a [Level],
+        values: &'a [u8],
+        elem: usize,
+    }
+    fn fill(
+        w: &Walk<'_>,
+        level: usize,
+        parent: usize,
+        indices: &mut [usize],
+        next: &mut usize,
+        dense: &mut [u8],
+    ) -> Result<(), String> {
+        let rank = w.shape.len();
+        if level == indices.len() {
+            let mut orig = vec![0usize; rank];
+            for i in 0..rank {
+                orig[w.order[i]] = indices[i];
+            }
+            for i in rank..indices.len() {
+                let b = w.order[i] - rank;
+                let dim = *w.block_map.get(b).ok_or("a block level without its dim")?;
+                orig[dim] = orig[dim] * w.block_size[b] + indices[i];
+            }
+            let mut flat = 0usize;
+            for (d, &i) in orig.iter().enumerate() {
+                if i >= w.shape[d] {
+                    return Err(format!("index {orig:?} outside the shape {:?}", w.shape));
+                }
+                flat = flat * w.shape[d] + i;
+            }
+            let src = w
+                .values
+                .get(*next * w.elem..(*next + 1) * w.elem)
+                .ok_or("fewer stored values than the indices name")?;
+            dense[flat * w.elem..(flat + 1) * w.elem].copy_from_slice(src);
+            *next += 1;
+            return Ok(());
+        }
+        match &w.levels[level] {
+            Level::Dense(n) => {
+                for i in 0..*n {
+                    indices[level] = i;
+                    fill(w, level + 1, parent * n + i, indices, next, dense)?;
+                }
+            }
+            Level::Csr(segments, idx) => {
+                let (lo, hi) = (
+                    *segments.get(parent).ok_or("a segment past the array")?,
+                    *segments.get(parent + 1).ok_or("a segment past the array")?,
+                );
+                for i in lo..hi {
+                    indices[level] = *idx.get(i).ok_or("an index past the array")?;
+                    fill(w, level + 1, i, indices, next, dense)?;
+                }
+            }
+        }
+        Ok(())
+    }
+    let walk = Walk {
+        shape,
+        order: &order,
+        block_map: &block_map,
+        block_size: &block_size,
+        levels: &levels,
+        values,
+        elem,
+    };
+    fill(&walk, 0, 0, &mut indices, &mut next, &mut dense)?;
+    if next * elem != values.len() {
+        return Err(format!(
+            "{} stored values, the indices name {next}",
+            values.len() / elem
+        ));
+    }
+    Ok(dense)
 }
 
 /// The schema's own spelling of an enum value (`CONV_2D`, `RELU6`), read from

@@ -1435,10 +1435,2180 @@ mod root {
             }
         }
 
+        /// The enum `DimensionType` in the namespace `tflite`
+        ///
+        /// Generated from these locations:
+        /// * Enum `DimensionType` in the file `crates/model/schema/tflite.fbs:62`
+        #[derive(
+            Copy,
+            Clone,
+            Debug,
+            PartialEq,
+            Eq,
+            PartialOrd,
+            Ord,
+            Hash,
+            ::serde::Serialize,
+            ::serde::Deserialize,
+        )]
+        #[repr(i8)]
+        pub enum DimensionType {
+            /// The variant `DENSE` in the enum `DimensionType`
+            Dense = 0,
+
+            /// The variant `SPARSE_CSR` in the enum `DimensionType`
+            SparseCsr = 1,
+        }
+
+        impl DimensionType {
+            /// Array containing all valid variants of DimensionType
+            pub const ENUM_VALUES: [Self; 2] = [Self::Dense, Self::SparseCsr];
+        }
+
+        impl ::core::convert::TryFrom<i8> for DimensionType {
+            type Error = ::planus::errors::UnknownEnumTagKind;
+            #[inline]
+            fn try_from(
+                value: i8,
+            ) -> ::core::result::Result<Self, ::planus::errors::UnknownEnumTagKind> {
+                #[allow(clippy::match_single_binding)]
+                match value {
+                    0 => ::core::result::Result::Ok(DimensionType::Dense),
+                    1 => ::core::result::Result::Ok(DimensionType::SparseCsr),
+
+                    _ => ::core::result::Result::Err(::planus::errors::UnknownEnumTagKind {
+                        tag: value as i128,
+                    }),
+                }
+            }
+        }
+
+        impl ::core::convert::From<DimensionType> for i8 {
+            #[inline]
+            fn from(value: DimensionType) -> Self {
+                value as i8
+            }
+        }
+
+        /// # Safety
+        /// The Planus compiler correctly calculates `ALIGNMENT` and `SIZE`.
+        unsafe impl ::planus::Primitive for DimensionType {
+            const ALIGNMENT: usize = 1;
+            const SIZE: usize = 1;
+        }
+
+        impl ::planus::WriteAsPrimitive<DimensionType> for DimensionType {
+            #[inline]
+            fn write<const N: usize>(&self, cursor: ::planus::Cursor<'_, N>, buffer_position: u32) {
+                (*self as i8).write(cursor, buffer_position);
+            }
+        }
+
+        impl ::planus::WriteAs<DimensionType> for DimensionType {
+            type Prepared = Self;
+
+            #[inline]
+            fn prepare(&self, _builder: &mut ::planus::Builder) -> DimensionType {
+                *self
+            }
+        }
+
+        impl ::planus::WriteAsDefault<DimensionType, DimensionType> for DimensionType {
+            type Prepared = Self;
+
+            #[inline]
+            fn prepare(
+                &self,
+                _builder: &mut ::planus::Builder,
+                default: &DimensionType,
+            ) -> ::core::option::Option<DimensionType> {
+                if self == default {
+                    ::core::option::Option::None
+                } else {
+                    ::core::option::Option::Some(*self)
+                }
+            }
+        }
+
+        impl ::planus::WriteAsOptional<DimensionType> for DimensionType {
+            type Prepared = Self;
+
+            #[inline]
+            fn prepare(
+                &self,
+                _builder: &mut ::planus::Builder,
+            ) -> ::core::option::Option<DimensionType> {
+                ::core::option::Option::Some(*self)
+            }
+        }
+
+        impl<'buf> ::planus::TableRead<'buf> for DimensionType {
+            #[inline]
+            fn from_buffer(
+                buffer: ::planus::SliceWithStartOffset<'buf>,
+                offset: usize,
+            ) -> ::core::result::Result<Self, ::planus::errors::ErrorKind> {
+                let n: i8 = ::planus::TableRead::from_buffer(buffer, offset)?;
+                ::core::result::Result::Ok(::core::convert::TryInto::try_into(n)?)
+            }
+        }
+
+        impl<'buf> ::planus::VectorReadInner<'buf> for DimensionType {
+            type Error = ::planus::errors::UnknownEnumTag;
+            const STRIDE: usize = 1;
+            #[inline]
+            unsafe fn from_buffer(
+                buffer: ::planus::SliceWithStartOffset<'buf>,
+                offset: usize,
+            ) -> ::core::result::Result<Self, ::planus::errors::UnknownEnumTag> {
+                let value = unsafe { *buffer.buffer.get_unchecked(offset) as i8 };
+                let value: ::core::result::Result<Self, _> =
+                    ::core::convert::TryInto::try_into(value);
+                value.map_err(|error_kind| {
+                    error_kind.with_error_location(
+                        "DimensionType",
+                        "VectorRead::from_buffer",
+                        buffer.offset_from_start,
+                    )
+                })
+            }
+        }
+
+        /// # Safety
+        /// The planus compiler generates implementations that initialize
+        /// the bytes in `write_values`.
+        unsafe impl ::planus::VectorWrite<DimensionType> for DimensionType {
+            const STRIDE: usize = 1;
+
+            type Value = Self;
+
+            #[inline]
+            fn prepare(&self, _builder: &mut ::planus::Builder) -> Self {
+                *self
+            }
+
+            #[inline]
+            unsafe fn write_values(
+                values: &[Self],
+                bytes: *mut ::core::mem::MaybeUninit<u8>,
+                buffer_position: u32,
+            ) {
+                let bytes = bytes as *mut [::core::mem::MaybeUninit<u8>; 1];
+                for (i, v) in ::core::iter::Iterator::enumerate(values.iter()) {
+                    ::planus::WriteAsPrimitive::write(
+                        v,
+                        ::planus::Cursor::new(unsafe { &mut *bytes.add(i) }),
+                        buffer_position - i as u32,
+                    );
+                }
+            }
+        }
+
+        /// The table `Int32Vector` in the namespace `tflite`
+        ///
+        /// Generated from these locations:
+        /// * Table `Int32Vector` in the file `crates/model/schema/tflite.fbs:64`
+        #[derive(
+            Clone,
+            Debug,
+            PartialEq,
+            PartialOrd,
+            Eq,
+            Ord,
+            Hash,
+            ::serde::Serialize,
+            ::serde::Deserialize,
+        )]
+        pub struct Int32Vector {
+            /// The field `values` in the table `Int32Vector`
+            pub values: ::core::option::Option<::planus::alloc::vec::Vec<i32>>,
+        }
+
+        #[allow(clippy::derivable_impls)]
+        impl ::core::default::Default for Int32Vector {
+            fn default() -> Self {
+                Self {
+                    values: ::core::default::Default::default(),
+                }
+            }
+        }
+
+        impl Int32Vector {
+            /// Creates a [Int32VectorBuilder] for serializing an instance of this table.
+            #[inline]
+            pub fn builder() -> Int32VectorBuilder<()> {
+                Int32VectorBuilder(())
+            }
+
+            #[allow(clippy::too_many_arguments)]
+            pub fn create(
+                builder: &mut ::planus::Builder,
+                field_values: impl ::planus::WriteAsOptional<::planus::Offset<[i32]>>,
+            ) -> ::planus::Offset<Self> {
+                let prepared_values = field_values.prepare(builder);
+
+                let mut table_writer: ::planus::table_writer::TableWriter<6> =
+                    ::core::default::Default::default();
+                if prepared_values.is_some() {
+                    table_writer.write_entry::<::planus::Offset<[i32]>>(0);
+                }
+
+                unsafe {
+                    table_writer.finish(builder, |object_writer| {
+                        if let ::core::option::Option::Some(prepared_values) = prepared_values {
+                            object_writer.write::<_, _, 4>(&prepared_values);
+                        }
+                    });
+                }
+                builder.current_offset()
+            }
+        }
+
+        impl ::planus::WriteAs<::planus::Offset<Int32Vector>> for Int32Vector {
+            type Prepared = ::planus::Offset<Self>;
+
+            #[inline]
+            fn prepare(&self, builder: &mut ::planus::Builder) -> ::planus::Offset<Int32Vector> {
+                ::planus::WriteAsOffset::prepare(self, builder)
+            }
+        }
+
+        impl ::planus::WriteAsOptional<::planus::Offset<Int32Vector>> for Int32Vector {
+            type Prepared = ::planus::Offset<Self>;
+
+            #[inline]
+            fn prepare(
+                &self,
+                builder: &mut ::planus::Builder,
+            ) -> ::core::option::Option<::planus::Offset<Int32Vector>> {
+                ::core::option::Option::Some(::planus::WriteAsOffset::prepare(self, builder))
+            }
+        }
+
+        impl ::planus::WriteAsOffset<Int32Vector> for Int32Vector {
+            #[inline]
+            fn prepare(&self, builder: &mut ::planus::Builder) -> ::planus::Offset<Int32Vector> {
+                Int32Vector::create(builder, &self.values)
+            }
+        }
+
+        /// Builder for serializing an instance of the [Int32Vector] type.
+        ///
+        /// Can be created using the [Int32Vector::builder] method.
+        #[derive(Debug)]
+        #[must_use]
+        pub struct Int32VectorBuilder<State>(State);
+
+        impl Int32VectorBuilder<()> {
+            /// Setter for the [`values` field](Int32Vector#structfield.values).
+            #[inline]
+            #[allow(clippy::type_complexity)]
+            pub fn values<T0>(self, value: T0) -> Int32VectorBuilder<(T0,)>
+            where
+                T0: ::planus::WriteAsOptional<::planus::Offset<[i32]>>,
+            {
+                Int32VectorBuilder((value,))
+            }
+
+            /// Sets the [`values` field](Int32Vector#structfield.values) to null.
+            #[inline]
+            #[allow(clippy::type_complexity)]
+            pub fn values_as_null(self) -> Int32VectorBuilder<((),)> {
+                self.values(())
+            }
+        }
+
+        impl<T0> Int32VectorBuilder<(T0,)> {
+            /// Finish writing the builder to get an [Offset](::planus::Offset) to a serialized [Int32Vector].
+            #[inline]
+            pub fn finish(self, builder: &mut ::planus::Builder) -> ::planus::Offset<Int32Vector>
+            where
+                Self: ::planus::WriteAsOffset<Int32Vector>,
+            {
+                ::planus::WriteAsOffset::prepare(&self, builder)
+            }
+        }
+
+        impl<T0: ::planus::WriteAsOptional<::planus::Offset<[i32]>>>
+            ::planus::WriteAs<::planus::Offset<Int32Vector>> for Int32VectorBuilder<(T0,)>
+        {
+            type Prepared = ::planus::Offset<Int32Vector>;
+
+            #[inline]
+            fn prepare(&self, builder: &mut ::planus::Builder) -> ::planus::Offset<Int32Vector> {
+                ::planus::WriteAsOffset::prepare(self, builder)
+            }
+        }
+
+        impl<T0: ::planus::WriteAsOptional<::planus::Offset<[i32]>>>
+            ::planus::WriteAsOptional<::planus::Offset<Int32Vector>> for Int32VectorBuilder<(T0,)>
+        {
+            type Prepared = ::planus::Offset<Int32Vector>;
+
+            #[inline]
+            fn prepare(
+                &self,
+                builder: &mut ::planus::Builder,
+            ) -> ::core::option::Option<::planus::Offset<Int32Vector>> {
+                ::core::option::Option::Some(::planus::WriteAsOffset::prepare(self, builder))
+            }
+        }
+
+        impl<T0: ::planus::WriteAsOptional<::planus::Offset<[i32]>>>
+            ::planus::WriteAsOffset<Int32Vector> for Int32VectorBuilder<(T0,)>
+        {
+            #[inline]
+            fn prepare(&self, builder: &mut ::planus::Builder) -> ::planus::Offset<Int32Vector> {
+                let (v0,) = &self.0;
+                Int32Vector::create(builder, v0)
+            }
+        }
+
+        /// Reference to a deserialized [Int32Vector].
+        #[derive(Copy, Clone)]
+        pub struct Int32VectorRef<'a>(#[allow(dead_code)] ::planus::table_reader::Table<'a>);
+
+        impl<'a> Int32VectorRef<'a> {
+            /// Getter for the [`values` field](Int32Vector#structfield.values).
+            #[inline]
+            pub fn values(
+                &self,
+            ) -> ::planus::Result<::core::option::Option<::planus::Vector<'a, i32>>> {
+                self.0.access(0, "Int32Vector", "values")
+            }
+        }
+
+        impl<'a> ::core::fmt::Debug for Int32VectorRef<'a> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut f = f.debug_struct("Int32VectorRef");
+                if let ::core::option::Option::Some(field_values) = self.values().transpose() {
+                    f.field("values", &field_values);
+                }
+                f.finish()
+            }
+        }
+
+        impl<'a> ::core::convert::TryFrom<Int32VectorRef<'a>> for Int32Vector {
+            type Error = ::planus::Error;
+
+            #[allow(unreachable_code)]
+            fn try_from(value: Int32VectorRef<'a>) -> ::planus::Result<Self> {
+                ::core::result::Result::Ok(Self {
+                    values: if let ::core::option::Option::Some(values) = value.values()? {
+                        ::core::option::Option::Some(values.to_vec()?)
+                    } else {
+                        ::core::option::Option::None
+                    },
+                })
+            }
+        }
+
+        impl<'a> ::planus::TableRead<'a> for Int32VectorRef<'a> {
+            #[inline]
+            fn from_buffer(
+                buffer: ::planus::SliceWithStartOffset<'a>,
+                offset: usize,
+            ) -> ::core::result::Result<Self, ::planus::errors::ErrorKind> {
+                ::core::result::Result::Ok(Self(::planus::table_reader::Table::from_buffer(
+                    buffer, offset,
+                )?))
+            }
+        }
+
+        impl<'a> ::planus::VectorReadInner<'a> for Int32VectorRef<'a> {
+            type Error = ::planus::Error;
+            const STRIDE: usize = 4;
+
+            unsafe fn from_buffer(
+                buffer: ::planus::SliceWithStartOffset<'a>,
+                offset: usize,
+            ) -> ::planus::Result<Self> {
+                ::planus::TableRead::from_buffer(buffer, offset).map_err(|error_kind| {
+                    error_kind.with_error_location(
+                        "[Int32VectorRef]",
+                        "get",
+                        buffer.offset_from_start,
+                    )
+                })
+            }
+        }
+
+        /// # Safety
+        /// The planus compiler generates implementations that initialize
+        /// the bytes in `write_values`.
+        unsafe impl ::planus::VectorWrite<::planus::Offset<Int32Vector>> for Int32Vector {
+            type Value = ::planus::Offset<Int32Vector>;
+            const STRIDE: usize = 4;
+            #[inline]
+            fn prepare(&self, builder: &mut ::planus::Builder) -> Self::Value {
+                ::planus::WriteAs::prepare(self, builder)
+            }
+
+            #[inline]
+            unsafe fn write_values(
+                values: &[::planus::Offset<Int32Vector>],
+                bytes: *mut ::core::mem::MaybeUninit<u8>,
+                buffer_position: u32,
+            ) {
+                let bytes = bytes as *mut [::core::mem::MaybeUninit<u8>; 4];
+                for (i, v) in ::core::iter::Iterator::enumerate(values.iter()) {
+                    ::planus::WriteAsPrimitive::write(
+                        v,
+                        ::planus::Cursor::new(unsafe { &mut *bytes.add(i) }),
+                        buffer_position - (Self::STRIDE * i) as u32,
+                    );
+                }
+            }
+        }
+
+        impl<'a> ::planus::ReadAsRoot<'a> for Int32VectorRef<'a> {
+            fn read_as_root(slice: &'a [u8]) -> ::planus::Result<Self> {
+                ::planus::TableRead::from_buffer(
+                    ::planus::SliceWithStartOffset {
+                        buffer: slice,
+                        offset_from_start: 0,
+                    },
+                    0,
+                )
+                .map_err(|error_kind| {
+                    error_kind.with_error_location("[Int32VectorRef]", "read_as_root", 0)
+                })
+            }
+        }
+
+        /// The table `Uint16Vector` in the namespace `tflite`
+        ///
+        /// Generated from these locations:
+        /// * Table `Uint16Vector` in the file `crates/model/schema/tflite.fbs:68`
+        #[derive(
+            Clone,
+            Debug,
+            PartialEq,
+            PartialOrd,
+            Eq,
+            Ord,
+            Hash,
+            ::serde::Serialize,
+            ::serde::Deserialize,
+        )]
+        pub struct Uint16Vector {
+            /// The field `values` in the table `Uint16Vector`
+            pub values: ::core::option::Option<::planus::alloc::vec::Vec<u16>>,
+        }
+
+        #[allow(clippy::derivable_impls)]
+        impl ::core::default::Default for Uint16Vector {
+            fn default() -> Self {
+                Self {
+                    values: ::core::default::Default::default(),
+                }
+            }
+        }
+
+        impl Uint16Vector {
+            /// Creates a [Uint16VectorBuilder] for serializing an instance of this table.
+            #[inline]
+            pub fn builder() -> Uint16VectorBuilder<()> {
+                Uint16VectorBuilder(())
+            }
+
+            #[allow(clippy::too_many_arguments)]
+            pub fn create(
+                builder: &mut ::planus::Builder,
+                field_values: impl ::planus::WriteAsOptional<::planus::Offset<[u16]>>,
+            ) -> ::planus::Offset<Self> {
+                let prepared_values = field_values.prepare(builder);
+
+                let mut table_writer: ::planus::table_writer::TableWriter<6> =
+                    ::core::default::Default::default();
+                if prepared_values.is_some() {
+                    table_writer.write_entry::<::planus::Offset<[u16]>>(0);
+                }
+
+                unsafe {
+                    table_writer.finish(builder, |object_writer| {
+                        if let ::core::option::Option::Some(prepared_values) = prepared_values {
+                            object_writer.write::<_, _, 4>(&prepared_values);
+                        }
+                    });
+                }
+                builder.current_offset()
+            }
+        }
+
+        impl ::planus::WriteAs<::planus::Offset<Uint16Vector>> for Uint16Vector {
+            type Prepared = ::planus::Offset<Self>;
+
+            #[inline]
+            fn prepare(&self, builder: &mut ::planus::Builder) -> ::planus::Offset<Uint16Vector> {
+                ::planus::WriteAsOffset::prepare(self, builder)
+            }
+        }
+
+        impl ::planus::WriteAsOptional<::planus::Offset<Uint16Vector>> for Uint16Vector {
+            type Prepared = ::planus::Offset<Self>;
+
+            #[inline]
+            fn prepare(
+                &self,
+                builder: &mut ::planus::Builder,
+            ) -> ::core::option::Option<::planus::Offset<Uint16Vector>> {
+                ::core::option::Option::Some(::planus::WriteAsOffset::prepare(self, builder))
+            }
+        }
+
+        impl ::planus::WriteAsOffset<Uint16Vector> for Uint16Vector {
+            #[inline]
+            fn prepare(&self, builder: &mut ::planus::Builder) -> ::planus::Offset<Uint16Vector> {
+                Uint16Vector::create(builder, &self.values)
+            }
+        }
+
+        /// Builder for serializing an instance of the [Uint16Vector] type.
+        ///
+        /// Can be created using the [Uint16Vector::builder] method.
+        #[derive(Debug)]
+        #[must_use]
+        pub struct Uint16VectorBuilder<State>(State);
+
+        impl Uint16VectorBuilder<()> {
+            /// Setter for the [`values` field](Uint16Vector#structfield.values).
+            #[inline]
+            #[allow(clippy::type_complexity)]
+            pub fn values<T0>(self, value: T0) -> Uint16VectorBuilder<(T0,)>
+            where
+                T0: ::planus::WriteAsOptional<::planus::Offset<[u16]>>,
+            {
+                Uint16VectorBuilder((value,))
+            }
+
+            /// Sets the [`values` field](Uint16Vector#structfield.values) to null.
+            #[inline]
+            #[allow(clippy::type_complexity)]
+            pub fn values_as_null(self) -> Uint16VectorBuilder<((),)> {
+                self.values(())
+            }
+        }
+
+        impl<T0> Uint16VectorBuilder<(T0,)> {
+            /// Finish writing the builder to get an [Offset](::planus::Offset) to a serialized [Uint16Vector].
+            #[inline]
+            pub fn finish(self, builder: &mut ::planus::Builder) -> ::planus::Offset<Uint16Vector>
+            where
+                Self: ::planus::WriteAsOffset<Uint16Vector>,
+            {
+                ::planus::WriteAsOffset::prepare(&self, builder)
+            }
+        }
+
+        impl<T0: ::planus::WriteAsOptional<::planus::Offset<[u16]>>>
+            ::planus::WriteAs<::planus::Offset<Uint16Vector>> for Uint16VectorBuilder<(T0,)>
+        {
+            type Prepared = ::planus::Offset<Uint16Vector>;
+
+            #[inline]
+            fn prepare(&self, builder: &mut ::planus::Builder) -> ::planus::Offset<Uint16Vector> {
+                ::planus::WriteAsOffset::prepare(self, builder)
+            }
+        }
+
+        impl<T0: ::planus::WriteAsOptional<::planus::Offset<[u16]>>>
+            ::planus::WriteAsOptional<::planus::Offset<Uint16Vector>>
+            for Uint16VectorBuilder<(T0,)>
+        {
+            type Prepared = ::planus::Offset<Uint16Vector>;
+
+            #[inline]
+            fn prepare(
+                &self,
+                builder: &mut ::planus::Builder,
+            ) -> ::core::option::Option<::planus::Offset<Uint16Vector>> {
+                ::core::option::Option::Some(::planus::WriteAsOffset::prepare(self, builder))
+            }
+        }
+
+        impl<T0: ::planus::WriteAsOptional<::planus::Offset<[u16]>>>
+            ::planus::WriteAsOffset<Uint16Vector> for Uint16VectorBuilder<(T0,)>
+        {
+            #[inline]
+            fn prepare(&self, builder: &mut ::planus::Builder) -> ::planus::Offset<Uint16Vector> {
+                let (v0,) = &self.0;
+                Uint16Vector::create(builder, v0)
+            }
+        }
+
+        /// Reference to a deserialized [Uint16Vector].
+        #[derive(Copy, Clone)]
+        pub struct Uint16VectorRef<'a>(#[allow(dead_code)] ::planus::table_reader::Table<'a>);
+
+        impl<'a> Uint16VectorRef<'a> {
+            /// Getter for the [`values` field](Uint16Vector#structfield.values).
+            #[inline]
+            pub fn values(
+                &self,
+            ) -> ::planus::Result<::core::option::Option<::planus::Vector<'a, u16>>> {
+                self.0.access(0, "Uint16Vector", "values")
+            }
+        }
+
+        impl<'a> ::core::fmt::Debug for Uint16VectorRef<'a> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut f = f.debug_struct("Uint16VectorRef");
+                if let ::core::option::Option::Some(field_values) = self.values().transpose() {
+                    f.field("values", &field_values);
+                }
+                f.finish()
+            }
+        }
+
+        impl<'a> ::core::convert::TryFrom<Uint16VectorRef<'a>> for Uint16Vector {
+            type Error = ::planus::Error;
+
+            #[allow(unreachable_code)]
+            fn try_from(value: Uint16VectorRef<'a>) -> ::planus::Result<Self> {
+                ::core::result::Result::Ok(Self {
+                    values: if let ::core::option::Option::Some(values) = value.values()? {
+                        ::core::option::Option::Some(values.to_vec()?)
+                    } else {
+                        ::core::option::Option::None
+                    },
+                })
+            }
+        }
+
+        impl<'a> ::planus::TableRead<'a> for Uint16VectorRef<'a> {
+            #[inline]
+            fn from_buffer(
+                buffer: ::planus::SliceWithStartOffset<'a>,
+                offset: usize,
+            ) -> ::core::result::Result<Self, ::planus::errors::ErrorKind> {
+                ::core::result::Result::Ok(Self(::planus::table_reader::Table::from_buffer(
+                    buffer, offset,
+                )?))
+            }
+        }
+
+        impl<'a> ::planus::VectorReadInner<'a> for Uint16VectorRef<'a> {
+            type Error = ::planus::Error;
+            const STRIDE: usize = 4;
+
+            unsafe fn from_buffer(
+                buffer: ::planus::SliceWithStartOffset<'a>,
+                offset: usize,
+            ) -> ::planus::Result<Self> {
+                ::planus::TableRead::from_buffer(buffer, offset).map_err(|error_kind| {
+                    error_kind.with_error_location(
+                        "[Uint16VectorRef]",
+                        "get",
+                        buffer.offset_from_start,
+                    )
+                })
+            }
+        }
+
+        /// # Safety
+        /// The planus compiler generates implementations that initialize
+        /// the bytes in `write_values`.
+        unsafe impl ::planus::VectorWrite<::planus::Offset<Uint16Vector>> for Uint16Vector {
+            type Value = ::planus::Offset<Uint16Vector>;
+            const STRIDE: usize = 4;
+            #[inline]
+            fn prepare(&self, builder: &mut ::planus::Builder) -> Self::Value {
+                ::planus::WriteAs::prepare(self, builder)
+            }
+
+            #[inline]
+            unsafe fn write_values(
+                values: &[::planus::Offset<Uint16Vector>],
+                bytes: *mut ::core::mem::MaybeUninit<u8>,
+                buffer_position: u32,
+            ) {
+                let bytes = bytes as *mut [::core::mem::MaybeUninit<u8>; 4];
+                for (i, v) in ::core::iter::Iterator::enumerate(values.iter()) {
+                    ::planus::WriteAsPrimitive::write(
+                        v,
+                        ::planus::Cursor::new(unsafe { &mut *bytes.add(i) }),
+                        buffer_position - (Self::STRIDE * i) as u32,
+                    );
+                }
+            }
+        }
+
+        impl<'a> ::planus::ReadAsRoot<'a> for Uint16VectorRef<'a> {
+            fn read_as_root(slice: &'a [u8]) -> ::planus::Result<Self> {
+                ::planus::TableRead::from_buffer(
+                    ::planus::SliceWithStartOffset {
+                        buffer: slice,
+                        offset_from_start: 0,
+                    },
+                    0,
+                )
+                .map_err(|error_kind| {
+                    error_kind.with_error_location("[Uint16VectorRef]", "read_as_root", 0)
+                })
+            }
+        }
+
+        /// The table `Uint8Vector` in the namespace `tflite`
+        ///
+        /// Generated from these locations:
+        /// * Table `Uint8Vector` in the file `crates/model/schema/tflite.fbs:72`
+        #[derive(
+            Clone,
+            Debug,
+            PartialEq,
+            PartialOrd,
+            Eq,
+            Ord,
+            Hash,
+            ::serde::Serialize,
+            ::serde::Deserialize,
+        )]
+        pub struct Uint8Vector {
+            /// The field `values` in the table `Uint8Vector`
+            pub values: ::core::option::Option<::planus::alloc::vec::Vec<u8>>,
+        }
+
+        #[allow(clippy::derivable_impls)]
+        impl ::core::default::Default for Uint8Vector {
+            fn default() -> Self {
+                Self {
+                    values: ::core::default::Default::default(),
+                }
+            }
+        }
+
+        impl Uint8Vector {
+            /// Creates a [Uint8VectorBuilder] for serializing an instance of this table.
+            #[inline]
+            pub fn builder() -> Uint8VectorBuilder<()> {
+                Uint8VectorBuilder(())
+            }
+
+            #[allow(clippy::too_many_arguments)]
+            pub fn create(
+                builder: &mut ::planus::Builder,
+                field_values: impl ::planus::WriteAsOptional<::planus::Offset<[u8]>>,
+            ) -> ::planus::Offset<Self> {
+                let prepared_values = field_values.prepare(builder);
+
+                let mut table_writer: ::planus::table_writer::TableWriter<6> =
+                    ::core::default::Default::default();
+                if prepared_values.is_some() {
+                    table_writer.write_entry::<::planus::Offset<[u8]>>(0);
+                }
+
+                unsafe {
+                    table_writer.finish(builder, |object_writer| {
+                        if let ::core::option::Option::Some(prepared_values) = prepared_values {
+                            object_writer.write::<_, _, 4>(&prepared_values);
+                        }
+                    });
+                }
+                builder.current_offset()
+            }
+        }
+
+        impl ::planus::WriteAs<::planus::Offset<Uint8Vector>> for Uint8Vector {
+            type Prepared = ::planus::Offset<Self>;
+
+            #[inline]
+            fn prepare(&self, builder: &mut ::planus::Builder) -> ::planus::Offset<Uint8Vector> {
+                ::planus::WriteAsOffset::prepare(self, builder)
+            }
+        }
+
+        impl ::planus::WriteAsOptional<::planus::Offset<Uint8Vector>> for Uint8Vector {
+            type Prepared = ::planus::Offset<Self>;
+
+            #[inline]
+            fn prepare(
+                &self,
+                builder: &mut ::planus::Builder,
+            ) -> ::core::option::Option<::planus::Offset<Uint8Vector>> {
+                ::core::option::Option::Some(::planus::WriteAsOffset::prepare(self, builder))
+            }
+        }
+
+        impl ::planus::WriteAsOffset<Uint8Vector> for Uint8Vector {
+            #[inline]
+            fn prepare(&self, builder: &mut ::planus::Builder) -> ::planus::Offset<Uint8Vector> {
+                Uint8Vector::create(builder, &self.values)
+            }
+        }
+
+        /// Builder for serializing an instance of the [Uint8Vector] type.
+        ///
+        /// Can be created using the [Uint8Vector::builder] method.
+        #[derive(Debug)]
+        #[must_use]
+        pub struct Uint8VectorBuilder<State>(State);
+
+        impl Uint8VectorBuilder<()> {
+            /// Setter for the [`values` field](Uint8Vector#structfield.values).
+            #[inline]
+            #[allow(clippy::type_complexity)]
+            pub fn values<T0>(self, value: T0) -> Uint8VectorBuilder<(T0,)>
+            where
+                T0: ::planus::WriteAsOptional<::planus::Offset<[u8]>>,
+            {
+                Uint8VectorBuilder((value,))
+            }
+
+            /// Sets the [`values` field](Uint8Vector#structfield.values) to null.
+            #[inline]
+            #[allow(clippy::type_complexity)]
+            pub fn values_as_null(self) -> Uint8VectorBuilder<((),)> {
+                self.values(())
+            }
+        }
+
+        impl<T0> Uint8VectorBuilder<(T0,)> {
+            /// Finish writing the builder to get an [Offset](::planus::Offset) to a serialized [Uint8Vector].
+            #[inline]
+            pub fn finish(self, builder: &mut ::planus::Builder) -> ::planus::Offset<Uint8Vector>
+            where
+                Self: ::planus::WriteAsOffset<Uint8Vector>,
+            {
+                ::planus::WriteAsOffset::prepare(&self, builder)
+            }
+        }
+
+        impl<T0: ::planus::WriteAsOptional<::planus::Offset<[u8]>>>
+            ::planus::WriteAs<::planus::Offset<Uint8Vector>> for Uint8VectorBuilder<(T0,)>
+        {
+            type Prepared = ::planus::Offset<Uint8Vector>;
+
+            #[inline]
+            fn prepare(&self, builder: &mut ::planus::Builder) -> ::planus::Offset<Uint8Vector> {
+                ::planus::WriteAsOffset::prepare(self, builder)
+            }
+        }
+
+        impl<T0: ::planus::WriteAsOptional<::planus::Offset<[u8]>>>
+            ::planus::WriteAsOptional<::planus::Offset<Uint8Vector>> for Uint8VectorBuilder<(T0,)>
+        {
+            type Prepared = ::planus::Offset<Uint8Vector>;
+
+            #[inline]
+            fn prepare(
+                &self,
+                builder: &mut ::planus::Builder,
+            ) -> ::core::option::Option<::planus::Offset<Uint8Vector>> {
+                ::core::option::Option::Some(::planus::WriteAsOffset::prepare(self, builder))
+            }
+        }
+
+        impl<T0: ::planus::WriteAsOptional<::planus::Offset<[u8]>>>
+            ::planus::WriteAsOffset<Uint8Vector> for Uint8VectorBuilder<(T0,)>
+        {
+            #[inline]
+            fn prepare(&self, builder: &mut ::planus::Builder) -> ::planus::Offset<Uint8Vector> {
+                let (v0,) = &self.0;
+                Uint8Vector::create(builder, v0)
+            }
+        }
+
+        /// Reference to a deserialized [Uint8Vector].
+        #[derive(Copy, Clone)]
+        pub struct Uint8VectorRef<'a>(#[allow(dead_code)] ::planus::table_reader::Table<'a>);
+
+        impl<'a> Uint8VectorRef<'a> {
+            /// Getter for the [`values` field](Uint8Vector#structfield.values).
+            #[inline]
+            pub fn values(&self) -> ::planus::Result<::core::option::Option<&'a [u8]>> {
+                self.0.access(0, "Uint8Vector", "values")
+            }
+        }
+
+        impl<'a> ::core::fmt::Debug for Uint8VectorRef<'a> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut f = f.debug_struct("Uint8VectorRef");
+                if let ::core::option::Option::Some(field_values) = self.values().transpose() {
+                    f.field("values", &field_values);
+                }
+                f.finish()
+            }
+        }
+
+        impl<'a> ::core::convert::TryFrom<Uint8VectorRef<'a>> for Uint8Vector {
+            type Error = ::planus::Error;
+
+            #[allow(unreachable_code)]
+            fn try_from(value: Uint8VectorRef<'a>) -> ::planus::Result<Self> {
+                ::core::result::Result::Ok(Self {
+                    values: value.values()?.map(|v| v.to_vec()),
+                })
+            }
+        }
+
+        impl<'a> ::planus::TableRead<'a> for Uint8VectorRef<'a> {
+            #[inline]
+            fn from_buffer(
+                buffer: ::planus::SliceWithStartOffset<'a>,
+                offset: usize,
+            ) -> ::core::result::Result<Self, ::planus::errors::ErrorKind> {
+                ::core::result::Result::Ok(Self(::planus::table_reader::Table::from_buffer(
+                    buffer, offset,
+                )?))
+            }
+        }
+
+        impl<'a> ::planus::VectorReadInner<'a> for Uint8VectorRef<'a> {
+            type Error = ::planus::Error;
+            const STRIDE: usize = 4;
+
+            unsafe fn from_buffer(
+                buffer: ::planus::SliceWithStartOffset<'a>,
+                offset: usize,
+            ) -> ::planus::Result<Self> {
+                ::planus::TableRead::from_buffer(buffer, offset).map_err(|error_kind| {
+                    error_kind.with_error_location(
+                        "[Uint8VectorRef]",
+                        "get",
+                        buffer.offset_from_start,
+                    )
+                })
+            }
+        }
+
+        /// # Safety
+        /// The planus compiler generates implementations that initialize
+        /// the bytes in `write_values`.
+        unsafe impl ::planus::VectorWrite<::planus::Offset<Uint8Vector>> for Uint8Vector {
+            type Value = ::planus::Offset<Uint8Vector>;
+            const STRIDE: usize = 4;
+            #[inline]
+            fn prepare(&self, builder: &mut ::planus::Builder) -> Self::Value {
+                ::planus::WriteAs::prepare(self, builder)
+            }
+
+            #[inline]
+            unsafe fn write_values(
+                values: &[::planus::Offset<Uint8Vector>],
+                bytes: *mut ::core::mem::MaybeUninit<u8>,
+                buffer_position: u32,
+            ) {
+                let bytes = bytes as *mut [::core::mem::MaybeUninit<u8>; 4];
+                for (i, v) in ::core::iter::Iterator::enumerate(values.iter()) {
+                    ::planus::WriteAsPrimitive::write(
+                        v,
+                        ::planus::Cursor::new(unsafe { &mut *bytes.add(i) }),
+                        buffer_position - (Self::STRIDE * i) as u32,
+                    );
+                }
+            }
+        }
+
+        impl<'a> ::planus::ReadAsRoot<'a> for Uint8VectorRef<'a> {
+            fn read_as_root(slice: &'a [u8]) -> ::planus::Result<Self> {
+                ::planus::TableRead::from_buffer(
+                    ::planus::SliceWithStartOffset {
+                        buffer: slice,
+                        offset_from_start: 0,
+                    },
+                    0,
+                )
+                .map_err(|error_kind| {
+                    error_kind.with_error_location("[Uint8VectorRef]", "read_as_root", 0)
+                })
+            }
+        }
+
+        /// The union `SparseIndexVector` in the namespace `tflite`
+        ///
+        /// Generated from these locations:
+        /// * Union `SparseIndexVector` in the file `crates/model/schema/tflite.fbs:76`
+        #[derive(
+            Clone,
+            Debug,
+            PartialEq,
+            PartialOrd,
+            Eq,
+            Ord,
+            Hash,
+            ::serde::Serialize,
+            ::serde::Deserialize,
+        )]
+        pub enum SparseIndexVector {
+            /// The variant of type `Int32Vector` in the union `SparseIndexVector`
+            Int32Vector(::planus::alloc::boxed::Box<self::Int32Vector>),
+
+            /// The variant of type `Uint16Vector` in the union `SparseIndexVector`
+            Uint16Vector(::planus::alloc::boxed::Box<self::Uint16Vector>),
+
+            /// The variant of type `Uint8Vector` in the union `SparseIndexVector`
+            Uint8Vector(::planus::alloc::boxed::Box<self::Uint8Vector>),
+        }
+
+        impl SparseIndexVector {
+            /// Creates a [SparseIndexVectorBuilder] for serializing an instance of this table.
+            #[inline]
+            pub fn builder() -> SparseIndexVectorBuilder<::planus::Uninitialized> {
+                SparseIndexVectorBuilder(::planus::Uninitialized)
+            }
+
+            #[inline]
+            pub fn create_int32_vector(
+                builder: &mut ::planus::Builder,
+                value: impl ::planus::WriteAsOffset<self::Int32Vector>,
+            ) -> ::planus::UnionOffset<Self> {
+                ::planus::UnionOffset::new(1, value.prepare(builder).downcast())
+            }
+
+            #[inline]
+            pub fn create_uint16_vector(
+                builder: &mut ::planus::Builder,
+                value: impl ::planus::WriteAsOffset<self::Uint16Vector>,
+            ) -> ::planus::UnionOffset<Self> {
+                ::planus::UnionOffset::new(2, value.prepare(builder).downcast())
+            }
+
+            #[inline]
+            pub fn create_uint8_vector(
+                builder: &mut ::planus::Builder,
+                value: impl ::planus::WriteAsOffset<self::Uint8Vector>,
+            ) -> ::planus::UnionOffset<Self> {
+                ::planus::UnionOffset::new(3, value.prepare(builder).downcast())
+            }
+        }
+
+        impl ::planus::WriteAsUnion<SparseIndexVector> for SparseIndexVector {
+            #[inline]
+            fn prepare(&self, builder: &mut ::planus::Builder) -> ::planus::UnionOffset<Self> {
+                match self {
+                    Self::Int32Vector(value) => Self::create_int32_vector(builder, value),
+                    Self::Uint16Vector(value) => Self::create_uint16_vector(builder, value),
+                    Self::Uint8Vector(value) => Self::create_uint8_vector(builder, value),
+                }
+            }
+        }
+
+        impl ::planus::WriteAsOptionalUnion<SparseIndexVector> for SparseIndexVector {
+            #[inline]
+            fn prepare(
+                &self,
+                builder: &mut ::planus::Builder,
+            ) -> ::core::option::Option<::planus::UnionOffset<Self>> {
+                ::core::option::Option::Some(::planus::WriteAsUnion::prepare(self, builder))
+            }
+        }
+
+        /// Builder for serializing an instance of the [SparseIndexVector] type.
+        ///
+        /// Can be created using the [SparseIndexVector::builder] method.
+        #[derive(Debug)]
+        #[must_use]
+        pub struct SparseIndexVectorBuilder<T>(T);
+
+        impl SparseIndexVectorBuilder<::planus::Uninitialized> {
+            /// Creates an instance of the [`Int32Vector` variant](SparseIndexVector#variant.Int32Vector).
+            #[inline]
+            pub fn int32_vector<T>(
+                self,
+                value: T,
+            ) -> SparseIndexVectorBuilder<::planus::Initialized<1, T>>
+            where
+                T: ::planus::WriteAsOffset<self::Int32Vector>,
+            {
+                SparseIndexVectorBuilder(::planus::Initialized(value))
+            }
+
+            /// Creates an instance of the [`Uint16Vector` variant](SparseIndexVector#variant.Uint16Vector).
+            #[inline]
+            pub fn uint16_vector<T>(
+                self,
+                value: T,
+            ) -> SparseIndexVectorBuilder<::planus::Initialized<2, T>>
+            where
+                T: ::planus::WriteAsOffset<self::Uint16Vector>,
+            {
+                SparseIndexVectorBuilder(::planus::Initialized(value))
+            }
+
+            /// Creates an instance of the [`Uint8Vector` variant](SparseIndexVector#variant.Uint8Vector).
+            #[inline]
+            pub fn uint8_vector<T>(
+                self,
+                value: T,
+            ) -> SparseIndexVectorBuilder<::planus::Initialized<3, T>>
+            where
+                T: ::planus::WriteAsOffset<self::Uint8Vector>,
+            {
+                SparseIndexVectorBuilder(::planus::Initialized(value))
+            }
+        }
+
+        impl<const N: u8, T> SparseIndexVectorBuilder<::planus::Initialized<N, T>> {
+            /// Finish writing the builder to get an [UnionOffset](::planus::UnionOffset) to a serialized [SparseIndexVector].
+            #[inline]
+            pub fn finish(
+                self,
+                builder: &mut ::planus::Builder,
+            ) -> ::planus::UnionOffset<SparseIndexVector>
+            where
+                Self: ::planus::WriteAsUnion<SparseIndexVector>,
+            {
+                ::planus::WriteAsUnion::prepare(&self, builder)
+            }
+        }
+
+        impl<T> ::planus::WriteAsUnion<SparseIndexVector>
+            for SparseIndexVectorBuilder<::planus::Initialized<1, T>>
+        where
+            T: ::planus::WriteAsOffset<self::Int32Vector>,
+        {
+            #[inline]
+            fn prepare(
+                &self,
+                builder: &mut ::planus::Builder,
+            ) -> ::planus::UnionOffset<SparseIndexVector> {
+                ::planus::UnionOffset::new(1, (self.0).0.prepare(builder).downcast())
+            }
+        }
+
+        impl<T> ::planus::WriteAsOptionalUnion<SparseIndexVector>
+            for SparseIndexVectorBuilder<::planus::Initialized<1, T>>
+        where
+            T: ::planus::WriteAsOffset<self::Int32Vector>,
+        {
+            #[inline]
+            fn prepare(
+                &self,
+                builder: &mut ::planus::Builder,
+            ) -> ::core::option::Option<::planus::UnionOffset<SparseIndexVector>> {
+                ::core::option::Option::Some(::planus::WriteAsUnion::prepare(self, builder))
+            }
+        }
+        impl<T> ::planus::WriteAsUnion<SparseIndexVector>
+            for SparseIndexVectorBuilder<::planus::Initialized<2, T>>
+        where
+            T: ::planus::WriteAsOffset<self::Uint16Vector>,
+        {
+            #[inline]
+            fn prepare(
+                &self,
+                builder: &mut ::planus::Builder,
+            ) -> ::planus::UnionOffset<SparseIndexVector> {
+                ::planus::UnionOffset::new(2, (self.0).0.prepare(builder).downcast())
+            }
+        }
+
+        impl<T> ::planus::WriteAsOptionalUnion<SparseIndexVector>
+            for SparseIndexVectorBuilder<::planus::Initialized<2, T>>
+        where
+            T: ::planus::WriteAsOffset<self::Uint16Vector>,
+        {
+            #[inline]
+            fn prepare(
+                &self,
+                builder: &mut ::planus::Builder,
+            ) -> ::core::option::Option<::planus::UnionOffset<SparseIndexVector>> {
+                ::core::option::Option::Some(::planus::WriteAsUnion::prepare(self, builder))
+            }
+        }
+        impl<T> ::planus::WriteAsUnion<SparseIndexVector>
+            for SparseIndexVectorBuilder<::planus::Initialized<3, T>>
+        where
+            T: ::planus::WriteAsOffset<self::Uint8Vector>,
+        {
+            #[inline]
+            fn prepare(
+                &self,
+                builder: &mut ::planus::Builder,
+            ) -> ::planus::UnionOffset<SparseIndexVector> {
+                ::planus::UnionOffset::new(3, (self.0).0.prepare(builder).downcast())
+            }
+        }
+
+        impl<T> ::planus::WriteAsOptionalUnion<SparseIndexVector>
+            for SparseIndexVectorBuilder<::planus::Initialized<3, T>>
+        where
+            T: ::planus::WriteAsOffset<self::Uint8Vector>,
+        {
+            #[inline]
+            fn prepare(
+                &self,
+                builder: &mut ::planus::Builder,
+            ) -> ::core::option::Option<::planus::UnionOffset<SparseIndexVector>> {
+                ::core::option::Option::Some(::planus::WriteAsUnion::prepare(self, builder))
+            }
+        }
+
+        /// Reference to a deserialized [SparseIndexVector].
+        #[derive(Copy, Clone, Debug)]
+        pub enum SparseIndexVectorRef<'a> {
+            Int32Vector(self::Int32VectorRef<'a>),
+            Uint16Vector(self::Uint16VectorRef<'a>),
+            Uint8Vector(self::Uint8VectorRef<'a>),
+        }
+
+        impl<'a> ::core::convert::TryFrom<SparseIndexVectorRef<'a>> for SparseIndexVector {
+            type Error = ::planus::Error;
+
+            fn try_from(value: SparseIndexVectorRef<'a>) -> ::planus::Result<Self> {
+                ::core::result::Result::Ok(match value {
+                    SparseIndexVectorRef::Int32Vector(value) => {
+                        Self::Int32Vector(::planus::alloc::boxed::Box::new(
+                            ::core::convert::TryFrom::try_from(value)?,
+                        ))
+                    }
+
+                    SparseIndexVectorRef::Uint16Vector(value) => {
+                        Self::Uint16Vector(::planus::alloc::boxed::Box::new(
+                            ::core::convert::TryFrom::try_from(value)?,
+                        ))
+                    }
+
+                    SparseIndexVectorRef::Uint8Vector(value) => {
+                        Self::Uint8Vector(::planus::alloc::boxed::Box::new(
+                            ::core::convert::TryFrom::try_from(value)?,
+                        ))
+                    }
+                })
+            }
+        }
+
+        impl<'a> ::planus::TableReadUnion<'a> for SparseIndexVectorRef<'a> {
+            fn from_buffer(
+                buffer: ::planus::SliceWithStartOffset<'a>,
+                tag: u8,
+                field_offset: usize,
+            ) -> ::core::result::Result<Self, ::planus::errors::ErrorKind> {
+                match tag {
+                    1 => ::core::result::Result::Ok(Self::Int32Vector(
+                        ::planus::TableRead::from_buffer(buffer, field_offset)?,
+                    )),
+                    2 => ::core::result::Result::Ok(Self::Uint16Vector(
+                        ::planus::TableRead::from_buffer(buffer, field_offset)?,
+                    )),
+                    3 => ::core::result::Result::Ok(Self::Uint8Vector(
+                        ::planus::TableRead::from_buffer(buffer, field_offset)?,
+                    )),
+                    _ => {
+                        ::core::result::Result::Err(::planus::errors::ErrorKind::UnknownUnionTag {
+                            tag,
+                        })
+                    }
+                }
+            }
+        }
+
+        impl<'a> ::planus::VectorReadUnion<'a> for SparseIndexVectorRef<'a> {
+            const VECTOR_NAME: &'static str = "[SparseIndexVectorRef]";
+        }
+
+        /// The table `DimensionMetadata` in the namespace `tflite`
+        ///
+        /// Generated from these locations:
+        /// * Table `DimensionMetadata` in the file `crates/model/schema/tflite.fbs:82`
+        #[derive(
+            Clone,
+            Debug,
+            PartialEq,
+            PartialOrd,
+            Eq,
+            Ord,
+            Hash,
+            ::serde::Serialize,
+            ::serde::Deserialize,
+        )]
+        pub struct DimensionMetadata {
+            /// The field `format` in the table `DimensionMetadata`
+            pub format: self::DimensionType,
+            /// The field `dense_size` in the table `DimensionMetadata`
+            pub dense_size: i32,
+            /// The field `array_segments` in the table `DimensionMetadata`
+            pub array_segments: ::core::option::Option<self::SparseIndexVector>,
+            /// The field `array_indices` in the table `DimensionMetadata`
+            pub array_indices: ::core::option::Option<self::SparseIndexVector>,
+        }
+
+        #[allow(clippy::derivable_impls)]
+        impl ::core::default::Default for DimensionMetadata {
+            fn default() -> Self {
+                Self {
+                    format: self::DimensionType::Dense,
+                    dense_size: 0,
+                    array_segments: ::core::default::Default::default(),
+                    array_indices: ::core::default::Default::default(),
+                }
+            }
+        }
+
+        impl DimensionMetadata {
+            /// Creates a [DimensionMetadataBuilder] for serializing an instance of this table.
+            #[inline]
+            pub fn builder() -> DimensionMetadataBuilder<()> {
+                DimensionMetadataBuilder(())
+            }
+
+            #[allow(clippy::too_many_arguments)]
+            pub fn create(
+                builder: &mut ::planus::Builder,
+                field_format: impl ::planus::WriteAsDefault<self::DimensionType, self::DimensionType>,
+                field_dense_size: impl ::planus::WriteAsDefault<i32, i32>,
+                field_array_segments: impl ::planus::WriteAsOptionalUnion<self::SparseIndexVector>,
+                field_array_indices: impl ::planus::WriteAsOptionalUnion<self::SparseIndexVector>,
+            ) -> ::planus::Offset<Self> {
+                let prepared_format = field_format.prepare(builder, &self::DimensionType::Dense);
+                let prepared_dense_size = field_dense_size.prepare(builder, &0);
+                let prepared_array_segments = field_array_segments.prepare(builder);
+                let prepared_array_indices = field_array_indices.prepare(builder);
+
+                let mut table_writer: ::planus::table_writer::TableWriter<16> =
+                    ::core::default::Default::default();
+                if prepared_dense_size.is_some() {
+                    table_writer.write_entry::<i32>(1);
+                }
+                if prepared_array_segments.is_some() {
+                    table_writer.write_entry::<::planus::Offset<self::SparseIndexVector>>(3);
+                }
+                if prepared_array_indices.is_some() {
+                    table_writer.write_entry::<::planus::Offset<self::SparseIndexVector>>(5);
+                }
+                if prepared_format.is_some() {
+                    table_writer.write_entry::<self::DimensionType>(0);
+                }
+                if prepared_array_segments.is_some() {
+                    table_writer.write_entry::<u8>(2);
+                }
+                if prepared_array_indices.is_some() {
+                    table_writer.write_entry::<u8>(4);
+                }
+
+                unsafe {
+                    table_writer.finish(builder, |object_writer| {
+                        if let ::core::option::Option::Some(prepared_dense_size) =
+                            prepared_dense_size
+                        {
+                            object_writer.write::<_, _, 4>(&prepared_dense_size);
+                        }
+                        if let ::core::option::Option::Some(prepared_array_segments) =
+                            prepared_array_segments
+                        {
+                            object_writer.write::<_, _, 4>(&prepared_array_segments.offset());
+                        }
+                        if let ::core::option::Option::Some(prepared_array_indices) =
+                            prepared_array_indices
+                        {
+                            object_writer.write::<_, _, 4>(&prepared_array_indices.offset());
+                        }
+                        if let ::core::option::Option::Some(prepared_format) = prepared_format {
+                            object_writer.write::<_, _, 1>(&prepared_format);
+                        }
+                        if let ::core::option::Option::Some(prepared_array_segments) =
+                            prepared_array_segments
+                        {
+                            object_writer.write::<_, _, 1>(&prepared_array_segments.tag());
+                        }
+                        if let ::core::option::Option::Some(prepared_array_indices) =
+                            prepared_array_indices
+                        {
+                            object_writer.write::<_, _, 1>(&prepared_array_indices.tag());
+                        }
+                    });
+                }
+                builder.current_offset()
+            }
+        }
+
+        impl ::planus::WriteAs<::planus::Offset<DimensionMetadata>> for DimensionMetadata {
+            type Prepared = ::planus::Offset<Self>;
+
+            #[inline]
+            fn prepare(
+                &self,
+                builder: &mut ::planus::Builder,
+            ) -> ::planus::Offset<DimensionMetadata> {
+                ::planus::WriteAsOffset::prepare(self, builder)
+            }
+        }
+
+        impl ::planus::WriteAsOptional<::planus::Offset<DimensionMetadata>> for DimensionMetadata {
+            type Prepared = ::planus::Offset<Self>;
+
+            #[inline]
+            fn prepare(
+                &self,
+                builder: &mut ::planus::Builder,
+            ) -> ::core::option::Option<::planus::Offset<DimensionMetadata>> {
+                ::core::option::Option::Some(::planus::WriteAsOffset::prepare(self, builder))
+            }
+        }
+
+        impl ::planus::WriteAsOffset<DimensionMetadata> for DimensionMetadata {
+            #[inline]
+            fn prepare(
+                &self,
+                builder: &mut ::planus::Builder,
+            ) -> ::planus::Offset<DimensionMetadata> {
+                DimensionMetadata::create(
+                    builder,
+                    self.format,
+                    self.dense_size,
+                    &self.array_segments,
+                    &self.array_indices,
+                )
+            }
+        }
+
+        /// Builder for serializing an instance of the [DimensionMetadata] type.
+        ///
+        /// Can be created using the [DimensionMetadata::builder] method.
+        #[derive(Debug)]
+        #[must_use]
+        pub struct DimensionMetadataBuilder<State>(State);
+
+        impl DimensionMetadataBuilder<()> {
+            /// Setter for the [`format` field](DimensionMetadata#structfield.format).
+            #[inline]
+            #[allow(clippy::type_complexity)]
+            pub fn format<T0>(self, value: T0) -> DimensionMetadataBuilder<(T0,)>
+            where
+                T0: ::planus::WriteAsDefault<self::DimensionType, self::DimensionType>,
+            {
+                DimensionMetadataBuilder((value,))
+            }
+
+            /// Sets the [`format` field](DimensionMetadata#structfield.format) to the default value.
+            #[inline]
+            #[allow(clippy::type_complexity)]
+            pub fn format_as_default(self) -> DimensionMetadataBuilder<(::planus::DefaultValue,)> {
+                self.format(::planus::DefaultValue)
+            }
+        }
+
+        impl<T0> DimensionMetadataBuilder<(T0,)> {
+            /// Setter for the [`dense_size` field](DimensionMetadata#structfield.dense_size).
+            #[inline]
+            #[allow(clippy::type_complexity)]
+            pub fn dense_size<T1>(self, value: T1) -> DimensionMetadataBuilder<(T0, T1)>
+            where
+                T1: ::planus::WriteAsDefault<i32, i32>,
+            {
+                let (v0,) = self.0;
+                DimensionMetadataBuilder((v0, value))
+            }
+
+            /// Sets the [`dense_size` field](DimensionMetadata#structfield.dense_size) to the default value.
+            #[inline]
+            #[allow(clippy::type_complexity)]
+            pub fn dense_size_as_default(
+                self,
+            ) -> DimensionMetadataBuilder<(T0, ::planus::DefaultValue)> {
+                self.dense_size(::planus::DefaultValue)
+            }
+        }
+
+        impl<T0, T1> DimensionMetadataBuilder<(T0, T1)> {
+            /// Setter for the [`array_segments` field](DimensionMetadata#structfield.array_segments).
+            #[inline]
+            #[allow(clippy::type_complexity)]
+            pub fn array_segments<T2>(self, value: T2) -> DimensionMetadataBuilder<(T0, T1, T2)>
+            where
+                T2: ::planus::WriteAsOptionalUnion<self::SparseIndexVector>,
+            {
+                let (v0, v1) = self.0;
+                DimensionMetadataBuilder((v0, v1, value))
+            }
+
+            /// Sets the [`array_segments` field](DimensionMetadata#structfield.array_segments) to null.
+            #[inline]
+            #[allow(clippy::type_complexity)]
+            pub fn array_segments_as_null(self) -> DimensionMetadataBuilder<(T0, T1, ())> {
+                self.array_segments(())
+            }
+        }
+
+        impl<T0, T1, T2> DimensionMetadataBuilder<(T0, T1, T2)> {
+            /// Setter for the [`array_indices` field](DimensionMetadata#structfield.array_indices).
+            #[inline]
+            #[allow(clippy::type_complexity)]
+            pub fn array_indices<T3>(self, value: T3) -> DimensionMetadataBuilder<(T0, T1, T2, T3)>
+            where
+                T3: ::planus::WriteAsOptionalUnion<self::SparseIndexVector>,
+            {
+                let (v0, v1, v2) = self.0;
+                DimensionMetadataBuilder((v0, v1, v2, value))
+            }
+
+            /// Sets the [`array_indices` field](DimensionMetadata#structfield.array_indices) to null.
+            #[inline]
+            #[allow(clippy::type_complexity)]
+            pub fn array_indices_as_null(self) -> DimensionMetadataBuilder<(T0, T1, T2, ())> {
+                self.array_indices(())
+            }
+        }
+
+        impl<T0, T1, T2, T3> DimensionMetadataBuilder<(T0, T1, T2, T3)> {
+            /// Finish writing the builder to get an [Offset](::planus::Offset) to a serialized [DimensionMetadata].
+            #[inline]
+            pub fn finish(
+                self,
+                builder: &mut ::planus::Builder,
+            ) -> ::planus::Offset<DimensionMetadata>
+            where
+                Self: ::planus::WriteAsOffset<DimensionMetadata>,
+            {
+                ::planus::WriteAsOffset::prepare(&self, builder)
+            }
+        }
+
+        impl<
+                T0: ::planus::WriteAsDefault<self::DimensionType, self::DimensionType>,
+                T1: ::planus::WriteAsDefault<i32, i32>,
+                T2: ::planus::WriteAsOptionalUnion<self::SparseIndexVector>,
+                T3: ::planus::WriteAsOptionalUnion<self::SparseIndexVector>,
+            > ::planus::WriteAs<::planus::Offset<DimensionMetadata>>
+            for DimensionMetadataBuilder<(T0, T1, T2, T3)>
+        {
+            type Prepared = ::planus::Offset<DimensionMetadata>;
+
+            #[inline]
+            fn prepare(
+                &self,
+                builder: &mut ::planus::Builder,
+            ) -> ::planus::Offset<DimensionMetadata> {
+                ::planus::WriteAsOffset::prepare(self, builder)
+            }
+        }
+
+        impl<
+                T0: ::planus::WriteAsDefault<self::DimensionType, self::DimensionType>,
+                T1: ::planus::WriteAsDefault<i32, i32>,
+                T2: ::planus::WriteAsOptionalUnion<self::SparseIndexVector>,
+                T3: ::planus::WriteAsOptionalUnion<self::SparseIndexVector>,
+            > ::planus::WriteAsOptional<::planus::Offset<DimensionMetadata>>
+            for DimensionMetadataBuilder<(T0, T1, T2, T3)>
+        {
+            type Prepared = ::planus::Offset<DimensionMetadata>;
+
+            #[inline]
+            fn prepare(
+                &self,
+                builder: &mut ::planus::Builder,
+            ) -> ::core::option::Option<::planus::Offset<DimensionMetadata>> {
+                ::core::option::Option::Some(::planus::WriteAsOffset::prepare(self, builder))
+            }
+        }
+
+        impl<
+                T0: ::planus::WriteAsDefault<self::DimensionType, self::DimensionType>,
+                T1: ::planus::WriteAsDefault<i32, i32>,
+                T2: ::planus::WriteAsOptionalUnion<self::SparseIndexVector>,
+                T3: ::planus::WriteAsOptionalUnion<self::SparseIndexVector>,
+            > ::planus::WriteAsOffset<DimensionMetadata>
+            for DimensionMetadataBuilder<(T0, T1, T2, T3)>
+        {
+            #[inline]
+            fn prepare(
+                &self,
+                builder: &mut ::planus::Builder,
+            ) -> ::planus::Offset<DimensionMetadata> {
+                let (v0, v1, v2, v3) = &self.0;
+                DimensionMetadata::create(builder, v0, v1, v2, v3)
+            }
+        }
+
+        /// Reference to a deserialized [DimensionMetadata].
+        #[derive(Copy, Clone)]
+        pub struct DimensionMetadataRef<'a>(#[allow(dead_code)] ::planus::table_reader::Table<'a>);
+
+        impl<'a> DimensionMetadataRef<'a> {
+            /// Getter for the [`format` field](DimensionMetadata#structfield.format).
+            #[inline]
+            pub fn format(&self) -> ::planus::Result<self::DimensionType> {
+                ::core::result::Result::Ok(
+                    self.0
+                        .access(0, "DimensionMetadata", "format")?
+                        .unwrap_or(self::DimensionType::Dense),
+                )
+            }
+
+            /// Getter for the [`dense_size` field](DimensionMetadata#structfield.dense_size).
+            #[inline]
+            pub fn dense_size(&self) -> ::planus::Result<i32> {
+                ::core::result::Result::Ok(
+                    self.0
+                        .access(1, "DimensionMetadata", "dense_size")?
+                        .unwrap_or(0),
+                )
+            }
+
+            /// Getter for the [`array_segments` field](DimensionMetadata#structfield.array_segments).
+            #[inline]
+            pub fn array_segments(
+                &self,
+            ) -> ::planus::Result<::core::option::Option<self::SparseIndexVectorRef<'a>>>
+            {
+                self.0
+                    .access_union(2, "DimensionMetadata", "array_segments")
+            }
+
+            /// Getter for the [`array_indices` field](DimensionMetadata#structfield.array_indices).
+            #[inline]
+            pub fn array_indices(
+                &self,
+            ) -> ::planus::Result<::core::option::Option<self::SparseIndexVectorRef<'a>>>
+            {
+                self.0.access_union(4, "DimensionMetadata", "array_indices")
+            }
+        }
+
+        impl<'a> ::core::fmt::Debug for DimensionMetadataRef<'a> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut f = f.debug_struct("DimensionMetadataRef");
+                f.field("format", &self.format());
+                f.field("dense_size", &self.dense_size());
+                if let ::core::option::Option::Some(field_array_segments) =
+                    self.array_segments().transpose()
+                {
+                    f.field("array_segments", &field_array_segments);
+                }
+                if let ::core::option::Option::Some(field_array_indices) =
+                    self.array_indices().transpose()
+                {
+                    f.field("array_indices", &field_array_indices);
+                }
+                f.finish()
+            }
+        }
+
+        impl<'a> ::core::convert::TryFrom<DimensionMetadataRef<'a>> for DimensionMetadata {
+            type Error = ::planus::Error;
+
+            #[allow(unreachable_code)]
+            fn try_from(value: DimensionMetadataRef<'a>) -> ::planus::Result<Self> {
+                ::core::result::Result::Ok(Self {
+                    format: ::core::convert::TryInto::try_into(value.format()?)?,
+                    dense_size: ::core::convert::TryInto::try_into(value.dense_size()?)?,
+                    array_segments: if let ::core::option::Option::Some(array_segments) =
+                        value.array_segments()?
+                    {
+                        ::core::option::Option::Some(::core::convert::TryInto::try_into(
+                            array_segments,
+                        )?)
+                    } else {
+                        ::core::option::Option::None
+                    },
+                    array_indices: if let ::core::option::Option::Some(array_indices) =
+                        value.array_indices()?
+                    {
+                        ::core::option::Option::Some(::core::convert::TryInto::try_into(
+                            array_indices,
+                        )?)
+                    } else {
+                        ::core::option::Option::None
+                    },
+                })
+            }
+        }
+
+        impl<'a> ::planus::TableRead<'a> for DimensionMetadataRef<'a> {
+            #[inline]
+            fn from_buffer(
+                buffer: ::planus::SliceWithStartOffset<'a>,
+                offset: usize,
+            ) -> ::core::result::Result<Self, ::planus::errors::ErrorKind> {
+                ::core::result::Result::Ok(Self(::planus::table_reader::Table::from_buffer(
+                    buffer, offset,
+                )?))
+            }
+        }
+
+        impl<'a> ::planus::VectorReadInner<'a> for DimensionMetadataRef<'a> {
+            type Error = ::planus::Error;
+            const STRIDE: usize = 4;
+
+            unsafe fn from_buffer(
+                buffer: ::planus::SliceWithStartOffset<'a>,
+                offset: usize,
+            ) -> ::planus::Result<Self> {
+                ::planus::TableRead::from_buffer(buffer, offset).map_err(|error_kind| {
+                    error_kind.with_error_location(
+                        "[DimensionMetadataRef]",
+                        "get",
+                        buffer.offset_from_start,
+                    )
+                })
+            }
+        }
+
+        /// # Safety
+        /// The planus compiler generates implementations that initialize
+        /// the bytes in `write_values`.
+        unsafe impl ::planus::VectorWrite<::planus::Offset<DimensionMetadata>> for DimensionMetadata {
+            type Value = ::planus::Offset<DimensionMetadata>;
+            const STRIDE: usize = 4;
+            #[inline]
+            fn prepare(&self, builder: &mut ::planus::Builder) -> Self::Value {
+                ::planus::WriteAs::prepare(self, builder)
+            }
+
+            #[inline]
+            unsafe fn write_values(
+                values: &[::planus::Offset<DimensionMetadata>],
+                bytes: *mut ::core::mem::MaybeUninit<u8>,
+                buffer_position: u32,
+            ) {
+                let bytes = bytes as *mut [::core::mem::MaybeUninit<u8>; 4];
+                for (i, v) in ::core::iter::Iterator::enumerate(values.iter()) {
+                    ::planus::WriteAsPrimitive::write(
+                        v,
+                        ::planus::Cursor::new(unsafe { &mut *bytes.add(i) }),
+                        buffer_position - (Self::STRIDE * i) as u32,
+                    );
+                }
+            }
+        }
+
+        impl<'a> ::planus::ReadAsRoot<'a> for DimensionMetadataRef<'a> {
+            fn read_as_root(slice: &'a [u8]) -> ::planus::Result<Self> {
+                ::planus::TableRead::from_buffer(
+                    ::planus::SliceWithStartOffset {
+                        buffer: slice,
+                        offset_from_start: 0,
+                    },
+                    0,
+                )
+                .map_err(|error_kind| {
+                    error_kind.with_error_location("[DimensionMetadataRef]", "read_as_root", 0)
+                })
+            }
+        }
+
+        /// The table `SparsityParameters` in the namespace `tflite`
+        ///
+        /// Generated from these locations:
+        /// * Table `SparsityParameters` in the file `crates/model/schema/tflite.fbs:89`
+        #[derive(
+            Clone,
+            Debug,
+            PartialEq,
+            PartialOrd,
+            Eq,
+            Ord,
+            Hash,
+            ::serde::Serialize,
+            ::serde::Deserialize,
+        )]
+        pub struct SparsityParameters {
+            /// The field `traversal_order` in the table `SparsityParameters`
+            pub traversal_order: ::core::option::Option<::planus::alloc::vec::Vec<i32>>,
+            /// The field `block_map` in the table `SparsityParameters`
+            pub block_map: ::core::option::Option<::planus::alloc::vec::Vec<i32>>,
+            /// The field `dim_metadata` in the table `SparsityParameters`
+            pub dim_metadata:
+                ::core::option::Option<::planus::alloc::vec::Vec<self::DimensionMetadata>>,
+        }
+
+        #[allow(clippy::derivable_impls)]
+        impl ::core::default::Default for SparsityParameters {
+            fn default() -> Self {
+                Self {
+                    traversal_order: ::core::default::Default::default(),
+                    block_map: ::core::default::Default::default(),
+                    dim_metadata: ::core::default::Default::default(),
+                }
+            }
+        }
+
+        impl SparsityParameters {
+            /// Creates a [SparsityParametersBuilder] for serializing an instance of this table.
+            #[inline]
+            pub fn builder() -> SparsityParametersBuilder<()> {
+                SparsityParametersBuilder(())
+            }
+
+            #[allow(clippy::too_many_arguments)]
+            pub fn create(
+                builder: &mut ::planus::Builder,
+                field_traversal_order: impl ::planus::WriteAsOptional<::planus::Offset<[i32]>>,
+                field_block_map: impl ::planus::WriteAsOptional<::planus::Offset<[i32]>>,
+                field_dim_metadata: impl ::planus::WriteAsOptional<
+                    ::planus::Offset<[::planus::Offset<self::DimensionMetadata>]>,
+                >,
+            ) -> ::planus::Offset<Self> {
+                let prepared_traversal_order = field_traversal_order.prepare(builder);
+                let prepared_block_map = field_block_map.prepare(builder);
+                let prepared_dim_metadata = field_dim_metadata.prepare(builder);
+
+                let mut table_writer: ::planus::table_writer::TableWriter<10> =
+                    ::core::default::Default::default();
+                if prepared_traversal_order.is_some() {
+                    table_writer.write_entry::<::planus::Offset<[i32]>>(0);
+                }
+                if prepared_block_map.is_some() {
+                    table_writer.write_entry::<::planus::Offset<[i32]>>(1);
+                }
+                if prepared_dim_metadata.is_some() {
+                    table_writer.write_entry::<::planus::Offset<[::planus::Offset<self::DimensionMetadata>]>>(2);
+                }
+
+                unsafe {
+                    table_writer.finish(builder, |object_writer| {
+                        if let ::core::option::Option::Some(prepared_traversal_order) =
+                            prepared_traversal_order
+                        {
+                            object_writer.write::<_, _, 4>(&prepared_traversal_order);
+                        }
+                        if let ::core::option::Option::Some(prepared_block_map) = prepared_block_map
+                        {
+                            object_writer.write::<_, _, 4>(&prepared_block_map);
+                        }
+                        if let ::core::option::Option::Some(prepared_dim_metadata) =
+                            prepared_dim_metadata
+                        {
+                            object_writer.write::<_, _, 4>(&prepared_dim_metadata);
+                        }
+                    });
+                }
+                builder.current_offset()
+            }
+        }
+
+        impl ::planus::WriteAs<::planus::Offset<SparsityParameters>> for SparsityParameters {
+            type Prepared = ::planus::Offset<Self>;
+
+            #[inline]
+            fn prepare(
+                &self,
+                builder: &mut ::planus::Builder,
+            ) -> ::planus::Offset<SparsityParameters> {
+                ::planus::WriteAsOffset::prepare(self, builder)
+            }
+        }
+
+        impl ::planus::WriteAsOptional<::planus::Offset<SparsityParameters>> for SparsityParameters {
+            type Prepared = ::planus::Offset<Self>;
+
+            #[inline]
+            fn prepare(
+                &self,
+                builder: &mut ::planus::Builder,
+            ) -> ::core::option::Option<::planus::Offset<SparsityParameters>> {
+                ::core::option::Option::Some(::planus::WriteAsOffset::prepare(self, builder))
+            }
+        }
+
+        impl ::planus::WriteAsOffset<SparsityParameters> for SparsityParameters {
+            #[inline]
+            fn prepare(
+                &self,
+                builder: &mut ::planus::Builder,
+            ) -> ::planus::Offset<SparsityParameters> {
+                SparsityParameters::create(
+                    builder,
+                    &self.traversal_order,
+                    &self.block_map,
+                    &self.dim_metadata,
+                )
+            }
+        }
+
+        /// Builder for serializing an instance of the [SparsityParameters] type.
+        ///
+        /// Can be created using the [SparsityParameters::builder] method.
+        #[derive(Debug)]
+        #[must_use]
+        pub struct SparsityParametersBuilder<State>(State);
+
+        impl SparsityParametersBuilder<()> {
+            /// Setter for the [`traversal_order` field](SparsityParameters#structfield.traversal_order).
+            #[inline]
+            #[allow(clippy::type_complexity)]
+            pub fn traversal_order<T0>(self, value: T0) -> SparsityParametersBuilder<(T0,)>
+            where
+                T0: ::planus::WriteAsOptional<::planus::Offset<[i32]>>,
+            {
+                SparsityParametersBuilder((value,))
+            }
+
+            /// Sets the [`traversal_order` field](SparsityParameters#structfield.traversal_order) to null.
+            #[inline]
+            #[allow(clippy::type_complexity)]
+            pub fn traversal_order_as_null(self) -> SparsityParametersBuilder<((),)> {
+                self.traversal_order(())
+            }
+        }
+
+        impl<T0> SparsityParametersBuilder<(T0,)> {
+            /// Setter for the [`block_map` field](SparsityParameters#structfield.block_map).
+            #[inline]
+            #[allow(clippy::type_complexity)]
+            pub fn block_map<T1>(self, value: T1) -> SparsityParametersBuilder<(T0, T1)>
+            where
+                T1: ::planus::WriteAsOptional<::planus::Offset<[i32]>>,
+            {
+                let (v0,) = self.0;
+                SparsityParametersBuilder((v0, value))
+            }
+
+            /// Sets the [`block_map` field](SparsityParameters#structfield.block_map) to null.
+            #[inline]
+            #[allow(clippy::type_complexity)]
+            pub fn block_map_as_null(self) -> SparsityParametersBuilder<(T0, ())> {
+                self.block_map(())
+            }
+        }
+
+        impl<T0, T1> SparsityParametersBuilder<(T0, T1)> {
+            /// Setter for the [`dim_metadata` field](SparsityParameters#structfield.dim_metadata).
+            #[inline]
+            #[allow(clippy::type_complexity)]
+            pub fn dim_metadata<T2>(self, value: T2) -> SparsityParametersBuilder<(T0, T1, T2)>
+            where
+                T2: ::planus::WriteAsOptional<
+                    ::planus::Offset<[::planus::Offset<self::DimensionMetadata>]>,
+                >,
+            {
+                let (v0, v1) = self.0;
+                SparsityParametersBuilder((v0, v1, value))
+            }
+
+            /// Sets the [`dim_metadata` field](SparsityParameters#structfield.dim_metadata) to null.
+            #[inline]
+            #[allow(clippy::type_complexity)]
+            pub fn dim_metadata_as_null(self) -> SparsityParametersBuilder<(T0, T1, ())> {
+                self.dim_metadata(())
+            }
+        }
+
+        impl<T0, T1, T2> SparsityParametersBuilder<(T0, T1, T2)> {
+            /// Finish writing the builder to get an [Offset](::planus::Offset) to a serialized [SparsityParameters].
+            #[inline]
+            pub fn finish(
+                self,
+                builder: &mut ::planus::Builder,
+            ) -> ::planus::Offset<SparsityParameters>
+            where
+                Self: ::planus::WriteAsOffset<SparsityParameters>,
+            {
+                ::planus::WriteAsOffset::prepare(&self, builder)
+            }
+        }
+
+        impl<
+                T0: ::planus::WriteAsOptional<::planus::Offset<[i32]>>,
+                T1: ::planus::WriteAsOptional<::planus::Offset<[i32]>>,
+                T2: ::planus::WriteAsOptional<
+                    ::planus::Offset<[::planus::Offset<self::DimensionMetadata>]>,
+                >,
+            > ::planus::WriteAs<::planus::Offset<SparsityParameters>>
+            for SparsityParametersBuilder<(T0, T1, T2)>
+        {
+            type Prepared = ::planus::Offset<SparsityParameters>;
+
+            #[inline]
+            fn prepare(
+                &self,
+                builder: &mut ::planus::Builder,
+            ) -> ::planus::Offset<SparsityParameters> {
+                ::planus::WriteAsOffset::prepare(self, builder)
+            }
+        }
+
+        impl<
+                T0: ::planus::WriteAsOptional<::planus::Offset<[i32]>>,
+                T1: ::planus::WriteAsOptional<::planus::Offset<[i32]>>,
+                T2: ::planus::WriteAsOptional<
+                    ::planus::Offset<[::planus::Offset<self::DimensionMetadata>]>,
+                >,
+            > ::planus::WriteAsOptional<::planus::Offset<SparsityParameters>>
+            for SparsityParametersBuilder<(T0, T1, T2)>
+        {
+            type Prepared = ::planus::Offset<SparsityParameters>;
+
+            #[inline]
+            fn prepare(
+                &self,
+                builder: &mut ::planus::Builder,
+            ) -> ::core::option::Option<::planus::Offset<SparsityParameters>> {
+                ::core::option::Option::Some(::planus::WriteAsOffset::prepare(self, builder))
+            }
+        }
+
+        impl<
+                T0: ::planus::WriteAsOptional<::planus::Offset<[i32]>>,
+                T1: ::planus::WriteAsOptional<::planus::Offset<[i32]>>,
+                T2: ::planus::WriteAsOptional<
+                    ::planus::Offset<[::planus::Offset<self::DimensionMetadata>]>,
+                >,
+            > ::planus::WriteAsOffset<SparsityParameters>
+            for SparsityParametersBuilder<(T0, T1, T2)>
+        {
+            #[inline]
+            fn prepare(
+                &self,
+                builder: &mut ::planus::Builder,
+            ) -> ::planus::Offset<SparsityParameters> {
+                let (v0, v1, v2) = &self.0;
+                SparsityParameters::create(builder, v0, v1, v2)
+            }
+        }
+
+        /// Reference to a deserialized [SparsityParameters].
+        #[derive(Copy, Clone)]
+        pub struct SparsityParametersRef<'a>(#[allow(dead_code)] ::planus::table_reader::Table<'a>);
+
+        impl<'a> SparsityParametersRef<'a> {
+            /// Getter for the [`traversal_order` field](SparsityParameters#structfield.traversal_order).
+            #[inline]
+            pub fn traversal_order(
+                &self,
+            ) -> ::planus::Result<::core::option::Option<::planus::Vector<'a, i32>>> {
+                self.0.access(0, "SparsityParameters", "traversal_order")
+            }
+
+            /// Getter for the [`block_map` field](SparsityParameters#structfield.block_map).
+            #[inline]
+            pub fn block_map(
+                &self,
+            ) -> ::planus::Result<::core::option::Option<::planus::Vector<'a, i32>>> {
+                self.0.access(1, "SparsityParameters", "block_map")
+            }
+
+            /// Getter for the [`dim_metadata` field](SparsityParameters#structfield.dim_metadata).
+            #[inline]
+            pub fn dim_metadata(
+                &self,
+            ) -> ::planus::Result<
+                ::core::option::Option<
+                    ::planus::Vector<'a, ::planus::Result<self::DimensionMetadataRef<'a>>>,
+                >,
+            > {
+                self.0.access(2, "SparsityParameters", "dim_metadata")
+            }
+        }
+
+        impl<'a> ::core::fmt::Debug for SparsityParametersRef<'a> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut f = f.debug_struct("SparsityParametersRef");
+                if let ::core::option::Option::Some(field_traversal_order) =
+                    self.traversal_order().transpose()
+                {
+                    f.field("traversal_order", &field_traversal_order);
+                }
+                if let ::core::option::Option::Some(field_block_map) = self.block_map().transpose()
+                {
+                    f.field("block_map", &field_block_map);
+                }
+                if let ::core::option::Option::Some(field_dim_metadata) =
+                    self.dim_metadata().transpose()
+                {
+                    f.field("dim_metadata", &field_dim_metadata);
+                }
+                f.finish()
+            }
+        }
+
+        impl<'a> ::core::convert::TryFrom<SparsityParametersRef<'a>> for SparsityParameters {
+            type Error = ::planus::Error;
+
+            #[allow(unreachable_code)]
+            fn try_from(value: SparsityParametersRef<'a>) -> ::planus::Result<Self> {
+                ::core::result::Result::Ok(Self {
+                    traversal_order: if let ::core::option::Option::Some(traversal_order) =
+                        value.traversal_order()?
+                    {
+                        ::core::option::Option::Some(traversal_order.to_vec()?)
+                    } else {
+                        ::core::option::Option::None
+                    },
+                    block_map: if let ::core::option::Option::Some(block_map) = value.block_map()? {
+                        ::core::option::Option::Some(block_map.to_vec()?)
+                    } else {
+                        ::core::option::Option::None
+                    },
+                    dim_metadata: if let ::core::option::Option::Some(dim_metadata) =
+                        value.dim_metadata()?
+                    {
+                        ::core::option::Option::Some(dim_metadata.to_vec_result()?)
+                    } else {
+                        ::core::option::Option::None
+                    },
+                })
+            }
+        }
+
+        impl<'a> ::planus::TableRead<'a> for SparsityParametersRef<'a> {
+            #[inline]
+            fn from_buffer(
+                buffer: ::planus::SliceWithStartOffset<'a>,
+                offset: usize,
+            ) -> ::core::result::Result<Self, ::planus::errors::ErrorKind> {
+                ::core::result::Result::Ok(Self(::planus::table_reader::Table::from_buffer(
+                    buffer, offset,
+                )?))
+            }
+        }
+
+        impl<'a> ::planus::VectorReadInner<'a> for SparsityParametersRef<'a> {
+            type Error = ::planus::Error;
+            const STRIDE: usize = 4;
+
+            unsafe fn from_buffer(
+                buffer: ::planus::SliceWithStartOffset<'a>,
+                offset: usize,
+            ) -> ::planus::Result<Self> {
+                ::planus::TableRead::from_buffer(buffer, offset).map_err(|error_kind| {
+                    error_kind.with_error_location(
+                        "[SparsityParametersRef]",
+                        "get",
+                        buffer.offset_from_start,
+                    )
+                })
+            }
+        }
+
+        /// # Safety
+        /// The planus compiler generates implementations that initialize
+        /// the bytes in `write_values`.
+        unsafe impl ::planus::VectorWrite<::planus::Offset<SparsityParameters>> for SparsityParameters {
+            type Value = ::planus::Offset<SparsityParameters>;
+            const STRIDE: usize = 4;
+            #[inline]
+            fn prepare(&self, builder: &mut ::planus::Builder) -> Self::Value {
+                ::planus::WriteAs::prepare(self, builder)
+            }
+
+            #[inline]
+            unsafe fn write_values(
+                values: &[::planus::Offset<SparsityParameters>],
+                bytes: *mut ::core::mem::MaybeUninit<u8>,
+                buffer_position: u32,
+            ) {
+                let bytes = bytes as *mut [::core::mem::MaybeUninit<u8>; 4];
+                for (i, v) in ::core::iter::Iterator::enumerate(values.iter()) {
+                    ::planus::WriteAsPrimitive::write(
+                        v,
+                        ::planus::Cursor::new(unsafe { &mut *bytes.add(i) }),
+                        buffer_position - (Self::STRIDE * i) as u32,
+                    );
+                }
+            }
+        }
+
+        impl<'a> ::planus::ReadAsRoot<'a> for SparsityParametersRef<'a> {
+            fn read_as_root(slice: &'a [u8]) -> ::planus::Result<Self> {
+                ::planus::TableRead::from_buffer(
+                    ::planus::SliceWithStartOffset {
+                        buffer: slice,
+                        offset_from_start: 0,
+                    },
+                    0,
+                )
+                .map_err(|error_kind| {
+                    error_kind.with_error_location("[SparsityParametersRef]", "read_as_root", 0)
+                })
+            }
+        }
+
         /// The table `Tensor` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Table `Tensor` in the file `crates/model/schema/tflite.fbs:61`
+        /// * Table `Tensor` in the file `crates/model/schema/tflite.fbs:95`
         #[derive(Clone, Debug, PartialEq, PartialOrd, ::serde::Serialize, ::serde::Deserialize)]
         pub struct Tensor {
             /// The field `shape` in the table `Tensor`
@@ -1454,6 +3624,9 @@ mod root {
                 ::core::option::Option<::planus::alloc::boxed::Box<self::QuantizationParameters>>,
             /// The field `is_variable` in the table `Tensor`
             pub is_variable: bool,
+            /// The field `sparsity` in the table `Tensor`
+            pub sparsity:
+                ::core::option::Option<::planus::alloc::boxed::Box<self::SparsityParameters>>,
             /// The field `shape_signature` in the table `Tensor`
             pub shape_signature: ::core::option::Option<::planus::alloc::vec::Vec<i32>>,
             /// The field `has_rank` in the table `Tensor`
@@ -1472,6 +3645,7 @@ mod root {
                     name: ::core::default::Default::default(),
                     quantization: ::core::default::Default::default(),
                     is_variable: false,
+                    sparsity: ::core::default::Default::default(),
                     shape_signature: ::core::default::Default::default(),
                     has_rank: false,
                     external_buffer: 0,
@@ -1497,6 +3671,9 @@ mod root {
                     ::planus::Offset<self::QuantizationParameters>,
                 >,
                 field_is_variable: impl ::planus::WriteAsDefault<bool, bool>,
+                field_sparsity: impl ::planus::WriteAsOptional<
+                    ::planus::Offset<self::SparsityParameters>,
+                >,
                 field_shape_signature: impl ::planus::WriteAsOptional<::planus::Offset<[i32]>>,
                 field_has_rank: impl ::planus::WriteAsDefault<bool, bool>,
                 field_external_buffer: impl ::planus::WriteAsDefault<u32, u32>,
@@ -1507,6 +3684,7 @@ mod root {
                 let prepared_name = field_name.prepare(builder);
                 let prepared_quantization = field_quantization.prepare(builder);
                 let prepared_is_variable = field_is_variable.prepare(builder, &false);
+                let prepared_sparsity = field_sparsity.prepare(builder);
                 let prepared_shape_signature = field_shape_signature.prepare(builder);
                 let prepared_has_rank = field_has_rank.prepare(builder, &false);
                 let prepared_external_buffer = field_external_buffer.prepare(builder, &0);
@@ -1524,6 +3702,9 @@ mod root {
                 }
                 if prepared_quantization.is_some() {
                     table_writer.write_entry::<::planus::Offset<self::QuantizationParameters>>(4);
+                }
+                if prepared_sparsity.is_some() {
+                    table_writer.write_entry::<::planus::Offset<self::SparsityParameters>>(6);
                 }
                 if prepared_shape_signature.is_some() {
                     table_writer.write_entry::<::planus::Offset<[i32]>>(7);
@@ -1556,6 +3737,9 @@ mod root {
                             prepared_quantization
                         {
                             object_writer.write::<_, _, 4>(&prepared_quantization);
+                        }
+                        if let ::core::option::Option::Some(prepared_sparsity) = prepared_sparsity {
+                            object_writer.write::<_, _, 4>(&prepared_sparsity);
                         }
                         if let ::core::option::Option::Some(prepared_shape_signature) =
                             prepared_shape_signature
@@ -1616,6 +3800,7 @@ mod root {
                     &self.name,
                     &self.quantization,
                     self.is_variable,
+                    &self.sparsity,
                     &self.shape_signature,
                     self.has_rank,
                     self.external_buffer,
@@ -1752,38 +3937,63 @@ mod root {
         }
 
         impl<T0, T1, T2, T3, T4, T5> TensorBuilder<(T0, T1, T2, T3, T4, T5)> {
-            /// Setter for the [`shape_signature` field](Tensor#structfield.shape_signature).
+            /// Setter for the [`sparsity` field](Tensor#structfield.sparsity).
             #[inline]
             #[allow(clippy::type_complexity)]
-            pub fn shape_signature<T6>(
-                self,
-                value: T6,
-            ) -> TensorBuilder<(T0, T1, T2, T3, T4, T5, T6)>
+            pub fn sparsity<T6>(self, value: T6) -> TensorBuilder<(T0, T1, T2, T3, T4, T5, T6)>
             where
-                T6: ::planus::WriteAsOptional<::planus::Offset<[i32]>>,
+                T6: ::planus::WriteAsOptional<::planus::Offset<self::SparsityParameters>>,
             {
                 let (v0, v1, v2, v3, v4, v5) = self.0;
                 TensorBuilder((v0, v1, v2, v3, v4, v5, value))
             }
 
-            /// Sets the [`shape_signature` field](Tensor#structfield.shape_signature) to null.
+            /// Sets the [`sparsity` field](Tensor#structfield.sparsity) to null.
             #[inline]
             #[allow(clippy::type_complexity)]
-            pub fn shape_signature_as_null(self) -> TensorBuilder<(T0, T1, T2, T3, T4, T5, ())> {
-                self.shape_signature(())
+            pub fn sparsity_as_null(self) -> TensorBuilder<(T0, T1, T2, T3, T4, T5, ())> {
+                self.sparsity(())
             }
         }
 
         impl<T0, T1, T2, T3, T4, T5, T6> TensorBuilder<(T0, T1, T2, T3, T4, T5, T6)> {
-            /// Setter for the [`has_rank` field](Tensor#structfield.has_rank).
+            /// Setter for the [`shape_signature` field](Tensor#structfield.shape_signature).
             #[inline]
             #[allow(clippy::type_complexity)]
-            pub fn has_rank<T7>(self, value: T7) -> TensorBuilder<(T0, T1, T2, T3, T4, T5, T6, T7)>
+            pub fn shape_signature<T7>(
+                self,
+                value: T7,
+            ) -> TensorBuilder<(T0, T1, T2, T3, T4, T5, T6, T7)>
             where
-                T7: ::planus::WriteAsDefault<bool, bool>,
+                T7: ::planus::WriteAsOptional<::planus::Offset<[i32]>>,
             {
                 let (v0, v1, v2, v3, v4, v5, v6) = self.0;
                 TensorBuilder((v0, v1, v2, v3, v4, v5, v6, value))
+            }
+
+            /// Sets the [`shape_signature` field](Tensor#structfield.shape_signature) to null.
+            #[inline]
+            #[allow(clippy::type_complexity)]
+            pub fn shape_signature_as_null(
+                self,
+            ) -> TensorBuilder<(T0, T1, T2, T3, T4, T5, T6, ())> {
+                self.shape_signature(())
+            }
+        }
+
+        impl<T0, T1, T2, T3, T4, T5, T6, T7> TensorBuilder<(T0, T1, T2, T3, T4, T5, T6, T7)> {
+            /// Setter for the [`has_rank` field](Tensor#structfield.has_rank).
+            #[inline]
+            #[allow(clippy::type_complexity)]
+            pub fn has_rank<T8>(
+                self,
+                value: T8,
+            ) -> TensorBuilder<(T0, T1, T2, T3, T4, T5, T6, T7, T8)>
+            where
+                T8: ::planus::WriteAsDefault<bool, bool>,
+            {
+                let (v0, v1, v2, v3, v4, v5, v6, v7) = self.0;
+                TensorBuilder((v0, v1, v2, v3, v4, v5, v6, v7, value))
             }
 
             /// Sets the [`has_rank` field](Tensor#structfield.has_rank) to the default value.
@@ -1791,24 +4001,25 @@ mod root {
             #[allow(clippy::type_complexity)]
             pub fn has_rank_as_default(
                 self,
-            ) -> TensorBuilder<(T0, T1, T2, T3, T4, T5, T6, ::planus::DefaultValue)> {
+            ) -> TensorBuilder<(T0, T1, T2, T3, T4, T5, T6, T7, ::planus::DefaultValue)>
+            {
                 self.has_rank(::planus::DefaultValue)
             }
         }
 
-        impl<T0, T1, T2, T3, T4, T5, T6, T7> TensorBuilder<(T0, T1, T2, T3, T4, T5, T6, T7)> {
+        impl<T0, T1, T2, T3, T4, T5, T6, T7, T8> TensorBuilder<(T0, T1, T2, T3, T4, T5, T6, T7, T8)> {
             /// Setter for the [`external_buffer` field](Tensor#structfield.external_buffer).
             #[inline]
             #[allow(clippy::type_complexity)]
-            pub fn external_buffer<T8>(
+            pub fn external_buffer<T9>(
                 self,
-                value: T8,
-            ) -> TensorBuilder<(T0, T1, T2, T3, T4, T5, T6, T7, T8)>
+                value: T9,
+            ) -> TensorBuilder<(T0, T1, T2, T3, T4, T5, T6, T7, T8, T9)>
             where
-                T8: ::planus::WriteAsDefault<u32, u32>,
+                T9: ::planus::WriteAsDefault<u32, u32>,
             {
-                let (v0, v1, v2, v3, v4, v5, v6, v7) = self.0;
-                TensorBuilder((v0, v1, v2, v3, v4, v5, v6, v7, value))
+                let (v0, v1, v2, v3, v4, v5, v6, v7, v8) = self.0;
+                TensorBuilder((v0, v1, v2, v3, v4, v5, v6, v7, v8, value))
             }
 
             /// Sets the [`external_buffer` field](Tensor#structfield.external_buffer) to the default value.
@@ -1816,13 +4027,15 @@ mod root {
             #[allow(clippy::type_complexity)]
             pub fn external_buffer_as_default(
                 self,
-            ) -> TensorBuilder<(T0, T1, T2, T3, T4, T5, T6, T7, ::planus::DefaultValue)>
+            ) -> TensorBuilder<(T0, T1, T2, T3, T4, T5, T6, T7, T8, ::planus::DefaultValue)>
             {
                 self.external_buffer(::planus::DefaultValue)
             }
         }
 
-        impl<T0, T1, T2, T3, T4, T5, T6, T7, T8> TensorBuilder<(T0, T1, T2, T3, T4, T5, T6, T7, T8)> {
+        impl<T0, T1, T2, T3, T4, T5, T6, T7, T8, T9>
+            TensorBuilder<(T0, T1, T2, T3, T4, T5, T6, T7, T8, T9)>
+        {
             /// Finish writing the builder to get an [Offset](::planus::Offset) to a serialized [Tensor].
             #[inline]
             pub fn finish(self, builder: &mut ::planus::Builder) -> ::planus::Offset<Tensor>
@@ -1840,11 +4053,12 @@ mod root {
                 T3: ::planus::WriteAsOptional<::planus::Offset<::core::primitive::str>>,
                 T4: ::planus::WriteAsOptional<::planus::Offset<self::QuantizationParameters>>,
                 T5: ::planus::WriteAsDefault<bool, bool>,
-                T6: ::planus::WriteAsOptional<::planus::Offset<[i32]>>,
-                T7: ::planus::WriteAsDefault<bool, bool>,
-                T8: ::planus::WriteAsDefault<u32, u32>,
+                T6: ::planus::WriteAsOptional<::planus::Offset<self::SparsityParameters>>,
+                T7: ::planus::WriteAsOptional<::planus::Offset<[i32]>>,
+                T8: ::planus::WriteAsDefault<bool, bool>,
+                T9: ::planus::WriteAsDefault<u32, u32>,
             > ::planus::WriteAs<::planus::Offset<Tensor>>
-            for TensorBuilder<(T0, T1, T2, T3, T4, T5, T6, T7, T8)>
+            for TensorBuilder<(T0, T1, T2, T3, T4, T5, T6, T7, T8, T9)>
         {
             type Prepared = ::planus::Offset<Tensor>;
 
@@ -1861,11 +4075,12 @@ mod root {
                 T3: ::planus::WriteAsOptional<::planus::Offset<::core::primitive::str>>,
                 T4: ::planus::WriteAsOptional<::planus::Offset<self::QuantizationParameters>>,
                 T5: ::planus::WriteAsDefault<bool, bool>,
-                T6: ::planus::WriteAsOptional<::planus::Offset<[i32]>>,
-                T7: ::planus::WriteAsDefault<bool, bool>,
-                T8: ::planus::WriteAsDefault<u32, u32>,
+                T6: ::planus::WriteAsOptional<::planus::Offset<self::SparsityParameters>>,
+                T7: ::planus::WriteAsOptional<::planus::Offset<[i32]>>,
+                T8: ::planus::WriteAsDefault<bool, bool>,
+                T9: ::planus::WriteAsDefault<u32, u32>,
             > ::planus::WriteAsOptional<::planus::Offset<Tensor>>
-            for TensorBuilder<(T0, T1, T2, T3, T4, T5, T6, T7, T8)>
+            for TensorBuilder<(T0, T1, T2, T3, T4, T5, T6, T7, T8, T9)>
         {
             type Prepared = ::planus::Offset<Tensor>;
 
@@ -1885,16 +4100,17 @@ mod root {
                 T3: ::planus::WriteAsOptional<::planus::Offset<::core::primitive::str>>,
                 T4: ::planus::WriteAsOptional<::planus::Offset<self::QuantizationParameters>>,
                 T5: ::planus::WriteAsDefault<bool, bool>,
-                T6: ::planus::WriteAsOptional<::planus::Offset<[i32]>>,
-                T7: ::planus::WriteAsDefault<bool, bool>,
-                T8: ::planus::WriteAsDefault<u32, u32>,
+                T6: ::planus::WriteAsOptional<::planus::Offset<self::SparsityParameters>>,
+                T7: ::planus::WriteAsOptional<::planus::Offset<[i32]>>,
+                T8: ::planus::WriteAsDefault<bool, bool>,
+                T9: ::planus::WriteAsDefault<u32, u32>,
             > ::planus::WriteAsOffset<Tensor>
-            for TensorBuilder<(T0, T1, T2, T3, T4, T5, T6, T7, T8)>
+            for TensorBuilder<(T0, T1, T2, T3, T4, T5, T6, T7, T8, T9)>
         {
             #[inline]
             fn prepare(&self, builder: &mut ::planus::Builder) -> ::planus::Offset<Tensor> {
-                let (v0, v1, v2, v3, v4, v5, v6, v7, v8) = &self.0;
-                Tensor::create(builder, v0, v1, v2, v3, v4, v5, v6, v7, v8)
+                let (v0, v1, v2, v3, v4, v5, v6, v7, v8, v9) = &self.0;
+                Tensor::create(builder, v0, v1, v2, v3, v4, v5, v6, v7, v8, v9)
             }
         }
 
@@ -1952,6 +4168,15 @@ mod root {
                 )
             }
 
+            /// Getter for the [`sparsity` field](Tensor#structfield.sparsity).
+            #[inline]
+            pub fn sparsity(
+                &self,
+            ) -> ::planus::Result<::core::option::Option<self::SparsityParametersRef<'a>>>
+            {
+                self.0.access(6, "Tensor", "sparsity")
+            }
+
             /// Getter for the [`shape_signature` field](Tensor#structfield.shape_signature).
             #[inline]
             pub fn shape_signature(
@@ -1992,6 +4217,9 @@ mod root {
                     f.field("quantization", &field_quantization);
                 }
                 f.field("is_variable", &self.is_variable());
+                if let ::core::option::Option::Some(field_sparsity) = self.sparsity().transpose() {
+                    f.field("sparsity", &field_sparsity);
+                }
                 if let ::core::option::Option::Some(field_shape_signature) =
                     self.shape_signature().transpose()
                 {
@@ -2027,6 +4255,13 @@ mod root {
                         ::core::option::Option::None
                     },
                     is_variable: ::core::convert::TryInto::try_into(value.is_variable()?)?,
+                    sparsity: if let ::core::option::Option::Some(sparsity) = value.sparsity()? {
+                        ::core::option::Option::Some(::planus::alloc::boxed::Box::new(
+                            ::core::convert::TryInto::try_into(sparsity)?,
+                        ))
+                    } else {
+                        ::core::option::Option::None
+                    },
                     shape_signature: if let ::core::option::Option::Some(shape_signature) =
                         value.shape_signature()?
                     {
@@ -2112,7 +4347,7 @@ mod root {
         /// The enum `Padding` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Enum `Padding` in the file `crates/model/schema/tflite.fbs:75`
+        /// * Enum `Padding` in the file `crates/model/schema/tflite.fbs:109`
         #[derive(
             Copy,
             Clone,
@@ -2278,7 +4513,7 @@ mod root {
         /// The enum `ActivationFunctionType` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Enum `ActivationFunctionType` in the file `crates/model/schema/tflite.fbs:77`
+        /// * Enum `ActivationFunctionType` in the file `crates/model/schema/tflite.fbs:111`
         #[derive(
             Copy,
             Clone,
@@ -2472,7 +4707,7 @@ mod root {
         /// The table `Conv2DOptions` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Table `Conv2DOptions` in the file `crates/model/schema/tflite.fbs:86`
+        /// * Table `Conv2DOptions` in the file `crates/model/schema/tflite.fbs:120`
         #[derive(
             Clone,
             Debug,
@@ -3030,7 +5265,7 @@ mod root {
         /// The table `DepthwiseConv2DOptions` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Table `DepthwiseConv2DOptions` in the file `crates/model/schema/tflite.fbs:95`
+        /// * Table `DepthwiseConv2DOptions` in the file `crates/model/schema/tflite.fbs:129`
         #[derive(
             Clone,
             Debug,
@@ -3676,7 +5911,7 @@ mod root {
         /// The table `Pool2DOptions` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Table `Pool2DOptions` in the file `crates/model/schema/tflite.fbs:105`
+        /// * Table `Pool2DOptions` in the file `crates/model/schema/tflite.fbs:139`
         #[derive(
             Clone,
             Debug,
@@ -4224,7 +6459,7 @@ mod root {
         /// The table `FullyConnectedOptions` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Table `FullyConnectedOptions` in the file `crates/model/schema/tflite.fbs:114`
+        /// * Table `FullyConnectedOptions` in the file `crates/model/schema/tflite.fbs:148`
         #[derive(
             Clone,
             Debug,
@@ -4712,7 +6947,7 @@ mod root {
         /// The table `SoftmaxOptions` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Table `SoftmaxOptions` in the file `crates/model/schema/tflite.fbs:121`
+        /// * Table `SoftmaxOptions` in the file `crates/model/schema/tflite.fbs:155`
         #[derive(Clone, Debug, PartialEq, PartialOrd, ::serde::Serialize, ::serde::Deserialize)]
         pub struct SoftmaxOptions {
             /// The field `beta` in the table `SoftmaxOptions`
@@ -4967,7 +7202,7 @@ mod root {
         /// The table `ConcatenationOptions` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Table `ConcatenationOptions` in the file `crates/model/schema/tflite.fbs:125`
+        /// * Table `ConcatenationOptions` in the file `crates/model/schema/tflite.fbs:159`
         #[derive(
             Clone,
             Debug,
@@ -5334,7 +7569,7 @@ mod root {
         /// The table `AddOptions` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Table `AddOptions` in the file `crates/model/schema/tflite.fbs:130`
+        /// * Table `AddOptions` in the file `crates/model/schema/tflite.fbs:164`
         #[derive(
             Clone,
             Debug,
@@ -5687,7 +7922,7 @@ mod root {
         /// The table `L2NormOptions` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Table `L2NormOptions` in the file `crates/model/schema/tflite.fbs:135`
+        /// * Table `L2NormOptions` in the file `crates/model/schema/tflite.fbs:169`
         #[derive(
             Clone,
             Debug,
@@ -5986,7 +8221,7 @@ mod root {
         /// The table `ResizeBilinearOptions` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Table `ResizeBilinearOptions` in the file `crates/model/schema/tflite.fbs:139`
+        /// * Table `ResizeBilinearOptions` in the file `crates/model/schema/tflite.fbs:173`
         #[derive(
             Clone,
             Debug,
@@ -6335,7 +8570,7 @@ mod root {
         /// The table `ReshapeOptions` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Table `ReshapeOptions` in the file `crates/model/schema/tflite.fbs:146`
+        /// * Table `ReshapeOptions` in the file `crates/model/schema/tflite.fbs:180`
         #[derive(
             Clone,
             Debug,
@@ -6610,7 +8845,7 @@ mod root {
         /// The table `SpaceToDepthOptions` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Table `SpaceToDepthOptions` in the file `crates/model/schema/tflite.fbs:150`
+        /// * Table `SpaceToDepthOptions` in the file `crates/model/schema/tflite.fbs:184`
         #[derive(
             Clone,
             Debug,
@@ -6899,7 +9134,7 @@ mod root {
         /// The table `MulOptions` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Table `MulOptions` in the file `crates/model/schema/tflite.fbs:154`
+        /// * Table `MulOptions` in the file `crates/model/schema/tflite.fbs:188`
         #[derive(
             Clone,
             Debug,
@@ -7197,7 +9432,7 @@ mod root {
         /// The table `PadOptions` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Table `PadOptions` in the file `crates/model/schema/tflite.fbs:158`
+        /// * Table `PadOptions` in the file `crates/model/schema/tflite.fbs:192`
         #[derive(
             Clone,
             Debug,
@@ -7408,7 +9643,7 @@ mod root {
         /// The table `GatherOptions` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Table `GatherOptions` in the file `crates/model/schema/tflite.fbs:160`
+        /// * Table `GatherOptions` in the file `crates/model/schema/tflite.fbs:194`
         #[derive(
             Clone,
             Debug,
@@ -7720,7 +9955,7 @@ mod root {
         /// The table `TransposeOptions` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Table `TransposeOptions` in the file `crates/model/schema/tflite.fbs:165`
+        /// * Table `TransposeOptions` in the file `crates/model/schema/tflite.fbs:199`
         #[derive(
             Clone,
             Debug,
@@ -7946,7 +10181,7 @@ mod root {
         /// The table `ReducerOptions` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Table `ReducerOptions` in the file `crates/model/schema/tflite.fbs:167`
+        /// * Table `ReducerOptions` in the file `crates/model/schema/tflite.fbs:201`
         #[derive(
             Clone,
             Debug,
@@ -8214,7 +10449,7 @@ mod root {
         /// The table `SubOptions` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Table `SubOptions` in the file `crates/model/schema/tflite.fbs:171`
+        /// * Table `SubOptions` in the file `crates/model/schema/tflite.fbs:205`
         #[derive(
             Clone,
             Debug,
@@ -8567,7 +10802,7 @@ mod root {
         /// The table `DivOptions` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Table `DivOptions` in the file `crates/model/schema/tflite.fbs:176`
+        /// * Table `DivOptions` in the file `crates/model/schema/tflite.fbs:210`
         #[derive(
             Clone,
             Debug,
@@ -8865,7 +11100,7 @@ mod root {
         /// The table `SqueezeOptions` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Table `SqueezeOptions` in the file `crates/model/schema/tflite.fbs:180`
+        /// * Table `SqueezeOptions` in the file `crates/model/schema/tflite.fbs:214`
         #[derive(
             Clone,
             Debug,
@@ -9144,7 +11379,7 @@ mod root {
         /// The table `StridedSliceOptions` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Table `StridedSliceOptions` in the file `crates/model/schema/tflite.fbs:184`
+        /// * Table `StridedSliceOptions` in the file `crates/model/schema/tflite.fbs:218`
         #[derive(
             Clone,
             Debug,
@@ -9705,7 +11940,7 @@ mod root {
         /// The table `SplitOptions` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Table `SplitOptions` in the file `crates/model/schema/tflite.fbs:193`
+        /// * Table `SplitOptions` in the file `crates/model/schema/tflite.fbs:227`
         #[derive(
             Clone,
             Debug,
@@ -9972,7 +12207,7 @@ mod root {
         /// The table `CastOptions` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Table `CastOptions` in the file `crates/model/schema/tflite.fbs:197`
+        /// * Table `CastOptions` in the file `crates/model/schema/tflite.fbs:231`
         #[derive(
             Clone,
             Debug,
@@ -10298,7 +12533,7 @@ mod root {
         /// The table `DequantizeOptions` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Table `DequantizeOptions` in the file `crates/model/schema/tflite.fbs:202`
+        /// * Table `DequantizeOptions` in the file `crates/model/schema/tflite.fbs:236`
         #[derive(
             Clone,
             Debug,
@@ -10526,7 +12761,7 @@ mod root {
         /// The table `MaximumMinimumOptions` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Table `MaximumMinimumOptions` in the file `crates/model/schema/tflite.fbs:204`
+        /// * Table `MaximumMinimumOptions` in the file `crates/model/schema/tflite.fbs:238`
         #[derive(
             Clone,
             Debug,
@@ -10760,7 +12995,7 @@ mod root {
         /// The table `PadV2Options` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Table `PadV2Options` in the file `crates/model/schema/tflite.fbs:206`
+        /// * Table `PadV2Options` in the file `crates/model/schema/tflite.fbs:240`
         #[derive(
             Clone,
             Debug,
@@ -10971,7 +13206,7 @@ mod root {
         /// The table `TransposeConvOptions` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Table `TransposeConvOptions` in the file `crates/model/schema/tflite.fbs:208`
+        /// * Table `TransposeConvOptions` in the file `crates/model/schema/tflite.fbs:242`
         #[derive(
             Clone,
             Debug,
@@ -11442,7 +13677,7 @@ mod root {
         /// The table `ExpandDimsOptions` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Table `ExpandDimsOptions` in the file `crates/model/schema/tflite.fbs:215`
+        /// * Table `ExpandDimsOptions` in the file `crates/model/schema/tflite.fbs:249`
         #[derive(
             Clone,
             Debug,
@@ -11670,7 +13905,7 @@ mod root {
         /// The table `PackOptions` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Table `PackOptions` in the file `crates/model/schema/tflite.fbs:217`
+        /// * Table `PackOptions` in the file `crates/model/schema/tflite.fbs:251`
         #[derive(
             Clone,
             Debug,
@@ -11980,7 +14215,7 @@ mod root {
         /// The table `UnpackOptions` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Table `UnpackOptions` in the file `crates/model/schema/tflite.fbs:222`
+        /// * Table `UnpackOptions` in the file `crates/model/schema/tflite.fbs:256`
         #[derive(
             Clone,
             Debug,
@@ -12281,7 +14516,7 @@ mod root {
         /// The table `ResizeNearestNeighborOptions` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Table `ResizeNearestNeighborOptions` in the file `crates/model/schema/tflite.fbs:227`
+        /// * Table `ResizeNearestNeighborOptions` in the file `crates/model/schema/tflite.fbs:261`
         #[derive(
             Clone,
             Debug,
@@ -12649,7 +14884,7 @@ mod root {
         /// The table `LeakyReluOptions` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Table `LeakyReluOptions` in the file `crates/model/schema/tflite.fbs:232`
+        /// * Table `LeakyReluOptions` in the file `crates/model/schema/tflite.fbs:266`
         #[derive(Clone, Debug, PartialEq, PartialOrd, ::serde::Serialize, ::serde::Deserialize)]
         pub struct LeakyReluOptions {
             /// The field `alpha` in the table `LeakyReluOptions`
@@ -12922,7 +15157,7 @@ mod root {
         /// The enum `MirrorPadMode` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Enum `MirrorPadMode` in the file `crates/model/schema/tflite.fbs:236`
+        /// * Enum `MirrorPadMode` in the file `crates/model/schema/tflite.fbs:270`
         #[derive(
             Copy,
             Clone,
@@ -13091,7 +15326,7 @@ mod root {
         /// The table `MirrorPadOptions` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Table `MirrorPadOptions` in the file `crates/model/schema/tflite.fbs:238`
+        /// * Table `MirrorPadOptions` in the file `crates/model/schema/tflite.fbs:272`
         #[derive(
             Clone,
             Debug,
@@ -13376,7 +15611,7 @@ mod root {
         /// The table `SplitVOptions` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Table `SplitVOptions` in the file `crates/model/schema/tflite.fbs:242`
+        /// * Table `SplitVOptions` in the file `crates/model/schema/tflite.fbs:276`
         #[derive(
             Clone,
             Debug,
@@ -13645,7 +15880,7 @@ mod root {
         /// The table `QuantizeOptions` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Table `QuantizeOptions` in the file `crates/model/schema/tflite.fbs:246`
+        /// * Table `QuantizeOptions` in the file `crates/model/schema/tflite.fbs:280`
         #[derive(
             Clone,
             Debug,
@@ -13871,7 +16106,7 @@ mod root {
         /// The table `HardSwishOptions` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Table `HardSwishOptions` in the file `crates/model/schema/tflite.fbs:248`
+        /// * Table `HardSwishOptions` in the file `crates/model/schema/tflite.fbs:282`
         #[derive(
             Clone,
             Debug,
@@ -14097,7 +16332,7 @@ mod root {
         /// The table `DepthToSpaceOptions` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Table `DepthToSpaceOptions` in the file `crates/model/schema/tflite.fbs:250`
+        /// * Table `DepthToSpaceOptions` in the file `crates/model/schema/tflite.fbs:284`
         #[derive(
             Clone,
             Debug,
@@ -14386,7 +16621,7 @@ mod root {
         /// The table `BatchMatMulOptions` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Table `BatchMatMulOptions` in the file `crates/model/schema/tflite.fbs:254`
+        /// * Table `BatchMatMulOptions` in the file `crates/model/schema/tflite.fbs:288`
         #[derive(
             Clone,
             Debug,
@@ -14787,7 +17022,7 @@ mod root {
         /// The table `Unread` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Table `Unread` in the file `crates/model/schema/tflite.fbs:261`
+        /// * Table `Unread` in the file `crates/model/schema/tflite.fbs:295`
         #[derive(
             Clone,
             Debug,
@@ -14994,7 +17229,7 @@ mod root {
         /// The union `BuiltinOptions` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Union `BuiltinOptions` in the file `crates/model/schema/tflite.fbs:263`
+        /// * Union `BuiltinOptions` in the file `crates/model/schema/tflite.fbs:297`
         #[derive(Clone, Debug, PartialEq, PartialOrd, ::serde::Serialize, ::serde::Deserialize)]
         pub enum BuiltinOptions {
             /// The variant of type `Conv2DOptions` in the union `BuiltinOptions`
@@ -22888,7 +25123,7 @@ mod root {
         /// The enum `BuiltinOperator` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Enum `BuiltinOperator` in the file `crates/model/schema/tflite.fbs:394`
+        /// * Enum `BuiltinOperator` in the file `crates/model/schema/tflite.fbs:428`
         #[derive(
             Copy,
             Clone,
@@ -24102,7 +26337,7 @@ mod root {
         /// The table `OperatorCode` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Table `OperatorCode` in the file `crates/model/schema/tflite.fbs:607`
+        /// * Table `OperatorCode` in the file `crates/model/schema/tflite.fbs:641`
         #[derive(
             Clone,
             Debug,
@@ -24536,7 +26771,7 @@ mod root {
         /// The table `Operator` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Table `Operator` in the file `crates/model/schema/tflite.fbs:614`
+        /// * Table `Operator` in the file `crates/model/schema/tflite.fbs:648`
         #[derive(Clone, Debug, PartialEq, PartialOrd, ::serde::Serialize, ::serde::Deserialize)]
         pub struct Operator {
             /// The field `opcode_index` in the table `Operator`
@@ -25324,7 +27559,7 @@ mod root {
         /// The table `SubGraph` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Table `SubGraph` in the file `crates/model/schema/tflite.fbs:627`
+        /// * Table `SubGraph` in the file `crates/model/schema/tflite.fbs:661`
         #[derive(Clone, Debug, PartialEq, PartialOrd, ::serde::Serialize, ::serde::Deserialize)]
         pub struct SubGraph {
             /// The field `tensors` in the table `SubGraph`
@@ -25804,7 +28039,7 @@ mod root {
         /// The table `Buffer` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Table `Buffer` in the file `crates/model/schema/tflite.fbs:637`
+        /// * Table `Buffer` in the file `crates/model/schema/tflite.fbs:671`
         #[derive(
             Clone,
             Debug,
@@ -26153,7 +28388,7 @@ mod root {
         /// The table `Metadata` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Table `Metadata` in the file `crates/model/schema/tflite.fbs:643`
+        /// * Table `Metadata` in the file `crates/model/schema/tflite.fbs:677`
         #[derive(
             Clone,
             Debug,
@@ -26462,7 +28697,7 @@ mod root {
         /// The table `TensorMap` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Table `TensorMap` in the file `crates/model/schema/tflite.fbs:648`
+        /// * Table `TensorMap` in the file `crates/model/schema/tflite.fbs:682`
         #[derive(
             Clone,
             Debug,
@@ -26780,7 +29015,7 @@ mod root {
         /// The table `SignatureDef` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Table `SignatureDef` in the file `crates/model/schema/tflite.fbs:653`
+        /// * Table `SignatureDef` in the file `crates/model/schema/tflite.fbs:687`
         #[derive(
             Clone,
             Debug,
@@ -27233,7 +29468,7 @@ mod root {
         /// The table `Model` in the namespace `tflite`
         ///
         /// Generated from these locations:
-        /// * Table `Model` in the file `crates/model/schema/tflite.fbs:661`
+        /// * Table `Model` in the file `crates/model/schema/tflite.fbs:695`
         #[derive(Clone, Debug, PartialEq, PartialOrd, ::serde::Serialize, ::serde::Deserialize)]
         pub struct Model {
             /// The field `version` in the table `Model`

@@ -22,13 +22,15 @@ use crate::{RefError, sanitize};
 struct Run {
     runtime: String,
     checkpoints: Vec<RunCheckpoint>,
-    differ: Vec<String>,
+    /// Tensor indices.
+    differ: Vec<usize>,
 }
 
 #[derive(serde::Deserialize)]
 struct RunCheckpoint {
     op_type: String,
-    tensor: String,
+    /// The tensor's index in the primary subgraph.
+    tensor: usize,
     file: String,
 }
 
@@ -77,9 +79,24 @@ pub fn reference(
             return Err(e);
         }
     };
+    // LiteRT's tensor indices, named as m2w's reader names them (TFLite's names repeat).
+    let names = m2w_model::tflite::tensor_names(model_path)?;
+    let name_of = |k: usize| -> Result<String, RefError> {
+        names.get(k).cloned().ok_or_else(|| {
+            RefError::Runtime(format!(
+                "LiteRT names tensor {k}; the model has {}",
+                names.len()
+            ))
+        })
+    };
     if !run.differ.is_empty() {
         let _ = std::fs::remove_dir_all(&scratch);
-        return Err(RefError::NotDeterministic(run.differ));
+        return Err(RefError::NotDeterministic(
+            run.differ
+                .iter()
+                .map(|&k| name_of(k))
+                .collect::<Result<_, _>>()?,
+        ));
     }
 
     // Values computed from weights alone.
@@ -119,15 +136,16 @@ pub fn reference(
         }
         let mut i = 0;
         for c in &run.checkpoints {
-            let node = node_of(&c.tensor)
+            let tensor = name_of(c.tensor)?;
+            let node = node_of(&tensor)
                 .map(|n| n.label())
-                .unwrap_or_else(|| c.tensor.clone());
-            if constant.contains(c.tensor.as_str()) {
+                .unwrap_or_else(|| tensor.clone());
+            if constant.contains(tensor.as_str()) {
                 index.not_captured.push(NotCaptured {
                     scope: String::new(),
                     node,
                     op_type: c.op_type.clone(),
-                    output: c.tensor.clone(),
+                    output: tensor.clone(),
                     reason: "computed from weights alone: a constant the engine folds at plan time"
                         .into(),
                 });
@@ -136,18 +154,18 @@ pub fn reference(
             let src = scratch.join(&c.file);
             let t = HostTensor::read_npy(&src)
                 .map_err(|e| RefError::Runtime(format!("{}: {e}", src.display())))?;
-            let file = format!("{:0width$}_{}.npy", i, sanitize(&c.tensor));
+            let file = format!("{:0width$}_{}.npy", i, sanitize(&tensor));
             let sha = crate::write_npy(&dir.join(&file), &t)?;
             index.checkpoints.push(Checkpoint {
                 index: i,
                 node,
                 op_type: c.op_type.clone(),
-                output: c.tensor.clone(),
+                output: tensor.clone(),
                 shape: t.shape().to_vec(),
                 dtype: t.dtype().into(),
                 file,
                 sha256: sha,
-                graph_output: graph_outputs.contains(c.tensor.as_str()),
+                graph_output: graph_outputs.contains(tensor.as_str()),
             });
             i += 1;
         }

@@ -284,6 +284,67 @@ fn conv_2d_and_depthwise_conv_2d_with_padding_strides_dilations_and_fused_activa
 }
 
 #[test]
+fn transpose_conv_reaches_the_output_shape_it_is_given() {
+    // (case, padding, stride, kernel, input size, output size)
+    for (case, padding, stride, k, (ih, iw), (oh, ow)) in [
+        (
+            "transpose_conv_same_s2",
+            tfl::Padding::Same,
+            2,
+            3,
+            (4, 5),
+            (8, 10),
+        ),
+        (
+            "transpose_conv_same_s2_odd",
+            tfl::Padding::Same,
+            2,
+            4,
+            (4, 3),
+            (7, 6),
+        ),
+        // 8 rows from 3: one past the kernels' reach (output padding).
+        (
+            "transpose_conv_valid_s2",
+            tfl::Padding::Valid,
+            2,
+            3,
+            (3, 4),
+            (8, 9),
+        ),
+        (
+            "transpose_conv_valid_s1",
+            tfl::Padding::Valid,
+            1,
+            2,
+            (3, 3),
+            (4, 4),
+        ),
+    ] {
+        let mut g = Graph::new();
+        let x = g.input(&[1, ih, iw, 2]);
+        let fm = g.feature_map(x, 3);
+        let shape = g.i32s(&[4], &[1, oh, ow, 4]);
+        let w = g.random(&[4, k, k, 3]);
+        let b = g.random(&[4]);
+        let y = g.op(
+            Op::TransposeConv,
+            &[shape, w, fm, b],
+            &[1, oh, ow, 4],
+            Some(Opt::TransposeConvOptions(Box::new(
+                tfl::TransposeConvOptions {
+                    padding,
+                    stride_w: stride,
+                    stride_h: stride,
+                    fused_activation_function: tfl::ActivationFunctionType::None,
+                },
+            ))),
+        );
+        check(case, g, &[y]);
+    }
+}
+
+#[test]
 fn elementwise_binary_ops_broadcast_against_nhwc_operands_and_prelu() {
     for (case, op) in [
         ("add", Op::Add),
@@ -517,6 +578,44 @@ fn concatenation_reshape_squeeze_expand_dims_and_transpose_keep_nhwc_order() {
 }
 
 #[test]
+fn strided_slice_with_masks_steps_and_shrunk_axes() {
+    let slice = |begin_mask: i32, end_mask: i32, shrink: i32| {
+        Some(Opt::StridedSliceOptions(Box::new(
+            tfl::StridedSliceOptions {
+                begin_mask,
+                end_mask,
+                shrink_axis_mask: shrink,
+                ..Default::default()
+            },
+        )))
+    };
+    let mut g = Graph::new();
+    let x = g.input(&[1, 6, 5, 2]);
+    let fm = g.feature_map(x, 4);
+    // [:, 1:5:2, ::-2 (masked), 1:] (channels to the end by the end mask).
+    let b = g.i32s(&[4], &[0, 1, 0, 1]);
+    let e = g.i32s(&[4], &[1, 5, 0, 0]);
+    let st = g.i32s(&[4], &[1, 2, -2, 1]);
+    let y = g.op(
+        Op::StridedSlice,
+        &[fm, b, e, st],
+        &[1, 2, 3, 3],
+        slice(0b0100, 0b1100, 0),
+    );
+    // Row -1, shrunk: [1, 5, 4] -> the last row of each image.
+    let b = g.i32s(&[4], &[0, -1, 0, 0]);
+    let e = g.i32s(&[4], &[1, 0, 5, 4]);
+    let st = g.i32s(&[4], &[1, 1, 1, 1]);
+    let z = g.op(
+        Op::StridedSlice,
+        &[fm, b, e, st],
+        &[1, 5, 4],
+        slice(0, 0, 0b0010),
+    );
+    check("strided_slice", g, &[y, z]);
+}
+
+#[test]
 fn pad_padv2_and_mirror_pad_remap_their_paddings() {
     for (case, op) in [
         ("pad", Op::Pad),
@@ -701,6 +800,67 @@ fn dequantize_of_fp16_and_per_axis_int8_weights() {
         ))),
     );
     check("dequantize_int8_per_axis", g, &[y]);
+}
+
+/// A sparse weight (CSR rows, then a 2x2-blocked one) behind DENSIFY: the reader makes it
+/// dense (LiteRT's format converter, re-implemented) and FULLY_CONNECTED reads it.
+#[test]
+fn densify_of_sparse_weights_in_csr_and_blocked_layouts() {
+    let ints = |v: &[i32]| {
+        Some(tfl::SparseIndexVector::Int32Vector(Box::new(
+            tfl::Int32Vector {
+                values: Some(v.to_vec()),
+            },
+        )))
+    };
+    let dense = |n: i32| tfl::DimensionMetadata {
+        format: tfl::DimensionType::Dense,
+        dense_size: n,
+        ..Default::default()
+    };
+    let csr = |segments: &[i32], indices: &[i32]| tfl::DimensionMetadata {
+        format: tfl::DimensionType::SparseCsr,
+        array_segments: ints(segments),
+        array_indices: ints(indices),
+        ..Default::default()
+    };
+    // [4, 6]: rows of 2, 0, 3 and 1 values.
+    let csr_rows = tfl::SparsityParameters {
+        traversal_order: Some(vec![0, 1]),
+        block_map: None,
+        dim_metadata: Some(vec![dense(4), csr(&[0, 2, 2, 5, 6], &[1, 4, 0, 2, 5, 3])]),
+    };
+    // [4, 6] in 2x2 blocks: a 2 x 3 grid of blocks, blocks (0, 1), (1, 0), (1, 2) stored.
+    let blocked = tfl::SparsityParameters {
+        traversal_order: Some(vec![0, 1, 2, 3]),
+        block_map: Some(vec![0, 1]),
+        dim_metadata: Some(vec![
+            dense(2),
+            csr(&[0, 1, 3], &[1, 0, 2]),
+            dense(2),
+            dense(2),
+        ]),
+    };
+    for (case, sparsity, stored) in [
+        ("densify_csr", csr_rows, 6),
+        ("densify_blocked", blocked, 12),
+    ] {
+        let mut g = Graph::new();
+        let x = g.input(&[3, 6]);
+        let v = g.values(stored);
+        let w = g.f32s(&[4, 6], &v);
+        g.tensors[w as usize].sparsity = Some(Box::new(sparsity));
+        let d = g.op(Op::Densify, &[w], &[4, 6], None);
+        let y = g.op(
+            Op::FullyConnected,
+            &[x, d, -1],
+            &[3, 4],
+            Some(Opt::FullyConnectedOptions(Box::new(
+                tfl::FullyConnectedOptions::default(),
+            ))),
+        );
+        check(case, g, &[y]);
+    }
 }
 
 /// The table of lowered ops and the tests above agree: every op the front-end claims has
