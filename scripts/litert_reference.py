@@ -28,10 +28,11 @@ def run(model, inputs):
         experimental_preserve_all_tensors=True,
     )
     it.allocate_tensors()
+    # Inputs by tensor index (m2w names tensors by index: TFLite's names may repeat).
     for d in it.get_input_details():
-        if d["name"] not in inputs:
-            raise SystemExit(f"no value given for input '{d['name']}'")
-        it.set_tensor(d["index"], inputs[d["name"]].astype(d["dtype"]))
+        if d["index"] not in inputs:
+            raise SystemExit(f"no value given for input tensor {d['index']} ('{d['name']}')")
+        it.set_tensor(d["index"], inputs[d["index"]].astype(d["dtype"]))
     it.invoke()
     values = []
     for op in it._get_ops_details():
@@ -45,11 +46,11 @@ def run(model, inputs):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
-    ap.add_argument("--inputs", required=True, help="JSON object: input name -> .npy path")
+    ap.add_argument("--inputs", required=True, help="JSON object: input tensor index -> .npy path")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     with open(args.inputs) as f:
-        inputs = {k: np.load(v) for k, v in json.load(f).items()}
+        inputs = {int(k): np.load(v) for k, v in json.load(f).items()}
     first = run(args.model, inputs)
     second = run(args.model, inputs)
     differ = [

@@ -129,6 +129,7 @@ pub fn lower(model: &mut Model) -> Result<(), Vec<Unsupported>> {
         derived: Vec::new(),
         layouts: BTreeMap::new(),
         passed_on: HashMap::new(),
+        filters: HashMap::new(),
     };
     let mut refused = Vec::new();
     for n in &graph.nodes {
@@ -184,6 +185,8 @@ struct Lowering<'m> {
     layouts: BTreeMap<String, Vec<usize>>,
     /// Values that are a weight passed on unchanged (DENSIFY's output), by the weight.
     passed_on: HashMap<String, String>,
+    /// Filters transposed for a kernel, by (weight, layout).
+    filters: HashMap<(String, &'static str), String>,
 }
 
 fn attr_s<'a>(n: &'a NodeInfo, k: &str) -> &'a str {
@@ -311,6 +314,24 @@ impl Lowering<'_> {
         }
     }
 
+    /// A filter transposed into the layout `tag` names (once per filter and layout: a
+    /// Transpose of a constant, folded at plan time).
+    fn filter(&mut self, w: &str, tag: &'static str, perm: &[usize]) -> String {
+        if let Some(f) = self.filters.get(&(w.to_string(), tag)) {
+            return f.clone();
+        }
+        let name = format!("{w}#{tag}");
+        self.push_with(
+            name.clone(),
+            "Transpose",
+            vec![w.into()],
+            vec![name.clone()],
+            vec![("perm", perm_ints(perm))],
+        );
+        self.filters.insert((w.to_string(), tag), name.clone());
+        name
+    }
+
     fn copy(&mut self, from: &str, to_nchw: bool) -> String {
         if let Some(c) = self.copies.get(&(from.to_string(), to_nchw)) {
             return c.clone();
@@ -371,11 +392,7 @@ impl Lowering<'_> {
         out: &str,
         nchw: bool,
     ) -> Result<(), String> {
-        let target = if nchw && self.outputs.contains(out) {
-            format!("{out}#nchw")
-        } else {
-            out.to_string()
-        };
+        let target = self.target(out, nchw);
         let act = attr_s(n, "fused_activation_function");
         let act = if act.is_empty() { "NONE" } else { act };
         let core = if act == "NONE" {
@@ -388,20 +405,36 @@ impl Lowering<'_> {
             self.activation(&format!("{}#act", n.label()), act, true, &core, &target)?;
         }
         if nchw {
-            self.held.insert(out.to_string(), target.clone());
-            if target == out {
-                self.layouts.insert(out.to_string(), TO_NCHW.to_vec());
-            } else {
-                self.push_with(
-                    format!("{out}#nhwc"),
-                    "Transpose",
-                    vec![target],
-                    vec![out.to_string()],
-                    vec![("perm", perm_ints(&TO_NHWC))],
-                );
-            }
+            self.hold(out, target);
         }
         Ok(())
+    }
+
+    /// The name an op writes its result `out` under: `out` itself, or, for a graph output
+    /// the engine computes as NCHW, `out#nchw` (`out` is then its NHWC copy).
+    fn target(&self, out: &str, nchw: bool) -> String {
+        if nchw && self.outputs.contains(out) {
+            format!("{out}#nchw")
+        } else {
+            out.to_string()
+        }
+    }
+
+    /// Records that `out` is held as NCHW in `target` ([`Lowering::target`]): a checkpoint
+    /// layout, or the transpose back of a graph output.
+    fn hold(&mut self, out: &str, target: String) {
+        self.held.insert(out.to_string(), target.clone());
+        if target == out {
+            self.layouts.insert(out.to_string(), TO_NCHW.to_vec());
+        } else {
+            self.push_with(
+                format!("{out}#nhwc"),
+                "Transpose",
+                vec![target],
+                vec![out.to_string()],
+                vec![("perm", perm_ints(&TO_NHWC))],
+            );
+        }
     }
 
     /// TFLite's activation functions (fused or as ops) as registry ops.
@@ -485,11 +518,7 @@ fn unary(cx: &mut Lowering, n: &NodeInfo) -> Result<(), String> {
     let out = out0(n)?;
     let nchw = cx.is_nchw(x);
     let xin = if nchw { cx.nchw(x)? } else { x.to_string() };
-    let target = if nchw && cx.outputs.contains(out) {
-        format!("{out}#nchw")
-    } else {
-        out.to_string()
-    };
+    let target = cx.target(out, nchw);
     let name = n.label();
     match n.op_type.as_str() {
         "RELU" | "RELU6" | "RELU_N1_TO_1" | "RELU_0_TO_1" | "TANH" => {
@@ -538,18 +567,7 @@ fn unary(cx: &mut Lowering, n: &NodeInfo) -> Result<(), String> {
         }
     }
     if nchw {
-        cx.held.insert(out.to_string(), target.clone());
-        if target == out {
-            cx.layouts.insert(out.to_string(), TO_NCHW.to_vec());
-        } else {
-            cx.push_with(
-                format!("{out}#nhwc"),
-                "Transpose",
-                vec![target],
-                vec![out.to_string()],
-                vec![("perm", perm_ints(&TO_NHWC))],
-            );
-        }
+        cx.hold(out, target);
     }
     Ok(())
 }
@@ -587,22 +605,7 @@ fn conv(cx: &mut Lowering, n: &NodeInfo) -> Result<(), String> {
         ([0, 3, 1, 2], xs[3] / ws[3])
     };
     let xin = cx.nchw(x)?;
-    let key = (w.to_string(), depthwise);
-    let wt = match cx.copies.get(&key) {
-        Some(c) => c.clone(),
-        None => {
-            let name = format!("{w}#{}", if depthwise { "c1hw" } else { "oihw" });
-            cx.push_with(
-                name.clone(),
-                "Transpose",
-                vec![w.into()],
-                vec![name.clone()],
-                vec![("perm", perm_ints(&perm))],
-            );
-            cx.copies.insert(key, name.clone());
-            name
-        }
-    };
+    let wt = cx.filter(w, if depthwise { "c1hw" } else { "oihw" }, &perm);
     let mut inputs = vec![xin, wt];
     if let Ok(b) = input(n, 2) {
         inputs.push(b.to_string());
@@ -662,15 +665,13 @@ fn transpose_conv(cx: &mut Lowering, n: &NodeInfo) -> Result<(), String> {
             extra[d] = -rest;
         }
     }
+    if (0..2).any(|d| extra[d] >= strides[d]) {
+        return Err(format!(
+            "output {os:?} is past what the kernels reach from input {xs:?} by a stride or more"
+        ));
+    }
     let xin = cx.nchw(x)?;
-    let wt = format!("{w}#iohw");
-    cx.push_with(
-        wt.clone(),
-        "Transpose",
-        vec![w.into()],
-        vec![wt.clone()],
-        vec![("perm", perm_ints(&[3, 0, 1, 2]))],
-    );
+    let wt = cx.filter(w, "iohw", &[3, 0, 1, 2]);
     let mut inputs = vec![xin, wt];
     if let Ok(b) = input(n, 3) {
         inputs.push(b.to_string());
@@ -900,6 +901,16 @@ fn reduce(cx: &mut Lowering, n: &NodeInfo) -> Result<(), String> {
     axes.dedup();
     if axes.iter().any(|&a| a >= rank) {
         return Err(format!("axes {axes:?} out of range for rank {rank}"));
+    }
+    if axes.is_empty() {
+        // TFLite reduces over nothing (ONNX would reduce over every axis).
+        let xin = if cx.is_nchw(x) {
+            cx.nchw(x)?
+        } else {
+            x.to_string()
+        };
+        let nchw = cx.is_nchw(x);
+        return cx.emit(n, "Identity", vec![xin], Vec::new(), out, nchw);
     }
     let keep = attr_i(n, "keep_dims", 0) != 0;
     let kept_nhwc: Vec<usize> = (0..rank).filter(|a| !axes.contains(a)).collect();

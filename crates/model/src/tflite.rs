@@ -380,17 +380,26 @@ pub fn open(path: &Path) -> Result<Model, InputError> {
 
 /// The name m2w gives tensor `k` of the primary subgraph. Names identify values in m2w;
 /// TFLite's may repeat (a converter's DENSIFY output may share its input's name), so a
-/// repeat gets its tensor index (`NAME#K`), an empty name `tensor_K`.
+/// repeat gets its tensor index (`NAME#K`, more `#` while that is taken), an empty name
+/// `tensor_K`.
 fn unique_name(
     raw: Option<&str>,
     k: usize,
     seen: &mut std::collections::HashSet<String>,
 ) -> String {
-    match raw.unwrap_or("") {
+    let mut name = match raw.unwrap_or("") {
         "" => format!("tensor_{k}"),
-        name if !seen.insert(name.to_string()) => format!("{name}#{k}"),
-        name => name.to_string(),
+        n => n.to_string(),
+    };
+    // A generated name may itself be some later tensor's real name: extend until unused.
+    if seen.contains(&name) {
+        name = format!("{name}#{k}");
+        while seen.contains(&name) {
+            name.push('#');
+        }
     }
+    seen.insert(name.clone());
+    name
 }
 
 /// Every tensor of the primary subgraph by index, named as [`open`] names them: what the
@@ -424,6 +433,11 @@ pub fn tensor_names(path: &Path) -> Result<Vec<String>, InputError> {
     Ok(names)
 }
 
+/// Limits on what a sparse weight may claim (checked before any allocation): levels (the
+/// recursion depth) and the dense size.
+const MAX_SPARSE_LEVELS: usize = 16;
+const MAX_DENSE_BYTES: usize = 1 << 31;
+
 /// One level of a sparse tensor: a dense level's size, or a CSR level's segments and
 /// indices.
 enum Level {
@@ -435,9 +449,14 @@ fn index_vector(v: Option<tflite::SparseIndexVectorRef<'_>>) -> planus::Result<V
     use tflite::SparseIndexVectorRef as V;
     Ok(match v {
         None => Vec::new(),
+        // A negative index names nothing: usize::MAX fails every bounds check below.
         Some(V::Int32Vector(x)) => x
             .values()?
-            .map(|v| v.iter().map(|i| i.max(0) as usize).collect())
+            .map(|v| {
+                v.iter()
+                    .map(|i| usize::try_from(i).unwrap_or(usize::MAX))
+                    .collect()
+            })
             .unwrap_or_default(),
         Some(V::Uint16Vector(x)) => x
             .values()?
@@ -461,16 +480,16 @@ fn densify(
     elem: usize,
 ) -> Result<Vec<u8>, String> {
     let bad = |e: planus::Error| e.to_string();
-    let order: Vec<usize> = sp
-        .traversal_order()
-        .map_err(bad)?
-        .map(|v| v.iter().map(|i| i.max(0) as usize).collect())
-        .unwrap_or_default();
-    let block_map: Vec<usize> = sp
-        .block_map()
-        .map_err(bad)?
-        .map(|v| v.iter().map(|i| i.max(0) as usize).collect())
-        .unwrap_or_default();
+    let non_negative = |v: Option<planus::Vector<'_, i32>>| -> Vec<usize> {
+        v.map(|v| {
+            v.iter()
+                .map(|i| usize::try_from(i).unwrap_or(usize::MAX))
+                .collect()
+        })
+        .unwrap_or_default()
+    };
+    let order = non_negative(sp.traversal_order().map_err(bad)?);
+    let block_map = non_negative(sp.block_map().map_err(bad)?);
     let mut levels = Vec::new();
     for m in sp.dim_metadata().map_err(bad)?.into_iter().flatten() {
         let m = m.map_err(bad)?;
@@ -485,10 +504,19 @@ fn densify(
         });
     }
     let rank = shape.len();
-    if order.len() != levels.len()
+    // The dims come first in the traversal (a permutation of 0..rank), then the block
+    // levels (a permutation of rank..levels), as LiteRT's converter assumes.
+    let permutes = |part: &[usize], from: usize| {
+        let mut p = part.to_vec();
+        p.sort_unstable();
+        p.iter().enumerate().all(|(k, &o)| o == from + k)
+    };
+    if levels.len() > MAX_SPARSE_LEVELS
+        || order.len() != levels.len()
         || order.len() < rank
         || order.len() - rank != block_map.len()
-        || order.iter().any(|&o| o >= order.len())
+        || !permutes(&order[..rank], 0)
+        || !permutes(&order[rank..], rank)
         || block_map.iter().any(|&b| b >= rank)
     {
         return Err(format!(
@@ -496,14 +524,19 @@ fn densify(
             levels.len()
         ));
     }
-    let block_size: Vec<usize> = (rank..order.len())
-        .map(|l| match levels[l] {
-            Level::Dense(n) => Ok(n),
-            Level::Csr(..) => Err("a sparse block level".to_string()),
+    // LiteRT's converter: block b's size is the dense size of level order[rank + b].
+    let block_size: Vec<usize> = (0..block_map.len())
+        .map(|b| match levels[order[rank + b]] {
+            Level::Dense(n) if n > 0 => Ok(n),
+            _ => Err("a block level that is not dense".to_string()),
         })
         .collect::<Result<_, _>>()?;
-    let total: usize = shape.iter().product();
-    let mut dense = vec![0u8; total * elem];
+    let bytes = shape
+        .iter()
+        .try_fold(elem, |a, &d| a.checked_mul(d))
+        .filter(|&b| b <= MAX_DENSE_BYTES)
+        .ok_or_else(|| format!("a dense shape {shape:?} past {MAX_DENSE_BYTES} bytes"))?;
+    let mut dense = vec![0u8; bytes];
     let mut next = 0usize;
     let mut indices = vec![0usize; order.len()];
     struct Walk<'a> {
@@ -532,7 +565,10 @@ fn densify(
             for i in rank..indices.len() {
                 let b = w.order[i] - rank;
                 let dim = *w.block_map.get(b).ok_or("a block level without its dim")?;
-                orig[dim] = orig[dim] * w.block_size[b] + indices[i];
+                orig[dim] = orig[dim]
+                    .checked_mul(w.block_size[b])
+                    .and_then(|o| o.checked_add(indices[i]))
+                    .ok_or("a block index past the index range")?;
             }
             let mut flat = 0usize;
             for (d, &i) in orig.iter().enumerate() {
@@ -553,7 +589,11 @@ fn densify(
             Level::Dense(n) => {
                 for i in 0..*n {
                     indices[level] = i;
-                    fill(w, level + 1, parent * n + i, indices, next, dense)?;
+                    let at = parent
+                        .checked_mul(*n)
+                        .and_then(|p| p.checked_add(i))
+                        .ok_or("a dense level past the index range")?;
+                    fill(w, level + 1, at, indices, next, dense)?;
                 }
             }
             Level::Csr(segments, idx) => {

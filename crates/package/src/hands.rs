@@ -22,8 +22,7 @@ fn input(e: impl std::fmt::Display) -> PackageError {
     PackageError::Input(e.to_string())
 }
 
-/// The manifest's file name (as `m2w_port::hands::MANIFEST`).
-pub const MANIFEST: &str = "hands.json";
+use m2w_vision::hands::{HandsConfig, MANIFEST};
 
 /// Whether `port` is a hand-tracking port folder.
 pub fn is_hands(port: &Path) -> bool {
@@ -45,6 +44,12 @@ pub fn generate(port: &Path, name: &str, out: &Path) -> Result<Summary, PackageE
             .map(str::to_string)
             .ok_or_else(|| input(format!("{}: no '{k}'", manifest_path.display())))
     };
+    // The glue's settings must be whole and fit together before they become the package's.
+    let config: HandsConfig = serde_json::from_value(manifest["config"].clone())
+        .map_err(|e| input(format!("{}: config: {e}", manifest_path.display())))?;
+    config
+        .validate()
+        .map_err(|e| input(format!("{}: {e}", manifest_path.display())))?;
     let mut plans = Vec::new();
     let mut weights = Vec::new();
     let mut models = Vec::new();
@@ -76,7 +81,7 @@ pub fn generate(port: &Path, name: &str, out: &Path) -> Result<Summary, PackageE
          // MediaPipe's settings for its hand tracking (docs/HANDS_PIPELINE_NOTES.md in m2w says where each comes from).\n\n\
          import type {{ HandsConfig }} from './index.js';\n\n\
          export const CONFIG: HandsConfig = {};\n",
-        serde_json::to_string_pretty(&manifest["config"]).unwrap()
+        serde_json::to_string_pretty(&config).expect("settings serialise")
     );
     let weight_bytes: usize = weights.iter().map(|(_, b)| b.len()).sum();
     let model = models.join(" + ");

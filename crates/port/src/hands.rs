@@ -16,8 +16,7 @@ use m2w_vision::hands::HandsConfig;
 use crate::PortError;
 use crate::port::{PortOptions, PortOutcome, Step, port};
 
-/// The manifest's file name in the port folder.
-pub const MANIFEST: &str = "hands.json";
+pub use m2w_vision::hands::MANIFEST;
 
 /// `hands.json`: the two engines (folders relative to the port folder) and the glue.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]

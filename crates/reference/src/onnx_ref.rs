@@ -76,7 +76,7 @@ impl Rng {
 }
 
 /// The shape an input gets: declared dims, `--dim` values, or printed defaults.
-pub(crate) fn resolve_shape(
+fn resolve_shape(
     input: &m2w_model::ValueInfo,
     opts: &OnnxOptions,
     used: &mut BTreeMap<String, u64>,
@@ -171,7 +171,7 @@ fn integer_rule(model: &Model, input: &str) -> (Option<u64>, String) {
     (None, "ones".into())
 }
 
-pub(crate) fn make_input(
+fn make_input(
     model: &Model,
     input: &m2w_model::ValueInfo,
     shape: Vec<u64>,
@@ -382,6 +382,41 @@ pub fn open_session(lib: &Path, model_bytes: &[u8], what: &Path) -> Result<Sessi
     })
 }
 
+/// Graph inputs (name, value, how it was made) and the dims used.
+pub(crate) type MadeInputs = (Vec<(String, HostTensor, String)>, BTreeMap<String, u64>);
+
+/// Every graph input's value (given, filled or generated from the seed) with how it was
+/// made, and the dims used. Inputs named in `opts` that the graph lacks are an error.
+pub(crate) fn graph_inputs(
+    model: &Model,
+    graph: &m2w_model::GraphInfo,
+    model_path: &Path,
+    opts: &OnnxOptions,
+) -> Result<MadeInputs, RefError> {
+    for name in opts.input_files.keys().chain(opts.fill.keys()) {
+        if !graph.inputs.iter().any(|i| &i.name == name) {
+            let known: Vec<&str> = graph.inputs.iter().map(|i| i.name.as_str()).collect();
+            return Err(RefError::Usage(format!(
+                "{}: the model has no input '{name}' (inputs: {})",
+                model_path.display(),
+                known.join(", ")
+            )));
+        }
+    }
+    let mut used_dims = BTreeMap::new();
+    let mut rng = Rng::new(opts.seed);
+    let mut inputs = Vec::new();
+    for input in &graph.inputs {
+        let shape = resolve_shape(input, opts, &mut used_dims).map_err(|e| match e {
+            RefError::Usage(m) => RefError::Usage(format!("{}: {m}", model_path.display())),
+            other => other,
+        })?;
+        let (t, how) = make_input(model, input, shape, opts, &mut rng)?;
+        inputs.push((input.name.clone(), t, how));
+    }
+    Ok((inputs, used_dims))
+}
+
 /// Runs `model_path` through ORT with every node output captured; writes the inputs, one
 /// `.npy` per checkpoint and `index.json` into `out` (replaced atomically).
 pub fn reference(
@@ -395,30 +430,11 @@ pub fn reference(
         .graph
         .as_ref()
         .ok_or_else(|| RefError::Usage(format!("{}: not an ONNX model", model_path.display())))?;
-    for name in opts.input_files.keys().chain(opts.fill.keys()) {
-        if !graph.inputs.iter().any(|i| &i.name == name) {
-            let known: Vec<&str> = graph.inputs.iter().map(|i| i.name.as_str()).collect();
-            return Err(RefError::Usage(format!(
-                "{}: the model has no input '{name}' (inputs: {})",
-                model_path.display(),
-                known.join(", ")
-            )));
-        }
-    }
-
-    let mut used_dims = BTreeMap::new();
-    let mut rng = Rng::new(opts.seed);
-    let mut inputs = Vec::new();
-    let mut records = Vec::new();
-    for input in &graph.inputs {
-        let shape = resolve_shape(input, opts, &mut used_dims).map_err(|e| match e {
-            RefError::Usage(m) => RefError::Usage(format!("{}: {m}", model_path.display())),
-            other => other,
-        })?;
-        let (t, how) = make_input(&model, input, shape, opts, &mut rng)?;
-        records.push((input.name.clone(), how));
-        inputs.push((input.name.clone(), t));
-    }
+    let (made, used_dims) = graph_inputs(&model, graph, model_path, opts)?;
+    let (inputs, records): (Vec<(String, HostTensor)>, Vec<(String, String)>) = made
+        .into_iter()
+        .map(|(name, t, how)| ((name.clone(), t), (name, how)))
+        .unzip();
     for key in opts.dims.keys() {
         let axis_form = key.rsplit_once('.').is_some_and(|(n, a)| {
             a.parse::<usize>().is_ok() && graph.inputs.iter().any(|i| i.name == n)

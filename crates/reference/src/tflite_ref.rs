@@ -8,14 +8,14 @@
 //! Outputs computed from weights alone (a DEQUANTIZE of an fp16 filter) are constants the
 //! engine folds at plan time; they are listed as not captured, with that reason.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 
 use m2w_model::Model;
 
 use crate::index::{Checkpoint, Index, InputRecord, NotCaptured, write_index};
 use crate::npy::HostTensor;
-use crate::onnx_ref::{OnnxOptions, Rng, make_input, resolve_shape};
+use crate::onnx_ref::{OnnxOptions, graph_inputs};
 use crate::{RefError, sanitize};
 
 #[derive(serde::Deserialize)]
@@ -49,29 +49,14 @@ pub fn reference(
         .graph
         .as_ref()
         .ok_or_else(|| RefError::Usage(format!("{}: has no graph", model_path.display())))?;
-    for name in opts.input_files.keys().chain(opts.fill.keys()) {
-        if !graph.inputs.iter().any(|i| &i.name == name) {
-            let known: Vec<&str> = graph.inputs.iter().map(|i| i.name.as_str()).collect();
-            return Err(RefError::Usage(format!(
-                "{}: the model has no input '{name}' (inputs: {})",
-                model_path.display(),
-                known.join(", ")
-            )));
-        }
-    }
-    let mut used_dims = BTreeMap::new();
-    let mut rng = Rng::new(opts.seed);
-    let mut inputs = Vec::new();
-    for input in &graph.inputs {
-        let shape = resolve_shape(input, opts, &mut used_dims)?;
-        let (t, how) = make_input(&model, input, shape, opts, &mut rng)?;
-        inputs.push((input.name.clone(), t, how));
-    }
+    let (inputs, used_dims) = graph_inputs(&model, graph, model_path, opts)?;
 
     // The run happens in a scratch folder; its files are then checked and renamed into
     // the reference folder.
+    // LiteRT's tensor indices, named as m2w's reader names them (TFLite's names repeat).
+    let names = m2w_model::tflite::tensor_names(model_path)?;
     let scratch = tempdir(out)?;
-    let result = run_litert(python, script, model_path, &scratch, &inputs);
+    let result = run_litert(python, script, model_path, &scratch, &inputs, &names);
     let run = match result {
         Ok(r) => r,
         Err(e) => {
@@ -79,8 +64,6 @@ pub fn reference(
             return Err(e);
         }
     };
-    // LiteRT's tensor indices, named as m2w's reader names them (TFLite's names repeat).
-    let names = m2w_model::tflite::tensor_names(model_path)?;
     let name_of = |k: usize| -> Result<String, RefError> {
         names.get(k).cloned().ok_or_else(|| {
             RefError::Runtime(format!(
@@ -200,12 +183,17 @@ fn run_litert(
     model_path: &Path,
     scratch: &Path,
     inputs: &[(String, HostTensor, String)],
+    names: &[String],
 ) -> Result<Run, RefError> {
+    // Fed by tensor index: the script never has to match a (possibly repeated) name.
     let mut feed = serde_json::Map::new();
     for (k, (name, t, _)) in inputs.iter().enumerate() {
+        let index = names.iter().position(|n| n == name).ok_or_else(|| {
+            RefError::Usage(format!("{}: no tensor '{name}'", model_path.display()))
+        })?;
         let p = scratch.join(format!("input{k}.npy"));
         crate::write_npy(&p, t)?;
-        feed.insert(name.clone(), p.to_string_lossy().into_owned().into());
+        feed.insert(index.to_string(), p.to_string_lossy().into_owned().into());
     }
     let feed_path = scratch.join("inputs.json");
     std::fs::write(&feed_path, serde_json::Value::Object(feed).to_string())

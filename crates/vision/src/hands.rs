@@ -8,6 +8,10 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+/// The port folder's manifest of a hand-tracking pipeline (written by `m2w_port::hands`,
+/// read by the package generator).
+pub const MANIFEST: &str = "hands.json";
+
 use crate::warp::{self, Border};
 use crate::{
     AnchorOptions, DecodeOptions, Detection, Rect, RectTransform, decode, detection_rect,
@@ -53,11 +57,50 @@ pub struct HandsConfig {
     pub landmarks_output: usize,
     pub presence_output: usize,
     pub handedness_output: usize,
-    /// Hands whose presence score is below this are dropped.
+    /// Hands whose presence is not above this are dropped.
     pub min_presence: f32,
 }
 
 impl HandsConfig {
+    /// Checks that the settings fit together (offsets within a box's values, a stride per
+    /// layer, keypoints that exist), so the glue never reads past what it is given.
+    pub fn validate(&self) -> Result<(), String> {
+        let d = &self.decode;
+        let keypoints_end = d.keypoint_coord_offset + d.num_keypoints * d.num_values_per_keypoint;
+        let problems = [
+            (
+                self.anchors.strides.len() != self.anchors.num_layers,
+                "a stride per anchor layer",
+            ),
+            (self.anchors.strides.contains(&0), "strides above 0"),
+            (
+                d.box_coord_offset + 4 > d.num_coords,
+                "box coordinates within num_coords",
+            ),
+            (keypoints_end > d.num_coords, "keypoints within num_coords"),
+            (d.num_values_per_keypoint < 2, "two values a keypoint"),
+            (
+                self.rotation_start_keypoint >= d.num_keypoints
+                    || self.rotation_end_keypoint >= d.num_keypoints,
+                "rotation keypoints among the keypoints",
+            ),
+            (
+                [
+                    self.detector_input.width,
+                    self.detector_input.height,
+                    self.landmark_input.width,
+                    self.landmark_input.height,
+                ]
+                .contains(&0),
+                "model inputs of some size",
+            ),
+        ];
+        match problems.iter().find(|(bad, _)| *bad) {
+            Some((_, want)) => Err(format!("hand-tracking settings: expected {want}")),
+            None => Ok(()),
+        }
+    }
+
     /// MediaPipe 0.10.14's hands solution with model_complexity 0 (palm_detection_lite +
     /// hand_landmark_lite), from its graph configs (docs/HANDS_PIPELINE_NOTES.md says where
     /// each number comes from).
@@ -179,8 +222,8 @@ pub fn palm_rect(cfg: &HandsConfig, palm: &Detection, image_w: u32, image_h: u32
     transform_rect(r, image_w, image_h, &cfg.roi_transform)
 }
 
-/// The pipeline on the engine's native runner: the two models' plans, one crop plan per
-/// model input (for one frame size).
+/// The pipeline on the engine's native runner: the two models' plans, and a crop plan made
+/// for each crop (the frame's size may change from call to call).
 pub struct NativeHands<'g> {
     cfg: HandsConfig,
     gpu: &'g m2w_engine::gpu::Gpu,
@@ -222,6 +265,7 @@ impl<'g> NativeHands<'g> {
         hand_model: &Path,
         cfg: HandsConfig,
     ) -> Result<NativeHands<'g>, String> {
+        cfg.validate()?;
         let (palm, palm_input, palm_outputs) = compile(palm_model)?;
         let (hand, hand_input, hand_outputs) = compile(hand_model)?;
         Ok(NativeHands {
@@ -273,7 +317,11 @@ impl<'g> NativeHands<'g> {
 
     /// The hands in one RGBA frame (`width` x `height`, 4 bytes a pixel).
     pub fn detect(&self, rgba: &[u8], width: u32, height: u32) -> Result<Vec<Hand>, String> {
-        if rgba.len() != (width * height * 4) as usize {
+        if (width as usize)
+            .checked_mul(height as usize)
+            .and_then(|n| n.checked_mul(4))
+            != Some(rgba.len())
+        {
             return Err(format!(
                 "{} bytes for a {width}x{height} RGBA frame",
                 rgba.len()
@@ -299,7 +347,7 @@ impl<'g> NativeHands<'g> {
         // The detector's outputs: the boxes are the one of num_coords values a box.
         let (mut boxes, mut scores) = (None, None);
         for name in &self.palm_outputs {
-            let t = &out[name];
+            let t = out.get(name).ok_or("the detector made no output")?;
             if t.shape.last() == Some(&self.cfg.decode.num_coords) {
                 boxes = Some(t.as_f64());
             } else {
@@ -329,15 +377,27 @@ impl<'g> NativeHands<'g> {
                 &HashMap::from([(self.hand_input.clone(), tensor)]),
                 &self.hand_outputs,
             )?;
-            let value = |k: usize| -> Result<Vec<f32>, String> {
-                let name = self.hand_outputs.get(k).ok_or("missing output")?;
-                Ok(out[name].as_f64().iter().map(|&x| x as f32).collect())
+            let value = |k: usize, len: usize| -> Result<Vec<f32>, String> {
+                let t = self
+                    .hand_outputs
+                    .get(k)
+                    .and_then(|name| out.get(name))
+                    .ok_or("the landmark model lacks an output")?;
+                let v: Vec<f32> = t.as_f64().iter().map(|&x| x as f32).collect();
+                if v.len() < len {
+                    return Err(format!(
+                        "a landmark model output of {} values, {len} read",
+                        v.len()
+                    ));
+                }
+                Ok(v)
             };
-            let presence = value(self.cfg.presence_output)?[0];
-            if presence < self.cfg.min_presence {
+            // MediaPipe's ThresholdingCalculator keeps a hand above the threshold.
+            let presence = value(self.cfg.presence_output, 1)?[0];
+            if presence <= self.cfg.min_presence {
                 continue;
             }
-            let raw = value(self.cfg.landmarks_output)?;
+            let raw = value(self.cfg.landmarks_output, self.cfg.num_landmarks * 3)?;
             let landmarks = project_landmarks(
                 &raw[..self.cfg.num_landmarks * 3],
                 self.cfg.landmark_input.width,
@@ -350,7 +410,7 @@ impl<'g> NativeHands<'g> {
                 palm,
                 rect,
                 presence,
-                handedness: value(self.cfg.handedness_output)?[0],
+                handedness: value(self.cfg.handedness_output, 1)?[0],
                 landmarks,
             });
         }

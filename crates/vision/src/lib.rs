@@ -178,10 +178,11 @@ pub fn decode(
     let mut out = Vec::new();
     for (i, a) in anchors.iter().enumerate() {
         let mut score = raw_scores[i];
-        if o.score_clipping_thresh > 0.0 {
-            score = score.clamp(-o.score_clipping_thresh, o.score_clipping_thresh);
-        }
         if o.sigmoid_score {
+            // MediaPipe clips only on the way into the sigmoid.
+            if o.score_clipping_thresh > 0.0 {
+                score = score.clamp(-o.score_clipping_thresh, o.score_clipping_thresh);
+            }
             score = 1.0 / (1.0 + (-score).exp());
         }
         if score < o.min_score_thresh {
@@ -217,6 +218,10 @@ pub fn decode(
                 ]
             })
             .collect();
+        // MediaPipe drops boxes of negative (or undefined) size.
+        if !(w >= 0.0 && h >= 0.0) {
+            continue;
+        }
         out.push(Detection {
             score,
             xmin: x - w / 2.0,
@@ -249,7 +254,7 @@ pub fn iou(a: &Detection, b: &Detection) -> f32 {
 /// (0: no limit).
 pub fn weighted_nms(detections: &[Detection], threshold: f32, max: usize) -> Vec<Detection> {
     let mut order: Vec<usize> = (0..detections.len()).collect();
-    // Stable: equal scores keep their anchor order, as MediaPipe's std::stable_sort does.
+    // Equal scores keep their anchor order (MediaPipe's std::sort leaves ties unspecified).
     order.sort_by(|&a, &b| {
         detections[b]
             .score
@@ -259,9 +264,10 @@ pub fn weighted_nms(detections: &[Detection], threshold: f32, max: usize) -> Vec
     let mut out = Vec::new();
     while let Some(&top) = order.first() {
         let best = &detections[top];
+        // The best always leaves the list, even when it does not overlap itself (NaN).
         let (candidates, rest): (Vec<usize>, Vec<usize>) = order
             .iter()
-            .partition(|&&i| iou(&detections[i], best) > threshold);
+            .partition(|&&i| i == top || iou(&detections[i], best) > threshold);
         let mut merged = best.clone();
         if !candidates.is_empty() {
             let total: f32 = candidates.iter().map(|&i| detections[i].score).sum();
@@ -317,19 +323,14 @@ impl Letterbox {
     /// `DetectionLetterboxRemovalCalculator`: a detection in tensor coordinates to frame
     /// coordinates (both normalized).
     pub fn remove(&self, d: &Detection) -> Detection {
-        let sx = 1.0 - self.left - self.right;
-        let sy = 1.0 - self.top - self.bottom;
+        let [xmin, ymin] = self.remove_point([d.xmin, d.ymin]);
         Detection {
             score: d.score,
-            xmin: (d.xmin - self.left) / sx,
-            ymin: (d.ymin - self.top) / sy,
-            width: d.width / sx,
-            height: d.height / sy,
-            keypoints: d
-                .keypoints
-                .iter()
-                .map(|k| [(k[0] - self.left) / sx, (k[1] - self.top) / sy])
-                .collect(),
+            xmin,
+            ymin,
+            width: d.width / (1.0 - self.left - self.right),
+            height: d.height / (1.0 - self.top - self.bottom),
+            keypoints: d.keypoints.iter().map(|&k| self.remove_point(k)).collect(),
         }
     }
 

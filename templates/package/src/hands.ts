@@ -164,7 +164,14 @@ export async function loadHands(baseUrl: string, options: LoadOptions = {}): Pro
   };
 
   let lastRunMs = 0;
-  const detectHands = async (input: ImageInput): Promise<Hand[]> => {
+  // One frame at a time: the frame, matrix and plan buffers are shared by every call.
+  let queue: Promise<unknown> = Promise.resolve();
+  const detectHands = (input: ImageInput): Promise<Hand[]> => {
+    const run = queue.then(() => detectOne(input));
+    queue = run.catch(() => undefined);
+    return run;
+  };
+  const detectOne = async (input: ImageInput): Promise<Hand[]> => {
     const t0 = performance.now();
     const frame = pixels(input);
     const { width: w, height: h } = frame;
@@ -204,8 +211,9 @@ export async function loadHands(baseUrl: string, options: LoadOptions = {}): Pro
       encodeForward(device, prepared[1], pipelines);
       const out = await readTensors(device, prepared[1], handPlan.OUTPUTS);
       const value = (k: number) => out[handPlan.OUTPUTS[k]] as unknown as Float32Array;
+      // MediaPipe's ThresholdingCalculator keeps a hand above the threshold.
       const presence = value(CONFIG.presence_output)[0];
-      if (presence < CONFIG.min_presence) continue;
+      if (!(presence > CONFIG.min_presence)) continue;
       const marks = value(CONFIG.landmarks_output).subarray(0, CONFIG.num_landmarks * 3);
       const landmarks = projectLandmarks(marks, CONFIG.landmark_input.width, CONFIG.landmark_input.height, CONFIG.normalize_z, lb, rect);
       const handedness = value(CONFIG.handedness_output)[0];

@@ -79,7 +79,9 @@ export interface RectTransform {
   square_long: boolean;
 }
 
-// Math.fround keeps every step in f32, as the Rust glue and MediaPipe's C++ compute.
+// The anchors and the decoding round each step to f32 (Math.fround), as the Rust glue and
+// MediaPipe's C++ compute them; the later steps (NMS, rectangles, projection) run in f64,
+// whose differences from f32 are far below a pixel.
 const f = Math.fround;
 
 function anchorScale(min: number, max: number, index: number, count: number): number {
@@ -141,8 +143,11 @@ export function decode(boxes: Float32Array, scores: Float32Array, anchors: Ancho
   for (let i = 0; i < anchors.length; i++) {
     const a = anchors[i];
     let score = scores[i];
-    if (o.score_clipping_thresh > 0) score = Math.min(Math.max(score, -o.score_clipping_thresh), o.score_clipping_thresh);
-    if (o.sigmoid_score) score = f(1 / f(1 + f(Math.exp(-score))));
+    if (o.sigmoid_score) {
+      // MediaPipe clips only on the way into the sigmoid.
+      if (o.score_clipping_thresh > 0) score = Math.min(Math.max(score, -o.score_clipping_thresh), o.score_clipping_thresh);
+      score = f(1 / f(1 + f(Math.exp(-score))));
+    }
     if (score < o.min_score_thresh) continue;
     const b = i * o.num_coords;
     const at = b + o.box_coord_offset;
@@ -162,6 +167,8 @@ export function decode(boxes: Float32Array, scores: Float32Array, anchors: Ancho
       const [kx, ky] = o.reverse_output_order ? [boxes[p], boxes[p + 1]] : [boxes[p + 1], boxes[p]];
       keypoints.push([f(f(f(kx / o.x_scale) * a.w) + a.x), f(f(f(ky / o.y_scale) * a.h) + a.y)]);
     }
+    // MediaPipe drops boxes of negative (or undefined) size.
+    if (!(w >= 0 && h >= 0)) continue;
     out.push({ score, xmin: f(x - f(w / 2)), ymin: f(y - f(h / 2)), width: w, height: h, keypoints });
   }
   return out;
@@ -178,13 +185,16 @@ export function iou(a: Detection, b: Detection): number {
 
 /** WEIGHTED non-maximum suppression (at most `max` kept; 0: no limit). */
 export function weightedNms(detections: Detection[], threshold: number, max: number): Detection[] {
-  // A stable sort: equal scores keep their anchor order.
+  // Equal scores keep their anchor order (MediaPipe's std::sort leaves ties unspecified).
   let order = detections.map((_, i) => i).sort((a, b) => detections[b].score - detections[a].score || a - b);
   const out: Detection[] = [];
   while (order.length) {
-    const best = detections[order[0]];
-    const candidates = order.filter((i) => iou(detections[i], best) > threshold);
-    const rest = order.filter((i) => !(iou(detections[i], best) > threshold));
+    const top = order[0];
+    const best = detections[top];
+    // The best always leaves the list, even when it does not overlap itself (NaN).
+    const taken = (i: number) => i === top || iou(detections[i], best) > threshold;
+    const candidates = order.filter(taken);
+    const rest = order.filter((i) => !taken(i));
     const merged: Detection = { ...best, keypoints: best.keypoints.map((k) => [k[0], k[1]] as [number, number]) };
     if (candidates.length) {
       const total = candidates.reduce((s, i) => s + detections[i].score, 0);
