@@ -268,3 +268,120 @@ fn missing_short_or_escaping_external_data_is_rejected() {
         "must be a relative path inside the model's folder",
     );
 }
+
+/// A one-tensor TFLite model whose weight (shape `shape`, `stored` f32 values) carries
+/// `sparsity`.
+fn sparse_model(
+    shape: &[i32],
+    stored: usize,
+    sparsity: m2w_model::tflite::schema::SparsityParameters,
+) -> Vec<u8> {
+    use m2w_model::tflite::schema as tfl;
+    let model = tfl::Model {
+        version: 3,
+        subgraphs: Some(vec![tfl::SubGraph {
+            tensors: Some(vec![tfl::Tensor {
+                shape: Some(shape.to_vec()),
+                buffer: 1,
+                name: Some("w".into()),
+                sparsity: Some(Box::new(sparsity)),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }]),
+        buffers: Some(vec![
+            tfl::Buffer::default(),
+            tfl::Buffer {
+                data: Some(vec![0; stored * 4]),
+                ..Default::default()
+            },
+        ]),
+        ..Default::default()
+    };
+    let bytes = planus::Builder::new().finish(&model, None).to_vec();
+    // The file identifier after the root offset (planus 1.3 would write it before).
+    let root = u32::from_le_bytes(bytes[..4].try_into().unwrap());
+    let mut out = (root + 16).to_le_bytes().to_vec();
+    out.extend_from_slice(b"TFL3");
+    out.extend_from_slice(&[0; 12]);
+    out.extend_from_slice(&bytes[4..]);
+    out
+}
+
+/// Sparse weights whose metadata lies (a traversal order that is no permutation, a block
+/// level of a missing dim, a dense size past any memory, negative indices, too few stored
+/// values) are refused with one line naming the weight; none panics or allocates the
+/// claimed size.
+#[test]
+fn hostile_sparse_weights_are_refused_without_a_panic() {
+    use m2w_model::tflite::schema as tfl;
+    let dir = tempfile::tempdir().unwrap();
+    let dense = |n: i32| tfl::DimensionMetadata {
+        format: tfl::DimensionType::Dense,
+        dense_size: n,
+        ..Default::default()
+    };
+    let ints = |v: &[i32]| {
+        Some(tfl::SparseIndexVector::Int32Vector(Box::new(
+            tfl::Int32Vector {
+                values: Some(v.to_vec()),
+            },
+        )))
+    };
+    let csr = |segments: &[i32], indices: &[i32]| tfl::DimensionMetadata {
+        format: tfl::DimensionType::SparseCsr,
+        array_segments: ints(segments),
+        array_indices: ints(indices),
+        ..Default::default()
+    };
+    let sparsity = |order: &[i32], block_map: &[i32], levels: Vec<tfl::DimensionMetadata>| {
+        tfl::SparsityParameters {
+            traversal_order: Some(order.to_vec()),
+            block_map: Some(block_map.to_vec()),
+            dim_metadata: Some(levels),
+        }
+    };
+    let cases = [
+        // Rank 1, the block level listed first.
+        (
+            "order",
+            vec![4],
+            4,
+            sparsity(&[1, 0], &[0], vec![dense(2), dense(2)]),
+        ),
+        // 2^62 elements.
+        (
+            "huge",
+            vec![1 << 30, 1 << 30, 4],
+            1,
+            sparsity(&[0, 1, 2], &[], vec![dense(1), dense(1), dense(1)]),
+        ),
+        // A negative index.
+        (
+            "negative",
+            vec![2, 3],
+            1,
+            sparsity(&[0, 1], &[], vec![dense(2), csr(&[0, 1, 1], &[-1])]),
+        ),
+        // Indices naming more values than are stored.
+        (
+            "short",
+            vec![2, 3],
+            1,
+            sparsity(&[0, 1], &[], vec![dense(2), csr(&[0, 2, 3], &[0, 1, 2])]),
+        ),
+        // A segment past its array.
+        (
+            "segment",
+            vec![2, 3],
+            2,
+            sparsity(&[0, 1], &[], vec![dense(2), csr(&[0, 2], &[0, 1])]),
+        ),
+    ];
+    for (case, shape, stored, sp) in cases {
+        let p = dir.path().join(format!("{case}.tflite"));
+        std::fs::write(&p, sparse_model(&shape, stored, sp)).unwrap();
+        let err = expect_error(&p, "sparse weight 'w'");
+        assert_eq!(err.lines().count(), 1, "{case}: {err}");
+    }
+}
