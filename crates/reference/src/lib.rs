@@ -72,6 +72,29 @@ pub(crate) fn write_npy(path: &Path, t: &HostTensor) -> Result<String, RefError>
     Ok(m2w_model::io::sha256_bytes(&bytes))
 }
 
+/// Writes each input (name, value, how it was made) as `inputs/<name>.npy` under `dir` and
+/// records it in the index.
+pub(crate) fn write_inputs(
+    dir: &Path,
+    inputs: &[(String, HostTensor, String)],
+    index: &mut Index,
+) -> Result<(), RefError> {
+    std::fs::create_dir_all(dir.join("inputs")).map_err(|e| RefError::Io(dir.join("inputs"), e))?;
+    for (name, t, how) in inputs {
+        let file = format!("inputs/{}.npy", sanitize(name));
+        let sha = write_npy(&dir.join(&file), t)?;
+        index.inputs.push(index::InputRecord {
+            name: name.clone(),
+            shape: t.shape().to_vec(),
+            dtype: t.dtype().into(),
+            file,
+            sha256: sha,
+            how: how.clone(),
+        });
+    }
+    Ok(())
+}
+
 pub(crate) fn write_dir<T>(
     out: &Path,
     fill: impl FnOnce(&Path) -> Result<T, RefError>,

@@ -12,7 +12,7 @@ use m2w_model::{Dim, Model, quant};
 use ort::session::{Session, SessionInputValue, builder::GraphOptimizationLevel};
 use ort::value::{DynValue, Tensor, TensorElementType, ValueType};
 
-use crate::index::{Checkpoint, Index, InputRecord, NotCaptured, write_index};
+use crate::index::{Checkpoint, Index, NotCaptured, write_index};
 use crate::npy::HostTensor;
 use crate::{RefError, sanitize};
 
@@ -431,10 +431,10 @@ pub fn reference(
         .as_ref()
         .ok_or_else(|| RefError::Usage(format!("{}: not an ONNX model", model_path.display())))?;
     let (made, used_dims) = graph_inputs(&model, graph, model_path, opts)?;
-    let (inputs, records): (Vec<(String, HostTensor)>, Vec<(String, String)>) = made
-        .into_iter()
-        .map(|(name, t, how)| ((name.clone(), t), (name, how)))
-        .unzip();
+    let inputs: Vec<(String, HostTensor)> = made
+        .iter()
+        .map(|(name, t, _)| (name.clone(), t.clone()))
+        .collect();
     for key in opts.dims.keys() {
         let axis_form = key.rsplit_once('.').is_some_and(|(n, a)| {
             a.parse::<usize>().is_ok() && graph.inputs.iter().any(|i| i.name == n)
@@ -485,20 +485,7 @@ pub fn reference(
     index.dims.extend(opts.dims.clone());
 
     crate::write_dir(out, |dir| {
-        std::fs::create_dir_all(dir.join("inputs"))
-            .map_err(|e| RefError::Io(dir.join("inputs"), e))?;
-        for ((name, t), (_, how)) in inputs.iter().zip(&records) {
-            let file = format!("inputs/{}.npy", sanitize(name));
-            let sha = crate::write_npy(&dir.join(&file), t)?;
-            index.inputs.push(InputRecord {
-                name: name.clone(),
-                shape: t.shape().to_vec(),
-                dtype: t.dtype().into(),
-                file,
-                sha256: sha,
-                how: how.clone(),
-            });
-        }
+        crate::write_inputs(dir, &made, &mut index)?;
         let mut i = 0;
         for n in &main_nodes {
             for o in n.outputs.iter().filter(|o| !o.is_empty()) {

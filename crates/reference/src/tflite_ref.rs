@@ -13,7 +13,7 @@ use std::path::Path;
 
 use m2w_model::Model;
 
-use crate::index::{Checkpoint, Index, InputRecord, NotCaptured, write_index};
+use crate::index::{Checkpoint, Index, NotCaptured, write_index};
 use crate::npy::HostTensor;
 use crate::onnx_ref::{OnnxOptions, graph_inputs};
 use crate::{RefError, sanitize};
@@ -103,20 +103,7 @@ pub fn reference(
     let mut index = Index::new(&model, &run.runtime, opts.seed);
     index.dims = used_dims;
     let result = crate::write_dir(out, |dir| {
-        std::fs::create_dir_all(dir.join("inputs"))
-            .map_err(|e| RefError::Io(dir.join("inputs"), e))?;
-        for (name, t, how) in &inputs {
-            let file = format!("inputs/{}.npy", sanitize(name));
-            let sha = crate::write_npy(&dir.join(&file), t)?;
-            index.inputs.push(InputRecord {
-                name: name.clone(),
-                shape: t.shape().to_vec(),
-                dtype: t.dtype().into(),
-                file,
-                sha256: sha,
-                how: how.clone(),
-            });
-        }
+        crate::write_inputs(dir, &inputs, &mut index)?;
         let mut i = 0;
         for c in &run.checkpoints {
             let tensor = name_of(c.tensor)?;
