@@ -43,6 +43,7 @@ impl std::fmt::Display for CheckFailed {
 impl std::error::Error for CheckFailed {}
 
 fn main() -> ExitCode {
+    quiet_on_closed_pipe();
     quiet_mesa_runtime_dir();
     let cli = Cli::parse();
     match run(cli) {
@@ -56,6 +57,18 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(code)
         }
+    }
+}
+
+/// `m2w validate --json | head -c 10`: when the reader goes away, end quietly as Unix
+/// tools do (the default SIGPIPE action), not with a panic from println! (Rust ignores
+/// SIGPIPE, so every write would fail with EPIPE instead).
+fn quiet_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in main, before any other thread is started; restores the
+    // signal's default disposition, which every Unix process starts with outside Rust.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -143,6 +143,33 @@ fn reference_with_an_unknown_input_exits_2_and_a_good_run_exits_0() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("27 checkpoints (3 graph outputs)"));
 }
 
+/// A reader that goes away (`m2w inspect --json | head -c 10`) ends the command quietly:
+/// the default SIGPIPE action, no panic from a failed print (issue 17; on main before, exit
+/// 101 and "failed printing to stdout: Broken pipe").
+#[cfg(unix)]
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = xtask()
+        .args(["inspect", "--json"])
+        .arg(bundled())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The read end closed before anything is printed: the first write meets EPIPE.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?}: {stderr}",
+        out.status
+    );
+}
+
 #[test]
 fn validate_exits_0_on_a_good_port_1_on_a_corrupted_oracle_and_2_on_bad_input() {
     let dir = tempfile::tempdir().unwrap();
