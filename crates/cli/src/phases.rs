@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use crate::{CheckFailed, Usage, input_err, port_err, ref_err, setup_err};
 
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn reference(
+pub fn reference(
     model: &Path,
     out: &Path,
     dims: Vec<(String, u64)>,
@@ -82,7 +82,7 @@ pub(crate) fn reference(
 
 /// Compiles, writes plan.json + shaders, runs on wgpu with the reference inputs and prints
 /// one line per checkpoint (validate's comparison at its default tolerances).
-pub(crate) fn engine(
+pub fn engine(
     model_path: &Path,
     reference: &Path,
     out: &Path,
@@ -132,7 +132,7 @@ pub(crate) fn engine(
     Ok(())
 }
 
-pub(crate) fn validate_options(
+pub fn validate_options(
     per_layer: bool,
     atol: Option<f64>,
     rtol: Option<f64>,
@@ -178,7 +178,7 @@ pub(crate) fn validate_options(
     Ok(opts)
 }
 
-pub(crate) fn write_reports(
+pub fn write_reports(
     report: &m2w_validate::Report,
     json: bool,
     junit: Option<&Path>,
@@ -200,10 +200,9 @@ pub(crate) fn write_reports(
     Ok(())
 }
 
-/// Runs every phase (m2w_port::port::port), printing each step, the report and the verdict.
 /// What `port` is told about the model's inputs and outputs.
 #[derive(Default)]
-pub(crate) struct PortArgs {
+pub struct PortArgs {
     pub dims: Vec<(String, u64)>,
     pub max_dims: Vec<(String, u64)>,
     pub values: Vec<(String, f64)>,
@@ -213,22 +212,34 @@ pub(crate) struct PortArgs {
 
 /// What `port` runs on: a model file, or the graphs of a generation pipeline (a folder,
 /// or `--graph` repeated).
-pub(crate) struct PortSource {
+pub struct PortSource {
     pub model: Option<std::path::PathBuf>,
     pub graphs: Vec<(String, std::path::PathBuf)>,
     pub tokenizer: Option<std::path::PathBuf>,
     pub prompts: Vec<String>,
 }
 
-pub(crate) fn port(
+/// Runs every phase and prints each step, the report and the verdict; then the dims the
+/// plan takes, where the report is and the next command. With `json`, the steps go to
+/// stderr and stdout holds one JSON summary (schema `m2w.port/1`).
+pub fn port(
     source: PortSource,
     out: &Path,
     args: PortArgs,
     per_layer: bool,
     tol: &[String],
     verbose: bool,
+    json: bool,
 ) -> anyhow::Result<()> {
     let t0 = std::time::Instant::now();
+    let say = |line: &str| {
+        if json {
+            crate::progress::clear();
+            eprintln!("{line}");
+        } else {
+            crate::progress::say(line)
+        }
+    };
     let mut validate = validate_options(per_layer, None, None, tol)?;
     validate.max_dims = args
         .max_dims
@@ -243,35 +254,28 @@ pub(crate) fn port(
         validate,
         verbose,
     };
+    let mut summary = PortSummary::new(&source, out);
     // A folder of a palm detector and a hand landmark model: MediaPipe's hand tracking.
     if let Some(folder) = source.model.as_deref().filter(|m| m.is_dir())
         && let Some((detector, landmarks)) =
             m2w_port::hands::find_pair(folder, &m2w_vision::hands::HandsConfig::mediapipe_lite())
     {
-        let outcomes =
-            m2w_port::hands::port_hands(&detector, &landmarks, out, &opts, &mut |line| {
-                println!("{line}")
-            })
-            .map_err(port_err)?;
+        let outcomes = m2w_port::hands::port_hands(&detector, &landmarks, out, &opts, &mut |line| {
+            say(line)
+        })
+        .map_err(port_err)?;
+        summary.kind = "hands";
         let mut failures = Vec::new();
         for (role, outcome) in &outcomes {
             if let m2w_port::port::PortOutcome::Graph(report) = outcome {
-                print!("\n{role}:\n{}", m2w_validate::render::table(report));
+                say(&format!("\n{role}:\n{}", m2w_validate::render::table(report)));
+                summary.add_graph(role, &out.join(role), report);
             }
             if let Some(why) = outcome.failure() {
                 failures.push(format!("{role}: {why}"));
             }
         }
-        println!(
-            "port finished in {:.1} s -> {} (package it: cargo xtask package {})",
-            t0.elapsed().as_secs_f64(),
-            out.display(),
-            out.display()
-        );
-        return match failures.is_empty() {
-            true => Ok(()),
-            false => Err(CheckFailed(failures.join("; ")).into()),
-        };
+        return summary.finish(t0, failures, json, &say);
     }
     let pipeline = match &source.model {
         Some(m) if m.is_dir() => Some(m2w_port::pipeline::Source::folder(m).map_err(port_err)?),
@@ -306,61 +310,227 @@ pub(crate) fn port(
             source.prompts.clone()
         };
         let outcome = m2w_port::pipeline::port_pipeline(&src, out, &opts, &prompts, &mut |line| {
-            println!("{line}")
+            say(&line)
         })
         .map_err(port_err)?;
+        summary.kind = "pipeline";
         for r in &outcome.reports {
             if let Some(f) = &r.report.first_failure {
-                println!(
+                say(&format!(
                     "{} step {}: first failing checkpoint {} ({})",
                     r.graph, r.step, f.name, f.hint
-                );
+                ));
             }
+            summary.add_report(&format!("{} step {}", r.graph, r.step), &r.report);
         }
-        println!(
-            "port finished in {:.1} s -> {} (greedy tokens in {})",
-            t0.elapsed().as_secs_f64(),
-            out.display(),
-            out.join("validate/generation.json").display()
+        summary.extra.insert(
+            "generation".into(),
+            serde_json::json!(out.join("validate/generation.json")),
         );
-        return match outcome.failure() {
-            Some(why) => Err(CheckFailed(why).into()),
-            None => Ok(()),
-        };
+        say(&format!(
+            "greedy tokens of every text: {}",
+            out.join("validate/generation.json").display()
+        ));
+        return summary.finish(t0, outcome.failure().into_iter().collect(), json, &say);
     }
     let model_path = source.model.as_deref().expect("a model or graphs");
-    let outcome =
-        m2w_port::port::port(model_path, out, &opts, &mut |s| println!("{s}")).map_err(port_err)?;
+    let outcome = m2w_port::port::port(model_path, out, &opts, &mut |s| say(&s.to_string()))
+        .map_err(port_err)?;
     match &outcome {
         m2w_port::port::PortOutcome::Graph(report) => {
-            print!("\n{}", m2w_validate::render::table(report));
+            say(&format!("\n{}", m2w_validate::render::table(report)));
+            summary.kind = "graph";
+            summary.add_graph("", out, report);
         }
         m2w_port::port::PortOutcome::Llama(l) => {
+            summary.kind = "llm";
             for r in [&l.prefill, &l.decode] {
                 if let Some(f) = &r.first_failure {
-                    println!("{}: first failing stage {} ({})", r.mode, f.name, f.hint);
+                    say(&format!("{}: first failing stage {} ({})", r.mode, f.name, f.hint));
                 }
+                summary.add_report(&r.mode, r);
             }
             if !l.greedy_identical {
-                println!(
+                say(&format!(
                     "greedy tokens: gpu {:?}\n           candle {:?}",
                     l.greedy_engine, l.greedy_reference
-                );
+                ));
             }
+            summary
+                .extra
+                .insert("greedy_identical".into(), l.greedy_identical.into());
         }
     }
-    println!(
-        "port finished in {:.1} s -> {}",
-        t0.elapsed().as_secs_f64(),
-        out.display()
-    );
-    match outcome.failure() {
-        Some(why) => Err(CheckFailed(why).into()),
-        None => Ok(()),
+    summary.reports(out);
+    summary.finish(t0, outcome.failure().into_iter().collect(), json, &say)
+}
+
+/// What `port` tells its user at the end (and `--json` prints): the verdict, the dims the
+/// plan takes, where the reports are and the command that comes next.
+struct PortSummary {
+    model: String,
+    out: PathBuf,
+    kind: &'static str,
+    dims: Vec<serde_json::Value>,
+    checkpoints: Vec<serde_json::Value>,
+    reports: Vec<serde_json::Value>,
+    extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl PortSummary {
+    fn new(source: &PortSource, out: &Path) -> Self {
+        let model = match &source.model {
+            Some(m) => m.display().to_string(),
+            None => source
+                .graphs
+                .iter()
+                .map(|(n, p)| format!("{n}={}", p.display()))
+                .collect::<Vec<_>>()
+                .join(" "),
+        };
+        PortSummary {
+            model,
+            out: out.to_path_buf(),
+            kind: "graph",
+            dims: vec![],
+            checkpoints: vec![],
+            reports: vec![],
+            extra: Default::default(),
+        }
+    }
+
+    fn add_report(&mut self, what: &str, r: &m2w_validate::Report) {
+        self.checkpoints.push(serde_json::json!({
+            "graph": what, "mode": r.mode, "passed": r.passed, "failed": r.failed,
+            "not_compared": r.not_compared,
+        }));
+    }
+
+    /// One ONNX/TFLite graph's report and the dims its plan takes: each named dim with the
+    /// reference's value and the largest value the plan serves.
+    fn add_graph(&mut self, role: &str, port: &Path, r: &m2w_validate::Report) {
+        self.add_report(role, r);
+        let read = |p: PathBuf| -> Option<serde_json::Value> {
+            serde_json::from_slice(&std::fs::read(p).ok()?).ok()
+        };
+        let reference = read(port.join("reference/index.json"));
+        if let Some(plan) = read(port.join("engine/plan.json")) {
+            for d in plan["dims"].as_array().into_iter().flatten() {
+                let name = d["name"].as_str().unwrap_or_default();
+                self.dims.push(serde_json::json!({
+                    "graph": role,
+                    "name": name,
+                    "reference": reference.as_ref().map(|r| r["dims"][name].clone()),
+                    "max": d["max"],
+                }));
+            }
+        }
+        self.reports(port);
+    }
+
+    fn reports(&mut self, port: &Path) {
+        let v = port.join("validate");
+        let html = v.join("report.html");
+        if html.is_file() && !self.reports.iter().any(|r| r["html"] == html.display().to_string()) {
+            self.reports.push(serde_json::json!({
+                "html": html, "json": v.join("report.json"), "junit": v.join("junit.xml"),
+            }));
+        }
+    }
+
+    /// The command that builds the package from this port.
+    fn next_command(&self) -> String {
+        let name = Path::new(&self.model)
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_lowercase())
+            .unwrap_or_else(|| "model".into())
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+            .collect::<String>();
+        let out = self.out.display().to_string();
+        format!(
+            "m2w package --port {} --name {name}-webgpu --out {}",
+            shell_word(&out),
+            shell_word(&format!("{}-package", out.trim_end_matches('/')))
+        )
+    }
+
+    fn finish(
+        mut self,
+        t0: std::time::Instant,
+        failures: Vec<String>,
+        json: bool,
+        say: &dyn Fn(&str),
+    ) -> anyhow::Result<()> {
+        let seconds = t0.elapsed().as_secs_f64();
+        let next = self.next_command();
+        if json {
+            let mut doc = serde_json::json!({
+                "schema": "m2w.port/1",
+                "model": self.model,
+                "out": self.out,
+                "kind": self.kind,
+                "passed": failures.is_empty(),
+                "failures": failures,
+                "seconds": (seconds * 10.0).round() / 10.0,
+                "dims": self.dims,
+                "checkpoints": self.checkpoints,
+                "reports": self.reports,
+                "next": next,
+            });
+            doc.as_object_mut()
+                .expect("an object")
+                .append(&mut self.extra);
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        } else {
+            say(&format!(
+                "\nport {} in {seconds:.1} s -> {}",
+                if failures.is_empty() { "passed" } else { "FAILED" },
+                self.out.display()
+            ));
+            for d in &self.dims {
+                say(&format!(
+                    "  dim {}{}: reference {}, plan serves up to {} (--max-dim {}=N raises it)",
+                    d["name"].as_str().unwrap_or_default(),
+                    match d["graph"].as_str() {
+                        Some("") | None => String::new(),
+                        Some(g) => format!(" ({g})"),
+                    },
+                    d["reference"],
+                    d["max"],
+                    d["name"].as_str().unwrap_or_default()
+                ));
+            }
+            if self.dims.is_empty() && self.kind == "graph" {
+                say("  dims: none (the plan is for the reference's input shapes)");
+            }
+            for r in &self.reports {
+                say(&format!("  report: {}", r["html"].as_str().unwrap_or_default()));
+            }
+            if failures.is_empty() {
+                say(&format!("  next: {next}"));
+            }
+        }
+        match failures.is_empty() {
+            true => Ok(()),
+            false => Err(CheckFailed(failures.join("; ")).into()),
+        }
     }
 }
 
-pub(crate) fn generate(
+/// `s` as one shell word (quoted when it holds anything but safe characters).
+fn shell_word(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+=:,@".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+pub fn generate(
     model_path: &Path,
     prompt: &str,
     chat: bool,
@@ -388,7 +558,7 @@ pub(crate) fn generate(
     Ok(())
 }
 
-pub(crate) fn verify_weights(model: &Path, out: &Path) -> anyhow::Result<()> {
+pub fn verify_weights(model: &Path, out: &Path) -> anyhow::Result<()> {
     let r = m2w_extract::verify(model, out).map_err(|e| match e {
         m2w_extract::ExtractError::Input(e) => input_err(e),
         other => anyhow::Error::new(Usage(other.to_string())),

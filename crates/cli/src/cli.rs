@@ -6,17 +6,17 @@ use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
-    name = "cargo xtask",
+    name = "m2w",
     about = "m2w: port ML models to standalone WebGPU",
     version
 )]
-pub(crate) struct Cli {
+pub struct Cli {
     #[command(subcommand)]
-    pub(crate) command: Command,
+    pub command: Command,
 }
 
 #[derive(Subcommand)]
-pub(crate) enum Command {
+pub enum Command {
     /// Phase 1: report ops, weights, quantization, components, I/O of a model file or folder.
     Inspect {
         /// A model file (.onnx, .gguf, .safetensors) or a folder of them.
@@ -33,6 +33,7 @@ pub(crate) enum Command {
     },
     /// Phase 2: weights to a GPU-ready blob (or shards) plus manifest.json.
     Extract {
+        /// The model file (.onnx, .gguf, .safetensors, .tflite).
         model: PathBuf,
         /// Output folder (created); holds manifest.json and weights*.bin.
         #[arg(long)]
@@ -53,7 +54,9 @@ pub(crate) enum Command {
     /// Phase 3: reference activations (.npy oracles + index.json) through ONNX Runtime
     /// (ONNX) or the candle llama (GGUF).
     Reference {
+        /// The model file (.onnx, .tflite, .gguf).
         model: PathBuf,
+        /// Output folder: one .npy per checkpoint, the inputs and index.json.
         #[arg(long)]
         out: PathBuf,
         /// Symbolic dim values (`sequence=16`) or one input axis (`x.2=640`); repeatable.
@@ -81,10 +84,12 @@ pub(crate) enum Command {
     /// Phases 4-5: compile an ONNX model to a plan (plan.json + shaders/*.wgsl) for the input
     /// shapes of a reference folder, run it on wgpu and compare every checkpoint.
     Engine {
+        /// The ONNX or TFLite model file.
         model: PathBuf,
         /// A reference folder (cargo xtask reference): its inputs fix the shapes.
         #[arg(long)]
         reference: PathBuf,
+        /// Output folder: plan.json, shaders/*.wgsl and engine.json.
         #[arg(long)]
         out: PathBuf,
         /// Give every tensor its own buffer (no lifetime-based reuse).
@@ -100,6 +105,7 @@ pub(crate) enum Command {
         /// The model file (instead of --engine).
         #[arg(long)]
         model: Option<PathBuf>,
+        /// The reference folder (m2w reference, or PORT/reference).
         #[arg(long)]
         reference: PathBuf,
         /// Feed every node the oracle values of its inputs (as Polygraphy does).
@@ -118,8 +124,10 @@ pub(crate) enum Command {
         /// Print the JSON report (schema m2w.validate/1) instead of the table.
         #[arg(long)]
         json: bool,
+        /// Also write a JUnit XML report here (one test case per checkpoint).
         #[arg(long)]
         junit: Option<PathBuf>,
+        /// Also write the HTML report here (error plot per layer, the worst elements).
         #[arg(long)]
         html: Option<PathBuf>,
         /// Write the engine's values of every checkpoint out of tolerance into DIR, one .npy
@@ -137,6 +145,7 @@ pub(crate) enum Command {
         /// A model file, or a folder of ONNX graphs forming a generation pipeline.
         #[arg(required_unless_present = "graphs")]
         model: Option<PathBuf>,
+        /// Output folder: inspect/ weights/ reference/ engine/ validate/ (created; unchanged phases are skipped on a re-run).
         #[arg(long)]
         out: PathBuf,
         /// A graph of a generation pipeline, NAME=FILE; repeatable (instead of a folder).
@@ -165,6 +174,7 @@ pub(crate) enum Command {
         /// (`audio=24000`), in the validate folder.
         #[arg(long, value_parser = parse_kv::<u32>)]
         wav: Option<(String, u32)>,
+        /// Validate layer by layer: feed every node the oracle values of its inputs.
         #[arg(long)]
         per_layer: bool,
         /// Per-checkpoint tolerance: PATTERN=ATOL,RTOL[,SCALED] (glob on the name; SCALED
@@ -174,16 +184,24 @@ pub(crate) enum Command {
         /// When the model cannot run: list every refused node, not five per op.
         #[arg(long)]
         verbose: bool,
+        /// Print one JSON summary (schema m2w.port/1: verdict, dims, reports, next command)
+        /// on stdout; the steps go to stderr.
+        #[arg(long)]
+        json: bool,
     },
     /// Inputs of a Kokoro-style TTS model from a phoneme string and a voice of the
     /// `kokoro-voices` pack: tokens.npy, style.npy and speed.npy (for `port --input`).
     TtsInputs {
+        /// The phoneme string (each character one phoneme of the voice pack's vocabulary).
         #[arg(long)]
         phonemes: String,
+        /// The voice of the pack (its style vectors).
         #[arg(long, default_value = "jf_alpha")]
         voice: String,
+        /// Speech speed (1 = the voice's own).
         #[arg(long, default_value_t = 1.0)]
         speed: f32,
+        /// Output folder for tokens.npy, style.npy and speed.npy.
         #[arg(long)]
         out: PathBuf,
     },
@@ -197,6 +215,7 @@ pub(crate) enum Command {
         /// npm package name.
         #[arg(long)]
         name: String,
+        /// Output folder of the npm package (replaced whole).
         #[arg(long)]
         out: PathBuf,
         /// GGUF decoders: KV cache positions (prompt + generated tokens at most).
@@ -223,6 +242,7 @@ pub(crate) enum Command {
     /// (WebGPU) against the port's reference: every checkpoint (tests/activation-match.spec.ts)
     /// or, for a GGUF decoder, tokenizer, sampler and greedy tokens (tests/generate.spec.ts).
     PackageTest {
+        /// The package folder (m2w package --out).
         #[arg(long)]
         package: PathBuf,
         /// The reference folder (PORT/reference); repeatable: references of the same model
@@ -251,39 +271,37 @@ pub(crate) enum Command {
     },
     /// Generate text natively on wgpu from a GGUF llama-family model (tokens stream out).
     Generate {
+        /// The GGUF model file.
         model: PathBuf,
+        /// The prompt text.
         #[arg(long)]
         prompt: String,
         /// Render the prompt as one user turn through the model's chat template (its own, or
         /// the one m2w keeps for its family).
         #[arg(long)]
         chat: bool,
+        /// Tokens to generate at most (stops earlier at an end-of-sequence token).
         #[arg(long, default_value_t = 64)]
         max_new: usize,
         /// 0 = greedy (argmax on the GPU).
         #[arg(long, default_value_t = 0.0)]
         temperature: f32,
+        /// Sample from the k most likely tokens only (0 = all).
         #[arg(long, default_value_t = 0)]
         top_k: usize,
+        /// Sample from the smallest set of tokens whose probabilities sum to p (1 = all).
         #[arg(long, default_value_t = 1.0)]
         top_p: f32,
+        /// Divide the logits of tokens already seen by this (1 = none).
         #[arg(long, default_value_t = 1.0)]
         repetition_penalty: f32,
+        /// Seed of the sampler.
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
-    /// Phase 4-5 check: ONNX's backend node tests through the plan and wgpu; writes
-    /// docs/OP_SUPPORT.md and fails (exit 1) when the pass count drops below the floor.
-    Conformance {
-        /// Only cases whose folder name contains this.
-        #[arg(long)]
-        filter: Option<String>,
-        /// Print every case's outcome.
-        #[arg(long)]
-        verbose: bool,
-    },
     /// Write every WGSL kernel variant as a named .wgsl file into DIR.
     Kernels {
+        /// Output folder for the .wgsl files.
         #[arg(long)]
         out: PathBuf,
     },
@@ -297,25 +315,9 @@ pub(crate) enum Command {
     },
     /// Get the ONNX Runtime library and check for a WebGPU adapter.
     Setup,
-    /// The main job: run every phase built so far on the bundled default model.
-    Demo,
-    /// The test suite: fixtures + set-up, then `cargo test --workspace`.
-    Test {
-        /// Extra arguments for cargo test (after --).
-        #[arg(last = true)]
-        args: Vec<String>,
-    },
-    /// Benchmarks (not tests): extract throughput against `cp`; writes bench/RESULTS.md rows.
-    Bench {
-        #[arg(default_value = "extract")]
-        what: String,
-        /// Runs per measurement (the median is reported).
-        #[arg(long, default_value_t = 5)]
-        runs: usize,
-    },
 }
 
-fn parse_kv<T: std::str::FromStr>(s: &str) -> Result<(String, T), String>
+pub fn parse_kv<T: std::str::FromStr>(s: &str) -> Result<(String, T), String>
 where
     T::Err: std::fmt::Display,
 {
@@ -324,4 +326,28 @@ where
         .ok_or_else(|| format!("expected NAME=VALUE, got {s:?}"))?;
     let v = v.parse::<T>().map_err(|e| format!("{s:?}: {e}"))?;
     Ok((k.to_string(), v))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every subcommand and every argument says what it is in `--help`.
+    #[test]
+    fn every_command_and_argument_has_help_text() {
+        let cli = super::Cli::command();
+        let mut missing = Vec::new();
+        for sub in cli.get_subcommands() {
+            if sub.get_about().is_none() {
+                missing.push(sub.get_name().to_string());
+            }
+            for arg in sub.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id != "help" && id != "version" && arg.get_help().is_none() {
+                    missing.push(format!("{} {id}", sub.get_name()));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+    }
 }
