@@ -96,10 +96,7 @@ pub(crate) fn demo(out: Option<PathBuf>) -> anyhow::Result<()> {
     browser_setup()?;
     let port_dir = out.join("silero_vad_v6");
     let package_dir = out.join("package");
-    println!(
-        "\nm2w demo: port the bundled model {}\n",
-        model.display()
-    );
+    println!("\nm2w demo: port the bundled model {}\n", model.display());
     m2w_cli::phases::port(
         m2w_cli::phases::PortSource {
             model: Some(model),

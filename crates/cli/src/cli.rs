@@ -130,6 +130,10 @@ pub enum Command {
         /// Also write the HTML report here (error plot per layer, the worst elements).
         #[arg(long)]
         html: Option<PathBuf>,
+        /// Also write the per-node error here as Model Explorer node data (load it beside the
+        /// model in Google's Model Explorer to colour the graph by error).
+        #[arg(long, value_name = "FILE")]
+        model_explorer: Option<PathBuf>,
         /// Write the engine's values of every checkpoint out of tolerance into DIR, one .npy
         /// each under the oracle's file name, to study beside the reference.
         #[arg(long, value_name = "DIR")]

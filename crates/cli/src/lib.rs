@@ -244,17 +244,27 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             json,
             junit,
             html,
+            model_explorer,
             save_mismatches,
         } => {
             let mut opts = validate_options(per_layer, atol, rtol, &tol)?;
             opts.save_mismatches = save_mismatches;
+            let progress = m2w_progress::task("validate", None);
             let report = match (model, engine) {
                 (Some(m), _) => m2w_port::validate_model(&m, &reference, &opts),
                 (None, Some(e)) => m2w_port::validate_engine(&e, &reference, &opts),
                 (None, None) => return Err(Usage("give --engine or --model".into()).into()),
             }
             .map_err(port_err)?;
+            drop(progress);
             write_reports(&report, json, junit.as_deref(), html.as_deref())?;
+            if let Some(p) = &model_explorer {
+                m2w_model::io::write_atomic(
+                    p,
+                    m2w_validate::render::model_explorer(&report).as_bytes(),
+                )
+                .map_err(|e| Usage(format!("{}: {e}", p.display())))?;
+            }
             if report.failed > 0 {
                 let first = report
                     .first_failure
@@ -410,4 +420,3 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Setup => setup(),
     }
 }
-

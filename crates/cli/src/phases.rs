@@ -19,6 +19,7 @@ pub fn reference(
 ) -> anyhow::Result<()> {
     let format = m2w_model::Model::open(model).map_err(input_err)?.format;
     if format == m2w_model::Format::Gguf {
+        let _progress = m2w_progress::task("reference (candle llama, run twice)", None);
         let run = m2w_reference::llama::reference(model, out, prompt, max_new).map_err(ref_err)?;
         println!(
             "candle llama reference: prompt {:?} = {:?}; {} prefill + {} decode checkpoints (each pass run twice, bit-identical)",
@@ -44,6 +45,14 @@ pub fn reference(
         seed,
         check_determinism,
     };
+    let progress = m2w_progress::task(
+        if format == m2w_model::Format::Tflite {
+            "reference (LiteRT)"
+        } else {
+            "reference (ONNX Runtime)"
+        },
+        None,
+    );
     let index = if format == m2w_model::Format::Tflite {
         // LiteRT's runner always runs twice and compares.
         let (python, script) = m2w_setup::litert_runner().map_err(setup_err)?;
@@ -53,6 +62,7 @@ pub fn reference(
         let lib = m2w_setup::onnxruntime_library().map_err(setup_err)?;
         m2w_reference::onnx_ref::reference(&lib, model, out, &opts).map_err(ref_err)?
     };
+    drop(progress);
     for i in &index.inputs {
         println!("input {} {} {:?}: {}", i.name, i.dtype, i.shape, i.how);
     }
@@ -82,14 +92,11 @@ pub fn reference(
 
 /// Compiles, writes plan.json + shaders, runs on wgpu with the reference inputs and prints
 /// one line per checkpoint (validate's comparison at its default tolerances).
-pub fn engine(
-    model_path: &Path,
-    reference: &Path,
-    out: &Path,
-    reuse: bool,
-) -> anyhow::Result<()> {
+pub fn engine(model_path: &Path, reference: &Path, out: &Path, reuse: bool) -> anyhow::Result<()> {
+    let compiling = m2w_progress::task("engine: compile the plan", None);
     let build =
         m2w_port::engine::build_engine(model_path, reference, out, reuse).map_err(port_err)?;
+    drop(compiling);
     let plan = &build.plan;
     println!(
         "plan: {} dispatches, {} kernels, {} buffers ({} bytes{}) -> {}",
@@ -260,15 +267,17 @@ pub fn port(
         && let Some((detector, landmarks)) =
             m2w_port::hands::find_pair(folder, &m2w_vision::hands::HandsConfig::mediapipe_lite())
     {
-        let outcomes = m2w_port::hands::port_hands(&detector, &landmarks, out, &opts, &mut |line| {
-            say(line)
-        })
-        .map_err(port_err)?;
+        let outcomes =
+            m2w_port::hands::port_hands(&detector, &landmarks, out, &opts, &mut |line| say(line))
+                .map_err(port_err)?;
         summary.kind = "hands";
         let mut failures = Vec::new();
         for (role, outcome) in &outcomes {
             if let m2w_port::port::PortOutcome::Graph(report) = outcome {
-                say(&format!("\n{role}:\n{}", m2w_validate::render::table(report)));
+                say(&format!(
+                    "\n{role}:\n{}",
+                    m2w_validate::render::table(report)
+                ));
                 summary.add_graph(role, &out.join(role), report);
             }
             if let Some(why) = outcome.failure() {
@@ -309,10 +318,9 @@ pub fn port(
         } else {
             source.prompts.clone()
         };
-        let outcome = m2w_port::pipeline::port_pipeline(&src, out, &opts, &prompts, &mut |line| {
-            say(&line)
-        })
-        .map_err(port_err)?;
+        let outcome =
+            m2w_port::pipeline::port_pipeline(&src, out, &opts, &prompts, &mut |line| say(&line))
+                .map_err(port_err)?;
         summary.kind = "pipeline";
         for r in &outcome.reports {
             if let Some(f) = &r.report.first_failure {
@@ -346,7 +354,10 @@ pub fn port(
             summary.kind = "llm";
             for r in [&l.prefill, &l.decode] {
                 if let Some(f) = &r.first_failure {
-                    say(&format!("{}: first failing stage {} ({})", r.mode, f.name, f.hint));
+                    say(&format!(
+                        "{}: first failing stage {} ({})",
+                        r.mode, f.name, f.hint
+                    ));
                 }
                 summary.add_report(&r.mode, r);
             }
@@ -401,7 +412,7 @@ impl PortSummary {
 
     fn add_report(&mut self, what: &str, r: &m2w_validate::Report) {
         self.checkpoints.push(serde_json::json!({
-            "graph": what, "mode": r.mode, "passed": r.passed, "failed": r.failed,
+            "graph": graph_name(what), "mode": r.mode, "passed": r.passed, "failed": r.failed,
             "not_compared": r.not_compared,
         }));
     }
@@ -418,7 +429,7 @@ impl PortSummary {
             for d in plan["dims"].as_array().into_iter().flatten() {
                 let name = d["name"].as_str().unwrap_or_default();
                 self.dims.push(serde_json::json!({
-                    "graph": role,
+                    "graph": graph_name(role),
                     "name": name,
                     "reference": reference.as_ref().map(|r| r["dims"][name].clone()),
                     "max": d["max"],
@@ -428,13 +439,33 @@ impl PortSummary {
         self.reports(port);
     }
 
+    /// The HTML reports of a port folder's validate/ (report.html; a GGUF decoder's
+    /// report-prefill.html and report-decode.html), each with its JSON and JUnit siblings.
     fn reports(&mut self, port: &Path) {
         let v = port.join("validate");
-        let html = v.join("report.html");
-        if html.is_file() && !self.reports.iter().any(|r| r["html"] == html.display().to_string()) {
-            self.reports.push(serde_json::json!({
-                "html": html, "json": v.join("report.json"), "junit": v.join("junit.xml"),
-            }));
+        let mut html: Vec<PathBuf> = std::fs::read_dir(&v)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("report") && n.ends_with(".html"))
+            })
+            .collect();
+        html.sort();
+        for h in html {
+            let known = self
+                .reports
+                .iter()
+                .any(|r| r["html"] == serde_json::json!(h));
+            if !known {
+                self.reports.push(serde_json::json!({
+                    "html": h,
+                    "json": h.with_extension("json"),
+                    "junit": v.join(h.file_name().expect("a file").to_string_lossy().replace("report", "junit").replace(".html", ".xml")),
+                }));
+            }
         }
     }
 
@@ -445,7 +476,13 @@ impl PortSummary {
             .map(|s| s.to_string_lossy().to_lowercase())
             .unwrap_or_else(|| "model".into())
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '-'
+                }
+            })
             .collect::<String>();
         let out = self.out.display().to_string();
         format!(
@@ -485,7 +522,11 @@ impl PortSummary {
         } else {
             say(&format!(
                 "\nport {} in {seconds:.1} s -> {}",
-                if failures.is_empty() { "passed" } else { "FAILED" },
+                if failures.is_empty() {
+                    "passed"
+                } else {
+                    "FAILED"
+                },
                 self.out.display()
             ));
             for d in &self.dims {
@@ -505,7 +546,10 @@ impl PortSummary {
                 say("  dims: none (the plan is for the reference's input shapes)");
             }
             for r in &self.reports {
-                say(&format!("  report: {}", r["html"].as_str().unwrap_or_default()));
+                say(&format!(
+                    "  report: {}",
+                    r["html"].as_str().unwrap_or_default()
+                ));
             }
             if failures.is_empty() {
                 say(&format!("  next: {next}"));
@@ -515,6 +559,14 @@ impl PortSummary {
             true => Ok(()),
             false => Err(CheckFailed(failures.join("; ")).into()),
         }
+    }
+}
+
+/// A graph's name in the summary: null for the one graph of a single-model port.
+fn graph_name(role: &str) -> serde_json::Value {
+    match role {
+        "" => serde_json::Value::Null,
+        r => r.into(),
     }
 }
 

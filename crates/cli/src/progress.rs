@@ -114,13 +114,25 @@ impl m2w_progress::Reporter for Shared {
     }
 
     fn advance(&self, id: u64, position: u64) {
-        if let Some(l) = self.0.live.lock().unwrap_or_else(|e| e.into_inner()).get(&id) {
+        if let Some(l) = self
+            .0
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+        {
             l.bar.set_position(position);
         }
     }
 
     fn message(&self, id: u64, message: &str) {
-        if let Some(l) = self.0.live.lock().unwrap_or_else(|e| e.into_inner()).get(&id) {
+        if let Some(l) = self
+            .0
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+        {
             l.bar.set_message(message.to_string());
         }
     }

@@ -6,6 +6,7 @@ use crate::phases::validate_options;
 use crate::{CheckFailed, Usage, port_err, setup_err};
 
 fn npm(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let _progress = m2w_progress::task(&format!("npm {}", args.join(" ")), None);
     let status = std::process::Command::new("npm")
         .args(args)
         .current_dir(dir)
@@ -97,7 +98,9 @@ pub fn package_test(
         let a = std::fs::canonicalize(a).map_err(|e| Usage(format!("{}: {e}", a.display())))?;
         cmd.env("M2W_TTS_AUDIO", a);
     }
+    let progress = m2w_progress::task(&format!("headless Chromium: {spec}"), None);
     let status = cmd.status()?;
+    drop(progress);
     let judged = if spec == "build-tests/pipeline.spec.js" {
         judge_browser_runs(package, &references[0])?
     } else {
@@ -222,12 +225,7 @@ pub fn setup() -> anyhow::Result<()> {
 /// [1, 256] (the voice's style row for n phonemes), `speed` [1]. The voice pack is the
 /// `kokoro-voices` fixture (voices_ja.npz with vocab.json beside it). Writes tokens.npy,
 /// style.npy and speed.npy into `out`; returns the token count.
-pub fn tts_inputs(
-    phonemes: &str,
-    voice: &str,
-    speed: f32,
-    out: &Path,
-) -> anyhow::Result<usize> {
+pub fn tts_inputs(phonemes: &str, voice: &str, speed: f32, out: &Path) -> anyhow::Result<usize> {
     use m2w_reference::HostTensor as T;
     let npz = m2w_setup::fixture("kokoro-voices").map_err(setup_err)?;
     let (vocab, vocab_path) = read_vocab(&npz)?;
@@ -353,4 +351,3 @@ pub(crate) fn tts_demo(
     };
     m2w_package::tts::demo_files(engine_dir, name, &opts).map_err(|e| Usage(e.to_string()).into())
 }
-

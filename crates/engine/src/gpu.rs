@@ -34,7 +34,7 @@ impl Gpu {
             power_preference: wgpu::PowerPreference::HighPerformance,
             ..Default::default()
         }))
-        .map_err(|e| format!("no WebGPU adapter ({e}); run `cargo xtask setup`"))?;
+        .map_err(|e| format!("no WebGPU adapter ({e}); run `m2w setup` (in the m2w checkout: `cargo xtask setup`)"))?;
         let limits = adapter.limits();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("m2w"),
@@ -265,7 +265,13 @@ impl<'g> Runner<'g> {
         if !image.is_empty() {
             gpu.queue.write_buffer(&uniform, 0, &image);
         }
+        // Pipelines compile on first use of a kernel (cached per Gpu): seconds on a CPU adapter.
+        let progress = m2w_progress::task(
+            "engine: pipelines and bind groups",
+            Some(plan.dispatches.len() as u64),
+        );
         for (k, d) in plan.dispatches.iter().enumerate() {
+            progress.inc(1);
             let pipeline = gpu.pipeline(d.kernel);
             let mut scratch = Vec::new();
             for b in &d.bindings {

@@ -308,7 +308,8 @@ pub fn validate_model(
     )?)
 }
 
-/// Writes report.json, junit.xml and report.html of a validation into `dir`, each name
+/// Writes report.json, junit.xml, model-explorer.json (node data for Google's Model
+/// Explorer) and report.html of a validation into `dir`, each name
 /// with `suffix` ("" or "-prefill"...).
 pub fn write_reports(
     dir: &Path,
@@ -326,6 +327,10 @@ pub fn write_reports(
     w(
         format!("junit{suffix}.xml"),
         m2w_validate::render::junit(report).as_bytes(),
+    )?;
+    w(
+        format!("model-explorer{suffix}.json"),
+        m2w_validate::render::model_explorer(report).as_bytes(),
     )?;
     w(
         format!("report{suffix}.html"),

@@ -123,6 +123,7 @@ pub fn port(
     if fresh(&dir, &st) {
         step(1, "inspect", true, skipped(&dir));
     } else {
+        let _progress = m2w_progress::task("[1/5] inspect", None);
         let report = m2w_inspect::inspect_path(model_path)?;
         m2w_model::io::replace_dir(
             &dir,
@@ -192,6 +193,7 @@ pub fn port(
     if fresh(&dir, &st) {
         step(2, "extract", true, skipped(&dir));
     } else {
+        let _progress = m2w_progress::task("[2/5] extract and verify the weights", None);
         let manifest = m2w_extract::extract(model_path, &dir, &m2w_extract::Options::default())
             .map_err(input)?;
         let v = m2w_extract::verify(model_path, &dir).map_err(input)?;
@@ -245,6 +247,14 @@ pub fn port(
             check_determinism: true,
             ..Default::default()
         };
+        let _progress = m2w_progress::task(
+            if model.format == m2w_model::Format::Tflite {
+                "[3/5] reference (LiteRT, run twice)"
+            } else {
+                "[3/5] reference (ONNX Runtime, run twice)"
+            },
+            None,
+        );
         let (index, runtime) = if model.format == m2w_model::Format::Tflite {
             let (python, script) = m2w_setup::litert_runner()?;
             (
@@ -283,6 +293,7 @@ pub fn port(
     );
     // Compiled every time (seconds): the stamp cannot see a newer m2w lowering the same
     // model differently, the saved plan can.
+    let compiling = m2w_progress::task("[4/5] engine: compile the plan", None);
     let (mut plan, _, static_why) = m2w_validate::compile_for_dims(
         &model,
         &layout.reference(),
@@ -290,6 +301,7 @@ pub fn port(
         &opts.validate.empty_dims,
     )?;
     plan.assign_buffers(true);
+    drop(compiling);
     let saved = std::fs::read_to_string(dir.join("plan.json"))
         .ok()
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
@@ -362,8 +374,10 @@ pub fn port(
     } else {
         String::new()
     };
+    let validating = m2w_progress::task("[5/5] validate", None);
     let report = crate::validate_engine(&layout.engine(), &layout.reference(), &vopts)?;
     write_reports(&dir, "", &report)?;
+    drop(validating);
     let heard = match &opts.wav {
         Some((output, rate)) => format!(
             "; {}",
@@ -432,6 +446,7 @@ fn port_gguf(
     if fresh(&dir, &st) {
         step(3, "reference", true, dir.display().to_string());
     } else {
+        let _progress = m2w_progress::task("[3/5] reference (candle llama, run twice)", None);
         let run = m2w_reference::llama::reference(model_path, &dir, GGUF_PROMPT, GGUF_MAX_NEW)?;
         mark(&dir, &st).map_err(input)?;
         step(
@@ -476,9 +491,11 @@ fn port_gguf(
             scaled: 0.0,
         },
     ));
+    let validating = m2w_progress::task("[5/5] validate (prefill, decode, greedy tokens)", None);
     let gpu = m2w_engine::gpu::Gpu::new().map_err(PortError::Input)?;
     let (prefill, decode, greedy_identical, greedy_engine, greedy_reference) =
         m2w_validate::validate_llama(&gpu, model, &layout.reference(), &vopts)?;
+    drop(validating);
     let dir = layout.validate();
     std::fs::create_dir_all(&dir).map_err(|e| input(format!("{}: {e}", dir.display())))?;
     write_reports(&dir, "-prefill", &prefill)?;

@@ -108,7 +108,9 @@ mod tests {
                 .push(format!("begin {id} {stage} {total:?} {unit:?}"));
         }
         fn advance(&self, id: u64, position: u64) {
-            SEEN.lock().unwrap().push(format!("advance {id} {position}"));
+            SEEN.lock()
+                .unwrap()
+                .push(format!("advance {id} {position}"));
         }
         fn message(&self, id: u64, message: &str) {
             SEEN.lock().unwrap().push(format!("message {id} {message}"));

