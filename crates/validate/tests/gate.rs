@@ -181,7 +181,10 @@ fn json_report_snapshot() {
         ".checkpoints[].max_abs" => "[f64]",
         ".checkpoints[].mean_abs" => "[f64]",
         ".checkpoints[].max_rel" => "[f64]",
+        ".checkpoints[].max_ratio" => "[f64]",
         ".checkpoints[].worst_index" => "[index]",
+        ".checkpoints[].worst_engine" => "[f64]",
+        ".checkpoints[].worst_reference" => "[f64]",
     });
 }
 
