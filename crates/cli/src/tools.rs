@@ -86,7 +86,8 @@ pub fn package_test(
         .arg(std::fs::canonicalize(package)?)
         .arg(dirs.join(","));
     if let Some(s) = screenshot {
-        cmd.arg(s);
+        // The test runs inside the package: a relative path is the caller's.
+        cmd.arg(std::path::absolute(s).map_err(|e| Usage(format!("{}: {e}", s.display())))?);
     }
     cmd.current_dir(package)
         .env(
