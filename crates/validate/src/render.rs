@@ -594,7 +594,91 @@ pub fn model_explorer(r: &Report) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::block_of;
+    use super::{block_of, html};
+    use crate::{CheckpointReport, F32_DEFAULT, Report};
+
+    fn checkpoint(index: usize, name: String, ratio: f64) -> CheckpointReport {
+        CheckpointReport {
+            index,
+            name,
+            op_type: "Add".into(),
+            shape: vec![4],
+            dtype: "f32".into(),
+            compared: true,
+            max_abs: ratio * 1e-4,
+            mean_abs: 0.0,
+            max_rel: 0.0,
+            max_ratio: ratio,
+            worst_index: 0,
+            worst_engine: 0.0,
+            worst_reference: 0.0,
+            accumulated_ratio: None,
+            nan_inf_engine: 0,
+            nan_inf_reference: 0,
+            tolerance: F32_DEFAULT,
+            tolerance_note: None,
+            pass: ratio <= 1.0,
+            problem: None,
+        }
+    }
+
+    /// An LLM's 453 stages: the x axis names blocks, not stages (at most about 40 labels),
+    /// and the table folds into one section per layer, only the failing one open.
+    #[test]
+    fn a_long_report_is_labelled_and_folded_by_block() {
+        let mut cs = vec![checkpoint(0, "embed".into(), 0.0)];
+        for l in 0..27 {
+            for (k, s) in [
+                "attn_norm",
+                "q",
+                "k",
+                "v",
+                "attn_out",
+                "ffn_norm",
+                "gate",
+                "up",
+            ]
+            .iter()
+            .enumerate()
+            {
+                for j in 0..2 {
+                    let ratio = if l == 17 && k == 3 && j == 0 {
+                        5.0
+                    } else {
+                        0.1
+                    };
+                    cs.push(checkpoint(cs.len(), format!("blk.{l}.{s}.{j}"), ratio));
+                }
+            }
+        }
+        while cs.len() < 453 {
+            cs.push(checkpoint(cs.len(), "output_norm".into(), 0.2));
+        }
+        assert_eq!(cs.len(), 453);
+        let failed = cs.iter().filter(|c| !c.pass).count();
+        let r = Report {
+            schema: "m2w.validate/1",
+            model: "m".into(),
+            reference_runtime: "candle".into(),
+            mode: "end-to-end",
+            adapter: "a".into(),
+            passed: cs.len() - failed,
+            failed,
+            not_compared: 0,
+            checkpoints: cs,
+            first_failure: None,
+        };
+        let page = html(&r);
+        let labels = page.matches("class=\"x-label\"").count();
+        assert!((20..=40).contains(&labels), "{labels} x labels");
+        assert!(page.contains(">blk.0<") && page.contains("block (pipeline order"));
+        // 27 layers plus the stages before and after them.
+        assert_eq!(page.matches("<details class=\"block\"").count(), 29);
+        assert_eq!(page.matches("<details class=\"block\" open>").count(), 1);
+        assert!(page.contains("blk.17 — 16 checkpoints, 1 failed, worst 5.000 x tolerance"));
+        // The failing point and its table row.
+        assert_eq!(page.matches("class=\"fail\"").count(), 2);
+    }
 
     #[test]
     fn a_block_is_the_name_up_to_its_first_numeric_segment() {
