@@ -668,9 +668,18 @@ fn browser_proof_sizes(
     // from (quantized weights stay quantized), but for each constant's 256-byte alignment.
     // (GGUF packages: issue 14.)
     if model.extension().is_some_and(|e| e == "onnx") {
-        let weights = std::fs::metadata(pkg.join("weights/constants.bin"))
-            .map(|m| m.len())
-            .unwrap_or(0);
+        // The shards (weights/constants-NNNNN.bin, each at most 64 MiB) together.
+        let mut weights = 0;
+        for e in std::fs::read_dir(pkg.join("weights")).unwrap() {
+            let e = e.unwrap();
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.starts_with("constants-") && n.ends_with(".bin") {
+                let len = e.metadata().unwrap().len();
+                assert!(len <= 64 << 20, "{n}: {len} bytes");
+                weights += len;
+            }
+        }
+        assert!(weights > 0, "{name}: no weight shards");
         let index: Vec<serde_json::Value> =
             serde_json::from_slice(&std::fs::read(pkg.join("weights/constants.json")).unwrap())
                 .unwrap();

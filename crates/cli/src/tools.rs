@@ -45,8 +45,9 @@ pub fn package_test(
     for (pattern, t) in validate_options(false, None, None, tol)?.overrides {
         tolerances.insert(pattern, serde_json::json!([t.atol, t.rtol]));
     }
-    if !package.join("node_modules/typescript").is_dir()
-        || !package.join("node_modules/playwright-core").is_dir()
+    if ["typescript", "playwright-core", "esbuild"]
+        .iter()
+        .any(|m| !package.join("node_modules").join(m).is_dir())
     {
         npm(
             package,

@@ -77,6 +77,16 @@ fn failing_report(dir: &Path) -> (serde_json::Value, PathBuf, PathBuf) {
     (report, html, explorer)
 }
 
+/// The checkpoints of a report that were compared, in order.
+fn compared(report: &serde_json::Value) -> Vec<&serde_json::Value> {
+    report["checkpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["compared"] == true)
+        .collect()
+}
+
 /// playwright-core in a scratch npm project (the version the packages use).
 fn playwright(dir: &Path) -> PathBuf {
     let template = include_str!("../../../templates/package/package.json.tmpl");
@@ -158,12 +168,7 @@ fn the_report_plots_error_against_tolerance_with_labelled_axes_and_the_worst_ele
     let pass_y = seen["passY"].as_f64().expect("a pass line");
     assert!(seen["passShown"].as_bool().unwrap());
     let points = seen["points"].as_array().unwrap();
-    let compared: Vec<&serde_json::Value> = report["checkpoints"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["compared"] == true)
-        .collect();
+    let compared = compared(&report);
     assert_eq!(
         points.len(),
         compared.len(),
@@ -282,12 +287,7 @@ fn the_model_explorer_overlay_loads_in_model_explorers_own_classes() {
         serde_json::from_str(out.trim()).unwrap();
     // Keyed by each compared checkpoint's tensor name, valued by its error in units of
     // its tolerance: above 1 exactly where the gate failed it.
-    let compared: Vec<&serde_json::Value> = report["checkpoints"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["compared"] == true)
-        .collect();
+    let compared = compared(&report);
     assert_eq!(values.len(), compared.len());
     for c in compared {
         let v = values[c["name"].as_str().unwrap()].as_f64().unwrap();

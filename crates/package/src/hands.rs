@@ -96,10 +96,20 @@ pub fn generate(port: &Path, name: &str, out: &Path) -> Result<Summary, PackageE
          (a file picker and the webcam, landmarks drawn).\n",
         plans.iter().map(|p| p.dispatches.len()).sum::<usize>()
     );
+    let model_paths: Vec<std::path::PathBuf> = ["detector", "landmarks"]
+        .iter()
+        .filter_map(|k| manifest[format!("{k}_model")].as_str().map(Into::into))
+        .collect();
+    let licence =
+        crate::licence::of_models(&model_paths.iter().map(|p| p.as_path()).collect::<Vec<_>>());
     let mut files: Vec<(String, Vec<u8>)> = vec![
         (
             "package.json".into(),
-            subst(crate::PACKAGE_JSON).into_bytes(),
+            crate::package_json(&subst(crate::PACKAGE_JSON), &licence),
+        ),
+        (
+            "MODEL_LICENSE.md".into(),
+            licence.notice(&model).into_bytes(),
         ),
         ("tsconfig.json".into(), crate::TSCONFIG.as_bytes().to_vec()),
         (

@@ -215,8 +215,14 @@ pub fn generate(port: &Path, name: &str, out: &Path) -> Result<Summary, PackageE
                 }),
         )
         .collect();
+    let graph_paths: Vec<&Path> = p.graphs.iter().map(|g| g.file.as_path()).collect();
+    let licence = crate::licence::of_models(&graph_paths);
     let mut files: Vec<(&str, Vec<u8>)> = vec![
-        ("package.json", subst(crate::PACKAGE_JSON).into_bytes()),
+        (
+            "package.json",
+            crate::package_json(&subst(crate::PACKAGE_JSON), &licence),
+        ),
+        ("MODEL_LICENSE.md", licence.notice(&model).into_bytes()),
         ("tsconfig.json", crate::TSCONFIG.as_bytes().to_vec()),
         (
             "tsconfig.tests.json",

@@ -109,6 +109,32 @@ pub struct CheckpointReport {
 }
 
 impl CheckpointReport {
+    /// The report of checkpoint `c` before any comparison: not compared, passing, no error.
+    pub fn new(c: &m2w_reference::index::Checkpoint, tolerance: Tolerance) -> Self {
+        CheckpointReport {
+            index: c.index,
+            name: c.output.clone(),
+            op_type: c.op_type.clone(),
+            shape: c.shape.clone(),
+            dtype: c.dtype.clone(),
+            compared: false,
+            max_abs: 0.0,
+            mean_abs: 0.0,
+            max_rel: 0.0,
+            max_ratio: 0.0,
+            worst_index: 0,
+            worst_engine: 0.0,
+            worst_reference: 0.0,
+            accumulated_ratio: None,
+            nan_inf_engine: 0,
+            nan_inf_reference: 0,
+            tolerance,
+            tolerance_note: None,
+            pass: true,
+            problem: None,
+        }
+    }
+
     fn set_stats(&mut self, st: &compare::Stats) {
         self.max_abs = st.max_abs;
         self.mean_abs = st.mean_abs;
@@ -492,28 +518,9 @@ pub fn validate(
     for c in &index.checkpoints {
         progress.inc(1);
         let (tol, tolerance_note) = tolerance_of(c);
-        let mut r = CheckpointReport {
-            index: c.index,
-            name: c.output.clone(),
-            op_type: c.op_type.clone(),
-            shape: c.shape.clone(),
-            dtype: c.dtype.clone(),
-            compared: false,
-            max_abs: 0.0,
-            mean_abs: 0.0,
-            max_rel: 0.0,
-            max_ratio: 0.0,
-            worst_index: 0,
-            worst_engine: 0.0,
-            worst_reference: 0.0,
-            accumulated_ratio: accumulated.get(&c.output).copied(),
-            nan_inf_engine: 0,
-            nan_inf_reference: 0,
-            tolerance: tol,
-            tolerance_note,
-            pass: true,
-            problem: None,
-        };
+        let mut r = CheckpointReport::new(c, tol);
+        r.tolerance_note = tolerance_note;
+        r.accumulated_ratio = accumulated.get(&c.output).copied();
         if let Some(g) = got.get(&c.output) {
             let want = oracle_of(&c.output, &c.file)?;
             r.compared = true;
@@ -656,28 +663,8 @@ fn llama_pass_report(
                 want.len()
             )));
         }
-        let mut r = CheckpointReport {
-            index: c.index,
-            name: c.output.clone(),
-            op_type: c.op_type.clone(),
-            shape: c.shape.clone(),
-            dtype: c.dtype.clone(),
-            compared: true,
-            max_abs: 0.0,
-            mean_abs: 0.0,
-            max_rel: 0.0,
-            max_ratio: 0.0,
-            worst_index: 0,
-            worst_engine: 0.0,
-            worst_reference: 0.0,
-            accumulated_ratio: None,
-            nan_inf_engine: 0,
-            nan_inf_reference: 0,
-            tolerance: tol,
-            tolerance_note: None,
-            pass: true,
-            problem: None,
-        };
+        let mut r = CheckpointReport::new(c, tol);
+        r.compared = true;
         r.set_stats(&compare(&a, &want, tol));
         reports.push(r);
         values.insert(c.output.clone(), (a, want));

@@ -598,28 +598,21 @@ mod tests {
     use crate::{CheckpointReport, F32_DEFAULT, Report};
 
     fn checkpoint(index: usize, name: String, ratio: f64) -> CheckpointReport {
-        CheckpointReport {
+        let c = m2w_reference::index::Checkpoint {
             index,
-            name,
+            node: name.clone(),
             op_type: "Add".into(),
+            output: name,
             shape: vec![4],
             dtype: "f32".into(),
-            compared: true,
-            max_abs: ratio * 1e-4,
-            mean_abs: 0.0,
-            max_rel: 0.0,
-            max_ratio: ratio,
-            worst_index: 0,
-            worst_engine: 0.0,
-            worst_reference: 0.0,
-            accumulated_ratio: None,
-            nan_inf_engine: 0,
-            nan_inf_reference: 0,
-            tolerance: F32_DEFAULT,
-            tolerance_note: None,
-            pass: ratio <= 1.0,
-            problem: None,
-        }
+            file: String::new(),
+            sha256: String::new(),
+            graph_output: false,
+        };
+        let mut r = CheckpointReport::new(&c, F32_DEFAULT);
+        (r.compared, r.max_ratio, r.max_abs) = (true, ratio, ratio * 1e-4);
+        r.pass = ratio <= 1.0;
+        r
     }
 
     /// An LLM's 453 stages: the x axis names blocks, not stages (at most about 40 labels),

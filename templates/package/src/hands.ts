@@ -19,6 +19,8 @@ import type { AnchorOptions, DecodeOptions, Detection, Letterbox, Rect, RectTran
 
 export type { Detection, Rect } from './vision.js';
 export type { LoadOptions } from './types.js';
+export { WebGPUUnavailableError } from './runtime.js';
+export type { WebGPUUnavailableReason } from './runtime.js';
 
 /** How a frame becomes a model's input (m2w_vision::hands::TensorInput). */
 export interface TensorInput {

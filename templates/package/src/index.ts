@@ -7,9 +7,12 @@ import { SHADERS } from './shaders.js';
 import * as plan from './engine.js';
 import { applySync, bindDims, biggestBuffer, compilePipelines, encodeForward, encodeWithSyncs, numel, preparePlan, readTensors, requestDevice, setDims, shapeOf, storageBuffersPerStage, writeTensor } from './runtime.js';
 import type { GPUAny, Input, LoadOptions, Model, TensorInfo } from './types.js';
-import { loadWeights } from './weights.js';
+import { streamWeights } from './weights.js';
 
 export type { Input, LoadOptions, Model, Tensor, TensorData, TensorInfo } from './types.js';
+export type { LoadProgress } from './weights.js';
+export { WebGPUUnavailableError } from './runtime.js';
+export type { WebGPUUnavailableReason } from './runtime.js';
 
 function toWords(info: TensorInfo, shape: number[], values: ArrayLike<number | bigint>): Uint32Array {
   const n = numel(shape);
@@ -19,17 +22,23 @@ function toWords(info: TensorInfo, shape: number[], values: ArrayLike<number | b
   return Uint32Array.from(values as ArrayLike<number>, (v) => (Number(v) !== 0 ? 1 : 0));
 }
 
-export async function loadModel(baseUrl: string, options: LoadOptions = {}): Promise<Model> {
+/** Loads the model: `baseUrl` is the weights folder (default: the package's own
+ * `weights/`, resolved from this module's URL). */
+export async function loadModel(baseUrl?: string | URL, options: LoadOptions = {}): Promise<Model> {
   const device = await requestDevice(plan.WORKGROUP_STORAGE_BYTES, biggestBuffer(plan), options.onDeviceLost, undefined, storageBuffersPerStage(plan));
   const pipelines = await compilePipelines(device, SHADERS, plan.DISPATCHES.map((d) => d.kernel));
   const owned: GPUAny[] = [];
   const prepared = preparePlan(device, plan, pipelines, owned, { debug: options.debug });
 
-  const { index, blob } = await loadWeights(baseUrl, options.onProgress);
-  for (const c of index) {
-    const b = prepared.bufferOf(c.name);
-    if (b && c.bytes > 0) device.queue.writeBuffer(b, 0, blob, c.offset, c.bytes);
-  }
+  // Each tensor goes to its buffer as it arrives.
+  await streamWeights(
+    baseUrl,
+    (c, bytes) => {
+      const b = prepared.bufferOf(c.name);
+      if (b && c.bytes > 0) device.queue.writeBuffer(b, 0, bytes);
+    },
+    options.onProgress,
+  );
 
   const given = (x: Input) => ('data' in x && 'shape' in x ? x : { data: x as ArrayLike<number | bigint>, shape: undefined });
   // Sizes the plan for the inputs' shapes and writes them.

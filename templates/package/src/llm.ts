@@ -20,13 +20,18 @@ import type { Tokenizer, TokenizerData } from './tokenizer.js';
 import { ChatTemplate } from './jinja.js';
 import { Sampler } from './sampler.js';
 import type { GPUAny, LoadOptions } from './types.js';
-import { loadWeights } from './weights.js';
+import { streamWeights, weightsUrl } from './weights.js';
 
 export { BpeTokenizer, SpmTokenizer, createTokenizer } from './tokenizer.js';
 export { ChatTemplate } from './jinja.js';
 export { Sampler } from './sampler.js';
+/** The model's configuration as the port read it (layers, tokens, chat template). */
+export { CONFIG } from './config.js';
+export { WebGPUUnavailableError } from './runtime.js';
+export type { WebGPUUnavailableReason } from './runtime.js';
 export type { SamplingOptions } from './sampler.js';
 export type { LoadOptions } from './types.js';
+export type { LoadProgress } from './weights.js';
 
 export interface ChatMessage {
   role: 'system' | 'user' | 'assistant' | string;
@@ -99,28 +104,33 @@ export function renderChat(messages: ChatMessage[], addGenerationPrompt = true):
   return new ChatTemplate(CONFIG.chatTemplate).render({ messages, add_generation_prompt: addGenerationPrompt, bos_token: CONFIG.bosText, eos_token: CONFIG.eosText });
 }
 
-export async function loadLLM(baseUrl: string, options: LlmLoadOptions = {}): Promise<LLM> {
+/** Loads the model: `baseUrl` is the weights folder (default: the package's own
+ * `weights/`, resolved from this module's URL). */
+export async function loadLLM(baseUrl?: string | URL, options: LlmLoadOptions = {}): Promise<LLM> {
   const adapter = await requestAdapter();
   const kernels = options.kernels === 'gpu' || options.kernels === 'fallback' ? options.kernels : isCpuAdapter(adapter) ? 'fallback' : 'gpu';
   const decodePlan = kernels === 'gpu' ? gpuDecodePlan : fallbackDecodePlan;
   const plans: PlanTables[] = [prefillPlan, decodePlan];
   const device = await requestDevice(Math.max(prefillPlan.WORKGROUP_STORAGE_BYTES, decodePlan.WORKGROUP_STORAGE_BYTES), Math.max(...plans.map(biggestBuffer)), options.onDeviceLost, adapter);
   const pipelines = await compilePipelines(device, SHADERS, plans.flatMap((p) => p.DISPATCHES.map((d) => d.kernel)));
-  const base = baseUrl.replace(/\/$/, '');
+  const base = weightsUrl(baseUrl);
   const tokenizerResponse = await fetch(`${base}/tokenizer.json`);
   if (!tokenizerResponse.ok) throw new Error(`${base}/tokenizer.json: HTTP ${tokenizerResponse.status}`);
   const tokenizer = createTokenizer((await tokenizerResponse.json()) as TokenizerData);
-  const { index, blob } = await loadWeights(baseUrl, options.onProgress);
-
-  // Weights and caches: one buffer each, shared by both plans.
+  // Weights and caches: one buffer each, shared by both plans; each weight is uploaded as
+  // it arrives.
   const owned: GPUAny[] = [];
   const shared: Record<string, GPUAny> = {};
   const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
-  for (const c of index) {
-    shared[c.name] = device.createBuffer({ label: c.name, size: Math.max(4, c.bytes), usage });
-    owned.push(shared[c.name]);
-    if (c.bytes > 0) device.queue.writeBuffer(shared[c.name], 0, blob, c.offset, c.bytes);
-  }
+  await streamWeights(
+    baseUrl,
+    (c, bytes) => {
+      shared[c.name] = device.createBuffer({ label: c.name, size: Math.max(4, c.bytes), usage });
+      owned.push(shared[c.name]);
+      if (c.bytes > 0) device.queue.writeBuffer(shared[c.name], 0, bytes);
+    },
+    options.onProgress,
+  );
   for (const name of CONFIG.caches) {
     const t = decodePlan.TENSORS[name];
     shared[name] = device.createBuffer({ label: name, size: numel(t.shape) * 4, usage });

@@ -23,6 +23,10 @@ import type { GPUAny, LoadOptions, TensorInfo } from './types.js';
 import { loadWeights } from './weights.js';
 
 export { Sampler } from './sampler.js';
+/** The model's chat template as the port read it (tokenizer_config.json), or null. */
+export { CHAT } from './pipeline_config.js';
+export { WebGPUUnavailableError } from './runtime.js';
+export type { WebGPUUnavailableReason } from './runtime.js';
 export { fromTokenizerJson } from './hf_tokenizer.js';
 export type { SamplingOptions } from './sampler.js';
 export type { TextTokenizer } from './hf_tokenizer.js';

@@ -125,11 +125,31 @@ export function storageBuffersPerStage(plan: PlanTables): number {
   return Math.max(0, ...plan.DISPATCHES.map((d) => d.bindings.length));
 }
 
+/** Why WebGPU cannot run the model here. */
+export type WebGPUUnavailableReason = 'no-navigator-gpu' | 'insecure-context' | 'no-adapter' | 'missing-feature' | 'missing-limit';
+
+/** WebGPU is missing or cannot run this model: `reason` says which, `message` what to do.
+ * A page can test `err instanceof WebGPUUnavailableError` (or `err.name`) and show a
+ * fallback instead of a stack trace. */
+export class WebGPUUnavailableError extends Error {
+  readonly reason: WebGPUUnavailableReason;
+  constructor(reason: WebGPUUnavailableReason, message: string) {
+    super(message);
+    this.name = 'WebGPUUnavailableError';
+    this.reason = reason;
+  }
+}
+
 export async function requestAdapter(): Promise<GPUAny> {
-  const gpu = (navigator as GPUAny).gpu;
-  if (!gpu) throw new Error('WebGPU is not available in this browser (Chrome 113+, Safari iOS 26+)');
+  // Browsers hide navigator.gpu outside a secure context (https or localhost): say that,
+  // not that the browser lacks WebGPU.
+  if (typeof isSecureContext !== 'undefined' && !isSecureContext) {
+    throw new WebGPUUnavailableError('insecure-context', 'WebGPU needs a secure context: serve the page over https (or from localhost)');
+  }
+  const gpu = typeof navigator === 'undefined' ? undefined : (navigator as GPUAny).gpu;
+  if (!gpu) throw new WebGPUUnavailableError('no-navigator-gpu', 'WebGPU is not available in this browser (Chrome 113+, Edge 113+, Safari iOS 26+, Firefox 141+ on Windows)');
   const adapter = await gpu.requestAdapter();
-  if (!adapter) throw new Error('no WebGPU adapter');
+  if (!adapter) throw new WebGPUUnavailableError('no-adapter', 'the browser offers WebGPU but no adapter (GPU blocked or unsupported; check chrome://gpu)');
   return adapter;
 }
 
@@ -144,7 +164,7 @@ export async function requestDevice(workgroupStorage: number, biggest: number, o
   const need: Record<string, number> = { maxComputeWorkgroupStorageSize: workgroupStorage, maxStorageBufferBindingSize: biggest, maxBufferSize: biggest };
   if (storageBuffers > 8) need.maxStorageBuffersPerShaderStage = storageBuffers;
   for (const [k, v] of Object.entries(need)) {
-    if (adapter.limits[k] < v) throw new Error(`this device offers ${k} = ${adapter.limits[k]}, the model needs ${v}`);
+    if (adapter.limits[k] < v) throw new WebGPUUnavailableError('missing-limit', `this device offers ${k} = ${adapter.limits[k]}, the model needs ${v}`);
   }
   const device = await adapter.requestDevice({ requiredLimits: need });
   device.lost.then((info: GPUAny) => {

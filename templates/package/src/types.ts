@@ -46,8 +46,9 @@ export type Tensor = TensorData & { shape: number[] };
 export type Input = ArrayLike<number | bigint> | { data: ArrayLike<number | bigint>; shape: number[] };
 
 export interface LoadOptions {
-  /** Called with (bytes loaded, total bytes) while the weights download. */
-  onProgress?: (loaded: number, total: number) => void;
+  /** Called with (bytes loaded, total bytes, where: stage and file) while the weights
+   * download. */
+  onProgress?: (loaded: number, total: number, progress?: import('./weights.js').LoadProgress) => void;
   /** Keep every tensor in its own buffer so that `capture` can read any checkpoint. */
   debug?: boolean;
   /** Called when the GPU device is lost (the page should offer a restart; no silent retry). */

@@ -11,7 +11,7 @@
 // quantization makes an end-to-end pass drift from the reference.
 import fs from 'node:fs';
 import path from 'node:path';
-import { launchChromium, serve } from './harness.js';
+import { insecureOrigin, launchChromium, serve } from './harness.js';
 
 const ATOL = 1e-4;
 const RTOL = 1e-3;
@@ -249,6 +249,26 @@ try {
     await demo.waitForFunction(() => document.getElementById('status').textContent.startsWith('done'), null, { timeout: 60000 });
     console.log(`demo page: ${await demo.textContent('#status')}`);
     await demo.screenshot({ path: shot, fullPage: true });
+  }
+  // Outside a secure context the package fails with its typed error, naming the reason.
+  {
+    const page = await browser.newPage();
+    await page.goto(`${insecureOrigin(origin)}/package.json`);
+    const got = await page.evaluate(async () => {
+      const m = await import('/dist/index.js');
+      try {
+        await m.loadModel();
+        return { loaded: true };
+      } catch (e) {
+        return { name: e.name, reason: e.reason, typed: e instanceof m.WebGPUUnavailableError, secure: isSecureContext, message: e.message };
+      }
+    });
+    if (got.typed && got.name === 'WebGPUUnavailableError' && got.reason === 'insecure-context' && got.secure === false) {
+      console.log(`insecure context: ${got.name} (${got.reason}): ${got.message}`);
+    } else {
+      console.error(`insecure context: expected WebGPUUnavailableError(insecure-context), got ${JSON.stringify(got)}`);
+      failed++;
+    }
   }
 } finally {
   await browser.close();

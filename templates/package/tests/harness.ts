@@ -37,12 +37,19 @@ export async function serve(pkgDir, extra = () => null) {
   return { origin: `http://127.0.0.1:${server.address().port}`, server };
 }
 
+/** The same server at an origin that is not a secure context (http, not loopback): WebGPU
+ * is hidden there, and a package must say so with its typed error. */
+export function insecureOrigin(origin) {
+  return origin.replace('127.0.0.1', 'm2w-insecure.test');
+}
+
 export function launchChromium() {
   return chromium.launch({
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
     headless: true,
     // playwright gives every launch a fresh temporary profile (a new --user-data-dir).
-    args: ['--headless=new', '--no-sandbox', '--enable-unsafe-webgpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'],
+    // m2w-insecure.test is the server again, at an origin that is not a secure context.
+    args: ['--headless=new', '--no-sandbox', '--enable-unsafe-webgpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic', '--host-resolver-rules=MAP m2w-insecure.test 127.0.0.1'],
   });
 }
 

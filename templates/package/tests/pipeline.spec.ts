@@ -26,7 +26,7 @@ const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
 let failed = 0;
 
 // (1) The tokenizer, in node.
-const { fromTokenizerJson } = await import(pathToFileURL(path.join(pkgDir, 'dist', 'hf_tokenizer.js')).href);
+const { fromTokenizerJson } = await import(pathToFileURL(path.join(pkgDir, 'dist', 'index.js')).href);
 const tokenizer = fromTokenizerJson(JSON.parse(fs.readFileSync(path.join(pkgDir, 'weights', 'tokenizer.json'), 'utf8')));
 let encoded = 0;
 let decoded = 0;
@@ -52,8 +52,8 @@ console.log(`tokenizer: ${encoded}/${record.prompts.length} prompts encode to th
 const chatFile = path.join(pkgDir, 'build-tests', 'chat-cases.json');
 const chatDoc = fs.existsSync(chatFile) ? JSON.parse(fs.readFileSync(chatFile, 'utf8')) : null;
 if (chatDoc) {
-  const { ChatTemplate } = await import(pathToFileURL(path.join(pkgDir, 'dist', 'jinja.js')).href);
-  const { CHAT } = await import(pathToFileURL(path.join(pkgDir, 'dist', 'pipeline_config.js')).href);
+  const { ChatTemplate } = await import(pathToFileURL(path.join(pkgDir, 'dist', 'index.js')).href);
+  const { CHAT } = await import(pathToFileURL(path.join(pkgDir, 'dist', 'index.js')).href);
   const template = new ChatTemplate(CHAT.template);
   let rendered = 0;
   let tokenized = 0;
