@@ -2,8 +2,7 @@
 // most 64 MiB, tensors in plan order, each 256-byte aligned; `constants.bin` when absent),
 // offset and size. streamWeights() fetches shard after shard and hands each tensor to the
 // caller as soon as its bytes have arrived, so JavaScript never holds more than one tensor
-// and one network chunk (the GPU keeps the rest). Safari lacks async iteration of
-// ReadableStream, so the reader is driven by hand.
+// and one network chunk (the GPU keeps the rest). Safari lacks async iteration of ReadableStream, so the reader is driven by hand.
 
 export interface ConstantEntry {
   name: string;
@@ -55,6 +54,11 @@ export async function streamWeights(
   let total = 0;
   for (const entries of files.values()) total += Math.max(0, ...entries.map((e) => e.offset + e.bytes));
   let loaded = 0;
+  // One scratch for a tensor that spans network chunks, reused (sized for the largest), so
+  // loading allocates no garbage per tensor. (The network's chunks are the browser's; a BYOB
+  // reader into one reused buffer crashed Chromium's renderer on a 106 MiB load.)
+  let scratch: Uint8Array | null = null;
+  const largest = Math.max(0, ...index.map((e) => e.bytes));
   for (const [file, unsorted] of files) {
     const entries = [...unsorted].sort((a, b) => a.offset - b.offset);
     for (const e of entries) if (e.bytes === 0) onTensor(e, new Uint8Array(0));
@@ -79,7 +83,8 @@ export async function streamWeights(
           k++;
           continue;
         }
-        current = current ?? new Uint8Array(e.bytes);
+        scratch = scratch ?? new Uint8Array(largest);
+        current = current ?? scratch.subarray(0, e.bytes);
         const n = Math.min(e.bytes - filled, chunk.length - i);
         current.set(chunk.subarray(i, i + n), filled);
         filled += n;

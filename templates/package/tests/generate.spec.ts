@@ -87,49 +87,6 @@ const generation = JSON.parse(fs.readFileSync(path.join(refDir, 'generation.json
 const { origin, server } = await serve(pkgDir, (url) => (url === '/blank.html' ? { html: '<!doctype html><title>test</title>' } : null));
 const browser = await launchChromium();
 try {
-  // (2a) Loading from the package's own weights/ (no URL given): the shards stream tensor by
-  // tensor to the GPU, so JavaScript's memory (the V8 heap plus ArrayBuffer backing stores,
-  // sampled through the DevTools protocol while the model loads) grows by far less than
-  // the whole weights, and by less than 1.5x the largest shard.
-  {
-    const page = await browser.newPage();
-    await page.goto(`${origin}/blank.html`);
-    const cdp = await page.context().newCDPSession(page);
-    const usage = async () => {
-      const u = await cdp.send('Runtime.getHeapUsage');
-      return { bytes: u.usedSize + (u.backingStorageSize ?? 0), backing: u.backingStorageSize !== undefined };
-    };
-    await cdp.send('HeapProfiler.collectGarbage');
-    const base = await usage();
-    let peak = base.bytes;
-    let sampling = true;
-    const poll = (async () => {
-      while (sampling) {
-        peak = Math.max(peak, (await usage()).bytes);
-        await new Promise((r) => setTimeout(r, 5));
-      }
-    })();
-    const loadedKernels = await page.evaluate(async () => {
-      const { loadLLM } = await import('/dist/index.js');
-      const llm = await loadLLM();
-      const k = llm.kernels;
-      llm.destroy();
-      return k;
-    });
-    sampling = false;
-    await poll;
-    const shards = fs.readdirSync(path.join(pkgDir, 'weights')).filter((f) => /^constants-\d+\.bin$/.test(f)).map((f) => fs.statSync(path.join(pkgDir, 'weights', f)).size);
-    const largest = Math.max(...shards);
-    const all = shards.reduce((a, b) => a + b, 0);
-    const grew = peak - base.bytes;
-    const mib = (b) => (b / 1048576).toFixed(1);
-    console.log(`load from shards (${shards.length} files, ${mib(all)} MiB, largest ${mib(largest)} MiB; ${loadedKernels} kernels): JavaScript memory peaked ${mib(grew)} MiB above its start (${(grew / largest).toFixed(2)}x the largest shard)${base.backing ? '' : ' [V8 heap only: this Chromium does not report ArrayBuffer backing stores]'}`);
-    if (base.backing && grew >= 1.5 * largest) {
-      failed++;
-      console.log('load: JavaScript held more than 1.5x the largest shard while loading');
-    }
-    await page.close();
-  }
   const page = await browser.newPage();
   page.on('console', (m) => { if (m.type() === 'error') console.error('page:', m.text()); });
   await page.goto(`${origin}/blank.html`);
