@@ -121,7 +121,13 @@ pub fn generate(port: &Path, name: &str, out: &Path) -> Result<Summary, PackageE
         ("src/types.ts".into(), subst(crate::TYPES_TS).into_bytes()),
         (
             "src/weights.ts".into(),
-            subst(crate::WEIGHTS_TS).into_bytes(),
+            crate::weights_ts(
+                &subst(crate::WEIGHTS_TS),
+                &weights
+                    .iter()
+                    .flat_map(|(j, b)| [j.as_slice(), b.as_slice()])
+                    .collect::<Vec<_>>(),
+            ),
         ),
         (
             "src/runtime.ts".into(),

@@ -354,6 +354,13 @@ fn package_json(substituted: &str, licence: &licence::Licence) -> Vec<u8> {
         .into_bytes()
 }
 
+/// weights.ts for weights identified by `parts` (see [`shards::weights_id`]).
+fn weights_ts(substituted: &str, parts: &[&[u8]]) -> Vec<u8> {
+    substituted
+        .replace("{{WEIGHTS_ID}}", &shards::weights_id(parts))
+        .into_bytes()
+}
+
 fn subst(t: &str, name: &str, model: &str, spec: &str) -> String {
     t.replace("{{NAME}}", name)
         .replace("{{MODEL}}", model)
@@ -490,7 +497,10 @@ pub fn generate(
         ),
         ("index.html", subst(INDEX_HTML).into_bytes()),
         ("src/types.ts", subst(TYPES_TS).into_bytes()),
-        ("src/weights.ts", subst(WEIGHTS_TS).into_bytes()),
+        (
+            "src/weights.ts",
+            weights_ts(&subst(WEIGHTS_TS), &[&constants_json, &constants_bin]),
+        ),
         ("src/index.ts", subst(INDEX_TS).into_bytes()),
         ("src/runtime.ts", RUNTIME_TS.as_bytes().to_vec()),
         ("src/shaders.ts", shaders.clone().into_bytes()),

@@ -185,7 +185,13 @@ pub fn generate(
         ("README.md", readme.into_bytes()),
         ("index.html", subst(CHAT_HTML).into_bytes()),
         ("src/types.ts", subst(crate::TYPES_TS).into_bytes()),
-        ("src/weights.ts", subst(crate::WEIGHTS_TS).into_bytes()),
+        (
+            "src/weights.ts",
+            crate::weights_ts(
+                &subst(crate::WEIGHTS_TS),
+                &[constants_json.as_bytes(), &blob, &tokenizer_json],
+            ),
+        ),
         ("src/runtime.ts", crate::RUNTIME_TS.as_bytes().to_vec()),
         ("src/tokenizer.ts", TOKENIZER_TS.as_bytes().to_vec()),
         ("src/jinja.ts", JINJA_TS.as_bytes().to_vec()),

@@ -199,6 +199,14 @@ pub fn generate(port: &Path, name: &str, out: &Path) -> Result<Summary, PackageE
         .collect::<Vec<_>>()
         .join(" + ");
     let subst = |t: &str| subst(t, name, &model, "pipeline.spec.js");
+    let weights_ts = crate::weights_ts(
+        &subst(crate::WEIGHTS_TS),
+        &weights
+            .iter()
+            .flat_map(|(j, b)| [j.as_slice(), b.as_slice()])
+            .chain([tokenizer.as_slice()])
+            .collect::<Vec<_>>(),
+    );
     let graph_files: Vec<(String, Vec<u8>)> = plans
         .iter()
         .enumerate()
@@ -234,7 +242,10 @@ pub fn generate(port: &Path, name: &str, out: &Path) -> Result<Summary, PackageE
         ),
         ("index.html", subst(PIPELINE_HTML).into_bytes()),
         ("src/types.ts", subst(crate::TYPES_TS).into_bytes()),
-        ("src/weights.ts", subst(crate::WEIGHTS_TS).into_bytes()),
+        (
+            "src/weights.ts",
+            weights_ts,
+        ),
         ("src/runtime.ts", crate::RUNTIME_TS.as_bytes().to_vec()),
         ("src/sampler.ts", crate::SAMPLER_TS.as_bytes().to_vec()),
         ("src/tokenizer.ts", TOKENIZER_TS.as_bytes().to_vec()),

@@ -52,6 +52,19 @@ pub fn shard(
     Ok((json.into_bytes(), files))
 }
 
+/// A short identity of a package's weights (the first 16 hex digits of the SHA-256 of the
+/// given parts: index and bytes): `weights.ts` keeps them in the Cache API under it, so
+/// a rebuilt package with other weights never reads the old ones.
+pub fn weights_id(parts: &[&[u8]]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    h.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::shard;

@@ -119,7 +119,7 @@ export async function loadHands(baseUrl: string, options: LoadOptions = {}): Pro
   const owned: GPUAny[] = [];
   const prepared = plans.map((p) => preparePlan(device, p, pipelines, owned));
   for (const [k, dir] of ['g0', 'g1'].entries()) {
-    const { index, blob } = await loadWeights(`${base}/weights/${dir}`, options.onProgress);
+    const { index, blob } = await loadWeights(`${base}/weights/${dir}`, options.onProgress, options.cache);
     for (const c of index) {
       const b = prepared[k].bufferOf(c.name);
       if (b && c.bytes > 0) device.queue.writeBuffer(b, 0, blob, c.offset, c.bytes);

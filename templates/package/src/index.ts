@@ -5,7 +5,7 @@
 
 import { SHADERS } from './shaders.js';
 import * as plan from './engine.js';
-import { applySync, bindDims, biggestBuffer, compilePipelines, encodeForward, encodeWithSyncs, numel, preparePlan, readTensors, requestDevice, setDims, shapeOf, storageBuffersPerStage, writeTensor } from './runtime.js';
+import { allocatePlan, applySync, bindDims, biggestBuffer, compilePipelines, encodeForward, encodeWithSyncs, numel, preparePlan, readTensors, requestDevice, setDims, shapeOf, storageBuffersPerStage, writeTensor } from './runtime.js';
 import type { GPUAny, Input, LoadOptions, Model, TensorInfo } from './types.js';
 import { streamWeights } from './weights.js';
 
@@ -26,19 +26,15 @@ function toWords(info: TensorInfo, shape: number[], values: ArrayLike<number | b
  * `weights/`, resolved from this module's URL). */
 export async function loadModel(baseUrl?: string | URL, options: LoadOptions = {}): Promise<Model> {
   const device = await requestDevice(plan.WORKGROUP_STORAGE_BYTES, biggestBuffer(plan), options.onDeviceLost, undefined, storageBuffersPerStage(plan));
-  const pipelines = await compilePipelines(device, SHADERS, plan.DISPATCHES.map((d) => d.kernel));
+  // The kernels compile while the weights download; each tensor goes to its buffer as it
+  // arrives.
+  const compiling = compilePipelines(device, SHADERS, plan.DISPATCHES.map((d) => d.kernel));
+  compiling.catch(() => {}); // awaited below; a download error must not leave it unhandled
   const owned: GPUAny[] = [];
-  const prepared = preparePlan(device, plan, pipelines, owned, { debug: options.debug });
-
-  // Each tensor goes to its buffer as it arrives.
-  await streamWeights(
-    baseUrl,
-    (c, bytes) => {
-      const b = prepared.bufferOf(c.name);
-      if (b && c.bytes > 0) device.queue.writeBuffer(b, 0, bytes);
-    },
-    options.onProgress,
-  );
+  const buffers = allocatePlan(device, plan, owned, { debug: options.debug });
+  await streamWeights(baseUrl, device, (c) => buffers.bufferOf(c.name), options);
+  const pipelines = await compiling;
+  const prepared = preparePlan(device, plan, pipelines, owned, { debug: options.debug, allocated: buffers });
 
   const given = (x: Input) => ('data' in x && 'shape' in x ? x : { data: x as ArrayLike<number | bigint>, shape: undefined });
   // Sizes the plan for the inputs' shapes and writes them.

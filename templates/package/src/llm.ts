@@ -20,7 +20,7 @@ import type { Tokenizer, TokenizerData } from './tokenizer.js';
 import { ChatTemplate } from './jinja.js';
 import { Sampler } from './sampler.js';
 import type { GPUAny, LoadOptions } from './types.js';
-import { streamWeights, weightsUrl } from './weights.js';
+import { bufferBytes, fetchWeightFile, streamWeights, weightsUrl } from './weights.js';
 
 export { BpeTokenizer, SpmTokenizer, createTokenizer } from './tokenizer.js';
 export { ChatTemplate } from './jinja.js';
@@ -112,11 +112,11 @@ export async function loadLLM(baseUrl?: string | URL, options: LlmLoadOptions = 
   const decodePlan = kernels === 'gpu' ? gpuDecodePlan : fallbackDecodePlan;
   const plans: PlanTables[] = [prefillPlan, decodePlan];
   const device = await requestDevice(Math.max(prefillPlan.WORKGROUP_STORAGE_BYTES, decodePlan.WORKGROUP_STORAGE_BYTES), Math.max(...plans.map(biggestBuffer)), options.onDeviceLost, adapter);
-  const pipelines = await compilePipelines(device, SHADERS, plans.flatMap((p) => p.DISPATCHES.map((d) => d.kernel)));
+  // The kernels compile while the weights download.
+  const compiling = compilePipelines(device, SHADERS, plans.flatMap((p) => p.DISPATCHES.map((d) => d.kernel)));
+  compiling.catch(() => {}); // awaited below; a download error must not leave it unhandled
   const base = weightsUrl(baseUrl);
-  const tokenizerResponse = await fetch(`${base}/tokenizer.json`);
-  if (!tokenizerResponse.ok) throw new Error(`${base}/tokenizer.json: HTTP ${tokenizerResponse.status}`);
-  const tokenizer = createTokenizer((await tokenizerResponse.json()) as TokenizerData);
+  const tokenizer = createTokenizer((await (await fetchWeightFile(base, 'tokenizer.json', options)).response.json()) as TokenizerData);
   // Weights and caches: one buffer each, shared by both plans; each weight is uploaded as
   // it arrives.
   const owned: GPUAny[] = [];
@@ -124,13 +124,15 @@ export async function loadLLM(baseUrl?: string | URL, options: LlmLoadOptions = 
   const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
   await streamWeights(
     baseUrl,
-    (c, bytes) => {
-      shared[c.name] = device.createBuffer({ label: c.name, size: Math.max(4, c.bytes), usage });
+    device,
+    (c) => {
+      shared[c.name] = device.createBuffer({ label: c.name, size: bufferBytes(c.bytes), usage });
       owned.push(shared[c.name]);
-      if (c.bytes > 0) device.queue.writeBuffer(shared[c.name], 0, bytes);
+      return shared[c.name];
     },
-    options.onProgress,
+    options,
   );
+  const pipelines = await compiling;
   for (const name of CONFIG.caches) {
     const t = decodePlan.TENSORS[name];
     shared[name] = device.createBuffer({ label: name, size: numel(t.shape) * 4, usage });

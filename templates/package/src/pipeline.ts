@@ -128,7 +128,7 @@ export async function loadPipeline(baseUrl: string, options: LoadOptions = {}): 
       loaded[k] = l;
       totals[k] = t;
       options.onProgress?.(loaded.reduce((a, b) => a + b, 0), totals.reduce((a, b) => a + b, 0));
-    });
+    }, options.cache);
     // Constants stored once in constants.bin (the same bytes: a tied embedding and the
     // lm_head reading one 4-bit weight) share one GPU buffer, written once.
     const slotBytes = new Map<string, number>();

@@ -219,7 +219,7 @@ export function setDims(device: GPUAny, plan: PreparedPlan, d: Dims): void {
  * `shared` holds buffers that outlive the plan (weights, caches: names shared between the
  * plans of one package); a slot holding one of them takes that buffer instead of a new one.
  */
-export function preparePlan(device: GPUAny, tables: PlanTables, pipelines: Record<string, GPUAny>, owned: GPUAny[], options: { debug?: boolean; shared?: Record<string, GPUAny> } = {}): PreparedPlan {
+export function allocatePlan(device: GPUAny, tables: PlanTables, owned: GPUAny[], options: { debug?: boolean; shared?: Record<string, GPUAny> } = {}): PlanBuffers {
   const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
   const shared = options.shared ?? {};
   const buffers: Record<string, GPUAny> = {};
@@ -238,7 +238,18 @@ export function preparePlan(device: GPUAny, tables: PlanTables, pipelines: Recor
       for (const t of slot.tensors) buffers[t] = b;
     }
   }
-  const bufferOf = (name: string) => buffers[tables.TENSORS[name]?.base ?? name];
+  return { bufferOf: (name: string) => buffers[tables.TENSORS[name]?.base ?? name], make };
+}
+
+/** The buffers of a plan (allocatePlan), before its kernels are bound. */
+export interface PlanBuffers {
+  bufferOf(name: string): GPUAny;
+  make(label: string, size: number): GPUAny;
+}
+
+/** A plan's buffers (`allocated`, or allocated here) bound to its kernels. */
+export function preparePlan(device: GPUAny, tables: PlanTables, pipelines: Record<string, GPUAny>, owned: GPUAny[], options: { debug?: boolean; shared?: Record<string, GPUAny>; allocated?: PlanBuffers } = {}): PreparedPlan {
+  const { bufferOf, make } = options.allocated ?? allocatePlan(device, tables, owned, options);
   const dummy = make('dummy', 16);
   const uniforms: GPUAny[] = [];
   const params: Uint32Array[] = [];

@@ -49,6 +49,10 @@ export interface LoadOptions {
   /** Called with (bytes loaded, total bytes, where: stage and file) while the weights
    * download. */
   onProgress?: (loaded: number, total: number, progress?: import('./weights.js').LoadProgress) => void;
+  /** Keep the weights in the Cache API (this origin's storage) so the next visit loads them
+   * without the network; asks navigator.storage.persist() once. A full storage is reported
+   * through onProgress ('cache-error') and loading goes on uncached. */
+  cache?: boolean;
   /** Keep every tensor in its own buffer so that `capture` can read any checkpoint. */
   debug?: boolean;
   /** Called when the GPU device is lost (the page should offer a restart; no silent retry). */

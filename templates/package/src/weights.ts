@@ -1,8 +1,16 @@
 // Weight loading for {{NAME}}. constants.json indexes every tensor: its file (a shard of at
 // most 64 MiB, tensors in plan order, each 256-byte aligned; `constants.bin` when absent),
-// offset and size. streamWeights() fetches shard after shard and hands each tensor to the
-// caller as soon as its bytes have arrived, so JavaScript never holds more than one tensor
-// and one network chunk (the GPU keeps the rest). Safari lacks async iteration of ReadableStream, so the reader is driven by hand.
+// offset and size. streamWeights() fetches shard after shard and writes each network chunk
+// straight into the GPU buffers of the tensors it carries (queue.writeBuffer at the tensor's
+// offset), so JavaScript holds no copy of a tensor: only the chunk in hand, and the chunks
+// the garbage collector has not reclaimed yet. With `cache`, every file is kept in the Cache
+// API under this build's weights id, so a later visit reads them from disk, not the network.
+// Safari lacks async iteration of ReadableStream, so readers are driven by hand.
+
+/** Identifies these weights (a hash of their bytes, set when the package was built): the
+ * Cache API keeps them under a name with it, so new weights never meet stale ones. */
+export const WEIGHTS_ID = '{{WEIGHTS_ID}}';
+const CACHE_PREFIX = 'm2w:{{NAME}}:';
 
 export interface ConstantEntry {
   name: string;
@@ -14,13 +22,29 @@ export interface ConstantEntry {
   bytes: number;
 }
 
-/** Where loading stands: `stage` 'weights' (a chunk of `file` arrived) or 'done', and the
- * bytes read of all weight files (the index gives the total before the first byte). */
+/** Where loading stands, with the bytes read of all weight files so far (the index gives
+ * the total before the first byte):
+ * - 'weights': a chunk of `file` arrived (`fromCache`: read from the Cache API);
+ * - 'cache-error': `file` could not be stored (`error`: a QuotaExceededError when the
+ *   origin's storage is full); loading goes on from the network, uncached;
+ * - 'persist': the browser answered navigator.storage.persist() (`persisted`);
+ * - 'done': every tensor is on the GPU. */
 export interface LoadProgress {
-  stage: 'weights' | 'done';
+  stage: 'weights' | 'cache-error' | 'persist' | 'done';
   file: string;
   loaded: number;
   total: number;
+  fromCache?: boolean;
+  error?: string;
+  persisted?: boolean;
+}
+
+export type ProgressCallback = (loaded: number, total: number, progress?: LoadProgress) => void;
+
+/** How files are fetched: `cache` true keeps them in the Cache API (default off). */
+export interface FetchOptions {
+  cache?: boolean;
+  onProgress?: ProgressCallback;
 }
 
 /** The weights folder: `base` as given, or the package's own `weights/` beside `dist/`. */
@@ -35,15 +59,68 @@ async function fetchOk(url: string): Promise<Response> {
   return response;
 }
 
-/** Reads the index, then every shard in turn, calling `onTensor` with each tensor's bytes
- * (a view that is valid only during the call: copy or upload it there). */
+let openedCache: Promise<Cache | null> | null = null;
+
+/** This build's cache (older builds' caches of this package are deleted), or null where
+ * the Cache API is missing (an insecure context, some workers). Asks once for persistent
+ * storage, so the browser does not evict the weights under pressure. */
+function weightsCache(onProgress?: ProgressCallback): Promise<Cache | null> {
+  if (typeof caches === 'undefined') return Promise.resolve(null);
+  openedCache ??= (async () => {
+    const name = CACHE_PREFIX + WEIGHTS_ID;
+    for (const key of await caches.keys()) if (key.startsWith(CACHE_PREFIX) && key !== name) await caches.delete(key);
+    const storage = typeof navigator === 'undefined' ? undefined : navigator.storage;
+    if (storage?.persist) {
+      const persisted = await storage.persist().catch(() => false);
+      onProgress?.(0, 0, { stage: 'persist', file: '', loaded: 0, total: 0, persisted });
+    }
+    return caches.open(name);
+  })();
+  return openedCache;
+}
+
+/**
+ * A file of the weights folder. With `cache`: from the Cache API when it holds it; else
+ * fetched, stored (streamed to disk by the cache, never buffered here) and read back from
+ * the cache. A store that fails (storage full) is reported as 'cache-error' and the file
+ * is fetched again, uncached.
+ */
+export async function fetchWeightFile(root: string, file: string, options: FetchOptions = {}): Promise<{ response: Response; fromCache: boolean }> {
+  const url = `${root}/${file}`;
+  const cache = options.cache ? await weightsCache(options.onProgress) : null;
+  if (!cache) return { response: await fetchOk(url), fromCache: false };
+  const hit = await cache.match(url);
+  if (hit) return { response: hit, fromCache: true };
+  try {
+    await cache.put(url, await fetchOk(url));
+    const stored = await cache.match(url);
+    if (stored) return { response: stored, fromCache: false };
+  } catch (e) {
+    if (e instanceof Error && /HTTP \d+$/.test(e.message)) throw e;
+    options.onProgress?.(0, 0, { stage: 'cache-error', file, loaded: 0, total: 0, error: `${(e as Error)?.name ?? 'Error'}: ${(e as Error)?.message ?? e}` });
+  }
+  return { response: await fetchOk(url), fromCache: false };
+}
+
+/** Bytes of a buffer for `bytes` of tensor data (writeBuffer moves whole 4-byte words). */
+export function bufferBytes(bytes: number): number {
+  return Math.max(4, Math.ceil(bytes / 4) * 4);
+}
+
+/**
+ * Reads the index, then every shard in turn; each tensor's bytes go to the buffer
+ * `bufferFor(entry)` returns (created there, `bufferBytes(entry.bytes)` long; undefined
+ * skips the tensor) as they arrive. Returns the index.
+ */
 export async function streamWeights(
   base: string | URL | undefined,
-  onTensor: (entry: ConstantEntry, bytes: Uint8Array) => void,
-  onProgress?: (loaded: number, total: number, progress?: LoadProgress) => void,
+  device: { queue: { writeBuffer(b: unknown, offset: number, data: Uint8Array, dataOffset?: number, size?: number): void } },
+  bufferFor: (entry: ConstantEntry) => unknown,
+  options: FetchOptions = {},
 ): Promise<ConstantEntry[]> {
   const root = weightsUrl(base);
-  const index = (await (await fetchOk(`${root}/constants.json`)).json()) as ConstantEntry[];
+  const { onProgress } = options;
+  const index = (await (await fetchWeightFile(root, 'constants.json', options)).response.json()) as ConstantEntry[];
   const files = new Map<string, ConstantEntry[]>();
   for (const e of index) {
     const f = e.file ?? 'constants.bin';
@@ -54,51 +131,65 @@ export async function streamWeights(
   let total = 0;
   for (const entries of files.values()) total += Math.max(0, ...entries.map((e) => e.offset + e.bytes));
   let loaded = 0;
-  // One scratch for a tensor that spans network chunks, reused (sized for the largest), so
-  // loading allocates no garbage per tensor. (The network's chunks are the browser's; a BYOB
-  // reader into one reused buffer crashed Chromium's renderer on a 106 MiB load.)
-  let scratch: Uint8Array | null = null;
-  const largest = Math.max(0, ...index.map((e) => e.bytes));
+  // Up to 3 bytes of a word split between two chunks wait here for the rest of their word.
+  const carry = new Uint8Array(4);
   for (const [file, unsorted] of files) {
     const entries = [...unsorted].sort((a, b) => a.offset - b.offset);
-    for (const e of entries) if (e.bytes === 0) onTensor(e, new Uint8Array(0));
-    const pending = entries.filter((e) => e.bytes > 0);
-    const response = await fetchOk(`${root}/${file}`);
-    let k = 0;
+    const buffers = entries.map(bufferFor);
+    const { response, fromCache } = await fetchWeightFile(root, file, options);
+    let k = 0; // the tensor being written
     let pos = 0; // bytes of this file seen so far
-    let current: Uint8Array | null = null; // the tensor being assembled across chunks
-    let filled = 0;
+    let carried = 0;
     const take = (chunk: Uint8Array) => {
       let i = 0;
-      while (i < chunk.length && k < pending.length) {
-        const e = pending[k];
+      while (i < chunk.length && k < entries.length) {
+        const e = entries[k];
         const at = pos + i;
+        if (at >= e.offset + e.bytes) {
+          k++;
+          continue;
+        }
         if (at < e.offset) {
           i += Math.min(e.offset - at, chunk.length - i); // alignment padding
           continue;
         }
-        if (!current && chunk.length - i >= e.bytes) {
-          onTensor(e, chunk.subarray(i, i + e.bytes)); // whole in this chunk: no copy
-          i += e.bytes;
-          k++;
+        const buffer = buffers[k];
+        const into = at - e.offset; // where this piece goes in the tensor
+        const n = Math.min(e.offset + e.bytes - at, chunk.length - i);
+        if (buffer === undefined) {
+          i += n;
           continue;
         }
-        scratch = scratch ?? new Uint8Array(largest);
-        current = current ?? scratch.subarray(0, e.bytes);
-        const n = Math.min(e.bytes - filled, chunk.length - i);
-        current.set(chunk.subarray(i, i + n), filled);
-        filled += n;
-        i += n;
-        if (filled === e.bytes) {
-          onTensor(e, current);
-          current = null;
-          filled = 0;
-          k++;
+        let done = 0;
+        if (carried > 0) {
+          // Complete the split word first.
+          const m = Math.min(4 - carried, n);
+          carry.set(chunk.subarray(i, i + m), carried);
+          carried += m;
+          done = m;
+          if (carried === 4 || into + m === e.bytes) {
+            device.queue.writeBuffer(buffer, into + m - carried, carry, 0, 4);
+            carry.fill(0);
+            carried = 0;
+          }
         }
+        const whole = (n - done) & ~3;
+        if (whole > 0) device.queue.writeBuffer(buffer, into + done, chunk, i + done, whole);
+        const rest = n - done - whole;
+        if (rest > 0) {
+          carry.set(chunk.subarray(i + done + whole, i + n), 0);
+          carried = rest;
+          if (into + n === e.bytes) {
+            device.queue.writeBuffer(buffer, into + n - carried, carry, 0, 4); // the tensor's last, partial word
+            carry.fill(0);
+            carried = 0;
+          }
+        }
+        i += n;
       }
       pos += chunk.length;
       loaded += chunk.length;
-      if (total > 0) onProgress?.(loaded, total, { stage: 'weights', file, loaded, total });
+      if (total > 0) onProgress?.(loaded, total, { stage: 'weights', file, loaded, total, fromCache });
     };
     if (!response.body) take(new Uint8Array(await response.arrayBuffer()));
     else {
@@ -109,7 +200,11 @@ export async function streamWeights(
         take(value);
       }
     }
-    if (k < pending.length) throw new Error(`${root}/${file}: ends after ${pos} bytes, before ${pending[k].name} (bytes ${pending[k].offset}..${pending[k].offset + pending[k].bytes})`);
+    const last = entries[entries.length - 1];
+    if (last && pos < last.offset + last.bytes) {
+      const short = entries.find((e) => pos < e.offset + e.bytes)!;
+      throw new Error(`${root}/${file}: ends after ${pos} bytes, before the end of ${short.name} (bytes ${short.offset}..${short.offset + short.bytes})`);
+    }
   }
   if (total > 0) onProgress?.(loaded, total, { stage: 'done', file: '', loaded, total });
   return index;
@@ -118,12 +213,13 @@ export async function streamWeights(
 /** The whole constants.bin and its index, offsets as stored (the loaders of pipeline and
  * hand-tracking packages, whose graphs share buffers by offset; their weights are not
  * sharded). */
-export async function loadWeights(baseUrl: string | URL | undefined, onProgress?: (loaded: number, total: number, progress?: LoadProgress) => void): Promise<{ index: ConstantEntry[]; blob: ArrayBuffer }> {
+export async function loadWeights(baseUrl: string | URL | undefined, onProgress?: ProgressCallback, cache = false): Promise<{ index: ConstantEntry[]; blob: ArrayBuffer }> {
   const root = weightsUrl(baseUrl);
-  const index = (await (await fetchOk(`${root}/constants.json`)).json()) as ConstantEntry[];
+  const options = { cache, onProgress };
+  const index = (await (await fetchWeightFile(root, 'constants.json', options)).response.json()) as ConstantEntry[];
   const sharded = index.find((e) => e.file !== undefined && e.file !== 'constants.bin');
   if (sharded) throw new Error(`${root}: sharded weights (${sharded.file}); read them with streamWeights`);
-  const response = await fetchOk(`${root}/constants.bin`);
+  const { response, fromCache } = await fetchWeightFile(root, 'constants.bin', options);
   const total = Number(response.headers.get('content-length') ?? 0);
   if (!response.body) return { index, blob: await response.arrayBuffer() };
   const reader = response.body.getReader();
@@ -134,7 +230,7 @@ export async function loadWeights(baseUrl: string | URL | undefined, onProgress?
     if (done) break;
     chunks.push(value);
     loaded += value.length;
-    onProgress?.(loaded, total || loaded, { stage: 'weights', file: 'constants.bin', loaded, total: total || loaded });
+    onProgress?.(loaded, total || loaded, { stage: 'weights', file: 'constants.bin', loaded, total: total || loaded, fromCache });
   }
   const out = new Uint8Array(loaded);
   let at = 0;

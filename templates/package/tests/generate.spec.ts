@@ -84,15 +84,33 @@ if (fs.existsSync(samplerCases)) {
 // (2) Greedy generation in the browser.
 const generation = JSON.parse(fs.readFileSync(path.join(refDir, 'generation.json'), 'utf8'));
 // /blank.html: an empty page of this origin, so the greedy check loads the model once, without the chat page.
-const { origin, server } = await serve(pkgDir, (url) => (url === '/blank.html' ? { html: '<!doctype html><title>test</title>' } : null));
+const { origin, server, requests } = await serve(pkgDir, (url) => (url === '/blank.html' ? { html: '<!doctype html><title>test</title>' } : null));
 const browser = await launchChromium();
 try {
-  const page = await browser.newPage();
+  // One context (one profile's storage) for the first load and the reload from its cache.
+  const context = await browser.newContext();
+  const page = await context.newPage();
   page.on('console', (m) => { if (m.type() === 'error') console.error('page:', m.text()); });
   await page.goto(`${origin}/blank.html`);
+  // The largest weight file: JavaScript should never hold much more than one.
+  const shardBytes = Math.max(...fs.readdirSync(path.join(pkgDir, 'weights')).filter((f) => f.endsWith('.bin')).map((f) => fs.statSync(path.join(pkgDir, 'weights', f)).size));
   const result = await page.evaluate(async ({ prompt, count }) => {
     const { loadLLM } = await import('/dist/index.js');
-    const llm = await loadLLM('/weights');
+    // The JS heap (ArrayBuffers included) sampled at every chunk of the load, over what it
+    // was before (after a full collection).
+    const heap = () => performance.memory?.usedJSHeapSize ?? NaN;
+    globalThis.gc?.();
+    const before = heap();
+    let peak = before;
+    let persisted = null;
+    const cacheErrors = [];
+    const onProgress = (_l, _t, p) => {
+      peak = Math.max(peak, heap());
+      if (p?.stage === 'persist') persisted = p.persisted;
+      if (p?.stage === 'cache-error') cacheErrors.push(`${p.file}: ${p.error}`);
+    };
+    const llm = await loadLLM('/weights', { cache: true, onProgress });
+    const loadPeak = peak - before;
     const adapter = await navigator.gpu.requestAdapter();
     const ids = llm.encodePrompt(prompt);
     const streamed = [];
@@ -102,12 +120,39 @@ try {
     const sampling = { maxNewTokens: 4, temperature: 0.8, topK: 20, topP: 0.95, seed: 7, stop: [] };
     const sampled = [(await llm.generateIds(ids, sampling)).tokens, (await llm.generateIds(ids, sampling)).tokens];
     llm.destroy();
-    // The other decode kernels, for a few tokens (on a CPU adapter the GPU kernels crawl).
-    const other = await loadLLM('/weights', { kernels: kernels === 'gpu' ? 'fallback' : 'gpu' });
-    const short = await other.generateIds(ids, { maxNewTokens: 3, stop: [] });
-    other.destroy();
-    return { ids, tokens: r.tokens, streamed, text: r.text, prefillMs: r.prefillMs, tps: r.tokensPerSecond, kernels, sampled, otherKernels: other.kernels, otherTokens: short.tokens, adapter: `${adapter.info?.vendor ?? ''} ${adapter.info?.architecture ?? ''}` };
+    return { ids, tokens: r.tokens, streamed, text: r.text, prefillMs: r.prefillMs, tps: r.tokensPerSecond, kernels, sampled, loadPeak, persisted, cacheErrors, heapMeasured: Number.isFinite(before), adapter: `${adapter.info?.vendor ?? ''} ${adapter.info?.architecture ?? ''}` };
   }, { prompt: generation.prompt, count: generation.generated_ids.length });
+  const ratio = result.loadPeak / shardBytes;
+  console.log(`load: peak JS heap ${(result.loadPeak / 2 ** 20).toFixed(1)} MiB over its level before = ${ratio.toFixed(2)}x the largest shard (${(shardBytes / 2 ** 20).toFixed(1)} MiB; must stay under 1.5x); persistent storage ${result.persisted ? 'granted' : 'not granted'}`);
+  if (!result.heapMeasured || !(ratio < 1.5)) failed++;
+  if (result.cacheErrors.length) console.log(`first load: cache errors: ${result.cacheErrors.join('; ')}`);
+
+  // Reloaded in a new page of the same browser context (its storage): every file from the
+  // Cache API.
+  const weightRequests = () => [...requests].filter(([u]) => u.startsWith('/weights/')).reduce((a, [, n]) => a + n, 0);
+  const fetchedBefore = weightRequests();
+  const again = await context.newPage();
+  await again.goto(`${origin}/blank.html`);
+  const reload = await again.evaluate(async ({ prompt, kernels }) => {
+    const { loadLLM } = await import('/dist/index.js');
+    let fromCache = 0;
+    let fromNetwork = 0;
+    const errors = [];
+    const onProgress = (_l, _t, p) => {
+      if (p?.stage === 'weights') (p.fromCache ? fromCache++ : fromNetwork++);
+      if (p?.stage === 'cache-error') errors.push(`${p.file}: ${p.error}`);
+    };
+    // The other decode kernels, for a few tokens (on a CPU adapter the GPU kernels crawl).
+    const other = await loadLLM('/weights', { cache: true, onProgress, kernels: kernels === 'gpu' ? 'fallback' : 'gpu' });
+    const short = await other.generateIds(other.encodePrompt(prompt), { maxNewTokens: 3, stop: [] });
+    other.destroy();
+    return { otherKernels: other.kernels, otherTokens: short.tokens, fromCache, fromNetwork, errors };
+  }, { prompt: generation.prompt, kernels: result.kernels });
+  await again.close();
+  const refetched = weightRequests() - fetchedBefore;
+  console.log(`reload from the Cache API: ${refetched} requests for weights/ files (${fetchedBefore} on the first load), ${reload.fromCache} chunks from the cache, ${reload.fromNetwork} from the network${reload.errors.length ? `; cache errors: ${reload.errors.join('; ')}` : ''}`);
+  if (refetched !== 0 || reload.fromNetwork !== 0 || reload.fromCache === 0) failed++;
+  Object.assign(result, reload);
   console.log(`browser WebGPU adapter: ${result.adapter}; decode kernels: ${result.kernels}`);
   const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
   if (!same(result.ids, generation.prompt_ids)) {

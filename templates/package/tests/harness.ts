@@ -11,11 +11,15 @@ const types = { '.js': 'text/javascript', '.html': 'text/html', '.json': 'applic
 
 /**
  * Serves `pkgDir`; `extra(url)` may answer first with a file path or `{ html }`. Returns the
- * origin and the server (close it at the end).
+ * origin, the server (close it at the end) and the count of requests per path.
  */
 export async function serve(pkgDir, extra = () => null) {
+  // Requests per path: a spec checks what a load fetched (none of the weights when they
+  // come from the Cache API).
+  const requests = new Map();
   const server = http.createServer((req, res) => {
     const url = decodeURIComponent(req.url.split('?')[0]);
+    requests.set(url, (requests.get(url) ?? 0) + 1);
     const special = extra(url);
     if (special && typeof special === 'object') {
       res.writeHead(200, { 'content-type': 'text/html' });
@@ -34,7 +38,7 @@ export async function serve(pkgDir, extra = () => null) {
     });
   });
   await new Promise((r) => server.listen(0, '127.0.0.1', r));
-  return { origin: `http://127.0.0.1:${server.address().port}`, server };
+  return { origin: `http://127.0.0.1:${server.address().port}`, server, requests };
 }
 
 /** The same server at an origin that is not a secure context (http, not loopback): WebGPU
@@ -49,7 +53,9 @@ export function launchChromium() {
     headless: true,
     // playwright gives every launch a fresh temporary profile (a new --user-data-dir).
     // m2w-insecure.test is the server again, at an origin that is not a secure context.
-    args: ['--headless=new', '--no-sandbox', '--enable-unsafe-webgpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic', '--host-resolver-rules=MAP m2w-insecure.test 127.0.0.1'],
+    // performance.memory.usedJSHeapSize, exact (not bucketed) with precise memory info,
+    // counts ArrayBuffer contents too: a spec samples it while weights load, after gc().
+    args: ['--headless=new', '--no-sandbox', '--enable-unsafe-webgpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic', '--enable-precise-memory-info', '--js-flags=--expose-gc', '--host-resolver-rules=MAP m2w-insecure.test 127.0.0.1'],
   });
 }
 
