@@ -352,6 +352,26 @@ pub fn run(command: Command) -> anyhow::Result<()> {
                 m2w_package::tts::write_demo(&out, files).map_err(|e| Usage(e.to_string()))?;
                 println!("speaking demo: {}", out.join("tts.html").display());
             }
+            // The oracle `npm test` reads inside the package (tests/reference/).
+            let sampler = m2w_port::sampler::sampler_cases().to_string().into_bytes();
+            let extra = [("sampler-cases.json", sampler)];
+            let is_llm = port.join("reference/generation.json").is_file();
+            let bundled = m2w_package::bundle::bundle_reference(
+                &port.join("reference"),
+                &out,
+                if is_llm { &extra[..] } else { &[] },
+            )
+            .map_err(|e| Usage(e.to_string()))?;
+            use m2w_package::bundle::Bundled;
+            match bundled {
+                Bundled::Checkpoints(n) => println!("npm test: {n} checkpoints bundled (tests/reference)"),
+                Bundled::OutputsOnly(n) => println!(
+                    "npm test: the graph's {n} outputs bundled (the whole reference is over {} MiB; m2w package-test checks every checkpoint)",
+                    m2w_package::bundle::BUNDLE_BYTES >> 20
+                ),
+                Bundled::Generation => println!("npm test: tokenizer, chat and greedy-generation cases bundled (tests/reference)"),
+                Bundled::Nothing => println!("npm test: no reference bundled; prove it with m2w package-test --package {} --reference PORT/...", out.display()),
+            }
             println!(
                 "package {name}: {} dispatches, {} kernels ({} bytes of WGSL), {} bytes of weights, {} files -> {}",
                 s.dispatches,

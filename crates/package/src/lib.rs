@@ -33,6 +33,7 @@ const RUNTIME_TS: &str = include_str!("../../../templates/package/src/runtime.ts
 const SAMPLER_TS: &str = include_str!("../../../templates/package/src/sampler.ts");
 const HARNESS_TS: &str = include_str!("../../../templates/package/tests/harness.ts");
 
+pub mod bundle;
 pub mod hands;
 pub mod licence;
 pub mod llm;

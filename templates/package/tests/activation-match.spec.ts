@@ -15,7 +15,13 @@ import { insecureOrigin, launchChromium, serve } from './harness.js';
 
 const ATOL = 1e-4;
 const RTOL = 1e-3;
-const [pkgDir, refDirs, shot] = process.argv.slice(2);
+// With no arguments (`npm test` inside the package): the package here and the oracle m2w
+// bundled with it (tests/reference).
+const [pkgDir = '.', refDirs = path.join('tests', 'reference'), shot] = process.argv.slice(2);
+if (!fs.existsSync(refDirs.split(',')[0])) {
+  console.error(`${refDirs}: no reference here; run m2w package-test --package PACKAGE --reference PORT/reference`);
+  process.exit(2);
+}
 const refs = refDirs.split(',');
 const refDir = refs[0];
 const tolerances = JSON.parse(process.env.M2W_TOLERANCES ?? '{}');

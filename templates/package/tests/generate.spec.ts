@@ -14,7 +14,13 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { driveDemo, launchChromium, serve } from './harness.js';
 
-const [pkgDir, refDir, shot] = process.argv.slice(2);
+// With no arguments (`npm test` inside the package): the package here and the oracle m2w
+// bundled with it (tests/reference).
+const [pkgDir = '.', refDir = path.join('tests', 'reference'), shot] = process.argv.slice(2);
+if (!fs.existsSync(refDir.split(',')[0])) {
+  console.error(`${refDir}: no reference here; run m2w package-test --package PACKAGE --reference PORT/reference`);
+  process.exit(2);
+}
 let failed = 0;
 
 // (1) Tokenizer, in node: no GPU needed.
@@ -63,7 +69,7 @@ if (fs.existsSync(chatCases)) {
 
 // The sampler, in node, against the native one: `cargo xtask package-test` writes draws of
 // m2w's Rust sampler on synthetic logits to build-tests/sampler-cases.json.
-const samplerCases = path.join(pkgDir, 'build-tests', 'sampler-cases.json');
+const samplerCases = [path.join(pkgDir, 'build-tests', 'sampler-cases.json'), path.join(refDir, 'sampler-cases.json')].find((f) => fs.existsSync(f)) ?? '';
 if (fs.existsSync(samplerCases)) {
   const { Sampler } = await import(pathToFileURL(path.join(pkgDir, 'dist', 'index.js')).href);
   const all = JSON.parse(fs.readFileSync(samplerCases, 'utf8'));

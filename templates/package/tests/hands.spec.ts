@@ -19,6 +19,10 @@ const RECT_PX = 0.01;
 const LANDMARK_PX = 0.5;
 
 const [pkgDir, dirsArg, shot] = process.argv.slice(2);
+if (!dirsArg) {
+  console.error('usage: node build-tests/hands.spec.js PACKAGE_DIR ORACLE_DIR [SCREENSHOT] (m2w package-test passes them: this package bundles no oracle)');
+  process.exit(2);
+}
 const [oracleDir, photosDir] = dirsArg.split(',');
 const oracle = JSON.parse(fs.readFileSync(path.join(oracleDir, 'oracle.json'), 'utf8'));
 const { origin, server } = await serve(pkgDir, (url) => {

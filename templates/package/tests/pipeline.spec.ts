@@ -19,6 +19,10 @@ import { pathToFileURL } from 'node:url';
 import { driveDemo, launchChromium, serve } from './harness.js';
 
 const [pkgDir, refArg, shot] = process.argv.slice(2);
+if (!refArg) {
+  console.error('usage: node build-tests/pipeline.spec.js PACKAGE_DIR ORACLE_DIR [SCREENSHOT] (m2w package-test passes them: this package bundles no oracle)');
+  process.exit(2);
+}
 const portDir = refArg.split(',')[0];
 const record = JSON.parse(fs.readFileSync(path.join(portDir, 'reference', 'generation.json'), 'utf8'));
 const prompts = record.prompts.slice(0, Number(process.env.M2W_PROMPTS || record.prompts.length));
