@@ -228,6 +228,20 @@ pub enum Command {
         /// GGUF decoders: prompt tokens per prefill pass.
         #[arg(long, default_value_t = 16)]
         prefill_chunk: usize,
+        /// GGUF decoders: the device classes the package must run on (repeatable; see
+        /// limits.json): tables past the smallest maxStorageBufferBindingSize among them
+        /// run as row slices. One of webgpu-default, compat, ios-safari, android-chrome,
+        /// desktop.
+        #[arg(
+            long = "device",
+            value_name = "PROFILE",
+            default_value = "webgpu-default"
+        )]
+        devices: Vec<String>,
+        /// GGUF decoders: split tables at this many bytes instead (a device that binds
+        /// less than any profile).
+        #[arg(long, value_name = "BYTES")]
+        max_binding_bytes: Option<usize>,
         /// A Kokoro-style TTS: add a speaking demo (tts.html) with these voices (.npz of
         /// style vectors per phoneme count; the vocabulary is vocab.json beside it).
         #[arg(long, value_name = "NPZ")]

@@ -320,14 +320,23 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             out,
             context,
             prefill_chunk,
+            devices,
+            max_binding_bytes,
             tts_voices,
             tts_names,
             tts_rate,
             tts_sample,
         } => {
+            let mut smallest = u64::MAX;
+            for d in &devices {
+                let p = m2w_engine::limits::profile(d).map_err(Usage)?;
+                smallest = smallest.min(p.limits.max_storage_buffer_binding_size);
+            }
             let llm = m2w_package::llm::LlmOptions {
                 prefill_chunk,
                 context,
+                max_binding_bytes: max_binding_bytes
+                    .unwrap_or(smallest.min(usize::MAX as u64) as usize),
             };
             let demo = match tts_voices {
                 Some(npz) => Some(tools::tts_demo(
@@ -352,6 +361,18 @@ pub fn run(command: Command) -> anyhow::Result<()> {
                 m2w_package::tts::write_demo(&out, files).map_err(|e| Usage(e.to_string()))?;
                 println!("speaking demo: {}", out.join("tts.html").display());
             }
+            if let Some(l) = std::fs::read(out.join(m2w_engine::limits::FILE))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            {
+                println!(
+                    "device limits ({}):",
+                    out.join(m2w_engine::limits::FILE).display()
+                );
+                for line in phases::limits_lines(&l) {
+                    println!("  {line}");
+                }
+            }
             // The oracle `npm test` reads inside the package (tests/reference/).
             let sampler = m2w_port::sampler::sampler_cases().to_string().into_bytes();
             let extra = [("sampler-cases.json", sampler)];
@@ -364,13 +385,20 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             .map_err(|e| Usage(e.to_string()))?;
             use m2w_package::bundle::Bundled;
             match bundled {
-                Bundled::Checkpoints(n) => println!("npm test: {n} checkpoints bundled (tests/reference)"),
+                Bundled::Checkpoints(n) => {
+                    println!("npm test: {n} checkpoints bundled (tests/reference)")
+                }
                 Bundled::OutputsOnly(n) => println!(
                     "npm test: the graph's {n} outputs bundled (the whole reference is over {} MiB; m2w package-test checks every checkpoint)",
                     m2w_package::bundle::BUNDLE_BYTES >> 20
                 ),
-                Bundled::Generation => println!("npm test: tokenizer, chat and greedy-generation cases bundled (tests/reference)"),
-                Bundled::Nothing => println!("npm test: no reference bundled; prove it with m2w package-test --package {} --reference PORT/...", out.display()),
+                Bundled::Generation => println!(
+                    "npm test: tokenizer, chat and greedy-generation cases bundled (tests/reference)"
+                ),
+                Bundled::Nothing => println!(
+                    "npm test: no reference bundled; prove it with m2w package-test --package {} --reference PORT/...",
+                    out.display()
+                ),
             }
             println!(
                 "package {name}: {} dispatches, {} kernels ({} bytes of WGSL), {} bytes of weights, {} files -> {}",

@@ -385,6 +385,8 @@ struct PortSummary {
     dims: Vec<serde_json::Value>,
     checkpoints: Vec<serde_json::Value>,
     reports: Vec<serde_json::Value>,
+    /// Each engine's limits report (engine/limits.json): profiles and their verdicts.
+    limits: Vec<serde_json::Value>,
     extra: serde_json::Map<String, serde_json::Value>,
 }
 
@@ -406,6 +408,7 @@ impl PortSummary {
             dims: vec![],
             checkpoints: vec![],
             reports: vec![],
+            limits: vec![],
             extra: Default::default(),
         }
     }
@@ -442,6 +445,17 @@ impl PortSummary {
     /// The HTML reports of a port folder's validate/ (report.html; a GGUF decoder's
     /// report-prefill.html and report-decode.html), each with its JSON and JUnit siblings.
     fn reports(&mut self, port: &Path) {
+        // The device profiles' verdicts, as the engine phase wrote them.
+        if let Some(l) = std::fs::read(port.join("engine").join(m2w_engine::limits::FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        {
+            self.limits.push(serde_json::json!({
+                "graph": port.file_name().map(|n| n.to_string_lossy().into_owned()),
+                "file": port.join("engine").join(m2w_engine::limits::FILE),
+                "profiles": l["profiles"],
+            }));
+        }
         let v = port.join("validate");
         let mut html: Vec<PathBuf> = std::fs::read_dir(&v)
             .into_iter()
@@ -513,6 +527,7 @@ impl PortSummary {
                 "dims": self.dims,
                 "checkpoints": self.checkpoints,
                 "reports": self.reports,
+                "limits": self.limits,
                 "next": next,
             });
             doc.as_object_mut()
@@ -551,6 +566,15 @@ impl PortSummary {
                     r["html"].as_str().unwrap_or_default()
                 ));
             }
+            for l in &self.limits {
+                say(&format!(
+                    "  device limits ({}):",
+                    l["file"].as_str().unwrap_or_default()
+                ));
+                for line in limits_lines(l) {
+                    say(&format!("    {line}"));
+                }
+            }
             if failures.is_empty() {
                 say(&format!("  next: {next}"));
             }
@@ -560,6 +584,38 @@ impl PortSummary {
             false => Err(CheckFailed(failures.join("; ")).into()),
         }
     }
+}
+
+/// One line per device profile of a limits report (limits.json): "fits", or each limit
+/// it lacks with what needs it.
+pub fn limits_lines(report: &serde_json::Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in report["profiles"].as_array().into_iter().flatten() {
+        let short: Vec<String> = p["short"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| {
+                format!(
+                    "{} needs {} > {} ({})",
+                    s[0]["limit"].as_str().unwrap_or_default(),
+                    s[0]["value"],
+                    s[1],
+                    s[0]["by"].as_str().unwrap_or_default()
+                )
+            })
+            .collect();
+        out.push(format!(
+            "{:<15} {}",
+            p["profile"].as_str().unwrap_or_default(),
+            if short.is_empty() {
+                "fits".to_string()
+            } else {
+                format!("does not fit: {}", short.join("; "))
+            }
+        ));
+    }
+    out
 }
 
 /// A graph's name in the summary: null for the one graph of a single-model port.

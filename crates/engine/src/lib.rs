@@ -10,6 +10,7 @@
 pub mod conformance;
 pub mod engine_json;
 pub mod gpu;
+pub mod limits;
 pub mod llama;
 pub mod ops;
 pub mod plan;
@@ -583,6 +584,7 @@ pub fn write_engine_dir(
             "plan.json",
             (serde_json::to_string_pretty(plan).expect("plan serialises") + "\n").as_bytes(),
         )?;
+        w(limits::FILE, &limits::LimitsReport::new(&[plan]).to_json())?;
         let (blob, index) = constants_blob(plan);
         w("constants.bin", &blob)?;
         w(

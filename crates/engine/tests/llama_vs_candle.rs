@@ -231,3 +231,47 @@ fn gguf_precheck_names_every_reason_before_any_weight_is_read() {
         "{e}"
     );
 }
+
+/// A device that binds less than the token embedding (here 8 MiB, as a device class of
+/// `limits.json` might): the plans keep the table as row slices, each within the limit,
+/// and the logits are the unsplit plans' bit for bit (each output row is the same
+/// computation, only read from another binding), so greedy decoding gives the same tokens.
+#[test]
+fn a_table_split_for_a_small_binding_limit_gives_the_unsplit_logits() {
+    use m2w_engine::llama::BuildOptions;
+    let model = m2w_model::Model::open(&smollm2()).unwrap();
+    let gpu = Gpu::new().unwrap();
+    let prompt = [504u32, 3575, 282, 4649, 314];
+    let limit = 8 << 20;
+    let opts = BuildOptions {
+        max_binding_bytes: limit,
+        ..BuildOptions::default()
+    };
+    let (plan, _) = m2w_engine::llama::build_opts(&model, prompt.len(), 0, 16, &opts).unwrap();
+    let needs = m2w_engine::limits::needs(&[&plan]);
+    let binding = needs
+        .iter()
+        .find(|n| n.limit == "maxStorageBufferBindingSize")
+        .unwrap();
+    assert!(binding.value <= limit as u64, "{binding:?}");
+    let slices = plan.constants.keys().filter(|k| k.contains('@')).count();
+    assert!(slices >= 2, "{slices} slices");
+
+    let split = Decoder::with_options(&gpu, &model, prompt.len(), 16, &opts).unwrap();
+    let whole = Decoder::new(&gpu, &model, prompt.len(), 16).unwrap();
+    split.run_prefill(&prompt).unwrap();
+    whole.run_prefill(&prompt).unwrap();
+    let read = |d: &Decoder| d.prefill.read(&["logits".to_string()]).unwrap()["logits"].as_f64();
+    let (a, b) = (read(&split), read(&whole));
+    assert_eq!(a.len(), b.len());
+    let differ = a
+        .iter()
+        .zip(&b)
+        .filter(|(x, y)| x.to_bits() != y.to_bits())
+        .count();
+    assert_eq!(differ, 0, "{differ} logits differ");
+    assert_eq!(
+        split.greedy(&prompt, 6, None).unwrap(),
+        whole.greedy(&prompt, 6, None).unwrap()
+    );
+}

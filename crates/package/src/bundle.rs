@@ -51,7 +51,11 @@ pub fn bundle_reference(
                 .map_or(0, |m| m.len())
         };
         let list = |k: &str| index[k].as_array().cloned().unwrap_or_default();
-        let total: u64 = list("inputs").iter().chain(&list("checkpoints")).map(size).sum();
+        let total: u64 = list("inputs")
+            .iter()
+            .chain(&list("checkpoints"))
+            .map(size)
+            .sum();
         let all = list("checkpoints").len();
         let kept: Vec<serde_json::Value> = if total <= BUNDLE_BYTES {
             list("checkpoints")
@@ -135,7 +139,10 @@ mod tests {
         reference(&t.path().join("large"), super::BUNDLE_BYTES as usize + 1);
         let got = bundle_reference(&t.path().join("large"), &pkg, &[]).unwrap();
         assert_eq!(got, Bundled::OutputsOnly(1));
-        assert!(!pkg.join("tests/reference/0.npy").exists(), "the old bundle is replaced");
+        assert!(
+            !pkg.join("tests/reference/0.npy").exists(),
+            "the old bundle is replaced"
+        );
         let index: serde_json::Value =
             serde_json::from_slice(&std::fs::read(pkg.join("tests/reference/index.json")).unwrap())
                 .unwrap();

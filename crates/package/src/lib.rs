@@ -497,6 +497,10 @@ pub fn generate(
             .into_bytes(),
         ),
         ("index.html", subst(INDEX_HTML).into_bytes()),
+        (
+            m2w_engine::limits::FILE,
+            m2w_engine::limits::LimitsReport::new(&[&plan]).to_json(),
+        ),
         ("src/types.ts", subst(TYPES_TS).into_bytes()),
         (
             "src/weights.ts",

@@ -23,6 +23,9 @@ pub struct LlmOptions {
     pub prefill_chunk: usize,
     /// Positions of the KV caches: prompt + generated tokens at most.
     pub context: usize,
+    /// The largest storage binding of the target devices (their smallest
+    /// `maxStorageBufferBindingSize`): tables past it run as row slices.
+    pub max_binding_bytes: usize,
 }
 
 impl Default for LlmOptions {
@@ -30,6 +33,7 @@ impl Default for LlmOptions {
         LlmOptions {
             prefill_chunk: 16,
             context: 512,
+            max_binding_bytes: 128 << 20,
         }
     }
 }
@@ -63,7 +67,13 @@ pub fn generate(
 ) -> Result<Summary, PackageError> {
     check_name(name)?;
     let model = m2w_model::Model::open(model_path).map_err(input)?;
-    let plans = package_plans(&model, options.prefill_chunk, options.context).map_err(input)?;
+    let plans = package_plans(
+        &model,
+        options.prefill_chunk,
+        options.context,
+        options.max_binding_bytes,
+    )
+    .map_err(input)?;
     let (prefill, decode, fallback, config) = (
         &plans.prefill,
         &plans.decode,
@@ -217,6 +227,10 @@ pub fn generate(
         ),
         ("tests/harness.ts", crate::HARNESS_TS.as_bytes().to_vec()),
         ("weights/tokenizer.json", tokenizer_json),
+        (
+            m2w_engine::limits::FILE,
+            m2w_engine::limits::LimitsReport::new(&[prefill, decode, fallback]).to_json(),
+        ),
     ];
     let (index, shards) =
         crate::shards::shard(constants_json.as_bytes(), &blob, crate::shards::SHARD_BYTES)?;

@@ -242,10 +242,7 @@ pub fn generate(port: &Path, name: &str, out: &Path) -> Result<Summary, PackageE
         ),
         ("index.html", subst(PIPELINE_HTML).into_bytes()),
         ("src/types.ts", subst(crate::TYPES_TS).into_bytes()),
-        (
-            "src/weights.ts",
-            weights_ts,
-        ),
+        ("src/weights.ts", weights_ts),
         ("src/runtime.ts", crate::RUNTIME_TS.as_bytes().to_vec()),
         ("src/sampler.ts", crate::SAMPLER_TS.as_bytes().to_vec()),
         ("src/tokenizer.ts", TOKENIZER_TS.as_bytes().to_vec()),

@@ -112,6 +112,7 @@ fn the_llm_package_is_deterministic_and_its_config_comes_from_the_gguf() {
     let bad = m2w_package::llm::LlmOptions {
         prefill_chunk: 64,
         context: 32,
+        ..Default::default()
     };
     let c = dir.path().join("c");
     assert!(m2w_package::llm::generate(&gguf, "smollm2-webgpu", &c, &bad).is_err());

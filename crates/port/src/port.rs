@@ -554,6 +554,11 @@ pub fn write_llama_engine_dir(
                 "config.json",
                 serde_json::to_string_pretty(config).expect("config serialises") + "\n",
             )?;
+            let limits = m2w_engine::limits::LimitsReport::new(&[prefill]);
+            w(
+                m2w_engine::limits::FILE,
+                String::from_utf8(limits.to_json()).expect("utf-8"),
+            )?;
             m2w_engine::EngineJson {
                 model: model_abs,
                 kind: Some(m2w_engine::EngineKind::Llama),

@@ -7,7 +7,8 @@ use m2w_model::Model;
 
 use super::builder::param_word;
 use super::{
-    Config, MAX_TOP_K, Sampling, build, cache_names, position_patches, sample, sample_sorted,
+    BuildOptions, Config, MAX_TOP_K, Sampling, build_opts, cache_names, position_patches, sample,
+    sample_sorted,
 };
 use crate::gpu::{Gpu, Runner};
 use crate::tensor::HostTensor;
@@ -29,8 +30,20 @@ impl<'g> Decoder<'g> {
         prompt_len: usize,
         ctx: usize,
     ) -> Result<Decoder<'g>, String> {
-        let (pre, config) = build(model, prompt_len, 0, ctx)?;
-        let (dec, _) = build(model, 1, prompt_len, ctx)?;
+        Self::with_options(gpu, model, prompt_len, ctx, &BuildOptions::default())
+    }
+
+    /// [`Decoder::new`] with plans built with `opts` (a smaller binding limit splits more
+    /// tables into row slices).
+    pub fn with_options(
+        gpu: &'g Gpu,
+        model: &Model,
+        prompt_len: usize,
+        ctx: usize,
+        opts: &BuildOptions,
+    ) -> Result<Decoder<'g>, String> {
+        let (pre, config) = build_opts(model, prompt_len, 0, ctx, opts)?;
+        let (dec, _) = build_opts(model, 1, prompt_len, ctx, opts)?;
         // Weights and caches exist once: the decode plan uses the prefill plan's buffers.
         let mut shared: Vec<String> = pre.constants.keys().cloned().collect();
         shared.extend(cache_names(&config));

@@ -17,7 +17,9 @@ mod weights;
 
 pub use decoder::Decoder;
 pub use package::{PackagePlans, package_plans};
-pub use plan::{PositionPatch, build, build_with, cache_names, position_patches};
+pub use plan::{
+    BuildOptions, PositionPatch, build, build_opts, build_with, cache_names, position_patches,
+};
 pub use sample::{Sampling, sample, sample_sorted};
 
 use m2w_model::Model;

@@ -2,7 +2,7 @@
 
 use m2w_model::Model;
 
-use super::{Config, build, build_with};
+use super::{BuildOptions, Config, build_opts};
 use crate::plan::Plan;
 
 /// The plans a generated package runs. Prompts are fed in chunks of `chunk` tokens, the last
@@ -21,15 +21,30 @@ pub struct PackagePlans {
     pub config: Config,
 }
 
-pub fn package_plans(model: &Model, chunk: usize, ctx: usize) -> Result<PackagePlans, String> {
+/// `max_binding_bytes`: the targets' `maxStorageBufferBindingSize` (tables past it are row
+/// slices; see [`BuildOptions`]).
+pub fn package_plans(
+    model: &Model,
+    chunk: usize,
+    ctx: usize,
+    max_binding_bytes: usize,
+) -> Result<PackagePlans, String> {
     if chunk == 0 || ctx < chunk || ctx % chunk != 0 {
         return Err(format!(
             "the context ({ctx}) must be a positive multiple of the prefill chunk ({chunk})"
         ));
     }
-    let (mut prefill, config) = build(model, chunk, 0, ctx)?;
-    let (mut decode, _) = build(model, 1, 0, ctx)?;
-    let (mut decode_fallback, _) = build_with(model, 1, 0, ctx, 0)?;
+    let opts = BuildOptions {
+        max_binding_bytes,
+        ..BuildOptions::default()
+    };
+    let (mut prefill, config) = build_opts(model, chunk, 0, ctx, &opts)?;
+    let (mut decode, _) = build_opts(model, 1, 0, ctx, &opts)?;
+    let fallback = BuildOptions {
+        gemv_max_tokens: 0,
+        ..opts
+    };
+    let (mut decode_fallback, _) = build_opts(model, 1, 0, ctx, &fallback)?;
     for p in [&mut prefill, &mut decode, &mut decode_fallback] {
         p.assign_buffers(true);
     }

@@ -25,6 +25,42 @@ pub fn build_with(
     ctx: usize,
     gemv_max_tokens: usize,
 ) -> Result<(Plan, Config), String> {
+    let opts = BuildOptions {
+        gemv_max_tokens,
+        ..BuildOptions::default()
+    };
+    build_opts(model, t, start, ctx, &opts)
+}
+
+/// How a llama plan is built for its target devices.
+#[derive(Clone, Debug)]
+pub struct BuildOptions {
+    /// GEMV kernels up to this many tokens (see [`build_with`]).
+    pub gemv_max_tokens: usize,
+    /// The largest storage binding the target devices allow (their
+    /// `maxStorageBufferBindingSize`, at most WebGPU's default 128 MiB): a packed table
+    /// past it runs as row slices that each fit.
+    pub max_binding_bytes: usize,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        BuildOptions {
+            gemv_max_tokens: GEMV_MAX_TOKENS,
+            max_binding_bytes: MAX_BINDING_BYTES,
+        }
+    }
+}
+
+/// [`build`] with `opts`.
+pub fn build_opts(
+    model: &Model,
+    t: usize,
+    start: usize,
+    ctx: usize,
+    opts: &BuildOptions,
+) -> Result<(Plan, Config), String> {
+    let gemv_max_tokens = opts.gemv_max_tokens;
     let c = config(model)?;
     if start + t > ctx {
         return Err(format!(
@@ -43,7 +79,12 @@ pub fn build_with(
         // A packed table past the binding size every WebGPU device allows (a large
         // vocabulary's embedding / LM head) is kept as row slices, each its own constant.
         let rows = e.shape.first().map_or(1, |&r| r as usize);
-        match split_rows(&e.name, &h, rows, MAX_BINDING_BYTES) {
+        match split_rows(
+            &e.name,
+            &h,
+            rows,
+            opts.max_binding_bytes.min(MAX_BINDING_BYTES),
+        ) {
             Some(slices) if kind != "f32" => {
                 let mut names = Vec::new();
                 for (name, row0, n, part) in slices {
