@@ -45,7 +45,7 @@ pub fn package_test(
     for (pattern, t) in validate_options(false, None, None, tol)?.overrides {
         tolerances.insert(pattern, serde_json::json!([t.atol, t.rtol]));
     }
-    if ["typescript", "playwright-core", "esbuild"]
+    if ["typescript", "playwright-core", "esbuild", "@webgpu/types"]
         .iter()
         .any(|m| !package.join("node_modules").join(m).is_dir())
     {

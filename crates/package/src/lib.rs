@@ -368,6 +368,10 @@ fn subst(t: &str, name: &str, model: &str, spec: &str) -> String {
         .replace("{{SPEC}}", spec)
 }
 
+/// The README's speed section: `npm test` (tests/harness.ts, `recordSpeed`) replaces what
+/// lies between the markers with what it measured, on which adapter, and when.
+const MEASURED_SPEED: &str = "\n## Measured speed\n\n<!-- m2w:measured-speed -->\nNot measured yet: `npm test` (or `m2w package-test`) measures this package in headless\nChromium and writes the figures here, with the GPU adapter they were taken on.\n<!-- /m2w:measured-speed -->\n";
+
 /// Writes the package's files into `out`, replaced atomically (nothing half-written).
 fn write_files(out: &Path, files: &[(&str, Vec<u8>)]) -> Result<(), PackageError> {
     m2w_model::io::replace_dir(
@@ -376,6 +380,14 @@ fn write_files(out: &Path, files: &[(&str, Vec<u8>)]) -> Result<(), PackageError
         |dir| {
             for (f, bytes) in files {
                 let p = dir.join(f);
+                // Every README ends with the section the package's own test fills in.
+                let readme;
+                let bytes = if *f == "README.md" {
+                    readme = [bytes.as_slice(), MEASURED_SPEED.as_bytes()].concat();
+                    &readme
+                } else {
+                    bytes
+                };
                 if let Some(parent) = p.parent() {
                     std::fs::create_dir_all(parent)
                         .map_err(|e| PackageError::Io(parent.to_path_buf(), e))?;

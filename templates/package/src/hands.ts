@@ -12,14 +12,14 @@ import * as handPlan from './graph1.js';
 import { CONFIG } from './hands_config.js';
 import { GPUBufferUsage, biggestBuffer, compilePipelines, encodeForward, preparePlan, readTensors, requestDevice, storageBuffersPerStage } from './runtime.js';
 import type { PreparedPlan } from './runtime.js';
-import type { GPUAny, LoadOptions } from './types.js';
+import type { LoadOptions } from './types.js';
 import { loadWeights } from './weights.js';
 import { decode, detectionRect, imageToTensor, projectLandmarks, removeLetterbox, ssdAnchors, transformRect, weightedNms } from './vision.js';
 import type { AnchorOptions, DecodeOptions, Detection, Letterbox, Rect, RectTransform } from './vision.js';
 
 export type { Detection, Rect } from './vision.js';
 export type { LoadOptions } from './types.js';
-export { WebGPUUnavailableError } from './runtime.js';
+export { DeviceLostError, WebGPUUnavailableError } from './runtime.js';
 export type { WebGPUUnavailableReason } from './runtime.js';
 
 /** How a frame becomes a model's input (m2w_vision::hands::TensorInput). */
@@ -93,7 +93,7 @@ function isFrame(x: ImageInput): x is Frame {
 /** The frame's RGBA pixels (an image, a video, a canvas drawn onto a canvas). */
 function pixels(image: ImageInput): Frame {
   if (isFrame(image)) return image;
-  const any = image as GPUAny;
+  const any = image as unknown as { [k: string]: number };
   const width = any.videoWidth || any.displayWidth || any.naturalWidth || any.width;
   const height = any.videoHeight || any.displayHeight || any.naturalHeight || any.height;
   if (!width || !height) throw new Error('the image has no size yet (not loaded?)');
@@ -116,7 +116,7 @@ export async function loadHands(baseUrl: string, options: LoadOptions = {}): Pro
   );
   const kernels = [...plans.flatMap((p) => p.DISPATCHES.map((d) => d.kernel)), 'warp_perspective_f32'];
   const pipelines = await compilePipelines(device, SHADERS, kernels);
-  const owned: GPUAny[] = [];
+  const owned: GPUBuffer[] = [];
   const prepared = plans.map((p) => preparePlan(device, p, pipelines, owned));
   for (const [k, dir] of ['g0', 'g1'].entries()) {
     const { index, blob } = await loadWeights(`${base}/weights/${dir}`, options.onProgress, options.cache);
@@ -132,7 +132,7 @@ export async function loadHands(baseUrl: string, options: LoadOptions = {}): Pro
   const params = device.createBuffer({ size: 48, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
   const matrix = device.createBuffer({ size: 48, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST });
   owned.push(params, matrix);
-  let image: GPUAny = null;
+  let image: GPUBuffer | null = null;
   let imageBytes = 0;
   const crop = (frame: Frame, roi: Rect, input: TensorInput, plan: PreparedPlan, name: string): Letterbox => {
     const [m, letterbox] = imageToTensor(roi, input.keep_aspect_ratio, input.width, input.height);

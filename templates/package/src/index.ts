@@ -6,19 +6,19 @@
 import { SHADERS } from './shaders.js';
 import * as plan from './engine.js';
 import { allocatePlan, applySync, bindDims, biggestBuffer, compilePipelines, encodeForward, encodeWithSyncs, numel, preparePlan, readTensors, requestDevice, setDims, shapeOf, storageBuffersPerStage, writeTensor } from './runtime.js';
-import type { GPUAny, Input, LoadOptions, Model, TensorInfo } from './types.js';
+import type { Input, LoadOptions, Model, TensorInfo } from './types.js';
 import { streamWeights } from './weights.js';
 
 export type { Input, LoadOptions, Model, Tensor, TensorData, TensorInfo } from './types.js';
 export type { LoadProgress } from './weights.js';
-export { WebGPUUnavailableError } from './runtime.js';
+export { DeviceLostError, WebGPUUnavailableError } from './runtime.js';
 export type { WebGPUUnavailableReason } from './runtime.js';
 
-function toWords(info: TensorInfo, shape: number[], values: ArrayLike<number | bigint>): Uint32Array {
+function toWords(info: TensorInfo, shape: number[], values: ArrayLike<number | bigint>): Uint32Array<ArrayBuffer> {
   const n = numel(shape);
   if (values.length !== n) throw new Error(`expected ${n} values for shape [${shape}], got ${values.length}`);
-  if (info.dt === 'f32') return new Uint32Array(Float32Array.from(values as ArrayLike<number>, Number).buffer);
-  if (info.dt === 'i32') return new Uint32Array(Int32Array.from(values as ArrayLike<number>, Number).buffer);
+  if (info.dt === 'f32') return new Uint32Array(Float32Array.from(values as ArrayLike<number>, Number).buffer as ArrayBuffer);
+  if (info.dt === 'i32') return new Uint32Array(Int32Array.from(values as ArrayLike<number>, Number).buffer as ArrayBuffer);
   return Uint32Array.from(values as ArrayLike<number>, (v) => (Number(v) !== 0 ? 1 : 0));
 }
 
@@ -30,7 +30,7 @@ export async function loadModel(baseUrl?: string | URL, options: LoadOptions = {
   // arrives.
   const compiling = compilePipelines(device, SHADERS, plan.DISPATCHES.map((d) => d.kernel));
   compiling.catch(() => {}); // awaited below; a download error must not leave it unhandled
-  const owned: GPUAny[] = [];
+  const owned: GPUBuffer[] = [];
   const buffers = allocatePlan(device, plan, owned, { debug: options.debug });
   await streamWeights(baseUrl, device, (c) => buffers.bufferOf(c.name), options);
   const pipelines = await compiling;
@@ -56,7 +56,7 @@ export async function loadModel(baseUrl?: string | URL, options: LoadOptions = {
       bind(inputs);
       nextSync = 0;
     },
-    write(name: string, words: Uint32Array, offsetWords = 0) {
+    write(name: string, words: Uint32Array<ArrayBuffer>, offsetWords = 0) {
       if (!plan.TENSORS[name]) throw new Error(`no tensor ${name}`);
       if (plan.TENSORS[name].strides) {
         // A strided view (a KV cache appended in place) is written whole, at its strides.

@@ -19,7 +19,7 @@ import { createTokenizer } from './tokenizer.js';
 import type { Tokenizer, TokenizerData } from './tokenizer.js';
 import { ChatTemplate } from './jinja.js';
 import { Sampler } from './sampler.js';
-import type { GPUAny, LoadOptions } from './types.js';
+import type { LoadOptions } from './types.js';
 import { bufferBytes, fetchWeightFile, streamWeights, weightsUrl } from './weights.js';
 
 export { BpeTokenizer, SpmTokenizer, createTokenizer } from './tokenizer.js';
@@ -27,7 +27,7 @@ export { ChatTemplate } from './jinja.js';
 export { Sampler } from './sampler.js';
 /** The model's configuration as the port read it (layers, tokens, chat template). */
 export { CONFIG } from './config.js';
-export { WebGPUUnavailableError } from './runtime.js';
+export { DeviceLostError, WebGPUUnavailableError } from './runtime.js';
 export type { WebGPUUnavailableReason } from './runtime.js';
 export type { SamplingOptions } from './sampler.js';
 export type { LoadOptions } from './types.js';
@@ -119,8 +119,8 @@ export async function loadLLM(baseUrl?: string | URL, options: LlmLoadOptions = 
   const tokenizer = createTokenizer((await (await fetchWeightFile(base, 'tokenizer.json', options)).response.json()) as TokenizerData);
   // Weights and caches: one buffer each, shared by both plans; each weight is uploaded as
   // it arrives.
-  const owned: GPUAny[] = [];
-  const shared: Record<string, GPUAny> = {};
+  const owned: GPUBuffer[] = [];
+  const shared: Record<string, GPUBuffer> = {};
   const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
   await streamWeights(
     baseUrl,

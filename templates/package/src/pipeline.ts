@@ -19,13 +19,13 @@ import { Sampler } from './sampler.js';
 import type { SamplingOptions } from './sampler.js';
 import { fromTokenizerJson } from './hf_tokenizer.js';
 import type { TextTokenizer } from './hf_tokenizer.js';
-import type { GPUAny, LoadOptions, TensorInfo } from './types.js';
+import type { LoadOptions, TensorInfo } from './types.js';
 import { loadWeights } from './weights.js';
 
 export { Sampler } from './sampler.js';
 /** The model's chat template as the port read it (tokenizer_config.json), or null. */
 export { CHAT } from './pipeline_config.js';
-export { WebGPUUnavailableError } from './runtime.js';
+export { DeviceLostError, WebGPUUnavailableError } from './runtime.js';
 export type { WebGPUUnavailableReason } from './runtime.js';
 export { fromTokenizerJson } from './hf_tokenizer.js';
 export type { SamplingOptions } from './sampler.js';
@@ -119,7 +119,7 @@ export async function loadPipeline(baseUrl: string, options: LoadOptions = {}): 
   const tokenizerResponse = await fetch(`${base}/tokenizer.json`);
   if (!tokenizerResponse.ok) throw new Error(`${base}/tokenizer.json: HTTP ${tokenizerResponse.status}`);
   const tokenizer = fromTokenizerJson(await tokenizerResponse.json());
-  const owned: GPUAny[] = [];
+  const owned: GPUBuffer[] = [];
   const prepared: PreparedPlan[] = [];
   const loaded: number[] = GRAPHS.map(() => 0);
   const totals: number[] = GRAPHS.map(() => 0);
@@ -135,7 +135,7 @@ export async function loadPipeline(baseUrl: string, options: LoadOptions = {}): 
     for (const slot of g.plan.BUFFERS) for (const t of slot.tensors) slotBytes.set(t, slot.bytes);
     const byOffset = new Map<number, typeof index>();
     for (const c of index) if (c.bytes > 0) byOffset.set(c.offset, [...(byOffset.get(c.offset) ?? []), c]);
-    const shared: Record<string, GPUAny> = {};
+    const shared: Record<string, GPUBuffer> = {};
     for (const group of byOffset.values()) {
       if (group.length < 2) continue;
       const size = Math.max(...group.map((c) => Math.max(c.bytes, slotBytes.get(c.name) ?? 0)));
@@ -146,7 +146,7 @@ export async function loadPipeline(baseUrl: string, options: LoadOptions = {}): 
     const p = preparePlan(device, g.plan, pipelines, owned, { debug: options.debug, shared });
     for (const group of byOffset.values()) {
       const names = group.filter((c) => p.bufferOf(c.name));
-      const written = new Set<GPUAny>();
+      const written = new Set<GPUBuffer>();
       for (const c of names) {
         const b = p.bufferOf(c.name);
         if (written.has(b)) continue;

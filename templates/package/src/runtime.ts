@@ -2,7 +2,7 @@
 // compilation with its messages checked, buffers (lifetime-shared slots, or one per tensor in
 // debug mode), one bind group + uniform per dispatch, pass encoding, and read-back.
 
-import type { BufferSlot, DispatchInfo, GPUAny, Tensor, TensorData, TensorInfo } from './types.js';
+import type { BufferSlot, DispatchInfo, Tensor, TensorData, TensorInfo } from './types.js';
 
 export const GPUBufferUsage = { MAP_READ: 1, COPY_SRC: 4, COPY_DST: 8, UNIFORM: 64, STORAGE: 128 };
 const GPUMapMode = { READ: 1 };
@@ -97,7 +97,7 @@ export function elementOffsets(info: TensorInfo, shape: number[]): number[] | un
 
 /** Writes a tensor's 32-bit words (row-major, for the bound dims) into its buffer: scattered
  * at its strides when it is strided. */
-export function writeTensor(device: GPUAny, plan: PreparedPlan, name: string, words: Uint32Array): void {
+export function writeTensor(device: GPUDevice, plan: PreparedPlan, name: string, words: Uint32Array<ArrayBuffer>): void {
   const info = plan.tables.TENSORS[name];
   if (!info) throw new Error(`no tensor ${name}`);
   const offsets = elementOffsets(info, shapeOf(plan.tables, name, plan.dims));
@@ -140,13 +140,34 @@ export class WebGPUUnavailableError extends Error {
   }
 }
 
-export async function requestAdapter(): Promise<GPUAny> {
+/** The GPU device was lost (driver reset, GPU process crash, the tab in the background too
+ * long) or destroyed: the model cannot run on it any more. Load it again (loadModel /
+ * loadLLM: the weights come from the Cache API when `cache` was on) after a user action,
+ * such as a "Restart" button; m2w never retries on its own. */
+export class DeviceLostError extends Error {
+  readonly reason: string;
+  constructor(reason: string, message: string) {
+    super(`the GPU device was lost (${reason}${message ? `: ${message}` : ''}); load the model again after a user action`);
+    this.name = 'DeviceLostError';
+    this.reason = reason;
+  }
+}
+
+const lostDevices = new WeakMap<GPUDevice, DeviceLostError>();
+
+/** Throws DeviceLostError when `device` was lost. */
+export function assertAlive(device: GPUDevice): void {
+  const lost = lostDevices.get(device);
+  if (lost) throw lost;
+}
+
+export async function requestAdapter(): Promise<GPUAdapter> {
   // Browsers hide navigator.gpu outside a secure context (https or localhost): say that,
   // not that the browser lacks WebGPU.
   if (typeof isSecureContext !== 'undefined' && !isSecureContext) {
     throw new WebGPUUnavailableError('insecure-context', 'WebGPU needs a secure context: serve the page over https (or from localhost)');
   }
-  const gpu = typeof navigator === 'undefined' ? undefined : (navigator as GPUAny).gpu;
+  const gpu = typeof navigator === 'undefined' ? undefined : navigator.gpu;
   if (!gpu) throw new WebGPUUnavailableError('no-navigator-gpu', 'WebGPU is not available in this browser (Chrome 113+, Edge 113+, Safari iOS 26+, Firefox 141+ on Windows)');
   const adapter = await gpu.requestAdapter();
   if (!adapter) throw new WebGPUUnavailableError('no-adapter', 'the browser offers WebGPU but no adapter (GPU blocked or unsupported; check chrome://gpu)');
@@ -154,33 +175,36 @@ export async function requestAdapter(): Promise<GPUAny> {
 }
 
 /** A CPU implementation of WebGPU (SwiftShader, lavapipe): kernels tuned for GPUs crawl there. */
-export function isCpuAdapter(adapter: GPUAny): boolean {
+export function isCpuAdapter(adapter: GPUAdapter): boolean {
   const info = adapter.info ?? {};
-  return Boolean(adapter.isFallbackAdapter) || /swiftshader|llvmpipe|lavapipe/i.test(`${info.vendor ?? ''} ${info.architecture ?? ''} ${info.description ?? ''}`);
+  const fallback = (info as { isFallbackAdapter?: boolean }).isFallbackAdapter ?? (adapter as unknown as { isFallbackAdapter?: boolean }).isFallbackAdapter;
+  return Boolean(fallback) || /swiftshader|llvmpipe|lavapipe/i.test(`${info.vendor ?? ''} ${info.architecture ?? ''} ${info.description ?? ''}`);
 }
 
-export async function requestDevice(workgroupStorage: number, biggest: number, onDeviceLost?: (message: string) => void, adapter?: GPUAny, storageBuffers = 8): Promise<GPUAny> {
+export async function requestDevice(workgroupStorage: number, biggest: number, onDeviceLost?: (message: string) => void, adapter?: GPUAdapter, storageBuffers = 8): Promise<GPUDevice> {
   adapter = adapter ?? (await requestAdapter());
   const need: Record<string, number> = { maxComputeWorkgroupStorageSize: workgroupStorage, maxStorageBufferBindingSize: biggest, maxBufferSize: biggest };
   if (storageBuffers > 8) need.maxStorageBuffersPerShaderStage = storageBuffers;
   for (const [k, v] of Object.entries(need)) {
-    if (adapter.limits[k] < v) throw new WebGPUUnavailableError('missing-limit', `this device offers ${k} = ${adapter.limits[k]}, the model needs ${v}`);
+    const offered = (adapter.limits as unknown as Record<string, number>)[k];
+    if (offered < v) throw new WebGPUUnavailableError('missing-limit', `this device offers ${k} = ${offered}, the model needs ${v}`);
   }
   const device = await adapter.requestDevice({ requiredLimits: need });
-  device.lost.then((info: GPUAny) => {
+  device.lost.then((info: GPUDeviceLostInfo) => {
+    lostDevices.set(device, new DeviceLostError(String(info.reason), String(info.message)));
     if (info.reason !== 'destroyed') onDeviceLost?.(String(info.message));
   });
   return device;
 }
 
 /** Compiles every kernel once, checks its messages, builds the pipelines asynchronously. */
-export async function compilePipelines(device: GPUAny, shaders: Record<string, string>, kernels: Iterable<string>): Promise<Record<string, GPUAny>> {
-  const pipelines: Record<string, GPUAny> = {};
+export async function compilePipelines(device: GPUDevice, shaders: Record<string, string>, kernels: Iterable<string>): Promise<Record<string, GPUComputePipeline>> {
+  const pipelines: Record<string, GPUComputePipeline> = {};
   for (const kernel of new Set(kernels)) {
     const module = device.createShaderModule({ label: kernel, code: shaders[kernel] });
     const info = await module.getCompilationInfo();
-    const errors = info.messages.filter((m: GPUAny) => m.type === 'error');
-    if (errors.length) throw new Error(`shader ${kernel}: ${errors.map((m: GPUAny) => `${m.lineNum}:${m.linePos} ${m.message}`).join('; ')}`);
+    const errors = info.messages.filter((m) => m.type === 'error');
+    if (errors.length) throw new Error(`shader ${kernel}: ${errors.map((m) => `${m.lineNum}:${m.linePos} ${m.message}`).join('; ')}`);
     pipelines[kernel] = await device.createComputePipelineAsync({ label: kernel, layout: 'auto', compute: { module, entryPoint: 'main' } });
   }
   return pipelines;
@@ -189,17 +213,17 @@ export async function compilePipelines(device: GPUAny, shaders: Record<string, s
 /** A plan made ready on a device: its buffers, bind groups and uniforms. */
 export interface PreparedPlan {
   tables: PlanTables;
-  bufferOf(name: string): GPUAny;
-  bindGroups: GPUAny[];
-  uniforms: GPUAny[];
+  bufferOf(name: string): GPUBuffer;
+  bindGroups: GPUBindGroup[];
+  uniforms: GPUBuffer[];
   /** The dims the uniforms are written for (the maxima until `setDims`). */
   dims: Dims;
   /** Each dispatch's uniform words as last written. */
-  params: Uint32Array[];
+  params: Uint32Array<ArrayBuffer>[];
 }
 
 /** Binds dims: rewrites the uniform words that depend on them (nothing when unchanged). */
-export function setDims(device: GPUAny, plan: PreparedPlan, d: Dims): void {
+export function setDims(device: GPUDevice, plan: PreparedPlan, d: Dims): void {
   const same = Object.keys(d).length === Object.keys(plan.dims).length && Object.entries(d).every(([k, v]) => plan.dims[k] === v);
   if (same || !plan.tables.symbolicParams) {
     plan.dims = { ...d };
@@ -219,10 +243,10 @@ export function setDims(device: GPUAny, plan: PreparedPlan, d: Dims): void {
  * `shared` holds buffers that outlive the plan (weights, caches: names shared between the
  * plans of one package); a slot holding one of them takes that buffer instead of a new one.
  */
-export function allocatePlan(device: GPUAny, tables: PlanTables, owned: GPUAny[], options: { debug?: boolean; shared?: Record<string, GPUAny> } = {}): PlanBuffers {
+export function allocatePlan(device: GPUDevice, tables: PlanTables, owned: GPUBuffer[], options: { debug?: boolean; shared?: Record<string, GPUBuffer> } = {}): PlanBuffers {
   const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
   const shared = options.shared ?? {};
-  const buffers: Record<string, GPUAny> = {};
+  const buffers: Record<string, GPUBuffer> = {};
   const make = (label: string, size: number) => {
     const b = device.createBuffer({ label, size, usage });
     owned.push(b);
@@ -243,16 +267,16 @@ export function allocatePlan(device: GPUAny, tables: PlanTables, owned: GPUAny[]
 
 /** The buffers of a plan (allocatePlan), before its kernels are bound. */
 export interface PlanBuffers {
-  bufferOf(name: string): GPUAny;
-  make(label: string, size: number): GPUAny;
+  bufferOf(name: string): GPUBuffer;
+  make(label: string, size: number): GPUBuffer;
 }
 
 /** A plan's buffers (`allocated`, or allocated here) bound to its kernels. */
-export function preparePlan(device: GPUAny, tables: PlanTables, pipelines: Record<string, GPUAny>, owned: GPUAny[], options: { debug?: boolean; shared?: Record<string, GPUAny>; allocated?: PlanBuffers } = {}): PreparedPlan {
+export function preparePlan(device: GPUDevice, tables: PlanTables, pipelines: Record<string, GPUComputePipeline>, owned: GPUBuffer[], options: { debug?: boolean; shared?: Record<string, GPUBuffer>; allocated?: PlanBuffers } = {}): PreparedPlan {
   const { bufferOf, make } = options.allocated ?? allocatePlan(device, tables, owned, options);
   const dummy = make('dummy', 16);
-  const uniforms: GPUAny[] = [];
-  const params: Uint32Array[] = [];
+  const uniforms: GPUBuffer[] = [];
+  const params: Uint32Array<ArrayBuffer>[] = [];
   const bindGroups = tables.DISPATCHES.map((d) => {
     const uniform = device.createBuffer({ size: Math.max(16, d.params.length * 4), usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
     const words = new Uint32Array(d.params);
@@ -261,7 +285,7 @@ export function preparePlan(device: GPUAny, tables: PlanTables, pipelines: Recor
     owned.push(uniform);
     uniforms.push(uniform);
     const entries = d.bindings.map((b, i) => {
-      let buffer: GPUAny;
+      let buffer: GPUBuffer;
       if ('tensor' in b) buffer = bufferOf(b.tensor);
       else if ('scratch' in b) buffer = make(`${d.node} scratch`, Math.max(4, b.scratch * 4));
       else buffer = dummy;
@@ -278,7 +302,8 @@ export function preparePlan(device: GPUAny, tables: PlanTables, pipelines: Recor
  * Records the plan's forward pass and submits it (FLUSH_EVERY dispatches per encoder);
  * `after` may add commands to the last encoder (copies that must see this pass's results).
  */
-export function encodeForward(device: GPUAny, plan: PreparedPlan, pipelines: Record<string, GPUAny>, after?: (encoder: GPUAny) => void, from = 0, to = Infinity): void {
+export function encodeForward(device: GPUDevice, plan: PreparedPlan, pipelines: Record<string, GPUComputePipeline>, after?: (encoder: GPUCommandEncoder) => void, from = 0, to = Infinity): void {
+  assertAlive(device);
   let encoder = device.createCommandEncoder();
   let pass = encoder.beginComputePass();
   let recorded = 0;
@@ -305,7 +330,7 @@ export function encodeForward(device: GPUAny, plan: PreparedPlan, pipelines: Rec
  * tensor) on the GPU and `read` out to a staging buffer; resolves with `read`'s bytes. The
  * caller can submit the next pass (which starts from the fed-back values) before awaiting.
  */
-export function submitChained(device: GPUAny, plan: PreparedPlan, pipelines: Record<string, GPUAny>, feedback: [string, string][], read: string): Promise<ArrayBuffer> {
+export function submitChained(device: GPUDevice, plan: PreparedPlan, pipelines: Record<string, GPUComputePipeline>, feedback: [string, string][], read: string): Promise<ArrayBuffer> {
   const info = plan.tables.TENSORS[read];
   if (!info) throw new Error(`no tensor ${read}`);
   const bytes = numel(info.shape) * 4;
@@ -314,7 +339,7 @@ export function submitChained(device: GPUAny, plan: PreparedPlan, pipelines: Rec
     encoder.copyBufferToBuffer(plan.bufferOf(read), 0, staging, 0, bytes);
     for (const [src, dst] of feedback) encoder.copyBufferToBuffer(plan.bufferOf(src), 0, plan.bufferOf(dst), 0, numel(plan.tables.TENSORS[src].shape) * 4);
   });
-  return staging.mapAsync(GPUMapMode.READ).then(() => {
+  return mapRead(device, staging).then(() => {
     const out = staging.getMappedRange(0, Math.max(4, bytes)).slice(0, bytes);
     staging.unmap();
     staging.destroy();
@@ -327,7 +352,7 @@ export function submitChained(device: GPUAny, plan: PreparedPlan, pipelines: Rec
  * submitted, the sync tensor read back, the dims it decides bound (uniforms rewritten) or
  * its NonZero computed and written, and the next stretch encoded for the new sizes.
  */
-export async function encodeWithSyncs(device: GPUAny, plan: PreparedPlan, pipelines: Record<string, GPUAny>): Promise<void> {
+export async function encodeWithSyncs(device: GPUDevice, plan: PreparedPlan, pipelines: Record<string, GPUComputePipeline>): Promise<void> {
   const syncs = plan.tables.SYNCS ?? [];
   let from = 0;
   for (const [k, s] of syncs.entries()) {
@@ -340,7 +365,7 @@ export async function encodeWithSyncs(device: GPUAny, plan: PreparedPlan, pipeli
 
 /** Sync point k, once the dispatches before it ran: reads its tensor back, binds the dims
  * it decides (uniforms rewritten) or computes and writes its NonZero. */
-export async function applySync(device: GPUAny, plan: PreparedPlan, k: number): Promise<void> {
+export async function applySync(device: GPUDevice, plan: PreparedPlan, k: number): Promise<void> {
   const syncs = plan.tables.SYNCS ?? [];
   const s = syncs[k];
   const limits = Object.fromEntries((plan.tables.DIMS ?? []).map((x) => [x.name, x]));
@@ -351,7 +376,7 @@ export async function applySync(device: GPUAny, plan: PreparedPlan, k: number): 
     if (v < (l.min ?? 0) || v > l.max) throw new Error(`${name} is ${v} at run time; this model takes ${l.min ?? 0}..${l.max} (port with --max-dim "${name}=N" to raise it)`);
     d[name] = v;
   };
-  let write: [string, Int32Array] | undefined;
+  let write: [string, Int32Array<ArrayBuffer>] | undefined;
   if (s.values) {
     for (const [name, i] of s.values) set(name, Number(t[i]));
   } else if (s.nonzero) {
@@ -376,13 +401,26 @@ export async function applySync(device: GPUAny, plan: PreparedPlan, k: number): 
   if (write && write[1].length) device.queue.writeBuffer(plan.bufferOf(write[0]), 0, write[1]);
 }
 
+/** Maps a staging buffer for reading; a device lost meanwhile is a DeviceLostError. */
+export async function mapRead(device: GPUDevice, staging: GPUBuffer): Promise<void> {
+  assertAlive(device);
+  try {
+    await staging.mapAsync(GPUMapMode.READ);
+  } catch (e) {
+    // The lost promise settles after a failed map: give it its turn.
+    await new Promise((r) => setTimeout(r, 0));
+    assertAlive(device);
+    throw e;
+  }
+}
+
 /** The first `bytes` of a buffer, read back. */
-export async function readBuffer(device: GPUAny, buffer: GPUAny, bytes: number): Promise<ArrayBuffer> {
+export async function readBuffer(device: GPUDevice, buffer: GPUBuffer, bytes: number): Promise<ArrayBuffer> {
   const staging = device.createBuffer({ size: Math.max(4, bytes), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
   const encoder = device.createCommandEncoder();
   encoder.copyBufferToBuffer(buffer, 0, staging, 0, Math.max(4, bytes));
   device.queue.submit([encoder.finish()]);
-  await staging.mapAsync(GPUMapMode.READ);
+  await mapRead(device, staging);
   const out = staging.getMappedRange(0, Math.max(4, bytes)).slice(0, bytes);
   staging.unmap();
   staging.destroy();
@@ -390,9 +428,9 @@ export async function readBuffer(device: GPUAny, buffer: GPUAny, bytes: number):
 }
 
 /** Reads tensors back: `[name, byte offset, bytes]` ranges of their buffers. */
-export async function readRanges(device: GPUAny, plan: PreparedPlan, ranges: [string, number, number][]): Promise<ArrayBuffer[]> {
+export async function readRanges(device: GPUDevice, plan: PreparedPlan, ranges: [string, number, number][]): Promise<ArrayBuffer[]> {
   const encoder = device.createCommandEncoder();
-  const staging: [GPUAny, number][] = [];
+  const staging: [GPUBuffer, number][] = [];
   for (const [name, offset, bytes] of ranges) {
     if (!plan.tables.TENSORS[name]) throw new Error(`no tensor ${name}`);
     const s = device.createBuffer({ size: Math.max(4, bytes), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
@@ -402,7 +440,7 @@ export async function readRanges(device: GPUAny, plan: PreparedPlan, ranges: [st
   device.queue.submit([encoder.finish()]);
   const out: ArrayBuffer[] = [];
   for (const [s, bytes] of staging) {
-    await s.mapAsync(GPUMapMode.READ);
+    await mapRead(device, s);
     out.push(s.getMappedRange(0, Math.max(4, bytes)).slice(0, bytes));
     s.unmap();
     s.destroy();
@@ -412,7 +450,7 @@ export async function readRanges(device: GPUAny, plan: PreparedPlan, ranges: [st
 
 /** Whole tensors for the bound dims, typed by their plan dtype, each with its `shape`.
  * Shape values (integers computed from dims) are evaluated on the host. */
-export async function readTensors(device: GPUAny, plan: PreparedPlan, names: string[]): Promise<Record<string, Tensor>> {
+export async function readTensors(device: GPUDevice, plan: PreparedPlan, names: string[]): Promise<Record<string, Tensor>> {
   const hostValue = (n: string) => plan.tables.SHAPE_VALUES?.[plan.tables.TENSORS[n]?.base ?? n];
   const onGpu = names.filter((n) => !hostValue(n));
   // A strided view (a KV cache appended in place) is read whole and gathered here.

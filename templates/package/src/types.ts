@@ -1,7 +1,5 @@
-// Types of the generated {{NAME}} package. WebGPU objects are typed loosely (no @webgpu/types
-// dependency): the package has zero runtime and type dependencies.
-
-export type GPUAny = any; // eslint-disable-line @typescript-eslint/no-explicit-any
+// Types of the generated {{NAME}} package. WebGPU objects have the types of @webgpu/types
+// (a development dependency: the published .d.ts references it; no runtime dependency).
 
 /** Storage type of a tensor on the GPU: f32, i32 (integers), bool (0/1 in 32-bit words),
  * and the packed types of weights kept as the model stores them (f16 two per word; i8, u8
@@ -74,7 +72,7 @@ export interface Model {
    * `dispatch` runs dispatches [from, to) after the sync points before `from`. */
   readonly layers?: {
     bind(inputs: Record<string, Input>): void;
-    write(name: string, words: Uint32Array, offsetWords?: number): void;
+    write(name: string, words: Uint32Array<ArrayBuffer>, offsetWords?: number): void;
     dispatch(from: number, to: number): Promise<void>;
   };
   /** Milliseconds of the last `run`, from submit to results. */

@@ -114,8 +114,8 @@ export function bufferBytes(bytes: number): number {
  */
 export async function streamWeights(
   base: string | URL | undefined,
-  device: { queue: { writeBuffer(b: unknown, offset: number, data: Uint8Array, dataOffset?: number, size?: number): void } },
-  bufferFor: (entry: ConstantEntry) => unknown,
+  device: GPUDevice,
+  bufferFor: (entry: ConstantEntry) => GPUBuffer | undefined,
   options: FetchOptions = {},
 ): Promise<ConstantEntry[]> {
   const root = weightsUrl(base);
@@ -140,7 +140,7 @@ export async function streamWeights(
     let k = 0; // the tensor being written
     let pos = 0; // bytes of this file seen so far
     let carried = 0;
-    const take = (chunk: Uint8Array) => {
+    const take = (chunk: Uint8Array<ArrayBuffer>) => {
       let i = 0;
       while (i < chunk.length && k < entries.length) {
         const e = entries[k];

@@ -11,7 +11,8 @@
 // quantization makes an end-to-end pass drift from the reference.
 import fs from 'node:fs';
 import path from 'node:path';
-import { insecureOrigin, launchChromium, serve } from './harness.js';
+import os from 'node:os';
+import { insecureOrigin, killGpuProcess, launchChromium, launchPersistent, recordSpeed, serve } from './harness.js';
 
 const ATOL = 1e-4;
 const RTOL = 1e-3;
@@ -274,6 +275,66 @@ try {
     } else {
       console.error(`insecure context: expected WebGPUUnavailableError(insecure-context), got ${JSON.stringify(got)}`);
       failed++;
+    }
+  }
+  // The GPU process dies under a loaded model: the next run fails with the typed
+  // DeviceLostError (onDeviceLost was called), nothing retries by itself, and loading
+  // again (what the demo page's Restart button does) gives the outputs of before.
+  {
+    const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'm2w-device-lost-'));
+    const context = await launchPersistent(profile);
+    try {
+      const page = await context.newPage();
+      await page.goto(`${origin}/package.json`);
+      const before = await page.evaluate(async (inputs) => {
+        const m = await import('/dist/index.js');
+        window.__lost = null;
+        window.__m = m;
+        window.__inputs = inputs;
+        const t0 = performance.now();
+        window.__lostModel = await m.loadModel('/weights', { onDeviceLost: (msg) => (window.__lost = msg) });
+        const loadMs = performance.now() - t0;
+        const out = await window.__lostModel.run(inputs);
+        // Speed (a model loaded without debug, as an app loads it): median of 5 runs after
+        // the first.
+        const ms = [];
+        for (let i = 0; i < 5; i++) {
+          await window.__lostModel.run(inputs);
+          ms.push(window.__lostModel.lastRunMs);
+        }
+        ms.sort((a, b) => a - b);
+        const a = await navigator.gpu.requestAdapter();
+        const adapter = `${a?.info?.vendor ?? ''} ${a?.info?.architecture ?? ''}`;
+        return { adapter, loadMs, runMs: ms[2], out: Object.fromEntries(Object.entries(out).map(([k, v]) => [k, Array.from(new Uint32Array(v.buffer, v.byteOffset, v.length))])) };
+      }, runs[0].inputs);
+      const shapes = Object.entries(runs[0].inputs).map(([k, v]) => `${k} [${v.shape}]`).join(', ');
+      console.log(`speed: load ${before.loadMs.toFixed(0)} ms, one run (${shapes}) ${before.runMs.toFixed(2)} ms (median of 5)`);
+      recordSpeed(pkgDir, before.adapter, [`load (weights from the local server, kernels compiled): ${before.loadMs.toFixed(0)} ms`, `one run of the reference inputs (${shapes}): ${before.runMs.toFixed(2)} ms, median of 5 after a warm-up, submit to results read back`]);
+      const killed = killGpuProcess(profile);
+      const after = await page.evaluate(async () => {
+        for (let i = 0; i < 100 && window.__lost === null; i++) await new Promise((r) => setTimeout(r, 100));
+        const m = window.__m;
+        let error = null;
+        try {
+          await window.__lostModel.run(window.__inputs);
+        } catch (e) {
+          error = { name: e.name, typed: e instanceof m.DeviceLostError, message: e.message };
+        }
+        const again = await m.loadModel('/weights');
+        const out = await again.run(window.__inputs);
+        again.destroy();
+        return { lost: window.__lost, error, out: Object.fromEntries(Object.entries(out).map(([k, v]) => [k, Array.from(new Uint32Array(v.buffer, v.byteOffset, v.length))])) };
+      });
+      const same = JSON.stringify(after.out) === JSON.stringify(before.out);
+      if (killed > 0 && after.lost !== null && after.error?.typed && same) {
+        console.log(`device lost (GPU process killed): onDeviceLost called, run() threw ${after.error.name}; loaded again, the outputs are the same bits`);
+      } else {
+        console.error(`device lost: killed ${killed} GPU process(es); ${JSON.stringify({ lost: after.lost, error: after.error, sameOutputs: same })}`);
+        failed++;
+      }
+    } finally {
+      await context.close();
+      fs.rmSync(profile, { recursive: true, force: true });
     }
   }
 } finally {

@@ -12,7 +12,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { driveDemo, launchChromium, serve } from './harness.js';
+import { driveDemo, launchChromium, recordSpeed, serve } from './harness.js';
 
 // With no arguments (`npm test` inside the package): the package here and the oracle m2w
 // bundled with it (tests/reference).
@@ -169,6 +169,7 @@ try {
   while (agree < generation.generated_ids.length && result.tokens[agree] === generation.generated_ids[agree]) agree++;
   console.log(`greedy: ${agree}/${generation.generated_ids.length} tokens equal to the candle reference; prefill ${result.prefillMs.toFixed(0)} ms, decode ${result.tps.toFixed(2)} tokens/s`);
   console.log(`text: ${JSON.stringify(generation.prompt + result.text)}`);
+  recordSpeed(pkgDir, result.adapter, [`prefill of a ${result.ids.length}-token prompt: ${result.prefillMs.toFixed(0)} ms`, `greedy decode: ${result.tps.toFixed(2)} tokens/s (${result.kernels} decode kernels)`]);
   if (agree !== generation.generated_ids.length || result.tokens.length !== agree || !same(result.streamed, result.tokens)) {
     failed++;
     console.log(`browser   ${JSON.stringify(result.tokens)}\nreference ${JSON.stringify(generation.generated_ids)}`);

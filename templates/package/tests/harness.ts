@@ -6,6 +6,7 @@ import { chromium } from 'playwright-core';
 import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
+import { execFileSync } from 'node:child_process';
 
 const types = { '.js': 'text/javascript', '.html': 'text/html', '.json': 'application/json', '.bin': 'application/octet-stream', '.npy': 'application/octet-stream' };
 
@@ -57,6 +58,46 @@ export function launchChromium() {
     // counts ArrayBuffer contents too: a spec samples it while weights load, after gc().
     args: ['--headless=new', '--no-sandbox', '--enable-unsafe-webgpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic', '--enable-precise-memory-info', '--js-flags=--expose-gc', '--host-resolver-rules=MAP m2w-insecure.test 127.0.0.1'],
   });
+}
+
+/** Writes `lines` (what the test measured) into the package README's speed section, with
+ * the adapter and the date: the README's figures are this package's, measured, not
+ * claimed. */
+export function recordSpeed(pkgDir, adapter, lines) {
+  const file = path.join(pkgDir, 'README.md');
+  if (!fs.existsSync(file)) return;
+  const text = fs.readFileSync(file, 'utf8');
+  const [open, close] = ['<!-- m2w:measured-speed -->', '<!-- /m2w:measured-speed -->'];
+  const a = text.indexOf(open);
+  const b = text.indexOf(close);
+  if (a < 0 || b < a) return;
+  const body = [`Measured by this package's own test on ${new Date().toISOString().slice(0, 10)}, headless Chromium, WebGPU adapter "${adapter.trim()}"`, '(a CPU adapter such as SwiftShader is far slower than a GPU):', '', ...lines.map((l) => `- ${l}`)].join('\n');
+  fs.writeFileSync(file, `${text.slice(0, a + open.length)}\n${body}\n${text.slice(b)}`);
+}
+
+/** Chromium with its profile in `profileDir` (so its processes can be told apart from any
+ * other Chromium on the machine by their --user-data-dir). Returns the browser context. */
+export function launchPersistent(profileDir) {
+  return chromium.launchPersistentContext(profileDir, {
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    headless: true,
+    args: ['--headless=new', '--no-sandbox', '--enable-unsafe-webgpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'],
+  });
+}
+
+/** Kills the GPU process of the Chromium whose profile is `profileDir` (as a driver reset
+ * or a GPU process crash would end it): its pages' WebGPU devices are lost. Returns how
+ * many processes were killed. */
+export function killGpuProcess(profileDir) {
+  const ps = execFileSync('ps', ['-eo', 'pid=,args='], { encoding: 'utf8' });
+  let killed = 0;
+  for (const line of ps.split('\n')) {
+    if (line.includes('--type=gpu-process') && line.includes(`--user-data-dir=${profileDir}`)) {
+      process.kill(Number(line.trim().split(/\s+/)[0]), 'SIGKILL');
+      killed++;
+    }
+  }
+  return killed;
 }
 
 /**
