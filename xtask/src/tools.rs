@@ -118,6 +118,8 @@ pub(crate) fn demo(out: Option<PathBuf>) -> anyhow::Result<()> {
         out: package_dir.clone(),
         context: 512,
         prefill_chunk: 16,
+        devices: vec!["webgpu-default".into()],
+        max_binding_bytes: None,
         tts_voices: None,
         tts_names: "tokens,style,speed,audio".into(),
         tts_rate: 24000,

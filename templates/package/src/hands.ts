@@ -13,7 +13,7 @@ import { CONFIG } from './hands_config.js';
 import { GPUBufferUsage, biggestBuffer, compilePipelines, encodeForward, preparePlan, readTensors, requestDevice, storageBuffersPerStage } from './runtime.js';
 import type { PreparedPlan } from './runtime.js';
 import type { LoadOptions } from './types.js';
-import { loadWeights } from './weights.js';
+import { streamWeights } from './weights.js';
 import { decode, detectionRect, imageToTensor, projectLandmarks, removeLetterbox, ssdAnchors, transformRect, weightedNms } from './vision.js';
 import type { AnchorOptions, DecodeOptions, Detection, Letterbox, Rect, RectTransform } from './vision.js';
 
@@ -100,7 +100,7 @@ function pixels(image: ImageInput): Frame {
   const canvas = new OffscreenCanvas(width, height);
   const ctx = canvas.getContext('2d', { willReadFrequently: true });
   if (!ctx) throw new Error('no 2d canvas context');
-  ctx.drawImage(any, 0, 0);
+  ctx.drawImage(image as CanvasImageSource, 0, 0);
   return ctx.getImageData(0, 0, width, height);
 }
 
@@ -119,11 +119,8 @@ export async function loadHands(baseUrl: string, options: LoadOptions = {}): Pro
   const owned: GPUBuffer[] = [];
   const prepared = plans.map((p) => preparePlan(device, p, pipelines, owned));
   for (const [k, dir] of ['g0', 'g1'].entries()) {
-    const { index, blob } = await loadWeights(`${base}/weights/${dir}`, options.onProgress, options.cache);
-    for (const c of index) {
-      const b = prepared[k].bufferOf(c.name);
-      if (b && c.bytes > 0) device.queue.writeBuffer(b, 0, blob, c.offset, c.bytes);
-    }
+    // Streamed tensor by tensor: the file is never held whole.
+    await streamWeights(`${base}/weights/${dir}`, device, (c) => prepared[k].bufferOf(c.name), options);
   }
   const anchors = ssdAnchors(CONFIG.anchors);
 
@@ -136,7 +133,7 @@ export async function loadHands(baseUrl: string, options: LoadOptions = {}): Pro
   let imageBytes = 0;
   const crop = (frame: Frame, roi: Rect, input: TensorInput, plan: PreparedPlan, name: string): Letterbox => {
     const [m, letterbox] = imageToTensor(roi, input.keep_aspect_ratio, input.width, input.height);
-    device.queue.writeBuffer(matrix, 0, m);
+    device.queue.writeBuffer(matrix, 0, m as Float32Array<ArrayBuffer>);
     const words = new ArrayBuffer(48);
     const u = new Uint32Array(words);
     const f = new Float32Array(words);
@@ -152,7 +149,7 @@ export async function loadHands(baseUrl: string, options: LoadOptions = {}): Pro
     device.queue.writeBuffer(params, 0, words);
     const group = device.createBindGroup({
       layout: warp.getBindGroupLayout(0),
-      entries: [image, matrix, plan.bufferOf(name), params].map((buffer, binding) => ({ binding, resource: { buffer } })),
+      entries: [image!, matrix, plan.bufferOf(name), params].map((buffer, binding) => ({ binding, resource: { buffer } })),
     });
     const encoder = device.createCommandEncoder();
     const pass = encoder.beginComputePass();
@@ -184,7 +181,7 @@ export async function loadHands(baseUrl: string, options: LoadOptions = {}): Pro
       image = device.createBuffer({ size: bytes, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST });
       imageBytes = bytes;
     }
-    device.queue.writeBuffer(image, 0, frame.data.buffer, frame.data.byteOffset, bytes);
+    device.queue.writeBuffer(image!, 0, frame.data.buffer as ArrayBuffer, frame.data.byteOffset, bytes);
 
     const whole: Rect = { x_center: w / 2, y_center: h / 2, width: w, height: h, rotation: 0 };
     const letterbox = crop(frame, whole, CONFIG.detector_input, prepared[0], palmPlan.INPUTS[0]);

@@ -20,7 +20,7 @@ import type { SamplingOptions } from './sampler.js';
 import { fromTokenizerJson } from './hf_tokenizer.js';
 import type { TextTokenizer } from './hf_tokenizer.js';
 import type { LoadOptions, TensorInfo } from './types.js';
-import { loadWeights } from './weights.js';
+import { bufferBytes, readIndex, streamWeights } from './weights.js';
 
 export { Sampler } from './sampler.js';
 /** The model's chat template as the port read it (tokenizer_config.json), or null. */
@@ -94,9 +94,9 @@ type GpuValue = { graph: number; tensor: string; shape: number[] };
 /** Values by "graph:output". */
 type Values = Map<string, HostValue | GpuValue>;
 
-function words(info: TensorInfo, data: ArrayLike<number>): Uint32Array {
-  if (info.dt === 'f32') return new Uint32Array(Float32Array.from(data).buffer);
-  if (info.dt === 'i32') return new Uint32Array(Int32Array.from(data).buffer);
+function words(info: TensorInfo, data: ArrayLike<number>): Uint32Array<ArrayBuffer> {
+  if (info.dt === 'f32') return new Uint32Array(Float32Array.from(data).buffer as ArrayBuffer);
+  if (info.dt === 'i32') return new Uint32Array(Int32Array.from(data).buffer as ArrayBuffer);
   if (info.dt === 'bool') return Uint32Array.from(data, (v) => (v !== 0 ? 1 : 0));
   throw new Error(`an input of type ${info.dt} cannot be fed`);
 }
@@ -124,11 +124,13 @@ export async function loadPipeline(baseUrl: string, options: LoadOptions = {}): 
   const loaded: number[] = GRAPHS.map(() => 0);
   const totals: number[] = GRAPHS.map(() => 0);
   for (const [k, g] of GRAPHS.entries()) {
-    const { index, blob } = await loadWeights(`${base}/${g.weights}`, (l, t) => {
+    const root = `${base}/${g.weights}`;
+    const progress = (l: number, t: number) => {
       loaded[k] = l;
       totals[k] = t;
       options.onProgress?.(loaded.reduce((a, b) => a + b, 0), totals.reduce((a, b) => a + b, 0));
-    }, options.cache);
+    };
+    const index = await readIndex(root, { cache: options.cache });
     // Constants stored once in constants.bin (the same bytes: a tied embedding and the
     // lm_head reading one 4-bit weight) share one GPU buffer, written once.
     const slotBytes = new Map<string, number>();
@@ -138,22 +140,14 @@ export async function loadPipeline(baseUrl: string, options: LoadOptions = {}): 
     const shared: Record<string, GPUBuffer> = {};
     for (const group of byOffset.values()) {
       if (group.length < 2) continue;
-      const size = Math.max(...group.map((c) => Math.max(c.bytes, slotBytes.get(c.name) ?? 0)));
+      const size = Math.max(...group.map((c) => Math.max(bufferBytes(c.bytes), slotBytes.get(c.name) ?? 0)));
       const b = device.createBuffer({ label: group[0].name, size, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
       owned.push(b);
       for (const c of group) shared[c.name] = b;
     }
     const p = preparePlan(device, g.plan, pipelines, owned, { debug: options.debug, shared });
-    for (const group of byOffset.values()) {
-      const names = group.filter((c) => p.bufferOf(c.name));
-      const written = new Set<GPUBuffer>();
-      for (const c of names) {
-        const b = p.bufferOf(c.name);
-        if (written.has(b)) continue;
-        written.add(b);
-        device.queue.writeBuffer(b, 0, blob, c.offset, c.bytes);
-      }
-    }
+    // Streamed tensor by tensor: the file is never held whole.
+    await streamWeights(root, device, (c) => p.bufferOf(c.name), { cache: options.cache, onProgress: progress }, index);
     prepared.push(p);
   }
 

@@ -107,35 +107,58 @@ export function bufferBytes(bytes: number): number {
   return Math.max(4, Math.ceil(bytes / 4) * 4);
 }
 
+/** The weights' index (constants.json). */
+export async function readIndex(base: string | URL | undefined, options: FetchOptions = {}): Promise<ConstantEntry[]> {
+  return (await (await fetchWeightFile(weightsUrl(base), 'constants.json', options)).response.json()) as ConstantEntry[];
+}
+
+/** A byte range of a weight file and the buffers it goes to (entries stored once for
+ * several names, such as a tied embedding and LM head, share a range). */
+interface Span {
+  name: string;
+  offset: number;
+  bytes: number;
+  buffers: GPUBuffer[];
+}
+
 /**
- * Reads the index, then every shard in turn; each tensor's bytes go to the buffer
- * `bufferFor(entry)` returns (created there, `bufferBytes(entry.bytes)` long; undefined
- * skips the tensor) as they arrive. Returns the index.
+ * Reads the index (unless given), then every weight file in turn; each tensor's bytes go to
+ * the buffer `bufferFor(entry)` returns (at least `bufferBytes(entry.bytes)` long;
+ * undefined skips the tensor) as they arrive. Returns the index.
  */
 export async function streamWeights(
   base: string | URL | undefined,
   device: GPUDevice,
   bufferFor: (entry: ConstantEntry) => GPUBuffer | undefined,
   options: FetchOptions = {},
+  given?: ConstantEntry[],
 ): Promise<ConstantEntry[]> {
   const root = weightsUrl(base);
   const { onProgress } = options;
-  const index = (await (await fetchWeightFile(root, 'constants.json', options)).response.json()) as ConstantEntry[];
-  const files = new Map<string, ConstantEntry[]>();
+  const index = given ?? (await readIndex(base, options));
+  const files = new Map<string, Span[]>();
   for (const e of index) {
     const f = e.file ?? 'constants.bin';
     if (!files.has(f)) files.set(f, []);
-    files.get(f)!.push(e);
+    const spans = files.get(f)!;
+    const buffer = bufferFor(e);
+    const same = spans.find((s) => s.offset === e.offset && s.bytes === e.bytes);
+    if (same) {
+      if (buffer && !same.buffers.includes(buffer)) same.buffers.push(buffer);
+    } else spans.push({ name: e.name, offset: e.offset, bytes: e.bytes, buffers: buffer ? [buffer] : [] });
   }
-  // Each shard ends with its last tensor: the sum is the bytes to read.
+  // Each file ends with its last tensor: the sum is the bytes to read.
   let total = 0;
-  for (const entries of files.values()) total += Math.max(0, ...entries.map((e) => e.offset + e.bytes));
+  for (const spans of files.values()) total += Math.max(0, ...spans.map((e) => e.offset + e.bytes));
   let loaded = 0;
   // Up to 3 bytes of a word split between two chunks wait here for the rest of their word.
   const carry = new Uint8Array(4);
   for (const [file, unsorted] of files) {
     const entries = [...unsorted].sort((a, b) => a.offset - b.offset);
-    const buffers = entries.map(bufferFor);
+    for (let i = 1; i < entries.length; i++) {
+      const [a, b] = [entries[i - 1], entries[i]];
+      if (b.offset < a.offset + a.bytes) throw new Error(`${root}/${file}: ${a.name} and ${b.name} overlap`);
+    }
     const { response, fromCache } = await fetchWeightFile(root, file, options);
     let k = 0; // the tensor being written
     let pos = 0; // bytes of this file seen so far
@@ -153,13 +176,15 @@ export async function streamWeights(
           i += Math.min(e.offset - at, chunk.length - i); // alignment padding
           continue;
         }
-        const buffer = buffers[k];
         const into = at - e.offset; // where this piece goes in the tensor
         const n = Math.min(e.offset + e.bytes - at, chunk.length - i);
-        if (buffer === undefined) {
+        if (e.buffers.length === 0) {
           i += n;
           continue;
         }
+        const write = (offset: number, data: Uint8Array<ArrayBuffer>, from: number, size: number) => {
+          for (const b of e.buffers) device.queue.writeBuffer(b, offset, data, from, size);
+        };
         let done = 0;
         if (carried > 0) {
           // Complete the split word first.
@@ -168,19 +193,19 @@ export async function streamWeights(
           carried += m;
           done = m;
           if (carried === 4 || into + m === e.bytes) {
-            device.queue.writeBuffer(buffer, into + m - carried, carry, 0, 4);
+            write(into + m - carried, carry, 0, 4);
             carry.fill(0);
             carried = 0;
           }
         }
         const whole = (n - done) & ~3;
-        if (whole > 0) device.queue.writeBuffer(buffer, into + done, chunk, i + done, whole);
+        if (whole > 0) write(into + done, chunk, i + done, whole);
         const rest = n - done - whole;
         if (rest > 0) {
           carry.set(chunk.subarray(i + done + whole, i + n), 0);
           carried = rest;
           if (into + n === e.bytes) {
-            device.queue.writeBuffer(buffer, into + n - carried, carry, 0, 4); // the tensor's last, partial word
+            write(into + n - carried, carry, 0, 4); // the tensor's last, partial word
             carry.fill(0);
             carried = 0;
           }
@@ -208,35 +233,4 @@ export async function streamWeights(
   }
   if (total > 0) onProgress?.(loaded, total, { stage: 'done', file: '', loaded, total });
   return index;
-}
-
-/** The whole constants.bin and its index, offsets as stored (the loaders of pipeline and
- * hand-tracking packages, whose graphs share buffers by offset; their weights are not
- * sharded). */
-export async function loadWeights(baseUrl: string | URL | undefined, onProgress?: ProgressCallback, cache = false): Promise<{ index: ConstantEntry[]; blob: ArrayBuffer }> {
-  const root = weightsUrl(baseUrl);
-  const options = { cache, onProgress };
-  const index = (await (await fetchWeightFile(root, 'constants.json', options)).response.json()) as ConstantEntry[];
-  const sharded = index.find((e) => e.file !== undefined && e.file !== 'constants.bin');
-  if (sharded) throw new Error(`${root}: sharded weights (${sharded.file}); read them with streamWeights`);
-  const { response, fromCache } = await fetchWeightFile(root, 'constants.bin', options);
-  const total = Number(response.headers.get('content-length') ?? 0);
-  if (!response.body) return { index, blob: await response.arrayBuffer() };
-  const reader = response.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let loaded = 0;
-  while (true) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    chunks.push(value);
-    loaded += value.length;
-    onProgress?.(loaded, total || loaded, { stage: 'weights', file: 'constants.bin', loaded, total: total || loaded, fromCache });
-  }
-  const out = new Uint8Array(loaded);
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.length;
-  }
-  return { index, blob: out.buffer };
 }
