@@ -10,7 +10,7 @@ import { SHADERS } from './shaders.js';
 import * as palmPlan from './graph0.js';
 import * as handPlan from './graph1.js';
 import { CONFIG } from './hands_config.js';
-import { GPUBufferUsage, biggestBuffer, compilePipelines, encodeForward, preparePlan, readTensors, requestDevice, storageBuffersPerStage } from './runtime.js';
+import { GPUBufferUsage, allocatePlan, biggestBuffer, compilePipelines, encodeForward, preparePlan, readTensors, requestDevice, storageBuffersPerStage } from './runtime.js';
 import type { PreparedPlan } from './runtime.js';
 import type { LoadOptions } from './types.js';
 import { streamWeights } from './weights.js';
@@ -115,13 +115,17 @@ export async function loadHands(baseUrl: string, options: LoadOptions = {}): Pro
     Math.max(...plans.map((p) => storageBuffersPerStage(p))),
   );
   const kernels = [...plans.flatMap((p) => p.DISPATCHES.map((d) => d.kernel)), 'warp_perspective_f32'];
-  const pipelines = await compilePipelines(device, SHADERS, kernels);
+  // The kernels compile while the weights download.
+  const compiling = compilePipelines(device, SHADERS, kernels);
+  compiling.catch(() => {}); // awaited below; a download error must not leave it unhandled
   const owned: GPUBuffer[] = [];
-  const prepared = plans.map((p) => preparePlan(device, p, pipelines, owned));
+  const allocated = plans.map((p) => allocatePlan(device, p, owned));
   for (const [k, dir] of ['g0', 'g1'].entries()) {
     // Streamed tensor by tensor: the file is never held whole.
-    await streamWeights(`${base}/weights/${dir}`, device, (c) => prepared[k].bufferOf(c.name), options);
+    await streamWeights(`${base}/weights/${dir}`, device, (c) => allocated[k].bufferOf(c.name), options);
   }
+  const pipelines = await compiling;
+  const prepared = plans.map((p, k) => preparePlan(device, p, pipelines, owned, { allocated: allocated[k] }));
   const anchors = ssdAnchors(CONFIG.anchors);
 
   // The crop: one dispatch of warp_perspective_f32 writing straight into a plan's input.

@@ -13,8 +13,8 @@ import { SHADERS } from './shaders.js';
 import { CHAT, GRAPHS, PIPELINE } from './pipeline_config.js';
 import { ChatTemplate } from './jinja.js';
 import type { GraphConfig } from './pipeline_config.js';
-import { GPUBufferUsage, bindDims, biggestBuffer, compilePipelines, elementOffsets, encodeForward, encodeWithSyncs, numel, preparePlan, readBuffer, readRanges, readTensors, requestDevice, setDims, shapeOf, storageBuffersPerStage, writeTensor } from './runtime.js';
-import type { PreparedPlan } from './runtime.js';
+import { GPUBufferUsage, allocatePlan, bindDims, biggestBuffer, compilePipelines, elementOffsets, encodeForward, encodeWithSyncs, numel, preparePlan, readBuffer, readRanges, readTensors, requestDevice, setDims, shapeOf, storageBuffersPerStage, writeTensor } from './runtime.js';
+import type { PlanBuffers, PreparedPlan } from './runtime.js';
 import { Sampler } from './sampler.js';
 import type { SamplingOptions } from './sampler.js';
 import { fromTokenizerJson } from './hf_tokenizer.js';
@@ -114,13 +114,15 @@ export function argmaxLast(row: ArrayLike<number>): number {
 export async function loadPipeline(baseUrl: string, options: LoadOptions = {}): Promise<Pipeline> {
   const plans = GRAPHS.map((g) => g.plan);
   const device = await requestDevice(Math.max(...plans.map((p) => p.WORKGROUP_STORAGE_BYTES)), Math.max(...plans.map(biggestBuffer)), options.onDeviceLost, undefined, Math.max(...plans.map(storageBuffersPerStage)));
-  const pipelines = await compilePipelines(device, SHADERS, [...plans.flatMap((p) => p.DISPATCHES.map((d) => d.kernel)), 'argmax_exact_f32']);
+  // The kernels compile while the weights download.
+  const compiling = compilePipelines(device, SHADERS, [...plans.flatMap((p) => p.DISPATCHES.map((d) => d.kernel)), 'argmax_exact_f32']);
+  compiling.catch(() => {}); // awaited below; a download error must not leave it unhandled
   const base = baseUrl.replace(/\/$/, '');
   const tokenizerResponse = await fetch(`${base}/tokenizer.json`);
   if (!tokenizerResponse.ok) throw new Error(`${base}/tokenizer.json: HTTP ${tokenizerResponse.status}`);
   const tokenizer = fromTokenizerJson(await tokenizerResponse.json());
   const owned: GPUBuffer[] = [];
-  const prepared: PreparedPlan[] = [];
+  const allocated: PlanBuffers[] = [];
   const loaded: number[] = GRAPHS.map(() => 0);
   const totals: number[] = GRAPHS.map(() => 0);
   for (const [k, g] of GRAPHS.entries()) {
@@ -145,11 +147,13 @@ export async function loadPipeline(baseUrl: string, options: LoadOptions = {}): 
       owned.push(b);
       for (const c of group) shared[c.name] = b;
     }
-    const p = preparePlan(device, g.plan, pipelines, owned, { debug: options.debug, shared });
+    const buffers = allocatePlan(device, g.plan, owned, { debug: options.debug, shared });
     // Streamed tensor by tensor: the file is never held whole.
-    await streamWeights(root, device, (c) => p.bufferOf(c.name), { cache: options.cache, onProgress: progress }, index);
-    prepared.push(p);
+    await streamWeights(root, device, (c) => buffers.bufferOf(c.name), { cache: options.cache, onProgress: progress }, index);
+    allocated.push(buffers);
   }
+  const pipelines = await compiling;
+  const prepared: PreparedPlan[] = GRAPHS.map((g, k) => preparePlan(device, g.plan, pipelines, owned, { debug: options.debug, allocated: allocated[k] }));
 
   // A graph's input given the stream so far (`fed`: tokens the step graphs have seen).
   const feedValue = (g: GraphConfig, input: GraphConfig['inputs'][number], promptIds: number[], stream: number[], fed: number, values: Values, previous: Values) => {
