@@ -8,25 +8,13 @@ import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseNpy } from '../npy.mjs';
 
 const [pkgDir, modelPath, refDir, runsArg] = process.argv.slice(2);
 const runs = Number(runsArg ?? 10);
 const here = path.dirname(fileURLToPath(import.meta.url));
 const ortDir = path.join(here, 'node_modules', 'onnxruntime-web', 'dist');
 const ortVersion = JSON.parse(fs.readFileSync(path.join(here, 'node_modules', 'onnxruntime-web', 'package.json'), 'utf8')).version;
-
-function parseNpy(buf) {
-  const headerLen = buf[6] === 1 ? buf.readUInt16LE(8) : buf.readUInt32LE(8);
-  const start = buf[6] === 1 ? 10 : 12;
-  const header = buf.toString('latin1', start, start + headerLen);
-  const descr = /'descr':\s*'([^']+)'/.exec(header)[1];
-  const shape = /'shape':\s*\(([^)]*)\)/.exec(header)[1].split(',').map((s) => s.trim()).filter(Boolean).map(Number);
-  const data = buf.subarray(start + headerLen);
-  const copy = data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength);
-  if (descr === '<f4') return { type: 'float32', shape, values: Array.from(new Float32Array(copy)) };
-  if (descr === '<i8') return { type: 'int64', shape, values: Array.from(new BigInt64Array(copy), Number) };
-  throw new Error(`npy dtype ${descr}`);
-}
 
 const server = http.createServer((req, res) => {
   const url = decodeURIComponent(req.url.split('?')[0]);

@@ -12,6 +12,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { parseNpy } from '../npy.mjs';
 
 const [dawnPath, pkgDir, ...toggles] = process.argv.slice(2);
 const require = createRequire(import.meta.url);
@@ -35,19 +36,6 @@ const adapter = await navigator.gpu.requestAdapter();
 console.log(`adapter: ${adapter.info.vendor} ${adapter.info.architecture} ${adapter.info.description ?? ''}; shader-f16: ${adapter.features.has('shader-f16')}`);
 let failed = 0;
 
-function parseNpy(buf) {
-  const headerLen = buf[6] === 1 ? buf.readUInt16LE(8) : buf.readUInt32LE(8);
-  const start = buf[6] === 1 ? 10 : 12;
-  const header = buf.toString('latin1', start, start + headerLen);
-  const descr = /'descr':\s*'([^']+)'/.exec(header)[1];
-  const shape = /'shape':\s*\(([^)]*)\)/.exec(header)[1].split(',').map((s) => s.trim()).filter(Boolean).map(Number);
-  const data = buf.subarray(start + headerLen);
-  const copy = data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength);
-  const kinds = { '<f4': Float32Array, '<i4': Int32Array, '<i8': BigInt64Array, '|b1': Uint8Array, '|u1': Uint8Array, '<f8': Float64Array };
-  const T = kinds[descr];
-  if (!T) throw new Error(`npy dtype ${descr}`);
-  return { shape, values: Array.from(new T(copy), Number) };
-}
 const median = (a) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
 
 if (m.loadLLM) {
