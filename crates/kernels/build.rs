@@ -35,6 +35,9 @@ struct Row {
     name: String,
     vars: BTreeMap<String, String>,
     elem: String,
+    /// `f16_of=KERNEL f16_binding=N`: this row is KERNEL with binding N (a constant weight)
+    /// stored as IEEE half (see `Kernel::f16_weight_twin`).
+    f16_of: Option<(String, u32)>,
 }
 
 /// A parsed VARIANTS block and the template text after it.
@@ -103,11 +106,21 @@ fn run(root: &Path) -> Res<()> {
         for r in &t.rows {
             let mut vars = BTreeMap::new();
             let mut elem = None;
+            let (mut f16_of, mut f16_binding) = (None, None);
             for (k, v) in &r.vars {
                 let v = resolve(&templates, t, v)
                     .map_err(|e| format!("{}.wgsl.tmpl:{}: {e}", t.name, r.line))?;
                 if k == "elem" {
                     elem = Some(v);
+                } else if k == "f16_of" {
+                    f16_of = Some(v);
+                } else if k == "f16_binding" {
+                    f16_binding = Some(v.parse::<u32>().map_err(|_| {
+                        format!(
+                            "{}.wgsl.tmpl:{}: f16_binding={v}: a binding number",
+                            t.name, r.line
+                        )
+                    })?);
                 } else if k.chars().any(|c| c.is_ascii_lowercase()) {
                     return Err(format!(
                         "{}.wgsl.tmpl:{}: unknown metadata key {k}",
@@ -128,12 +141,23 @@ fn run(root: &Path) -> Res<()> {
                     ELEMS.iter().map(|e| e.0).collect::<Vec<_>>()
                 ));
             }
+            let f16_of = match (f16_of, f16_binding) {
+                (Some(k), Some(b)) => Some((k, b)),
+                (None, None) => None,
+                _ => {
+                    return Err(format!(
+                        "{}.wgsl.tmpl:{}: f16_of and f16_binding go together",
+                        t.name, r.line
+                    ));
+                }
+            };
             vars.entry("NAME".into()).or_insert_with(|| r.name.clone());
             rows.push(Row {
                 template: t.name.clone(),
                 name: r.name.clone(),
                 vars,
                 elem,
+                f16_of,
             });
         }
     }
@@ -226,6 +250,44 @@ fn run(root: &Path) -> Res<()> {
     for (row, ..) in &kernels {
         let e = ELEMS.iter().find(|(e, _)| *e == row.elem).unwrap().1;
         writeln!(s, "    Elem::{e},").unwrap();
+    }
+    // f16-weight twins, by the kernel they are the twin of.
+    let mut twins: BTreeMap<&str, (&str, u32)> = BTreeMap::new();
+    for (row, _, _, _, features) in &kernels {
+        let Some((of, binding)) = &row.f16_of else {
+            continue;
+        };
+        let ctx = |e: &str| {
+            format!(
+                "{} ({}.wgsl.tmpl): f16_of={of}: {e}",
+                row.name, row.template
+            )
+        };
+        let Some(base) = kernels.iter().find(|k| &k.0.name == of) else {
+            return Err(ctx("no such kernel"));
+        };
+        if base.0.template != row.template {
+            return Err(ctx("the twin of a kernel of another template"));
+        }
+        if !features.contains(&"ShaderF16") || base.4.contains(&"ShaderF16") {
+            return Err(ctx("a twin enables f16 and its kernel does not"));
+        }
+        if twins
+            .insert(of.as_str(), (row.name.as_str(), *binding))
+            .is_some()
+        {
+            return Err(ctx("a second twin"));
+        }
+    }
+    s.push_str("];\n\n/// Each kernel's f16-weight twin and the binding it reads as f16.\nstatic F16_TWINS: &[Option<(Kernel, u32)>] = &[\n");
+    for (row, ..) in &kernels {
+        match twins.get(row.name.as_str()) {
+            Some((twin, b)) => {
+                let ident = camel(twin);
+                writeln!(s, "    Some((Kernel::{ident}, {b})),").unwrap()
+            }
+            None => s.push_str("    None,\n"),
+        }
     }
     s.push_str("];\n\n/// The template (and so the `params` struct) of each kernel.\nstatic TEMPLATES: &[usize] = &[\n");
     let template_index: BTreeMap<&String, usize> =

@@ -39,8 +39,10 @@ impl Gpu {
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("m2w"),
             required_limits: limits.clone(),
-            // Timestamps for `Runner::profile` (benchmarks) where the adapter has them.
-            required_features: adapter.features() & wgpu::Features::TIMESTAMP_QUERY,
+            // Timestamps for `Runner::profile` (benchmarks) and f16 for the f16-weight kernels
+            // (`half`) where the adapter has them.
+            required_features: adapter.features()
+                & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SHADER_F16),
             ..Default::default()
         }))
         .map_err(|e| format!("cannot open the WebGPU device: {e}"))?;
@@ -51,6 +53,11 @@ impl Gpu {
             limits,
             pipelines: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Whether the device runs `enable f16;` shaders (the f16-weight twins, [`crate::half`]).
+    pub fn has_f16(&self) -> bool {
+        self.device.features().contains(wgpu::Features::SHADER_F16)
     }
 
     fn pipeline(&self, kernel: m2w_kernels::Kernel) -> wgpu::ComputePipeline {

@@ -10,6 +10,7 @@
 pub mod conformance;
 pub mod engine_json;
 pub mod gpu;
+pub mod half;
 pub mod limits;
 pub mod llama;
 pub mod ops;

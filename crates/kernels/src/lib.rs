@@ -136,6 +136,13 @@ impl Kernel {
         FEATURES[self as usize]
     }
 
+    /// The kernel's f16-weight twin, if it has one: the same computation with binding `.1`
+    /// (a weight) stored as IEEE half, read as f32 and accumulated in f32. It needs
+    /// shader-f16; `m2w_engine::half` decides which dispatches of a plan may use it.
+    pub fn f16_weight_twin(self) -> Option<(Kernel, u32)> {
+        F16_TWINS[self as usize]
+    }
+
     /// The element type of the kernel's main output.
     pub fn elem(self) -> Elem {
         ELEMS[self as usize]

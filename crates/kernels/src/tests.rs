@@ -18,10 +18,12 @@ fn every_shader_validates_with_naga() {
         };
         // unpack2x16float (f16 block scales) is core WGSL; naga gates it behind a
         // capability that wgpu grants every Vulkan, Metal and D3D12 adapter (not WebGL).
-        let mut validator = naga::valid::Validator::new(
-            naga::valid::ValidationFlags::all(),
-            naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32,
-        );
+        // `enable f16;` (the f16-weight twins) needs shader-f16, which the engine requests.
+        let mut caps = naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32;
+        if Kernel::by_name(name).is_some_and(|k| k.features().contains(&Feature::ShaderF16)) {
+            caps |= naga::valid::Capabilities::SHADER_FLOAT16;
+        }
+        let mut validator = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps);
         if let Err(e) = validator.validate(&module) {
             failures.push(format!("{name}: {e:?}"));
         }
@@ -84,7 +86,7 @@ fn metadata() {
     assert_eq!(Kernel::MatmulF32Tiled.workgroup_bytes(), 2 * 16 * 16 * 4);
     assert_eq!(Kernel::EwAddF32.workgroup_bytes(), 0);
     for &k in Kernel::ALL {
-        if k != Kernel::MatmulF32Rb {
+        if k != Kernel::MatmulF32Rb && k != Kernel::MatmulF32RbF16w {
             assert!(k.workgroup_bytes() <= 16384, "{k}");
         }
         assert_eq!(
@@ -106,6 +108,54 @@ fn metadata() {
     assert_eq!(Kernel::ArgmaxRowsF32.elem(), Elem::I32);
     assert_eq!(Kernel::CopyStrided.elem(), Elem::Word);
     assert_eq!(Kernel::GemvQ40F32.elem(), Elem::F32);
+}
+
+/// Each f16-weight twin is its kernel with one binding, and only that one, read as `f16`:
+/// the same bindings otherwise, the same uniform block, the same workgroup size.
+#[test]
+fn f16_weight_twins_differ_from_their_kernel_in_one_binding() {
+    let storage = |k: Kernel| -> Vec<(u32, String)> {
+        let m = parse(k);
+        let mut v: Vec<(u32, String)> = m
+            .global_variables
+            .iter()
+            .filter_map(|(_, g)| {
+                let b = g.binding.as_ref()?;
+                let ty = match &m.types[g.ty].inner {
+                    naga::TypeInner::Array { base, .. } => format!("{:?}", m.types[*base].inner),
+                    other => format!("{other:?}"),
+                };
+                Some((b.binding, ty))
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let mut twins = 0;
+    for &k in Kernel::ALL {
+        let Some((twin, binding)) = k.f16_weight_twin() else {
+            continue;
+        };
+        twins += 1;
+        assert!(twin.features().contains(&Feature::ShaderF16), "{twin}");
+        assert_eq!(k.params_layout(), twin.params_layout(), "{twin}");
+        assert_eq!(k.workgroup_bytes(), twin.workgroup_bytes(), "{twin}");
+        let (a, b) = (storage(k), storage(twin));
+        assert_eq!(a.len(), b.len(), "{twin}");
+        for ((ba, ta), (bb, tb)) in a.iter().zip(&b) {
+            assert_eq!(ba, bb, "{twin}");
+            if *ba == binding {
+                assert!(ta.contains("Float, width: 4"), "{k} binding {ba}: {ta}");
+                assert!(tb.contains("Float, width: 2"), "{twin} binding {bb}: {tb}");
+            } else {
+                assert_eq!(ta, tb, "{twin} binding {ba}");
+            }
+        }
+    }
+    assert_eq!(
+        twins, 3,
+        "matmul_f32_rb, matmul_f32_tiled, conv2d_f32_direct"
+    );
 }
 
 /// workgroup_bytes (computed by build.rs from the declarations) against naga's layout of
