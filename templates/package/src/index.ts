@@ -5,14 +5,15 @@
 
 import { SHADERS } from './shaders.js';
 import * as plan from './engine.js';
-import { allocatePlan, applySync, bindDims, biggestBuffer, compilePipelines, encodeForward, encodeWithSyncs, numel, preparePlan, readTensors, requestDevice, setDims, shapeOf, storageBuffersPerStage, writeTensor } from './runtime.js';
+import { HALF } from './half.js';
+import { allocatePlan, applySync, bindDims, biggestBuffer, compilePipelines, encodeForward, encodeWithSyncs, numel, preparePlan, readTensors, requestDevice, setDims, shapeOf, storageBuffersPerStage, useHalfWeights, writeTensor } from './runtime.js';
 import type { Input, LoadOptions, Model, TensorInfo } from './types.js';
 import { streamWeights } from './weights.js';
 
 export type { Input, LoadOptions, Model, Tensor, TensorData, TensorInfo } from './types.js';
 export type { LoadProgress } from './weights.js';
 export { DeviceLostError, WebGPUUnavailableError } from './runtime.js';
-export type { WebGPUUnavailableReason } from './runtime.js';
+export type { Precision, WebGPUUnavailableReason } from './runtime.js';
 
 function toWords(info: TensorInfo, shape: number[], values: ArrayLike<number | bigint>): Uint32Array<ArrayBuffer> {
   const n = numel(shape);
@@ -25,7 +26,7 @@ function toWords(info: TensorInfo, shape: number[], values: ArrayLike<number | b
 /** Loads the model: `baseUrl` is the weights folder (default: the package's own
  * `weights/`, resolved from this module's URL). */
 export async function loadModel(baseUrl?: string | URL, options: LoadOptions = {}): Promise<Model> {
-  const device = await requestDevice(plan.WORKGROUP_STORAGE_BYTES, biggestBuffer(plan), options.onDeviceLost, undefined, storageBuffersPerStage(plan));
+  const device = await requestDevice(plan.WORKGROUP_STORAGE_BYTES, biggestBuffer(plan), options.onDeviceLost, undefined, storageBuffersPerStage(plan), HALF.weights.length ? ['shader-f16'] : []);
   // The kernels compile while the weights download; each tensor goes to its buffer as it
   // arrives.
   const compiling = compilePipelines(device, SHADERS, plan.DISPATCHES.map((d) => d.kernel));
@@ -33,8 +34,10 @@ export async function loadModel(baseUrl?: string | URL, options: LoadOptions = {
   const owned: GPUBuffer[] = [];
   const buffers = allocatePlan(device, plan, owned, { debug: options.debug });
   await streamWeights(baseUrl, device, (c) => buffers.bufferOf(c.name), options);
-  const pipelines = await compiling;
-  const prepared = preparePlan(device, plan, pipelines, owned, { debug: options.debug, allocated: buffers });
+  // f16 weights where the device has shader-f16 and a load-time check agrees (else f32).
+  const half = await useHalfWeights(device, plan, HALF, SHADERS, buffers, await compiling, options.f16 !== false);
+  const pipelines = half.pipelines;
+  const prepared = preparePlan(device, half.tables, pipelines, owned, { debug: options.debug, allocated: half.buffers });
 
   const given = (x: Input) => ('data' in x && 'shape' in x ? x : { data: x as ArrayLike<number | bigint>, shape: undefined });
   // Sizes the plan for the inputs' shapes and writes them.
@@ -75,6 +78,7 @@ export async function loadModel(baseUrl?: string | URL, options: LoadOptions = {
     inputs: Object.fromEntries(plan.INPUTS.map((n) => [n, plan.TENSORS[n]])),
     outputs: plan.OUTPUTS,
     dims: plan.DIMS,
+    precision: half.precision,
     get lastRunMs() {
       return lastRunMs;
     },
@@ -87,7 +91,13 @@ export async function loadModel(baseUrl?: string | URL, options: LoadOptions = {
       lastRunMs = performance.now() - t0;
       return out;
     },
-    capture: (names) => readTensors(device, prepared, names),
+    capture: (names) => {
+      // A weight kept as f16 is not in its f32 layout on the GPU any more.
+      const halfNow = half.precision.weights === 'f16' ? new Set(HALF.weights) : new Set<string>();
+      const stored = names.find((n) => halfNow.has(plan.TENSORS[n]?.base ?? n));
+      if (stored) return Promise.reject(new Error(`${stored} is a weight kept as f16 on this device: load with { f16: false } to read it`));
+      return readTensors(device, prepared, names);
+    },
     layers: options.debug ? layers : undefined,
     destroy() {
       for (const b of owned) b.destroy();

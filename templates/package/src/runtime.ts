@@ -181,7 +181,7 @@ export function isCpuAdapter(adapter: GPUAdapter): boolean {
   return Boolean(fallback) || /swiftshader|llvmpipe|lavapipe/i.test(`${info.vendor ?? ''} ${info.architecture ?? ''} ${info.description ?? ''}`);
 }
 
-export async function requestDevice(workgroupStorage: number, biggest: number, onDeviceLost?: (message: string) => void, adapter?: GPUAdapter, storageBuffers = 8): Promise<GPUDevice> {
+export async function requestDevice(workgroupStorage: number, biggest: number, onDeviceLost?: (message: string) => void, adapter?: GPUAdapter, storageBuffers = 8, optionalFeatures: GPUFeatureName[] = []): Promise<GPUDevice> {
   adapter = adapter ?? (await requestAdapter());
   const need: Record<string, number> = { maxComputeWorkgroupStorageSize: workgroupStorage, maxStorageBufferBindingSize: biggest, maxBufferSize: biggest };
   if (storageBuffers > 8) need.maxStorageBuffersPerShaderStage = storageBuffers;
@@ -189,7 +189,9 @@ export async function requestDevice(workgroupStorage: number, biggest: number, o
     const offered = (adapter.limits as unknown as Record<string, number>)[k];
     if (offered < v) throw new WebGPUUnavailableError('missing-limit', `this device offers ${k} = ${offered}, the model needs ${v}`);
   }
-  const device = await adapter.requestDevice({ requiredLimits: need });
+  // Optional features (shader-f16 for f16 weights) are asked for only where offered.
+  const requiredFeatures = optionalFeatures.filter((f) => adapter.features.has(f));
+  const device = await adapter.requestDevice({ requiredLimits: need, requiredFeatures });
   device.lost.then((info: GPUDeviceLostInfo) => {
     lostDevices.set(device, new DeviceLostError(String(info.reason), String(info.message)));
     if (info.reason !== 'destroyed') onDeviceLost?.(String(info.message));
@@ -475,4 +477,142 @@ export async function readTensors(device: GPUDevice, plan: PreparedPlan, names: 
     if (f) out[n] = Object.assign(Int32Array.from(f(plan.dims)), { shape: shapeOf(plan.tables, n, plan.dims) });
   }
   return out;
+}
+
+/** The f16-weight table a package ships (src/half.ts, from engine::half). */
+export interface HalfTable {
+  /** Constants kept as IEEE half on a device with shader-f16. */
+  weights: string[];
+  /** [dispatch index, twin kernel] for every dispatch that reads one of them. */
+  dispatches: [number, string][];
+  /** The dispatch run both ways at load: its output and the tensors filled with a probe. */
+  check: { dispatch: number; output: string; probe: string[] } | null;
+  /** Bytes of those weights as f32 and as f16. */
+  bytes: [number, number];
+}
+
+/** Which weights a loaded model keeps as f16, and why (`useHalfWeights`). */
+export interface Precision {
+  weights: 'f16' | 'f32';
+  /** Why: what was checked, or what was missing. */
+  reason: string;
+  /** The load-time check: largest |f16 - f32| of the checked dispatch, and its f32 output's
+   * largest magnitude. */
+  check?: { dispatch: number; maxError: number; scale: number };
+  /** GPU bytes the f16 weights saved. */
+  savedBytes?: number;
+}
+
+/** The load-time check's bound: |f16 - f32| <= TOLERANCE * max |f32| (a weight rounded to
+ * f16 is off by 2^-11 of itself; a wrong f16 path is off by the output's whole scale). */
+const HALF_TOLERANCE = 1e-2;
+
+/**
+ * Keeps the HALF weights as f16 when the device has shader-f16 and `wanted`: converts them on
+ * the GPU (to_half), runs HALF.check's dispatch with its f32 kernel and with its twin on a
+ * probe (same inputs, the real weights), and takes the f16 path only when every output agrees
+ * within HALF_TOLERANCE and none is NaN or infinite where the other is not. Otherwise the f16
+ * copies are dropped and the model runs f32, with the reason reported. On success the f32
+ * copies are destroyed (GPU memory and bandwidth of those weights halve).
+ */
+export async function useHalfWeights(device: GPUDevice, tables: PlanTables, half: HalfTable, shaders: Record<string, string>, buffers: PlanBuffers, pipelines: Record<string, GPUComputePipeline>, wanted: boolean): Promise<{ precision: Precision; tables: PlanTables; buffers: PlanBuffers; pipelines: Record<string, GPUComputePipeline> }> {
+  const f32 = (reason: string) => ({ precision: { weights: 'f32' as const, reason }, tables, buffers, pipelines });
+  if (!half.weights.length || !half.check) return f32('no weight of this model has an f16 kernel');
+  if (!wanted) return f32('f16 turned off (options.f16 = false)');
+  if (!device.features.has('shader-f16')) return f32('the device has no shader-f16');
+  const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+  const twins = await compilePipelines(device, shaders, ['to_half', ...half.dispatches.map((d) => d[1])]);
+  const halves: Record<string, GPUBuffer> = {};
+  const temporary: GPUBuffer[] = [];
+  const encoder = device.createCommandEncoder({ label: 'to_half' });
+  const pass = encoder.beginComputePass();
+  pass.setPipeline(twins.to_half);
+  for (const name of half.weights) {
+    const n = numel(tables.TENSORS[name].shape);
+    const words = Math.ceil(n / 2);
+    const out = device.createBuffer({ label: `${name} (f16)`, size: Math.max(4, words * 4), usage });
+    halves[name] = out;
+    const uniform = device.createBuffer({ size: 16, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+    temporary.push(uniform);
+    device.queue.writeBuffer(uniform, 0, Uint32Array.of(n, 0, 0, 0));
+    const group = device.createBindGroup({
+      layout: twins.to_half.getBindGroupLayout(0),
+      entries: [buffers.bufferOf(name), out, uniform].map((buffer, binding) => ({ binding, resource: { buffer } })),
+    });
+    pass.setBindGroup(0, group);
+    const groups = Math.ceil(words / 256);
+    pass.dispatchWorkgroups(Math.min(groups, 65535), Math.ceil(groups / 65535));
+  }
+  pass.end();
+  device.queue.submit([encoder.finish()]);
+
+  // The check: one dispatch, both ways, on the same probe.
+  const { dispatch, output, probe } = half.check;
+  const d = tables.DISPATCHES[dispatch];
+  const twin = half.dispatches.find((x) => x[0] === dispatch)![1];
+  let seed = 0x2545f491;
+  for (const name of probe) {
+    const size = buffers.bufferOf(name).size;
+    const values = new Float32Array(size / 4);
+    for (let i = 0; i < values.length; i++) {
+      seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
+      values[i] = (seed / 2 ** 32) * 2 - 1;
+    }
+    device.queue.writeBuffer(buffers.bufferOf(name), 0, values);
+  }
+  const uniform = device.createBuffer({ size: Math.max(16, d.params.length * 4), usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+  temporary.push(uniform);
+  device.queue.writeBuffer(uniform, 0, new Uint32Array(d.params));
+  const weightSet = new Set(half.weights);
+  const run = async (pipeline: GPUComputePipeline, useHalf: boolean) => {
+    const entries = d.bindings.map((b, i) => {
+      let buffer: GPUBuffer;
+      if ('tensor' in b) {
+        const base = tables.TENSORS[b.tensor]?.base ?? b.tensor;
+        buffer = useHalf && weightSet.has(base) ? halves[base] : buffers.bufferOf(b.tensor);
+      } else {
+        buffer = device.createBuffer({ size: Math.max(16, 'scratch' in b ? b.scratch * 4 : 16), usage });
+        temporary.push(buffer);
+      }
+      return { binding: i, resource: { buffer } };
+    });
+    entries.push({ binding: d.bindings.length, resource: { buffer: uniform } });
+    const enc = device.createCommandEncoder();
+    const p = enc.beginComputePass();
+    p.setPipeline(pipeline);
+    p.setBindGroup(0, device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries }));
+    p.dispatchWorkgroups(...d.workgroups);
+    p.end();
+    device.queue.submit([enc.finish()]);
+    const out = buffers.bufferOf(output);
+    return new Float32Array(await readBuffer(device, out, out.size));
+  };
+  const want = await run(pipelines[d.kernel], false);
+  const got = await run(twins[twin], true);
+  for (const b of temporary) b.destroy();
+  let scale = 0;
+  let maxError = 0;
+  let bad = -1;
+  for (let i = 0; i < want.length; i++) {
+    const [x, y] = [want[i], got[i]];
+    if (Number.isFinite(x) && Number.isFinite(y)) {
+      scale = Math.max(scale, Math.abs(x));
+      maxError = Math.max(maxError, Math.abs(x - y));
+    } else if (!(Number.isNaN(x) && Number.isNaN(y)) && x !== y && bad < 0) bad = i;
+  }
+  const check = { dispatch, maxError, scale };
+  const node = `${d.node} (${d.kernel})`;
+  if (bad >= 0 || !(maxError <= HALF_TOLERANCE * scale)) {
+    for (const b of Object.values(halves)) b.destroy();
+    const what = bad >= 0 ? `element ${bad} is ${got[bad]} with f16 and ${want[bad]} with f32` : `off by ${maxError.toExponential(2)} at scale ${scale.toExponential(2)}`;
+    return { ...f32(`the f16 check of ${node} failed: ${what}`), precision: { weights: 'f32', reason: `the f16 check of ${node} failed: ${what}`, check } };
+  }
+  for (const name of half.weights) buffers.bufferOf(name).destroy();
+  const swapped = new Map(half.dispatches);
+  return {
+    precision: { weights: 'f16', reason: `${half.weights.length} weights as f16; ${node} checked against f32 at load`, check, savedBytes: half.bytes[0] - half.bytes[1] },
+    tables: { ...tables, DISPATCHES: tables.DISPATCHES.map((x, i) => (swapped.has(i) ? { ...x, kernel: swapped.get(i)! } : x)) },
+    buffers: { bufferOf: (name: string) => halves[tables.TENSORS[name]?.base ?? name] ?? buffers.bufferOf(name), make: buffers.make },
+    pipelines: { ...pipelines, ...twins },
+  };
 }

@@ -53,6 +53,10 @@ export interface LoadOptions {
   cache?: boolean;
   /** Keep every tensor in its own buffer so that `capture` can read any checkpoint. */
   debug?: boolean;
+  /** Keep matmul and conv weights as f16 where the device has shader-f16 (default true):
+   * half their GPU memory and bandwidth, checked at load against the f32 kernels; `false`
+   * keeps every weight f32 (results closest to the reference). See `Model.precision`. */
+  f16?: boolean;
   /** Called when the GPU device is lost (the page should offer a restart; no silent retry). */
   onDeviceLost?: (message: string) => void;
 }
@@ -77,5 +81,7 @@ export interface Model {
   };
   /** Milliseconds of the last `run`, from submit to results. */
   readonly lastRunMs: number;
+  /** Which weights run as f16, and why (no shader-f16, turned off, or the load check). */
+  readonly precision: import('./runtime.js').Precision;
   destroy(): void;
 }
