@@ -6,6 +6,7 @@
 //! done (one clear line on stderr).
 
 mod bench;
+mod fuzz;
 mod tools;
 
 use std::path::{Path, PathBuf};
@@ -53,6 +54,23 @@ enum Command {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// The fuzz targets (fuzz/, cargo-fuzz on nightly): each reader for `--seconds` on its
+    /// committed seeds and what earlier runs found; prints execs and crashes per target and
+    /// fails (exit 1) on a crash. `--seed-corpus` rewrites the seeds from the fixtures.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Only this target (onnx, gguf, safetensors, tflite, npy, manifest, plan).
+        #[arg(long)]
+        target: Option<String>,
+        /// Targets run side by side.
+        #[arg(long, default_value_t = 2)]
+        jobs: usize,
+        /// Rewrite fuzz/corpus/ from the real fixtures instead of fuzzing.
+        #[arg(long)]
+        seed_corpus: bool,
+    },
     /// Benchmarks (not tests): extract throughput against `cp`; writes bench/RESULTS.md rows.
     Bench {
         #[arg(default_value = "extract")]
@@ -72,6 +90,12 @@ fn main() -> ExitCode {
         Command::Demo { out } => tools::demo(out),
         Command::Test { args } => tools::test(&args),
         Command::Bench { what, runs } => bench::run(&what, runs),
+        Command::Fuzz {
+            seconds,
+            target,
+            jobs,
+            seed_corpus,
+        } => fuzz::run(seconds, target.as_deref(), jobs, seed_corpus),
     })
 }
 

@@ -219,7 +219,18 @@ fn validate_exits_0_on_a_good_port_1_on_a_corrupted_oracle_and_2_on_bad_input() 
     if let m2w_reference::HostTensor::F32(_, v) = &mut t {
         v[0] -= 3.0;
     }
-    std::fs::write(&path, t.to_npy().unwrap()).unwrap();
+    // Written as a reference run would have: the bytes and their sha256 in index.json.
+    let bytes = t.to_npy().unwrap();
+    std::fs::write(&path, &bytes).unwrap();
+    let index_path = dir.path().join("p/reference/index.json");
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    for c in json["checkpoints"].as_array_mut().unwrap() {
+        if c["file"] == victim.file.as_str() {
+            c["sha256"] = m2w_model::io::sha256_bytes(&bytes).into();
+        }
+    }
+    std::fs::write(&index_path, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
     let out = xtask()
         .args(["validate", "--engine"])
         .arg(dir.path().join("p/engine"))

@@ -138,6 +138,10 @@ pub enum Command {
         /// each under the oracle's file name, to study beside the reference.
         #[arg(long, value_name = "DIR")]
         save_mismatches: Option<PathBuf>,
+        /// Compare oracles that hold NaN or nothing but infinities (exactly) instead of
+        /// refusing them (exit 2): for a model whose reference output is meant to be so.
+        #[arg(long)]
+        allow_nonfinite_oracle: bool,
     },
     /// All phases: inspect -> extract -> reference -> engine -> validate, one folder each;
     /// phases whose inputs did not change are skipped. A folder of ONNX graphs (or

@@ -246,9 +246,11 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             html,
             model_explorer,
             save_mismatches,
+            allow_nonfinite_oracle,
         } => {
             let mut opts = validate_options(per_layer, atol, rtol, &tol)?;
             opts.save_mismatches = save_mismatches;
+            opts.allow_nonfinite_oracle = allow_nonfinite_oracle;
             let progress = m2w_progress::task("validate", None);
             let report = match (model, engine) {
                 (Some(m), _) => m2w_port::validate_model(&m, &reference, &opts),

@@ -157,6 +157,7 @@ pub fn validate_options(
         max_dims: vec![],
         empty_dims: vec![],
         save_mismatches: None,
+        allow_nonfinite_oracle: false,
     };
     for t in tol {
         let parsed = t.split_once('=').and_then(|(p, v)| {

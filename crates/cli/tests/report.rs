@@ -52,9 +52,19 @@ fn failing_report(dir: &Path) -> (serde_json::Value, PathBuf, PathBuf) {
     };
     assert!(v.len() > 3);
     v[3] += 20.0 * (1e-4 + 1e-3 * v[3].abs());
+    let bytes = m2w_reference::HostTensor::F32(shape, v).to_npy().unwrap();
+    std::fs::write(&file, &bytes).unwrap();
+    // Recorded as a reference run would have (the oracle's checksum is checked).
+    let victim_file = victim["file"].clone();
+    let mut index = index.clone();
+    for c in index["checkpoints"].as_array_mut().unwrap() {
+        if c["file"] == victim_file {
+            c["sha256"] = m2w_model::io::sha256_bytes(&bytes).into();
+        }
+    }
     std::fs::write(
-        &file,
-        m2w_reference::HostTensor::F32(shape, v).to_npy().unwrap(),
+        nudged.join("index.json"),
+        serde_json::to_vec_pretty(&index).unwrap(),
     )
     .unwrap();
     let html = dir.join("report.html");

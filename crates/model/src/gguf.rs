@@ -40,6 +40,19 @@ fn dtype_of(t: GgmlDType) -> DType {
     }
 }
 
+/// A candle error as one message: without the backtrace candle attaches when
+/// RUST_BACKTRACE is set (a user's error is a line, not 60), and without its path wrapper.
+pub fn candle_message(e: &candle_core::Error) -> String {
+    match e {
+        candle_core::Error::WithBacktrace { inner, .. } => candle_message(inner),
+        candle_core::Error::WithPath { inner, .. } => candle_message(inner),
+        candle_core::Error::Context { inner, context } => {
+            format!("{context}: {}", candle_message(inner))
+        }
+        other => other.to_string(),
+    }
+}
+
 /// Runs candle code, turning both its errors and any panic into an InputError.
 fn guarded<T>(
     path: &Path,
@@ -48,7 +61,10 @@ fn guarded<T>(
 ) -> Result<T, InputError> {
     match std::panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(InputError::new(path, format!("{what}: {e}"))),
+        Ok(Err(e)) => Err(InputError::new(
+            path,
+            format!("{what}: {}", candle_message(&e)),
+        )),
         Err(_) => Err(InputError::new(
             path,
             format!("{what}: the GGUF reader failed on corrupt data"),
@@ -103,7 +119,11 @@ pub fn open(path: &Path) -> Result<Model, InputError> {
     }
 
     let mut tensors = Vec::with_capacity(content.tensor_infos.len());
-    for (name, info) in &content.tensor_infos {
+    // candle keeps tensor infos in a HashMap: checked in the file's data order (then by
+    // name), so a truncated file names the same tensor, the first one cut, on every run.
+    let mut infos: Vec<(&String, &gguf_file::TensorInfo)> = content.tensor_infos.iter().collect();
+    infos.sort_by(|a, b| a.1.offset.cmp(&b.1.offset).then_with(|| a.0.cmp(b.0)));
+    for (name, info) in infos {
         let dtype = dtype_of(info.ggml_dtype);
         let shape: Vec<u64> = info.shape.dims().iter().map(|&d| d as u64).collect();
         let elements = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d));

@@ -116,6 +116,13 @@ pub fn write_atomic(dest: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// Builds a whole output folder under a temporary name beside `out` and swaps it into
 /// place only when `fill` succeeds; on failure nothing is left behind and any previous
 /// `out` is untouched.
+///
+/// The swap is one `renameat2(RENAME_EXCHANGE)` on Linux: at every instant `out` is either
+/// the whole previous folder or the whole new one, even under `kill -9`. Where the
+/// exchange is not available (another OS, a filesystem without it) it is two renames,
+/// `out` -> `.out.old-PID` then staging -> `out`; a kill between them leaves no `out` but a
+/// whole `.out.old-PID`, which the next run restores. The next run also removes the
+/// staging folders (`.out.partial-PID`) and old copies of processes that died.
 pub fn replace_dir<T, E>(
     out: &Path,
     io_error: impl Fn(&Path, std::io::Error) -> E,
@@ -130,6 +137,7 @@ pub fn replace_dir<T, E>(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "out".into());
+    recover_stale(parent, &leaf, out);
     let staging = parent.join(format!(".{leaf}.partial-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(&staging).map_err(|e| io_error(&staging, e))?;
@@ -141,12 +149,107 @@ pub fn replace_dir<T, E>(
         }
     };
     if out.exists() {
-        let old = parent.join(format!(".{leaf}.old-{}", std::process::id()));
-        std::fs::rename(out, &old).map_err(|e| io_error(out, e))?;
-        std::fs::rename(&staging, out).map_err(|e| io_error(out, e))?;
-        let _ = std::fs::remove_dir_all(&old);
+        match exchange(&staging, out) {
+            // The staging name now holds the previous folder.
+            Ok(true) => {
+                let _ = std::fs::remove_dir_all(&staging);
+            }
+            Ok(false) => {
+                let old = parent.join(format!(".{leaf}.old-{}", std::process::id()));
+                std::fs::rename(out, &old).map_err(|e| io_error(out, e))?;
+                std::fs::rename(&staging, out).map_err(|e| io_error(out, e))?;
+                let _ = std::fs::remove_dir_all(&old);
+            }
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&staging);
+                return Err(io_error(out, e));
+            }
+        }
     } else {
         std::fs::rename(&staging, out).map_err(|e| io_error(out, e))?;
     }
     Ok(value)
+}
+
+/// Swaps two paths atomically. Ok(false): this system or filesystem cannot (the caller
+/// falls back to two renames).
+#[cfg(target_os = "linux")]
+fn exchange(a: &Path, b: &Path) -> std::io::Result<bool> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::other(format!("{}: a NUL in the path", p.display())))
+    };
+    let (ca, cb) = (c(a)?, c(b)?);
+    // SAFETY: two valid NUL-terminated paths, relative to the working directory.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP) => Ok(false),
+        _ => Err(e),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn exchange(_: &Path, _: &Path) -> std::io::Result<bool> {
+    Ok(false)
+}
+
+/// Whether process `pid` still runs (its staging folder may be in use).
+fn alive(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return true;
+    }
+    #[cfg(unix)]
+    {
+        // SAFETY: signal 0 only checks that the process exists.
+        let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
+        rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
+    #[cfg(not(unix))]
+    {
+        true
+    }
+}
+
+/// Cleans what killed runs left beside `out`: staging folders of dead processes are
+/// removed; a previous folder moved aside (`.out.old-PID`, the two-rename fallback) is put
+/// back when `out` is missing, else removed. Folders of running processes are left alone.
+fn recover_stale(parent: &Path, leaf: &str, out: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    let partial = format!(".{leaf}.partial-");
+    let old = format!(".{leaf}.old-");
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let (kind_old, pid) = if let Some(p) = name.strip_prefix(&partial) {
+            (false, p)
+        } else if let Some(p) = name.strip_prefix(&old) {
+            (true, p)
+        } else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        if alive(pid) {
+            continue;
+        }
+        if kind_old && !out.exists() && std::fs::rename(e.path(), out).is_ok() {
+            continue;
+        }
+        let _ = std::fs::remove_dir_all(e.path());
+    }
 }

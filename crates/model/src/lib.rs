@@ -14,6 +14,7 @@ pub mod dtype;
 pub mod error;
 pub mod gguf;
 pub mod io;
+pub mod limits;
 pub mod llama_config;
 pub mod names;
 pub mod onnx;

@@ -59,6 +59,94 @@ pub fn decode(path: &Path) -> Result<ModelProto, InputError> {
     Ok(model)
 }
 
+/// The main graph must be a graph: every value a node reads (and every graph output) is a
+/// graph input, an initializer or some node's output, and no node depends on itself
+/// through others. A file that breaks either cannot run anywhere; saying so here makes
+/// `inspect` and `extract` refuse it (exit 2) instead of describing it. Subgraphs (If,
+/// Loop bodies) read outer-scope values and their own inputs, and are left to the phases
+/// that walk them.
+fn check_structure(
+    info: &GraphInfo,
+    initializers: &std::collections::HashSet<&str>,
+) -> Result<(), String> {
+    let main: Vec<&crate::NodeInfo> = info.nodes.iter().filter(|n| n.scope.is_empty()).collect();
+    let mut producer: HashMap<&str, usize> = HashMap::new();
+    for (i, n) in main.iter().enumerate() {
+        for o in n.outputs.iter().filter(|o| !o.is_empty()) {
+            producer.insert(o.as_str(), i);
+        }
+    }
+    let known = |v: &str| {
+        v.is_empty()
+            || initializers.contains(v)
+            || info.inputs.iter().any(|i| i.name == v)
+            || producer.contains_key(v)
+    };
+    let mut missing: Vec<String> = Vec::new();
+    for n in &main {
+        for v in n.inputs.iter().filter(|v| !known(v)) {
+            missing.push(format!("node '{}' ({}) reads '{v}'", n.label(), n.op_type));
+        }
+    }
+    for o in info.outputs.iter().filter(|o| !known(&o.name)) {
+        missing.push(format!("graph output '{}'", o.name));
+    }
+    if !missing.is_empty() {
+        let more = missing.len().saturating_sub(5);
+        missing.truncate(5);
+        return Err(format!(
+            "the graph reads values nothing produces (no node output, graph input or \
+             initializer): {}{}",
+            missing.join("; "),
+            if more > 0 {
+                format!("; and {more} more")
+            } else {
+                String::new()
+            }
+        ));
+    }
+    // Kahn's algorithm over the main graph's nodes: what is left is on a cycle or behind one.
+    let mut indegree = vec![0usize; main.len()];
+    let mut readers: Vec<Vec<usize>> = vec![Vec::new(); main.len()];
+    for (i, n) in main.iter().enumerate() {
+        let mut from: Vec<usize> = n
+            .inputs
+            .iter()
+            .filter_map(|v| producer.get(v.as_str()).copied())
+            .collect();
+        from.sort_unstable();
+        from.dedup();
+        for p in from {
+            indegree[i] += 1;
+            readers[p].push(i);
+        }
+    }
+    let mut ready: Vec<usize> = (0..main.len()).filter(|&i| indegree[i] == 0).collect();
+    let mut done = 0;
+    while let Some(i) = ready.pop() {
+        done += 1;
+        for &r in &readers[i] {
+            indegree[r] -= 1;
+            if indegree[r] == 0 {
+                ready.push(r);
+            }
+        }
+    }
+    if done < main.len() {
+        let stuck: Vec<String> = (0..main.len())
+            .filter(|&i| indegree[i] > 0)
+            .take(5)
+            .map(|i| format!("'{}' ({})", main[i].label(), main[i].op_type))
+            .collect();
+        return Err(format!(
+            "the graph has a cycle: {} node(s) depend on their own outputs, among them {}",
+            main.len() - done,
+            stuck.join(", ")
+        ));
+    }
+    Ok(())
+}
+
 pub fn open(path: &Path) -> Result<Model, InputError> {
     let file_bytes = std::fs::metadata(path)
         .map_err(|e| InputError::new(path, format!("cannot stat: {e}")))?
@@ -105,6 +193,14 @@ pub fn open(path: &Path) -> Result<Model, InputError> {
         subgraph_outputs: w.subgraph_outputs,
         ..Default::default()
     };
+    let initializers: std::collections::HashSet<&str> = w
+        .entries
+        .iter()
+        .filter(|t| t.scope.is_empty())
+        .map(|t| t.name.as_str())
+        .chain(initializer_names.iter().map(String::as_str))
+        .collect();
+    check_structure(&info, &initializers).map_err(|e| InputError::new(path, e))?;
     Ok(Model {
         path: path.to_path_buf(),
         format: Format::Onnx,

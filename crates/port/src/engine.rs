@@ -55,6 +55,7 @@ impl EngineBuild {
             max_dims: vec![],
             empty_dims: vec![],
             save_mismatches: None,
+            allow_nonfinite_oracle: false,
         };
         Ok(m2w_validate::validate(
             &gpu,

@@ -63,6 +63,46 @@ pub fn sanitize(name: &str) -> String {
     s.chars().take(100).collect()
 }
 
+/// Reads one `.npy` of a reference folder after checking it against the sha256 its
+/// index.json recorded (an empty record, from an older index, is not checked): a file
+/// changed or corrupted after the reference was written is an error, never an oracle.
+pub fn read_recorded(dir: &Path, file: &str, sha256: &str) -> Result<HostTensor, String> {
+    let path = dir.join(file);
+    let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !sha256.is_empty() {
+        let got = m2w_model::io::sha256_bytes(&bytes);
+        if got != sha256 {
+            return Err(format!(
+                "{}: sha256 {got} differs from the {sha256} index.json recorded: the file \
+                 changed after the reference was written (rerun `m2w reference`)",
+                path.display()
+            ));
+        }
+    }
+    HostTensor::from_npy(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Why an oracle's values cannot be trusted as they are: a NaN anywhere, or nothing but
+/// infinities (an attention mask's -inf among finite values is a real value and is
+/// compared exactly). None for integer tensors and sound float ones.
+pub fn nonfinite_problem(t: &HostTensor) -> Option<String> {
+    if !t.dtype().starts_with('f') {
+        return None;
+    }
+    let v = t.to_f64();
+    if let Some(k) = v.iter().position(|x| x.is_nan()) {
+        let n = v.iter().filter(|x| x.is_nan()).count();
+        return Some(format!(
+            "holds NaN ({n} of {} values, the first at element {k})",
+            v.len()
+        ));
+    }
+    if !v.is_empty() && v.iter().all(|x| x.is_infinite()) {
+        return Some(format!("holds only infinities ({} values)", v.len()));
+    }
+    None
+}
+
 /// Writes one `.npy`; returns its sha256.
 pub(crate) fn write_npy(path: &Path, t: &HostTensor) -> Result<String, RefError> {
     let bytes = t

@@ -26,7 +26,7 @@ use crate::index::{Checkpoint, Index, InputRecord, write_index};
 use crate::npy::HostTensor;
 
 fn cerr(e: candle_core::Error) -> RefError {
-    RefError::Runtime(format!("candle: {e}"))
+    RefError::Runtime(format!("candle: {}", m2w_model::gguf::candle_message(&e)))
 }
 
 pub use m2w_model::llama_config::{Activation, LlamaConfig};
@@ -103,14 +103,23 @@ impl Llama {
             .map_err(|e| RefError::Usage(format!("{}: {e}", path.display())))?;
         let layers = config.layers;
         let mut f = std::fs::File::open(path).map_err(|e| RefError::Io(path.to_path_buf(), e))?;
-        let content = gguf_file::Content::read(&mut f)
-            .map_err(|e| RefError::Usage(format!("{}: {e}", path.display())))?;
+        let content = gguf_file::Content::read(&mut f).map_err(|e| {
+            RefError::Usage(format!(
+                "{}: {}",
+                path.display(),
+                m2w_model::gguf::candle_message(&e)
+            ))
+        })?;
         let tokens = md_strings(&content, "tokenizer.ggml.tokens");
         let dev = Device::Cpu;
         let mut get = |name: &str| -> Result<Tensor, RefError> {
-            let q = content
-                .tensor(&mut f, name, &dev)
-                .map_err(|e| RefError::Usage(format!("{}: tensor {name}: {e}", path.display())))?;
+            let q = content.tensor(&mut f, name, &dev).map_err(|e| {
+                RefError::Usage(format!(
+                    "{}: tensor {name}: {}",
+                    path.display(),
+                    m2w_model::gguf::candle_message(&e)
+                ))
+            })?;
             q.dequantize(&dev).map_err(cerr)
         };
         let embedding = get("token_embd.weight")?;

@@ -97,6 +97,7 @@ impl HostTensor {
     pub fn from_npy(bytes: &[u8]) -> std::io::Result<HostTensor> {
         let npy = npyz::NpyFile::new(bytes)?;
         let shape = npy.shape().to_vec();
+        let fortran = npy.order() == npyz::Order::Fortran;
         let descr = match npy.dtype() {
             npyz::DType::Plain(t) => t.to_string(),
             other => {
@@ -105,20 +106,124 @@ impl HostTensor {
                 )));
             }
         };
+        // The header's shape must fit in the file: a header that claims terabytes is an
+        // error before anything of that size is allocated.
+        let item: u64 = match descr.as_str() {
+            "<f8" | "<i8" => 8,
+            "<f4" | "<i4" => 4,
+            "<f2" => 2,
+            _ => 1,
+        };
+        let n = m2w_model::limits::checked_elements("the .npy header", &shape, item)
+            .map_err(std::io::Error::other)?;
+        if n as u64 * item > bytes.len() as u64 {
+            return Err(std::io::Error::other(format!(
+                "the header declares shape {shape:?} ({} bytes of data), the file holds {} bytes",
+                n as u64 * item,
+                bytes.len()
+            )));
+        }
+        // Fortran order (column-major, numpy's `order='F'`): reordered to the row-major
+        // layout every other part of m2w reads.
+        fn c_order<T: Copy>(v: Vec<T>, shape: &[u64], fortran: bool) -> Vec<T> {
+            if !fortran || shape.len() < 2 {
+                return v;
+            }
+            let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+            let mut f_strides = vec![1usize; dims.len()];
+            for k in 1..dims.len() {
+                f_strides[k] = f_strides[k - 1] * dims[k - 1];
+            }
+            let mut idx = vec![0usize; dims.len()];
+            let mut out = Vec::with_capacity(v.len());
+            for _ in 0..v.len() {
+                out.push(
+                    v[idx
+                        .iter()
+                        .zip(&f_strides)
+                        .map(|(i, s)| i * s)
+                        .sum::<usize>()],
+                );
+                for d in (0..dims.len()).rev() {
+                    idx[d] += 1;
+                    if idx[d] < dims[d] {
+                        break;
+                    }
+                    idx[d] = 0;
+                }
+            }
+            out
+        }
+        let s = &shape;
         Ok(match descr.as_str() {
-            "<f4" => HostTensor::F32(shape, npy.into_vec()?),
-            "<f8" => HostTensor::F64(shape, npy.into_vec()?),
-            "<f2" => HostTensor::F16(shape, npy.into_vec()?),
-            "<i8" => HostTensor::I64(shape, npy.into_vec()?),
-            "<i4" => HostTensor::I32(shape, npy.into_vec()?),
-            "|i1" => HostTensor::I8(shape, npy.into_vec()?),
-            "|u1" => HostTensor::U8(shape, npy.into_vec()?),
-            "|b1" => HostTensor::Bool(shape, npy.into_vec()?),
+            "<f4" => HostTensor::F32(shape.clone(), c_order(npy.into_vec()?, s, fortran)),
+            "<f8" => HostTensor::F64(shape.clone(), c_order(npy.into_vec()?, s, fortran)),
+            "<f2" => HostTensor::F16(shape.clone(), c_order(npy.into_vec()?, s, fortran)),
+            "<i8" => HostTensor::I64(shape.clone(), c_order(npy.into_vec()?, s, fortran)),
+            "<i4" => HostTensor::I32(shape.clone(), c_order(npy.into_vec()?, s, fortran)),
+            "|i1" => HostTensor::I8(shape.clone(), c_order(npy.into_vec()?, s, fortran)),
+            "|u1" => HostTensor::U8(shape.clone(), c_order(npy.into_vec()?, s, fortran)),
+            "|b1" => HostTensor::Bool(shape.clone(), c_order(npy.into_vec()?, s, fortran)),
             other => {
                 return Err(std::io::Error::other(format!(
                     "unsupported npy dtype {other}"
                 )));
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A version-1.0 .npy file with this header dictionary and data.
+    fn npy(dict: &str, data: &[u8]) -> Vec<u8> {
+        let mut header = dict.to_string();
+        while (10 + header.len() + 1) % 64 != 0 {
+            header.push(' ');
+        }
+        header.push('\n');
+        let mut v = b"\x93NUMPY\x01\x00".to_vec();
+        v.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        v.extend_from_slice(header.as_bytes());
+        v.extend_from_slice(data);
+        v
+    }
+
+    #[test]
+    fn a_fortran_ordered_file_is_read_in_its_own_order() {
+        // numpy.asfortranarray([[0, 1, 2], [3, 4, 5]]) stores columns first: 0 3 1 4 2 5.
+        let data: Vec<u8> = [0f32, 3., 1., 4., 2., 5.]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        let f = npy(
+            "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }",
+            &data,
+        );
+        match HostTensor::from_npy(&f).unwrap() {
+            HostTensor::F32(shape, v) => {
+                assert_eq!(shape, vec![2, 3]);
+                assert_eq!(v, vec![0., 1., 2., 3., 4., 5.]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_header_that_claims_more_than_the_file_holds_is_an_error() {
+        let f = npy(
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (1099511627776,), }",
+            &[0; 8],
+        );
+        let e = HostTensor::from_npy(&f).unwrap_err().to_string();
+        assert!(e.contains("over the limit"), "{e}");
+        let f = npy(
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (1000,), }",
+            &[0; 8],
+        );
+        let e = HostTensor::from_npy(&f).unwrap_err().to_string();
+        assert!(e.contains("the file holds"), "{e}");
     }
 }

@@ -178,8 +178,16 @@ fn make_input(
     opts: &OnnxOptions,
     rng: &mut Rng,
 ) -> Result<(HostTensor, String), RefError> {
-    let n: u64 = shape.iter().product();
-    let n = n as usize;
+    // A declared dim of 2^40 must be an error here, not an abort in the allocator.
+    let elem_bytes = match input.dtype.as_str() {
+        "f64" | "i64" => 8,
+        "f16" | "bf16" => 2,
+        "i8" | "u8" | "bool" => 1,
+        _ => 4,
+    };
+    let n =
+        m2w_model::limits::checked_elements(&format!("input '{}'", input.name), &shape, elem_bytes)
+            .map_err(RefError::Usage)?;
     if let Some(path) = opts.input_files.get(&input.name) {
         let t = HostTensor::read_npy(path).map_err(|e| {
             RefError::Usage(format!(

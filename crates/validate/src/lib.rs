@@ -51,6 +51,8 @@ pub struct Options {
     /// A folder for the engine's values of every checkpoint out of tolerance, one `.npy`
     /// each under the oracle's file name (as Polygraphy's --save-outputs), to study offline.
     pub save_mismatches: Option<PathBuf>,
+    /// Compare oracles that hold NaN or only infinities (exactly) instead of refusing them.
+    pub allow_nonfinite_oracle: bool,
 }
 
 impl Options {
@@ -106,6 +108,8 @@ pub struct CheckpointReport {
     pub pass: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// The sha256 of the oracle's .npy, as index.json recorded it and as it was checked.
+    pub oracle_sha256: String,
 }
 
 impl CheckpointReport {
@@ -132,6 +136,7 @@ impl CheckpointReport {
             tolerance_note: None,
             pass: true,
             problem: None,
+            oracle_sha256: c.sha256.clone(),
         }
     }
 
@@ -328,10 +333,8 @@ fn reference_inputs(reference: &Path) -> Result<HashMap<String, HostTensor>, Val
     let index = m2w_reference::read_index(reference).map_err(bad)?;
     let mut inputs = HashMap::new();
     for i in &index.inputs {
-        let t = to_engine(
-            &m2w_reference::HostTensor::read_npy(&reference.join(&i.file))
-                .map_err(|e| bad(format!("{}: {e}", reference.join(&i.file).display())))?,
-        );
+        let t =
+            to_engine(&m2w_reference::read_recorded(reference, &i.file, &i.sha256).map_err(bad)?);
         inputs.insert(i.name.clone(), t);
     }
     Ok(inputs)
@@ -382,12 +385,28 @@ pub fn validate(
     }
     // An oracle value in the engine's layout: a front-end may hold a value transposed
     // (TFLite's NHWC feature maps as NCHW), recorded in the graph's layouts.
+    // Each oracle is checked against its recorded sha256, and one that holds NaN or only
+    // infinities is refused unless asked for (it would pass an engine that computes
+    // garbage of the same kind).
     let oracle_of = |name: &str, file: &str| -> Result<HostTensor, ValidateError> {
         let p = reference.join(file);
-        let t = to_engine(
-            &m2w_reference::HostTensor::read_npy(&p)
-                .map_err(|e| bad(format!("{}: {e}", p.display())))?,
-        );
+        let sha = index
+            .checkpoints
+            .iter()
+            .find(|c| c.file == file)
+            .map(|c| c.sha256.as_str())
+            .unwrap_or("");
+        let raw = m2w_reference::read_recorded(reference, file, sha).map_err(bad)?;
+        if !opts.allow_nonfinite_oracle
+            && let Some(why) = m2w_reference::nonfinite_problem(&raw)
+        {
+            return Err(bad(format!(
+                "{}: the oracle of '{name}' {why}: a run that went wrong in ONNX Runtime is no \
+                 oracle (pass --allow-nonfinite-oracle to compare it exactly)",
+                p.display()
+            )));
+        }
+        let t = to_engine(&raw);
         match graph.layouts.get(name) {
             Some(perm) => t.permuted(perm).ok_or_else(|| {
                 bad(format!(
@@ -651,8 +670,8 @@ fn llama_pass_report(
     let mut values = HashMap::new();
     for c in &index.checkpoints {
         let tol = opts.tolerance(&c.output, &c.dtype);
-        let want = m2w_reference::HostTensor::read_npy(&dir.join(&c.file))
-            .map_err(|e| bad(format!("{}: {e}", c.file)))?
+        let want = m2w_reference::read_recorded(dir, &c.file, &c.sha256)
+            .map_err(bad)?
             .to_f64();
         let a = got[&c.output].as_f64();
         if a.len() != want.len() {

@@ -21,11 +21,101 @@ fn reference(dir: &Path) -> PathBuf {
 }
 
 fn run(reference: &Path, opts: &Options, plant: impl FnOnce(&mut m2w_engine::Plan)) -> Report {
+    try_run(reference, opts, plant).unwrap()
+}
+
+fn try_run(
+    reference: &Path,
+    opts: &Options,
+    plant: impl FnOnce(&mut m2w_engine::Plan),
+) -> Result<Report, m2w_validate::ValidateError> {
     let model = m2w_model::Model::open(&bundled()).unwrap();
-    let (mut plan, inputs) = compile_for(&model, reference).unwrap();
+    let (mut plan, inputs) = compile_for(&model, reference)?;
     plant(&mut plan);
     let gpu = Gpu::new().unwrap();
-    validate(&gpu, &model, plan, &inputs, reference, opts).unwrap()
+    validate(&gpu, &model, plan, &inputs, reference, opts)
+}
+
+/// Replaces an oracle file as a reference run would have written it: the new bytes and
+/// their sha256 in index.json (so only the values differ, not the record).
+fn rewrite_oracle(reference: &Path, file: &str, t: &m2w_reference::HostTensor) {
+    let bytes = t.to_npy().unwrap();
+    std::fs::write(reference.join(file), &bytes).unwrap();
+    let index_path = reference.join("index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    for c in index["checkpoints"].as_array_mut().unwrap() {
+        if c["file"] == file {
+            c["sha256"] = m2w_model::io::sha256_bytes(&bytes).into();
+        }
+    }
+    std::fs::write(&index_path, serde_json::to_vec_pretty(&index).unwrap()).unwrap();
+}
+
+/// The first Relu checkpoint, its file and its values.
+fn relu_oracle(reference: &Path) -> (m2w_reference::index::Checkpoint, m2w_reference::HostTensor) {
+    let index = m2w_reference::read_index(reference).unwrap();
+    let c = index
+        .checkpoints
+        .iter()
+        .find(|c| c.op_type == "Relu")
+        .unwrap()
+        .clone();
+    let t = m2w_reference::HostTensor::read_npy(&reference.join(&c.file)).unwrap();
+    (c, t)
+}
+
+/// Issue 19, hole 2: a file changed after the reference was written (its sha256 no longer
+/// the recorded one) is refused, whatever it holds.
+#[test]
+fn an_oracle_changed_after_the_reference_run_is_refused_by_its_checksum() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = reference(dir.path());
+    let (victim, mut t) = relu_oracle(&r);
+    if let m2w_reference::HostTensor::F32(_, v) = &mut t {
+        v[5] += 1.0;
+    }
+    std::fs::write(r.join(&victim.file), t.to_npy().unwrap()).unwrap();
+    let e = try_run(&r, &Options::default(), |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("sha256") && e.contains(&victim.file), "{e}");
+}
+
+/// Issue 19, hole 2: an oracle of nothing but NaN or +inf (recorded as such) used to pass
+/// an engine that computed the same garbage; it is refused unless asked for, and compared
+/// exactly when allowed.
+#[test]
+fn an_oracle_of_nan_or_infinities_is_refused_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = reference(dir.path());
+    let (victim, t) = relu_oracle(&r);
+    for (fill, why) in [(f32::NAN, "holds NaN"), (f32::INFINITY, "only infinities")] {
+        let m2w_reference::HostTensor::F32(shape, v) = &t else {
+            panic!("f32 oracle")
+        };
+        let bad = m2w_reference::HostTensor::F32(shape.clone(), vec![fill; v.len()]);
+        rewrite_oracle(&r, &victim.file, &bad);
+        let e = try_run(&r, &Options::default(), |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(why) && e.contains("--allow-nonfinite-oracle"),
+            "{e}"
+        );
+        let allowed = Options {
+            allow_nonfinite_oracle: true,
+            ..Default::default()
+        };
+        let report = run(&r, &allowed, |_| {});
+        let c = report
+            .checkpoints
+            .iter()
+            .find(|c| c.name == victim.output)
+            .unwrap();
+        assert!(!c.pass, "{fill}: the engine's finite values must not match");
+        assert_eq!(report.exit_code(), 1);
+    }
 }
 
 #[test]
@@ -66,7 +156,8 @@ fn a_corrupted_oracle_file_is_the_first_and_only_failure() {
     if let m2w_reference::HostTensor::F32(_, v) = &mut t {
         v[5] += 1.0;
     }
-    std::fs::write(&path, t.to_npy().unwrap()).unwrap();
+    let _ = &path;
+    rewrite_oracle(&r, &victim.file, &t);
     let report = run(&r, &Options::default(), |_| {});
     assert_eq!(report.failed, 1, "{}", render::table(&report));
     assert_eq!(report.exit_code(), 1);
@@ -99,7 +190,8 @@ fn a_checkpoint_of_another_shape_fails_with_its_problem_and_the_report_goes_on()
         let extra = v.len() / (*shape.last().unwrap() as usize - 1);
         v.extend(std::iter::repeat_n(0.0, extra));
     }
-    std::fs::write(&path, t.to_npy().unwrap()).unwrap();
+    let _ = &path;
+    rewrite_oracle(&r, &victim.file, &t);
     let report = run(&r, &Options::default(), |_| {});
     assert_eq!(report.exit_code(), 1);
     assert_eq!(
@@ -178,6 +270,8 @@ fn json_report_snapshot() {
     // the pass/fail structure, the numbers are redacted.
     insta::assert_json_snapshot!("silero_vad_v6_validate", report, {
         ".adapter" => "[adapter]",
+        // ORT's float results (and so the oracle files' hashes) may differ across CPUs.
+        ".checkpoints[].oracle_sha256" => "[sha256]",
         ".checkpoints[].max_abs" => "[f64]",
         ".checkpoints[].mean_abs" => "[f64]",
         ".checkpoints[].max_rel" => "[f64]",
