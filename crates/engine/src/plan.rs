@@ -215,6 +215,136 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// What a plan read from a file (plan.json) must satisfy before anything is derived from
+    /// it: every name it uses is one of its tensors, every dim an expression uses is
+    /// declared, ranges are ordered, and no tensor needs more bytes at the dims' maxima than
+    /// `m2w_model::limits` allows. A plan the compiler wrote always passes; a corrupted or
+    /// hand-edited one is an error here instead of a panic further on.
+    pub fn check(&self) -> Result<(), String> {
+        let declared: std::collections::BTreeSet<&str> =
+            self.dims.iter().map(|d| d.name.as_str()).collect();
+        for d in &self.dims {
+            if d.min < 0 || d.min as u64 > d.max as u64 {
+                return Err(format!(
+                    "dim '{}': min {} and max {} are not a range",
+                    d.name, d.min, d.max
+                ));
+            }
+        }
+        let undeclared = |what: &str, e: &Expr| -> Result<(), String> {
+            match e
+                .symbols()
+                .into_iter()
+                .find(|s| !declared.contains(s.as_str()))
+            {
+                Some(s) => Err(format!(
+                    "{what} uses dim '{s}', which the plan does not declare"
+                )),
+                None => Ok(()),
+            }
+        };
+        let tensor = |what: &str, t: &str| -> Result<(), String> {
+            if self.tensors.contains_key(t) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{what} names tensor '{t}', which the plan does not have"
+                ))
+            }
+        };
+        for (name, t) in &self.tensors {
+            for e in &t.shape {
+                undeclared(&format!("tensor '{name}'"), e)?;
+            }
+            tensor(&format!("tensor '{name}' (its base)"), &t.base)?;
+            if self.tensors[&t.base].base != t.base {
+                return Err(format!(
+                    "tensor '{name}': its base '{}' is itself a view",
+                    t.base
+                ));
+            }
+            if let Some(st) = &t.strides
+                && st.len() != t.shape.len()
+            {
+                return Err(format!(
+                    "tensor '{name}': {} strides for rank {}",
+                    st.len(),
+                    t.shape.len()
+                ));
+            }
+        }
+        for t in self.inputs.iter().chain(&self.outputs) {
+            tensor("an input or output", t)?;
+        }
+        for (i, d) in self.dispatches.iter().enumerate() {
+            let what = format!("dispatch {i} ({})", d.node);
+            for b in &d.bindings {
+                if let Binding::Tensor(t) = b {
+                    tensor(&what, t)?;
+                }
+            }
+            for (w, e) in &d.sym_params {
+                if *w >= d.params.len() {
+                    return Err(format!("{what}: uniform word {w} of {}", d.params.len()));
+                }
+                undeclared(&what, e)?;
+            }
+            for e in d.sym_workgroups.iter().flatten() {
+                undeclared(&what, e)?;
+            }
+        }
+        for slot in &self.buffers {
+            for t in &slot.tensors {
+                tensor("a buffer slot", t)?;
+            }
+        }
+        for (name, values) in &self.shape_values {
+            tensor("a shape value", name)?;
+            for e in values {
+                undeclared(&format!("shape value '{name}'"), e)?;
+            }
+        }
+        for c in &self.constraints {
+            undeclared(&format!("constraint of {}", c.node), &c.a)?;
+            undeclared(&format!("constraint of {}", c.node), &c.b)?;
+        }
+        for s in &self.syncs {
+            tensor("a sync point", &s.tensor)?;
+            if s.at > self.dispatches.len() {
+                return Err(format!(
+                    "a sync point at dispatch {} of {}",
+                    s.at,
+                    self.dispatches.len()
+                ));
+            }
+            if let SyncKind::NonZero { output, dim } = &s.kind {
+                tensor("a sync point", output)?;
+                if !declared.contains(dim.as_str()) {
+                    return Err(format!(
+                        "a sync point binds dim '{dim}', which the plan does not declare"
+                    ));
+                }
+            }
+        }
+        let max = self.max_bindings();
+        let limit = m2w_model::limits::max_tensor_bytes();
+        for (name, t) in &self.tensors {
+            let n = sym::numel(&t.shape)
+                .eval(&max)
+                .map_err(|e| format!("tensor '{name}': {e}"))?;
+            let bytes = t.dt.buffer_bytes(n.max(0) as usize) as u128;
+            if n < 0
+                || bytes > limit as u128
+                || t.extent.is_some_and(|e| e as u128 * 8 > limit as u128)
+            {
+                return Err(format!(
+                    "tensor '{name}' needs {n} elements at the dims' maxima, over the limit of {limit} bytes"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The input dims that may be 0 (see `compile_symbolic_empty`).
     pub fn empty_input_dims(&self) -> Vec<String> {
         self.dims

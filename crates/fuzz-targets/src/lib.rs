@@ -90,7 +90,9 @@ pub fn manifest(data: &[u8]) {
 /// An engine folder's plan.json, as the package generator reads it: parsed, then what it
 /// derives from it before writing anything (the limits report).
 pub fn plan(data: &[u8]) {
-    if let Ok(p) = serde_json::from_slice::<m2w_engine::Plan>(data) {
+    if let Ok(p) = serde_json::from_slice::<m2w_engine::Plan>(data)
+        && p.check().is_ok()
+    {
         let _ = m2w_engine::limits::LimitsReport::new(&[&p]);
     }
 }

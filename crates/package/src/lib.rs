@@ -571,6 +571,9 @@ pub fn generate(
     }
     let plan: Plan = serde_json::from_slice(&read("plan.json")?)
         .map_err(|e| PackageError::Input(format!("plan.json: {e}")))?;
+    plan.check().map_err(|e| {
+        PackageError::Input(format!("{}: {e}", engine_dir.join("plan.json").display()))
+    })?;
     let constants_json = read("constants.json")?;
     let constants_bin = read("constants.bin")?;
     let model = engine

@@ -179,6 +179,8 @@ pub fn generate(port: &Path, name: &str, out: &Path) -> Result<Summary, PackageE
         };
         let plan: Plan = serde_json::from_slice(&read("plan.json")?)
             .map_err(|e| input(format!("{}: plan.json: {e}", dir.display())))?;
+        plan.check()
+            .map_err(|e| input(format!("{}: plan.json: {e}", dir.display())))?;
         plans.push(plan);
         weights.push((read("constants.json")?, read("constants.bin")?));
     }

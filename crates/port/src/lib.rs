@@ -162,6 +162,9 @@ pub fn validate_engine(
         .map_err(|e| input(format!("{}: {e}", engine_dir.join("plan.json").display())))?;
     let saved: m2w_engine::Plan =
         serde_json::from_str(&text).map_err(|e| input(format!("plan.json: {e}")))?;
+    saved
+        .check()
+        .map_err(|e| input(format!("{}: {e}", engine_dir.join("plan.json").display())))?;
     if saved.dims.is_empty() {
         return validate_model(&model_path, reference, opts);
     }

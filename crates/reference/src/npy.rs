@@ -95,6 +95,30 @@ impl HostTensor {
     }
 
     pub fn from_npy(bytes: &[u8]) -> std::io::Result<HostTensor> {
+        // The header's length is checked against the file before npyz reads it: npyz
+        // allocates what a version-2/3 header declares (up to 4 GiB) before reading it.
+        let bad = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
+        if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+            return Err(bad("not a .npy file (no \\x93NUMPY magic)".into()));
+        }
+        let (start, header) = match bytes[6] {
+            1 => (10usize, u16::from_le_bytes([bytes[8], bytes[9]]) as usize),
+            2 | 3 if bytes.len() >= 12 => (
+                12,
+                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            ),
+            v => {
+                return Err(bad(format!(
+                    ".npy format version {v} is not one numpy writes"
+                )));
+            }
+        };
+        if start + header > bytes.len() {
+            return Err(bad(format!(
+                "the .npy header claims {header} bytes, the file holds {}",
+                bytes.len()
+            )));
+        }
         let npy = npyz::NpyFile::new(bytes)?;
         let shape = npy.shape().to_vec();
         let fortran = npy.order() == npyz::Order::Fortran;
