@@ -121,8 +121,14 @@ mod tests {
                 for e in entries.flatten() {
                     let bytes = std::fs::read(e.path()).unwrap();
                     files += 1;
+                    let t0 = std::time::Instant::now();
                     if std::panic::catch_unwind(|| target(&bytes)).is_err() {
                         failures.push(e.path().display().to_string());
+                    }
+                    // A hang is a finding too (libFuzzer's -timeout): 10 s is hundreds of
+                    // times what any corpus file takes.
+                    if t0.elapsed() > std::time::Duration::from_secs(10) {
+                        failures.push(format!("{} took {:?}", e.path().display(), t0.elapsed()));
                     }
                 }
             }

@@ -119,6 +119,22 @@ impl HostTensor {
                 bytes.len()
             )));
         }
+        // numpy writes one flat dict with a shape tuple (`{'descr': '<f4', 'fortran_order':
+        // False, 'shape': (2, 3), }`); anything nested is refused before npyz parses it (its
+        // literal parser takes seconds per byte on nested braces: a fuzzer's 253-byte header
+        // ran past 20 s).
+        let text = &bytes[start..start + header];
+        let count = |c: u8| text.iter().filter(|&&b| b == c).count();
+        if count(b'{') != 1
+            || count(b'}') != 1
+            || count(b'(') > 1
+            || count(b')') > 1
+            || count(b'[') > 0
+        {
+            return Err(bad(
+                "the .npy header is not the flat dict numpy writes".into()
+            ));
+        }
         let npy = npyz::NpyFile::new(bytes)?;
         let shape = npy.shape().to_vec();
         let fortran = npy.order() == npyz::Order::Fortran;
