@@ -148,7 +148,7 @@ fn malformed_models_exit_2_with_one_line_and_leave_outputs_alone() {
     let mut failures = Vec::new();
     let mut tally: BTreeMap<Option<i32>, usize> = BTreeMap::new();
     for c in &cases {
-        for cmd in ["inspect", "extract", "reference"] {
+        for cmd in ["inspect", "extract", "reference", "port"] {
             let mut command = m2w();
             command.arg(cmd).arg(&c.file);
             if cmd != "inspect" {
@@ -169,16 +169,22 @@ fn malformed_models_exit_2_with_one_line_and_leave_outputs_alone() {
                         failures.push(format!("{what}: a panic:\n{stderr}"));
                     }
                 }
-                Some(0) if c.may_read => {}
+                // A file that still reads may port and then fail validation (exit 1).
+                Some(0) | Some(1) if c.may_read => {}
                 other => failures.push(format!("{what}: exit {other:?}\n{stderr}")),
             }
-            if code != Some(0) && snapshot(&out) != before {
+            // A failed run loses or alters nothing. `port` may leave the phases it finished
+            // (complete folders: inspect/, weights/) beside what was there, never half of one.
+            let now = snapshot(&out);
+            let kept = before.iter().all(|(k, v)| now.get(k) == Some(v));
+            let changed = if cmd == "port" { !kept } else { now != before };
+            if code != Some(0) && changed {
                 failures.push(format!("{what}: failed and changed the output folder"));
                 std::fs::remove_dir_all(&out).unwrap();
                 std::fs::create_dir_all(&out).unwrap();
                 std::fs::write(out.join("keep.txt"), b"previous output").unwrap();
             }
-            if code == Some(0) && cmd != "inspect" {
+            if code != Some(2) && cmd != "inspect" {
                 // A readable file replaced the folder: put the previous one back.
                 std::fs::remove_dir_all(&out).unwrap();
                 std::fs::create_dir_all(&out).unwrap();
@@ -190,14 +196,14 @@ fn malformed_models_exit_2_with_one_line_and_leave_outputs_alone() {
         failures.is_empty(),
         "{} of {} runs:\n{}",
         failures.len(),
-        cases.len() * 3,
+        cases.len() * 4,
         failures.join("\n\n")
     );
     eprintln!(
-        "{} malformed files x 3 commands: exit codes {tally:?}",
+        "{} malformed files x 4 commands: exit codes {tally:?}",
         cases.len()
     );
-    assert!(tally.get(&Some(2)).copied().unwrap_or(0) >= 3 * (cases.len() - 3));
+    assert!(tally.get(&Some(2)).copied().unwrap_or(0) >= 4 * (cases.len() - 3));
 }
 
 /// Bad .npy inputs to `reference --input`: truncated, absurd header, wrong dtype, not .npy.
@@ -276,5 +282,80 @@ fn malformed_npy_inputs_exit_2_naming_the_file() {
         assert_eq!(errors.len(), 1, "{name}: {stderr}");
         assert!(errors[0].contains(name), "{name}: {}", errors[0]);
         assert!(!d.join("ref").exists());
+    }
+}
+
+/// Corrupted engine folders through `package`: a plan.json cut short, one naming a dim it
+/// does not declare (a fuzz finding, fuzz/regressions/plan/), constants.bin cut short.
+/// Each exits 2 naming the file, and the package folder given is left as it was.
+#[test]
+fn corrupted_engine_folders_are_refused_by_package() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let port = d.join("port");
+    let o = m2w()
+        .arg("port")
+        .arg(m2w_setup::bundled_model())
+        .arg("--out")
+        .arg(&port)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let plan = std::fs::read(port.join("engine/plan.json")).unwrap();
+    let undeclared = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fuzz/regressions/plan/crash-38cc111d944889c17a02c13c3df7cd56e44522f0"),
+    )
+    .unwrap();
+    let bin = std::fs::read(port.join("engine/constants.bin")).unwrap();
+    let out = d.join("pkg");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("keep.txt"), b"previous package").unwrap();
+    let before = snapshot(&out);
+    for (file, bytes, needle) in [
+        ("plan.json", plan[..plan.len() / 2].to_vec(), "plan.json"),
+        ("plan.json", undeclared, "does not declare"),
+        ("constants.bin", bin[..bin.len() / 3].to_vec(), "constants"),
+    ] {
+        let engine = d.join("engine-bad");
+        let _ = std::fs::remove_dir_all(&engine);
+        let copy = Command::new("cp")
+            .arg("-r")
+            .arg(port.join("engine"))
+            .arg(&engine)
+            .status()
+            .unwrap();
+        assert!(copy.success());
+        std::fs::write(engine.join(file), &bytes).unwrap();
+        let bad_port = d.join("port-bad");
+        let _ = std::fs::remove_dir_all(&bad_port);
+        std::fs::create_dir_all(&bad_port).unwrap();
+        std::fs::rename(&engine, bad_port.join("engine")).unwrap();
+        for sub in ["reference", "weights", "inspect"] {
+            let _ = Command::new("cp")
+                .arg("-r")
+                .arg(port.join(sub))
+                .arg(bad_port.join(sub))
+                .status();
+        }
+        let o = m2w()
+            .arg("package")
+            .arg("--port")
+            .arg(&bad_port)
+            .arg("--name")
+            .arg("bad")
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{file} ({needle}): {stderr}");
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
+        assert_eq!(errors.len(), 1, "{stderr}");
+        assert!(errors[0].contains(needle), "{}", errors[0]);
+        assert!(
+            snapshot(&out) == before,
+            "{file}: the package folder changed"
+        );
     }
 }
