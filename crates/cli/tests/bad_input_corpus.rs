@@ -359,3 +359,53 @@ fn corrupted_engine_folders_are_refused_by_package() {
         );
     }
 }
+
+/// NaN and infinite weights: the model runs, ONNX Runtime's outputs are NaN, and the port
+/// refuses that oracle (exit 2 naming the oracle file and why) instead of passing an engine
+/// that computes the same NaN.
+#[test]
+fn nan_weights_give_a_refused_oracle_not_a_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    for (tag, w) in [("nan", f32::NAN), ("inf", f32::INFINITY)] {
+        let m = dir.path().join(format!("{tag}.onnx"));
+        let weight = m2w_model::onnx::proto::TensorProto {
+            name: Some("w".into()),
+            dims: vec![4],
+            data_type: Some(FLOAT),
+            float_data: vec![w; 4],
+            ..Default::default()
+        };
+        std::fs::write(
+            &m,
+            model(
+                vec![node("Add", &["x", "w"], &["y"], vec![])],
+                vec![weight],
+                vec![value_info("x", FLOAT, &[4])],
+                vec![value_info("y", FLOAT, &[4])],
+                17,
+            ),
+        )
+        .unwrap();
+        let o = m2w()
+            .arg("port")
+            .arg(&m)
+            .arg("--out")
+            .arg(dir.path().join(tag))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{tag}: {stderr}");
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
+        assert_eq!(errors.len(), 1, "{stderr}");
+        let why = if w.is_nan() {
+            "holds NaN"
+        } else {
+            "only infinities"
+        };
+        assert!(
+            errors[0].contains(why) && errors[0].contains(".npy"),
+            "{}",
+            errors[0]
+        );
+    }
+}

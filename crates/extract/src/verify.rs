@@ -230,8 +230,9 @@ pub fn verify(model_path: &Path, out: &Path) -> Result<VerifyReport, ExtractErro
                     if err > worst.0 || err.is_nan() {
                         worst = (err, i);
                     }
-                    // NaN errors fail too (`<=` is false for NaN).
-                    let within = err <= tolerance(&t.gpu_dtype, *b);
+                    // NaN errors fail too (`<=` is false for NaN); an exact match passes
+                    // whatever the tolerance of a NaN or infinite source value would be.
+                    let within = err == 0.0 || err <= tolerance(&t.gpu_dtype, *b);
                     if bad.is_none() && !within {
                         bad = Some(i);
                     }

@@ -94,6 +94,16 @@ impl HostTensor {
         Self::from_npy(&bytes)
     }
 
+    /// Bit-for-bit equality (shape, dtype and every value's bits): what "the same output
+    /// twice" means for a determinism check, where NaN must equal the same NaN (`==` on
+    /// floats says it never does).
+    pub fn same_bits(&self, other: &HostTensor) -> bool {
+        match (self.to_npy(), other.to_npy()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        }
+    }
+
     pub fn from_npy(bytes: &[u8]) -> std::io::Result<HostTensor> {
         // The header's length is checked against the file before npyz reads it: npyz
         // allocates what a version-2/3 header declares (up to 4 GiB) before reading it.
