@@ -131,9 +131,10 @@ pub fn fresh(dir: &Path, stamp: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Marks `dir` as a finished phase with this stamp.
+/// Marks `dir` as a finished phase with this stamp (written after the phase's folder is in
+/// place, atomically: a kill before it leaves the phase unmarked, and the next run redoes it).
 pub fn mark(dir: &Path, stamp: &str) -> std::io::Result<()> {
-    std::fs::write(dir.join(STAMP_FILE), format!("{stamp}\n"))
+    m2w_model::io::write_atomic(&dir.join(STAMP_FILE), format!("{stamp}\n").as_bytes())
 }
 
 /// The stamp `dir` holds ("" when none).
