@@ -223,18 +223,7 @@ fn malformed_npy_inputs_exit_2_naming_the_file() {
         ),
     )
     .unwrap();
-    let npy = |dict: &str, data: &[u8]| {
-        let mut h = dict.to_string();
-        while (10 + h.len() + 1) % 64 != 0 {
-            h.push(' ');
-        }
-        h.push('\n');
-        let mut v = b"\x93NUMPY\x01\x00".to_vec();
-        v.extend_from_slice(&(h.len() as u16).to_le_bytes());
-        v.extend_from_slice(h.as_bytes());
-        v.extend_from_slice(data);
-        v
-    };
+    let npy = m2w_reference::raw_npy;
     let good = npy(
         "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }",
         &[0; 24],

@@ -105,17 +105,14 @@ fn a_fortran_ordered_input_is_read_in_its_own_order() {
         ),
     );
     // numpy.asfortranarray([[1, 2, 3], [4, 5, 6]]) as numpy writes it: columns first.
-    let mut header = "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }".to_string();
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut npy = b"\x93NUMPY\x01\x00".to_vec();
-    npy.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    npy.extend_from_slice(header.as_bytes());
-    for v in [1f32, 4., 2., 5., 3., 6.] {
-        npy.extend_from_slice(&v.to_le_bytes());
-    }
+    let data: Vec<u8> = [1f32, 4., 2., 5., 3., 6.]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let npy = m2w_reference::raw_npy(
+        "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }",
+        &data,
+    );
     let x = write(dir.path(), "x.npy", &npy);
     let out = dir.path().join("ref");
     let (code, stdout, stderr) = run(m2w()

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 pub use index::{Index, read_index};
 pub use llama::GenerationJson;
-pub use npy::HostTensor;
+pub use npy::{HostTensor, raw_npy};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RefError {

@@ -223,23 +223,27 @@ impl HostTensor {
     }
 }
 
+/// A version-1.0 .npy file with exactly this header dictionary and these data bytes, padded
+/// as numpy pads it: for tests that need a header numpy would write (Fortran order) or one
+/// it never would (absurd shapes, a wrong dtype).
+pub fn raw_npy(dict: &str, data: &[u8]) -> Vec<u8> {
+    let mut header = dict.to_string();
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut v = b"\x93NUMPY\x01\x00".to_vec();
+    v.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    v.extend_from_slice(header.as_bytes());
+    v.extend_from_slice(data);
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A version-1.0 .npy file with this header dictionary and data.
-    fn npy(dict: &str, data: &[u8]) -> Vec<u8> {
-        let mut header = dict.to_string();
-        while (10 + header.len() + 1) % 64 != 0 {
-            header.push(' ');
-        }
-        header.push('\n');
-        let mut v = b"\x93NUMPY\x01\x00".to_vec();
-        v.extend_from_slice(&(header.len() as u16).to_le_bytes());
-        v.extend_from_slice(header.as_bytes());
-        v.extend_from_slice(data);
-        v
-    }
+    use super::raw_npy as npy;
 
     #[test]
     fn a_fortran_ordered_file_is_read_in_its_own_order() {

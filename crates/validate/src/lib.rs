@@ -385,26 +385,33 @@ pub fn validate(
     }
     // An oracle value in the engine's layout: a front-end may hold a value transposed
     // (TFLite's NHWC feature maps as NCHW), recorded in the graph's layouts.
-    // Each oracle is checked against its recorded sha256, and one that holds NaN or only
-    // infinities is refused unless asked for (it would pass an engine that computes
-    // garbage of the same kind).
+    // Each oracle is checked against its recorded sha256. Inputs and graph outputs that hold
+    // NaN, or nothing but infinities, are refused unless asked for: NaN inputs make every
+    // value NaN on both sides, and such a run "passes" while proving nothing. Intermediate
+    // values may be so by design (a mask's -inf, T5's log(0) of a relative position) and are
+    // compared exactly like every other.
+    let nonfinite =
+        |what: String, p: &Path, t: &m2w_reference::HostTensor| -> Result<(), ValidateError> {
+            match m2w_reference::nonfinite_problem(t) {
+                Some(why) if !opts.allow_nonfinite_oracle => Err(bad(format!(
+                    "{}: {what} {why}: a run that proves nothing (pass --allow-nonfinite-oracle to \
+                 compare it exactly)",
+                    p.display()
+                ))),
+                _ => Ok(()),
+            }
+        };
+    for i in &index.inputs {
+        let t = m2w_reference::read_recorded(reference, &i.file, &i.sha256).map_err(bad)?;
+        nonfinite(format!("input '{}'", i.name), &reference.join(&i.file), &t)?;
+    }
     let oracle_of = |name: &str, file: &str| -> Result<HostTensor, ValidateError> {
         let p = reference.join(file);
-        let sha = index
-            .checkpoints
-            .iter()
-            .find(|c| c.file == file)
-            .map(|c| c.sha256.as_str())
-            .unwrap_or("");
+        let record = index.checkpoints.iter().find(|c| c.file == file);
+        let sha = record.map(|c| c.sha256.as_str()).unwrap_or("");
         let raw = m2w_reference::read_recorded(reference, file, sha).map_err(bad)?;
-        if !opts.allow_nonfinite_oracle
-            && let Some(why) = m2w_reference::nonfinite_problem(&raw)
-        {
-            return Err(bad(format!(
-                "{}: the oracle of '{name}' {why}: a run that went wrong in ONNX Runtime is no \
-                 oracle (pass --allow-nonfinite-oracle to compare it exactly)",
-                p.display()
-            )));
+        if record.is_some_and(|c| c.graph_output) {
+            nonfinite(format!("the oracle of graph output '{name}'"), &p, &raw)?;
         }
         let t = to_engine(&raw);
         match graph.layouts.get(name) {
