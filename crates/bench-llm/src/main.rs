@@ -80,28 +80,8 @@ fn main() {
     }
     // Where a decode step's time goes: GPU time of the pass (timestamps), per kernel, and
     // the CPU time to record and submit it.
-    match dec.decode.profile() {
-        Ok((pass_ns, per)) => {
-            let mut by_kernel: std::collections::BTreeMap<&str, (usize, f64)> = Default::default();
-            for (d, ns) in dec.decode.plan.dispatches.iter().zip(&per) {
-                let e = by_kernel.entry(d.kernel.name()).or_default();
-                e.0 += 1;
-                e.1 += ns;
-            }
-            println!(
-                "decode pass on the GPU: {:.3} ms as one pass; dispatches timed alone sum to {:.3} ms ({} dispatches)",
-                pass_ns / 1e6,
-                per.iter().sum::<f64>() / 1e6,
-                per.len()
-            );
-            let mut rows: Vec<_> = by_kernel.into_iter().collect();
-            rows.sort_by(|a, b| b.1.1.partial_cmp(&a.1.1).unwrap());
-            for (k, (count, ns)) in rows {
-                println!("  {k:<28} x{count:<4} {:>8.3} ms", ns / 1e6);
-            }
-        }
-        Err(e) => println!("no GPU profile: {e}"),
-    }
+    print_profile("decode", &dec.decode);
+    print_profile(&format!("prefill ({prompt_len} tokens)"), &dec.prefill);
     let passes = 50;
     let mut cpu = std::time::Duration::ZERO;
     let t = Instant::now();
@@ -274,4 +254,31 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>) {
     }
     rounds.sort_by(|a, b| a.partial_cmp(b).unwrap());
     rounds[1]
+}
+
+/// GPU time of one pass of `runner` (timestamps), then each dispatch timed alone, summed
+/// per kernel, largest first.
+fn print_profile(what: &str, runner: &m2w_engine::gpu::Runner) {
+    match runner.profile() {
+        Ok((pass_ns, per)) => {
+            let mut by_kernel: std::collections::BTreeMap<&str, (usize, f64)> = Default::default();
+            for (d, ns) in runner.plan.dispatches.iter().zip(&per) {
+                let e = by_kernel.entry(d.kernel.name()).or_default();
+                e.0 += 1;
+                e.1 += ns;
+            }
+            println!(
+                "{what} pass on the GPU: {:.3} ms as one pass; dispatches timed alone sum to {:.3} ms ({} dispatches)",
+                pass_ns / 1e6,
+                per.iter().sum::<f64>() / 1e6,
+                per.len()
+            );
+            let mut rows: Vec<_> = by_kernel.into_iter().collect();
+            rows.sort_by(|a, b| b.1.1.partial_cmp(&a.1.1).unwrap());
+            for (k, (count, ns)) in rows {
+                println!("  {k:<28} x{count:<4} {:>8.3} ms", ns / 1e6);
+            }
+        }
+        Err(e) => println!("no GPU profile of the {what} pass: {e}"),
+    }
 }

@@ -17,9 +17,15 @@ pub(super) struct Builder {
     pub(super) slices: HashMap<String, Vec<(String, usize, usize)>>,
 }
 
+/// The fewest tokens a quantized matmul runs as tiles (`matmul_tiled*`): below, most of a
+/// 16-token tile would be idle.
+pub(super) const TILED_MIN_TOKENS: usize = 8;
+
 /// The kernels that read projection weights of block type `kind`.
 struct QuantKernels {
     matmul: Kernel,
+    tiled: Kernel,
+    tiled_t16: Kernel,
     gemv: Kernel,
     gemv_qkv: Kernel,
     gemv_swiglu: Kernel,
@@ -37,6 +43,8 @@ fn kernel_for(prefix: &str, kind: &str) -> Kernel {
 fn quant_kernels(kind: &str) -> QuantKernels {
     QuantKernels {
         matmul: kernel_for("matmul", kind),
+        tiled: kernel_for("matmul_tiled", kind),
+        tiled_t16: kernel_for("matmul_tiled_t16", kind),
         gemv: kernel_for("gemv", kind),
         gemv_qkv: kernel_for("gemv_qkv", kind),
         gemv_swiglu: kernel_for("gemv_swiglu", kind),
@@ -272,28 +280,36 @@ impl Builder {
             .cloned()
             .unwrap_or_else(|| vec![(w.to_string(), 0, n)]);
         // A few tokens (decode): one workgroup per output, the row's blocks spread over its
-        // threads; more tokens: one thread per output. A sliced weight writes its columns
-        // of the one output slice by slice.
+        // threads. Prefill: tiles of 64 (or, below 64 tokens, 16) tokens x 64 outputs that
+        // dequantize each weight block once per tile. Between the two (and every size when
+        // GEMVs are off, the CPU-emulated fallback): one thread per output. A sliced weight
+        // writes its columns of the one output slice by slice.
         for (slice, n0, rows) in slices {
-            let (pt, pn, pk) = (t as u32, rows as u32, k as u32);
-            let (n0, ld) = (n0 as u32, n as u32);
-            let (kernel, params, groups) = if t <= self.gemv_max_tokens && kind != "f32" {
+            let p = params::Qmatmul {
+                t: t as u32,
+                n: rows as u32,
+                k: k as u32,
+                n0: n0 as u32,
+                ld: n as u32,
+            };
+            let (kernel, params, groups) = if t <= self.gemv_max_tokens {
                 let p = params::GemvQ {
-                    t: pt,
-                    n: pn,
-                    k: pk,
-                    n0,
-                    ld,
+                    t: p.t,
+                    n: p.n,
+                    k: p.k,
+                    n0: p.n0,
+                    ld: p.ld,
                 };
                 (quant_kernels(kind).gemv, p.words(), groups_1d(t * rows, 1))
-            } else {
-                let p = params::Qmatmul {
-                    t: pt,
-                    n: pn,
-                    k: pk,
-                    n0,
-                    ld,
+            } else if self.gemv_max_tokens > 0 && t >= TILED_MIN_TOKENS {
+                let (kernel, tile) = if t >= 64 {
+                    (quant_kernels(kind).tiled, 64)
+                } else {
+                    (quant_kernels(kind).tiled_t16, 16)
                 };
+                let groups = [rows.div_ceil(64) as u32, t.div_ceil(tile) as u32, 1];
+                (kernel, p.words(), groups)
+            } else {
                 (
                     quant_kernels(kind).matmul,
                     p.words(),

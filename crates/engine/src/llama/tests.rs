@@ -356,3 +356,81 @@ fn rope_pairs_frequency_factors_and_cache_slots() {
         }
     }
 }
+
+/// The tiled prefill matmuls (16- and 64-token tiles) of every block type against the CPU
+/// product: T and N not multiples of the tile, a weight split into row slices that write
+/// their columns of one output.
+#[test]
+fn tiled_prefill_matmul_matches_cpu_for_every_block_kind() {
+    let gpu = Gpu::new().unwrap();
+    let mut rng = Lcg(11);
+    let (n, k) = (70usize, 512usize);
+    for kind in BlockKind::ALL {
+        let name = kind.name();
+        let raw = random_blocks(kind, n * k / kind.weights(), &mut rng);
+        let packed = kind.pack(&raw);
+        let w = kind.unpack(&packed);
+        let mut b = builder();
+        b.tensor("w", vec![packed.len() / 4], DT::I32);
+        b.plan.constants.insert("w".into(), words(&packed));
+        b.kinds.insert("w".into(), name);
+        let row_bytes = packed.len() / n;
+        let slices = super::weights::split_rows("w", &words(&packed), n, row_bytes * 32).unwrap();
+        assert_eq!(slices.len(), 3);
+        let mut names = Vec::new();
+        for (slice, row0, rows, part) in slices {
+            b.tensor(&slice, part.shape.clone(), DT::I32);
+            b.plan.constants.insert(slice.clone(), part);
+            names.push((slice, row0, rows));
+        }
+        b.slices.insert("ws".into(), names);
+        b.kinds.insert("ws".into(), name);
+        let sizes = [20usize, 70];
+        for t in sizes {
+            let x = format!("x{t}");
+            b.tensor(&x, vec![t, k], DT::F32);
+            b.plan.inputs.push(x.clone());
+            b.matmul(&format!("y{t}"), &x, "w", t, n, k);
+            b.matmul(&format!("ys{t}"), &x, "ws", t, n, k);
+        }
+        let kernels: Vec<&str> = b.plan.dispatches.iter().map(|d| d.kernel.name()).collect();
+        assert!(
+            kernels.contains(&format!("matmul_tiled_t16_{name}_f32").as_str())
+                && kernels.contains(&format!("matmul_tiled_{name}_f32").as_str()),
+            "{name}: {kernels:?}"
+        );
+        let mut plan = b.plan;
+        plan.outputs = sizes
+            .iter()
+            .flat_map(|t| [format!("y{t}"), format!("ys{t}")])
+            .collect();
+        plan.assign_buffers(false);
+        let runner = Runner::new(&gpu, plan).unwrap();
+        let mut feed = HashMap::new();
+        let mut xs = HashMap::new();
+        for t in sizes {
+            let x: Vec<f32> = (0..t * k).map(|_| rng.f()).collect();
+            feed.insert(format!("x{t}"), HostTensor::f32(vec![t, k], x.clone()));
+            xs.insert(t, x);
+        }
+        let read: Vec<String> = sizes
+            .iter()
+            .flat_map(|t| [format!("y{t}"), format!("ys{t}")])
+            .collect();
+        let out = runner.run(&feed, &read).unwrap();
+        let f = |s: &str| -> Vec<f32> { out[s].as_f64().iter().map(|&v| v as f32).collect() };
+        for t in sizes {
+            let want = matmul_cpu(&xs[&t], &w, t, n, k);
+            assert_close(
+                &format!("{name} tiled (T = {t})"),
+                &f(&format!("y{t}")),
+                &want,
+            );
+            assert_eq!(
+                f(&format!("ys{t}")),
+                f(&format!("y{t}")),
+                "{name}: sliced (T = {t})"
+            );
+        }
+    }
+}
