@@ -90,6 +90,47 @@ fn smollm2_prefill_decode_and_greedy_match_candle() {
     assert!(text.starts_with(" Paris."), "{text:?}");
 }
 
+/// A prompt long enough for the prefill kernels (64-token matmul tiles over packed blocks, a
+/// partial 16-query attention tile): every stage of every layer against candle, and the
+/// first greedy token.
+#[test]
+fn smollm2_long_prompt_prefill_runs_tiled_kernels_and_matches_candle() {
+    let prompt = "Water boils at one hundred degrees Celsius at sea level, but on a high mountain \
+        the air pressure is lower, so it boils at a lower temperature. This is why cooking \
+        pasta or rice takes longer in the mountains, and why some climbers carry pressure \
+        cookers. In short, the boiling point of water always depends on the local air pressure and";
+    let dir = tempfile::tempdir().unwrap();
+    let run = m2w_reference::llama::reference(&smollm2(), dir.path(), prompt, 2).unwrap();
+    let n = run.prompt_ids.len();
+    assert!((64..80).contains(&n), "the prompt is {n} tokens");
+    let model = m2w_model::Model::open(&smollm2()).unwrap();
+    let gpu = Gpu::new().unwrap();
+    let dec = Decoder::new(&gpu, &model, n, n + 8).unwrap();
+    let kernels: std::collections::BTreeSet<&str> = dec
+        .prefill
+        .plan
+        .dispatches
+        .iter()
+        .map(|d| d.kernel.name())
+        .collect();
+    for k in ["matmul_tiled_q4_1_f32", "attention_gqa_prefill_f32"] {
+        assert!(
+            kernels.contains(k),
+            "{k} not in the prefill plan: {kernels:?}"
+        );
+    }
+    let first = dec.run_prefill(&run.prompt_ids).unwrap();
+    let (count, worst, failures) = compare_pass(&dec.prefill, &dir.path().join("prefill"));
+    assert!(
+        failures.is_empty(),
+        "prefill of {n} tokens: {} of {count} stages differ: {:#?}",
+        failures.len(),
+        &failures[..failures.len().min(8)]
+    );
+    println!("prefill of {n} tokens: {count} stages within tolerance, worst abs error {worst:.2e}");
+    assert_eq!(first, run.generated_ids[0], "first greedy token");
+}
+
 /// The GPU top-k (what sampling reads back instead of the whole logits row) against a CPU
 /// sort of the same logits, and sampled generation through it against sampling the full
 /// row on the CPU (same seed: same tokens).

@@ -10,6 +10,9 @@ use super::{Config, GEMV_MAX_TOKENS, MAX_TOP_K, config};
 use crate::plan::{Plan, TensorDesc, groups_1d};
 use crate::tensor::DT;
 
+/// The fewest tokens whose attention runs as 16-query tiles (`attention_gqa_prefill_f32`).
+const PREFILL_ATTENTION_MIN_TOKENS: usize = 8;
+
 /// The plan for `t` tokens at positions `start..start + t`, with caches of `ctx` positions.
 pub fn build(model: &Model, t: usize, start: usize, ctx: usize) -> Result<(Plan, Config), String> {
     build_with(model, t, start, ctx, GEMV_MAX_TOKENS)
@@ -243,10 +246,20 @@ pub fn build_opts(
             groups_1d(t * (c.heads + c.kv_heads) * hd / 2, 64),
         );
         b.tensor(&p("attn_out"), vec![t, qd], DT::F32);
+        // Many queries: a workgroup per 16 queries of a head, so a key or value read serves
+        // 16 of them; a few: a workgroup per (query, head).
+        let (attention, groups) = if t >= PREFILL_ATTENTION_MIN_TOKENS {
+            (
+                Kernel::AttentionGqaPrefillF32,
+                [t.div_ceil(16) as u32, c.heads as u32, 1],
+            )
+        } else {
+            (Kernel::AttentionGqaTiledF32, groups_1d(t * c.heads, 1))
+        };
         b.dispatch(
             &p("attn_out"),
             "Attention",
-            Kernel::AttentionGqaTiledF32,
+            attention,
             vec![&p("q_rope"), &p("k_cache"), &p("v_cache"), &p("attn_out")],
             params::AttentionTiled {
                 t: t as u32,
@@ -259,7 +272,7 @@ pub fn build_opts(
                 window: c.layer_window[l] as u32,
             }
             .words(),
-            groups_1d(t * c.heads, 1),
+            groups,
         );
         b.matmul(&p("attn_proj"), &p("attn_out"), &w("attn_output"), t, d, qd);
         let attn_branch = if c.post_norms {
@@ -400,9 +413,9 @@ pub fn position_patches(plan: &Plan) -> Vec<PositionPatch> {
         .enumerate()
         .filter_map(|(i, d)| {
             let word = match d.kernel {
-                k @ (Kernel::AttentionGqaTiledF32 | Kernel::RopeQkvCacheF32) => {
-                    param_word(k, "start")
-                }
+                k @ (Kernel::AttentionGqaTiledF32
+                | Kernel::AttentionGqaPrefillF32
+                | Kernel::RopeQkvCacheF32) => param_word(k, "start"),
                 _ => return None,
             };
             Some(PositionPatch {

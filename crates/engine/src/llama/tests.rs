@@ -434,3 +434,140 @@ fn tiled_prefill_matmul_matches_cpu_for_every_block_kind() {
         }
     }
 }
+
+/// Causal grouped-query attention over a cache, as the CPU formula: query t at position
+/// start + t sees positions first..=start + t (the last `window` of them when window > 0).
+#[allow(clippy::too_many_arguments)]
+fn attention_cpu(
+    q: &[f32],
+    kc: &[f32],
+    vc: &[f32],
+    t: usize,
+    heads: usize,
+    kv_heads: usize,
+    hd: usize,
+    start: usize,
+    ctx: usize,
+    scale: f32,
+    window: usize,
+) -> Vec<f32> {
+    let mut out = vec![0f32; t * heads * hd];
+    for ti in 0..t {
+        let n = (start + ti).min(ctx - 1) + 1;
+        let first = if window > 0 && n > window {
+            n - window
+        } else {
+            0
+        };
+        for h in 0..heads {
+            let kvh = h / (heads / kv_heads);
+            let qv = &q[(ti * heads + h) * hd..][..hd];
+            let s: Vec<f64> = (first..n)
+                .map(|j| {
+                    let kv = &kc[(kvh * ctx + j) * hd..][..hd];
+                    qv.iter().zip(kv).map(|(a, b)| (a * b) as f64).sum::<f64>() * scale as f64
+                })
+                .collect();
+            let m = s.iter().cloned().fold(f64::MIN, f64::max);
+            let p: Vec<f64> = s.iter().map(|v| (v - m).exp()).collect();
+            let l: f64 = p.iter().sum();
+            for d in 0..hd {
+                let o: f64 = (first..n)
+                    .zip(&p)
+                    .map(|(j, p)| p * vc[(kvh * ctx + j) * hd + d] as f64)
+                    .sum();
+                out[(ti * heads + h) * hd + d] = (o / l) as f32;
+            }
+        }
+    }
+    out
+}
+
+/// The 16-query prefill attention and the per-query kernel against the CPU formula: a
+/// partial last tile, a start past 0, a sliding window, grouped heads, head widths 16 to 256.
+#[test]
+fn prefill_attention_matches_cpu_and_the_per_query_kernel() {
+    use m2w_kernels::Kernel;
+    let gpu = Gpu::new().unwrap();
+    let mut rng = Lcg(5);
+    for (t, heads, kv_heads, hd, start, window) in [
+        (37usize, 6usize, 2usize, 64usize, 5usize, 0usize),
+        (21, 4, 4, 256, 0, 0),
+        (70, 3, 1, 16, 3, 20),
+        (9, 2, 1, 128, 100, 0),
+    ] {
+        let ctx = start + t + 7;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let q: Vec<f32> = (0..t * heads * hd).map(|_| rng.f()).collect();
+        let kc: Vec<f32> = (0..kv_heads * ctx * hd).map(|_| rng.f() * 2.0).collect();
+        let vc: Vec<f32> = (0..kv_heads * ctx * hd).map(|_| rng.f()).collect();
+        let mut b = builder();
+        for (name, shape) in [
+            ("q", vec![t, heads * hd]),
+            ("kc", vec![kv_heads, ctx, hd]),
+            ("vc", vec![kv_heads, ctx, hd]),
+            ("tiles", vec![t, heads * hd]),
+            ("rows", vec![t, heads * hd]),
+        ] {
+            b.tensor(name, shape, DT::F32);
+        }
+        b.plan.inputs = vec!["q".into(), "kc".into(), "vc".into()];
+        let params = m2w_kernels::params::AttentionTiled {
+            t: t as u32,
+            heads: heads as u32,
+            kv_heads: kv_heads as u32,
+            head_dim: hd as u32,
+            start: start as u32,
+            ctx: ctx as u32,
+            scale,
+            window: window as u32,
+        }
+        .words();
+        b.dispatch(
+            "tiles",
+            "Attention",
+            Kernel::AttentionGqaPrefillF32,
+            vec!["q", "kc", "vc", "tiles"],
+            params.clone(),
+            [t.div_ceil(16) as u32, heads as u32, 1],
+        );
+        b.dispatch(
+            "rows",
+            "Attention",
+            Kernel::AttentionGqaTiledF32,
+            vec!["q", "kc", "vc", "rows"],
+            params,
+            groups_1d(t * heads, 1),
+        );
+        let mut plan = b.plan;
+        plan.outputs = vec!["tiles".into(), "rows".into()];
+        plan.assign_buffers(false);
+        let runner = Runner::new(&gpu, plan).unwrap();
+        let feed = HashMap::from([
+            (
+                "q".to_string(),
+                HostTensor::f32(vec![t, heads * hd], q.clone()),
+            ),
+            (
+                "kc".to_string(),
+                HostTensor::f32(vec![kv_heads, ctx, hd], kc.clone()),
+            ),
+            (
+                "vc".to_string(),
+                HostTensor::f32(vec![kv_heads, ctx, hd], vc.clone()),
+            ),
+        ]);
+        let out = runner
+            .run(&feed, &["tiles".to_string(), "rows".to_string()])
+            .unwrap();
+        let f = |s: &str| -> Vec<f32> { out[s].as_f64().iter().map(|&v| v as f32).collect() };
+        let want = attention_cpu(
+            &q, &kc, &vc, t, heads, kv_heads, hd, start, ctx, scale, window,
+        );
+        let what = format!(
+            "T {t}, heads {heads}/{kv_heads}, head_dim {hd}, start {start}, window {window}"
+        );
+        assert_close(&format!("prefill attention, {what}"), &f("tiles"), &want);
+        assert_close(&format!("per-query attention, {what}"), &f("rows"), &want);
+    }
+}
