@@ -91,8 +91,9 @@ fn smollm2_prefill_decode_and_greedy_match_candle() {
 }
 
 /// A prompt long enough for the prefill kernels (64-token matmul tiles over packed blocks, a
-/// partial 16-query attention tile): every stage of every layer against candle, and the
-/// first greedy token.
+/// partial 16-query attention tile), then a decode step over a 300-position cache (its
+/// attention split over key ranges and merged): every stage of every layer of both passes
+/// against candle, and the greedy tokens.
 #[test]
 fn smollm2_long_prompt_prefill_runs_tiled_kernels_and_matches_candle() {
     let prompt = "Water boils at one hundred degrees Celsius at sea level, but on a high mountain \
@@ -105,18 +106,25 @@ fn smollm2_long_prompt_prefill_runs_tiled_kernels_and_matches_candle() {
     assert!((64..80).contains(&n), "the prompt is {n} tokens");
     let model = m2w_model::Model::open(&smollm2()).unwrap();
     let gpu = Gpu::new().unwrap();
-    let dec = Decoder::new(&gpu, &model, n, n + 8).unwrap();
-    let kernels: std::collections::BTreeSet<&str> = dec
-        .prefill
-        .plan
-        .dispatches
-        .iter()
-        .map(|d| d.kernel.name())
-        .collect();
+    // A cache past 256 positions: the decode step's attention runs as key splits + merge.
+    let dec = Decoder::new(&gpu, &model, n, 300).unwrap();
+    let kernels = |r: &m2w_engine::gpu::Runner| -> std::collections::BTreeSet<String> {
+        r.plan
+            .dispatches
+            .iter()
+            .map(|d| d.kernel.name().to_string())
+            .collect()
+    };
     for k in ["matmul_tiled_q4_1_f32", "attention_gqa_prefill_f32"] {
         assert!(
-            kernels.contains(k),
-            "{k} not in the prefill plan: {kernels:?}"
+            kernels(&dec.prefill).contains(k),
+            "{k} not in the prefill plan"
+        );
+    }
+    for k in ["attention_gqa_split_f32", "attention_merge_f32"] {
+        assert!(
+            kernels(&dec.decode).contains(k),
+            "{k} not in the decode plan"
         );
     }
     let first = dec.run_prefill(&run.prompt_ids).unwrap();
@@ -129,6 +137,16 @@ fn smollm2_long_prompt_prefill_runs_tiled_kernels_and_matches_candle() {
     );
     println!("prefill of {n} tokens: {count} stages within tolerance, worst abs error {worst:.2e}");
     assert_eq!(first, run.generated_ids[0], "first greedy token");
+    let second = dec.step(first, n).unwrap();
+    let (count, worst, failures) = compare_pass(&dec.decode, &dir.path().join("decode"));
+    assert!(
+        failures.is_empty(),
+        "decode after {n} tokens: {} of {count} stages differ: {:#?}",
+        failures.len(),
+        &failures[..failures.len().min(8)]
+    );
+    println!("decode step: {count} stages within tolerance, worst abs error {worst:.2e}");
+    assert_eq!(second, run.generated_ids[1], "second greedy token");
 }
 
 /// The GPU top-k (what sampling reads back instead of the whole logits row) against a CPU

@@ -13,6 +13,10 @@ use crate::tensor::DT;
 /// The fewest tokens whose attention runs as 16-query tiles (`attention_gqa_prefill_f32`).
 const PREFILL_ATTENTION_MIN_TOKENS: usize = 8;
 
+/// The keys one workgroup of `attention_gqa_split_f32` takes; a cache longer than this
+/// splits the keys of a decode step's attention over several workgroups.
+const SPLIT_KEYS: usize = 256;
+
 /// The plan for `t` tokens at positions `start..start + t`, with caches of `ctx` positions.
 pub fn build(model: &Model, t: usize, start: usize, ctx: usize) -> Result<(Plan, Config), String> {
     build_with(model, t, start, ctx, GEMV_MAX_TOKENS)
@@ -246,34 +250,71 @@ pub fn build_opts(
             groups_1d(t * (c.heads + c.kv_heads) * hd / 2, 64),
         );
         b.tensor(&p("attn_out"), vec![t, qd], DT::F32);
-        // Many queries: a workgroup per 16 queries of a head, so a key or value read serves
-        // 16 of them; a few: a workgroup per (query, head).
-        let (attention, groups) = if t >= PREFILL_ATTENTION_MIN_TOKENS {
-            (
+        let attention = params::AttentionTiled {
+            t: t as u32,
+            heads: c.heads as u32,
+            kv_heads: c.kv_heads as u32,
+            head_dim: hd as u32,
+            start: start as u32,
+            ctx: ctx as u32,
+            scale: c.attn_scale,
+            window: c.layer_window[l] as u32,
+        }
+        .words();
+        let cache = [&p("q_rope"), &p("k_cache"), &p("v_cache")];
+        if t >= PREFILL_ATTENTION_MIN_TOKENS {
+            // Many queries: a workgroup per 16 queries of a head, so a key or value read
+            // serves 16 of them.
+            b.dispatch(
+                &p("attn_out"),
+                "Attention",
                 Kernel::AttentionGqaPrefillF32,
+                vec![cache[0], cache[1], cache[2], &p("attn_out")],
+                attention,
                 [t.div_ceil(16) as u32, c.heads as u32, 1],
-            )
+            );
+        } else if ctx > SPLIT_KEYS {
+            // A few queries over a long cache (decoding): the keys of each (query, head)
+            // split over ceil(ctx / 256) workgroups, then merged (flash-decoding).
+            let splits = ctx.div_ceil(SPLIT_KEYS);
+            b.tensor(
+                &p("attn_part"),
+                vec![t * c.heads * splits * (hd + 2)],
+                DT::F32,
+            );
+            b.dispatch(
+                &p("attn_part"),
+                "Attention (key splits)",
+                Kernel::AttentionGqaSplitF32,
+                vec![cache[0], cache[1], cache[2], &p("attn_part")],
+                attention,
+                [(t * c.heads) as u32, splits as u32, 1],
+            );
+            b.dispatch(
+                &p("attn_out"),
+                "Attention (merge)",
+                Kernel::AttentionMergeF32,
+                vec![&p("attn_part"), &p("attn_out")],
+                params::AttentionMerge {
+                    rows: (t * c.heads) as u32,
+                    head_dim: hd as u32,
+                    splits: splits as u32,
+                    pad: 0,
+                }
+                .words(),
+                [(t * c.heads) as u32, 1, 1],
+            );
         } else {
-            (Kernel::AttentionGqaTiledF32, groups_1d(t * c.heads, 1))
-        };
-        b.dispatch(
-            &p("attn_out"),
-            "Attention",
-            attention,
-            vec![&p("q_rope"), &p("k_cache"), &p("v_cache"), &p("attn_out")],
-            params::AttentionTiled {
-                t: t as u32,
-                heads: c.heads as u32,
-                kv_heads: c.kv_heads as u32,
-                head_dim: hd as u32,
-                start: start as u32,
-                ctx: ctx as u32,
-                scale: c.attn_scale,
-                window: c.layer_window[l] as u32,
-            }
-            .words(),
-            groups,
-        );
+            // A few queries over a short cache: a workgroup per (query, head).
+            b.dispatch(
+                &p("attn_out"),
+                "Attention",
+                Kernel::AttentionGqaTiledF32,
+                vec![cache[0], cache[1], cache[2], &p("attn_out")],
+                attention,
+                groups_1d(t * c.heads, 1),
+            );
+        }
         b.matmul(&p("attn_proj"), &p("attn_out"), &w("attn_output"), t, d, qd);
         let attn_branch = if c.post_norms {
             b.rmsnorm(
@@ -415,6 +456,7 @@ pub fn position_patches(plan: &Plan) -> Vec<PositionPatch> {
             let word = match d.kernel {
                 k @ (Kernel::AttentionGqaTiledF32
                 | Kernel::AttentionGqaPrefillF32
+                | Kernel::AttentionGqaSplitF32
                 | Kernel::RopeQkvCacheF32) => param_word(k, "start"),
                 _ => return None,
             };

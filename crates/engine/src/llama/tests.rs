@@ -483,10 +483,11 @@ fn attention_cpu(
     out
 }
 
-/// The 16-query prefill attention and the per-query kernel against the CPU formula: a
-/// partial last tile, a start past 0, a sliding window, grouped heads, head widths 16 to 256.
+/// The 16-query prefill attention, the per-query kernel and the key-split (flash-decoding)
+/// kernel with its merge against the CPU formula: a partial last tile, a start past 0, a
+/// sliding window, grouped heads, head widths 16 to 256, spans over several 256-key splits.
 #[test]
-fn prefill_attention_matches_cpu_and_the_per_query_kernel() {
+fn attention_kernels_match_cpu() {
     use m2w_kernels::Kernel;
     let gpu = Gpu::new().unwrap();
     let mut rng = Lcg(5);
@@ -495,6 +496,9 @@ fn prefill_attention_matches_cpu_and_the_per_query_kernel() {
         (21, 4, 4, 256, 0, 0),
         (70, 3, 1, 16, 3, 20),
         (9, 2, 1, 128, 100, 0),
+        (2, 6, 2, 64, 600, 0),
+        (1, 4, 1, 256, 300, 100),
+        (3, 2, 2, 48, 700, 300),
     ] {
         let ctx = start + t + 7;
         let scale = 1.0 / (hd as f32).sqrt();
@@ -508,6 +512,7 @@ fn prefill_attention_matches_cpu_and_the_per_query_kernel() {
             ("vc", vec![kv_heads, ctx, hd]),
             ("tiles", vec![t, heads * hd]),
             ("rows", vec![t, heads * hd]),
+            ("split", vec![t, heads * hd]),
         ] {
             b.tensor(name, shape, DT::F32);
         }
@@ -536,11 +541,35 @@ fn prefill_attention_matches_cpu_and_the_per_query_kernel() {
             "Attention",
             Kernel::AttentionGqaTiledF32,
             vec!["q", "kc", "vc", "rows"],
-            params,
+            params.clone(),
             groups_1d(t * heads, 1),
         );
+        let splits = ctx.div_ceil(256);
+        b.tensor("part", vec![t * heads * splits * (hd + 2)], DT::F32);
+        b.dispatch(
+            "part",
+            "Attention",
+            Kernel::AttentionGqaSplitF32,
+            vec!["q", "kc", "vc", "part"],
+            params.clone(),
+            [(t * heads) as u32, splits as u32, 1],
+        );
+        b.dispatch(
+            "split",
+            "Attention",
+            Kernel::AttentionMergeF32,
+            vec!["part", "split"],
+            m2w_kernels::params::AttentionMerge {
+                rows: (t * heads) as u32,
+                head_dim: hd as u32,
+                splits: splits as u32,
+                pad: 0,
+            }
+            .words(),
+            [(t * heads) as u32, 1, 1],
+        );
         let mut plan = b.plan;
-        plan.outputs = vec!["tiles".into(), "rows".into()];
+        plan.outputs = vec!["tiles".into(), "rows".into(), "split".into()];
         plan.assign_buffers(false);
         let runner = Runner::new(&gpu, plan).unwrap();
         let feed = HashMap::from([
@@ -558,7 +587,10 @@ fn prefill_attention_matches_cpu_and_the_per_query_kernel() {
             ),
         ]);
         let out = runner
-            .run(&feed, &["tiles".to_string(), "rows".to_string()])
+            .run(
+                &feed,
+                &["tiles".to_string(), "rows".to_string(), "split".to_string()],
+            )
             .unwrap();
         let f = |s: &str| -> Vec<f32> { out[s].as_f64().iter().map(|&v| v as f32).collect() };
         let want = attention_cpu(
@@ -569,5 +601,6 @@ fn prefill_attention_matches_cpu_and_the_per_query_kernel() {
         );
         assert_close(&format!("prefill attention, {what}"), &f("tiles"), &want);
         assert_close(&format!("per-query attention, {what}"), &f("rows"), &want);
+        assert_close(&format!("key-split attention, {what}"), &f("split"), &want);
     }
 }
