@@ -480,11 +480,9 @@ impl<'g> Runner<'g> {
     }
 
     /// One forward pass: writes the inputs, runs every dispatch, reads back `read`.
-    pub fn run(
-        &self,
-        inputs: &HashMap<String, HostTensor>,
-        read: &[String],
-    ) -> Result<HashMap<String, HostTensor>, String> {
+    /// Binds the plan's dims to the shapes of `inputs` and writes them to their buffers
+    /// (the first half of [`Runner::run`]).
+    pub fn write_inputs(&self, inputs: &HashMap<String, HostTensor>) -> Result<(), String> {
         let mut shapes = BTreeMap::new();
         for name in &self.plan.inputs {
             let t = inputs
@@ -508,6 +506,53 @@ impl<'g> Runner<'g> {
                 );
             }
         }
+        Ok(())
+    }
+
+    /// The whole pass recorded now, submitted later by [`Runner::submit_recorded`]: recording
+    /// costs CPU time per dispatch, so a caller that waits on the GPU anyway can record its
+    /// next pass meanwhile. Uniforms and inputs written before the submission apply (the
+    /// queue runs writes before the commands submitted after them); workgroup counts are
+    /// those of the dims bound now. None when the plan has sync points (the host binds
+    /// values between its parts).
+    pub fn record(&self) -> Option<Vec<wgpu::CommandBuffer>> {
+        if !self.plan.syncs.is_empty() {
+            return None;
+        }
+        let dev = &self.gpu.device;
+        Some(
+            self.steps
+                .chunks(FLUSH_EVERY)
+                .map(|chunk| {
+                    let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                        label: Some("forward (recorded ahead)"),
+                    });
+                    {
+                        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                            label: Some("forward"),
+                            timestamp_writes: None,
+                        });
+                        for s in chunk {
+                            s.record(&mut pass);
+                        }
+                    }
+                    enc.finish()
+                })
+                .collect(),
+        )
+    }
+
+    /// Submits a pass from [`Runner::record`] without waiting.
+    pub fn submit_recorded(&self, pass: Vec<wgpu::CommandBuffer>) -> wgpu::SubmissionIndex {
+        self.gpu.queue.submit(pass)
+    }
+
+    pub fn run(
+        &self,
+        inputs: &HashMap<String, HostTensor>,
+        read: &[String],
+    ) -> Result<HashMap<String, HostTensor>, String> {
+        self.write_inputs(inputs)?;
         // Sync points split the pass: run up to each, let the host bind what it reads.
         let mut from = 0;
         for k in 0..self.plan.syncs.len() {

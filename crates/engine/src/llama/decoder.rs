@@ -21,6 +21,8 @@ pub struct Decoder<'g> {
     pub decode: Runner<'g>,
     prompt_len: usize,
     ctx: usize,
+    /// The next decode pass, recorded while the GPU ran the last one ([`Decoder::step`]).
+    next_pass: std::cell::RefCell<Option<Vec<wgpu::CommandBuffer>>>,
 }
 
 impl<'g> Decoder<'g> {
@@ -55,6 +57,7 @@ impl<'g> Decoder<'g> {
             decode,
             prompt_len,
             ctx,
+            next_pass: Default::default(),
         })
     }
 
@@ -108,7 +111,21 @@ impl<'g> Decoder<'g> {
             "token_ids".to_string(),
             HostTensor::i64(vec![1], vec![id as i64]),
         )]);
-        let out = self.decode.run(&feed, &["next_token".to_string()])?;
+        // The pass was recorded during the previous step's GPU time (the decode plan's
+        // buffers and dims never change; the position and token are written before it is
+        // submitted), and the next one is recorded while this one runs: per token the CPU
+        // only writes, submits and reads back.
+        let read = ["next_token".to_string()];
+        let recorded = self.next_pass.borrow_mut().take();
+        let out = match recorded.or_else(|| self.decode.record()) {
+            Some(pass) => {
+                self.decode.write_inputs(&feed)?;
+                self.decode.submit_recorded(pass);
+                *self.next_pass.borrow_mut() = self.decode.record();
+                self.decode.read(&read)?
+            }
+            None => self.decode.run(&feed, &read)?,
+        };
         Ok(out["next_token"].as_i64()[0] as u32)
     }
 
