@@ -43,7 +43,8 @@ globalThis.navigator = { gpu: create(toggles) };
 const median = (a) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
 const RUNS = 20;
 
-const ref = path.join(pkgDir, 'tests', 'reference');
+// REF=DIR: another reference folder of the same model (other input sizes for a symbolic package).
+const ref = process.env.REF ?? path.join(pkgDir, 'tests', 'reference');
 const index = JSON.parse(fs.readFileSync(path.join(ref, 'index.json'), 'utf8'));
 const inputs = index.inputs.map((i) => ({ name: i.name, ...parseNpy(fs.readFileSync(path.join(ref, i.file))), dtype: i.dtype }));
 const outputs = index.checkpoints.filter((c) => c.graph_output).map((c) => ({ name: c.output, want: parseNpy(fs.readFileSync(path.join(ref, c.file))).values }));
