@@ -142,6 +142,11 @@ pub enum Command {
         /// refusing them (exit 2): for a model whose reference output is meant to be so.
         #[arg(long)]
         allow_nonfinite_oracle: bool,
+        /// Also time every dispatch with GPU timestamps and print where the pass's time goes,
+        /// by kernel and by op, with each one's bound bytes against the copy bandwidth
+        /// measured in the same run (also in the JSON report under "profile").
+        #[arg(long)]
+        profile: bool,
     },
     /// All phases: inspect -> extract -> reference -> engine -> validate, one folder each;
     /// phases whose inputs did not change are skipped. A folder of ONNX graphs (or

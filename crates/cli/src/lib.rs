@@ -247,10 +247,12 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             model_explorer,
             save_mismatches,
             allow_nonfinite_oracle,
+            profile,
         } => {
             let mut opts = validate_options(per_layer, atol, rtol, &tol)?;
             opts.save_mismatches = save_mismatches;
             opts.allow_nonfinite_oracle = allow_nonfinite_oracle;
+            opts.profile = profile;
             let progress = m2w_progress::task("validate", None);
             let report = match (model, engine) {
                 (Some(m), _) => m2w_port::validate_model(&m, &reference, &opts),
@@ -260,6 +262,12 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             .map_err(port_err)?;
             drop(progress);
             write_reports(&report, json, junit.as_deref(), html.as_deref())?;
+            if let Some(p) = &report.profile {
+                eprintln!("\n{}", m2w_engine::profile::table(p));
+            }
+            if let Some(e) = &report.profile_error {
+                eprintln!("no GPU profile: {e}");
+            }
             if let Some(p) = &model_explorer {
                 m2w_model::io::write_atomic(
                     p,

@@ -158,6 +158,7 @@ pub fn validate_options(
         empty_dims: vec![],
         save_mismatches: None,
         allow_nonfinite_oracle: false,
+        profile: false,
     };
     for t in tol {
         let parsed = t.split_once('=').and_then(|(p, v)| {

@@ -304,3 +304,70 @@ fn the_model_explorer_overlay_loads_in_model_explorers_own_classes() {
         assert_eq!(v > 1.0, c["pass"] == false, "{} -> {v}", c["name"]);
     }
 }
+
+/// `validate --profile` on a real port (the bundled Silero VAD v6): every dispatch of the
+/// plan is counted once by kernel and once by op, the shares sum to 1, each row's bandwidth
+/// is its bound bytes over its time and its roofline fraction that over the copy bandwidth
+/// measured in the same run; the tables go to stderr beside the JSON report.
+#[test]
+fn validate_profile_accounts_for_every_dispatch() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = dir.path().join("port");
+    let (code, out, err) = run(m2w()
+        .arg("port")
+        .arg(m2w_setup::bundled_model())
+        .arg("--out")
+        .arg(&port));
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (code, out, err) = run(m2w()
+        .args(["validate", "--json", "--profile", "--engine"])
+        .arg(port.join("engine"))
+        .arg("--reference")
+        .arg(port.join("reference")));
+    assert_eq!(code, 0, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("--json prints the report");
+    let p = &report["profile"];
+    assert!(p.is_object(), "no profile: {}", report["profile_error"]);
+    let plan: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(port.join("engine/plan.json")).unwrap()).unwrap();
+    let dispatches = plan["dispatches"].as_array().unwrap().len() as u64;
+    let copy = p["copy_gb_s"].as_f64().unwrap();
+    assert!(copy > 0.0 && copy.is_finite(), "copy bandwidth {copy}");
+    for table in ["by_kernel", "by_op"] {
+        let rows = p[table].as_array().unwrap();
+        let count: u64 = rows.iter().map(|r| r["dispatches"].as_u64().unwrap()).sum();
+        assert_eq!(count, dispatches, "{table}: every dispatch once");
+        let share: f64 = rows.iter().map(|r| r["share"].as_f64().unwrap()).sum();
+        assert!((share - 1.0).abs() < 1e-6, "{table}: shares sum to {share}");
+        let ms: f64 = rows.iter().map(|r| r["ms"].as_f64().unwrap()).sum();
+        let total = p["dispatch_sum_ms"].as_f64().unwrap();
+        assert!(
+            (ms - total).abs() <= 1e-9 * total.max(1.0),
+            "{table}: {ms} vs {total} ms"
+        );
+        for r in rows {
+            let (ms, bytes) = (r["ms"].as_f64().unwrap(), r["bytes"].as_u64().unwrap());
+            assert!(bytes > 0, "{r}");
+            if ms > 0.0 {
+                let gb_s = r["gb_s"].as_f64().unwrap();
+                assert!(
+                    (gb_s - bytes as f64 / (ms * 1e6)).abs() <= 1e-9 * gb_s,
+                    "{r}"
+                );
+                assert!(
+                    (r["of_copy"].as_f64().unwrap() - gb_s / copy).abs() <= 1e-9,
+                    "{r}"
+                );
+            }
+        }
+        assert!(
+            rows.windows(2)
+                .all(|w| w[0]["ms"].as_f64() >= w[1]["ms"].as_f64()),
+            "{table}: largest time first"
+        );
+    }
+    assert!(
+        err.contains("| kernel | dispatches | ms |") && err.contains("| op | dispatches | ms |"),
+        "{err}"
+    );
+}

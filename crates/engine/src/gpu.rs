@@ -419,6 +419,11 @@ impl<'g> Runner<'g> {
         self.bind_dims(&dims)
     }
 
+    /// The device this runner runs on.
+    pub fn gpu(&self) -> &Gpu {
+        self.gpu
+    }
+
     /// The shape of a plan tensor for the bound dims.
     pub fn shape_of(&self, name: &str) -> Result<Vec<usize>, String> {
         self.plan

@@ -15,6 +15,7 @@ pub mod limits;
 pub mod llama;
 pub mod ops;
 pub mod plan;
+pub mod profile;
 pub mod sym;
 pub mod tensor;
 pub mod tflite;

@@ -56,6 +56,7 @@ impl EngineBuild {
             empty_dims: vec![],
             save_mismatches: None,
             allow_nonfinite_oracle: false,
+            profile: false,
         };
         Ok(m2w_validate::validate(
             &gpu,

@@ -25,6 +25,9 @@ use serde::Serialize;
 
 pub const SCHEMA: &str = "m2w.validate/1";
 
+/// The buffer a profile's copy-bandwidth measurement copies (small enough for CPU adapters).
+const PROFILE_COPY_BYTES: u64 = 64 << 20;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ValidateError {
     /// Bad input: missing files, shapes that do not match, an unsupported model (exit 2).
@@ -53,6 +56,8 @@ pub struct Options {
     pub save_mismatches: Option<PathBuf>,
     /// Compare oracles that hold NaN or only infinities (exactly) instead of refusing them.
     pub allow_nonfinite_oracle: bool,
+    /// Time every dispatch with GPU timestamps after validating (`Report::profile`).
+    pub profile: bool,
 }
 
 impl Options {
@@ -179,6 +184,12 @@ pub struct Report {
     pub failed: usize,
     pub not_compared: usize,
     pub first_failure: Option<FirstFailure>,
+    /// With `Options::profile`: where the pass's GPU time goes, by kernel and by op.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<m2w_engine::profile::Profile>,
+    /// Why no profile was taken when one was asked for (a device without timestamps).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile_error: Option<String>,
 }
 
 impl Report {
@@ -644,6 +655,17 @@ pub fn validate(
     let passed = reports.iter().filter(|r| r.compared && r.pass).count();
     let failed = reports.iter().filter(|r| r.compared && !r.pass).count();
     let not_compared = reports.iter().filter(|r| !r.compared).count();
+    let (profile, profile_error) = if opts.profile {
+        let _progress = m2w_progress::task("profile", None);
+        match m2w_engine::profile::shader_copy_gb_s(gpu, PROFILE_COPY_BYTES)
+            .and_then(|copy| m2w_engine::profile::profile(&runner, copy))
+        {
+            Ok(p) => (Some(p), None),
+            Err(e) => (None, Some(e)),
+        }
+    } else {
+        (None, None)
+    };
     Ok(Report {
         schema: SCHEMA,
         model: index.model.file.clone(),
@@ -659,6 +681,8 @@ pub fn validate(
         failed,
         not_compared,
         first_failure,
+        profile,
+        profile_error,
     })
 }
 
@@ -728,6 +752,8 @@ fn llama_pass_report(
         not_compared: 0,
         checkpoints: reports,
         first_failure,
+        profile: None,
+        profile_error: None,
     })
 }
 
