@@ -55,7 +55,7 @@ fn smollm2_prefill_decode_and_greedy_match_candle() {
     let model = m2w_model::Model::open(&smollm2()).unwrap();
     let gpu = Gpu::new().unwrap();
     let n = run.prompt_ids.len();
-    let dec = Decoder::new(&gpu, &model, n, n + 40).unwrap();
+    let dec = Decoder::with_capture(&gpu, &model, n, n + 40).unwrap();
 
     let first = dec.run_prefill(&run.prompt_ids).unwrap();
     let (count, worst, failures) = compare_pass(&dec.prefill, &dir.path().join("prefill"));
@@ -107,7 +107,7 @@ fn smollm2_long_prompt_prefill_runs_tiled_kernels_and_matches_candle() {
     let model = m2w_model::Model::open(&smollm2()).unwrap();
     let gpu = Gpu::new().unwrap();
     // A cache past 256 positions: the decode step's attention runs as key splits + merge.
-    let dec = Decoder::new(&gpu, &model, n, 300).unwrap();
+    let dec = Decoder::with_capture(&gpu, &model, n, 300).unwrap();
     let kernels = |r: &m2w_engine::gpu::Runner| -> std::collections::BTreeSet<String> {
         r.plan
             .dispatches
@@ -238,7 +238,7 @@ fn gemma3_prefill_decode_and_greedy_match_candle() {
     let model = m2w_model::Model::open(&path).unwrap();
     let gpu = Gpu::new().unwrap();
     let n = run.prompt_ids.len();
-    let dec = Decoder::new(&gpu, &model, n, n + 30).unwrap();
+    let dec = Decoder::with_capture(&gpu, &model, n, n + 30).unwrap();
     let first = dec.run_prefill(&run.prompt_ids).unwrap();
     for (pass, runner) in [("prefill", &dec.prefill), ("decode", &dec.decode)] {
         if pass == "decode" {

@@ -775,9 +775,13 @@ pub fn validate_llama(
             gen_path.display()
         )));
     }
-    let dec =
-        m2w_engine::llama::Decoder::new(gpu, model, prompt.len(), prompt.len() + want.len() + 1)
-            .map_err(bad)?;
+    let dec = m2w_engine::llama::Decoder::with_capture(
+        gpu,
+        model,
+        prompt.len(),
+        prompt.len() + want.len() + 1,
+    )
+    .map_err(bad)?;
     let first = dec.run_prefill(&prompt).map_err(bad)?;
     let pre = llama_pass_report(
         gpu,

@@ -44,8 +44,36 @@ impl<'g> Decoder<'g> {
         ctx: usize,
         opts: &BuildOptions,
     ) -> Result<Decoder<'g>, String> {
-        let (pre, config) = build_opts(model, prompt_len, 0, ctx, opts)?;
-        let (dec, _) = build_opts(model, 1, prompt_len, ctx, opts)?;
+        Self::build(gpu, model, prompt_len, ctx, opts, false)
+    }
+
+    /// [`Decoder::new`] whose plans keep every stage tensor in its own buffer, so each can
+    /// be read after a pass (validation against the reference's stages). The others share
+    /// buffers over tensor lifetimes: a prefill of 1024 tokens would otherwise hold every
+    /// layer's activations at once.
+    pub fn with_capture(
+        gpu: &'g Gpu,
+        model: &Model,
+        prompt_len: usize,
+        ctx: usize,
+    ) -> Result<Decoder<'g>, String> {
+        Self::build(gpu, model, prompt_len, ctx, &BuildOptions::default(), true)
+    }
+
+    fn build(
+        gpu: &'g Gpu,
+        model: &Model,
+        prompt_len: usize,
+        ctx: usize,
+        opts: &BuildOptions,
+        capture: bool,
+    ) -> Result<Decoder<'g>, String> {
+        let (mut pre, config) = build_opts(model, prompt_len, 0, ctx, opts)?;
+        let (mut dec, _) = build_opts(model, 1, prompt_len, ctx, opts)?;
+        if !capture {
+            pre.assign_buffers(true);
+            dec.assign_buffers(true);
+        }
         // Weights and caches exist once: the decode plan uses the prefill plan's buffers.
         let mut shared: Vec<String> = pre.constants.keys().cloned().collect();
         shared.extend(cache_names(&config));
