@@ -151,14 +151,16 @@ fn smollm2_long_prompt_prefill_runs_tiled_kernels_and_matches_candle() {
 
 /// The GPU top-k (what sampling reads back instead of the whole logits row) against a CPU
 /// sort of the same logits, and sampled generation through it against sampling the full
-/// row on the CPU (same seed: same tokens).
+/// row on the CPU (same seed: same tokens); the generation decoder (last logits row only)
+/// against it.
 #[test]
 fn gpu_top_k_equals_a_cpu_sort_and_sampling_through_it_matches_the_full_row() {
     use m2w_engine::llama::{MAX_TOP_K, Sampling, sample};
     let model = m2w_model::Model::open(&smollm2()).unwrap();
     let gpu = Gpu::new().unwrap();
     let prompt = [504u32, 3575, 282, 4649, 314];
-    let dec = Decoder::new(&gpu, &model, prompt.len(), prompt.len() + 8).unwrap();
+    // Every position's logits and top-k (the capture decoder's prefill keeps them all).
+    let dec = Decoder::with_capture(&gpu, &model, prompt.len(), prompt.len() + 8).unwrap();
     dec.set_top_k(20);
     dec.run_prefill(&prompt).unwrap();
     let got = dec
@@ -223,6 +225,38 @@ fn gpu_top_k_equals_a_cpu_sort_and_sampling_through_it_matches_the_full_row() {
         }
     }
     assert_eq!(via_gpu, want, "sampled tokens: GPU top-k vs the whole row");
+
+    // The generation decoder's prefill computes the last row only (one head row, not T):
+    // its logits are the capture decoder's last row (another kernel: within tolerance),
+    // and it greedy-decodes and samples the same tokens.
+    let fast = Decoder::new(&gpu, &model, prompt.len(), prompt.len() + 8).unwrap();
+    assert_eq!(fast.prefill.shape_of("logits").unwrap(), vec![1, vocab]);
+    dec.set_top_k(0);
+    let first = dec.run_prefill(&prompt).unwrap();
+    assert_eq!(
+        fast.run_prefill(&prompt).unwrap(),
+        first,
+        "first greedy token"
+    );
+    let all = dec.prefill.read(&["logits".to_string()]).unwrap()["logits"].as_f64();
+    let one = fast.prefill.read(&["logits".to_string()]).unwrap()["logits"].as_f64();
+    let last = &all[(prompt.len() - 1) * vocab..];
+    assert_eq!(one.len(), last.len());
+    for (i, (a, b)) in one.iter().zip(last).enumerate() {
+        assert!(
+            (a - b).abs() <= ATOL + RTOL * b.abs(),
+            "logit {i}: {a} vs {b}"
+        );
+    }
+    assert_eq!(
+        fast.greedy(&prompt, 6, None).unwrap(),
+        dec.greedy(&prompt, 6, None).unwrap()
+    );
+    assert_eq!(
+        fast.generate(&prompt, 6, &s, &[], |_| {}).unwrap(),
+        via_gpu,
+        "sampled tokens"
+    );
 }
 
 /// Gemma 3 270M Q4_K_M (Q4_K, Q6_K, Q5_0 and Q8_0 blocks; head width 256, QK-norm, post

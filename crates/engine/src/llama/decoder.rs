@@ -68,8 +68,13 @@ impl<'g> Decoder<'g> {
         opts: &BuildOptions,
         capture: bool,
     ) -> Result<Decoder<'g>, String> {
-        let (mut pre, config) = build_opts(model, prompt_len, 0, ctx, opts)?;
-        let (mut dec, _) = build_opts(model, 1, prompt_len, ctx, opts)?;
+        // Generation reads the prefill's last logits row only; validation reads them all.
+        let opts = BuildOptions {
+            last_logits: !capture,
+            ..opts.clone()
+        };
+        let (mut pre, config) = build_opts(model, prompt_len, 0, ctx, &opts)?;
+        let (mut dec, _) = build_opts(model, 1, prompt_len, ctx, &opts)?;
         if !capture {
             pre.assign_buffers(true);
             dec.assign_buffers(true);
@@ -281,7 +286,9 @@ impl Decoder<'_> {
             }
         };
         self.run_prefill(prompt)?;
-        let mut next = pick(&self.prefill, prompt.len(), &seen, &mut rng)?;
+        // The prefill's logits rows: every position's, or the last one's only.
+        let rows = self.prefill.shape_of("logits")?[0];
+        let mut next = pick(&self.prefill, rows, &seen, &mut rng)?;
         let mut out = Vec::new();
         let mut pos = prompt.len();
         loop {

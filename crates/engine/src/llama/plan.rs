@@ -48,6 +48,11 @@ pub struct BuildOptions {
     /// `maxStorageBufferBindingSize`, at most WebGPU's default 128 MiB): a packed table
     /// past it runs as row slices that each fit.
     pub max_binding_bytes: usize,
+    /// The LM head, argmax and top-k of the last position only (what generation reads; a
+    /// prefill of T tokens then skips T - 1 rows of the largest matmul). Off: every
+    /// position's logits, as validation against the reference's stages and the package's
+    /// prefill chunks (whose last prompt token may sit on any row) read them.
+    pub last_logits: bool,
 }
 
 impl Default for BuildOptions {
@@ -55,6 +60,7 @@ impl Default for BuildOptions {
         BuildOptions {
             gemv_max_tokens: GEMV_MAX_TOKENS,
             max_binding_bytes: MAX_BINDING_BYTES,
+            last_logits: false,
         }
     }
 }
@@ -382,40 +388,64 @@ pub fn build_opts(
         );
         x = p("ffn_residual");
     }
-    b.matmul("logits", "output_norm", head, t, c.vocab, d);
-    // Greedy next token of every position (argmax over the vocabulary); the last one is used.
-    b.tensor("next_token", vec![t], DT::I32);
+    // The rows the head reads: every position, or (last_logits) a copy of the last one.
+    let (head_in, rows) = if opts.last_logits && t > 1 {
+        b.tensor("last_norm", vec![1, d], DT::F32);
+        b.dispatch(
+            "last_norm",
+            "Slice",
+            Kernel::CopyStrided,
+            vec!["output_norm", "last_norm"],
+            params::CopyStrided {
+                n: d as u32,
+                rank: 1,
+                src_offset: ((t - 1) * d) as i32,
+                dst_offset: 0,
+                shape: crate::ops::ctx::dims8(&[d]),
+                src_strides: crate::ops::ctx::vec8_i32(&[1]),
+                dst_strides: crate::ops::ctx::vec8_i32(&[1]),
+            }
+            .words(),
+            groups_1d(d, 256),
+        );
+        ("last_norm", 1)
+    } else {
+        ("output_norm", t)
+    };
+    b.matmul("logits", head_in, head, rows, c.vocab, d);
+    // Greedy next token of every row (argmax over the vocabulary); the last one is used.
+    b.tensor("next_token", vec![rows], DT::I32);
     b.dispatch(
         "next_token",
         "ArgMax",
         Kernel::ArgmaxRowsF32,
         vec!["logits", "next_token"],
         params::ArgmaxRows {
-            rows: t as u32,
+            rows: rows as u32,
             len: c.vocab as u32,
             pad0: 0,
             pad1: 0,
         }
         .words(),
-        groups_1d(t, 1),
+        groups_1d(rows, 1),
     );
     // The k most likely tokens per position for sampling (k = 0, a no-op, until
     // `Decoder::set_top_k` asks for some): k pairs read back instead of the whole row.
-    b.tensor("top_values", vec![t, MAX_TOP_K], DT::F32);
-    b.tensor("top_indices", vec![t, MAX_TOP_K], DT::I32);
+    b.tensor("top_values", vec![rows, MAX_TOP_K], DT::F32);
+    b.tensor("top_indices", vec![rows, MAX_TOP_K], DT::I32);
     b.dispatch(
         "top_k",
         "TopK",
         Kernel::TopkRowsF32,
         vec!["logits", "top_values", "top_indices"],
         params::TopkRows {
-            rows: t as u32,
+            rows: rows as u32,
             len: c.vocab as u32,
             k: 0,
             max_k: MAX_TOP_K as u32,
         }
         .words(),
-        groups_1d(t, 1),
+        groups_1d(rows, 1),
     );
     // The caches are outputs too: state that outlives the pass (never shares a buffer).
     b.plan.outputs = vec![

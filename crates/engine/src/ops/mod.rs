@@ -15,7 +15,7 @@
 mod contrib;
 mod control;
 mod conv;
-mod ctx;
+pub(crate) mod ctx;
 mod einsum;
 mod elementwise;
 mod gather;
