@@ -17,7 +17,9 @@ fn main() {
     let prompt_len: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(64);
     let new: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(128);
     let model = m2w_model::Model::open(&path).expect("model");
+    gpu_memory("before the device");
     let gpu = m2w_engine::gpu::Gpu::new().expect("gpu");
+    gpu_memory("device created");
     println!(
         "device: {} | {:?} | {:?}",
         gpu.info.name, gpu.info.backend, gpu.info.device_type
@@ -29,6 +31,7 @@ fn main() {
         "load (pack + upload weights, pipelines): {:.2} s",
         t.elapsed().as_secs_f64()
     );
+    gpu_memory("decoder built (weights uploaded, pipelines compiled)");
     println!(
         "GPU buffers of the prefill plan: {:.1} MiB (weights and KV caches shared with the decode plan)",
         dec.prefill.plan.buffer_bytes() as f64 / (1 << 20) as f64
@@ -80,6 +83,7 @@ fn main() {
     }
     // Where a decode step's time goes: GPU time of the pass (timestamps), per kernel, and
     // the CPU time to record and submit it.
+    gpu_memory("decoder built, prefill and decode run");
     print_profile("decode", &dec.decode);
     print_profile(&format!("prefill ({prompt_len} tokens)"), &dec.prefill);
     let passes = 50;
@@ -205,5 +209,22 @@ fn print_profile(what: &str, runner: &m2w_engine::gpu::Runner) {
             }
         }
         Err(e) => println!("no GPU profile of the {what} pass: {e}"),
+    }
+}
+
+/// Device memory in use per nvidia-smi (whole device), where it is installed: where the
+/// process's GPU memory goes, stage by stage.
+fn gpu_memory(stage: &str) {
+    let out = std::process::Command::new("nvidia-smi")
+        .args(["--query-gpu=memory.used", "--format=csv,noheader,nounits"])
+        .output();
+    if let Ok(o) = out
+        && o.status.success()
+    {
+        let used = String::from_utf8_lossy(&o.stdout);
+        println!(
+            "GPU memory used, {stage}: {} MiB",
+            used.lines().next().unwrap_or("?").trim()
+        );
     }
 }

@@ -173,9 +173,45 @@ impl<'g> Runner<'g> {
         other: Option<&Runner>,
         shared: &[String],
     ) -> Result<Runner<'g>, String> {
+        Self::build(gpu, plan, other, shared, false)
+    }
+
+    /// [`Runner::sharing`] that also stores the tensors of each of the plan's buffer slots
+    /// (`Plan::assign_buffers(true)`: tensors whose lifetimes do not overlap) in one buffer,
+    /// as the generated packages do. A tensor's value can then be read only until another
+    /// of its slot is written: for runners that read their outputs only (generation), not
+    /// for debug capture of every checkpoint.
+    pub fn sharing_slots(
+        gpu: &'g Gpu,
+        plan: Plan,
+        other: Option<&Runner>,
+        shared: &[String],
+    ) -> Result<Runner<'g>, String> {
+        Self::build(gpu, plan, other, shared, true)
+    }
+
+    fn build(
+        gpu: &'g Gpu,
+        plan: Plan,
+        other: Option<&Runner>,
+        shared: &[String],
+        use_slots: bool,
+    ) -> Result<Runner<'g>, String> {
         let dev = &gpu.device;
         let max_binding = gpu.limits.max_storage_buffer_binding_size as u64;
         let mut buffers = HashMap::new();
+        // Slots of several tensors (inputs, outputs and constants keep slots of their own).
+        let slot_of: HashMap<&str, usize> = if use_slots {
+            plan.buffers
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| b.tensors.len() > 1)
+                .flat_map(|(i, b)| b.tensors.iter().map(move |t| (t.as_str(), i)))
+                .collect()
+        } else {
+            HashMap::new()
+        };
+        let mut slot_buffers: HashMap<usize, wgpu::Buffer> = HashMap::new();
         let usage = wgpu::BufferUsages::STORAGE
             | wgpu::BufferUsages::COPY_SRC
             | wgpu::BufferUsages::COPY_DST;
@@ -199,6 +235,27 @@ impl<'g> Runner<'g> {
                     .get(name)
                     .filter(|b| b.size() == bytes)
                     .ok_or_else(|| format!("cannot share '{name}': absent or of another size"))?;
+                buffers.insert(name.clone(), buf.clone());
+                continue;
+            }
+            if let Some(&slot) = slot_of.get(name.as_str())
+                && !plan.constants.contains_key(name)
+            {
+                let size = plan.buffers[slot].bytes.max(bytes);
+                let buf = slot_buffers.entry(slot).or_insert_with(|| {
+                    dev.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some(&format!("slot {slot}")),
+                        size,
+                        usage,
+                        mapped_at_creation: false,
+                    })
+                });
+                if buf.size() < bytes {
+                    return Err(format!(
+                        "buffer slot {slot} holds {} bytes; '{name}' needs {bytes}",
+                        buf.size()
+                    ));
+                }
                 buffers.insert(name.clone(), buf.clone());
                 continue;
             }

@@ -147,6 +147,11 @@ fn smollm2_long_prompt_prefill_runs_tiled_kernels_and_matches_candle() {
     );
     println!("decode step: {count} stages within tolerance, worst abs error {worst:.2e}");
     assert_eq!(second, run.generated_ids[1], "second greedy token");
+    // The generation decoder (buffer slots shared over lifetimes, last logits row only)
+    // gives the same tokens.
+    let fast = Decoder::new(&gpu, &model, n, 300).unwrap();
+    assert_eq!(fast.run_prefill(&run.prompt_ids).unwrap(), first);
+    assert_eq!(fast.step(first, n).unwrap(), second);
 }
 
 /// The GPU top-k (what sampling reads back instead of the whole logits row) against a CPU

@@ -82,8 +82,18 @@ impl<'g> Decoder<'g> {
         // Weights and caches exist once: the decode plan uses the prefill plan's buffers.
         let mut shared: Vec<String> = pre.constants.keys().cloned().collect();
         shared.extend(cache_names(&config));
-        let prefill = Runner::new(gpu, pre)?;
-        let decode = Runner::sharing(gpu, dec, Some(&prefill), &shared)?;
+        // Generation stores each plan's short-lived tensors in shared slots (bounded memory
+        // for long prompts; a write after a read of a reused buffer makes the GPU wait, so
+        // it costs some overlap between dispatches); capture keeps one buffer per tensor.
+        let (prefill, decode) = if capture {
+            let prefill = Runner::new(gpu, pre)?;
+            let decode = Runner::sharing(gpu, dec, Some(&prefill), &shared)?;
+            (prefill, decode)
+        } else {
+            let prefill = Runner::sharing_slots(gpu, pre, None, &[])?;
+            let decode = Runner::sharing_slots(gpu, dec, Some(&prefill), &shared)?;
+            (prefill, decode)
+        };
         Ok(Decoder {
             config,
             prefill,
