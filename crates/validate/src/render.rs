@@ -660,6 +660,8 @@ mod tests {
             not_compared: 0,
             checkpoints: cs,
             first_failure: None,
+            profile: None,
+            profile_error: None,
         };
         let page = html(&r);
         let labels = page.matches("class=\"x-label\"").count();
