@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::gpu::{Gpu, Runner};
+use crate::gpu::{Gpu, Runner, Step};
 use crate::plan::Binding;
 
 /// The profile of one pass.
@@ -39,6 +39,80 @@ pub struct ProfileRow {
     pub gb_s: f64,
     /// `gb_s / copy_gb_s`.
     pub of_copy: f64,
+}
+
+impl Runner<'_> {
+    /// GPU time of the pass, from timestamps (benchmarks only): the whole pass recorded as
+    /// one compute pass, then every dispatch in a pass of its own. Returns nanoseconds
+    /// (whole pass, per dispatch). Inputs are whatever the buffers hold.
+    pub fn profile(&self) -> Result<(f64, Vec<f64>), String> {
+        let dev = &self.gpu.device;
+        if !dev.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
+            return Err("this device has no timestamp queries".into());
+        }
+        let n = self.steps.len();
+        let count = 2 * n as u32 + 2;
+        if count > wgpu::QUERY_SET_MAX_QUERIES {
+            return Err(format!("{n} dispatches: more than one query set holds"));
+        }
+        let set = dev.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("profile"),
+            ty: wgpu::QueryType::Timestamp,
+            count,
+        });
+        let bytes = count as u64 * 8;
+        let resolve = dev.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("timestamps"),
+            size: bytes,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let staging = dev.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("timestamps staging"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("profile"),
+        });
+        let record = |enc: &mut wgpu::CommandEncoder, steps: &[Step], at: u32| {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("profile"),
+                timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                    query_set: &set,
+                    beginning_of_pass_write_index: Some(at),
+                    end_of_pass_write_index: Some(at + 1),
+                }),
+            });
+            for s in steps {
+                s.record(&mut pass);
+            }
+        };
+        record(&mut enc, &self.steps, 0);
+        for i in 0..n {
+            record(&mut enc, &self.steps[i..i + 1], 2 + 2 * i as u32);
+        }
+        enc.resolve_query_set(&set, 0..count, &resolve, 0);
+        enc.copy_buffer_to_buffer(&resolve, 0, &staging, 0, bytes);
+        self.gpu.queue.submit([enc.finish()]);
+        staging.slice(..).map_async(wgpu::MapMode::Read, |_| {});
+        dev.poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| format!("device poll failed: {e}"))?;
+        let ticks: Vec<u64> = {
+            let view = staging
+                .slice(..)
+                .get_mapped_range()
+                .map_err(|e| format!("cannot map the timestamps: {e:?}"))?;
+            view.chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+                .collect()
+        };
+        staging.unmap();
+        let period = self.gpu.queue.get_timestamp_period() as f64;
+        let span = |a: usize| ticks[a + 1].saturating_sub(ticks[a]) as f64 * period;
+        Ok((span(0), (0..n).map(|i| span(2 + 2 * i)).collect()))
+    }
 }
 
 /// Profiles `runner`'s pass with the inputs and dims it holds now (run it once first).
