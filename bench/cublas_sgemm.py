@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""cuBLAS SGEMM peer for bench-gemm (issue 4): torch.matmul on CUDA float32, TF32 off.
+"""cuBLAS GEMM peer: SGEMM for bench-gemm (issue 4; torch.matmul on CUDA float32, TF32 off),
+HGEMM for the subgroup-matrix kernels of bench/dawn/gemm-subgroup-matrix.mjs (issue 20;
+`--dtype f16`: float16 inputs and output, cuBLAS's default float32 accumulation).
 
-    python3 bench/cublas_sgemm.py [--sizes 2048,4096] [--reps 7] [--json FILE]
+    python3 bench/cublas_sgemm.py [--sizes 2048,4096] [--reps 7] [--dtype f32|f16] [--json FILE]
 
 Warm-up, then per repetition many back-to-back products between two CUDA events; prints the
 median TFLOP/s and the relative error of one product against float64 (TF32 would show ~1e-4).
@@ -15,6 +17,7 @@ import torch
 ap = argparse.ArgumentParser()
 ap.add_argument("--sizes", default="2048,4096")
 ap.add_argument("--reps", type=int, default=7)
+ap.add_argument("--dtype", choices=["f32", "f16"], default="f32")
 ap.add_argument("--json")
 args = ap.parse_args()
 
@@ -22,13 +25,16 @@ torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
 torch.set_float32_matmul_precision("highest")
 dev = torch.cuda.get_device_name()
-print(f"torch {torch.__version__} on {dev}, allow_tf32={torch.backends.cuda.matmul.allow_tf32}")
+name = "HGEMM" if args.dtype == "f16" else "SGEMM"
+print(f"torch {torch.__version__} on {dev}, allow_tf32={torch.backends.cuda.matmul.allow_tf32}, "
+      f"fp16 reduced-precision reduction={torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction}")
 res = []
 g = torch.Generator(device="cuda").manual_seed(1)
 for n in [int(s) for s in args.sizes.split(",")]:
-    a = torch.rand(n, n, device="cuda", generator=g) * 2 - 1
-    b = torch.rand(n, n, device="cuda", generator=g) * 2 - 1
-    c = torch.empty(n, n, device="cuda")
+    dt = torch.float16 if args.dtype == "f16" else torch.float32
+    a = (torch.rand(n, n, device="cuda", generator=g) * 2 - 1).to(dt)
+    b = (torch.rand(n, n, device="cuda", generator=g) * 2 - 1).to(dt)
+    c = torch.empty(n, n, device="cuda", dtype=dt)
     ref = (a.double() @ b.double())
     torch.matmul(a, b, out=c)
     err = ((c.double() - ref).abs().max() / ref.abs().max()).item()
@@ -49,8 +55,8 @@ for n in [int(s) for s in args.sizes.split(",")]:
         times.append(s.elapsed_time(e) / 1e3 / iters)
     t = statistics.median(times)
     tf = 2 * n**3 / t / 1e12
-    print(f"cuBLAS SGEMM {n}^3: {tf:.2f} TFLOP/s (median of {args.reps} x {iters}), rel err vs f64 {err:.1e}")
-    res.append({"size": n, "tflops": tf, "rel_err_vs_f64": err, "times_s": times})
+    print(f"cuBLAS {name} {n}^3: {tf:.2f} TFLOP/s (median of {args.reps} x {iters}), rel err vs f64 {err:.1e}")
+    res.append({"dtype": args.dtype, "size": n, "tflops": tf, "rel_err_vs_f64": err, "times_s": times})
 if args.json:
     with open(args.json, "w") as f:
         json.dump({"device": dev, "torch": torch.__version__, "results": res}, f, indent=1)
