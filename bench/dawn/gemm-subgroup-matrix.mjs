@@ -233,9 +233,11 @@ for (const n of sizes) {
   // The f32 kernel gets the same values (the f16 ones, widened), so all check against one sum.
   const a32 = new Float32Array(n * n), b32 = new Float32Array(n * n);
   for (let i = 0; i < n * n; i++) { a32[i] = f16BitsToF32(a16[i]); b32[i] = f16BitsToF32(b16[i]); }
+  // Filled through a mapping at creation: dawn.node aborted the process on multi-MiB writeBuffer.
   const mk = (data) => {
-    const buf = device.createBuffer({ size: data.byteLength, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST });
-    device.queue.writeBuffer(buf, 0, data);
+    const buf = device.createBuffer({ size: data.byteLength, usage: GPUBufferUsage.STORAGE, mappedAtCreation: true });
+    new Uint8Array(buf.getMappedRange()).set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    buf.unmap();
     return buf;
   };
   step(`buffers ${n}`);
