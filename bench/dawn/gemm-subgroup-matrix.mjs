@@ -4,6 +4,8 @@
 // bench/cublas_sgemm.py. Issue 20, item 5.
 //
 // Usage: node gemm-subgroup-matrix.mjs DAWN_NODE [SIZES=2048,4096,8192] [--json FILE]
+//   STEPS=1 prints each stage (dawn.node 0.6.2 aborts at 2048^3 and above: bench/RESULTS.md);
+//   SHOW_WGSL=1 prints the staged kernel.
 //
 // C[m,n] = A[m,k] B[k,n], A and B row-major f16, C f32 (f32 accumulation), square sizes that
 // are multiples of the 128 x 128 workgroup tile. The kernel is generated for the matrix shape
@@ -195,11 +197,11 @@ async function readBack(buf, bytes) {
   const enc = device.createCommandEncoder();
   enc.copyBufferToBuffer(buf, 0, rb, 0, bytes);
   device.queue.submit([enc.finish()]);
-  await new Promise((r) => setTimeout(r, 400));
+  await new Promise((r) => setTimeout(r, 400)); // see run(): sleep past the work, then map
   await rb.mapAsync(GPUMapMode.READ);
   const out = new Float32Array(rb.getMappedRange().slice(0));
   rb.unmap();
-  if (!process.env.KEEP_RB) rb.destroy();
+  rb.destroy();
   return out;
 }
 
