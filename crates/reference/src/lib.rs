@@ -11,6 +11,7 @@
 //! and `index.json` ([`index::Index`]). The folder is built under a temporary name and
 //! renamed, so a failed run leaves nothing half-written.
 
+pub mod exact_int8;
 pub mod index;
 pub mod llama;
 pub mod npy;

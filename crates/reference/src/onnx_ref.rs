@@ -323,27 +323,35 @@ fn from_ort(v: &DynValue) -> Result<Option<HostTensor>, ort::Error> {
     }))
 }
 
-/// The model with every main-graph node output marked as a graph output.
-fn mark_all_outputs(model_path: &Path) -> Result<Vec<u8>, RefError> {
-    let mut proto = m2w_model::onnx::decode(model_path)?;
-    let graph = proto.graph.as_mut().expect("decode checks the graph");
-    let mut names: std::collections::HashSet<String> =
-        graph.output.iter().map(|o| o.name().to_string()).collect();
-    let nodes_outputs: Vec<String> = graph
-        .node
-        .iter()
-        .flat_map(|n| n.output.iter().cloned())
-        .filter(|o| !o.is_empty())
-        .collect();
-    for o in nodes_outputs {
-        if names.insert(o.clone()) {
-            graph.output.push(proto::ValueInfoProto {
-                name: Some(o),
-                ..Default::default()
-            });
+/// The bytes of the model ORT runs as the oracle: integer GEMMs widened to its exact
+/// u8 x u8 path (`exact_int8`) and, with `mark_outputs`, every main-graph node output
+/// marked as a graph output. Returns the labels of the widened nodes too.
+pub fn oracle_model_bytes(
+    model: &Model,
+    mark_outputs: bool,
+) -> Result<(Vec<u8>, Vec<String>), RefError> {
+    let mut proto = m2w_model::onnx::decode(&model.path)?;
+    let widened = crate::exact_int8::widen_int8_weights(model, &mut proto)?;
+    if mark_outputs {
+        let graph = proto.graph.as_mut().expect("decode checks the graph");
+        let mut names: std::collections::HashSet<String> =
+            graph.output.iter().map(|o| o.name().to_string()).collect();
+        let nodes_outputs: Vec<String> = graph
+            .node
+            .iter()
+            .flat_map(|n| n.output.iter().cloned())
+            .filter(|o| !o.is_empty())
+            .collect();
+        for o in nodes_outputs {
+            if names.insert(o.clone()) {
+                graph.output.push(proto::ValueInfoProto {
+                    name: Some(o),
+                    ..Default::default()
+                });
+            }
         }
     }
-    Ok(m2w_model::onnx::encode(&proto))
+    Ok((m2w_model::onnx::encode(&proto), widened))
 }
 
 /// Runs the model once with the given inputs; returns every output by name.
@@ -460,7 +468,7 @@ pub fn reference(
         }
     }
 
-    let marked = mark_all_outputs(model_path)?;
+    let (marked, widened) = oracle_model_bytes(&model, true)?;
     let mut session = open_session(lib, &marked, model_path)?;
     let first = run_once(&mut session, &inputs)?;
     if opts.check_determinism {
@@ -495,6 +503,15 @@ pub fn reference(
     );
     index.dims = used_dims.clone();
     index.dims.extend(opts.dims.clone());
+    if !widened.is_empty() {
+        index.notes.insert(
+            "exact_integer_gemm".into(),
+            serde_json::json!({
+                "why": crate::exact_int8::WHY,
+                "nodes": widened,
+            }),
+        );
+    }
 
     crate::write_dir(out, |dir| {
         crate::write_inputs(dir, &made, &mut index)?;

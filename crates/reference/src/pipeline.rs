@@ -414,7 +414,15 @@ pub fn loop_reference(
     let tok = tokenizer(p)?;
     let mut sessions = BTreeMap::new();
     for g in &p.graphs {
-        let bytes = std::fs::read(&g.file).map_err(|e| RefError::Io(g.file.clone(), e))?;
+        // Graphs with integer GEMMs get the oracle's exact form (`exact_int8`); the rest
+        // go to ORT as their file holds them.
+        let bytes = match infos.get(&g.name) {
+            Some(info) if crate::exact_int8::has_integer_gemm(info) => {
+                let model = m2w_model::Model::open(&g.file)?;
+                crate::onnx_ref::oracle_model_bytes(&model, false)?.0
+            }
+            _ => std::fs::read(&g.file).map_err(|e| RefError::Io(g.file.clone(), e))?,
+        };
         sessions.insert(
             g.name.clone(),
             crate::onnx_ref::open_session(lib, &bytes, &g.file)?,

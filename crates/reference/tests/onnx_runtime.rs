@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use m2w_reference::onnx_ref::{OnnxOptions, open_session, reference, run_once};
+use m2w_reference::onnx_ref::{OnnxOptions, open_session, oracle_model_bytes, reference, run_once};
 use m2w_reference::{HostTensor, RefError, read_index};
 
 fn fixture(name: &str) -> PathBuf {
@@ -63,8 +63,10 @@ fn check_model(name: &str, opts: OnnxOptions) {
         );
     }
 
-    // The final outputs equal a plain run of the unmodified model with the same inputs.
-    let bytes = std::fs::read(&model_path).unwrap();
+    // The final outputs equal a plain run (no output marked) of the model with the same
+    // inputs: of the oracle's form of it, whose integer GEMMs are widened to ORT's exact
+    // path (see `integer_gemms_are_exact_where_u8_times_s8_saturates`).
+    let (bytes, _) = oracle_model_bytes(&model, false).unwrap();
     let mut session = open_session(&ort_lib(), &bytes, &model_path).unwrap();
     let inputs: Vec<(String, HostTensor)> = index
         .inputs
@@ -336,4 +338,95 @@ fn given_input_files_are_used_as_is() {
         "other inputs follow the new seed"
     );
     let _ = Path::new("");
+}
+
+/// u8 x s8 integer GEMMs whose product pairs overflow an i16 (255 x 127 x 2): ORT's AVX2
+/// kernel saturates them on CPUs without VNNI; the oracle's form of the model computes
+/// them exactly on every CPU. Checked against integer sums made here.
+#[test]
+fn integer_gemms_are_exact_where_u8_times_s8_saturates() {
+    use m2w_model::onnx::proto;
+    use m2w_model::onnx_build::{attr_ints, model, node, value_info};
+    const UINT8: i32 = 2;
+    const INT8: i32 = 3;
+    const INT32: i32 = 6;
+    let (k, n) = (64usize, 3usize);
+    // Weights near the int8 extremes, mixed signs; the zero point of the MatMul's is 0
+    // (absent) and the Conv's is 2.
+    let w: Vec<i8> = (0..k * n)
+        .map(|i| match i % 5 {
+            0 | 1 | 2 => 127,
+            3 => -128,
+            _ => (i as i8).wrapping_mul(37),
+        })
+        .collect();
+    let a: Vec<u8> = (0..k).map(|i| if i % 7 == 6 { 3 } else { 255 }).collect();
+    let tensor = |name: &str, dims: &[i64], dt: i32, bytes: Vec<u8>| proto::TensorProto {
+        name: Some(name.into()),
+        dims: dims.to_vec(),
+        data_type: Some(dt),
+        raw_data: Some(bytes),
+        ..Default::default()
+    };
+    let w_bytes: Vec<u8> = w.iter().map(|&v| v as u8).collect();
+    // ConvInteger: the same weights as n filters of k channels, 1x1 kernel, on a 1x1 image.
+    let mut conv_w = vec![0u8; n * k];
+    for o in 0..n {
+        for c in 0..k {
+            conv_w[o * k + c] = w_bytes[c * n + o];
+        }
+    }
+    let bytes = model(
+        vec![
+            node("MatMulInteger", &["a", "w"], &["y"], vec![]),
+            node(
+                "ConvInteger",
+                &["x", "cw", "", "cw_zp"],
+                &["z"],
+                vec![attr_ints("kernel_shape", &[1, 1])],
+            ),
+        ],
+        vec![
+            tensor("w", &[k as i64, n as i64], INT8, w_bytes),
+            tensor("cw", &[n as i64, k as i64, 1, 1], INT8, conv_w),
+            tensor("cw_zp", &[], INT8, vec![2]),
+        ],
+        vec![
+            value_info("a", UINT8, &[1, k as i64]),
+            value_info("x", UINT8, &[1, k as i64, 1, 1]),
+        ],
+        vec![
+            value_info("y", INT32, &[1, n as i64]),
+            value_info("z", INT32, &[1, n as i64, 1, 1]),
+        ],
+        13,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("int_gemm.onnx");
+    std::fs::write(&path, &bytes).unwrap();
+    let m = m2w_model::Model::open(&path).unwrap();
+    let (oracle, widened) = oracle_model_bytes(&m, false).unwrap();
+    assert_eq!(widened.len(), 2, "{widened:?}");
+    let mut session = open_session(&ort_lib(), &oracle, &path).unwrap();
+    let a_t = HostTensor::U8(vec![1, k as u64], a.clone());
+    let x_t = HostTensor::U8(vec![1, k as u64, 1, 1], a.clone());
+    let out = run_once(
+        &mut session,
+        &[("a".to_string(), a_t), ("x".to_string(), x_t)],
+    )
+    .unwrap();
+    let exact = |zp: i64| -> Vec<i32> {
+        (0..n)
+            .map(|j| {
+                (0..k)
+                    .map(|c| a[c] as i64 * (w[c * n + j] as i64 - zp))
+                    .sum::<i64>() as i32
+            })
+            .collect()
+    };
+    assert_eq!(out["y"], Some(HostTensor::I32(vec![1, n as u64], exact(0))));
+    assert_eq!(
+        out["z"],
+        Some(HostTensor::I32(vec![1, n as u64, 1, 1], exact(2)))
+    );
 }
