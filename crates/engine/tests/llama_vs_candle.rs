@@ -34,10 +34,24 @@ fn compare_pass(
             .unwrap()
             .to_f64();
         assert_eq!(g.len(), want.len(), "{}", c.output);
+        // The rounding error of an f32 stage grows with the magnitude of what it sums, not
+        // with each element's own value: an element near zero in a large residual stream
+        // carries the stream's error. So the relative term is taken of |b| plus the stage's
+        // RMS. (Measured: Gemma 3's blk.16.ffn_residual element 3422, 0.4342 here against
+        // candle's 0.4309 on an AVX-512 Xeon, within 2e-3 on an AVX2 EPYC: the two valid f32
+        // results differ by more than a per-element bound allows.)
+        // NaN and infinities must match exactly; the RMS is of the finite values.
+        let finite: Vec<f64> = want.iter().copied().filter(|v| v.is_finite()).collect();
+        let rms = (finite.iter().map(|v| v * v).sum::<f64>() / finite.len().max(1) as f64).sqrt();
         for (i, (a, b)) in g.iter().zip(&want).enumerate() {
             let e = (a - b).abs();
-            worst = worst.max(e);
-            if !(e <= ATOL + RTOL * b.abs()) {
+            let ok = if a.is_finite() && b.is_finite() {
+                worst = worst.max(e);
+                e <= ATOL + RTOL * (b.abs() + rms)
+            } else {
+                a == b || (a.is_nan() && b.is_nan())
+            };
+            if !ok {
                 failures.push(format!("{} element {i}: {a} vs candle {b}", c.output));
                 break;
             }

@@ -355,7 +355,7 @@ fn integer_gemms_are_exact_where_u8_times_s8_saturates() {
     // (absent) and the Conv's is 2.
     let w: Vec<i8> = (0..k * n)
         .map(|i| match i % 5 {
-            0 | 1 | 2 => 127,
+            0..=2 => 127,
             3 => -128,
             _ => (i as i8).wrapping_mul(37),
         })
